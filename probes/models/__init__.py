@@ -1,0 +1,1 @@
+"""Model loading (embedded defaults, local paths, hub names) and per-family adapters."""
