@@ -1,0 +1,204 @@
+"""Collect paired CoT / direct residual-stream activations through nnsight into a sharded store.
+
+Residual = output of decoder block ``i`` (0-based; HF ``hidden_states[i+1]``). Token rules:
+
+* ``last_prompt`` — last token of the chat-templated prompt (after the generation prompt);
+* ``last``        — last token of the full text (prompt + answer; the released L2V-CoT rule);
+* ``answer_mean`` — mean over the assistant-answer tokens;
+* ``image_mean``  — mean over image-placeholder tokens (VLM inputs only);
+* ``all_tokens=True`` additionally keeps every token (ragged, per item).
+
+Batches are left-padded, run under ``torch.no_grad``, and the trace stops after the deepest
+requested layer. Each batch becomes one shard, so an interrupted run resumes exactly.
+
+>>> from probes.models.loading import load_model                       # doctest: +SKIP
+>>> from probes.stimuli import generate_problems, make_pairs           # doctest: +SKIP
+>>> lm = load_model("embedded:smollm2")                                 # doctest: +SKIP
+>>> store = collect_pairs(lm, make_pairs(generate_problems(64)), "runs/x/store")   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from analyses.artifacts import library_versions
+from analyses.store import ActivationStore, StoreWriter
+from probes.models.loading import LoadedModel
+from probes.stimuli.pairs import PromptPair
+
+POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean")
+
+
+class CollectionError(ValueError):
+    """Bad collection request (positions, layers, stimuli)."""
+
+
+def image_sha256(image: Any) -> str | None:
+    if image is None:
+        return None
+    h = hashlib.sha256()
+    h.update(f"{image.mode}{image.size}".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def _encoder(loaded: LoadedModel):
+    return loaded.processor if loaded.processor is not None else loaded.tokenizer
+
+
+def _count_tokens(loaded: LoadedModel, text: str) -> int:
+    return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Flatten pairs into rows (CoT then direct for each pair) with token bookkeeping."""
+    if len(pairs) == 0:
+        raise CollectionError("empty stimulus set: pass at least one PromptPair")
+    items, images = [], []
+    enc = _encoder(loaded)
+    for pair in pairs:
+        for label, prompt in pair.members():
+            prompt_text, full_text = prompt.render(enc)
+            n_ans = 0
+            if full_text != prompt_text:
+                n_ans = _count_tokens(loaded, full_text) - _count_tokens(loaded, prompt_text)
+                if n_ans <= 0:
+                    raise CollectionError(f"pair {pair.pair_id}: the answer adds no tokens after the prompt")
+            items.append({"row": len(items), "pair_id": int(pair.pair_id), "label": int(label),
+                          "problem_id": pair.problem.id, "gold": pair.problem.answer, "pairing": pair.pairing,
+                          "text": full_text, "n_answer_tokens": int(n_ans), "image_sha256": image_sha256(prompt.image)})
+            images.append(prompt.image)
+    has_img = [im is not None for im in images]
+    if any(has_img) and not all(has_img):
+        raise CollectionError("some items have images and some do not; collect image and text-only sets separately")
+    if any(has_img) and not loaded.is_vlm:
+        raise CollectionError(f"{loaded.model_id} is a text-only model but the stimuli carry images")
+    return items, images
+
+
+def encode_batch(loaded: LoadedModel, texts: list[str], images: list[Any] | None = None):
+    """Left-padded batch encoding; VLMs go through their processor with the adapter's extra kwargs."""
+    tok = loaded.tokenizer
+    tok.padding_side = "left"
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    if images is not None and any(im is not None for im in images):
+        from probes.models.processors_check import check_prompts_and_images
+
+        check_prompts_and_images(loaded, texts, images)
+        proc = loaded.processor
+        return proc(text=texts, images=[[im] for im in images], padding=True, return_tensors="pt",
+                    **loaded.adapter.processor_kwargs)
+    return tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
+
+
+def _reduce_batch(loaded: LoadedModel, enc, layers: list[int], positions: Sequence[str], n_ans, img_mask,
+                  all_tokens: bool):
+    """One traced forward pass; returns {position: [B, L, d]} and optional full hidden states."""
+    import nnsight
+    import torch
+
+    model = loaded.nnsight
+    B, T = enc["input_ids"].shape
+    ar = torch.arange(B)
+    dev = loaded.device
+    n_ans = n_ans.to(dev)
+    lp_idx = (T - 1 - n_ans)
+    tpos = torch.arange(T, device=dev)[None, :]
+    ans_mask = (tpos >= (T - n_ans)[:, None]).float()
+    img = img_mask.float().to(dev) if img_mask is not None else None
+    inputs = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
+    with torch.no_grad():
+        with model.trace(inputs) as tracer:
+            out = nnsight.save({p: [] for p in positions})
+            full = nnsight.save([])
+            lyr = loaded.adapter.layers(model)
+            for i in layers:
+                h = lyr[i].output
+                for p in positions:
+                    if p == "last_prompt":
+                        out[p].append(h[ar, lp_idx].float())
+                    elif p == "last":
+                        out[p].append(h[:, -1].float())
+                    elif p == "answer_mean":
+                        out[p].append(((h.float() * ans_mask[..., None]).sum(1) / ans_mask.sum(1, keepdim=True)))
+                    elif p == "image_mean":
+                        out[p].append(((h.float() * img[..., None]).sum(1) / img.sum(1, keepdim=True)))
+                if all_tokens:
+                    full.append(h.float())
+            tracer.stop()
+    res = {p: torch.stack(v, 1).cpu().numpy().astype(np.float32) for p, v in out.items()}
+    full_np = torch.stack(full, 1).cpu().numpy().astype(np.float32) if all_tokens else None
+    return res, full_np
+
+
+def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: str | Path, *,
+                  layers: Sequence[int] | None = None, positions: Sequence[str] = ("last_prompt", "answer_mean"),
+                  batch_size: int = 16, all_tokens: bool = False, overwrite: bool = False, progress: bool = True,
+                  max_batches: int | None = None) -> ActivationStore | None:
+    """Collect residuals for every member of ``pairs`` into ``store_dir`` and return the store.
+
+    Resumes an interrupted collection of the same configuration; refuses a directory written by a
+    different one. ``max_batches`` stops early (for tests of resume); then ``None`` is returned.
+    """
+    from tqdm.auto import tqdm
+    import torch
+
+    positions = list(dict.fromkeys(positions))
+    bad = [p for p in positions if p not in POSITIONS]
+    if bad:
+        raise CollectionError(f"unknown positions {bad}; choose from {POSITIONS}")
+    layers = loaded.check_layers(range(loaded.n_layers) if layers is None else layers)
+    if batch_size < 1:
+        raise CollectionError(f"batch_size must be >= 1, got {batch_size}")
+    items, images = plan_items(loaded, pairs)
+    has_images = images[0] is not None
+    if "image_mean" in positions and not has_images:
+        raise CollectionError("position 'image_mean' needs image stimuli")
+    if "answer_mean" in positions and any(it["n_answer_tokens"] == 0 for it in items):
+        raise CollectionError("position 'answer_mean' needs answers; build pairs with with_answers=True")
+    config = {"model": loaded.provenance(), "layers": layers, "positions": positions, "batch_size": batch_size,
+              "all_tokens": all_tokens, "layer_convention": "block_output", "has_images": has_images,
+              "pairings": sorted({it["pairing"] for it in items})}
+    stim_hash = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
+    config["stimulus_hash"] = stim_hash
+    writer = StoreWriter(store_dir, config, items, overwrite=overwrite, extra={"library": library_versions()})
+    n_batches = (len(items) + batch_size - 1) // batch_size
+    done = writer.done_shards()
+    todo = [b for b in range(n_batches) if b not in done]
+    bar = tqdm(total=n_batches, initial=n_batches - len(todo), desc=f"collect {loaded.model_id[:30]}",
+               unit="batch", disable=not progress)
+    for k, b in enumerate(todo):
+        if max_batches is not None and k >= max_batches:
+            bar.close()
+            return None
+        sl = slice(b * batch_size, min((b + 1) * batch_size, len(items)))
+        batch_items = items[sl]
+        texts = [it["text"] for it in batch_items]
+        enc = encode_batch(loaded, texts, images[sl] if has_images else None)
+        n_ans = torch.tensor([it["n_answer_tokens"] for it in batch_items])
+        img_mask = loaded.adapter.image_token_mask(enc["input_ids"], loaded.config) if has_images else None
+        res, full = _reduce_batch(loaded, enc, layers, positions, n_ans, img_mask, all_tokens)
+        tensors = dict(res)
+        seq_len = enc["attention_mask"].sum(1)
+        tensors["seq_len"] = seq_len.numpy().astype(np.int64)
+        if img_mask is not None:
+            # store the unpadded (left-aligned) mask of each row
+            T = img_mask.shape[1]
+            m = np.zeros((len(batch_items), T), dtype=np.uint8)
+            for r in range(len(batch_items)):
+                n = int(seq_len[r])
+                m[r, :n] = img_mask[r, T - n:].numpy()
+            tensors["image_mask"] = m
+        if full is not None:
+            for r, it in enumerate(batch_items):
+                n = int(seq_len[r])
+                tensors[f"all.{it['row']}"] = np.ascontiguousarray(full[r][:, -n:])
+        writer.write_shard(b, np.arange(sl.start, sl.stop), tensors)
+        bar.update(1)
+    bar.close()
+    return writer.finish()

@@ -1,0 +1,209 @@
+"""Load a model by embedded alias, local path or hub name, with its tokenizer/processor and adapter.
+
+>>> lm = load_model("embedded:smollm2")                 # doctest: +SKIP
+>>> lm.n_layers, lm.hidden_size                         # doctest: +SKIP
+(30, 576)
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from probes.models.embedded import EMBEDDED_LLM, GGUF_SHA256, MODEL_ID, smollm2_dir
+from probes.models.registry import ModelAdapter, adapter_for
+
+EMBEDDED_VLM = "embedded:smolvlm"
+ALIASES = {EMBEDDED_LLM: "SmolLM2-135M-Instruct (embedded)", EMBEDDED_VLM: "cotscope-smolvlm (embedded reference VLM)"}
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be loaded; the message says why and what to do."""
+
+
+def _torch_dtype(dtype: Any):
+    import torch
+
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if isinstance(dtype, str):
+        if dtype == "auto":
+            return "auto"
+        name = dtype.replace("torch.", "")
+        if hasattr(torch, name) and isinstance(getattr(torch, name), torch.dtype):
+            return getattr(torch, name)
+    raise ValueError(f"unknown dtype {dtype!r}; use e.g. 'float32', 'bfloat16', 'float16' or 'auto'")
+
+
+def resolve_spec(spec: str | Path) -> tuple[Path | str, str, str]:
+    """Turn a model spec into ``(path_or_name, model_id, revision)``."""
+    spec_s = str(spec)
+    if spec_s == EMBEDDED_LLM:
+        return smollm2_dir(), MODEL_ID, f"gguf-sha256:{GGUF_SHA256}"
+    if spec_s == EMBEDDED_VLM:
+        from probes.models.reference_vlm import reference_vlm_dir  # lazily: needs the shipped weights
+
+        d = reference_vlm_dir()
+        return d, "cotscope-smolvlm", f"dir-fingerprint:{dir_fingerprint(d)}"
+    if spec_s.startswith("embedded:"):
+        raise ModelLoadError(f"unknown embedded model {spec_s!r}; choose one of {sorted(ALIASES)}")
+    p = Path(spec_s).expanduser()
+    if p.exists():
+        if not (p / "config.json").is_file():
+            raise ModelLoadError(f"{p} exists but has no config.json; point at a saved HF model directory")
+        return p, spec_s, f"dir-fingerprint:{dir_fingerprint(p)}"
+    return spec_s, spec_s, "hub:unresolved"
+
+
+def dir_fingerprint(path: Path) -> str:
+    """Cheap content fingerprint of a model directory: config + weight files' names, sizes, heads and tails."""
+    h = hashlib.sha256()
+    for f in sorted(Path(path).iterdir()):
+        if f.suffix in {".json", ".safetensors", ".bin", ".model", ".txt"} and f.is_file():
+            h.update(f.name.encode())
+            h.update(str(f.stat().st_size).encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+                if f.stat().st_size > (2 << 20):
+                    fh.seek(-(1 << 20), 2)
+                    h.update(fh.read())
+    return h.hexdigest()[:16]
+
+
+@dataclasses.dataclass
+class LoadedModel:
+    """An HF model with its tokenizer/processor, adapter and provenance."""
+
+    hf: Any
+    tokenizer: Any
+    processor: Any | None
+    adapter: ModelAdapter
+    model_id: str
+    revision: str
+    source: str
+    _nnsight: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def config(self) -> Any:
+        return self.hf.config
+
+    @property
+    def text_config(self) -> Any:
+        return self.adapter.text_config(self.hf.config)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.adapter.layers(self.hf))
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.text_config.hidden_size)
+
+    @property
+    def is_vlm(self) -> bool:
+        return self.adapter.is_vlm
+
+    @property
+    def device(self) -> Any:
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> Any:
+        return next(self.hf.parameters()).dtype
+
+    @property
+    def model_type(self) -> str:
+        return str(self.hf.config.model_type)
+
+    @property
+    def nnsight(self) -> Any:
+        """A cached nnsight wrapper around the same module (no copy)."""
+        if self._nnsight is None:
+            import nnsight
+
+            if self.is_vlm:
+                self._nnsight = nnsight.TransformersModel(self.hf, processor=self.processor, tokenizer=self.tokenizer,
+                                                          task="image-text-to-text")
+            else:
+                self._nnsight = nnsight.TransformersModel(self.hf, tokenizer=self.tokenizer, task="text-generation")
+        return self._nnsight
+
+    def layers(self, root: Any = None) -> Any:
+        """Decoder layers of ``root`` (default: the HF model; pass ``self.nnsight`` for envoys)."""
+        return self.adapter.layers(self.hf if root is None else root)
+
+    def check_layers(self, layers) -> list[int]:
+        """Normalise layer indices (negatives count from the end) and refuse out-of-range ones."""
+        n = self.n_layers
+        out = []
+        for l in layers:
+            li = int(l)
+            if li < 0:
+                li += n
+            if not 0 <= li < n:
+                raise ValueError(f"layer {l} is out of range for {self.model_id} with {n} decoder blocks "
+                                 f"(valid 0..{n - 1}, or -{n}..-1)")
+            out.append(li)
+        return sorted(set(out))
+
+    def provenance(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "revision": self.revision, "model_type": self.model_type,
+                "n_layers": self.n_layers, "hidden_size": self.hidden_size, "dtype": str(self.dtype).replace("torch.", ""),
+                "family": self.adapter.family, "source": self.source}
+
+
+def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", dtype: Any = "float32",
+               device_map: Any = None, attn_implementation: str | None = None, trust_remote_code: bool = False,
+               **from_pretrained_kwargs: Any) -> LoadedModel:
+    """Load an LLM or VLM.
+
+    Args:
+        spec: ``"embedded:smollm2"``, ``"embedded:smolvlm"``, a local directory, or a hub name.
+        device: where to move the model when ``device_map`` is not given (``"cuda"``, ``"cpu"``, …).
+        dtype: torch dtype or its name; ``"auto"`` keeps the checkpoint's dtype.
+        device_map: passed to ``from_pretrained`` (e.g. ``"auto"`` for multi-GPU); then ``device`` is ignored.
+        attn_implementation: e.g. ``"eager"`` when attention weights are needed.
+    """
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+
+    path, model_id, revision = resolve_spec(spec)
+    kw: dict[str, Any] = dict(dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, **from_pretrained_kwargs)
+    if device_map is not None:
+        kw["device_map"] = device_map
+    if attn_implementation is not None:
+        kw["attn_implementation"] = attn_implementation
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except OSError as e:
+        raise ModelLoadError(f"could not load a config for {spec!r}: {e}. Pass a local model directory, "
+                             f"or one of {sorted(ALIASES)}; hub names need network access (none on this machine).") from None
+    adapter = adapter_for(config)
+    if adapter.is_vlm:
+        hf = AutoModelForImageTextToText.from_pretrained(path, **kw)
+        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = processor.tokenizer
+    else:
+        hf = AutoModelForCausalLM.from_pretrained(path, **kw)
+        processor = None
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    if device_map is None and device is not None:
+        hf.to(device)
+    hf.eval()
+    if getattr(config, "_commit_hash", None) and revision == "hub:unresolved":
+        revision = f"hub:{config._commit_hash}"
+    return LoadedModel(hf=hf, tokenizer=tokenizer, processor=processor, adapter=adapter, model_id=model_id,
+                       revision=revision, source=str(path))
+
+
+def wrap_model(hf: Any, tokenizer: Any = None, processor: Any = None, model_id: str | None = None,
+               revision: str = "unknown") -> LoadedModel:
+    """Wrap an already-loaded HF model (e.g. a tiny test model) as a :class:`LoadedModel`."""
+    adapter = adapter_for(hf)
+    if tokenizer is None and processor is not None:
+        tokenizer = processor.tokenizer
+    return LoadedModel(hf=hf.eval(), tokenizer=tokenizer, processor=processor, adapter=adapter,
+                       model_id=model_id or getattr(hf.config, "_name_or_path", "") or type(hf).__name__,
+                       revision=revision, source="in-memory")

@@ -1,0 +1,123 @@
+"""Per-family model adapters: a small declarative record of where things live in a model.
+
+Every supported architecture (plain LLMs and VLM families) registers one :class:`ModelAdapter`.
+Collection, injection and attention capture only talk to models through it.
+
+>>> from transformers import LlamaConfig
+>>> adapter_for(LlamaConfig()).layers_path
+'model.layers'
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+_REGISTRY: dict[str, "ModelAdapter"] = {}
+
+
+class UnsupportedModelError(ValueError):
+    """No adapter is registered for this model family."""
+
+
+def _resolve(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
+    return obj
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelAdapter:
+    """Where the language-model layers, vision tower and projector live, and how image tokens are found.
+
+    Attributes:
+        family: short name shown to users ("llama", "llava", "qwen2_vl", …).
+        model_types: HF ``config.model_type`` values this adapter serves.
+        layers_path: dotted path from the top-level HF model to the decoder ``ModuleList``.
+        final_norm_path: dotted path to the final norm of the language model.
+        vision_path / projector_path: vision tower and connector (``None`` for text-only models).
+        image_token_attrs: config attributes holding the image placeholder token id (first found wins).
+        processor_kwargs: extra keyword arguments every processor call needs (e.g. InternVL's
+            ``crop_to_patches=False``).
+        text_config_attr: where the language-model config sits inside a VLM config.
+        build_processor: optional callable ``(model_dir_or_tokenizer, **kw) -> processor`` assembling a
+            processor offline without torchvision.
+    """
+
+    family: str
+    model_types: tuple[str, ...]
+    layers_path: str
+    final_norm_path: str
+    vision_path: str | None = None
+    projector_path: str | None = None
+    image_token_attrs: tuple[str, ...] = ("image_token_id", "image_token_index")
+    processor_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    text_config_attr: str | None = None
+    build_processor: Callable[..., Any] | None = None
+    notes: str = ""
+
+    @property
+    def is_vlm(self) -> bool:
+        return self.vision_path is not None
+
+    def layers(self, model: Any) -> Any:
+        """The decoder ModuleList (works on HF modules and on nnsight envoys alike)."""
+        return _resolve(model, self.layers_path)
+
+    def final_norm(self, model: Any) -> Any:
+        return _resolve(model, self.final_norm_path)
+
+    def vision(self, model: Any) -> Any:
+        if self.vision_path is None:
+            raise UnsupportedModelError(f"{self.family} models have no vision tower")
+        return _resolve(model, self.vision_path)
+
+    def projector(self, model: Any) -> Any:
+        if self.projector_path is None:
+            raise UnsupportedModelError(f"{self.family} models have no projector")
+        return _resolve(model, self.projector_path)
+
+    def text_config(self, config: Any) -> Any:
+        if self.text_config_attr and hasattr(config, self.text_config_attr):
+            return getattr(config, self.text_config_attr)
+        return config
+
+    def image_token_id(self, config: Any) -> int | None:
+        for attr in self.image_token_attrs:
+            val = getattr(config, attr, None)
+            if val is not None:
+                return int(val)
+        return None
+
+    def image_token_mask(self, input_ids: Any, config: Any) -> Any:
+        """Boolean mask of image-placeholder positions in ``input_ids`` (same shape)."""
+        tid = self.image_token_id(config)
+        if tid is None:
+            return input_ids != input_ids  # all False
+        return input_ids == tid
+
+
+def register(adapter: ModelAdapter) -> ModelAdapter:
+    for mt in adapter.model_types:
+        _REGISTRY[mt] = adapter
+    return adapter
+
+
+def registered_families() -> list[str]:
+    return sorted({a.family for a in _REGISTRY.values()})
+
+
+def adapter_for(model_or_config: Any) -> ModelAdapter:
+    """Find the adapter for an HF model or config by ``config.model_type``."""
+    config = getattr(model_or_config, "config", model_or_config)
+    mt = getattr(config, "model_type", None)
+    if mt in _REGISTRY:
+        return _REGISTRY[mt]
+    raise UnsupportedModelError(
+        f"no cotscope adapter for model_type={mt!r} ({type(model_or_config).__name__}). "
+        f"Supported families: {', '.join(registered_families())}. To add one, register a "
+        "probes.models.registry.ModelAdapter(family=..., model_types=(...,), layers_path='model.layers', "
+        "final_norm_path='model.norm', ...) — see probes/models/llm_adapters.py for examples.")
+
+
+def supported_model_types() -> Sequence[str]:
+    return sorted(_REGISTRY)
