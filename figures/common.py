@@ -1,0 +1,65 @@
+"""Shared figure plumbing: where figures go, and saving PNG/PDF (matplotlib) and HTML (plotly).
+
+Every figure script under ``figures/`` exposes ``draw(...)`` (returns figures) and
+``render(run_dir) -> list[Path]`` (reads stored results of a run, writes files, never recomputes
+activations). ``python -m figures RUN_DIR`` calls every ``render``.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # scripts and CI have no display; notebooks render inline through their own backend
+
+
+class MissingInputs(FileNotFoundError):
+    """The run directory lacks the stored results this figure draws from."""
+
+
+def figures_dir(run_dir: str | Path) -> Path:
+    d = Path(run_dir) / "figures"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def need(path: str | Path, what: str) -> Path:
+    p = Path(path)
+    if not p.exists():
+        raise MissingInputs(f"{p} not found: {what}")
+    return p
+
+
+def load_json(path: str | Path, what: str = "stored results") -> Any:
+    return json.loads(need(path, what).read_text())
+
+
+def save_matplotlib(fig: Any, out_dir: str | Path, name: str, pdf: bool = True) -> list[Path]:
+    """Save ``name.png`` (150 dpi) and ``name.pdf``; closes the figure."""
+    import matplotlib.pyplot as plt
+    from analyses.atomic import atomic_path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for ext in ("png", "pdf") if pdf else ("png",):
+        p = out_dir / f"{name}.{ext}"
+        with atomic_path(p) as tmp:
+            fig.savefig(tmp, dpi=150, bbox_inches="tight", format=ext)
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def save_plotly(fig: Any, out_dir: str | Path, name: str) -> Path:
+    """Save interactive ``name.html``; plotly.js is written once beside it (works offline)."""
+    from analyses.atomic import atomic_path
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    p = out_dir / f"{name}.html"
+    with atomic_path(p) as tmp:
+        fig.write_html(str(tmp), include_plotlyjs="directory", full_html=True)
+    return p

@@ -1,0 +1,70 @@
+"""`make demo`: the main job on the embedded defaults, into ``runs/demo/``.
+
+Stages (each reuses stored results when they exist):
+1. LLM: paired CoT/direct activations of SmolLM2 → per-layer analysis → direction files.
+2. VLM & cross-model, injection sweep, attention shift, parameter-space prior (when available).
+3. Figures (PNG + PDF + HTML) and ``summary.json`` / ``report.md``.
+"""
+from __future__ import annotations
+
+import platform
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from analyses.artifacts import library_versions
+from analyses.atomic import write_json_atomic, write_text_atomic
+
+DEMO_DEFAULTS = dict(n_problems=160, batch_size=16, cutoff=0.1, n_perm=200, seed=0)
+
+
+def _stage(name: str, fn: Callable[[], dict], summary: dict, required: bool) -> Any:
+    t = time.perf_counter()
+    print(f"[demo] stage {name} …", flush=True)
+    try:
+        out = fn()
+    except Exception as e:  # optional stages report their failure in the summary; required ones abort
+        if required:
+            raise
+        summary["stages"][name] = {"status": "failed", "error": f"{type(e).__name__}: {e}"}
+        traceback.print_exc()
+        return None
+    summary["stages"][name] = {"status": "ok", "seconds": round(time.perf_counter() - t, 2)}
+    return out
+
+
+def run_demo(run_dir: str | Path = "runs/demo", **overrides: Any) -> dict[str, Any]:
+    from probes.pipeline import llm_summary, run_llm_stage
+
+    cfg = {**DEMO_DEFAULTS, **overrides}
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary: dict[str, Any] = {"run_dir": str(run_dir), "config": cfg, "stages": {},
+                               "environment": {"python": platform.python_version(), "machine": platform.machine(),
+                                               "libraries": library_versions()}}
+    t0 = time.perf_counter()
+    llm = _stage("llm", lambda: run_llm_stage(run_dir, n_problems=cfg["n_problems"], seed=cfg["seed"],
+                                              batch_size=cfg["batch_size"], cutoff=cfg["cutoff"], n_perm=cfg["n_perm"]),
+                 summary, required=True)
+    summary["llm"] = llm_summary(llm)
+    for name, fn in extra_stages():
+        res = _stage(name, lambda fn=fn: fn(run_dir, summary), summary, required=False)
+        if res is not None:
+            summary[name] = res
+    from figures.__main__ import render_all
+
+    figs = _stage("figures", lambda: render_all(run_dir), summary, required=True)
+    summary["figures"] = figs
+    summary["total_seconds"] = round(time.perf_counter() - t0, 1)
+    write_json_atomic(run_dir / "summary.json", summary)
+    from probes.report import write_report
+
+    write_text_atomic(run_dir / "report.md", write_report(summary))
+    print(f"[demo] done in {summary['total_seconds']} s → {run_dir}/summary.json, {run_dir}/report.md")
+    return summary
+
+
+def extra_stages() -> list[tuple[str, Callable[[Path, dict], dict]]]:
+    """Stages beyond the LLM path, added as their modules land."""
+    return []
