@@ -1,0 +1,112 @@
+"""Spectrum of Δ's rows along the hidden dimension against the permutation null.
+
+Left: share of energy per frequency bin (all selected tensors), with the exact null mean (flat).
+Middle: cumulative energy against the null. Right: per-layer spectral centroid with the null's
+5–95 % band (a centroid above the band = high-frequency drift).
+
+Input: ``prior_analysis.json`` from :func:`analyses.prior.run_prior_analysis` (``spectrum=True``).
+
+    python -m figures.fig_prior_spectrum out/prior/prior_analysis.json out/prior/prior_spectrum
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _curves(data: Mapping[str, Any]) -> dict[str, Any]:
+    sp = data.get("spectrum") or {}
+    if not sp:
+        raise ValueError("prior_analysis.json has no spectrum; run compute_prior(..., spectrum=True)")
+    E = np.asarray(sp["total"]["energy"])          # Parseval-weighted (interior bins count twice)
+    N = np.asarray(sp["null_flat_energy"])
+    f = np.arange(len(E)) / (len(E) - 1)
+    w = np.full(len(E), 2.0)
+    w[0] = 1.0
+    if sp["hidden_size"] % 2 == 0:
+        w[-1] = 1.0
+    per_bin, null_bin = E / w, N / w               # energy per FFT bin: the null is flat
+    per = sp["per_layer"]
+    layers = sorted(per, key=int)
+    return {"f": f, "E": per_bin / null_bin[1:].mean(), "N": null_bin / null_bin[1:].mean(), "cE": np.cumsum(E) / E.sum(), "cN": np.cumsum(N) / N.sum(),
+            "tot": sp["total"], "layers": [int(l) for l in layers], "per": [per[l] for l in layers],
+            "cutoff_f": sp["total"]["cutoff_bins"] / (len(E) - 1)}
+
+
+def draw(data: Mapping[str, Any]) -> Figure:
+    c = _curves(data)
+    t = c["tot"]
+    fig = Figure(figsize=(13, 4), constrained_layout=True)
+    a, b, d = fig.subplots(1, 3)
+    a.plot(c["f"], c["E"], lw=0.8, label="Δ (all selected tensors)")
+    a.plot(c["f"], c["N"], "k--", lw=1, label="permutation null (mean)")
+    a.set(xlabel="frequency along hidden dim (1 = Nyquist)", ylabel="energy per bin / null mean",
+          title="Energy spectrum of Δ's hidden-dim vectors")
+    a.legend(fontsize=8)
+    b.plot(c["f"], c["cE"], label="Δ")
+    b.plot(c["f"], c["cN"], "k--", label="null")
+    b.axvline(c["cutoff_f"], color="gray", lw=0.8)
+    b.set(xlabel="frequency cutoff", ylabel="cumulative energy share", title="Cumulative energy")
+    b.text(0.98, 0.04, f"below cutoff: {t['lowpass_fraction']:.3f}\nnull: {t['lowpass_null_mean']:.3f}\n"
+           f"p(low-frequency) = {t['p_low']:.3g}", transform=b.transAxes, ha="right", va="bottom", fontsize=8)
+    b.legend(fontsize=8)
+    x = c["layers"]
+    d.fill_between(x, [p["centroid_null_q05"] for p in c["per"]], [p["centroid_null_q95"] for p in c["per"]],
+                   color="gray", alpha=0.3, label="null 5–95 %")
+    d.plot(x, [p["centroid"] for p in c["per"]], "C3-o", ms=3, label="Δ centroid")
+    d.set(xlabel="layer", ylabel="spectral centroid (0.5 = flat)", title="Centroid per layer")
+    d.text(0.02, 0.04, f"all layers: {t['centroid']:.4f}, null {t['centroid_null_mean']:.4f}\n"
+           f"p(high-frequency) = {t['p_high']:.3g}", transform=d.transAxes, va="bottom", fontsize=8)
+    d.legend(fontsize=8, loc="lower right")
+    fig.suptitle(f"Is the drift high-frequency? verdict: {t['verdict']}", fontsize=11)
+    return fig
+
+
+def draw_plotly(data: Mapping[str, Any]):
+    from plotly.subplots import make_subplots
+    import plotly.graph_objects as go
+
+    c = _curves(data)
+    fig = make_subplots(1, 3, subplot_titles=("energy share per bin", "cumulative", "centroid per layer"))
+    fig.add_trace(go.Scatter(x=c["f"], y=c["E"], name="Δ (per bin / null mean)"), 1, 1)
+    fig.add_trace(go.Scatter(x=c["f"], y=c["N"], name="null", line=dict(dash="dash", color="black")), 1, 1)
+    fig.add_trace(go.Scatter(x=c["f"], y=c["cE"], name="Δ cumulative"), 1, 2)
+    fig.add_trace(go.Scatter(x=c["f"], y=c["cN"], name="null cumulative", line=dict(dash="dash", color="black")), 1, 2)
+    fig.add_trace(go.Scatter(x=c["layers"], y=[p["centroid_null_q95"] for p in c["per"]], line=dict(width=0),
+                             showlegend=False), 1, 3)
+    fig.add_trace(go.Scatter(x=c["layers"], y=[p["centroid_null_q05"] for p in c["per"]], fill="tonexty",
+                             line=dict(width=0), name="null 5–95 %"), 1, 3)
+    fig.add_trace(go.Scatter(x=c["layers"], y=[p["centroid"] for p in c["per"]], name="Δ centroid"), 1, 3)
+    fig.update_layout(title=f"verdict: {c['tot']['verdict']}")
+    return fig
+
+
+def save(data: Mapping[str, Any], stem: str | Path) -> list[Path]:
+    """Write ``<stem>.png`` and ``<stem>.html`` atomically; returns both paths."""
+    from analyses.atomic import atomic_path
+
+    stem = Path(stem)
+    png, html = stem.with_suffix(".png"), stem.with_suffix(".html")
+    with atomic_path(png) as tmp:
+        draw(data).savefig(tmp, format="png", dpi=120)
+    with atomic_path(html) as tmp:
+        draw_plotly(data).write_html(tmp, include_plotlyjs="directory")
+    return [png, html]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("analysis_json")
+    ap.add_argument("out_stem")
+    a = ap.parse_args(argv)
+    for p in save(json.loads(Path(a.analysis_json).read_text()), a.out_stem):
+        print(p)
+
+
+if __name__ == "__main__":
+    main()
