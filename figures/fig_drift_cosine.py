@@ -1,0 +1,96 @@
+"""cos(g, Δ) per module type over fine-tuning steps (mean over layers, min–max band).
+
+Input: the tidy table from :func:`probes.drift.log_gradient_alignment` (``.json`` or ``.csv``).
+
+    python -m figures.fig_drift_cosine out/drift_cos.json out/drift_cosine
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def load_table(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if path.suffix == ".csv":
+        with open(path, newline="") as fh:
+            return [{k: (float(v) if k not in ("param", "module") and v not in ("", "None") else v) for k, v in r.items()}
+                    for r in csv.DictReader(fh)]
+    return json.loads(path.read_text())
+
+
+def _series(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[str, np.ndarray]]:
+    if not rows:
+        raise ValueError("the cos(g, Δ) table is empty")
+    by = collections.defaultdict(lambda: collections.defaultdict(list))
+    for r in rows:
+        if r.get(key) is not None and r.get(key) != "":
+            by[r["module"]][int(r["step"])].append(float(r[key]))
+    out = {}
+    for m, steps in sorted(by.items()):
+        s = sorted(steps)
+        v = [steps[i] for i in s]
+        out[m] = {"step": np.array(s), "mean": np.array([np.mean(x) for x in v]),
+                  "lo": np.array([np.min(x) for x in v]), "hi": np.array([np.max(x) for x in v])}
+    return out
+
+
+def draw(rows: Sequence[Mapping[str, Any]]) -> Figure:
+    """Left: raw cos(g, Δ); right (if the table has it): cos of the guided gradient."""
+    guided = any("cos_guided" in r for r in rows)
+    fig = Figure(figsize=(11 if guided else 6, 4), constrained_layout=True)
+    axes = fig.subplots(1, 2 if guided else 1, squeeze=False)[0]
+    for ax, key, title in zip(axes, ("cos", "cos_guided"), ("cos(g, Δ) of the raw gradient", "cos(g̃, Δ) after the rule")):
+        for i, (m, s) in enumerate(_series(rows, key).items()):
+            ax.plot(s["step"], s["mean"], color=f"C{i}", label=m, marker="o", ms=3)
+            ax.fill_between(s["step"], s["lo"], s["hi"], color=f"C{i}", alpha=0.15)
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set(xlabel="optimizer step", ylabel="cosine (mean over layers, band = min–max)", title=title)
+        ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def draw_plotly(rows: Sequence[Mapping[str, Any]]):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for key, dash in (("cos", None), ("cos_guided", "dash")):
+        if key == "cos_guided" and not any(key in r for r in rows):
+            continue
+        for m, s in _series(rows, key).items():
+            fig.add_trace(go.Scatter(x=s["step"], y=s["mean"], name=f"{m} ({key})", line=dict(dash=dash)))
+    fig.update_layout(title="cos(g, Δ) over steps", xaxis_title="step", yaxis_title="cosine (mean over layers)")
+    return fig
+
+
+def save(rows: Sequence[Mapping[str, Any]], stem: str | Path) -> list[Path]:
+    """Write ``<stem>.png`` and ``<stem>.html`` atomically; returns both paths."""
+    from analyses.atomic import atomic_path
+
+    stem = Path(stem)
+    png, html = stem.with_suffix(".png"), stem.with_suffix(".html")
+    with atomic_path(png) as tmp:
+        draw(rows).savefig(tmp, format="png", dpi=120)
+    with atomic_path(html) as tmp:
+        draw_plotly(rows).write_html(tmp, include_plotlyjs="directory")
+    return [png, html]
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("table")
+    ap.add_argument("out_stem")
+    a = ap.parse_args(argv)
+    for p in save(load_table(a.table), a.out_stem):
+        print(p)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,253 @@
+"""DRIFT gradient guidance: bias fine-tuning gradients with the reasoning prior Δ (METHODS.md §6).
+
+Sign convention. ``Δ = θ_reason − θ_VL`` (see :mod:`analyses.prior`). The paper writes the guided
+gradient as ``g̃ = g + α·(…)Δ`` with **α = −1**, so the three rules are
+
+* ``absolute``:  ``g̃ = g − Δ``
+* ``grad_norm``: ``g̃ = g − ‖g‖·Δ/‖Δ‖``
+* ``adaptive``:  ``α' = (1 + cos(g, Δ))/2``, ``g̃ = g − α'‖g‖·Δ/‖Δ‖``
+
+Because an optimizer steps along ``−g̃``, α = −1 adds a step along ``+Δ``: towards the reasoning
+model. The adaptive rule injects nothing when the descent direction ``−g`` already points along
+``Δ`` (cos = −1) and cancels the gradient's component fully when ``g`` points along ``Δ`` (cos = 1).
+All norms and cosines are per tensor; ``eps = 1e-12`` guards every division
+(``Δ/(‖Δ‖+eps)``, ``cos = g·Δ/(‖g‖‖Δ‖+eps)``). ``alpha`` is a parameter for ablations.
+
+>>> g, d = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
+>>> guide_gradient(g, d, "grad_norm")
+tensor([ 1., -1.])
+>>> hooks = register_drift_hooks(model, "out/prior.safetensors", "adaptive")   # doctest: +SKIP
+>>> ...; hooks.remove()                                                         # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+
+from analyses.prior import PriorArtifact, PriorFitError, canonical_name, layer_and_module
+
+RULES = ("absolute", "grad_norm", "adaptive")
+EPS = 1e-12
+
+
+class DriftError(ValueError):
+    """Bad input to the DRIFT gradient rules or the alignment logger."""
+
+
+def cosine(g: torch.Tensor, delta: torch.Tensor, eps: float = EPS) -> torch.Tensor:
+    """Per-tensor cosine ``g·Δ / (‖g‖‖Δ‖ + eps)`` (a 0-d tensor), computed in float32 or wider.
+
+    >>> round(float(cosine(torch.tensor([3.0, 4.0]), torch.tensor([0.0, 2.0]))), 6)
+    0.8
+    """
+    wd = torch.promote_types(g.dtype, torch.float32)
+    gf, df = g.to(wd).flatten(), delta.to(device=g.device, dtype=wd).flatten()
+    return (gf @ df) / (gf.norm() * df.norm() + eps)
+
+
+def guide_gradient(g: torch.Tensor, delta: torch.Tensor, rule: str, alpha: float = -1.0,
+                   eps: float = EPS) -> torch.Tensor:
+    """Apply one DRIFT rule to gradient ``g`` of one tensor with prior ``delta`` (same shape).
+
+    Returns a new tensor of ``g``'s dtype; see the module docstring for the formulas.
+    """
+    if rule not in RULES:
+        raise DriftError(f"unknown DRIFT rule {rule!r}; use one of {RULES}")
+    if g.shape != delta.shape:
+        raise DriftError(f"gradient shape {tuple(g.shape)} differs from Δ shape {tuple(delta.shape)}; the prior "
+                         "does not belong to this parameter")
+    wd = torch.promote_types(g.dtype, torch.float32)          # float32 or wider (float64 stays float64)
+    gf, df = g.to(wd), delta.to(device=g.device, dtype=wd)
+    if rule == "absolute":
+        out = gf + alpha * df
+    else:
+        unit = df / (df.norm() + eps)
+        scale = gf.norm()
+        if rule == "adaptive":
+            scale = scale * (1.0 + cosine(gf, df, eps)) / 2.0
+        out = gf + alpha * scale * unit
+    return out.to(g.dtype)
+
+
+def prior_tensors(model: torch.nn.Module, prior: PriorArtifact | str | Path | Mapping[str, Any],
+                  allow_partial: bool = False) -> dict[str, torch.Tensor]:
+    """``{parameter name: Δ tensor}`` on the parameters' devices and dtypes.
+
+    ``prior`` is a :class:`~analyses.prior.PriorArtifact`, its path, or a mapping from parameter
+    names to arrays/tensors. Raises :class:`~analyses.prior.PriorFitError` if it does not fit.
+    """
+    params = dict(model.named_parameters())
+    if isinstance(prior, (str, Path)):
+        prior = PriorArtifact.load(prior)
+    if isinstance(prior, PriorArtifact):
+        mapping = prior.fit({n: tuple(p.shape) for n, p in params.items()}, allow_partial=allow_partial)
+        raw = {pn: prior.get(c) for pn, c in mapping.items()}
+    else:
+        missing = [n for n in prior if n not in params]
+        if missing:
+            raise PriorFitError(f"{len(missing)} Δ tensors name no parameter of this model, e.g. {missing[:4]}; "
+                                f"parameters look like {list(params)[:3]}")
+        raw = dict(prior)
+    out = {}
+    for n, d in raw.items():
+        p = params[n]
+        t = torch.as_tensor(d)
+        if tuple(t.shape) != tuple(p.shape):
+            raise PriorFitError(f"Δ for {n} has shape {tuple(t.shape)}, the parameter {tuple(p.shape)}")
+        out[n] = t.to(device=p.device, dtype=p.dtype)
+    return out
+
+
+@dataclasses.dataclass
+class DriftHooks:
+    """Handles of the registered gradient hooks; call :meth:`remove` to detach them."""
+
+    handles: list
+    deltas: dict[str, torch.Tensor]
+    rule: str
+
+    def remove(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+
+    def __enter__(self) -> "DriftHooks":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.remove()
+
+
+def register_drift_hooks(model: torch.nn.Module, prior: PriorArtifact | str | Path | Mapping[str, Any],
+                         rule: str = "adaptive", alpha: float = -1.0, allow_partial: bool = False) -> DriftHooks:
+    """Register a tensor hook on every parameter the prior covers that rewrites its gradient.
+
+    The hook runs on each backward pass, before accumulation into ``.grad`` — with gradient
+    accumulation the rule is applied per micro-batch. Use :func:`apply_drift_` instead to apply it
+    once to the accumulated ``.grad`` right before ``optimizer.step()``.
+    """
+    if rule not in RULES:
+        raise DriftError(f"unknown DRIFT rule {rule!r}; use one of {RULES}")
+    deltas = prior_tensors(model, prior, allow_partial)
+    params = dict(model.named_parameters())
+    handles = []
+    for n, d in deltas.items():
+        if not params[n].requires_grad:
+            continue
+        handles.append(params[n].register_hook(lambda g, d=d: guide_gradient(g, d, rule, alpha)))
+    if not handles:
+        raise DriftError("no parameter covered by the prior requires grad; unfreeze the language-model weights "
+                         "the prior covers (e.g. attention and MLP projections)")
+    return DriftHooks(handles, deltas, rule)
+
+
+@torch.no_grad()
+def apply_drift_(model: torch.nn.Module, deltas: Mapping[str, torch.Tensor], rule: str, alpha: float = -1.0) -> int:
+    """Rewrite ``.grad`` in place for every parameter in ``deltas``; returns how many were changed."""
+    params = dict(model.named_parameters())
+    n = 0
+    for name, d in deltas.items():
+        p = params[name]
+        if p.grad is not None:
+            p.grad.copy_(guide_gradient(p.grad, d, rule, alpha))
+            n += 1
+    return n
+
+
+def _default_loss(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+    out = model(**batch)
+    loss = getattr(out, "loss", None)
+    if loss is None:
+        raise DriftError("the model returned no loss; put 'labels' in each batch or pass loss_fn=(model, batch) -> loss")
+    return loss
+
+
+def log_gradient_alignment(model: torch.nn.Module, prior: PriorArtifact | str | Path | Mapping[str, Any],
+                           batches: Iterable[Mapping[str, Any]], n_steps: int, *, rule: str | None = None,
+                           alpha: float = -1.0, lr: float = 1e-4,
+                           optimizer: torch.optim.Optimizer | None = None,
+                           loss_fn: Callable[[torch.nn.Module, Mapping[str, Any]], torch.Tensor] | None = None,
+                           allow_partial: bool = False, out_path: str | Path | None = None,
+                           progress: bool = True) -> list[dict]:
+    """Run ``n_steps`` optimizer steps and log ``cos(g, Δ)`` per tensor per step (a tidy table).
+
+    Each row: ``step, loss, param, layer, module, cos, grad_norm, delta_norm`` and, with a ``rule``,
+    ``cos_guided`` (cosine of the guided gradient that was actually applied). ``batches`` are
+    cycled if shorter than ``n_steps``; each is passed as ``model(**batch)`` (include ``labels``) or
+    to ``loss_fn``. The default optimizer is AdamW(lr) over parameters that require grad.
+    ``out_path`` (``.csv`` or ``.json``) receives the table atomically.
+    """
+    if n_steps < 1:
+        raise DriftError(f"n_steps must be at least 1, got {n_steps}")
+    if rule is not None and rule not in RULES:
+        raise DriftError(f"unknown DRIFT rule {rule!r}; use one of {RULES} or None (plain fine-tuning)")
+    deltas = prior_tensors(model, prior, allow_partial)
+    params = dict(model.named_parameters())
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not any(params[n].requires_grad for n in deltas):
+        raise DriftError("no parameter covered by the prior requires grad; nothing to log")
+    opt = optimizer or torch.optim.AdamW(trainable, lr=lr)
+    loss_fn = loss_fn or _default_loss
+    batch_list = list(batches)
+    if not batch_list:
+        raise DriftError("no batches given")
+    steps = range(n_steps)
+    if progress:
+        from tqdm.auto import tqdm
+
+        steps = tqdm(steps, desc="DRIFT cos(g, Δ)", unit="step")
+    rows: list[dict] = []
+    model.train()
+    delta_norms = {n: float(d.float().norm()) for n, d in deltas.items()}
+    for step, batch in zip(steps, itertools.cycle(batch_list)):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model, batch)
+        loss.backward()
+        with torch.no_grad():
+            for n, d in deltas.items():
+                g = params[n].grad
+                if g is None:
+                    continue
+                layer, module = layer_and_module(_canon(n))
+                row = {"step": step, "loss": float(loss), "param": n, "layer": layer, "module": module,
+                       "cos": float(cosine(g, d)), "grad_norm": float(g.float().norm()), "delta_norm": delta_norms[n]}
+                if rule is not None:
+                    gg = guide_gradient(g, d, rule, alpha)
+                    row["cos_guided"] = float(cosine(gg, d))
+                    g.copy_(gg)
+                rows.append(row)
+        opt.step()
+    if not rows:
+        raise DriftError("no parameter covered by the prior received a gradient; check that the loss depends on them")
+    if out_path is not None:
+        write_table(rows, out_path)
+    return rows
+
+
+def _canon(name: str) -> str:
+    c = canonical_name(name)
+    return c[0] if c else name
+
+
+def write_table(rows: list[dict], path: str | Path) -> Path:
+    """Write a tidy table as CSV (``.csv``) or JSON (anything else), atomically."""
+    import csv
+    import io
+
+    from analyses.atomic import write_json_atomic, write_text_atomic
+
+    path = Path(path)
+    if path.suffix == ".csv":
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=cols)
+        w.writeheader()
+        w.writerows(rows)
+        write_text_atomic(path, buf.getvalue())
+    else:
+        write_json_atomic(path, rows)
+    return path

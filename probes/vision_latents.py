@@ -1,0 +1,182 @@
+"""Collect a VLM's connector outputs and its language model's hidden states, one image at a time.
+
+Minimal by design (the general collection adapters live elsewhere): a plain HF forward under
+``torch.no_grad()``, a forward hook on the connector module whose dotted path you pass
+(``model.connector`` for Idefics2/3, ``model.multi_modal_projector`` for LLaVA), and forward hooks
+on the decoder layers, so layer ``i`` is the raw output of block ``i`` (the project's
+*block_output* convention; HF's last ``hidden_states`` entry is after the final norm, these are not).
+
+>>> data = collect_vision_latents(vlm, proc, images, prompts, "model.connector")   # doctest: +SKIP
+>>> data["connector"].shape, data["hidden"][0].shape                                # doctest: +SKIP
+((64, 16, 576), (64, 576))
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+LAYER_PATHS = ("model.language_model.layers", "model.text_model.layers", "language_model.model.layers",
+               "model.layers")
+TOKEN_RULES = ("last", "mean", "image_mean")
+
+
+class VisionLatentsError(ValueError):
+    """Bad input to the collector (module paths, images/prompts, token rule)."""
+
+
+def _module(model: torch.nn.Module, path: str, what: str) -> torch.nn.Module:
+    try:
+        return model.get_submodule(path)
+    except AttributeError:
+        hints = [n for n, _ in model.named_modules() if n.count(".") <= 2 and
+                 any(w in n for w in ("connector", "projector", "layers"))][:8]
+        raise VisionLatentsError(f"{what} {path!r} is not a submodule of {type(model).__name__}; candidates: {hints}") \
+            from None
+
+
+def find_decoder_layers(model: torch.nn.Module, layers_path: str | None = None) -> tuple[str, torch.nn.ModuleList]:
+    """The language model's decoder layers: ``layers_path`` or the first known layout present."""
+    if layers_path:
+        return layers_path, _module(model, layers_path, "layers path")
+    for p in LAYER_PATHS:
+        try:
+            return p, model.get_submodule(p)
+        except AttributeError:
+            continue
+    raise VisionLatentsError(f"no decoder layers at any of {LAYER_PATHS} in {type(model).__name__}; pass layers_path")
+
+
+def _first_tensor(out: Any) -> torch.Tensor:
+    if isinstance(out, torch.Tensor):
+        return out
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
+        return out[0]
+    t = getattr(out, "last_hidden_state", None)
+    if isinstance(t, torch.Tensor):
+        return t
+    raise VisionLatentsError(f"cannot find a tensor in the module output of type {type(out).__name__}")
+
+
+def image_token_id(model: torch.nn.Module) -> int | None:
+    cfg = model.config
+    for k in ("image_token_id", "image_token_index"):
+        v = getattr(cfg, k, None)
+        if v is not None:
+            return int(v)
+    return None
+
+
+@torch.no_grad()
+def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Sequence[Any], prompts: Sequence[str] | str,
+                           connector_path: str, *, layers: Sequence[int] | None = None,
+                           layers_path: str | None = None, token_rule: str = "last",
+                           progress: bool = True) -> dict[str, Any]:
+    """Run the VLM on each ``(image, prompt)`` and return connector outputs and hidden states.
+
+    Returns ``{"connector": [N, T, D] float32, "hidden": {layer: [N, D]}, "token_rule", "layers_path",
+    "connector_path"}``. ``prompts`` is one string for all images or one per image; each must contain
+    the processor's image placeholder. ``token_rule``: ``last`` (last position), ``mean`` (all
+    positions) or ``image_mean`` (the image-token positions).
+    """
+    if token_rule not in TOKEN_RULES:
+        raise VisionLatentsError(f"unknown token_rule {token_rule!r}; use one of {TOKEN_RULES}")
+    if isinstance(prompts, str):
+        prompts = [prompts] * len(images)
+    if len(prompts) != len(images) or not images:
+        raise VisionLatentsError(f"got {len(images)} images and {len(prompts)} prompts; pass one prompt per image "
+                                 "(or a single prompt string) and at least one image")
+    conn = _module(model, connector_path, "connector")
+    lpath, mods = find_decoder_layers(model, layers_path)
+    n_layers = len(mods)
+    want = list(range(n_layers)) if layers is None else [int(l) for l in layers]
+    bad = [l for l in want if not 0 <= l < n_layers]
+    if bad:
+        raise VisionLatentsError(f"layers {bad} are out of range for {n_layers} decoder blocks at {lpath}")
+    img_id = image_token_id(model)
+    if token_rule == "image_mean" and img_id is None:
+        raise VisionLatentsError("token_rule='image_mean' needs config.image_token_id; use 'last' or 'mean'")
+    seen: dict[str, Any] = {}
+    handles = [conn.register_forward_hook(lambda m, i, o: seen.__setitem__("connector", _first_tensor(o)))]
+    for l in want:
+        handles.append(mods[l].register_forward_hook(lambda m, i, o, l=l: seen.__setitem__(l, _first_tensor(o))))
+    device = next(model.parameters()).device
+    conns, hid = [], {l: [] for l in want}
+    it = list(zip(images, prompts))
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="vision latents", unit="image")
+    was_training = model.training
+    model.eval()
+    try:
+        for img, prompt in it:
+            seen.clear()
+            enc = processor(text=prompt, images=[img], return_tensors="pt")
+            enc = {k: v.to(device) if hasattr(v, "to") else v for k, v in enc.items()}
+            model(**enc)
+            if "connector" not in seen:
+                raise VisionLatentsError(f"the connector {connector_path!r} did not run: the prompt has no image "
+                                         f"placeholder or the processor dropped the image (prompt: {prompt[:60]!r})")
+            c = seen["connector"].float()
+            conns.append(c.reshape(-1, c.shape[-1]).cpu().numpy())
+            ids = enc["input_ids"][0]
+            for l in want:
+                h = seen[l][0].float()                      # [T, D], batch of one
+                if token_rule == "last":
+                    v = h[-1]
+                elif token_rule == "mean":
+                    v = h.mean(0)
+                else:
+                    mask = ids == img_id
+                    if not bool(mask.any()):
+                        raise VisionLatentsError("no image tokens in the input ids; check the prompt's placeholder")
+                    v = h[mask].mean(0)
+                hid[l].append(v.cpu().numpy())
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    n_tok = {c.shape[0] for c in conns}
+    if len(n_tok) != 1:
+        raise VisionLatentsError(f"connector outputs have different token counts {sorted(n_tok)} across images; "
+                                 "disable image splitting so every image gives the same number of tokens")
+    return {"connector": np.stack(conns).astype(np.float32), "hidden": {l: np.stack(v) for l, v in hid.items()},
+            "token_rule": token_rule, "layers_path": lpath, "connector_path": connector_path}
+
+
+def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: Sequence[Any],
+                                prompts: Sequence[str] | str, connector_path: str, out_dir: str | Path, *,
+                                n_tokens: int = 32, groups: Sequence[Any] | None = None, token_rule: str = "last",
+                                figures: bool = True, heatmap_layers: Sequence[int] | None = None,
+                                seed: int = 0) -> dict:
+    """Collect, fit the per-layer probes, write ``reconstruction.json`` (+ figures); return summary numbers.
+
+    ``n_tokens`` is capped at the connector's token count (the paper's 256 → 32 needs ≥ 32 tokens).
+    The heat map uses the first image and ``heatmap_layers`` (default: 4 evenly spaced layers).
+    """
+    from analyses.atomic import write_json_atomic
+    from analyses.reconstruction import fit_reconstruction_probes, patch_similarity
+
+    out_dir = Path(out_dir)
+    data = collect_vision_latents(model, processor, images, prompts, connector_path, token_rule=token_rule)
+    T = data["connector"].shape[1]
+    k = min(n_tokens, T)
+    res = fit_reconstruction_probes(data["hidden"], data["connector"], n_tokens=k, groups=groups, seed=seed)
+    layers = sorted(data["hidden"])
+    hl = list(heatmap_layers) if heatmap_layers is not None else \
+        sorted({layers[int(round(i * (len(layers) - 1) / 3))] for i in range(4)})
+    heat = patch_similarity(np.stack([data["hidden"][l][0] for l in hl]), data["connector"][0])
+    out = res.to_dict()
+    out.update(token_rule=token_rule, connector_path=connector_path, layers_path=data["layers_path"],
+               n_tokens_requested=n_tokens, patch_similarity={"layers": hl, "image_index": 0, "cos": heat.tolist()})
+    write_json_atomic(out_dir / "reconstruction.json", out)
+    written: list[str] = []
+    if figures:
+        from figures import fig_patch_similarity, fig_reconstruction
+
+        written += [str(p) for p in fig_reconstruction.save(out, out_dir / "reconstruction")]
+        written += [str(p) for p in fig_patch_similarity.save(out, out_dir / "patch_similarity")]
+    return {**res.summary(), "recon_token_rule": token_rule, "figures": written}
