@@ -139,6 +139,13 @@ def _resolve(obj: Any, path: str) -> Any:
 
 def decoder_layers(model: Any, layers_path: str | None = None) -> Any:
     """The decoder-block list of an nnsight-wrapped (or plain HF) model, found at ``layers_path`` or a known path."""
+    if layers_path is None:  # the registered adapter knows the path for every supported family
+        from probes.models.registry import UnsupportedModelError, adapter_for
+
+        try:
+            return adapter_for(getattr(model, "config", model)).layers(model)
+        except (UnsupportedModelError, AttributeError):
+            pass
     for path in ([layers_path] if layers_path else LAYER_PATHS):
         try:
             found = _resolve(model, path)
