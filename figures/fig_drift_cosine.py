@@ -52,6 +52,7 @@ def draw(rows: Sequence[Mapping[str, Any]]) -> Figure:
             ax.plot(s["step"], s["mean"], color=f"C{i}", label=m, marker="o", ms=3)
             ax.fill_between(s["step"], s["lo"], s["hi"], color=f"C{i}", alpha=0.15)
         ax.axhline(0, color="k", lw=0.6)
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set(xlabel="optimizer step", ylabel="cosine (mean over layers, band = min–max)", title=title)
         ax.legend(fontsize=7, ncol=2)
     return fig

@@ -180,3 +180,51 @@ def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: 
         written += [str(p) for p in fig_reconstruction.save(out, out_dir / "reconstruction")]
         written += [str(p) for p in fig_patch_similarity.save(out, out_dir / "patch_similarity")]
     return {**res.summary(), "recon_token_rule": token_rule, "figures": written}
+
+
+CONNECTOR_PATHS = ("model.connector", "model.multi_modal_projector", "multi_modal_projector", "model.visual.merger")
+
+
+def find_connector(model: torch.nn.Module) -> str:
+    """Dotted path of the first known connector module present in ``model``."""
+    for p in CONNECTOR_PATHS:
+        try:
+            model.get_submodule(p)
+            return p
+        except AttributeError:
+            continue
+    raise VisionLatentsError(f"no connector at any of {CONNECTOR_PATHS} in {type(model).__name__}; pass connector_path")
+
+
+def chat_prompt(processor: Any, question: str) -> str:
+    """One user turn: the processor's image placeholder, a newline, then ``question`` (chat template applied)."""
+    from probes.models.processors import image_placeholder
+
+    content = image_placeholder(processor) + "\n" + question
+    tok = getattr(processor, "tokenizer", processor)
+    if getattr(tok, "chat_template", None) or getattr(processor, "chat_template", None):
+        return tok.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                       add_generation_prompt=True)
+    return content
+
+
+def run_reconstruction_demo(vlm_dir: str | Path, out_dir: str | Path, *, n_images: int = 64, seed: int = 0,
+                            n_tokens: int = 32, kinds: Sequence[str] = ("expression", "counting", "bars"),
+                            connector_path: str | None = None, figures: bool = True) -> dict:
+    """The reconstruction probe on a saved VLM and the bundled visual problems (for ``make demo``).
+
+    Loads ``vlm_dir`` with the Auto classes (offline), renders ``n_images`` stimuli with
+    :func:`probes.stimuli.visual.generate_visual_items`, asks each item's direct question, and runs
+    :func:`run_reconstruction_analysis` into ``out_dir``. Returns its summary numbers.
+    """
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from probes.stimuli.visual import generate_visual_items
+
+    model = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32).eval()
+    processor = AutoProcessor.from_pretrained(vlm_dir)
+    items = generate_visual_items(n_images, seed=seed, kinds=kinds)
+    prompts = [chat_prompt(processor, it.direct_prompt) for it in items]
+    cp = connector_path or find_connector(model)
+    return run_reconstruction_analysis(model, processor, [it.image for it in items], prompts, cp, out_dir,
+                                       n_tokens=n_tokens, figures=figures, seed=seed)

@@ -198,3 +198,27 @@ def test_drift_cosine_figure_draws_from_the_table(tmp_path):
     assert len(fig.axes) == 2 and len(fig.axes[0].lines) >= 1
     paths = fig_drift_cosine.save(rows, tmp_path / "drift_cosine")
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_run_drift_alignment_on_a_tiny_vlm(tmp_path):
+    """End to end: prior between a perturbed text model and a saved tiny Idefics2, then the logger on visual items."""
+    from transformers import LlamaForCausalLM
+
+    from tiny_vlms import tiny_vlm, tiny_vlm_dir
+
+    vdir, vlm = tiny_vlm_dir("idefics2"), tiny_vlm("idefics2")
+    reason = LlamaForCausalLM(vlm.model.config.text_config)
+    g = torch.Generator().manual_seed(0)
+    reason.model.load_state_dict({k: t + 0.01 * torch.randn(t.shape, generator=g)
+                                  for k, t in vlm.model.model.text_model.state_dict().items()})
+    reason.save_pretrained(tmp_path / "reason")
+    compute_prior(tmp_path / "reason", vdir, "attn", out_path=tmp_path / "p.safetensors", spectrum=False,
+                  progress=False, verbose=False)
+    s = D.run_drift_alignment(vdir, tmp_path / "p.safetensors", tmp_path / "out", n_steps=2, batch_size=1,
+                              rule="grad_norm")
+    assert s["drift_n_tensors"] == 16 and -1 <= s["drift_cos_mean"] <= 1
+    assert set(s["drift_cos_by_module"]) == {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                             "self_attn.o_proj"}
+    with open(tmp_path / "out" / "drift_cos.csv", newline="") as fh:
+        assert len(list(csv.DictReader(fh))) == 2 * 16
+    assert all(p.endswith((".png", ".html")) for p in s["figures"])

@@ -53,3 +53,13 @@ def test_run_reconstruction_analysis_end_to_end(tmp_path):
     assert len(data["rows"]) == 4 and "cos_centered_shuffled" in data["rows"][0]
     assert np.asarray(data["patch_similarity"]["cos"]).shape[1:] == (4, 4)
     assert sum(f.endswith(".png") for f in s["figures"]) == 2
+
+
+def test_reconstruction_demo_loads_a_saved_vlm(tmp_path):
+    from tiny_vlms import tiny_vlm_dir
+
+    from probes.vision_latents import run_reconstruction_demo
+
+    s = run_reconstruction_demo(tiny_vlm_dir("idefics2"), tmp_path, n_images=8, figures=False)
+    assert s["recon_n_tokens"] == 4 and s["recon_n_train"] + s["recon_n_test"] == 8
+    assert (tmp_path / "reconstruction.json").is_file()
