@@ -47,6 +47,8 @@ PRIOR_FORMAT_VERSION = 1
 PRIOR_FILENAME = "prior.safetensors"
 ANALYSIS_FILENAME = "prior_analysis.json"
 SIGN_CONVENTION = "delta = theta_reason - theta_vl"
+ZERO_VERDICT = "delta is exactly zero: no spectrum"
+NULL_VERDICT = "no frequency structure beyond the permutation null"
 
 # ----------------------------------------------------------------------------------------------
 # errors
@@ -637,6 +639,11 @@ def spectrum_test(gs: GramSpectrum, cutoff: int | float = 0.1, n_perm: int = 200
     index and the Gram matrix is re-indexed with it, so the null uses every vector, not a sample.
     """
     d = gs.d
+    if not np.trace(gs.C) > 0:
+        keys = ("centroid", "centroid_null_mean", "centroid_null_q05", "centroid_null_q95", "centroid_z", "p_high",
+                "lowpass_fraction", "lowpass_null_mean", "lowpass_null_q05", "lowpass_null_q95", "lowpass_z", "p_low")
+        return {**dict.fromkeys(keys), "cutoff_bins": spectral.cutoff_bins(d, cutoff), "n_perm": 0, "seed": seed,
+                "n_vectors": gs.n_vectors, "verdict": ZERO_VERDICT}
     lows: list[float] = []
 
     def centroid_stat(p: np.ndarray) -> float:       # one spectrum per permutation serves both statistics
@@ -652,8 +659,7 @@ def spectrum_test(gs: GramSpectrum, cutoff: int | float = 0.1, n_perm: int = 200
            "z": float((lows[0] - null_low.mean()) / (null_low.std(ddof=1) + 1e-12)) if n_perm > 1 else 0.0,
            "p_value": float((1 + np.sum(null_low >= lows[0])) / (1 + n_perm))}
     p_high, p_low = cen["p_value"], low["p_value"]
-    verdict = ("high-frequency" if p_high < 0.05 else "low-frequency" if p_low < 0.05
-               else "no frequency structure beyond the permutation null")
+    verdict = "high-frequency" if p_high < 0.05 else "low-frequency" if p_low < 0.05 else NULL_VERDICT
     return {"centroid": cen["observed"], "centroid_null_mean": cen["null_mean"], "centroid_null_q05": cen["null_q05"],
             "centroid_null_q95": cen["null_q95"], "centroid_z": cen["z"], "p_high": p_high,
             "lowpass_fraction": low["observed"], "lowpass_null_mean": low["null_mean"],
@@ -945,8 +951,8 @@ def compute_prior(reason_dir: str | Path, vl_dir: str | Path, modules: str | Seq
                 del delta
             row = {"canonical": p.canonical, "layer": p.layer, "module": p.module, "shape": list(p.shape),
                    "delta_norm": dd ** 0.5, "reason_norm": rr ** 0.5, "vl_norm": vv ** 0.5,
-                   "rel_norm": dd ** 0.5 / vv ** 0.5 if vv > 0 else float("nan"),
-                   "cos": rv / (rr * vv) ** 0.5 if rr > 0 and vv > 0 else float("nan"),
+                   "rel_norm": dd ** 0.5 / vv ** 0.5 if vv > 0 else None,
+                   "cos": rv / (rr * vv) ** 0.5 if rr > 0 and vv > 0 else None,
                    "_rr": rr, "_vv": vv, "_rv": rv, "_dd": dd}
             tensors.append(row)
             if tg is not None:
@@ -986,13 +992,17 @@ def compute_prior(reason_dir: str | Path, vl_dir: str | Path, modules: str | Seq
         if layer in layer_spec:
             row.update({k: layer_spec[layer][k] for k in ("centroid", "p_high", "lowpass_fraction", "p_low")})
         layers.append(row)
-    spec_layers = [r for r in layers if "p_high" in r]
+    for r in layers:
+        if r.get("p_high", 0) is None:
+            r.update(q_high=None, q_low=None, verdict=ZERO_VERDICT)
+            layer_spec[r["layer"]].update(q_high=None, q_low=None)
+    spec_layers = [r for r in layers if r.get("p_high") is not None]
     if spec_layers:
         q_high = bh_adjust([r["p_high"] for r in spec_layers])
         q_low = bh_adjust([r["p_low"] for r in spec_layers])
         for r, qh, ql in zip(spec_layers, q_high, q_low):
             r.update(q_high=qh, q_low=ql, verdict="high-frequency" if qh < 0.05 else "low-frequency" if ql < 0.05
-                     else "no frequency structure beyond the permutation null")
+                     else NULL_VERDICT)
             layer_spec[r["layer"]].update(q_high=qh, q_low=ql, verdict=r["verdict"])
     # per module type (DRIFT fig. 2)
     by_mod: dict[str, list[float]] = collections.defaultdict(list)
@@ -1010,7 +1020,8 @@ def compute_prior(reason_dir: str | Path, vl_dir: str | Path, modules: str | Seq
         # the permutation null's mean spectrum is flat: E[E_k] is the same for every k ≠ 0
         spec_out = {"hidden_size": d, "n_bins": spectral.n_bins(d), "cutoff": cutoff, "total": tot,
                     "null_flat_energy": _null_mean_spectrum(total_gram).tolist(),
-                    "per_layer": {str(k): v for k, v in layer_spec.items()},
+                    "per_layer": {str(k): v for k, v in layer_spec.items() if k is not None},
+                    "non_layer": layer_spec.get(None),
                     "per_module": {m: E.tolist() for m, E in module_spec.items()}}
     return PriorResult(report, tensors, layers, modules_rows, spec_out, d, artifact,
                        {k: v for k, v in provenance.items() if k != "tensors"})
@@ -1087,7 +1098,7 @@ def summarize(data: Mapping[str, Any], **extra: Any) -> dict:
     out = {"n_matched": m["n_matched"], "n_unmatched_reason": len(m["unmatched_reason"]),
            "n_unmatched_vl": len(m["unmatched_vl"]), "n_shape_mismatched": len(m["shape_mismatched"]),
            "delta_norm_total": tot2 ** 0.5,
-           "delta_norm_max_layer": max(layers, key=lambda r: r["delta_norm"])["layer"] if layers else None,
+           "delta_norm_max_layer": max(layers, key=lambda r: r["delta_norm"])["layer"] if tot2 > 0 and layers else None,
            "cos_min": min((r["cos"] for r in layers if r["cos"] is not None), default=None),
            "cos_mean": float(np.mean([r["cos"] for r in layers if r["cos"] is not None])) if layers else None,
            "module_mean_delta_norm": {r["module"]: r["mean_delta_norm"] for r in data["modules"]}}

@@ -35,7 +35,7 @@ def draw(data: Mapping[str, Any]) -> Figure:
     for m, (lx, ly) in _per_module(data).items():
         a.plot(lx, ly, lw=1, alpha=0.8, label=m)
     a.set(xlabel="layer (decoder block)", ylabel="‖Δ‖₂ (Frobenius)", title="Reasoning prior Δ = θ_reason − θ_VL")
-    a.set_ylim(0, 1.35 * max(r["delta_norm"] for r in layers))
+    a.set_ylim(0, 1.35 * max(r["delta_norm"] for r in layers) or 1.0)
     a.legend(fontsize=7, ncol=3, loc="upper center")
     one_minus = [max(1.0 - r["cos"], 1e-16) if r["cos"] is not None else float("nan") for r in layers]
     b.semilogy(x, one_minus, "C3-o", ms=3)

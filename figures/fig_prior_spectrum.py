@@ -31,14 +31,30 @@ def _curves(data: Mapping[str, Any]) -> dict[str, Any]:
     if sp["hidden_size"] % 2 == 0:
         w[-1] = 1.0
     per_bin, null_bin = E / w, N / w               # energy per FFT bin: the null is flat
-    per = sp["per_layer"]
+    per = {k: v for k, v in sp["per_layer"].items() if v.get("centroid") is not None}
     layers = sorted(per, key=int)
     return {"f": f, "E": per_bin / null_bin[1:].mean(), "N": null_bin / null_bin[1:].mean(), "cE": np.cumsum(E) / E.sum(), "cN": np.cumsum(N) / N.sum(),
             "tot": sp["total"], "layers": [int(l) for l in layers], "per": [per[l] for l in layers],
             "cutoff_f": sp["total"]["cutoff_bins"] / (len(E) - 1)}
 
 
+def _is_zero(data: Mapping[str, Any]) -> bool:
+    sp = data.get("spectrum") or {}
+    return bool(sp) and sp["total"].get("centroid") is None
+
+
+def _zero_figure() -> Figure:
+    fig = Figure(figsize=(6, 2), constrained_layout=True)
+    ax = fig.subplots()
+    ax.axis("off")
+    ax.text(0.5, 0.5, "Δ is exactly zero on every selected tensor:\nthe two backbones are identical (no spectrum)",
+            ha="center", va="center")
+    return fig
+
+
 def draw(data: Mapping[str, Any]) -> Figure:
+    if _is_zero(data):
+        return _zero_figure()
     c = _curves(data)
     t = c["tot"]
     fig = Figure(figsize=(13, 4), constrained_layout=True)
@@ -71,6 +87,8 @@ def draw_plotly(data: Mapping[str, Any]):
     from plotly.subplots import make_subplots
     import plotly.graph_objects as go
 
+    if _is_zero(data):
+        return go.Figure(layout=dict(title="Δ is exactly zero: no spectrum"))
     c = _curves(data)
     fig = make_subplots(1, 3, subplot_titles=("energy share per bin", "cumulative", "centroid per layer"))
     fig.add_trace(go.Scatter(x=c["f"], y=c["E"], name="Δ (per bin / null mean)"), 1, 1)

@@ -328,3 +328,16 @@ def test_run_prior_analysis_writes_artifact_json_and_figures(pair, tmp_path):
         assert Path(f).stat().st_size > 1000
     assert sum(f.endswith(".png") for f in s["figures"]) == 3
     assert Path(s["artifact"]).is_file()
+
+
+def test_identical_backbones_give_zero_delta_and_no_spectrum(pair, tmp_path):
+    s = P.run_prior_analysis(pair["root"] / "lm", pair["root"] / "lm", tmp_path, "full", write_artifact=False,
+                             progress=False, verbose=False)
+    assert s["delta_norm_total"] == 0.0 and s["cos_min"] == pytest.approx(1.0) and s["delta_norm_max_layer"] is None
+    assert s["spectral_verdict"] == P.ZERO_VERDICT and s["spectral_centroid"] is None
+    def no_nan(c):
+        raise AssertionError(f"non-standard JSON constant {c}")
+
+    data = json.loads((tmp_path / P.ANALYSIS_FILENAME).read_text(), parse_constant=no_nan)
+    assert all(r["verdict"] == P.ZERO_VERDICT for r in data["layers"])
+    assert sum(f.endswith(".png") for f in s["figures"]) == 3
