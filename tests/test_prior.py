@@ -341,3 +341,26 @@ def test_identical_backbones_give_zero_delta_and_no_spectrum(pair, tmp_path):
     data = json.loads((tmp_path / P.ANALYSIS_FILENAME).read_text(), parse_constant=no_nan)
     assert all(r["verdict"] == P.ZERO_VERDICT for r in data["layers"])
     assert sum(f.endswith(".png") for f in s["figures"]) == 3
+
+
+@pytest.mark.slow
+def test_reference_vlm_prior_is_minus_its_lora_delta(tmp_path):
+    """The real pair: Δ(SmolLM2, reference VLM) must equal −(the shipped LoRA delta), and be zero elsewhere."""
+    RV = pytest.importorskip("probes.models.reference_vlm")
+    from probes.models.embedded import smollm2_dir
+
+    try:
+        vdir = RV.reference_vlm_dir()
+    except (RV.ReferenceVLMWeightsError, FileNotFoundError) as e:
+        pytest.skip(f"reference VLM not available: {e}")
+    out = tmp_path / "prior.safetensors"
+    res = P.compute_prior(smollm2_dir(), vdir, "default", out_path=out, spectrum=False, progress=False)
+    assert res.report.ok and res.report.n_matched == 30 * 7
+    art = P.PriorArtifact.load(out)
+    lora = {k: v.numpy() for k, v in RV.lm_deltas().items()}
+    for name in art.names:
+        d = art.get(name)
+        if name in lora:
+            np.testing.assert_allclose(d, -lora[name], rtol=0, atol=1e-6 * max(1.0, float(np.abs(lora[name]).max())))
+        else:
+            assert not np.any(d), name
