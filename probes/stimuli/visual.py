@@ -32,7 +32,7 @@ from probes.stimuli.pairs import COT_CUE, DIRECT_CUE
 
 ALL_KINDS = ("problem", "expression", "counting", "bars")
 DEFAULT_KINDS = ("expression", "counting", "bars")
-READ_SIZE = (192, 64)          # size of the short kinds (what the reference VLM reads)
+READ_SIZE = (96, 96)           # size of the short kinds (what the reference VLM reads)
 PROBLEM_SIZE = (320, 96)       # word problems need more room
 MAX_SIDE = 4096
 MIN_SIDE = 8
@@ -119,8 +119,15 @@ def expression_text(problem: Problem) -> str:
     return problem.expression.replace("//", "/")
 
 
-def render_expression(problem: Problem, size: tuple[int, int] = READ_SIZE, offset: tuple[int, int] = (4, 4)) -> Image.Image:
-    return render_text(expression_text(problem), size=size, font_size=16, offset=offset, width_chars=500)
+def render_expression(problem: Problem, size: tuple[int, int] = READ_SIZE, offset: tuple[int, int] = (4, 4),
+                      font_size: int = 13) -> Image.Image:
+    """The expression, wrapped at spaces to the image width (at most 3 lines)."""
+    return render_text(expression_text(problem), size=size, font_size=font_size, offset=offset,
+                       width_chars=_expr_width(size, font_size))
+
+
+def _expr_width(size: tuple[int, int], font_size: int) -> int:
+    return max(6, int((size[0] - 8) / _font(font_size).getlength("8")))
 
 
 def _plural(n: int, shape: str) -> str:
@@ -180,16 +187,16 @@ def bar_chart_item(seed: int, size: tuple[int, int] = READ_SIZE, item_id: str | 
     font = _font(11)
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
-    top, bottom = 14, H - 14
+    top, bottom = 13, H - 12
     unit = (bottom - top) / 9
     slot = W // n
-    bar_w = rng.randint(14, 22)
+    bar_w = rng.randint(12, 18)
     for i, (lab, v) in enumerate(zip(labels, values)):
         cx = i * slot + slot // 2 + rng.randint(-3, 3)
         y = bottom - round(v * unit)
         draw.rectangle((cx - bar_w // 2, y, cx + bar_w // 2, bottom), fill=(70, 110, 180))
-        draw.text((cx - 3, y - 13), str(v), fill="black", font=font)
-        draw.text((cx - 3, bottom + 1), lab, fill="black", font=font)
+        draw.text((cx - 3, y - 12), str(v), fill="black", font=font)
+        draw.text((cx - 3, bottom), lab, fill="black", font=font)
     draw.line((0, bottom, W - 1, bottom), fill="black")
     description = ", ".join(f"{lab} {v}" for lab, v in zip(labels, values))
     q = rng.randrange(3)
@@ -214,16 +221,19 @@ def problem_item(problem: Problem, seed: int = 0, item_id: str | None = None) ->
                       answer=problem.answer, description=problem.question, cot_prompt=cot, direct_prompt=direct)
 
 
-def expression_item(problem: Problem, seed: int = 0, item_id: str | None = None) -> VisualItem:
-    """A rendered expression such as ``(14 + 5 - 3) * 2`` (small random offset)."""
+def expression_item(problem: Problem, seed: int = 0, item_id: str | None = None,
+                    size: tuple[int, int] = READ_SIZE) -> VisualItem:
+    """A rendered expression such as ``(14 + 5 - 3) * 2`` near the top-left corner (0-4 px jitter)."""
     rng = random.Random(seed)
-    W, H = READ_SIZE
-    slack_x = max(0, int(W - 8 - _font(16).getlength(expression_text(problem))))
-    img = render_expression(problem, offset=(rng.randint(2, 2 + slack_x), rng.randint(2, H - 26)))
+    W, H = size
+    text, fs = expression_text(problem), 13
+    lines = textwrap.wrap(text, width=_expr_width(size, fs))
+    slack_x = max(0, min(4, int(W - 6 - max(_font(fs).getlength(ln) for ln in lines))))
+    img = render_expression(problem, size=size, offset=(rng.randint(2, 2 + slack_x), rng.randint(2, 6)), font_size=fs)
     question = QUESTIONS["expression"]
     cot, direct = _prompts(question)
     return VisualItem(id=item_id or f"expression-{problem.id}", kind="expression", image=img, question=question,
-                      answer=problem.answer, description=expression_text(problem), cot_prompt=cot, direct_prompt=direct)
+                      answer=problem.answer, description=text, cot_prompt=cot, direct_prompt=direct)
 
 
 def generate_visual_items(n: int, seed: int = 0, kinds: Sequence[str] = DEFAULT_KINDS) -> list[VisualItem]:
