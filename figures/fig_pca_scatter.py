@@ -49,6 +49,13 @@ def render(run_dir: str | Path) -> list[Path]:
     store = ActivationStore(run_dir / "stores" / "llm")
     layer, pos = res["best_layer"], res["position"]
     panels = [(f"LLM layer {layer} ({pos})", store.get(pos, layer), store.labels)]
+    for cond in ("text", "image"):  # the VLM side by side (cf. L2V-CoT Fig. 2b), when the VLM stage ran
+        vdir = run_dir / "stores" / f"vlm_{cond}"
+        if (vdir / "manifest.json").exists():
+            vs = ActivationStore(vdir)
+            vl = min(vs.layers, key=lambda l: abs(l / max(1, vs.model["n_layers"] - 1)
+                                                  - layer / max(1, store.model["n_layers"] - 1)))
+            panels.append((f"VLM ({cond} input) layer {vl}", vs.get(pos, vl), vs.labels))
     out = figures_dir(run_dir)
     fig, pfig = draw(panels)
     return save_matplotlib(fig, out, NAME) + [save_plotly(pfig, out, NAME)]

@@ -65,6 +65,15 @@ def run_demo(run_dir: str | Path = "runs/demo", **overrides: Any) -> dict[str, A
     return summary
 
 
+def _vlm_stage(run_dir: Path, summary: dict) -> dict:
+    from probes.pipeline import crossmodel_summary, run_vlm_stage
+
+    cfg = summary["config"]
+    res = run_vlm_stage(run_dir, n_problems=cfg["n_problems"], seed=cfg["seed"], batch_size=cfg["batch_size"],
+                        n_perm=cfg["n_perm"])
+    return crossmodel_summary(res, cutoff=cfg["cutoff"])
+
+
 def extra_stages() -> list[tuple[str, Callable[[Path, dict], dict]]]:
-    """Stages beyond the LLM path, added as their modules land."""
-    return []
+    """Stages beyond the LLM path; each may fail without losing the others (recorded in the summary)."""
+    return [("crossmodel", _vlm_stage)]

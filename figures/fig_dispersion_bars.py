@@ -1,0 +1,50 @@
+"""Dispersion (trace of covariance of per-pair differences): LLM, VLM, VLM after low-pass
+(L2V-CoT reports 176.7, 1117.8, 197.7)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+from figures.common import figures_dir, save_matplotlib, save_plotly
+from figures.fig_crossmodel_cosine import load_results
+
+NAME = "dispersion_bars"
+PAPER = {"LLM": 176.7, "VLM": 1117.8, "VLM low-pass": 197.7}
+
+
+def draw(results: dict[str, dict[str, Any]]):
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+    import numpy as np
+
+    conds = list(results)
+    fig, axes = plt.subplots(1, len(conds) + 1, figsize=(4.2 * (len(conds) + 1), 3.6))
+    pfig = go.Figure()
+    for k, cond in enumerate(conds):
+        L = results[cond]["layers"]
+        mid = L[len(L) // 2]
+        vals = [mid["dispersion_llm"], mid["dispersion_vlm"], mid["dispersion_vlm_lowpass"]]
+        names = ["LLM", "VLM", "VLM low-pass"]
+        axes[k].bar(names, vals, color=["#1f77b4", "#d62728", "#2ca02c"])
+        axes[k].set_title(f"VLM input: {cond}, LLM L{mid['llm_layer']} / VLM L{mid['vlm_layer']}", fontsize=9)
+        pfig.add_trace(go.Bar(x=names, y=vals, name=f"{cond} (mid layer)"))
+        for i, v in enumerate(vals):
+            axes[k].text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+    axes[-1].bar(list(PAPER), list(PAPER.values()), color="grey")
+    axes[-1].set_title("L2V-CoT paper (7B-scale models)", fontsize=9)
+    axes[0].set_ylabel("trace of covariance of CoT−direct differences")
+    fig.tight_layout()
+    pfig.add_trace(go.Bar(x=list(PAPER), y=list(PAPER.values()), name="paper"))
+    pfig.update_layout(barmode="group", title="Dispersion of per-pair CoT differences")
+    return fig, pfig
+
+
+def render(run_dir: str | Path) -> list[Path]:
+    fig, pfig = draw(load_results(Path(run_dir)))
+    out = figures_dir(run_dir)
+    return save_matplotlib(fig, out, NAME) + [save_plotly(pfig, out, NAME)]
+
+
+if __name__ == "__main__":
+    print("\n".join(map(str, render(sys.argv[1] if len(sys.argv) > 1 else "runs/demo"))))
