@@ -37,6 +37,23 @@ def write_report(s: dict[str, Any]) -> str:
         f"{llm['dispersion_lowpass'][str(best)] if str(best) in llm['dispersion_lowpass'] else llm['dispersion_lowpass'][best]}.",
         f"- Timings (s): {llm['timings_s']}.", "",
     ]
+    cm = s.get("crossmodel")
+    if isinstance(cm, dict) and "image" in cm:
+        lines += ["## LLM ↔ VLM: is the CoT direction shared in its low-frequency part?", "",
+                  f"VLM: **{cm['vlm_model']}**; layers matched by relative depth. Cutoff {cm['image']['cutoff']} of the bins.", ""]
+        for cond, what in (("text", "text-only input through the VLM's language model (released L2V-CoT reading)"),
+                           ("image", "the same problems rendered as images")):
+            pl = {int(k): v for k, v in cm[cond]["per_layer"].items()}
+            ks = sorted(pl)
+            pick = sorted({ks[0], ks[len(ks) // 2], ks[-1]})
+            lines.append(f"- **{what}**: " + "; ".join(
+                f"L{l}: raw cos {pl[l]['raw_cosine']:.3f}, low-pass {pl[l]['lowpass_cosine']:.3f} "
+                f"(null 95% {pl[l]['lowpass_null_q95']:.3f}, p={pl[l]['lowpass_p_value']:.2f}), high-pass "
+                f"{pl[l]['highpass_cosine']:.3f}; dispersion LLM {pl[l]['dispersion_llm']:.1f} / VLM "
+                f"{pl[l]['dispersion_vlm']:.1f} / VLM low-pass {pl[l]['dispersion_vlm_lowpass']:.1f}" for l in pick) + ".")
+            lines.append(f"  Layers where the low-pass cosine beats both the raw cosine and the permutation null (p<0.05): "
+                         f"{cm[cond]['layers_lowpass_beats_null_and_raw']} of {cm[cond]['n_layers']}.")
+        lines.append("")
     for name, block in s.items():
         if isinstance(block, dict) and "report" in block:
             lines += [f"## {block.get('title', name)}", "", block["report"], ""]
