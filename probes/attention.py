@@ -1,0 +1,557 @@
+"""Capture the attention row of every generated step, for chosen layers and heads, split by key type.
+
+How layers are switched (transformers 5.23): each attention module looks up its kernel at every forward from
+``self.config._attn_implementation`` through ``ALL_ATTENTION_FUNCTIONS``. All layers of a language model share one
+config object, so cotscope gives only the *chosen* layers' attention modules a shallow config copy whose
+implementation is ``"cotscope_eager"``: a registered function that converts whatever mask the model built for its
+own kernel (sdpa boolean / ``None`` = causal, eager additive, flash 2-D padding) into an additive mask, runs the
+model file's own ``eager_attention_forward``, and keeps only the **query row** of the step (last query position)
+for the chosen heads. The other layers keep their kernel (usually sdpa) and never materialise weights.
+
+Step ``s`` is the forward pass that produces generated token ``s``: its query is the last prompt token
+(``s = 0``) or generated token ``s-1``, and it sees ``prompt_len + s`` keys. Keys are typed as image tokens,
+system/template text, question text, or previously generated text (:data:`KEY_TYPES`).
+
+Switch modes: ``"layers"`` (default, only chosen layers eager), ``"model"`` (every layer eager, chosen layers
+recorded; the all-eager baseline), ``"none"`` (the model is already eager; weights are read from the attention
+modules' outputs with forward hooks).
+
+>>> from probes.models.loading import load_model                                  # doctest: +SKIP
+>>> lm = load_model("embedded:smolvlm")                                           # doctest: +SKIP
+>>> req = [CaptureRequest("a", "How many shapes?\\nLet's think step by step.", image=img)]   # doctest: +SKIP
+>>> run = capture_run(lm, req, "runs/x/attention/store", layers=[10, 20], max_new_tokens=64)  # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+
+from analyses.attention_store import (GENERATED, IMAGE, KEY_TYPES, QUESTION, TEMPLATE, AttentionRun,
+                                      AttentionRunWriter)
+from probes.models.loading import LoadedModel
+
+IMPL_NAME = "cotscope_eager"
+SWITCH_MODES = ("layers", "model", "none")
+
+
+class AttentionCaptureError(ValueError):
+    """A bad capture request (layers, heads, prompts, settings)."""
+
+
+class EagerAttentionUnavailable(AttentionCaptureError):
+    """The model cannot give eager attention weights for a requested layer."""
+
+
+@dataclasses.dataclass
+class CaptureRequest:
+    """One prompt to generate from.
+
+    Attributes:
+        id: a name for this trace (unique within a run).
+        prompt: the user text (without image placeholder; it is added when ``image`` is given).
+        image: a PIL image or ``None``.
+        question: the substring of ``prompt`` whose tokens count as *question* keys; ``None`` = the whole prompt.
+            Everything else that is neither image nor generated counts as *template* (system prompt, chat
+            markup, image-boundary tokens, and any cue outside ``question``).
+        condition: a free label, e.g. ``"cot"`` / ``"direct"``.
+        meta: extra JSON-able fields stored with the trace (item id, answer …).
+    """
+
+    id: str
+    prompt: str
+    image: Any = None
+    question: str | None = None
+    condition: str = ""
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def plan_record(self) -> dict[str, Any]:
+        from probes.collect import image_sha256
+
+        return {"id": self.id, "prompt": self.prompt, "question": self.question, "condition": self.condition,
+                "image_sha256": image_sha256(self.image), "meta": self.meta}
+
+
+# ------------------------------------------------------------------------------------------- layer switching
+
+_ACTIVE: dict[int, tuple["RowRecorder", int]] = {}
+_EAGER_FNS: dict[type, Callable[..., Any]] = {}
+
+
+def _module_eager(module: Any) -> Callable[..., Any]:
+    """The ``eager_attention_forward`` of the modeling file that defines ``module``'s class."""
+    cls = type(module)
+    if cls not in _EAGER_FNS:
+        fn = getattr(sys.modules.get(cls.__module__), "eager_attention_forward", None)
+        if fn is None:
+            raise EagerAttentionUnavailable(
+                f"{cls.__name__} ({cls.__module__}) has no eager_attention_forward, so cotscope cannot switch it to "
+                "eager per layer. Fix: load the model with attn_implementation='eager' "
+                "(load_model(spec, attn_implementation='eager')) and capture with switch='none'.")
+        _EAGER_FNS[cls] = fn
+    return _EAGER_FNS[cls]
+
+
+def additive_mask(mask: Any, query: Any, key: Any, module: Any = None) -> Any:
+    """Turn the mask a model built for its own kernel into the additive float mask eager attention expects.
+
+    ``None`` (sdpa's "pure causal, no padding") becomes a bottom-right-aligned causal mask when there is more than
+    one query (a single query sees every cached key); boolean masks become ``0 / finfo.min``; 2-D padding masks
+    (flash style) are combined with causality; float masks pass through.
+    """
+    import torch
+
+    q_len, kv_len = query.shape[-2], key.shape[-2]
+    dtype = query.dtype
+    neg = torch.finfo(dtype).min
+    causal = bool(getattr(module, "is_causal", True))
+    if mask is None:
+        if q_len == 1 or not causal:
+            return None
+        i = torch.arange(q_len, device=query.device)[:, None]
+        j = torch.arange(kv_len, device=query.device)[None, :]
+        allowed = j <= i + (kv_len - q_len)
+        return torch.where(allowed, 0.0, neg).to(dtype)[None, None]
+    if not isinstance(mask, torch.Tensor):
+        raise EagerAttentionUnavailable(
+            f"the model passes a {type(mask).__name__} attention mask (flex attention?), which eager attention "
+            "cannot use. Fix: load the model with attn_implementation='sdpa' or 'eager'.")
+    if mask.dim() == 2:  # flash-style [B, kv] padding mask (1 = keep)
+        keep = mask[:, None, None, -kv_len:].bool()
+        if causal and q_len > 1:
+            i = torch.arange(q_len, device=mask.device)[:, None]
+            j = torch.arange(kv_len, device=mask.device)[None, :]
+            keep = keep & (j <= i + (kv_len - q_len))[None, None]
+        return torch.where(keep, 0.0, neg).to(dtype)
+    if mask.dtype == torch.bool:
+        return torch.where(mask, 0.0, neg).to(dtype)
+    return mask
+
+
+def _recording_eager(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any):
+    """``"cotscope_eager"``: eager attention on any incoming mask, recording the query row when active."""
+    out, weights = _module_eager(module)(module, query, key, value, additive_mask(attention_mask, query, key, module),
+                                         **kwargs)
+    active = _ACTIVE.get(id(module))
+    if active is not None:
+        active[0].record(active[1], weights)
+    return out, weights
+
+
+def _register() -> None:
+    from transformers import AttentionInterface
+
+    if IMPL_NAME not in AttentionInterface._global_mapping:
+        AttentionInterface.register(IMPL_NAME, _recording_eager)
+
+
+class RowRecorder:
+    """Collects, per captured layer, the last-query row ``[B, n_heads, K]`` (float32, CPU) of every forward."""
+
+    def __init__(self, layers: Sequence[int], heads: Sequence[int]) -> None:
+        self.layers = list(layers)
+        self.heads = list(heads)
+        self.rows: dict[int, list[Any]] = {l: [] for l in self.layers}
+        self._head_idx = None
+
+    def record(self, layer: int, weights: Any) -> None:
+        import torch
+
+        if weights is None:
+            raise EagerAttentionUnavailable(
+                f"layer {layer} returned no attention weights. Fix: capture with switch='layers' (default), or load "
+                "the model with attn_implementation='eager' (load_model(spec, attn_implementation='eager')).")
+        if self._head_idx is None or self._head_idx.device != weights.device:
+            self._head_idx = torch.tensor(self.heads, device=weights.device)
+        row = weights[:, :, -1, :].index_select(1, self._head_idx)  # only the query row, only the chosen heads
+        self.rows[layer].append(row.detach().to("cpu", torch.float32))
+
+    @property
+    def n_steps(self) -> int:
+        counts = {len(v) for v in self.rows.values()}
+        return counts.pop() if len(counts) == 1 else -1
+
+    def held_bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for v in self.rows.values() for t in v)
+
+
+def _attention_modules(loaded: LoadedModel, layers: Sequence[int]) -> list[Any]:
+    mods = []
+    for i in layers:
+        attn = getattr(loaded.layers()[i], "self_attn", None)
+        if attn is None:
+            raise EagerAttentionUnavailable(
+                f"decoder layer {i} of {loaded.model_id} has no .self_attn module, so cotscope cannot find its "
+                "attention. Fix: capture from a model family with standard HF decoder layers.")
+        mods.append(attn)
+    return mods
+
+
+def check_request(loaded: LoadedModel, layers: Sequence[int] | None, heads: Sequence[int] | None) -> tuple[list[int], list[int]]:
+    """Normalise ``layers`` / ``heads`` (``None`` = all); refuse out-of-range or empty selections."""
+    n_layers = loaded.n_layers
+    if layers is not None and len(list(layers)) == 0:
+        raise AttentionCaptureError("layers is empty: pass layer indices, or None for every layer")
+    try:
+        layers_ = loaded.check_layers(range(n_layers) if layers is None else layers)
+    except ValueError as e:
+        raise AttentionCaptureError(str(e)) from None
+    n_heads = int(getattr(loaded.text_config, "num_attention_heads"))
+    if heads is None:
+        heads_ = list(range(n_heads))
+    else:
+        heads_ = []
+        for h in heads:
+            hi = int(h) + n_heads if int(h) < 0 else int(h)
+            if not 0 <= hi < n_heads:
+                raise AttentionCaptureError(f"head {h} is out of range for {loaded.model_id} with {n_heads} query heads "
+                                            f"per layer (valid 0..{n_heads - 1}, or -{n_heads}..-1)")
+            heads_.append(hi)
+        heads_ = sorted(set(heads_))
+        if not heads_:
+            raise AttentionCaptureError("heads is empty: pass head indices, or None for every head")
+    return layers_, heads_
+
+
+@contextlib.contextmanager
+def recording(loaded: LoadedModel, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
+              switch: str = "layers") -> Iterator[RowRecorder]:
+    """Context in which every forward of ``loaded.hf`` records the query rows of ``layers`` × ``heads``.
+
+    >>> with recording(lm, layers=[3], heads=[0, 1]) as rec:     # doctest: +SKIP
+    ...     lm.hf(**enc)
+    >>> rec.rows[3][0].shape                                     # [B, 2, T]   # doctest: +SKIP
+    """
+    if switch not in SWITCH_MODES:
+        raise AttentionCaptureError(f"unknown switch mode {switch!r}; choose from {SWITCH_MODES}")
+    layers_, heads_ = check_request(loaded, layers, heads)
+    rec = RowRecorder(layers_, heads_)
+    mods = _attention_modules(loaded, layers_)
+    restore: list[Callable[[], None]] = []
+    try:
+        if switch == "none":
+            for i, m in zip(layers_, mods):
+                def hook(_m, _a, out, _i=i):
+                    w = out[1] if isinstance(out, tuple) and len(out) > 1 else None
+                    if w is None:
+                        impl = getattr(getattr(_m, "config", None), "_attn_implementation", "?")
+                        raise EagerAttentionUnavailable(
+                            f"layer {_i} runs attention {impl!r}, which returns no weights. Fix: capture with "
+                            "switch='layers' (the default switches only the chosen layers to eager), or load the "
+                            "model with attn_implementation='eager'.")
+                    rec.record(_i, w)
+                h = m.register_forward_hook(hook)
+                restore.append(h.remove)
+        else:
+            _register()
+            for m in mods:
+                if not hasattr(m, "config") or not hasattr(m.config, "_attn_implementation"):
+                    raise EagerAttentionUnavailable(
+                        f"{type(m).__name__} has no config with an attention implementation, so it cannot be switched "
+                        "per layer. Fix: load the model with attn_implementation='eager' and capture with switch='none'.")
+                _module_eager(m)
+            if switch == "model":
+                text_cfgs = {id(m.config): m.config for m in _attention_modules(loaded, range(loaded.n_layers))}
+                for cfg in text_cfgs.values():
+                    old = cfg._attn_implementation_internal
+                    cfg._attn_implementation_internal = "eager"
+                    restore.append(lambda cfg=cfg, old=old: setattr(cfg, "_attn_implementation_internal", old))
+            for i, m in zip(layers_, mods):
+                old_cfg = m.config
+                new_cfg = copy.copy(old_cfg)
+                new_cfg._attn_implementation_internal = IMPL_NAME
+                m.config = new_cfg
+                _ACTIVE[id(m)] = (rec, i)
+                restore.append(lambda m=m, c=old_cfg: (setattr(m, "config", c), _ACTIVE.pop(id(m), None)))
+        yield rec
+    finally:
+        for fn in reversed(restore):
+            fn()
+
+
+# ------------------------------------------------------------------------------------------- prompts and key types
+
+def render_prompt(loaded: LoadedModel, prompt: str, has_image: bool) -> str:
+    """The chat-templated text (with the family's image placeholder when ``has_image``) ending in the generation prompt."""
+    content = prompt
+    if has_image:
+        from probes.models.processors import image_prompt
+
+        if loaded.processor is None:
+            raise AttentionCaptureError(f"{loaded.model_id} has no processor, so it cannot take images; load a VLM "
+                                        "or drop the image")
+        content = image_prompt(loaded.processor, prompt)
+    owner = loaded.processor if (loaded.processor is not None and getattr(loaded.processor, "chat_template", None)) \
+        else loaded.tokenizer
+    if getattr(owner, "chat_template", None) is None:
+        return content
+    return owner.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+
+
+def classify_prompt_tokens(tokenizer: Any, ids: Sequence[int], text: str, question: str | None,
+                           image_mask: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Key type of every prompt token: image (from ``image_mask``), question (tokens of ``question``'s span in
+    ``text``), template (the rest). Returns ``(codes int8, question_found)``.
+
+    ``ids`` are the model-input ids of ``text`` after the processor expanded the image placeholder; the question's
+    tokens are located by tokenizing ``text`` with character offsets and aligning its common prefix and suffix with
+    ``ids`` (the expansion sits in between).
+    """
+    ids = [int(i) for i in ids]
+    types = np.full(len(ids), TEMPLATE, dtype=np.int8)
+    types[np.asarray(image_mask, dtype=bool)] = IMAGE
+    if not question:
+        return types, False
+    q0 = text.rfind(question)
+    if q0 < 0:
+        return types, False
+    q1 = q0 + len(question)
+    try:
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    except (NotImplementedError, ValueError, TypeError):
+        return types, False
+    t_ids, offs = list(enc["input_ids"]), list(enc["offset_mapping"])
+    in_q = [s < q1 and e > q0 for s, e in offs]
+    suf = 0
+    while suf < min(len(ids), len(t_ids)) and ids[-1 - suf] == t_ids[-1 - suf]:
+        suf += 1
+    first_suf = len(t_ids) - suf  # text tokens >= first_suf map to ids from the end
+    pre, shift = 0, None  # text tokens < pre map to ids[shift + j] (shift skips e.g. a BOS the processor added)
+    for sh in range(4):
+        k = 0
+        while sh + k < len(ids) - suf and k < first_suf and ids[sh + k] == t_ids[k]:
+            k += 1
+        if k > pre:
+            pre, shift = k, sh
+    mapped = 0
+    for j, flag in enumerate(in_q):
+        if not flag:
+            continue
+        if j >= first_suf:
+            pos = len(ids) - (len(t_ids) - j)
+        elif j < pre and shift is not None:
+            pos = shift + j
+        else:
+            continue
+        if types[pos] != IMAGE:
+            types[pos] = QUESTION
+            mapped += 1
+    return types, mapped == sum(in_q) and mapped > 0
+
+
+def _field(d: Any, key: str) -> Any:
+    if d is None:
+        return None
+    try:
+        return d[key]
+    except (KeyError, TypeError, IndexError):
+        return getattr(d, key, None)
+
+
+def image_region(processor: Any, image: Any) -> list[float]:
+    """The box ``[x0, y0, x1, y1]`` (original pixels) that the image tokens cover: the centre crop for processors
+    that resize-then-crop (CLIP-style LLaVA), else the whole image."""
+    W, H = image.size
+    ip = getattr(processor, "image_processor", None)
+    crop = _field(ip, "crop_size") if getattr(ip, "do_center_crop", False) else None
+    size = _field(ip, "size")
+    if crop is None or _field(crop, "height") is None:
+        return [0.0, 0.0, float(W), float(H)]
+    if _field(size, "shortest_edge"):
+        sx = sy = _field(size, "shortest_edge") / min(W, H)
+    elif _field(size, "height"):
+        sx, sy = _field(size, "width") / W, _field(size, "height") / H
+    else:
+        return [0.0, 0.0, float(W), float(H)]
+    cw, ch = min(W, _field(crop, "width") / sx), min(H, _field(crop, "height") / sy)
+    return [(W - cw) / 2, (H - ch) / 2, (W + cw) / 2, (H + ch) / 2]
+
+
+def image_layout(loaded: LoadedModel, enc: Any, row: int, n_image: int, image: Any = None) -> dict[str, Any]:
+    """How the image tokens of batch row ``row`` tile the image.
+
+    ``kind`` is ``"grid"`` (row-major ``shape`` over ``region`` of the image), ``"latent"`` (resampler queries: no
+    spatial position) or ``"sequence"`` (tiles/anyres layouts cotscope does not map back to pixels).
+    """
+    fam = loaded.adapter.family
+    region = image_region(loaded.processor, image) if image is not None else None
+    if n_image == 0:
+        return {"kind": "none", "shape": [0, 0], "region": region}
+    if fam == "idefics2":
+        return {"kind": "latent", "shape": [1, n_image], "region": region}
+    if fam in ("qwen2_vl", "qwen2_5_vl") and "image_grid_thw" in enc:
+        t, h, w = (int(x) for x in enc["image_grid_thw"][row])
+        merge = int(getattr(loaded.config.vision_config, "spatial_merge_size", 2))
+        if t == 1 and (h // merge) * (w // merge) == n_image:
+            return {"kind": "grid", "shape": [h // merge, w // merge], "region": region}
+    if fam not in ("llava_next", "llava_onevision"):
+        s = math.isqrt(n_image)
+        if s * s == n_image:
+            return {"kind": "grid", "shape": [s, s], "region": region}
+    return {"kind": "sequence", "shape": [1, n_image], "region": region}
+
+
+def encode(loaded: LoadedModel, texts: list[str], images: list[Any] | None) -> Any:
+    """Left-padded model inputs (the collector's batching rules)."""
+    from probes.collect import encode_batch
+
+    return encode_batch(loaded, texts, images)
+
+
+def _eos_ids(loaded: LoadedModel) -> set[int]:
+    gc = getattr(loaded.hf, "generation_config", None)
+    eos = getattr(gc, "eos_token_id", None) if gc is not None else None
+    if eos is None:
+        eos = loaded.tokenizer.eos_token_id
+    return set([eos] if isinstance(eos, int) else list(eos or []))
+
+
+# ------------------------------------------------------------------------------------------- capture
+
+def capture_batch(loaded: LoadedModel, requests: Sequence[CaptureRequest], *, layers: Sequence[int] | None = None,
+                  heads: Sequence[int] | None = None, max_new_tokens: int = 64, min_new_tokens: int = 0,
+                  switch: str = "layers") -> list[dict[str, Any]]:
+    """Generate greedily from ``requests`` (one left-padded batch) and return one trace per request.
+
+    Each trace: ``record`` (JSON-able) and ``tensors`` (numpy, the :mod:`analyses.attention_store` layout).
+    """
+    import torch
+
+    if max_new_tokens < 1:
+        raise AttentionCaptureError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    has_img = [r.image is not None for r in requests]
+    if any(has_img) and not all(has_img):
+        raise AttentionCaptureError("some requests have images and some do not; capture them in separate batches")
+    if any(has_img) and not loaded.is_vlm:
+        raise AttentionCaptureError(f"{loaded.model_id} is a text-only model but requests carry images")
+    texts = [render_prompt(loaded, r.prompt, r.image is not None) for r in requests]
+    images = [r.image for r in requests] if all(has_img) else None
+    enc = encode(loaded, texts, images)
+    ids = enc["input_ids"]
+    B, T = ids.shape
+    lens = enc["attention_mask"].sum(1).tolist()
+    img_mask = loaded.adapter.image_token_mask(ids, loaded.config).cpu().numpy() if images else np.zeros((B, T), bool)
+    inputs = {k: (v.to(loaded.device) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
+    tok = loaded.tokenizer
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    with torch.no_grad(), recording(loaded, layers, heads, switch) as rec:
+        seq = loaded.hf.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                 do_sample=False, pad_token_id=pad)
+    for l, v in rec.rows.items():
+        if not v:
+            raise EagerAttentionUnavailable(
+                f"layer {l} of {loaded.model_id} never called transformers' attention interface, so its weights "
+                "cannot be captured per layer. Fix: load the model with attn_implementation='eager' and capture with "
+                "switch='none'.")
+    seq = seq.cpu()
+    S = seq.shape[1] - T
+    if rec.n_steps != S:
+        raise AttentionCaptureError(f"recorded {rec.n_steps} forward passes for {S} generated tokens; use plain "
+                                    "greedy generation (no assisted/speculative decoding)")
+    eos = _eos_ids(loaded)
+    special = set(getattr(tok, "all_special_ids", []))
+    out = []
+    for r, req in enumerate(requests):
+        p = T - int(lens[r])
+        gen = seq[r, T:].tolist()
+        n = next((k + 1 for k, t in enumerate(gen) if t in eos), len(gen))
+        gen = gen[:n]
+        P = int(lens[r])
+        prompt_ids = ids[r, p:].tolist()
+        q_text = req.question if req.question is not None else req.prompt
+        ktypes, q_found = classify_prompt_tokens(tok, prompt_ids, texts[r], q_text, img_mask[r, p:])
+        if q_text and not q_found:
+            warnings.warn(f"trace {req.id!r}: could not locate the question text among the prompt tokens; its keys "
+                          "count as template text", stacklevel=2)
+        key_types = np.concatenate([ktypes, np.full(n, GENERATED, np.int8)])
+        rows, offsets, mass = [], [0], []
+        for s in range(n):
+            K = P + s
+            per_layer = []
+            for l in rec.layers:
+                full = rec.rows[l][s][r]  # [h, T + s] (or fewer keys with a sliding-window cache)
+                kv = full.shape[-1]
+                if kv < T + s:
+                    full = torch.nn.functional.pad(full, (T + s - kv, 0))
+                per_layer.append(full[:, p: T + s].numpy())
+            row = np.stack(per_layer)  # [L, h, K]
+            assert row.shape[-1] == K
+            rows.append(row)
+            offsets.append(offsets[-1] + K)
+            kt = key_types[:K]
+            mass.append(np.stack([row[..., kt == c].sum(-1) for c in range(len(KEY_TYPES))], -1))
+        L, h = len(rec.layers), len(rec.heads)
+        tensors = {
+            "rows": np.concatenate(rows, -1).astype(np.float32) if rows else np.zeros((L, h, 0), np.float32),
+            "row_offsets": np.asarray(offsets, np.int64),
+            "mass": np.stack(mass).astype(np.float32) if mass else np.zeros((0, L, h, len(KEY_TYPES)), np.float32),
+            "key_types": key_types,
+            "token_ids": np.asarray(prompt_ids + gen, np.int64),
+        }
+        n_img = int((ktypes == IMAGE).sum())
+        record = {"id": req.id, "condition": req.condition, "prompt": req.prompt, "question": q_text,
+                  "question_found": bool(q_found), "meta": req.meta, "prompt_text": texts[r], "prompt_len": P,
+                  "n_steps": n, "finished": bool(n and gen[-1] in eos),
+                  "gen_text": tok.decode(gen, skip_special_tokens=True),
+                  "gen_tokens": ["" if t in special else tok.decode([t], skip_special_tokens=False) for t in gen],
+                  "n_keys_by_type": {k: int((ktypes == c).sum()) for c, k in enumerate(KEY_TYPES)},
+                  "image_layout": image_layout(loaded, enc, r, n_img, req.image) if images else {"kind": "none", "shape": [0, 0]}}
+        out.append({"record": record, "tensors": tensors, "image": req.image})
+    return out
+
+
+def capture_run(loaded: LoadedModel, requests: Sequence[CaptureRequest], out_dir: str | Path, *,
+                layers: Sequence[int] | None = None, heads: Sequence[int] | None = None, max_new_tokens: int = 64,
+                min_new_tokens: int = 0, switch: str = "layers", batch_size: int = 1, store_dtype: str = "float32",
+                overwrite: bool = False, progress: bool = True) -> AttentionRun:
+    """Capture every request into an attention run at ``out_dir`` (resumable; see :mod:`analyses.attention_store`).
+
+    Args:
+        layers / heads: which decoder blocks and query heads to record (``None`` = all).
+        max_new_tokens / min_new_tokens: greedy generation length limits.
+        switch: ``"layers"`` (only chosen layers run eager), ``"model"`` (all layers eager) or ``"none"``.
+        batch_size: requests generated together (left-padded); 1 keeps each generation exactly unbatched.
+        store_dtype: ``"float32"`` (exact) or ``"float16"`` (half the disk; ~3 significant digits) for the rows.
+    """
+    from tqdm.auto import tqdm
+
+    from analyses.artifacts import library_versions
+
+    if not requests:
+        raise AttentionCaptureError("no requests: pass at least one CaptureRequest")
+    ids = [r.id for r in requests]
+    if len(set(ids)) != len(ids):
+        dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
+        raise AttentionCaptureError(f"request ids must be unique within a run; duplicated: {dup}")
+    if batch_size < 1:
+        raise AttentionCaptureError(f"batch_size must be >= 1, got {batch_size}")
+    if store_dtype not in ("float32", "float16"):
+        raise AttentionCaptureError(f"store_dtype must be 'float32' or 'float16', got {store_dtype!r}")
+    layers_, heads_ = check_request(loaded, layers, heads)
+    config = {"model": loaded.provenance(), "layers": layers_, "heads": heads_, "switch": switch,
+              "max_new_tokens": int(max_new_tokens), "min_new_tokens": int(min_new_tokens), "batch_size": batch_size,
+              "store_dtype": store_dtype, "decoding": "greedy", "step_convention": "step s = forward producing generated token s; query = last "
+                                                        "prompt token (s=0) or generated token s-1"}
+    plan = [r.plan_record() for r in requests]
+    writer = AttentionRunWriter(out_dir, config, plan, overwrite=overwrite, extra={"library": library_versions()})
+    done = writer.done()
+    todo = [i for i in range(len(requests)) if i not in done]
+    bar = tqdm(total=len(requests), initial=len(requests) - len(todo), desc=f"attention {loaded.model_id[:28]}",
+               unit="trace", disable=not progress)
+    for b in range(0, len(todo), batch_size):
+        idx = todo[b: b + batch_size]
+        for i, tr in zip(idx, capture_batch(loaded, [requests[i] for i in idx], layers=layers_, heads=heads_,
+                                            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
+                                            switch=switch)):
+            tensors = dict(tr["tensors"], rows=tr["tensors"]["rows"].astype(store_dtype))
+            writer.write(i, tr["record"], tensors, image=tr["image"])
+            bar.update(1)
+    bar.close()
+    return writer.finish()

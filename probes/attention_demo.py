@@ -1,0 +1,120 @@
+"""The attention-shift demo: CoT vs direct on a few visual problems → stored run, analysis, figures, summary.
+
+>>> from probes.models.loading import load_model                                   # doctest: +SKIP
+>>> summary = run_attention_demo(load_model("embedded:smolvlm"), None, "runs/demo")  # doctest: +SKIP
+>>> summary["cot"]["R_per_step"][:3]                                               # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from analyses.atomic import write_json_atomic
+from analyses.attention_shift import analyse_run
+from probes.attention import CaptureRequest, capture_run
+from probes.models.loading import LoadedModel
+
+CONDITIONS = ("cot", "direct")
+ANALYSIS_FILE = "attention_shift.json"
+
+
+def attention_requests(items: Sequence[Any], conditions: Sequence[str] = CONDITIONS) -> list[CaptureRequest]:
+    """Two requests per visual item (``cot_prompt`` / ``direct_prompt``); the item's question marks question keys."""
+    reqs = []
+    for it in items:
+        for cond in conditions:
+            if cond not in CONDITIONS:
+                raise ValueError(f"unknown condition {cond!r}; choose from {CONDITIONS}")
+            prompt = it.cot_prompt if cond == "cot" else it.direct_prompt
+            reqs.append(CaptureRequest(id=f"{it.id}:{cond}", prompt=prompt, image=it.image,
+                                       question=it.question or prompt, condition=cond,
+                                       meta={"item_id": it.id, "kind": it.kind, "answer": int(it.answer)}))
+    return reqs
+
+
+def _first(vals: list, n: int) -> list:
+    return [None if v is None else round(float(v), 6) for v in vals[:n]]
+
+
+def summarise(analysis: dict[str, Any], n_steps: int = 6) -> dict[str, Any]:
+    """Headline numbers per condition: mean R/F/image share per reasoning step, pooled slopes, and IVT-LR checks."""
+    out: dict[str, Any] = {}
+    for cond, a in analysis["aggregate"].items():
+        out[cond] = {
+            "n_traces": a["n_traces"], "mean_reasoning_steps": float(np.mean(a["n_steps"])),
+            "mean_tokens": float(np.mean(a["n_tokens"])),
+            "R_per_step": _first(a["step"]["R"]["mean"], n_steps), "F_per_step": _first(a["step"]["F"]["mean"], n_steps),
+            "image_share_per_step": _first(a["step"]["image_share"]["mean"], n_steps),
+            "prompts_per_step": a["step"]["R"]["n"][:n_steps],
+            "slope_R_per_step": a["slope_step"]["R"], "slope_F_per_step": a["slope_step"]["F"],
+            "slope_R_per_token": a["slope_token"]["R"], "slope_F_per_token": a["slope_token"]["F"],
+            "mean_R": float(np.nanmean([v for v in a["token"]["R"]["mean"] if v is not None])),
+            "mean_F": float(np.nanmean([v for v in a["token"]["F"]["mean"] if v is not None])),
+        }
+    cot = out.get("cot")
+    if cot:
+        R = [v for v in cot["R_per_step"] if v is not None]
+        # IVT-LR (METHODS §5): explicit reasoning keeps R below 1 with flat F; latent reasoning starts visual and
+        # shifts to text (R falls) while F rises. The checks state what the measured CoT curves show.
+        out["ivt_lr"] = {
+            "cot_R_below_1_all_steps": bool(R) and max(R) < 1.0,
+            "cot_R_falls": cot["slope_R_per_step"] is not None and cot["slope_R_per_step"] < 0,
+            "cot_F_rises": cot["slope_F_per_step"] is not None and cot["slope_F_per_step"] > 0,
+        }
+    return out
+
+
+def run_attention_demo(model: LoadedModel | str, items: Sequence[Any] | None, out_dir: str | Path, *,
+                       n_items: int = 6, seed: int = 0, layers: Sequence[int] | None = None,
+                       heads: Sequence[int] | None = None, max_new_tokens: int = 96, k: int | None = None,
+                       max_select_steps: int = 4,
+                       switch: str = "layers", store_dtype: str = "float16", entropy_over: str = "all",
+                       figures: bool = True, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Capture CoT and direct generations for ``items`` (default: ``n_items`` bundled visual problems), analyse them
+    and draw the three attention figures.
+
+    ``k``: image tokens picked per reasoning step (default: half the image tokens spread over the first
+    ``max_select_steps`` steps).
+
+    Writes ``out_dir/attention/store`` (the run), ``out_dir/analysis/attention_shift.json`` and
+    ``out_dir/figures/attention_*``; returns summary numbers (also stored under ``"summary"`` in the analysis).
+    """
+    from probes.models.loading import load_model
+
+    if isinstance(model, (str, Path)):
+        model = load_model(model)
+    if not model.is_vlm:
+        raise ValueError(f"{model.model_id} is a text-only model; the attention-shift demo needs a VLM "
+                         "(e.g. load_model('embedded:smolvlm'))")
+    if items is None:
+        from probes.stimuli.visual import generate_visual_items
+
+        items = generate_visual_items(n_items, seed=seed)
+    out_dir = Path(out_dir)
+    t0 = time.perf_counter()
+    run = capture_run(model, attention_requests(items), out_dir / "attention" / "store", layers=layers, heads=heads,
+                      max_new_tokens=max_new_tokens, switch=switch, store_dtype=store_dtype, overwrite=overwrite,
+                      progress=progress)
+    t_capture = time.perf_counter() - t0
+    n_img = min(r["n_keys_by_type"]["image"] for r in run.records)
+    # default k: the first `max_select_steps` reasoning steps together pick at most half of the image tokens
+    k_eff = (k if k is not None else max(1, n_img // (2 * max_select_steps))) if n_img else None
+    analysis = analyse_run(run, conditions=list(CONDITIONS), entropy_over=entropy_over, k=k_eff,
+                           max_select_steps=max_select_steps)
+    summary = {"model": model.model_id, "n_items": len(items), "layers": run.layers, "heads": run.heads,
+               "switch": switch, "max_new_tokens": max_new_tokens, "k": k_eff, "entropy_over": entropy_over,
+               "store": str(run.path), "capture_seconds": round(t_capture, 2), **summarise(analysis)}
+    analysis["summary"] = summary
+    analysis["store"] = str(Path("..") / "attention" / "store")  # relative to the analysis folder
+    write_json_atomic(out_dir / "analysis" / ANALYSIS_FILE, analysis)
+    if figures:
+        from figures import fig_attention_layer_step, fig_attention_ratio_focus, fig_selected_patches
+
+        paths = []
+        for mod in (fig_attention_ratio_focus, fig_attention_layer_step, fig_selected_patches):
+            paths += [str(p) for p in mod.render(out_dir)]
+        summary["figures"] = paths
+    return summary
