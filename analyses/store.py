@@ -207,6 +207,10 @@ class ActivationStore:
             except Exception as e:
                 raise StoreError(f"shard {f} is corrupt or truncated ({e}); delete it and re-run the same "
                                  "collection to recompute just that shard") from None
+        if len(parts) > 1 and parts[0].ndim == 2 and len({a.shape[1] for a in parts}) > 1:
+            # per-shard token masks (image_mask) are as wide as their batch: right-pad (rows are left-aligned)
+            width = max(a.shape[1] for a in parts)
+            parts = [np.pad(a, ((0, 0), (0, width - a.shape[1]))) for a in parts]
         arr = np.concatenate(parts, axis=0) if parts else np.zeros((0,))
         if key != "row":
             rows = self._read("row")

@@ -183,7 +183,9 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
     adapter = adapter_for(config)
     if adapter.is_vlm:
         hf = AutoModelForImageTextToText.from_pretrained(path, **kw)
-        processor = AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code)
+        # the adapter's offline recipe avoids processors that need torchvision (video processors)
+        processor = (adapter.build_processor(path) if adapter.build_processor is not None and not trust_remote_code
+                     else AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code))
         tokenizer = processor.tokenizer
     else:
         hf = AutoModelForCausalLM.from_pretrained(path, **kw)
