@@ -21,7 +21,10 @@ Four steps, each usable alone:
 Names are compared in a *canonical* form: the language-model prefix is stripped, so
 ``model.text_model.layers.3.mlp.up_proj.weight`` and ``model.layers.3.mlp.up_proj.weight`` are both
 ``layers.3.mlp.up_proj.weight``; ``embed_tokens.weight``, ``norm.weight`` and ``lm_head.weight`` are
-the non-layer names. User regexes (``re.search``) are matched against canonical names.
+the non-layer names. Presets and user regexes (``re.search``) select language-model tensors by
+canonical name; ``"raw:<regex>"`` selects tensors outside the language model (connectors,
+projectors) by raw name, paired by exact name. Names containing ``visual``/``vision`` are always
+skipped (as in DRIFT).
 
 >>> res = run_prior_analysis("ckpt/smollm2", "ckpt/reference_vlm", "out/prior")   # doctest: +SKIP
 >>> res["delta_norm_total"], res["spectral_verdict"]                                # doctest: +SKIP
@@ -286,6 +289,7 @@ PRESETS: dict[str, str] = {
     "full": r".",
 }
 DEFAULT_MODULES: tuple[str, ...] = ("attn", "mlp")   # as in the released DRIFT code
+RAW_PREFIX = "raw:"     # "raw:<regex>" selects tensors outside the language model by their raw names
 
 
 def is_vision_name(raw: str) -> bool:
@@ -323,7 +327,8 @@ def resolve_modules(modules: str | Sequence[str] | None) -> list[tuple[str, re.P
     """Turn presets and regexes into ``[(label, compiled regex)]``.
 
     ``modules`` is a preset name (``attn``, ``mlp``, ``norm``, ``embed``, ``head``, ``full``,
-    ``default`` = attn+mlp), a ``+``-joined combination (``"attn+norm"``), a regex, or a list of these.
+    ``default`` = attn+mlp), a ``+``-joined combination (``"attn+norm"``), a regex on canonical
+    names, ``"raw:<regex>"`` on raw names of non-LM tensors, or a list of these.
     """
     if modules is None or modules == "default":
         modules = list(DEFAULT_MODULES)
@@ -337,7 +342,7 @@ def resolve_modules(modules: str | Sequence[str] | None) -> list[tuple[str, re.P
             out.append((m, re.compile(PRESETS[m])))
         else:
             try:
-                out.append((m, re.compile(m)))
+                out.append((m, re.compile(m[len(RAW_PREFIX):] if m.startswith(RAW_PREFIX) else m)))
             except re.error as e:
                 raise PatternError(f"module pattern {m!r} is neither a preset ({sorted(PRESETS)}) nor a valid regex "
                                    f"({e})") from None
@@ -420,22 +425,28 @@ class MatchReport:
         return "\n".join(lines)
 
 
-def _side_names(ck: Checkpoint) -> tuple[dict[str, tuple[str, str]], dict[str, int], list[str]]:
-    """canonical → (raw, layout) for LM tensors, counts of vision/other, notes (tied heads)."""
+NON_LM = "non-LM"
+
+
+def _side_names(ck: Checkpoint) -> tuple[dict[str, tuple[str, str]], dict[str, int]]:
+    """name → (raw, layout): LM tensors under canonical names, other non-vision tensors (connectors,
+    projectors) under their raw names with layout ``non-LM``; plus counts of vision/other tensors."""
     canon: dict[str, tuple[str, str]] = {}
     counts = {"vision": 0, "other": 0}
     for raw in ck.tensors:
+        if is_vision_name(raw):
+            counts["vision"] += 1
+            continue
         c = canonical_name(raw)
         if c is None:
-            counts["vision" if is_vision_name(raw) else "other"] += 1
-            continue
+            counts["other"] += 1
+            c = (raw, NON_LM)
         name, layout = c
         if name in canon:
             raise CheckpointError(f"{ck.path}: tensors {canon[name][0]!r} and {raw!r} both map to {name!r}; "
-                                  "the checkpoint holds two language models. Select one with a regex on raw names "
-                                  "or split the checkpoint.")
+                                  "the checkpoint holds two language models. Split the checkpoint first.")
         canon[name] = (raw, layout)
-    return canon, counts, []
+    return canon, counts
 
 
 def match_checkpoints(reason: Checkpoint | str | Path, vl: Checkpoint | str | Path,
@@ -459,7 +470,7 @@ def match_checkpoints(reason: Checkpoint | str | Path, vl: Checkpoint | str | Pa
     sides = {"reason": reason, "vl": vl}
     canon, counts = {}, {}
     for side, ck in sides.items():
-        canon[side], counts[side], _ = _side_names(ck)
+        canon[side], counts[side] = _side_names(ck)
     notes: list[str] = []
     # tied heads
     tied = {s: ck.ties_embeddings() and "lm_head.weight" not in canon[s] and "embed_tokens.weight" in canon[s]
@@ -472,24 +483,28 @@ def match_checkpoints(reason: Checkpoint | str | Path, vl: Checkpoint | str | Pa
     if tied["reason"] and tied["vl"]:
         notes.append("both checkpoints tie lm_head to embed_tokens: the head's Δ is the embedding's Δ ('embed')")
 
-    def selected(names: Iterable[str]) -> list[str]:
-        return sorted(n for n in names if any(rx.search(n) for _, rx in specs))
+    def hit(label: str, rx: re.Pattern, side: str, name: str) -> bool:
+        # presets and plain regexes see language-model tensors; "raw:<regex>" sees the other non-vision tensors
+        return bool(rx.search(name)) and (canon[side][name][1] == NON_LM) == label.startswith(RAW_PREFIX)
 
-    sel = {s: selected(canon[s]) for s in sides}
+    sel = {s: sorted(n for n in canon[s] if any(hit(l, rx, s, n) for l, rx in specs)) for s in sides}
     for label, rx in specs:
-        if not any(rx.search(n) for s in sides for n in canon[s]):
+        if not any(hit(label, rx, s, n) for s in sides for n in canon[s]):
             examples = sorted(canon["reason"])[:4] or sorted(canon["vl"])[:4]
             extra = (" (both checkpoints tie lm_head to embed_tokens; use 'embed')"
                      if label == "head" and tied["reason"] and tied["vl"] else "")
-            raise PatternError(f"module pattern {label!r} matched no language-model tensor in either checkpoint{extra}. "
-                               f"Patterns are matched (re.search) against canonical names such as {examples}.")
+            where = ("no non-LM, non-vision tensor (raw names)" if label.startswith(RAW_PREFIX)
+                     else "no language-model tensor")
+            raise PatternError(f"module pattern {label!r} matched {where} in either checkpoint{extra}. Patterns are "
+                               f"matched (re.search) against canonical names such as {examples}; use "
+                               f"'{RAW_PREFIX}<regex>' for connector/projector tensors.")
     report = MatchReport(
         reason_path=str(reason.path), vl_path=str(vl.path), modules=[l for l, _ in specs],
         n_tensors={s: len(ck.tensors) for s, ck in sides.items()},
-        n_lm={s: len(canon[s]) - (1 if canon[s].get("lm_head.weight", ("", ""))[1].endswith(",tied") else 0)
-              for s in sides},
+        n_lm={s: sum(1 for v in canon[s].values() if v[1] != NON_LM and not v[1].endswith(",tied")) for s in sides},
         n_vision={s: counts[s]["vision"] for s in sides}, n_other={s: counts[s]["other"] for s in sides},
-        layouts={s: dict(collections.Counter(v[1].split(",")[0] for v in canon[s].values())) for s in sides},
+        layouts={s: dict(collections.Counter(v[1].split(",")[0] for v in canon[s].values() if v[1] != NON_LM))
+                 for s in sides},
         n_selected={s: len(sel[s]) for s in sides}, notes=notes)
     pairs: list[Pair] = []
     vl_sel = set(sel["vl"])
@@ -805,8 +820,8 @@ class PriorArtifact:
         by_canon: dict[str, str] = {}
         for pname in param_shapes:
             c = canonical_name(pname)
-            if c is not None and c[0] not in by_canon:
-                by_canon[c[0]] = pname
+            key = c[0] if c is not None else pname          # non-LM Δ ("raw:" selections) match by exact name
+            by_canon.setdefault(key, pname)
         missing = [c for c in self.names if c not in by_canon]
         bad = [(c, by_canon[c], tuple(param_shapes[by_canon[c]]), self.shapes[c]) for c in self.names
                if c in by_canon and tuple(param_shapes[by_canon[c]]) != self.shapes[c]]

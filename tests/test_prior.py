@@ -364,3 +364,16 @@ def test_reference_vlm_prior_is_minus_its_lora_delta(tmp_path):
             np.testing.assert_allclose(d, -lora[name], rtol=0, atol=1e-6 * max(1.0, float(np.abs(lora[name]).max())))
         else:
             assert not np.any(d), name
+
+
+def test_user_regex_can_pair_non_lm_tensors_by_exact_name(pair):
+    pairs, rep = P.match_checkpoints(pair["root"] / "idefics2", pair["root"] / "idefics2", r"raw:^model\.connector\.")
+    assert rep.n_matched == rep.matched_exact == len(pairs) > 0
+    assert all(p.canonical.startswith("model.connector.") and p.method == "exact" for p in pairs)
+    # presets never pick them up, and vision towers are always skipped
+    full, _ = P.match_checkpoints(pair["root"] / "idefics2", pair["root"] / "idefics2", "full")
+    assert not any("connector" in p.canonical or "vision" in p.canonical for p in full)
+    with pytest.raises(P.PatternError):
+        P.match_checkpoints(pair["root"] / "idefics2", pair["root"] / "idefics2", r"raw:vision_model")
+    with pytest.raises(P.PatternError):                     # plain regexes see only the language model
+        P.match_checkpoints(pair["root"] / "idefics2", pair["root"] / "idefics2", r"^model\.connector\.")
