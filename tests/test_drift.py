@@ -222,3 +222,40 @@ def test_run_drift_alignment_on_a_tiny_vlm(tmp_path):
     with open(tmp_path / "out" / "drift_cos.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 2 * 16
     assert all(p.endswith((".png", ".html")) for p in s["figures"])
+
+
+def test_sign_convention_moves_parameters_towards_theta_reason():
+    """α = −1: with SGD the guided step has a positive component along Δ = θ_reason − θ_VL."""
+    model = _llama()
+    params = dict(model.named_parameters())
+    n = "model.layers.1.self_attn.o_proj.weight"
+    delta = torch.randn(params[n].shape, generator=torch.Generator().manual_seed(4))
+    along = {}
+    for rule in (None, "absolute", "grad_norm", "adaptive"):
+        m = copy.deepcopy(model)
+        p = dict(m.named_parameters())[n]
+        start = p.detach().clone()
+        D.log_gradient_alignment(m, {n: delta}, _batches(1), n_steps=1, rule=rule,
+                                 optimizer=torch.optim.SGD(m.parameters(), lr=0.1), progress=False)
+        along[rule] = float(((p.detach() - start) * delta).sum() / delta.norm() ** 2)
+    assert along["absolute"] == pytest.approx(along[None] + 0.1, abs=1e-5)     # −lr·(g − Δ) = −lr·g + lr·Δ
+    assert along["grad_norm"] > along[None] and along["adaptive"] >= along[None]
+
+
+def test_compare_finetuning_reports_each_rule(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from tiny_vlms import tiny_vlm, tiny_vlm_dir
+
+    vdir, vlm = tiny_vlm_dir("idefics2"), tiny_vlm("idefics2")
+    reason = LlamaForCausalLM(vlm.model.config.text_config)
+    reason.model.load_state_dict({k: t + 0.01 for k, t in vlm.model.model.text_model.state_dict().items()})
+    reason.save_pretrained(tmp_path / "reason")
+    compute_prior(tmp_path / "reason", vdir, "mlp", out_path=tmp_path / "p.safetensors", spectrum=False,
+                  progress=False, verbose=False)
+    rows = D.compare_finetuning(vdir, tmp_path / "p.safetensors", tmp_path, rules=(None, "grad_norm"), n_steps=1,
+                                batch_size=1, n_eval=2, lr=1e-3)
+    assert [r["rule"] for r in rows] == ["none", "grad_norm"]
+    assert rows[1]["update_along_delta"] > rows[0]["update_along_delta"]
+    assert rows[0]["eval_loss_before"] == rows[1]["eval_loss_before"] and 0 <= rows[1]["eval_accuracy"] <= 1
+    assert (tmp_path / "finetune_compare.json").is_file()
