@@ -78,7 +78,8 @@ def prior_tensors(model: torch.nn.Module, prior: PriorArtifact | str | Path | Ma
     """``{parameter name: Δ tensor}`` on the parameters' devices and dtypes.
 
     ``prior`` is a :class:`~analyses.prior.PriorArtifact`, its path, or a mapping from parameter
-    names to arrays/tensors. Raises :class:`~analyses.prior.PriorFitError` if it does not fit.
+    names (or canonical names such as ``layers.0.self_attn.q_proj.weight``) to arrays/tensors.
+    Raises :class:`~analyses.prior.PriorFitError` if it does not fit.
     """
     params = dict(model.named_parameters())
     if isinstance(prior, (str, Path)):
@@ -87,11 +88,21 @@ def prior_tensors(model: torch.nn.Module, prior: PriorArtifact | str | Path | Ma
         mapping = prior.fit({n: tuple(p.shape) for n, p in params.items()}, allow_partial=allow_partial)
         raw = {pn: prior.get(c) for pn, c in mapping.items()}
     else:
-        missing = [n for n in prior if n not in params]
+        by_canon = {}
+        for pn in params:
+            c = canonical_name(pn)
+            if c is not None:
+                by_canon.setdefault(c[0], pn)
+        raw, missing = {}, []
+        for k, v in prior.items():
+            pn = k if k in params else by_canon.get(k)       # parameter names or canonical names
+            if pn is None:
+                missing.append(k)
+            else:
+                raw[pn] = v
         if missing:
             raise PriorFitError(f"{len(missing)} Δ tensors name no parameter of this model, e.g. {missing[:4]}; "
                                 f"parameters look like {list(params)[:3]}")
-        raw = dict(prior)
     out = {}
     for n, d in raw.items():
         p = params[n]

@@ -129,6 +129,8 @@ def test_hooks_from_a_prior_artifact_and_misfit(tmp_path):
     assert torch.allclose(deltas[n], dict(reason.named_parameters())[n] - dict(vl.named_parameters())[n], atol=1e-7)
     with pytest.raises(PriorFitError, match="does not fit"):
         D.register_drift_hooks(_llama(hidden_size=48), tmp_path / "p.safetensors")
+    canon = D.prior_tensors(vl, {"layers.1.self_attn.v_proj.weight": deltas[n]})      # canonical keys work too
+    assert list(canon) == [n]
     with pytest.raises(PriorFitError, match="name no parameter"):
         D.register_drift_hooks(vl, {"model.layers.9.self_attn.q_proj.weight": torch.zeros(32, 32)})
     frozen = _llama()
