@@ -1079,8 +1079,13 @@ def _null_mean_spectrum(gs: GramSpectrum) -> np.ndarray:
 
 def run_prior_analysis(reason_dir: str | Path, vl_dir: str | Path, out_dir: str | Path,
                        modules: str | Sequence[str] | None = "default", *, write_artifact: bool = True,
-                       figures: bool = True, n_perm: int = 200, **kw: Any) -> dict:
+                       figures: bool = True, figures_dir: str | Path | None = None, n_perm: int = 200,
+                       **kw: Any) -> dict:
     """Compute the prior, write ``prior.safetensors`` + ``prior_analysis.json`` (+ figures), return summary numbers.
+
+    Figures go to ``figures_dir`` (default ``out_dir``); ``python -m figures RUN`` redraws them from
+    ``RUN/prior/prior_analysis.json`` when ``out_dir`` is ``RUN/prior``. Extra keywords go to
+    :func:`compute_prior`.
 
     >>> s = run_prior_analysis(smollm2_dir(), reference_vlm_dir(), "out/prior")   # doctest: +SKIP
     >>> sorted(s)[:3]                                                            # doctest: +SKIP
@@ -1097,11 +1102,10 @@ def run_prior_analysis(reason_dir: str | Path, vl_dir: str | Path, out_dir: str 
     if figures:
         from figures import fig_prior_modules, fig_prior_norms, fig_prior_spectrum
 
-        for mod, stem in ((fig_prior_norms, "prior_norms"), (fig_prior_modules, "prior_modules"),
-                          (fig_prior_spectrum, "prior_spectrum")):
+        for mod in (fig_prior_norms, fig_prior_modules, fig_prior_spectrum):
             if mod is fig_prior_spectrum and not data["spectrum"]:
                 continue
-            written += [str(p) for p in mod.save(data, out_dir / stem)]
+            written += [str(p) for p in mod.save(data, figures_dir or out_dir)]
     return summarize(data, artifact=res.artifact, figures=written)
 
 

@@ -2,19 +2,24 @@
 
 Input: the tidy table from :func:`probes.drift.log_gradient_alignment` (``.json`` or ``.csv``).
 
-    python -m figures.fig_drift_cosine out/drift_cos.json out/drift_cosine
+    python -m figures.fig_drift_cosine runs/demo        # or: python -m figures runs/demo
 """
 from __future__ import annotations
 
-import argparse
 import collections
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
+
+from figures.common import figures_dir, need, save_matplotlib, save_plotly
+
+NAME = "drift_cosine"
+SOURCE = ("prior", "drift_cos.csv")   # RUN/<dir>/<file> that render() reads
 
 
 def load_table(path: str | Path) -> list[dict]:
@@ -71,26 +76,20 @@ def draw_plotly(rows: Sequence[Mapping[str, Any]]):
     return fig
 
 
-def save(rows: Sequence[Mapping[str, Any]], stem: str | Path) -> list[Path]:
-    """Write ``<stem>.png`` and ``<stem>.html`` atomically; returns both paths."""
-    from analyses.atomic import atomic_path
+def save(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, name: str = NAME) -> list[Path]:
+    """Write ``<name>.png``/``.pdf`` (matplotlib) and ``<name>.html`` (plotly) into ``out_dir``."""
+    return save_matplotlib(draw(rows), out_dir, name) + [save_plotly(draw_plotly(rows), out_dir, name)]
 
-    stem = Path(stem)
-    png, html = stem.with_suffix(".png"), stem.with_suffix(".html")
-    with atomic_path(png) as tmp:
-        draw(rows).savefig(tmp, format="png", dpi=120)
-    with atomic_path(html) as tmp:
-        draw_plotly(rows).write_html(tmp, include_plotlyjs="directory")
-    return [png, html]
+
+def render(run_dir: str | Path) -> list[Path]:
+    """Regenerate from ``RUN/prior/drift_cos.csv`` into ``RUN/figures`` (``python -m figures RUN``)."""
+    path = Path(run_dir) / SOURCE[0] / SOURCE[1]
+    return save(load_table(need(path, "run probes.drift.run_drift_alignment(vlm_dir, RUN/prior/prior.safetensors, RUN/prior) first")), figures_dir(run_dir))
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("table")
-    ap.add_argument("out_stem")
-    a = ap.parse_args(argv)
-    for p in save(load_table(a.table), a.out_stem):
-        print(p)
+    argv = sys.argv[1:] if argv is None else argv
+    print("\n".join(map(str, render(argv[0] if argv else "runs/demo"))))
 
 
 if __name__ == "__main__":

@@ -6,16 +6,21 @@ raw cosine is high even for a useless probe), centred cosine, and R² on held-ou
 Input: ``reconstruction.json`` from :func:`probes.vision_latents.run_reconstruction_analysis`
 (or ``ReconstructionResult.to_dict()``).
 
-    python -m figures.fig_reconstruction out/recon/reconstruction.json out/recon/reconstruction
+    python -m figures.fig_reconstruction runs/demo        # or: python -m figures runs/demo
 """
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from matplotlib.figure import Figure
+
+from figures.common import figures_dir, load_json, save_matplotlib, save_plotly
+
+NAME = "reconstruction"
+SOURCE = ("reconstruction", "reconstruction.json")   # RUN/<dir>/<file> that render() reads
 
 PANELS = (("cos", "cosine (pooled tokens)"), ("cos_centered", "centred cosine"), ("r2", "R² (variance-weighted)"))
 
@@ -63,26 +68,20 @@ def draw_plotly(data: Mapping[str, Any]):
     return fig
 
 
-def save(data: Mapping[str, Any], stem: str | Path) -> list[Path]:
-    """Write ``<stem>.png`` and ``<stem>.html`` atomically; returns both paths."""
-    from analyses.atomic import atomic_path
+def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list[Path]:
+    """Write ``<name>.png``/``.pdf`` (matplotlib) and ``<name>.html`` (plotly) into ``out_dir``."""
+    return save_matplotlib(draw(data), out_dir, name) + [save_plotly(draw_plotly(data), out_dir, name)]
 
-    stem = Path(stem)
-    png, html = stem.with_suffix(".png"), stem.with_suffix(".html")
-    with atomic_path(png) as tmp:
-        draw(data).savefig(tmp, format="png", dpi=120)
-    with atomic_path(html) as tmp:
-        draw_plotly(data).write_html(tmp, include_plotlyjs="directory")
-    return [png, html]
+
+def render(run_dir: str | Path) -> list[Path]:
+    """Regenerate from ``RUN/reconstruction/reconstruction.json`` into ``RUN/figures`` (``python -m figures RUN``)."""
+    path = Path(run_dir) / SOURCE[0] / SOURCE[1]
+    return save(load_json(path, "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first"), figures_dir(run_dir))
 
 
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("result_json")
-    ap.add_argument("out_stem")
-    a = ap.parse_args(argv)
-    for p in save(json.loads(Path(a.result_json).read_text()), a.out_stem):
-        print(p)
+    argv = sys.argv[1:] if argv is None else argv
+    print("\n".join(map(str, render(argv[0] if argv else "runs/demo"))))
 
 
 if __name__ == "__main__":

@@ -280,7 +280,7 @@ def _sft_example(processor: Any, image: Any, prompt: str, answer: str) -> dict:
 def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, out_dir: str | Path, *,
                         n_steps: int = 6, batch_size: int = 2, lr: float = 1e-5, rule: str | None = None,
                         seed: int = 0, kinds: tuple[str, ...] = ("expression", "counting", "bars"),
-                        figures: bool = True) -> dict:
+                        figures: bool = True, figures_dir: str | Path | None = None) -> dict:
     """cos(g, Δ) during a few fine-tuning steps of a saved VLM on the bundled visual problems (for ``make demo``).
 
     Only the parameters the prior covers are trained (AdamW, ``lr``); each step averages the
@@ -317,7 +317,7 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
     if figures:
         from figures import fig_drift_cosine
 
-        written = [str(p) for p in fig_drift_cosine.save(rows, out_dir / "drift_cosine")]
+        written = [str(p) for p in fig_drift_cosine.save(rows, figures_dir or out_dir)]
     cos = np.array([r["cos"] for r in rows])
     by_mod: dict[str, list[float]] = {}
     for r in rows:

@@ -150,8 +150,8 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
 def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: Sequence[Any],
                                 prompts: Sequence[str] | str, connector_path: str, out_dir: str | Path, *,
                                 n_tokens: int = 32, groups: Sequence[Any] | None = None, token_rule: str = "last",
-                                figures: bool = True, heatmap_layers: Sequence[int] | None = None,
-                                seed: int = 0) -> dict:
+                                figures: bool = True, figures_dir: str | Path | None = None,
+                                heatmap_layers: Sequence[int] | None = None, seed: int = 0) -> dict:
     """Collect, fit the per-layer probes, write ``reconstruction.json`` (+ figures); return summary numbers.
 
     ``n_tokens`` is capped at the connector's token count (the paper's 256 → 32 needs ≥ 32 tokens).
@@ -177,8 +177,8 @@ def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: 
     if figures:
         from figures import fig_patch_similarity, fig_reconstruction
 
-        written += [str(p) for p in fig_reconstruction.save(out, out_dir / "reconstruction")]
-        written += [str(p) for p in fig_patch_similarity.save(out, out_dir / "patch_similarity")]
+        written += [str(p) for p in fig_reconstruction.save(out, figures_dir or out_dir)]
+        written += [str(p) for p in fig_patch_similarity.save(out, figures_dir or out_dir)]
     return {**res.summary(), "recon_token_rule": token_rule, "figures": written}
 
 
@@ -210,7 +210,8 @@ def chat_prompt(processor: Any, question: str) -> str:
 
 def run_reconstruction_demo(vlm_dir: str | Path, out_dir: str | Path, *, n_images: int = 64, seed: int = 0,
                             n_tokens: int = 32, kinds: Sequence[str] = ("expression", "counting", "bars"),
-                            connector_path: str | None = None, figures: bool = True) -> dict:
+                            connector_path: str | None = None, figures: bool = True,
+                            figures_dir: str | Path | None = None) -> dict:
     """The reconstruction probe on a saved VLM and the bundled visual problems (for ``make demo``).
 
     Loads ``vlm_dir`` with the Auto classes (offline), renders ``n_images`` stimuli with
@@ -227,4 +228,4 @@ def run_reconstruction_demo(vlm_dir: str | Path, out_dir: str | Path, *, n_image
     prompts = [chat_prompt(processor, it.direct_prompt) for it in items]
     cp = connector_path or find_connector(model)
     return run_reconstruction_analysis(model, processor, [it.image for it in items], prompts, cp, out_dir,
-                                       n_tokens=n_tokens, figures=figures, seed=seed)
+                                       n_tokens=n_tokens, figures=figures, figures_dir=figures_dir, seed=seed)

@@ -377,3 +377,14 @@ def test_user_regex_can_pair_non_lm_tensors_by_exact_name(pair):
         P.match_checkpoints(pair["root"] / "idefics2", pair["root"] / "idefics2", r"raw:vision_model")
     with pytest.raises(P.PatternError):                     # plain regexes see only the language model
         P.match_checkpoints(pair["root"] / "idefics2", pair["root"] / "idefics2", r"^model\.connector\.")
+
+
+def test_figures_regenerate_from_the_run_directory(pair, tmp_path):
+    from figures.__main__ import render_all
+
+    P.run_prior_analysis(pair["root"] / "lm", pair["root"] / "idefics2", tmp_path / "prior", write_artifact=False,
+                         figures=False, n_perm=10, n_perm_layer=10, progress=False, verbose=False)
+    written = render_all(tmp_path, verbose=False)
+    names = {Path(p).name for p in written}
+    assert {"prior_norms.png", "prior_modules.html", "prior_spectrum.pdf"} <= names
+    assert all(Path(p).parent == tmp_path / "figures" for p in written)

@@ -106,4 +106,4 @@ def test_figures_draw_from_stored_results(tmp_path):
     assert len(fig.axes) == 3 and len(fig.axes[1].lines) == 2     # probe + shuffled baseline
     assert len(fig_patch_similarity.draw(data).axes) == 3          # two maps + colour bar
     for mod in (fig_reconstruction, fig_patch_similarity):
-        assert all(p.stat().st_size > 1000 for p in mod.save(data, tmp_path / mod.__name__.split(".")[-1]))
+        assert all(p.stat().st_size > 1000 for p in mod.save(data, tmp_path))
