@@ -388,3 +388,16 @@ def test_figures_regenerate_from_the_run_directory(pair, tmp_path):
     names = {Path(p).name for p in written}
     assert {"prior_norms.png", "prior_modules.html", "prior_spectrum.pdf"} <= names
     assert all(Path(p).parent == tmp_path / "figures" for p in written)
+
+
+def test_float16_artifact_round_trips(pair, tmp_path):
+    out = tmp_path / "p16.safetensors"
+    P.compute_prior(pair["root"] / "lm", pair["root"] / "idefics2", "mlp", out_path=out, out_dtype="float16",
+                    spectrum=False, progress=False, verbose=False)
+    art = P.PriorArtifact.load(out)
+    oracle = _direct_delta(pair["lm"], pair["idefics2"], "model.text_model")
+    for name, d in art.items():
+        assert d.dtype == np.float32
+        np.testing.assert_allclose(d, oracle[name], rtol=1e-3, atol=1e-6)
+    with pytest.raises(P.PriorError, match="out_dtype"):
+        P.compute_prior(pair["root"] / "lm", pair["root"] / "idefics2", out_path=out, out_dtype="bfloat16")
