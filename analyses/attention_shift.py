@@ -282,6 +282,23 @@ def selection_heatmap(indices: np.ndarray, shape: Sequence[int]) -> np.ndarray:
     return grid.reshape(r, c)
 
 
+def latent_patch_maps(latent_map: np.ndarray, indices: np.ndarray, image_attention: np.ndarray) -> dict[str, Any]:
+    """Project a selection of resampler latents onto vision patches through ``latent_map`` ``[n_latents, gh, gw]``.
+
+    ``patch_selection``: per patch, the 1-based step whose picked latents read it most (0 = read by none more than
+    1/n_patches); ``patch_read``: total reading by all picked latents; ``patch_attention``: the averaged attention
+    on the latents pushed through the map (``Σ_l a_l · map_l``).
+    """
+    lmap = np.asarray(latent_map, dtype=np.float64)
+    n_patch = lmap[0].size
+    per_step = np.stack([lmap[row].sum(0) for row in np.asarray(indices)])  # [steps, gh, gw]
+    best = per_step.argmax(0) + 1
+    sel = np.where(per_step.max(0) > len(indices[0]) / n_patch, best, 0)
+    return {"patch_grid": list(lmap.shape[1:]), "patch_selection": sel.astype(float).tolist(),
+            "patch_read": per_step.sum(0).tolist(),
+            "patch_attention": np.tensordot(np.asarray(image_attention, dtype=np.float64), lmap, 1).tolist()}
+
+
 def image_rows_for_steps(trace: Trace, seg: Segmentation | None = None, layers: Sequence[int] | None = None,
                          heads: Sequence[int] | None = None) -> np.ndarray:
     """Averaged attention on the image tokens per reasoning step (mean over its tokens) or per token step."""
@@ -324,6 +341,9 @@ def analyse_trace(trace: Trace, *, layers: Sequence[int] | None = None, heads: S
         res["selection"] = {"k": k, "indices": idx.tolist(), "positions": trace.image_positions[idx].tolist(),
                             "layout": layout, "heatmap": selection_heatmap(idx, shape).tolist(),
                             "attention_map": rows[: len(idx)].mean(0).reshape(shape).tolist()}
+        lmap = trace.extras.get("latent_map")
+        if lmap is not None and lmap.shape[0] == rows.shape[1]:
+            res["selection"].update(latent_patch_maps(lmap, idx, rows[: len(idx)].mean(0)))
     return res
 
 

@@ -14,6 +14,8 @@ Layout of a run directory::
                              mass        float32 [n_steps, n_layers, n_heads, 4]   (by KEY_TYPES)
                              key_types   int8    [prompt_len + n_steps]            (codes of KEY_TYPES)
                              token_ids   int64   [prompt_len + n_steps]            (prompt + generated ids)
+                             latent_map  float32 [n_image, grid_h, grid_w]  optional: resampler latent → patch
+                                                                               attention (Idefics2 family)
     trace-00000.png          the input image (when there is one), for overlay figures
 
 Files are written atomically and the manifest after each trace, so an interrupted capture resumes.
@@ -76,6 +78,7 @@ class Trace:
     token_ids: np.ndarray
     layers: list[int]
     heads: list[int]
+    extras: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     @property
     def n_steps(self) -> int:
@@ -238,8 +241,9 @@ class AttentionRun:
         except Exception as e:
             raise AttentionStoreError(f"trace file {f} is unreadable ({e}); delete it and re-run the same capture") \
                 from None
-        return Trace(index=index, record=rec, rows=arr["rows"], row_offsets=arr["row_offsets"], mass=arr["mass"],
-                     key_types=arr["key_types"], token_ids=arr["token_ids"], layers=self.layers, heads=self.heads)
+        core = ("rows", "row_offsets", "mass", "key_types", "token_ids")
+        return Trace(index=index, record=rec, **{k: arr[k] for k in core}, layers=self.layers, heads=self.heads,
+                     extras={k: v for k, v in arr.items() if k not in core})
 
     def image(self, index: int) -> Any:
         """The trace's input image (PIL) or ``None``."""

@@ -2,7 +2,8 @@
 (earlier picks excluded) and the step-averaged attention over the image tokens.
 
 Grid layouts are drawn over the image region the tokens cover; resampler latents (e.g. Idefics2's perceiver) have
-no spatial position, so they are drawn as a strip of token cells next to the image. Reads
+no grid position, so they are drawn as a strip of token cells, and the image shows the vision patches the picked
+latents read (perceiver attention, when the run stored the latent → patch map). Reads
 ``analysis/attention_shift.json`` and the input images stored in the attention run.
 
 >>> python -m figures.fig_selected_patches runs/demo          # doctest: +SKIP
@@ -38,7 +39,8 @@ def draw(images: Sequence[Any], selections: Sequence[dict[str, Any]], labels: Se
     n = len(images)
     if n == 0:
         raise ValueError("no traces with a visual token selection to draw")
-    fig, axes = plt.subplots(n, 2, figsize=(11, 2.6 * n + 0.6), squeeze=False)
+    fig, axes = plt.subplots(n, 2, figsize=(12, 2.9 * n + 0.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.25, 1.0]})
     pfig = make_subplots(rows=n, cols=2, subplot_titles=[t for lab in labels for t in (lab, "attention on image tokens")])
     cmap = plt.get_cmap("autumn")
     for i, (img, sel, lab) in enumerate(zip(images, selections, labels)):
@@ -70,18 +72,34 @@ def draw(images: Sequence[Any], selections: Sequence[dict[str, Any]], labels: Se
             ax2.imshow(img, alpha=0.35)
             im = ax2.imshow(att, extent=ext, cmap="magma", alpha=0.75)
             ax2.set_xlim(0, W), ax2.set_ylim(H, 0)
-            note = f"{shape[0]}×{shape[1]} token grid over the region the model sees (dashed)"
+            note = f"{shape[0]}×{shape[1]} token grid over the region the model sees (dashed); left numbers = pick step"
         else:
+            if sel.get("patch_read") is not None:  # resampler latents: what the picked latents read, on the image
+                read = np.asarray(sel["patch_read"], dtype=np.float64)
+                region = lay.get("region") or [0, 0, W, H]
+                ext = (region[0], region[2], region[3], region[1])
+                ax.imshow(read, extent=ext, cmap="autumn_r", alpha=0.55, interpolation="nearest")
+                ax.set_xlim(0, W), ax.set_ylim(H, 0)
+                ax.set_title(f"{lab}\ncolour: vision patches the picked latents read (perceiver attention)", fontsize=8)
+                pfig.add_trace(go.Heatmap(z=read, x0=region[0] + (region[2] - region[0]) / read.shape[1] / 2,
+                                          dx=(region[2] - region[0]) / read.shape[1],
+                                          y0=region[1] + (region[3] - region[1]) / read.shape[0] / 2,
+                                          dy=(region[3] - region[1]) / read.shape[0], opacity=0.5, showscale=False,
+                                          colorscale="YlOrRd", hovertemplate="read %{z:.3g}<extra></extra>"),
+                               row=i + 1, col=1)
             im = ax2.imshow(att.reshape(shape), cmap="magma", aspect="auto")
             for j, v in enumerate(heat.ravel()):
                 if v > 0:
                     r, c = divmod(j, int(shape[1]))
                     ax2.text(c, r, str(int(v)), ha="center", va="center", fontsize=8, color="cyan")
             note = (f"{int(np.prod(shape))} {'resampler latents' if kind == 'latent' else 'image tokens'} "
-                    "(no spatial position: shown as a strip; numbers = pick step)")
-        ax2.set_title(f"k={sel['k']} per step; {note}", fontsize=8)
+                    "(no grid position: a strip; numbers = pick step)")
+        ax2.set_title(f"attention on the image tokens; k={sel['k']} picked per step", fontsize=8)
+        ax2.set_xlabel(note, fontsize=7)
         ax2.set_yticks([])
-        fig.colorbar(im, ax=ax2, fraction=0.03, label="mean attention")
+        cb = fig.colorbar(im, ax=ax2, fraction=0.04, format="%.2g")
+        cb.set_label("mean attention", fontsize=7)
+        cb.ax.yaxis.get_offset_text().set_visible(False)
         pfig.add_trace(go.Heatmap(z=att.reshape(shape), colorscale="Magma", showscale=False,
                                   text=heat.reshape(shape), hovertemplate="token %{x},%{y}: attn %{z:.4g}, picked at "
                                                                           "step %{text}<extra></extra>"),

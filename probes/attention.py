@@ -81,7 +81,7 @@ class CaptureRequest:
 
 # ------------------------------------------------------------------------------------------- layer switching
 
-_ACTIVE: dict[int, tuple["RowRecorder", int]] = {}
+_ACTIVE: dict[int, Callable[[Any], None]] = {}  # id(attention module) -> callback(weights)
 _EAGER_FNS: dict[type, Callable[..., Any]] = {}
 
 
@@ -139,9 +139,9 @@ def _recording_eager(module: Any, query: Any, key: Any, value: Any, attention_ma
     """``"cotscope_eager"``: eager attention on any incoming mask, recording the query row when active."""
     out, weights = _module_eager(module)(module, query, key, value, additive_mask(attention_mask, query, key, module),
                                          **kwargs)
-    active = _ACTIVE.get(id(module))
-    if active is not None:
-        active[0].record(active[1], weights)
+    callback = _ACTIVE.get(id(module))
+    if callback is not None:
+        callback(weights)
     return out, weights
 
 
@@ -221,6 +221,33 @@ def check_request(loaded: LoadedModel, layers: Sequence[int] | None, heads: Sequ
 
 
 @contextlib.contextmanager
+def eager_modules(modules: Sequence[Any], callbacks: Sequence[Callable[[Any], None]]) -> Iterator[None]:
+    """Switch just ``modules`` (attention modules) to eager attention, calling ``callbacks[i]`` with the weights
+    ``[B, heads, q, k]`` of every forward of ``modules[i]``; each module gets a shallow config copy whose
+    implementation is ``"cotscope_eager"``; everything is restored on exit (also after an error)."""
+    _register()
+    for m in modules:
+        if not hasattr(m, "config") or not hasattr(m.config, "_attn_implementation"):
+            raise EagerAttentionUnavailable(
+                f"{type(m).__name__} has no config with an attention implementation, so it cannot be switched per "
+                "layer. Fix: load the model with attn_implementation='eager' and capture with switch='none'.")
+        _module_eager(m)
+    saved = []
+    try:
+        for m, cb in zip(modules, callbacks):
+            saved.append((m, m.config))
+            new_cfg = copy.copy(m.config)
+            new_cfg._attn_implementation_internal = IMPL_NAME
+            m.config = new_cfg
+            _ACTIVE[id(m)] = cb
+        yield
+    finally:
+        for m, cfg in reversed(saved):
+            m.config = cfg
+            _ACTIVE.pop(id(m), None)
+
+
+@contextlib.contextmanager
 def recording(loaded: LoadedModel, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
               switch: str = "layers") -> Iterator[RowRecorder]:
     """Context in which every forward of ``loaded.hf`` records the query rows of ``layers`` × ``heads``.
@@ -250,26 +277,15 @@ def recording(loaded: LoadedModel, layers: Sequence[int] | None = None, heads: S
                 h = m.register_forward_hook(hook)
                 restore.append(h.remove)
         else:
-            _register()
-            for m in mods:
-                if not hasattr(m, "config") or not hasattr(m.config, "_attn_implementation"):
-                    raise EagerAttentionUnavailable(
-                        f"{type(m).__name__} has no config with an attention implementation, so it cannot be switched "
-                        "per layer. Fix: load the model with attn_implementation='eager' and capture with switch='none'.")
-                _module_eager(m)
             if switch == "model":
                 text_cfgs = {id(m.config): m.config for m in _attention_modules(loaded, range(loaded.n_layers))}
                 for cfg in text_cfgs.values():
                     old = cfg._attn_implementation_internal
                     cfg._attn_implementation_internal = "eager"
                     restore.append(lambda cfg=cfg, old=old: setattr(cfg, "_attn_implementation_internal", old))
-            for i, m in zip(layers_, mods):
-                old_cfg = m.config
-                new_cfg = copy.copy(old_cfg)
-                new_cfg._attn_implementation_internal = IMPL_NAME
-                m.config = new_cfg
-                _ACTIVE[id(m)] = (rec, i)
-                restore.append(lambda m=m, c=old_cfg: (setattr(m, "config", c), _ACTIVE.pop(id(m), None)))
+            stack = contextlib.ExitStack()
+            restore.append(stack.close)
+            stack.enter_context(eager_modules(mods, [lambda w, i=i: rec.record(i, w) for i in layers_]))
         yield rec
     finally:
         for fn in reversed(restore):
@@ -398,6 +414,44 @@ def image_layout(loaded: LoadedModel, enc: Any, row: int, n_image: int, image: A
     return {"kind": "sequence", "shape": [1, n_image], "region": region}
 
 
+def latent_patch_map(loaded: LoadedModel, image: Any) -> np.ndarray | None:
+    """For resampler connectors (Idefics2's perceiver): how much each image token (latent) reads each vision patch,
+    ``[n_latents, grid_h, grid_w]``, or ``None`` for other families / tiled images.
+
+    The perceiver's attention (mean over heads) is rolled out over its layers: ``M_d = C_d + S_d @ M_{d-1}``, with
+    ``C_d`` the latent→patch and ``S_d`` the latent→latent part of layer ``d`` and ``M_0 = 0`` (the learned initial
+    latents carry no image content). With one resampler layer this is exactly the attention on the patches;
+    residual paths are ignored, so deeper resamplers get an approximation.
+    """
+    import torch
+
+    if loaded.adapter.family != "idefics2" or image is None:
+        return None
+    resampler = getattr(getattr(loaded.adapter.projector(loaded.hf), "perceiver_resampler", None), "layers", None)
+    if resampler is None:
+        return None
+    mods = [layer.self_attn for layer in resampler]
+    px = loaded.processor.image_processor(images=[[image]], return_tensors="pt")
+    pv = px["pixel_values"].to(loaded.device, loaded.dtype)
+    if pv.shape[1] != 1:  # split into tiles: patches do not map to one grid
+        return None
+    pam = px.get("pixel_attention_mask")
+    got: list[Any] = []
+    with torch.no_grad(), eager_modules(mods, [got.append] * len(mods)):
+        loaded.hf.model.get_image_features(pixel_values=pv, pixel_attention_mask=None if pam is None else pam.to(loaded.device))
+    patch = int(loaded.config.vision_config.patch_size)
+    gh, gw = pv.shape[-2] // patch, pv.shape[-1] // patch
+    n_lat = got[0].shape[-2]
+    n_ctx = got[0].shape[-1] - n_lat
+    if n_ctx != gh * gw:
+        return None
+    M = torch.zeros(n_lat, n_ctx, dtype=torch.float64)
+    for w in got:
+        a = w[0].to("cpu", torch.float64).mean(0)
+        M = a[:, :n_ctx] + a[:, n_ctx:] @ M
+    return M.reshape(n_lat, gh, gw).numpy().astype(np.float32)
+
+
 def encode(loaded: LoadedModel, texts: list[str], images: list[Any] | None) -> Any:
     """Left-padded model inputs (the collector's batching rules)."""
     from probes.collect import encode_batch
@@ -503,6 +557,11 @@ def capture_batch(loaded: LoadedModel, requests: Sequence[CaptureRequest], *, la
                   "gen_tokens": ["" if t in special else tok.decode([t], skip_special_tokens=False) for t in gen],
                   "n_keys_by_type": {k: int((ktypes == c).sum()) for c, k in enumerate(KEY_TYPES)},
                   "image_layout": image_layout(loaded, enc, r, n_img, req.image) if images else {"kind": "none", "shape": [0, 0]}}
+        if images and record["image_layout"]["kind"] == "latent":
+            lmap = latent_patch_map(loaded, req.image)
+            if lmap is not None and lmap.shape[0] == n_img:
+                tensors["latent_map"] = lmap
+                record["image_layout"]["patch_grid"] = list(lmap.shape[1:])
         out.append({"record": record, "tensors": tensors, "image": req.image})
     return out
 

@@ -260,3 +260,28 @@ def test_reference_vlm_matches_hf(tmp_path):
         p = ref[ref > 0] / ref.sum()
         assert tm.R[s] == pytest.approx(ref[mm].sum() / ref[~mm].sum(), rel=1e-4)
         assert tm.F[s] == pytest.approx(1 / (-(p * np.log(p)).sum() + 1e-6), rel=1e-4)
+
+
+def test_latent_patch_map_equals_perceiver_attention():
+    """Idefics2's resampler latents: the stored latent → patch map is the perceiver's eager attention (depth 1)."""
+    from probes.attention import latent_patch_map
+
+    v = build_tiny_vlm("idefics2")  # eager everywhere
+    lm = wrap_model(v.model, processor=v.processor)
+    img = sample_image()
+    perceiver = lm.adapter.projector(lm.hf).perceiver_resampler
+    assert len(perceiver.layers) == 1
+    got = []
+    h = perceiver.layers[0].self_attn.register_forward_hook(lambda _m, _a, out: got.append(out[1]))
+    try:
+        px = lm.processor.image_processor(images=[[img]], return_tensors="pt")
+        with torch.no_grad():
+            lm.hf.model.get_image_features(pixel_values=px["pixel_values"], pixel_attention_mask=px["pixel_attention_mask"])
+    finally:
+        h.remove()
+    v.model.set_attn_implementation("sdpa")  # the map must not depend on the model's own kernel
+    lmap = latent_patch_map(lm, img)
+    n_lat = lmap.shape[0]
+    ref = got[0][0].mean(0)[:, : got[0].shape[-1] - n_lat].numpy()
+    np.testing.assert_allclose(lmap.reshape(n_lat, -1), ref, atol=1e-6)
+    assert lmap.shape == (4, 4, 4) and latent_patch_map(lm, None) is None

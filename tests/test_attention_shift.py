@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from analyses.attention_shift import (AttentionAnalysisError, analyse_run, analyse_trace, averaged_rows, entropy,
-                                      layer_step_image_share, pooled_slope, row_metrics, segment_reasoning,
+                                      latent_patch_maps, layer_step_image_share, pooled_slope, row_metrics, segment_reasoning,
                                       select_visual_tokens, selection_heatmap, step_values, token_metrics)
 from analyses.attention_store import (GENERATED, IMAGE, QUESTION, TEMPLATE, AttentionRun, AttentionRunWriter,
                                       AttentionStoreError, Trace)
@@ -180,6 +180,24 @@ def test_analyse_trace_selection_on_image_rows():
     img_rows = np.stack([np.mean([averaged_rows(tr)[s][2:6] for s in range(a, b)], 0) for a, b in seg.token_spans()])
     np.testing.assert_array_equal(res["selection"]["indices"], direct_topk(img_rows, 1))
     assert np.array(res["selection"]["positions"]).min() >= 2 and np.array(res["selection"]["heatmap"]).shape == (2, 2)
+
+
+def test_latent_patch_maps_project_picks_onto_patches():
+    lmap = np.zeros((3, 2, 2))
+    lmap[0, 0, 0] = 1.0  # latent 0 reads patch (0,0); latent 1 reads (1,1); latent 2 reads everything a little
+    lmap[1, 1, 1] = 1.0
+    lmap[2] = 0.25
+    out = latent_patch_maps(lmap, np.array([[1], [0]]), np.array([0.2, 0.5, 0.3]))
+    np.testing.assert_array_equal(out["patch_selection"], [[2, 0], [0, 1]])
+    np.testing.assert_allclose(out["patch_read"], [[1, 0], [0, 1]])
+    np.testing.assert_allclose(out["patch_attention"], 0.2 * lmap[0] + 0.5 * lmap[1] + 0.3 * lmap[2])
+    d = synthetic_trace(n_img=3)
+    tr = as_trace(d)
+    tr.extras["latent_map"] = lmap.astype(np.float32)
+    tr.record["image_layout"] = {"kind": "latent", "shape": [1, 3]}
+    sel = analyse_trace(tr, k=1)["selection"]
+    assert sel["patch_grid"] == [2, 2] and np.asarray(sel["patch_read"]).sum() == pytest.approx(
+        sum(lmap[i].sum() for i in np.ravel(sel["indices"])))
 
 
 # ------------------------------------------------------------------------------------------- stored runs
