@@ -229,3 +229,28 @@ def run_reconstruction_demo(vlm_dir: str | Path, out_dir: str | Path, *, n_image
     cp = connector_path or find_connector(model)
     return run_reconstruction_analysis(model, processor, [it.image for it in items], prompts, cp, out_dir,
                                        n_tokens=n_tokens, figures=figures, figures_dir=figures_dir, seed=seed)
+
+
+def reconstruction_stage(run_dir: str | Path, summary: dict | None = None, *, vlm_dir: str | Path | None = None,
+                         n_images: int = 64, n_tokens: int = 32, seed: int = 0) -> dict:
+    """``make demo`` stage: the reconstruction probe on the reference VLM (results in ``RUN/reconstruction``).
+
+    Returns summary numbers plus ``title``/``report`` (markdown) for ``report.md``; figures come
+    from ``python -m figures RUN``.
+    """
+    if vlm_dir is None:
+        from probes.models.reference_vlm import reference_vlm_dir
+
+        vlm_dir = reference_vlm_dir()
+    s = run_reconstruction_demo(vlm_dir, Path(run_dir) / "reconstruction", n_images=n_images, n_tokens=n_tokens,
+                                seed=seed, figures=False)
+    s.pop("figures", None)
+    report = (
+        f"Per-layer ridge probes from the residual stream (token rule `{s['recon_token_rule']}`) to `{Path(vlm_dir).name}`'s "
+        f"own connector outputs pooled to {s['recon_n_tokens']} tokens; {s['recon_n_train']} training and "
+        f"{s['recon_n_test']} held-out images. Best layer {s['recon_best_layer']}: centred cosine "
+        f"{s['recon_best_cos_centered']:.3f} (shuffled image/hidden pairing {s.get('recon_best_cos_centered_shuffled', float('nan')):.3f}), "
+        f"R² {s['recon_best_r2']:.3f} (shuffled {s.get('recon_best_r2_shuffled', float('nan')):.3f}), raw cosine "
+        f"{s['recon_best_cos']:.3f} (shuffled {s.get('recon_best_cos_shuffled', float('nan')):.3f}; raw cosine is high even for "
+        "a useless probe because connector outputs share a large mean).")
+    return {**s, "title": "Vision-latent reconstruction probe", "report": report}

@@ -203,20 +203,28 @@ def test_drift_cosine_figure_draws_from_the_table(tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths)
 
 
-def test_run_drift_alignment_on_a_tiny_vlm(tmp_path):
-    """End to end: prior between a perturbed text model and a saved tiny Idefics2, then the logger on visual items."""
+@pytest.fixture(scope="module")
+def tiny_pair(tmp_path_factory):
+    """A saved tiny Idefics2 (VL) and a perturbed copy of its text model saved as a Llama (reason)."""
     from transformers import LlamaForCausalLM
 
     from tiny_vlms import tiny_vlm, tiny_vlm_dir
 
+    root = tmp_path_factory.mktemp("drift_pair")
     vdir, vlm = tiny_vlm_dir("idefics2"), tiny_vlm("idefics2")
     reason = LlamaForCausalLM(vlm.model.config.text_config)
     g = torch.Generator().manual_seed(0)
     reason.model.load_state_dict({k: t + 0.01 * torch.randn(t.shape, generator=g)
                                   for k, t in vlm.model.model.text_model.state_dict().items()})
-    reason.save_pretrained(tmp_path / "reason")
-    compute_prior(tmp_path / "reason", vdir, "attn", out_path=tmp_path / "p.safetensors", spectrum=False,
-                  progress=False, verbose=False)
+    reason.save_pretrained(root / "reason")
+    return root / "reason", vdir
+
+
+def test_run_drift_alignment_on_a_tiny_vlm(tiny_pair, tmp_path):
+    """End to end: prior between a perturbed text model and a saved tiny Idefics2, then the logger on visual items."""
+    reason, vdir = tiny_pair
+    compute_prior(reason, vdir, "attn", out_path=tmp_path / "p.safetensors", spectrum=False, progress=False,
+                  verbose=False)
     s = D.run_drift_alignment(vdir, tmp_path / "p.safetensors", tmp_path / "out", n_steps=2, batch_size=1,
                               rule="grad_norm")
     assert s["drift_n_tensors"] == 16 and -1 <= s["drift_cos_mean"] <= 1
@@ -225,6 +233,19 @@ def test_run_drift_alignment_on_a_tiny_vlm(tmp_path):
     with open(tmp_path / "out" / "drift_cos.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 2 * 16
     assert sorted(Path(p).suffix for p in s["figures"]) == [".html", ".pdf", ".png"]
+
+
+def test_prior_stage_gives_numbers_and_a_report(tiny_pair, tmp_path):
+    reason, vdir = tiny_pair
+    s = D.prior_stage(tmp_path, {}, reason_dir=reason, vl_dir=vdir, n_steps=1, batch_size=1)
+    assert s["n_matched"] == 28 and s["delta_norm_total"] > 0 and s["drift_n_steps"] == 1
+    assert "Verdict" in s["report"] and s["title"]
+    assert (tmp_path / "prior" / "prior.safetensors").is_file() and (tmp_path / "prior" / "drift_cos.csv").is_file()
+    from analyses.prior import PriorArtifact
+
+    assert PriorArtifact.load(tmp_path / "prior" / "prior.safetensors").meta["out_dtype"] == "float16"
+    json_ready = __import__("json").dumps(s)                      # goes into summary.json as is
+    assert "NaN" not in json_ready
 
 
 def test_sign_convention_moves_parameters_towards_theta_reason():
@@ -245,17 +266,10 @@ def test_sign_convention_moves_parameters_towards_theta_reason():
     assert along["grad_norm"] > along[None] and along["adaptive"] >= along[None]
 
 
-def test_compare_finetuning_reports_each_rule(tmp_path):
-    from transformers import LlamaForCausalLM
-
-    from tiny_vlms import tiny_vlm, tiny_vlm_dir
-
-    vdir, vlm = tiny_vlm_dir("idefics2"), tiny_vlm("idefics2")
-    reason = LlamaForCausalLM(vlm.model.config.text_config)
-    reason.model.load_state_dict({k: t + 0.01 for k, t in vlm.model.model.text_model.state_dict().items()})
-    reason.save_pretrained(tmp_path / "reason")
-    compute_prior(tmp_path / "reason", vdir, "mlp", out_path=tmp_path / "p.safetensors", spectrum=False,
-                  progress=False, verbose=False)
+def test_compare_finetuning_reports_each_rule(tiny_pair, tmp_path):
+    reason, vdir = tiny_pair
+    compute_prior(reason, vdir, "mlp", out_path=tmp_path / "p.safetensors", spectrum=False, progress=False,
+                  verbose=False)
     rows = D.compare_finetuning(vdir, tmp_path / "p.safetensors", tmp_path, rules=(None, "grad_norm"), n_steps=1,
                                 batch_size=1, n_eval=2, lr=1e-3)
     assert [r["rule"] for r in rows] == ["none", "grad_norm"]

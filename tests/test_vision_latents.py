@@ -45,7 +45,7 @@ def test_collector_errors_name_the_problem():
 
 def test_run_reconstruction_analysis_end_to_end(tmp_path):
     vlm = tiny_vlm("llava")
-    imgs = [sample_image(seed=i) for i in range(12)]
+    imgs = [sample_image(seed=i) for i in range(8)]
     s = run_reconstruction_analysis(vlm.model, vlm.processor, imgs, vlm.prompt(), "model.multi_modal_projector",
                                     tmp_path, n_tokens=32)
     data = json.loads((tmp_path / "reconstruction.json").read_text())
@@ -55,11 +55,11 @@ def test_run_reconstruction_analysis_end_to_end(tmp_path):
     assert sum(f.endswith(".png") for f in s["figures"]) == 2
 
 
-def test_reconstruction_demo_loads_a_saved_vlm(tmp_path):
+def test_reconstruction_stage_gives_numbers_and_a_report(tmp_path):
     from tiny_vlms import tiny_vlm_dir
 
-    from probes.vision_latents import run_reconstruction_demo
+    from probes.vision_latents import reconstruction_stage
 
-    s = run_reconstruction_demo(tiny_vlm_dir("idefics2"), tmp_path, n_images=8, figures=False)
-    assert s["recon_n_tokens"] == 4 and s["recon_n_train"] + s["recon_n_test"] == 8
-    assert (tmp_path / "reconstruction.json").is_file()
+    s = reconstruction_stage(tmp_path, {}, vlm_dir=tiny_vlm_dir("llava"), n_images=8)
+    assert s["recon_n_tokens"] == 16 and "held-out images" in s["report"] and s["title"]
+    assert (tmp_path / "reconstruction" / "reconstruction.json").is_file()
