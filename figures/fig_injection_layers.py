@@ -1,0 +1,110 @@
+"""Gain from injecting the CoT direction vs the injection layer, relative to no injection (cf. L2V-CoT Fig. 5).
+
+One column per sweep table (e.g. SmolLM2 → SmolLM2, SmolLM2 → VLM), one row per metric (teacher-forced
+gold log-prob, accuracy); one line per strength λ; error bars are 95% bootstrap CIs over prompts (paired
+with the no-injection row of the same prompt). Draws from stored sweep tables only.
+
+>>> figs = render_tables(["runs/demo/intervention/sweep_llm.csv"], "runs/demo/figures")   # doctest: +SKIP
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from analyses.sweeps import paired_gains, read_table, table_config
+from figures.common import MissingInputs, save_matplotlib, save_plotly
+
+NAME = "injection_layers"
+METRICS = {"gold_logprob": "Δ log p(gold) after budget", "correct": "Δ accuracy", "n_tokens": "Δ length (tokens)"}
+
+
+def short(model_id: str) -> str:
+    """``HuggingFaceTB/SmolLM2-135M-Instruct (…)`` → ``SmolLM2-135M-Instruct``; paths → last component."""
+    return str(model_id).split(" (")[0].rstrip("/").split("/")[-1]
+
+
+def table_label(path: str | Path) -> str:
+    cfg = table_config(path)
+    return f"{short(cfg['direction']['model_id'])} → {short(cfg['target']['model_id'])}"
+
+
+def load_tables(paths: Sequence[str | Path]) -> dict[str, list[dict]]:
+    out = {}
+    for p in paths:
+        if not Path(p).is_file():
+            raise MissingInputs(f"{p} not found: run a sweep first (probes.sweep.run_sweep)")
+        out[f"{table_label(p)} [{Path(p).stem}]"] = read_table(p)
+    if not out:
+        raise MissingInputs("no sweep tables given")
+    return out
+
+
+def find_tables(run_dir: str | Path) -> list[Path]:
+    run_dir = Path(run_dir)
+    paths = sorted((run_dir / "intervention").glob("sweep_*.csv")) + sorted(run_dir.glob("sweep_*.csv"))
+    if not paths:
+        raise MissingInputs(f"no sweep tables under {run_dir}/intervention; run the intervention sweep first")
+    return paths
+
+
+def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logprob", "correct"),
+         control: str = "real"):
+    import matplotlib.pyplot as plt
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    labels = list(tables)
+    fig, axes = plt.subplots(len(metrics), len(labels), figsize=(5.2 * len(labels), 3.3 * len(metrics)), squeeze=False)
+    pfig = make_subplots(rows=len(metrics), cols=len(labels), subplot_titles=[f"{lab}" for m in metrics for lab in labels])
+    for j, lab in enumerate(labels):
+        rows = tables[lab]
+        for i, m in enumerate(metrics):
+            ax = axes[i][j]
+            gains = [g for g in paired_gains(rows, m) if g["control"] == control and g["layer"] is not None]
+            lams = sorted({g["lam"] for g in gains})
+            for k, lam in enumerate(lams):
+                gs = sorted((g for g in gains if g["lam"] == lam), key=lambda g: g["layer"])
+                x = [g["layer"] + (k - (len(lams) - 1) / 2) * 0.25 for g in gs]
+                y = [g["gain"] for g in gs]
+                lo = [g["gain"] - g["ci_low"] if g["ci_low"] == g["ci_low"] else 0 for g in gs]
+                hi = [g["ci_high"] - g["gain"] if g["ci_high"] == g["ci_high"] else 0 for g in gs]
+                ax.errorbar(x, y, yerr=[lo, hi], marker="o", ms=4, capsize=3, lw=1.2, label=f"λ={lam:g}")
+                pfig.add_trace(go.Scatter(x=[g["layer"] for g in gs], y=y, mode="lines+markers", name=f"λ={lam:g}",
+                                          legendgroup=f"{lam}", showlegend=(i == 0 and j == 0),
+                                          error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo),
+                                          hovertext=[f"{g['cell_id']} n={g['n']}" for g in gs]), row=i + 1, col=j + 1)
+            ax.axhline(0, color="k", lw=0.8, ls="--")
+            ax.set_xlabel("injection layer")
+            ax.set_ylabel(METRICS.get(m, f"Δ {m}"))
+            n = max((g["n"] for g in gains), default=0)
+            ax.set_title(f"{lab}\n(n={n} prompts, 95% CI)", fontsize=9)
+            if lams:
+                ax.legend(fontsize=7)
+            pfig.update_xaxes(title_text="injection layer", row=i + 1, col=j + 1)
+            pfig.update_yaxes(title_text=METRICS.get(m, m), row=i + 1, col=j + 1)
+    fig.suptitle(f"Gain over no injection vs layer ({control} vector)", fontsize=11)
+    fig.tight_layout()
+    pfig.update_layout(title=f"Gain over no injection vs layer ({control} vector)", height=330 * len(metrics))
+    return fig, pfig
+
+
+def render_tables(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+    if not paths:
+        return []
+    fig, pfig = draw(load_tables(paths))
+    return save_matplotlib(fig, out_dir, NAME, pdf=False) + [save_plotly(pfig, out_dir, NAME)]
+
+
+def render(run_dir: str | Path) -> list[Path]:
+    return render_tables(find_tables(run_dir), Path(run_dir) / "figures")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    print("\n".join(map(str, render(argv[0] if argv else "runs/demo"))))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
