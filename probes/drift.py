@@ -187,7 +187,8 @@ def log_gradient_alignment(model: torch.nn.Module, prior: PriorArtifact | str | 
     """Run ``n_steps`` optimizer steps and log ``cos(g, Δ)`` per tensor per step (a tidy table).
 
     Each row: ``step, loss, param, layer, module, cos, grad_norm, delta_norm`` and, with a ``rule``,
-    ``cos_guided`` (cosine of the guided gradient that was actually applied). ``batches`` are
+    ``cos_guided`` (cosine of the guided gradient that was actually applied). Tensors whose Δ is
+    exactly zero are trained but not logged (their cosine is undefined). ``batches`` are
     cycled if shorter than ``n_steps``; each is passed as ``model(**batch)`` (include ``labels``) or
     to ``loss_fn``. The default optimizer is AdamW(lr) over parameters that require grad.
     ``out_path`` (``.csv`` or ``.json``) receives the table atomically.
@@ -214,12 +215,15 @@ def log_gradient_alignment(model: torch.nn.Module, prior: PriorArtifact | str | 
     rows: list[dict] = []
     model.train()
     delta_norms = {n: float(d.float().norm()) for n, d in deltas.items()}
+    if not any(delta_norms.values()):
+        raise DriftError("Δ is zero on every tensor (identical backbones): cos(g, Δ) is undefined")
+    logged = {n: d for n, d in deltas.items() if delta_norms[n] > 0}      # cos(g, 0) is undefined: not logged
     for step, batch in zip(steps, itertools.cycle(batch_list)):
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model, batch)
         loss.backward()
         with torch.no_grad():
-            for n, d in deltas.items():
+            for n, d in logged.items():
                 g = params[n].grad
                 if g is None:
                     continue
@@ -323,7 +327,7 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
     for r in rows:
         by_mod.setdefault(r["module"], []).append(r["cos"])
     losses = [r["loss"] for r in rows if r["param"] == rows[0]["param"]]
-    return {"drift_rule": rule or "none", "drift_n_steps": n_steps, "drift_n_tensors": len(deltas),
+    return {"drift_rule": rule or "none", "drift_n_steps": n_steps, "drift_n_tensors": len({r["param"] for r in rows}),
             "drift_cos_mean": float(cos.mean()), "drift_cos_abs_mean": float(np.abs(cos).mean()),
             "drift_frac_negative": float((cos < 0).mean()),
             "drift_cos_by_module": {m: float(np.mean(v)) for m, v in sorted(by_mod.items())},
@@ -411,7 +415,7 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
 
 
 def prior_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None, *, reason_dir: str | Path | None = None,
-                vl_dir: str | Path | None = None, n_steps: int = 6, batch_size: int = 2,
+                vl_dir: str | Path | None = None, n_steps: int = 4, batch_size: int = 2,
                 out_dtype: str = "float16") -> dict:
     """``make demo`` stage: the reasoning prior of the embedded pair and cos(g, Δ) during a few SFT steps.
 

@@ -187,6 +187,12 @@ def test_logger_with_rule_logs_the_guided_cosine():
         D.log_gradient_alignment(model, {n: torch.zeros(params[n].shape)}, _batches(1), n_steps=0)
     with pytest.raises(D.DriftError, match="unknown DRIFT rule"):
         D.log_gradient_alignment(model, {n: torch.zeros(params[n].shape)}, _batches(1), n_steps=1, rule="x")
+    with pytest.raises(D.DriftError, match="zero on every tensor"):
+        D.log_gradient_alignment(model, {n: torch.zeros(params[n].shape)}, _batches(1), n_steps=1)
+    m2 = "model.layers.1.mlp.gate_proj.weight"                   # zero Δ tensors are trained but not logged
+    rows = D.log_gradient_alignment(model, {n: torch.ones(params[n].shape), m2: torch.zeros(params[m2].shape)},
+                                    _batches(1), n_steps=1, progress=False)
+    assert {r["param"] for r in rows} == {n}
 
 
 def test_drift_cosine_figure_draws_from_the_table(tmp_path):
