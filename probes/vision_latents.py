@@ -109,6 +109,7 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="vision latents", unit="image")
+    pixel_hw: tuple[int, int] | None = None
     was_training = model.training
     model.eval()
     try:
@@ -117,6 +118,8 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
             enc = processor(text=prompt, images=[img], return_tensors="pt")
             enc = {k: v.to(device) if hasattr(v, "to") else v for k, v in enc.items()}
             model(**enc)
+            if pixel_hw is None and hasattr(enc.get("pixel_values"), "shape"):
+                pixel_hw = (int(enc["pixel_values"].shape[-2]), int(enc["pixel_values"].shape[-1]))
             if "connector" not in seen:
                 raise VisionLatentsError(f"the connector {connector_path!r} did not run: the prompt has no image "
                                          f"placeholder or the processor dropped the image (prompt: {prompt[:60]!r})")
@@ -144,7 +147,22 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
         raise VisionLatentsError(f"connector outputs have different token counts {sorted(n_tok)} across images; "
                                  "disable image splitting so every image gives the same number of tokens")
     return {"connector": np.stack(conns).astype(np.float32), "hidden": {l: np.stack(v) for l, v in hid.items()},
-            "token_rule": token_rule, "layers_path": lpath, "connector_path": connector_path}
+            "token_rule": token_rule, "layers_path": lpath, "connector_path": connector_path, "pixel_hw": pixel_hw}
+
+
+def patch_grid(n_tokens: int, pixel_hw: tuple[int, int] | None) -> tuple[int, int] | None:
+    """``(h, w)`` with ``h·w = n_tokens`` and ``w/h`` equal to the image's aspect ratio, if one exists.
+
+    >>> patch_grid(108, (48, 144)), patch_grid(20, (48, 144)), patch_grid(16, None)
+    ((6, 18), None, None)
+    """
+    if not pixel_hw or not pixel_hw[0] or not pixel_hw[1]:
+        return None
+    H, W = pixel_hw
+    h = round((n_tokens * H / W) ** 0.5)
+    if h > 0 and n_tokens % h == 0 and (n_tokens // h) * H == h * W:
+        return h, n_tokens // h
+    return None
 
 
 def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: Sequence[Any],
@@ -168,7 +186,8 @@ def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: 
     layers = sorted(data["hidden"])
     hl = list(heatmap_layers) if heatmap_layers is not None else \
         sorted({layers[int(round(i * (len(layers) - 1) / 3))] for i in range(4)})
-    heat = patch_similarity(np.stack([data["hidden"][l][0] for l in hl]), data["connector"][0])
+    heat = patch_similarity(np.stack([data["hidden"][l][0] for l in hl]), data["connector"][0],
+                            grid=patch_grid(T, data.get("pixel_hw")))
     out = res.to_dict()
     out.update(token_rule=token_rule, connector_path=connector_path, layers_path=data["layers_path"],
                n_tokens_requested=n_tokens, patch_similarity={"layers": hl, "image_index": 0, "cos": heat.tolist()})

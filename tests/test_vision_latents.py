@@ -51,7 +51,7 @@ def test_run_reconstruction_analysis_end_to_end(tmp_path):
     data = json.loads((tmp_path / "reconstruction.json").read_text())
     assert data["n_tokens"] == 16 and s["recon_n_tokens"] == 16          # capped at the 16 connector tokens
     assert len(data["rows"]) == 4 and "cos_centered_shuffled" in data["rows"][0]
-    assert np.asarray(data["patch_similarity"]["cos"]).shape[1:] == (4, 4)
+    assert np.asarray(data["patch_similarity"]["cos"]).shape[1:] == (4, 4)         # 16 patches of a square image
     assert sum(f.endswith(".png") for f in s["figures"]) == 2
 
 
