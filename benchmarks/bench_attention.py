@@ -4,14 +4,18 @@ Model: the embedded SmolLM2-135M (30 layers × 9 heads; the language model of ev
 sdpa. Greedy generation of ``--new-tokens`` tokens from prompts of ``--lengths`` tokens. Configurations:
 
 * ``sdpa``        — plain generation, no capture (the baseline of every ratio);
-* ``sel-eager``   — cotscope capture of ``--layers`` (default 3): only those layers run eager, query rows kept;
-* ``all-eager``   — cotscope capture of all 30 layers (all eager, query rows kept);
+* ``sel-eager``   — cotscope capture of ``--layers`` (default 3), ``switch="layers"``: only those layers run eager;
+* ``sel-rows``    — the same layers, ``switch="rows"``: their own kernel for the output, eager for the query row only;
+* ``all-eager``   — cotscope capture of all 30 layers, all eager (query rows kept);
+* ``all-rows``    — all 30 layers, ``switch="rows"``;
 * ``hf-all``      — HF ``generate(output_attentions=True)`` on an all-eager model: keeps every full matrix.
 
-Each (configuration, length) runs in a fresh subprocess (so allocator state does not leak between them), after a
-short warm-up: peak RSS above the post-warm-up level is sampled every 2 ms during one call; time is the minimum
-of ``--repeats`` further calls without the sampler. ``held`` is what the capture keeps after generation (query rows / HF matrices).
-The ``sel-eager`` child also verifies that unrequested layers produced no attention weights at all.
+Memory: each (configuration, length) runs in a fresh subprocess (allocator state does not leak between them), after a
+short warm-up: peak RSS above the post-warm-up level is sampled every 2 ms during one call. Time is measured
+separately, round-robin over the configurations in one process per length (median of ``--repeats``), so load
+drift on a shared machine spreads over all of them. ``held`` is what the capture keeps after generation (query rows / HF matrices).
+The ``sel-*`` children also verify that unrequested layers produced no attention weights at all (and, for
+``sel-rows``, that no layer returned a full weight matrix).
 
     .venv/bin/python benchmarks/bench_attention.py                 # full table (a few minutes)
     .venv/bin/python benchmarks/bench_attention.py --quick         # 2 lengths, 1 repeat
@@ -29,7 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-CONFIGS = ("sdpa", "sel-eager", "all-eager", "hf-all")
+CONFIGS = ("sdpa", "sel-eager", "sel-rows", "all-eager", "all-rows", "hf-all")
 TEXT = ("The quick brown fox jumps over the lazy dog while the committee reviews the annual budget, "
         "counting every red circle and blue square drawn on the whiteboard before lunch. ")
 
@@ -70,62 +74,97 @@ class PeakSampler:
         self.peak = max(self.peak, _rss())
 
 
-def child(config: str, length: int, new_tokens: int, layers: list[int], repeats: int) -> dict:
+def _setup(length: int):
     import torch
 
-    from probes.attention import recording
     from probes.models.loading import load_model
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(int(os.environ.get("COTSCOPE_BENCH_THREADS", "1")))
     lm = load_model("embedded:smollm2", attn_implementation="sdpa")
     tok = lm.tokenizer
     ids = tok(TEXT * (length // 20 + 2), add_special_tokens=False, return_tensors="pt")["input_ids"][:, :length]
     assert ids.shape[1] == length, ids.shape
-    mask = torch.ones_like(ids)
-    if config == "hf-all":
-        lm.hf.set_attn_implementation("eager")
-    gen_kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=tok.eos_token_id)
-    n_layers = lm.n_layers
-    attn = [layer.self_attn for layer in lm.layers()]
-    produced: dict[int, int] = {i: 0 for i in range(n_layers)}
+    with torch.no_grad():  # warm-up on a short prompt (allocators, kernels)
+        lm.hf.generate(ids[:, :16], max_new_tokens=2, do_sample=False, pad_token_id=tok.eos_token_id)
+    return lm, ids
 
-    def run() -> tuple[float, int, object]:
-        t0 = time.perf_counter()
+
+def _runner(lm, ids, config: str, new_tokens: int, layers: list[int]):
+    """A zero-argument callable running one generation of ``config``; returns ``(held_bytes, keep_alive)``."""
+    import torch
+
+    from probes.attention import recording
+
+    mask = torch.ones_like(ids)
+    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+              pad_token_id=lm.tokenizer.eos_token_id)
+
+    def run():
         with torch.no_grad():
             if config == "sdpa":
-                lm.hf.generate(ids, attention_mask=mask, **gen_kw)
-                return time.perf_counter() - t0, 0, None
+                lm.hf.generate(ids, attention_mask=mask, **kw)
+                return 0, None
             if config == "hf-all":
-                out = lm.hf.generate(ids, attention_mask=mask, output_attentions=True, return_dict_in_generate=True,
-                                     **gen_kw)
-                held = sum(a.numel() * a.element_size() for step in out.attentions for a in step)
-                return time.perf_counter() - t0, held, out
-            chosen = layers if config == "sel-eager" else None
-            with recording(lm, layers=chosen) as rec:
-                lm.hf.generate(ids, attention_mask=mask, **gen_kw)
-            return time.perf_counter() - t0, rec.held_bytes(), rec
+                lm.hf.set_attn_implementation("eager")
+                try:
+                    out = lm.hf.generate(ids, attention_mask=mask, output_attentions=True, return_dict_in_generate=True,
+                                         **kw)
+                finally:
+                    lm.hf.set_attn_implementation("sdpa")
+                return sum(a.numel() * a.element_size() for step in out.attentions for a in step), out
+            with recording(lm, layers=layers if config.startswith("sel") else None,
+                           switch="rows" if config.endswith("rows") else "layers") as rec:
+                lm.hf.generate(ids, attention_mask=mask, **kw)
+            return rec.held_bytes(), rec
 
-    # warm-up on a short prompt (allocators, kernels), then baseline RSS
-    with torch.no_grad():
-        lm.hf.generate(ids[:, :16], attention_mask=mask[:, :16], max_new_tokens=2, do_sample=False,
-                       pad_token_id=tok.eos_token_id)
+    return run
+
+
+def child_memory(config: str, length: int, new_tokens: int, layers: list[int]) -> dict:
+    """Peak RSS above the post-warm-up level during one generation, in a fresh process; what the capture holds."""
+    lm, ids = _setup(length)
+    attn = [layer.self_attn for layer in lm.layers()]
+    produced = {i: 0 for i in range(len(attn))}
+    hooks = [m.register_forward_hook(lambda _m, _a, out, i=i: produced.__setitem__(i, produced[i] + (out[1] is not None)))
+             for i, m in enumerate(attn)] if config.startswith("sel") else []
+    run = _runner(lm, ids, config, new_tokens, layers)
     base = _rss()
-    hooks = []
-    if config == "sel-eager":
-        hooks = [m.register_forward_hook(lambda _m, _a, out, i=i: produced.__setitem__(i, produced[i] + (out[1] is not None)))
-                 for i, m in enumerate(attn)]
     with PeakSampler() as ps:
-        t, held, obj = run()
+        held, keep = run()
     for h in hooks:
         h.remove()
-    peak = ps.peak - base
-    del obj
-    times = [run()[0] for _ in range(repeats)]  # timed without the sampler thread (it competes for the GIL)
-    res = {"config": config, "length": length, "time_s": min(times), "peak_mb": peak / 2**20, "held_mb": held / 2**20}
+    res = {"config": config, "length": length, "peak_mb": (ps.peak - base) / 2**20, "held_mb": held / 2**20}
     if config == "sel-eager":
         res["layers_with_weights"] = sorted(i for i, n in produced.items() if n)
         res["unrequested_hold_nothing"] = res["layers_with_weights"] == sorted(layers)
+    if config == "sel-rows":  # no layer materialises T x T weights: outputs come from sdpa, rows are recomputed
+        res["layers_with_weights"] = sorted(i for i, n in produced.items() if n)
+        res["unrequested_hold_nothing"] = res["layers_with_weights"] == []
     return res
+
+
+def child_time(configs: list[str], length: int, new_tokens: int, layers: list[int], repeats: int) -> dict:
+    """Median wall time per configuration, round-robin in one process (load drift spreads over all of them)."""
+    lm, ids = _setup(length)
+    runs = {c: _runner(lm, ids, c, new_tokens, layers) for c in configs}
+    for c in configs:  # one untimed call each
+        runs[c]()
+    times: dict[str, list[float]] = {c: [] for c in configs}
+    for _ in range(repeats):
+        for c in configs:
+            t0 = time.perf_counter()
+            runs[c]()
+            times[c].append(time.perf_counter() - t0)
+    return {"length": length, "time_s": {c: sorted(v)[len(v) // 2] for c, v in times.items()}}
+
+
+def _child(args: list[str], env: dict) -> dict:
+    p = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, env=env, cwd=ROOT)
+    line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
+    if line is None:
+        print(p.stderr[-3000:], file=sys.stderr)
+        raise SystemExit(f"child {args} failed")
+    return json.loads(line[7:])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,47 +172,53 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lengths", type=int, nargs="+", default=[128, 512, 1024, 2048])
     ap.add_argument("--new-tokens", type=int, default=8)
     ap.add_argument("--layers", type=int, nargs="+", default=[5, 15, 25])
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--hf-max-length", type=int, default=1024,
                     help="skip hf-all above this length (it holds 30 full T×T matrices per prompt)")
     ap.add_argument("--quick", action="store_true", help="lengths 128 and 512, one repeat")
-    ap.add_argument("--child", nargs=2, metavar=("CONFIG", "LENGTH"), help=argparse.SUPPRESS)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads per child (1: on a shared, oversubscribed machine 2 threads were 4-15x slower)")
+    ap.add_argument("--child-memory", nargs=2, metavar=("CONFIG", "LENGTH"), help=argparse.SUPPRESS)
+    ap.add_argument("--child-time", nargs="+", metavar="LENGTH CONFIG", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
-    if a.child:
-        print("RESULT " + json.dumps(child(a.child[0], int(a.child[1]), a.new_tokens, a.layers, a.repeats)))
+    if a.child_memory:
+        print("RESULT " + json.dumps(child_memory(a.child_memory[0], int(a.child_memory[1]), a.new_tokens, a.layers)))
+        return 0
+    if a.child_time:
+        print("RESULT " + json.dumps(child_time(a.child_time[1:], int(a.child_time[0]), a.new_tokens, a.layers,
+                                                a.repeats)))
         return 0
     if a.quick:
         a.lengths, a.repeats = [128, 512], 1
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    rows = []
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               COTSCOPE_BENCH_THREADS=str(a.threads))
+    common = ["--new-tokens", str(a.new_tokens), "--repeats", str(a.repeats), "--layers", *map(str, a.layers)]
+    rows: dict[tuple[int, str], dict] = {}
     for length in a.lengths:
-        for config in CONFIGS:  # configurations interleaved per length, so drift spreads over all of them
-            if config == "hf-all" and length > a.hf_max_length:
-                rows.append({"config": config, "length": length, "skipped": f"> --hf-max-length {a.hf_max_length}"})
-                continue
-            cmd = [sys.executable, __file__, "--child", config, str(length), "--new-tokens", str(a.new_tokens),
-                   "--repeats", str(a.repeats), "--layers", *map(str, a.layers)]
-            p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
-            line = next((l for l in p.stdout.splitlines() if l.startswith("RESULT ")), None)
-            if line is None:
-                print(p.stderr[-2000:], file=sys.stderr)
-                raise SystemExit(f"child {config} {length} failed")
-            rows.append(json.loads(line[7:]))
-            print(f"  {config:10s} T={length:5d} done", file=sys.stderr, flush=True)
+        configs = [c for c in CONFIGS if not (c == "hf-all" and length > a.hf_max_length)]
+        for config in configs:
+            rows[(length, config)] = _child(["--child-memory", config, str(length), *common], env)
+            print(f"  memory {config:10s} T={length:5d}", file=sys.stderr, flush=True)
+        t = _child(["--child-time", str(length), *configs, *common], env)["time_s"]
+        for config in configs:
+            rows[(length, config)]["time_s"] = t[config]
+        print(f"  time   T={length:5d}", file=sys.stderr, flush=True)
     print(f"\nAttention capture, SmolLM2-135M (30 layers x 9 heads), {a.new_tokens} new tokens, selected layers "
-          f"{a.layers}; time = min of {a.repeats}; peak = RSS above post-warm-up level; ratios vs sdpa (no capture)\n")
-    print(f"| prompt T | config | time s | x sdpa | peak MB | held MB | unrequested layers hold nothing |")
+          f"{a.layers}, {a.threads} torch thread(s). time = median of {a.repeats} round-robin calls in one process; peak = RSS above the "
+          "post-warm-up level during one call (fresh process); held = what the capture keeps\n")
+    print("| prompt T | config | time s | x sdpa | peak MB | held MB | unrequested layers hold nothing |")
     print("|---|---|---|---|---|---|---|")
     for length in a.lengths:
-        base = next(r for r in rows if r["length"] == length and r["config"] == "sdpa")
-        for r in (r for r in rows if r["length"] == length):
-            if "skipped" in r:
-                print(f"| {length} | {r['config']} | skipped ({r['skipped']}) | | | | |")
+        base = rows[(length, "sdpa")]["time_s"]
+        for config in CONFIGS:
+            r = rows.get((length, config))
+            if r is None:
+                print(f"| {length} | {config} | skipped (> --hf-max-length {a.hf_max_length}) | | | | |")
                 continue
             chk = {True: "yes", False: "NO"}.get(r.get("unrequested_hold_nothing"), "")
-            print(f"| {length} | {r['config']} | {r['time_s']:.2f} | {r['time_s'] / base['time_s']:.2f} | "
-                  f"{r['peak_mb']:.0f} | {r['held_mb']:.2f} | {chk} |")
-    bad = [r for r in rows if r.get("unrequested_hold_nothing") is False]
+            print(f"| {length} | {config} | {r['time_s']:.2f} | {r['time_s'] / base:.2f} | {r['peak_mb']:.0f} | "
+                  f"{r['held_mb']:.2f} | {chk} |")
+    bad = [r for r in rows.values() if r.get("unrequested_hold_nothing") is False]
     if bad:
         print(f"\nFAILED: unrequested layers produced attention weights: {bad}")
         return 1

@@ -45,7 +45,10 @@ def draw(analysis: dict[str, Any], title: str = ""):
             im = ax.imshow(g, aspect="auto", origin="lower", cmap="viridis", vmin=0.0, vmax=vmax,
                            extent=(0.5, g.shape[1] + 0.5, -0.5, g.shape[0] - 0.5))
         ax.set_xlabel("reasoning step")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        if g.shape[1] <= 12:
+            ax.set_xticks(range(1, g.shape[1] + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(f"{cond} (n={agg[cond]['n_traces']})", fontsize=10)
         yt = np.arange(len(layers))
         step = max(1, len(layers) // 8)

@@ -16,7 +16,7 @@ from figures.common import figures_dir, load_json, save_matplotlib, save_plotly
 NAME = "attention_ratio_focus"
 COLORS = {"cot": "#d62728", "direct": "#1f77b4"}
 PANELS = (("R", "ratio R = image / text attention"), ("F", "focus F = 1 / (H + ε)"),
-          ("image_share", "image share of attention"))
+          ("F_image", "focus F, H over image keys only"), ("image_share", "image share of attention"))
 
 
 def _arr(v: list) -> np.ndarray:
@@ -31,10 +31,11 @@ def draw(analysis: dict[str, Any], level: str = "step", title: str = ""):
     from plotly.subplots import make_subplots
 
     agg = analysis["aggregate"]
+    panels = [p for p in PANELS if all(p[0] in a[level] for a in agg.values())]
     xlabel = "reasoning step" if level == "step" else "generated token"
-    fig, axes = plt.subplots(1, len(PANELS), figsize=(4.6 * len(PANELS), 3.6))
-    pfig = make_subplots(rows=1, cols=len(PANELS), subplot_titles=[t for _, t in PANELS])
-    for j, (metric, label) in enumerate(PANELS):
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6))
+    pfig = make_subplots(rows=1, cols=len(panels), subplot_titles=[t for _, t in panels])
+    for j, (metric, label) in enumerate(panels):
         ax = axes[j]
         for cond, a in agg.items():
             band = a[level][metric]
@@ -56,16 +57,21 @@ def draw(analysis: dict[str, Any], level: str = "step", title: str = ""):
         if metric == "R":
             ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set_xlabel(xlabel)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        n_max = max(len(a[level][metric]["mean"]) for a in agg.values())
+        if n_max <= 12:
+            ax.set_xticks(range(1, n_max + 1))
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_title(label, fontsize=10)
         pfig.update_xaxes(title_text=xlabel, row=1, col=j + 1)
     axes[0].legend(fontsize=8)
     ch = analysis.get("choice", {})
-    sub = (f"layers {_short(ch.get('layers'))}, heads {_short(ch.get('heads'))}, H over {ch.get('entropy_over')} keys; "
-           f"band: {analysis.get('band', '')}")
+    sub = (f"layers {_short(ch.get('layers'))}, heads {_short(ch.get('heads'))}, F: H over {ch.get('entropy_over')} "
+           f"keys, ε={ch.get('eps')}; band: {analysis.get('band', '')}")
     fig.suptitle((title + "\n" if title else "") + sub, fontsize=9)
     fig.tight_layout()
-    pfig.update_layout(title=(title + "<br>" if title else "") + f"<sub>{sub}</sub>", height=420, width=1300)
+    pfig.update_layout(title=(title + "<br>" if title else "") + f"<sub>{sub}</sub>", height=420,
+                       width=430 * len(panels))
     return fig, pfig
 
 

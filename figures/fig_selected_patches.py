@@ -39,8 +39,9 @@ def draw(images: Sequence[Any], selections: Sequence[dict[str, Any]], labels: Se
     n = len(images)
     if n == 0:
         raise ValueError("no traces with a visual token selection to draw")
-    fig, axes = plt.subplots(n, 2, figsize=(12, 2.9 * n + 0.8), squeeze=False,
-                             gridspec_kw={"width_ratios": [1.25, 1.0]})
+    aspect = max(im.size[0] / im.size[1] for im in images)
+    fig, axes = plt.subplots(n, 2, figsize=(min(16.0, max(7.0, 5.6 * aspect + 2.5)), 2.9 * n + 0.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [1.0, 1.1]})
     pfig = make_subplots(rows=n, cols=2, subplot_titles=[t for lab in labels for t in (lab, "attention on image tokens")])
     cmap = plt.get_cmap("autumn")
     for i, (img, sel, lab) in enumerate(zip(images, selections, labels)):

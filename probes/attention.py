@@ -12,9 +12,10 @@ Step ``s`` is the forward pass that produces generated token ``s``: its query is
 (``s = 0``) or generated token ``s-1``, and it sees ``prompt_len + s`` keys. Keys are typed as image tokens,
 system/template text, question text, or previously generated text (:data:`KEY_TYPES`).
 
-Switch modes: ``"layers"`` (default, only chosen layers eager), ``"model"`` (every layer eager, chosen layers
-recorded; the all-eager baseline), ``"none"`` (the model is already eager; weights are read from the attention
-modules' outputs with forward hooks).
+Switch modes: ``"layers"`` (default, only chosen layers eager), ``"rows"`` (chosen layers keep their own kernel for
+their output and only the last query row is computed eagerly: no ``T × T`` matrix at all, and the generation is
+exactly the uncaptured one), ``"model"`` (every layer eager, chosen layers recorded; the all-eager baseline),
+``"none"`` (the model is already eager; weights are read from the attention modules' outputs with forward hooks).
 
 >>> from probes.models.loading import load_model                                  # doctest: +SKIP
 >>> lm = load_model("embedded:smolvlm")                                           # doctest: +SKIP
@@ -39,7 +40,8 @@ from analyses.attention_store import (GENERATED, IMAGE, KEY_TYPES, QUESTION, TEM
 from probes.models.loading import LoadedModel
 
 IMPL_NAME = "cotscope_eager"
-SWITCH_MODES = ("layers", "model", "none")
+ROW_IMPL_NAME = "cotscope_row"
+SWITCH_MODES = ("layers", "rows", "model", "none")
 
 
 class AttentionCaptureError(ValueError):
@@ -82,6 +84,7 @@ class CaptureRequest:
 # ------------------------------------------------------------------------------------------- layer switching
 
 _ACTIVE: dict[int, Callable[[Any], None]] = {}  # id(attention module) -> callback(weights)
+_ORIGINAL: dict[int, Callable[..., Any]] = {}  # id(attention module) -> its kernel before the switch ("rows" mode)
 _EAGER_FNS: dict[type, Callable[..., Any]] = {}
 
 
@@ -135,14 +138,65 @@ def additive_mask(mask: Any, query: Any, key: Any, module: Any = None) -> Any:
     return mask
 
 
+_MASK_CACHE: list[Any] = []  # [(mask object, q_len, kv_len, dtype, device, causal), converted] of the last call
+
+
+def _cached_additive_mask(mask: Any, query: Any, key: Any, module: Any) -> Any:
+    """:func:`additive_mask`, converted once per forward pass: all layers receive the same mask object.
+
+    The cache holds a reference to the source mask, so its identity cannot be reused by another tensor while cached;
+    it is cleared when :func:`eager_modules` exits.
+    """
+    k = (query.shape[-2], key.shape[-2], query.dtype, query.device, bool(getattr(module, "is_causal", True)))
+    if _MASK_CACHE and _MASK_CACHE[0][0] is mask and _MASK_CACHE[0][1:] == k:
+        return _MASK_CACHE[1]
+    out = additive_mask(mask, query, key, module)
+    _MASK_CACHE[:] = [(mask, *k), out]
+    return out
+
+
+def last_row_mask(mask: Any, query: Any, key: Any) -> Any:
+    """The additive mask of the last query row only (``[B|1, 1|H, 1, kv]``), from any incoming mask format.
+
+    ``None`` needs no mask: the last query sees every key under a causal or bidirectional pattern.
+    """
+    import torch
+
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise EagerAttentionUnavailable(
+            f"the model passes a {type(mask).__name__} attention mask (flex attention?), which eager attention "
+            "cannot use. Fix: load the model with attn_implementation='sdpa' or 'eager'.")
+    neg = torch.finfo(query.dtype).min
+    kv_len = key.shape[-2]
+    if mask.dim() == 2:
+        return torch.where(mask[:, None, None, -kv_len:].bool(), 0.0, neg).to(query.dtype)
+    row = mask[..., -1:, :]
+    return torch.where(row, 0.0, neg).to(query.dtype) if row.dtype == torch.bool else row
+
+
 def _recording_eager(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any):
     """``"cotscope_eager"``: eager attention on any incoming mask, recording the query row when active."""
-    out, weights = _module_eager(module)(module, query, key, value, additive_mask(attention_mask, query, key, module),
-                                         **kwargs)
+    out, weights = _module_eager(module)(module, query, key, value,
+                                         _cached_additive_mask(attention_mask, query, key, module), **kwargs)
     callback = _ACTIVE.get(id(module))
     if callback is not None:
         callback(weights)
     return out, weights
+
+
+def _recording_row(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any):
+    """``"cotscope_row"``: the layer output from the module's original kernel; eager weights for the last query row
+    only (the model file's own eager function on ``query[..., -1:, :]``: rows of attention are independent)."""
+    original = _ORIGINAL.get(id(module)) or _module_eager(module)
+    out = original(module, query, key, value, attention_mask, **kwargs)
+    callback = _ACTIVE.get(id(module))
+    if callback is not None:
+        _, weights = _module_eager(module)(module, query[:, :, -1:, :], key, value,
+                                           last_row_mask(attention_mask, query, key), **kwargs)
+        callback(weights)
+    return out
 
 
 def _register() -> None:
@@ -150,6 +204,8 @@ def _register() -> None:
 
     if IMPL_NAME not in AttentionInterface._global_mapping:
         AttentionInterface.register(IMPL_NAME, _recording_eager)
+    if ROW_IMPL_NAME not in AttentionInterface._global_mapping:
+        AttentionInterface.register(ROW_IMPL_NAME, _recording_row)
 
 
 class RowRecorder:
@@ -221,10 +277,16 @@ def check_request(loaded: LoadedModel, layers: Sequence[int] | None, heads: Sequ
 
 
 @contextlib.contextmanager
-def eager_modules(modules: Sequence[Any], callbacks: Sequence[Callable[[Any], None]]) -> Iterator[None]:
+def eager_modules(modules: Sequence[Any], callbacks: Sequence[Callable[[Any], None]],
+                  row_only: bool = False) -> Iterator[None]:
     """Switch just ``modules`` (attention modules) to eager attention, calling ``callbacks[i]`` with the weights
     ``[B, heads, q, k]`` of every forward of ``modules[i]``; each module gets a shallow config copy whose
-    implementation is ``"cotscope_eager"``; everything is restored on exit (also after an error)."""
+    implementation is ``"cotscope_eager"``; everything is restored on exit (also after an error).
+
+    ``row_only``: keep each module's own kernel for its output and compute eager weights for the last query row
+    only (``q = 1``): no ``T × T`` matrix, and the model computes exactly what it computes uncaptured.
+    """
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
     _register()
     for m in modules:
         if not hasattr(m, "config") or not hasattr(m.config, "_attn_implementation"):
@@ -236,8 +298,12 @@ def eager_modules(modules: Sequence[Any], callbacks: Sequence[Callable[[Any], No
     try:
         for m, cb in zip(modules, callbacks):
             saved.append((m, m.config))
+            if row_only:
+                impl = m.config._attn_implementation
+                _ORIGINAL[id(m)] = (_module_eager(m) if impl in (None, "eager", IMPL_NAME, ROW_IMPL_NAME)
+                                    else ALL_ATTENTION_FUNCTIONS[impl])
             new_cfg = copy.copy(m.config)
-            new_cfg._attn_implementation_internal = IMPL_NAME
+            new_cfg._attn_implementation_internal = ROW_IMPL_NAME if row_only else IMPL_NAME
             m.config = new_cfg
             _ACTIVE[id(m)] = cb
         yield
@@ -245,6 +311,8 @@ def eager_modules(modules: Sequence[Any], callbacks: Sequence[Callable[[Any], No
         for m, cfg in reversed(saved):
             m.config = cfg
             _ACTIVE.pop(id(m), None)
+            _ORIGINAL.pop(id(m), None)
+        _MASK_CACHE.clear()
 
 
 @contextlib.contextmanager
@@ -285,7 +353,8 @@ def recording(loaded: LoadedModel, layers: Sequence[int] | None = None, heads: S
                     restore.append(lambda cfg=cfg, old=old: setattr(cfg, "_attn_implementation_internal", old))
             stack = contextlib.ExitStack()
             restore.append(stack.close)
-            stack.enter_context(eager_modules(mods, [lambda w, i=i: rec.record(i, w) for i in layers_]))
+            stack.enter_context(eager_modules(mods, [lambda w, i=i: rec.record(i, w) for i in layers_],
+                                              row_only=switch == "rows"))
         yield rec
     finally:
         for fn in reversed(restore):
@@ -575,7 +644,9 @@ def capture_run(loaded: LoadedModel, requests: Sequence[CaptureRequest], out_dir
     Args:
         layers / heads: which decoder blocks and query heads to record (``None`` = all).
         max_new_tokens / min_new_tokens: greedy generation length limits.
-        switch: ``"layers"`` (only chosen layers run eager), ``"model"`` (all layers eager) or ``"none"``.
+        switch: ``"layers"`` (only chosen layers run eager), ``"rows"`` (chosen layers keep their kernel; only the
+            query row is computed eagerly: least memory, generation unchanged), ``"model"`` (all layers eager) or
+            ``"none"`` (model already eager; read weights from module outputs).
         batch_size: requests generated together (left-padded); 1 keeps each generation exactly unbatched.
         store_dtype: ``"float32"`` (exact) or ``"float16"`` (half the disk; ~3 significant digits) for the rows.
     """

@@ -51,6 +51,8 @@ def summarise(analysis: dict[str, Any], n_steps: int = 6) -> dict[str, Any]:
             "prompts_per_step": a["step"]["R"]["n"][:n_steps],
             "slope_R_per_step": a["slope_step"]["R"], "slope_F_per_step": a["slope_step"]["F"],
             "slope_R_per_token": a["slope_token"]["R"], "slope_F_per_token": a["slope_token"]["F"],
+            "F_image_per_step": _first(a["step"].get("F_image", {}).get("mean", []), n_steps),
+            "slope_F_image_per_step": a["slope_step"].get("F_image"),
             "mean_R": float(np.nanmean([v for v in a["token"]["R"]["mean"] if v is not None])),
             "mean_F": float(np.nanmean([v for v in a["token"]["F"]["mean"] if v is not None])),
         }
@@ -63,8 +65,66 @@ def summarise(analysis: dict[str, Any], n_steps: int = 6) -> dict[str, Any]:
             "cot_R_below_1_all_steps": bool(R) and max(R) < 1.0,
             "cot_R_falls": cot["slope_R_per_step"] is not None and cot["slope_R_per_step"] < 0,
             "cot_F_rises": cot["slope_F_per_step"] is not None and cot["slope_F_per_step"] > 0,
+            "cot_F_image_rises": cot["slope_F_image_per_step"] is not None and cot["slope_F_image_per_step"] > 0,
         }
     return out
+
+
+def add_image_focus(analysis: dict[str, Any], image_analysis: dict[str, Any]) -> None:
+    """Add ``F_image`` (focus with H over the image keys only) curves and slopes from a second analysis.
+
+    F over all keys falls mechanically as the context grows (more keys → higher entropy); the image keys are a
+    fixed set, so ``F_image`` shows focus changes without that confound.
+    """
+    for cond, a in analysis["aggregate"].items():
+        b = image_analysis["aggregate"][cond]
+        for level in ("step", "token"):
+            a[level]["F_image"] = b[level]["F"]
+            a[f"slope_{level}"]["F_image"] = b[f"slope_{level}"]["F"]
+
+
+def report_markdown(summary: dict[str, Any]) -> str:
+    """A ``report.md`` section from :func:`run_attention_demo`'s summary: per-step table and the IVT-LR checks."""
+    def fmt(v: Any) -> str:
+        return "–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = [f"## Attention shift (IVT-LR §4.4) — {Path(str(summary.get('model', ''))).name}", "",
+             f"{summary.get('n_items')} visual problems, CoT vs direct, greedy ≤ {summary.get('max_new_tokens')} "
+             f"tokens; rows averaged over layers {_span(summary.get('layers'))} and heads {_span(summary.get('heads'))}; "
+             f"F over {summary.get('entropy_over')} keys. Reasoning step = sentence/line (or explicit `Step k`).", ""]
+    conds = [c for c in CONDITIONS if c in summary]
+    n = max((len(summary[c]["R_per_step"]) for c in conds), default=0)
+    lines += ["| step | " + " | ".join(f"R {c} | F {c} | F img {c} | n {c}" for c in conds) + " |",
+              "|---|" + "---|---|---|---|" * len(conds)]
+    for j in range(n):
+        cells = []
+        for c in conds:
+            s = summary[c]
+            get = lambda k: s[k][j] if j < len(s[k]) else None  # noqa: E731
+            cells += [fmt(get("R_per_step")), fmt(get("F_per_step")), fmt(get("F_image_per_step")),
+                      fmt(get("prompts_per_step"))]
+        lines.append(f"| {j + 1} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for c in conds:
+        s = summary[c]
+        lines.append(f"- **{c}**: {s['mean_reasoning_steps']:.2g} steps / {s['mean_tokens']:.3g} tokens on average; "
+                     f"slope per step R {fmt(s['slope_R_per_step'])}, F {fmt(s['slope_F_per_step'])}; "
+                     f"per token R {fmt(s['slope_R_per_token'])}, F {fmt(s['slope_F_per_token'])}; "
+                     f"F over image keys per step {fmt(s.get('slope_F_image_per_step'))}.")
+    if "ivt_lr" in summary:
+        chk = summary["ivt_lr"]
+        lines.append(f"- IVT-LR explicit-reasoning pattern (R < 1 throughout, F flat): R < 1 at every CoT step: "
+                     f"{chk['cot_R_below_1_all_steps']}; latent-reasoning pattern (R falls, F rises): R falls "
+                     f"{chk['cot_R_falls']}, F rises {chk['cot_F_rises']} (H over image keys: "
+                     f"{chk.get('cot_F_image_rises')}). Note: F over all keys falls mechanically as the context grows.")
+    return "\n".join(lines) + "\n"
+
+
+def _span(v: Any) -> str:
+    v = list(v or [])
+    if len(v) > 3 and v == list(range(v[0], v[-1] + 1)):
+        return f"{v[0]}–{v[-1]}"
+    return ",".join(map(str, v))
 
 
 def run_attention_demo(model: LoadedModel | str, items: Sequence[Any] | None, out_dir: str | Path, *,
@@ -104,6 +164,8 @@ def run_attention_demo(model: LoadedModel | str, items: Sequence[Any] | None, ou
     k_eff = (k if k is not None else max(1, n_img // (2 * max_select_steps))) if n_img else None
     analysis = analyse_run(run, conditions=list(CONDITIONS), entropy_over=entropy_over, k=k_eff,
                            max_select_steps=max_select_steps)
+    if entropy_over == "all" and n_img:
+        add_image_focus(analysis, analyse_run(run, conditions=list(CONDITIONS), entropy_over="image"))
     summary = {"model": model.model_id, "n_items": len(items), "layers": run.layers, "heads": run.heads,
                "switch": switch, "max_new_tokens": max_new_tokens, "k": k_eff, "entropy_over": entropy_over,
                "store": str(run.path), "capture_seconds": round(t_capture, 2), **summarise(analysis)}

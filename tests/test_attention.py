@@ -134,6 +134,20 @@ def test_switch_modes_agree_and_only_requested_layers_hold_weights():
     whole = capture_batch(lm, req, layers=[1, 2], max_new_tokens=3, min_new_tokens=3, switch="model")[0]
     np.testing.assert_allclose(whole["tensors"]["rows"], base, atol=2e-6)
     assert shared._attn_implementation == "sdpa"
+    seen = {i: [] for i in range(len(attn))}
+    hooks = [m.register_forward_hook(lambda _m, _a, out, i=i: seen[i].append(out[1] is not None))
+             for i, m in enumerate(attn)]
+    try:
+        plain = lm.hf.generate(**{k: v for k, v in dict(_enc(lm, req)).items()}, max_new_tokens=3, do_sample=False,
+                               pad_token_id=2)
+        rows = capture_batch(lm, req, layers=[1, 2], max_new_tokens=3, min_new_tokens=3, switch="rows")[0]
+    finally:
+        for h in hooks:
+            h.remove()
+    assert not any(v for vs in seen.values() for v in vs)  # "rows": every layer kept its sdpa kernel
+    np.testing.assert_allclose(rows["tensors"]["rows"], base, atol=2e-6)
+    P = rows["record"]["prompt_len"]
+    assert rows["tensors"]["token_ids"][P:].tolist() == plain[0, P:].tolist()  # generation exactly uncaptured
     with pytest.raises(EagerAttentionUnavailable, match="attn_implementation='eager'"):
         capture_batch(lm, req, layers=[1], max_new_tokens=2, switch="none")
     v.model.set_attn_implementation("eager")
@@ -162,6 +176,19 @@ def test_restored_after_error_and_text_only_prompt():
     assert tr["tensors"]["mass"][..., IMAGE].max() == 0.0
 
 
+@pytest.mark.parametrize("family", ["gemma3", "qwen2_vl", "llava_onevision"])
+def test_rows_mode_equals_eager_layers(family):
+    """Row-only capture (original kernel + eager last row) equals switching the layers to eager."""
+    v = build_tiny_vlm(family)
+    v.model.set_attn_implementation("sdpa")
+    lm = wrap_model(v.model, processor=v.processor)
+    reqs = [CaptureRequest("a", PROMPT, image=sample_image()), CaptureRequest("b", "Hi", image=sample_image(seed=2))]
+    a = capture_batch(lm, reqs, layers=[0, 3], max_new_tokens=3, min_new_tokens=3)
+    b = capture_batch(lm, reqs, layers=[0, 3], max_new_tokens=3, min_new_tokens=3, switch="rows")
+    for x, y in zip(a, b):
+        np.testing.assert_allclose(x["tensors"]["rows"], y["tensors"]["rows"], atol=5e-6)
+
+
 def test_additive_mask_conversions():
     q = torch.zeros(1, 2, 3, 4)
     k = torch.zeros(1, 2, 5, 4)
@@ -176,6 +203,11 @@ def test_additive_mask_conversions():
                                   np.tril(np.ones((3, 5), bool), k=2) & np.array([0, 1, 1, 1, 1], bool))
     f = torch.zeros(1, 1, 3, 5)
     assert additive_mask(f, q, k) is f
+    from probes.attention import last_row_mask
+
+    assert last_row_mask(None, q, k) is None
+    np.testing.assert_array_equal((last_row_mask(b, q, k)[0, 0, 0] == 0).numpy(), b[0, 0, -1].numpy())
+    np.testing.assert_array_equal((last_row_mask(pad, q, k)[0, 0, 0] == 0).numpy(), [False, True, True, True, True])
 
 
 class _NoEager(torch.nn.Module):
