@@ -83,12 +83,16 @@ def add_image_focus(analysis: dict[str, Any], image_analysis: dict[str, Any]) ->
             a[f"slope_{level}"]["F_image"] = b[f"slope_{level}"]["F"]
 
 
-def report_markdown(summary: dict[str, Any]) -> str:
+def report_title(summary: dict[str, Any]) -> str:
+    return f"Attention shift (IVT-LR §4.4) — {Path(str(summary.get('model', ''))).name}"
+
+
+def report_markdown(summary: dict[str, Any], heading: bool = True) -> str:
     """A ``report.md`` section from :func:`run_attention_demo`'s summary: per-step table and the IVT-LR checks."""
     def fmt(v: Any) -> str:
         return "–" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
 
-    lines = [f"## Attention shift (IVT-LR §4.4) — {Path(str(summary.get('model', ''))).name}", "",
+    lines = ([f"## {report_title(summary)}", ""] if heading else []) + [
              f"{summary.get('n_items')} visual problems, CoT vs direct, greedy ≤ {summary.get('max_new_tokens')} "
              f"tokens; rows averaged over layers {_span(summary.get('layers'))} and heads {_span(summary.get('heads'))}; "
              f"F over {summary.get('entropy_over')} keys. Reasoning step = sentence/line (or explicit `Step k`).", ""]
@@ -140,7 +144,8 @@ def run_attention_demo(model: LoadedModel | str, items: Sequence[Any] | None, ou
     ``max_select_steps`` steps).
 
     Writes ``out_dir/attention/store`` (the run), ``out_dir/analysis/attention_shift.json`` and
-    ``out_dir/figures/attention_*``; returns summary numbers (also stored under ``"summary"`` in the analysis).
+    ``out_dir/figures/attention_*``; returns summary numbers (also stored under ``"summary"`` in the analysis),
+    with ``"title"`` and ``"report"`` (a markdown paragraph) for ``probes.report.write_report``.
     """
     from probes.models.loading import load_model
 
@@ -169,6 +174,8 @@ def run_attention_demo(model: LoadedModel | str, items: Sequence[Any] | None, ou
     summary = {"model": model.model_id, "n_items": len(items), "layers": run.layers, "heads": run.heads,
                "switch": switch, "max_new_tokens": max_new_tokens, "k": k_eff, "entropy_over": entropy_over,
                "store": str(run.path), "capture_seconds": round(t_capture, 2), **summarise(analysis)}
+    summary["title"] = report_title(summary)
+    summary["report"] = report_markdown(summary, heading=False)
     analysis["summary"] = summary
     analysis["store"] = str(Path("..") / "attention" / "store")  # relative to the analysis folder
     write_json_atomic(out_dir / "analysis" / ANALYSIS_FILE, analysis)
@@ -180,3 +187,14 @@ def run_attention_demo(model: LoadedModel | str, items: Sequence[Any] | None, ou
             paths += [str(p) for p in mod.render(out_dir)]
         summary["figures"] = paths
     return summary
+
+
+def attention_stage(run_dir: str | Path, summary: dict[str, Any] | None = None, model: Any = None,
+                    **kwargs: Any) -> dict[str, Any]:
+    """``make demo`` stage (``probes.demo.extra_stages`` signature): the reference VLM when shipped, else the
+    LLaVA-SmolLM2 stand-in, on ``config["attention_items"]`` (default 6) bundled visual problems."""
+    from probes.pipeline import default_vlm_spec
+
+    cfg = (summary or {}).get("config", {})
+    return run_attention_demo(model if model is not None else default_vlm_spec(), None, run_dir,
+                              n_items=int(cfg.get("attention_items", 6)), seed=int(cfg.get("seed", 0)), **kwargs)

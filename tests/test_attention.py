@@ -317,3 +317,30 @@ def test_latent_patch_map_equals_perceiver_attention():
     ref = got[0][0].mean(0)[:, : got[0].shape[-1] - n_lat].numpy()
     np.testing.assert_allclose(lmap.reshape(n_lat, -1), ref, atol=1e-6)
     assert lmap.shape == (4, 4, 4) and latent_patch_map(lm, None) is None
+
+
+def test_demo_end_to_end_on_a_tiny_vlm(tmp_path):
+    from probes.attention_demo import run_attention_demo
+    from probes.stimuli.visual import generate_visual_items
+
+    v = build_tiny_vlm("llava")
+    lm = wrap_model(v.model, processor=v.processor)
+    s = run_attention_demo(lm, generate_visual_items(2, seed=0), tmp_path, max_new_tokens=6, progress=False)
+    for cond in ("cot", "direct"):
+        assert s[cond]["n_traces"] == 2 and len(s[cond]["R_per_step"]) >= 1
+        assert all(0 <= r < 1e3 for r in s[cond]["R_per_step"] if r is not None)
+    assert s["k"] >= 1 and "ivt_lr" in s and s["report"].count("|") > 10 and s["title"].startswith("Attention shift")
+    names = {p.rsplit("/", 1)[-1] for p in s["figures"]}
+    assert {"attention_ratio_focus.png", "attention_layer_step.html", "selected_patches.png"} <= names
+    assert (tmp_path / "analysis" / "attention_shift.json").is_file()
+    with pytest.raises(ValueError, match="text-only"):
+        run_attention_demo(wrap_model(_text_lm(v), tokenizer=v.tokenizer), None, tmp_path / "text")
+
+
+def _text_lm(v):
+    """A tiny text-only Llama with the VLM's tokenizer."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tiny_vlms import TEXT
+
+    return LlamaForCausalLM(LlamaConfig(**{**TEXT, "vocab_size": len(v.tokenizer)})).eval()
