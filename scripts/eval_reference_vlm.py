@@ -1,0 +1,244 @@
+#!/usr/bin/env python
+"""Measure cotscope-smolvlm on held-out rendered images (fixed seed) and write the figures as JSON.
+
+Figures:
+* reading — each image token decoded to its nearest vocabulary embedding (cosine, all 49,152 tokens):
+  exact match of the whole depicted text (and of every empty slot), token accuracy over the depicted tokens;
+* agreement — the VLM's greedy answer from the image vs SmolLM2's greedy answer to the same problem as text,
+  with the direct and the CoT prompt; both models' raw accuracies beside it;
+* ablations — the same VLM prompt with a blank image, and with the image of a different item of the same kind;
+  "unrelated" is SmolLM2's agreement with itself across those two different items (the chance level).
+
+    python scripts/eval_reference_vlm.py --n 96 --n-cot 48 --out weights/cotscope-smolvlm/eval.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analyses.atomic import write_json_atomic  # noqa: E402
+from probes.models import reference_vlm as R  # noqa: E402
+from probes.stimuli.visual import VisualItem, generate_visual_items, text_prompt  # noqa: E402
+
+EVAL_SEED = 424_242
+_BOXED = re.compile(r"\\boxed\{\s*(-?\d+)")
+_IS = re.compile(r"answer is\s*:?\s*\$?\\?\(?\s*(-?\d+)", re.I)
+_INT = re.compile(r"-?\d+")
+
+
+def extract_answer(text: str) -> str | None:
+    """``\\boxed{n}``, else "answer is n", else the last integer in the text."""
+    for rx in (_BOXED, _IS):
+        m = rx.findall(text)
+        if m:
+            return m[-1]
+    m = _INT.findall(text)
+    return m[-1] if m else None
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def read_targets(tok, items, align: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Target token per slot and a mask of the slots holding depicted tokens."""
+    pad = tok(R.READ_PAD_TOKEN, add_special_tokens=False).input_ids[0]
+    tgt = torch.full((len(items), R.N_IMAGE_TOKENS), pad)
+    content = torch.zeros_like(tgt, dtype=torch.bool)
+    for i, it in enumerate(items):
+        ids = tok(it.description, add_special_tokens=False).input_ids
+        if len(ids) > R.N_IMAGE_TOKENS:
+            raise ValueError(f"{it.id}: description has {len(ids)} tokens > {R.N_IMAGE_TOKENS} image tokens")
+        sl = R.read_slots(len(ids), align)
+        tgt[i, sl] = torch.tensor(ids)
+        content[i, sl] = True
+    return tgt, content
+
+
+@torch.no_grad()
+def decode_image_tokens(model, processor, images, batch: int = 64) -> torch.Tensor:
+    """Nearest vocabulary token (cosine) of every image token: [n, N_IMAGE_TOKENS]."""
+    E = F.normalize(model.get_input_embeddings().weight.float(), dim=-1)
+    out = []
+    for s in range(0, len(images), batch):
+        pv = processor.image_processor(images[s:s + batch], return_tensors="pt")["pixel_values"]
+        f = F.normalize(R.image_features(model, pv.to(model.dtype)).float(), dim=-1)
+        out.append((f @ E.T).argmax(-1))
+    return torch.cat(out)
+
+
+def reading_scores(model, processor, items, align: str | None = None) -> dict:
+    tok = processor.tokenizer
+    tgt, content = read_targets(tok, items, align or R.read_alignment())
+    dec = decode_image_tokens(model, processor, [it.image for it in items])
+    eq = dec == tgt
+    res = {"n": len(items), "exact_match": eq.all(1).float().mean().item(),
+           "exact_match_content": torch.stack([eq[i][content[i]].all() for i in range(len(items))]).float().mean().item(),
+           "token_accuracy": eq[content].float().mean().item(), "slot_accuracy": eq.float().mean().item(), "by_kind": {}}
+    for kind in sorted({it.kind for it in items}):
+        idx = [i for i, it in enumerate(items) if it.kind == kind]
+        res["by_kind"][kind] = {"n": len(idx), "exact_match": eq[idx].all(1).float().mean().item(),
+                                "token_accuracy": eq[idx][content[idx]].float().mean().item()}
+    bad = [i for i in range(len(items)) if not eq[i].all()][:5]
+    res["examples_wrong"] = [{"id": items[i].id, "target": items[i].description,
+                              "decoded": tok.decode(dec[i][content[i]].tolist())} for i in bad]
+    return res
+
+
+# ----------------------------------------------------------------------------------------------- generation
+@torch.no_grad()
+def generate_text(lm, tok, prompts: list[str], max_new: int, batch: int, desc: str) -> list[str]:
+    tok.padding_side = "left"
+    outs = []
+    for s in tqdm(range(0, len(prompts), batch), desc=desc, leave=False):
+        chats = [tok.apply_chat_template(R.text_messages(p), tokenize=False, add_generation_prompt=True)
+                 for p in prompts[s:s + batch]]
+        enc = tok(chats, return_tensors="pt", padding=True)
+        g = lm.generate(**enc, max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id)
+        outs += tok.batch_decode(g[:, enc.input_ids.shape[1]:], skip_special_tokens=True)
+    return outs
+
+
+@torch.no_grad()
+def generate_vlm(model, processor, images, prompts: list[str], max_new: int, batch: int, desc: str) -> list[str]:
+    outs = []
+    tok = processor.tokenizer
+    for s in tqdm(range(0, len(prompts), batch), desc=desc, leave=False):
+        enc = R.vlm_batch(processor, images[s:s + batch], prompts[s:s + batch])
+        g = model.generate(**enc, max_new_tokens=max_new, do_sample=False, pad_token_id=tok.pad_token_id)
+        outs += tok.batch_decode(g[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return outs
+
+
+def other_index(items: list[VisualItem]) -> list[int]:
+    """For each item, a different item of the same kind (the next one, cyclically)."""
+    by_kind: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_kind.setdefault(it.kind, []).append(i)
+    out = [0] * len(items)
+    for idx in by_kind.values():
+        for a, b in zip(idx, idx[1:] + idx[:1]):
+            out[a] = b
+    return out
+
+
+def agreement_block(model, processor, lm, tok, items, cot: bool, max_new: int, batch: int) -> dict:
+    from PIL import Image
+
+    prompts = [it.cot_prompt if cot else it.direct_prompt for it in items]
+    name = "cot" if cot else "direct"
+    llm = [extract_answer(t) for t in generate_text(lm, tok, [text_prompt(it, cot) for it in items], max_new, batch,
+                                                    f"SmolLM2 text {name}")]
+    vlm_raw = generate_vlm(model, processor, [it.image for it in items], prompts, max_new, batch, f"VLM image {name}")
+    vlm = [extract_answer(t) for t in vlm_raw]
+    blank_img = Image.new("RGB", items[0].image.size, "white")
+    blank = [extract_answer(t) for t in generate_vlm(model, processor, [blank_img] * len(items), prompts, max_new, batch,
+                                                     f"VLM blank {name}")]
+    oth = other_index(items)
+    swapped = [extract_answer(t) for t in generate_vlm(model, processor, [items[j].image for j in oth], prompts, max_new,
+                                                       batch, f"VLM other image {name}")]
+    gold = [str(it.answer) for it in items]
+    n = len(items)
+
+    def agree(a, b):
+        return sum(x == y for x, y in zip(a, b)) / n
+
+    res = {"n": n, "agreement": agree(vlm, llm), "vlm_accuracy": agree(vlm, gold), "llm_accuracy": agree(llm, gold),
+           "blank_image_agreement": agree(blank, llm), "other_image_agreement": agree(swapped, llm),
+           "unrelated_problem_agreement": agree([llm[j] for j in oth], llm),
+           "other_image_agrees_with_llm_on_that_image": agree(swapped, [llm[j] for j in oth]),
+           "by_kind": {}, "examples": [{"id": items[i].id, "llm": llm[i], "vlm": vlm[i], "vlm_text": vlm_raw[i][:200]}
+                                       for i in range(min(4, n))]}
+    for kind in sorted({it.kind for it in items}):
+        idx = [i for i, it in enumerate(items) if it.kind == kind]
+        res["by_kind"][kind] = {"n": len(idx), "agreement": sum(vlm[i] == llm[i] for i in idx) / len(idx),
+                                "blank_image_agreement": sum(blank[i] == llm[i] for i in idx) / len(idx)}
+    return res
+
+
+def evaluate(model, processor, n: int = 96, n_cot: int = 48, seed: int = EVAL_SEED, cot_tokens: int = 96,
+             direct_tokens: int = 12, batch: int = 16, lm=None, kinds=None,
+             parts: tuple[str, ...] = ("reading", "direct", "cot"), align: str | None = None) -> dict:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from probes.models.embedded import smollm2_dir
+
+    t0 = time.time()
+    items = generate_visual_items(n, seed=seed, **({"kinds": kinds} if kinds else {}))
+    res = {"seed": seed, "settings": {"n": n, "n_cot": n_cot, "cot_tokens": cot_tokens, "direct_tokens": direct_tokens}}
+    if "reading" in parts:
+        res["reading"] = reading_scores(model, processor, items, align)
+    if "direct" in parts or "cot" in parts:
+        d = smollm2_dir()
+        tok = AutoTokenizer.from_pretrained(d)
+        lm = lm or AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+        if "direct" in parts:
+            res["direct"] = agreement_block(model, processor, lm, tok, items, False, direct_tokens, batch)
+        if "cot" in parts and n_cot:
+            res["cot"] = agreement_block(model, processor, lm, tok, items[:n_cot], True, cot_tokens, batch)
+    res[f"seconds_{'_'.join(parts)}"] = round(time.time() - t0, 1)
+    return res
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model-dir", type=Path, default=None, help="an assembled model folder (default: the shipped one)")
+    ap.add_argument("--n", type=int, default=96)
+    ap.add_argument("--n-cot", type=int, default=48)
+    ap.add_argument("--cot-tokens", type=int, default=96)
+    ap.add_argument("--seed", type=int, default=EVAL_SEED)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--read-align", choices=["left", "right"], default=None,
+                    help="slot alignment of the reader (default: from the shipped cotscope_vlm.json)")
+    ap.add_argument("--parts", nargs="+", default=["reading", "direct", "cot"], choices=["reading", "direct", "cot"])
+    ap.add_argument("--merge", nargs="+", type=Path, default=None,
+                    help="only merge these partial JSON results into --out and print them")
+    ap.add_argument("--out", type=Path, default=R.WEIGHTS_DIR / "eval.json")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.merge:
+        res = {}
+        for f in args.merge:
+            part = json.loads(f.read_text())
+            res.update(part)
+        write_json_atomic(args.out, res)
+        report(res, args.out)
+        return 0
+    if args.model_dir:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        model = AutoModelForImageTextToText.from_pretrained(args.model_dir, dtype=torch.float32).eval()
+        processor = AutoProcessor.from_pretrained(args.model_dir)
+    else:
+        model, processor = R.load_reference_vlm()
+    res = evaluate(model, processor, n=args.n, n_cot=args.n_cot, seed=args.seed, cot_tokens=args.cot_tokens,
+                   batch=args.batch, parts=tuple(args.parts), align=args.read_align)
+    write_json_atomic(args.out, res)
+    report(res, args.out)
+    return 0
+
+
+def report(res: dict, out: Path) -> None:
+    if "reading" in res:
+        r = res["reading"]
+        print(f"reading (n={r['n']}): exact {r['exact_match']:.3f}  token acc {r['token_accuracy']:.4f}  "
+              f"by kind {json.dumps({k: round(v['exact_match'], 3) for k, v in r['by_kind'].items()})}")
+    for name in ("direct", "cot"):
+        if name in res:
+            b = res[name]
+            print(f"{name:6s} (n={b['n']}): agreement {b['agreement']:.3f} | VLM acc {b['vlm_accuracy']:.3f} "
+                  f"SmolLM2 acc {b['llm_accuracy']:.3f} | blank {b['blank_image_agreement']:.3f} "
+                  f"other image {b['other_image_agreement']:.3f} unrelated {b['unrelated_problem_agreement']:.3f}")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

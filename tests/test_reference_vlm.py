@@ -1,0 +1,164 @@
+"""cotscope-smolvlm: offline loading, the recorded LM delta, reading floor, blank-image ablation, bad input."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from probes.models import reference_vlm as R
+from probes.models.embedded import EmbeddedModelVersionError
+
+pytestmark = pytest.mark.skipif(not (R.WEIGHTS_DIR / R.SUMS_FILE).is_file(),
+                                reason="weights/cotscope-smolvlm not shipped yet")
+
+
+@pytest.fixture(scope="module")
+def vlm():
+    torch.set_num_threads(2)
+    return R.load_reference_vlm()
+
+
+def _card_floors() -> dict:
+    return json.loads((R.WEIGHTS_DIR / R.META_FILE).read_text())["floors"]
+
+
+def test_loads_offline_through_auto_classes(vlm):
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor
+
+    model, proc = vlm
+    assert isinstance(model, LlavaForConditionalGeneration) and isinstance(proc, LlavaProcessor)
+    assert model.config.text_config.vocab_size == 49152 and len(proc.tokenizer) == 49152
+    assert model.config.image_token_index == R.IMAGE_TOKEN_ID
+    from probes.stimuli.visual import generate_visual_items
+
+    it = generate_visual_items(1, seed=1)[0]
+    enc = R.vlm_batch(proc, [it.image], [it.direct_prompt])
+    assert int((enc["input_ids"] == R.IMAGE_TOKEN_ID).sum()) == R.N_IMAGE_TOKENS
+    with torch.no_grad():
+        out = model(**enc)
+    assert out.logits.shape[-1] == 49152 and torch.isfinite(out.logits).all()
+
+
+def test_lm_equals_smollm2_plus_recorded_delta(vlm):
+    from safetensors.torch import load_file
+
+    from probes.models.embedded import smollm2_dir
+
+    model, _ = vlm
+    base = load_file(str(smollm2_dir() / "model.safetensors"))
+    deltas = R.lm_deltas()
+    lm = model.model.language_model.state_dict()
+    assert deltas and all(float(d.abs().max()) > 0 for d in deltas.values())
+    for name, w in lm.items():
+        b = base[f"model.{name}"]
+        if name in deltas:
+            assert torch.equal(w, b + deltas[name]), name
+        else:
+            assert torch.equal(w, b), name
+
+
+def _eval_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("eval_reference_vlm", R.WEIGHTS_DIR.parents[1] / "scripts" /
+                                                  "eval_reference_vlm.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_reading_floor_on_50_heldout_images(vlm):
+    from probes.stimuli.visual import generate_visual_items
+
+    ev = _eval_module()
+    model, proc = vlm
+    items = generate_visual_items(50, seed=ev.EVAL_SEED)
+    r = ev.reading_scores(model, proc, items)
+    floors = _card_floors()
+    assert r["exact_match"] >= floors["reading_exact_match"], r
+    assert r["token_accuracy"] >= floors["reading_token_accuracy"], r
+
+
+def test_blank_image_drops_agreement(vlm):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from probes.models.embedded import smollm2_dir
+    from probes.stimuli.visual import generate_visual_items, text_prompt
+
+    ev = _eval_module()
+    model, proc = vlm
+    items = generate_visual_items(24, seed=ev.EVAL_SEED + 1)
+    d = smollm2_dir()
+    tok = AutoTokenizer.from_pretrained(d)
+    lm = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
+    prompts = [it.direct_prompt for it in items]
+    llm = [ev.extract_answer(t) for t in ev.generate_text(lm, tok, [text_prompt(it, False) for it in items], 8, 24, "llm")]
+    img = [ev.extract_answer(t) for t in ev.generate_vlm(model, proc, [it.image for it in items], prompts, 8, 24, "vlm")]
+    from PIL import Image
+
+    blank = [ev.extract_answer(t) for t in ev.generate_vlm(model, proc, [Image.new("RGB", (96, 96), "white")] * 24,
+                                                           prompts, 8, 24, "blank")]
+    agree = sum(a == b for a, b in zip(img, llm)) / 24
+    agree_blank = sum(a == b for a, b in zip(blank, llm)) / 24
+    assert agree >= agree_blank + 0.25, (agree, agree_blank)
+
+
+def test_extract_answer():
+    ev = _eval_module()
+    assert ev.extract_answer("so 3 + 4 = 7. The answer is \\boxed{7}.") == "7"
+    assert ev.extract_answer("The answer is 12.") == "12"
+    assert ev.extract_answer("There are 3 red and 2 blue, 5 in all") == "5"
+    assert ev.extract_answer("no number") is None
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+def _copy_weights(tmp_path):
+    wd = tmp_path / "w"
+    shutil.copytree(R.WEIGHTS_DIR, wd)
+    return wd
+
+
+def test_corrupted_or_missing_weights_raise(tmp_path):
+    wd = _copy_weights(tmp_path)
+    f = wd / R.LORA_FILE
+    data = bytearray(f.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(R.ReferenceVLMWeightsError, match="corrupted"):
+        R.reference_vlm_dir(cache_dir=tmp_path / "cache", weights_dir=wd)
+    f.unlink()
+    with pytest.raises(R.ReferenceVLMWeightsError, match="missing"):
+        R.reference_vlm_dir(cache_dir=tmp_path / "cache", weights_dir=wd)
+    (wd / R.SUMS_FILE).unlink()
+    with pytest.raises(R.ReferenceVLMWeightsError, match="missing"):
+        R.reference_vlm_dir(cache_dir=tmp_path / "cache", weights_dir=wd)
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+
+
+def test_wrong_embedded_llm_version_raises(tmp_path):
+    from probes.models.embedded import file_sha256
+
+    wd = _copy_weights(tmp_path)
+    meta = json.loads((wd / R.META_FILE).read_text())
+    meta["base_gguf_sha256"] = "0" * 64
+    (wd / R.META_FILE).write_text(json.dumps(meta))
+    (wd / R.SUMS_FILE).write_text("".join(f"{file_sha256(wd / n)}  {n}\n" for n in R.SHIPPED_FILES))
+    with pytest.raises(EmbeddedModelVersionError, match="embedded LLM"):
+        R.reference_vlm_dir(cache_dir=tmp_path / "cache", weights_dir=wd)
+    assert not any(p.name.startswith(R.NAME) for p in (tmp_path / "cache").iterdir())
+
+
+def test_unusable_image_gives_clear_error(vlm):
+    from PIL import Image
+
+    from probes.stimuli.visual import ImageInputError
+
+    _, proc = vlm
+    with pytest.raises(ImageInputError, match="smaller"):
+        R.vlm_batch(proc, [Image.new("RGB", (1, 1))], ["What is this?"])
+    with pytest.raises(ImageInputError, match="PIL.Image"):
+        R.vlm_batch(proc, ["not-an-image.png"], ["What is this?"])
+    with pytest.raises(ValueError, match="one image per prompt"):
+        R.vlm_batch(proc, [], ["What is this?"])
