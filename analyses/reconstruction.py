@@ -124,8 +124,8 @@ class ReconstructionResult:
                 "n_train": self.n_train, "n_test": self.n_test, "settings": self.settings}
 
     def summary(self) -> dict:
-        """Best layer and its margin over the shuffled baseline (for summary.json)."""
-        best = max(self.rows, key=lambda r: r["cos_centered"])
+        """Best layer by held-out R² and its margin over the shuffled baseline (for summary.json)."""
+        best = max(self.rows, key=lambda r: r["r2"])
         out = {"recon_best_layer": best["layer"], "recon_best_cos": best["cos"],
                "recon_best_cos_centered": best["cos_centered"], "recon_best_r2": best["r2"],
                "recon_n_train": self.n_train, "recon_n_test": self.n_test, "recon_n_tokens": self.n_tokens}

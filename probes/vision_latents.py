@@ -264,12 +264,15 @@ def reconstruction_stage(run_dir: str | Path, summary: dict | None = None, *, vl
     s = run_reconstruction_demo(vlm_dir, Path(run_dir) / "reconstruction", n_images=n_images, n_tokens=n_tokens,
                                 seed=seed, figures=False)
     s.pop("figures", None)
+    nan = float("nan")
     report = (
         f"Per-layer ridge probes from the residual stream (token rule `{s['recon_token_rule']}`) to `{Path(vlm_dir).name}`'s "
         f"own connector outputs pooled to {s['recon_n_tokens']} tokens; {s['recon_n_train']} training and "
-        f"{s['recon_n_test']} held-out images. Best layer {s['recon_best_layer']}: centred cosine "
-        f"{s['recon_best_cos_centered']:.3f} (shuffled image/hidden pairing {s.get('recon_best_cos_centered_shuffled', float('nan')):.3f}), "
-        f"R² {s['recon_best_r2']:.3f} (shuffled {s.get('recon_best_r2_shuffled', float('nan')):.3f}), raw cosine "
-        f"{s['recon_best_cos']:.3f} (shuffled {s.get('recon_best_cos_shuffled', float('nan')):.3f}; raw cosine is high even for "
-        "a useless probe because connector outputs share a large mean).")
+        f"{s['recon_n_test']} held-out images. Best layer {s['recon_best_layer']}: R² {s['recon_best_r2']:.3f} "
+        f"(shuffled image/hidden pairing {s.get('recon_best_r2_shuffled', nan):.3f}), centred cosine "
+        f"{s['recon_best_cos_centered']:.3f} (shuffled {s.get('recon_best_cos_centered_shuffled', nan):.3f}), raw cosine "
+        f"{s['recon_best_cos']:.3f} (shuffled {s.get('recon_best_cos_shuffled', nan):.3f}). R² is the headline: raw cosine "
+        "is high even for a useless probe (connector outputs share a large mean), and the centred cosine is "
+        "scale-free, so a shuffled probe's tiny predictions can still point along the few directions that "
+        "separate image kinds.")
     return {**s, "title": "Vision-latent reconstruction probe", "report": report}
