@@ -135,11 +135,12 @@ def prepare_vector(v: Any, hidden_size: int, *, resample: bool = True, filter: s
     if filter != "none":
         if cutoff is None:
             raise InjectionError(f"filter={filter!r} needs a cutoff (bins as int, or a fraction in (0, 1])")
+        before = float(np.linalg.norm(a))
         try:
             a = spectral.lowpass(a, cutoff) if filter == "lowpass" else spectral.highpass(a, cutoff)
         except spectral.CutoffError as e:
             raise InjectionError(str(e)) from None
-        if not np.any(np.abs(a) > 1e-12 * max(1.0, float(np.abs(a).max(initial=0.0)))) or not np.any(a):
+        if float(np.linalg.norm(a)) <= 1e-9 * before:
             raise InjectionError(f"the {filter} part of the {what} at cutoff {cutoff} is all zeros; choose another "
                                  "cutoff or filter='none'")
     return a.astype(np.float32)
@@ -177,7 +178,7 @@ def source_layer(target: int, available: Sequence[int], n_src: int, n_tgt: int, 
     the same block index; ``relative`` maps by relative depth ``round(t·(n_src−1)/(n_tgt−1))``; ``auto`` is
     ``same`` when the depths agree (or the source depth is unknown) and ``relative`` otherwise.
 
-    >>> source_layer(10, [5, 20], n_src=30, n_tgt=15, mode="relative")
+    >>> source_layer(10, [5, 20], n_src=31, n_tgt=16, mode="relative")
     20
     """
     if mode not in LAYER_MAPS:
@@ -401,7 +402,7 @@ class BudgetDecoder:
             sp, si = torch.sort(p, descending=True)
             keep = torch.cumsum(sp, 0) - sp < self.top_p
             p = torch.zeros_like(p).scatter(0, si[keep], sp[keep])
-        return int(torch.multinomial(p, 1, generator=self.gens[r]).item())
+        return int(torch.multinomial(p.float().cpu(), 1, generator=self.gens[r]).item())   # CPU generator
 
     def __call__(self, input_ids, scores):
         import torch
@@ -593,8 +594,9 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
         forced: per row, a :class:`~probes.evaluate.ForcedAnswer` to teacher-force after the free tokens
             (``None`` = no scoring for that row).
         temperature, top_p, seeds: ``temperature=0`` is greedy; otherwise per-row seeded sampling.
-        share_prefix: ``"auto"`` shares when possible (text prompts; positions ``last_prompt``/``generated``);
-            ``True`` demands it (error if impossible); ``False`` never.
+        share_prefix: ``"auto"`` shares when possible (text-only LLMs; positions ``last_prompt``/``generated``);
+            ``True`` demands it (text prompts; error if impossible); ``False`` never.
+        stop_at_eos: ``False`` keeps generating through EOS (every row gets exactly ``budget`` free tokens).
     """
     import torch
 
@@ -623,6 +625,8 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
     if has_img and not lm.is_vlm:
         raise InjectionError(f"{lm.model_id} is a text-only model but images were given")
     can_share = (not has_img) and set(pos) <= _PREFIX_SAFE
+    if share_prefix == "auto" and lm.is_vlm:
+        can_share = False   # VLM families keep per-call state (e.g. M-RoPE deltas); share only when asked
     if share_prefix is True and not can_share:
         raise InjectionError(f"share_prefix=True needs text-only prompts and positions within "
                              f"{sorted(_PREFIX_SAFE)} (got {pos}, images={'yes' if has_img else 'no'})")

@@ -416,18 +416,21 @@ def _summarise(table: str | Path, res: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_path: str | Path | None = None,
-                   out_dir: str | Path = "runs/demo/intervention", *, n_prompts: int = 4, budget: int = 10,
+                   out_dir: str | Path = "runs/demo/intervention", *, n_prompts: int = 8, budget: int = 12,
                    layers: Sequence[int] = (6, 12, 18, 24), lams: Sequence[float] = (0.3, 0.9),
                    controls: Sequence[str] = ("none", "random", "highpass", "unfiltered"),
                    control_lams: Sequence[float] | None = (0.9,), positions: Sequence[str] = ("first",),
-                   cutoff: float = 0.1, seed: int = 0, figures: bool = True, progress: bool = True) -> dict[str, Any]:
+                   cutoff: float = 0.1, seed: int = 0, figures: bool = False, progress: bool = True) -> dict[str, Any]:
     """The small sweep of ``make demo``: SmolLM2's CoT direction injected into SmolLM2 itself (direct-answer
     text prompts) and into ``target`` (a VLM spec or :class:`LoadedModel`; image prompts of rendered
-    expressions; ``None`` skips it). Writes tables, ``intervention.json`` and figures under ``out_dir``.
+    expressions; ``None`` skips it). Writes ``sweep_llm.csv``, ``sweep_vlm.csv`` and ``intervention.json``
+    under ``out_dir`` (use ``RUN/intervention``: ``python -m figures RUN`` then draws the four figures from
+    there; ``figures=True`` draws them into ``out_dir/figures`` right away). A missing direction file is
+    computed first (:func:`ensure_direction`). Rerunning resumes the tables.
 
-    Returns ``{"llm": summary, "vlm": summary | None, "direction": path, "seconds": …}`` where each summary
-    has the baseline, per-cell paired gains with 95% bootstrap CIs (gold log-prob, accuracy, length), the
-    best real cell and the cost per row/cell.
+    Returns ``{"llm": summary, "vlm": summary | None, "direction": path, "seconds", "title", "report"}``:
+    each summary has the baseline, per-cell paired gains with 95% bootstrap CIs (gold log-prob, accuracy,
+    length), the best real cell and the cost per row/cell; ``report`` is a markdown paragraph.
 
     >>> res = run_demo_sweep("embedded:smollm2", llava_smol_dir(), "runs/demo/directions/llm_mean_diff.safetensors",
     ...                      "runs/demo/intervention")                                         # doctest: +SKIP
@@ -457,6 +460,8 @@ def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_
         summary["vlm"] = _summarise(out_dir / "sweep_vlm.csv", res_vlm)
         summary["vlm"]["model"] = tgt.model_id
     summary["seconds"] = round(time.perf_counter() - t0, 1)
+    summary["title"] = "Latent intervention: injecting the CoT direction (layer × λ sweep with controls)"
+    summary["report"] = demo_report(summary)
     if figures:
         summary["figures"] = [str(p) for p in render_figures(out_dir)]
     write_json_atomic(out_dir / "intervention.json", summary)
@@ -472,3 +477,50 @@ def render_figures(out_dir: str | Path) -> list[Path]:
         mod = importlib.import_module(f"figures.{name}")
         paths += mod.render_tables(sorted(Path(out_dir).glob("sweep_*.csv")), Path(out_dir) / "figures")
     return paths
+
+
+def _fmt_gain(g: dict[str, Any] | None, digits: int = 3) -> str:
+    if not g:
+        return "n/a"
+    return f"{g['gain']:+.{digits}f} [{g['ci_low']:+.{digits}f}, {g['ci_high']:+.{digits}f}]"
+
+
+def _part(name: str, s: dict[str, Any] | None, cfg: dict[str, Any]) -> str:
+    if not s:
+        return f"- {name}: not run."
+    lam_max = max(cfg["lams"])
+    lp = {(g["control"], g["layer"], g["lam"]): g for g in s["gain_gold_logprob"]}
+    acc = {(g["control"], g["layer"], g["lam"]): g for g in s["gain_correct"]}
+    layers = sorted({g["layer"] for g in s["gain_gold_logprob"] if g["control"] == "real" and g["layer"] is not None})
+    per_layer = "; ".join(f"L{l}: {_fmt_gain(lp.get(('real', l, lam_max)))}" for l in layers)
+    ctrl_lam = max(cfg["control_lams"] or cfg["lams"])
+    ctrls = []
+    for c in ("random", "highpass", "unfiltered", "own_lowpass"):
+        gs = [g for g in s["gain_gold_logprob"] if g["control"] == c and g["lam"] == ctrl_lam]
+        if gs:
+            ctrls.append(f"{c} " + ", ".join(f"L{g['layer']} {g['gain']:+.3f}" for g in sorted(gs, key=lambda g: g["layer"])))
+    b = s.get("baseline", {})
+    best = s.get("best_real_cell")
+    n_sig = sum(1 for g in s["gain_gold_logprob"] if g["control"] == "real" and (g["ci_low"] > 0 or g["ci_high"] < 0))
+    n_real = sum(1 for g in s["gain_gold_logprob"] if g["control"] == "real")
+    acc_best = acc.get(("real", best["layer"], best["lam"])) if best else None
+    return (f"- **{name}** ({s['model']}; {s['prompts']} prompts × {s['cells']} cells): no-injection accuracy "
+            f"{b.get('accuracy', float('nan')):.2f}, log p(gold) {b.get('gold_logprob', float('nan')):.2f}, length "
+            f"{b.get('n_tokens', float('nan')):.1f} tokens. Δ log p(gold) at λ={lam_max:g} per layer (95% bootstrap CI "
+            f"over prompts): {per_layer}. Best real cell {best['cell_id'] if best else 'n/a'}: {_fmt_gain(best)} "
+            f"(Δ accuracy {_fmt_gain(acc_best, 2)}). CIs excluding 0: {n_sig}/{n_real} real cells. Controls at "
+            f"λ={ctrl_lam:g}: {'; '.join(ctrls) or 'none run'}. Cost: {s.get('seconds_per_row', float('nan')):.2f} s per "
+            f"row, {s.get('seconds_per_cell', float('nan')):.1f} s per cell ({s['prompts']} prompts).")
+
+
+def demo_report(summary: dict[str, Any]) -> str:
+    """Markdown paragraph for ``report.md`` from :func:`run_demo_sweep`'s summary."""
+    cfg = summary["config"]
+    head = (f"SmolLM2's CoT direction (`{Path(summary['direction']).name}`, per-layer mean difference) was injected "
+            f"during generation at positions {'+'.join(cfg['positions'])} with norm preservation "
+            f"{'on' if cfg['renorm'] else 'off'}, low-passed at {cfg['cutoff']} of the bins ({cfg['filter']}), layers "
+            f"{cfg['layers']} × λ {cfg['lams']}, with a reasoning budget of {cfg['budget']} tokens followed by the "
+            f"teacher-forced answer (score = log p of the gold digits). Gains are paired with the same prompt's "
+            f"no-injection row.")
+    return "\n".join([head, "", _part("SmolLM2 → SmolLM2 (direct-answer prompts)", summary.get("llm"), cfg),
+                      _part("SmolLM2 → VLM (image prompts)", summary.get("vlm"), cfg)])
