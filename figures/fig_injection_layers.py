@@ -89,11 +89,22 @@ def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logpr
     return fig, pfig
 
 
-def render_tables(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+def render_sweep_figure(draw_fn, name: str, paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+    """Draw one sweep figure from stored tables and save PNG + HTML (shared by the four injection figures)."""
     if not paths:
         return []
-    fig, pfig = draw(load_tables(paths))
-    return save_matplotlib(fig, out_dir, NAME, pdf=False) + [save_plotly(pfig, out_dir, NAME)]
+    fig, pfig = draw_fn(load_tables(paths))
+    return save_matplotlib(fig, out_dir, name, pdf=False) + [save_plotly(pfig, out_dir, name)]
+
+
+def sweep_main(render_fn, argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    print("\n".join(map(str, render_fn(argv[0] if argv else "runs/demo"))))
+    return 0
+
+
+def render_tables(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
+    return render_sweep_figure(draw, NAME, paths, out_dir)
 
 
 def render(run_dir: str | Path) -> list[Path]:
@@ -101,9 +112,7 @@ def render(run_dir: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    print("\n".join(map(str, render(argv[0] if argv else "runs/demo"))))
-    return 0
+    return sweep_main(render, argv)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,11 @@ Draws from stored sweep tables only.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from analyses.sweeps import paired_gains
-from figures.common import save_matplotlib, save_plotly
-from figures.fig_injection_layers import METRICS, find_tables, load_tables
+from figures.fig_injection_layers import METRICS, find_tables, render_sweep_figure, sweep_main
 
 NAME = "injection_strength"
 
@@ -55,10 +53,7 @@ def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logpr
 
 
 def render_tables(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
-    if not paths:
-        return []
-    fig, pfig = draw(load_tables(paths))
-    return save_matplotlib(fig, out_dir, NAME, pdf=False) + [save_plotly(pfig, out_dir, NAME)]
+    return render_sweep_figure(draw, NAME, paths, out_dir)
 
 
 def render(run_dir: str | Path) -> list[Path]:
@@ -66,9 +61,7 @@ def render(run_dir: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    print("\n".join(map(str, render(argv[0] if argv else "runs/demo"))))
-    return 0
+    return sweep_main(render, argv)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def test_four_figures_draw_from_a_stored_table(tmp_path):
     from probes.sweep import KEY as SKEY, SCHEMA as SSCHEMA
     from probes.sweep import render_figures
 
-    cfg = {"direction": {"model_id": "src/SmolLM2 (x)"}, "target": {"model_id": "/tmp/tgt-model"}}
+    cfg = {"direction": {"model_id": "src/SmolLM2 (x)"}, "target": {"model_id": "tgt-model"}}
     t = SweepTable(tmp_path / "sweep_llm.csv", cfg, SSCHEMA, SKEY)
     rng = np.random.default_rng(0)
     rows = []
