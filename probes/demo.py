@@ -74,6 +74,39 @@ def _vlm_stage(run_dir: Path, summary: dict) -> dict:
     return crossmodel_summary(res, cutoff=cfg["cutoff"])
 
 
+def _intervention_stage(run_dir: Path, summary: dict) -> dict:
+    from probes.pipeline import default_vlm_spec
+    from probes.sweep import run_demo_sweep
+
+    cfg = summary["config"]
+    return run_demo_sweep("embedded:smollm2", default_vlm_spec(), run_dir / "directions" / "llm_mean_diff.safetensors",
+                          run_dir / "intervention", n_prompts=int(cfg.get("sweep_prompts", 8)), seed=cfg["seed"],
+                          cutoff=cfg["cutoff"])
+
+
+def _attention_stage(run_dir: Path, summary: dict) -> dict:
+    from probes.attention_demo import attention_stage
+
+    return attention_stage(run_dir, summary, figures=False)
+
+
+def _prior_stage(run_dir: Path, summary: dict) -> dict:
+    from probes.drift import prior_stage
+
+    return prior_stage(run_dir, summary)
+
+
+def _reconstruction_stage(run_dir: Path, summary: dict) -> dict:
+    from probes.vision_latents import reconstruction_stage
+
+    return reconstruction_stage(run_dir, summary, seed=summary["config"]["seed"])
+
+
 def extra_stages() -> list[tuple[str, Callable[[Path, dict], dict]]]:
-    """Stages beyond the LLM path; each may fail without losing the others (recorded in the summary)."""
-    return [("crossmodel", _vlm_stage)]
+    """Stages beyond the LLM path; each may fail without losing the others (recorded in the summary).
+
+    The VLM stages use the shipped reference VLM (``embedded:smolvlm``), else the LLaVA-SmolLM2 stand-in;
+    the prior and reconstruction stages need the reference VLM's weights.
+    """
+    return [("crossmodel", _vlm_stage), ("intervention", _intervention_stage), ("attention", _attention_stage),
+            ("prior", _prior_stage), ("reconstruction", _reconstruction_stage)]
