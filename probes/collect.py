@@ -86,13 +86,13 @@ def encode_batch(loaded: LoadedModel, texts: list[str], images: list[Any] | None
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    if images is not None and any(im is not None for im in images):
-        from probes.models.processors_check import check_prompts_and_images
+    from probes.models.processors import validate_batch
 
-        check_prompts_and_images(loaded, texts, images)
-        proc = loaded.processor
-        return proc(text=texts, images=[[im] for im in images], padding=True, return_tensors="pt",
-                    **loaded.adapter.processor_kwargs)
+    # refuses placeholder/image mismatches (also stray placeholders in text-only rows) and converts images to RGB
+    fixed = validate_batch(loaded, texts, list(images) if images is not None else None)
+    if fixed is not None:
+        return loaded.processor(text=texts, images=[im if isinstance(im, (list, tuple)) else [im] for im in fixed],
+                                padding=True, return_tensors="pt", **loaded.adapter.processor_kwargs)
     return tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
 
 

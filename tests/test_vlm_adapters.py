@@ -248,6 +248,18 @@ def test_collector_refuses_prompt_without_placeholder_before_the_processor():
         collect_pairs(loaded, bad, scratch_dir("vlmbad-"), positions=("last_prompt",), progress=False)
 
 
+def test_collector_refuses_stray_placeholder_in_text_only_rows():
+    """A text-only row that still carries an image placeholder would be expanded into nothing: refuse it."""
+    vlm = tiny_vlm("llava")
+    loaded = wrap_model(vlm.model, processor=vlm.processor)
+    prob = generate_problems(1, seed=0)[0]
+    text = P.image_prompt(vlm.processor, "What is 2+2?")
+    bad = [PromptPair(0, prob, "cue", Prompt([{"role": "user", "content": text}], "x"),
+                      Prompt([{"role": "user", "content": "fine"}], "y"))]
+    with pytest.raises(P.PromptImageError, match="image placeholder"):
+        collect_pairs(loaded, bad, scratch_dir("vlmstray-"), positions=("last_prompt",), progress=False)
+
+
 def test_image_prompt_uses_family_placeholder():
     for f in ("llava", "qwen2_vl", "gemma3", "internvl", "idefics3"):
         proc = tiny_vlm(f).processor
