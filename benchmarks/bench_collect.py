@@ -92,7 +92,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--pairs", default="32,64,128")
+    ap.add_argument("--pairs", default="32,128,512")
     ap.add_argument("--child", type=int, default=0)
     a = ap.parse_args()
     if a.child:

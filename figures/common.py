@@ -7,12 +7,14 @@ activations). ``python -m figures RUN_DIR`` calls every ``render``.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
-matplotlib.use("Agg")  # scripts and CI have no display; notebooks render inline through their own backend
+if "ipykernel" not in sys.modules:  # scripts and CI: no display. Inside Jupyter keep the inline backend.
+    matplotlib.use("Agg")
 
 
 class MissingInputs(FileNotFoundError):
