@@ -2,14 +2,16 @@
 
 Every figure script under ``figures/`` exposes ``draw(...)`` (returns figures) and
 ``render(run_dir) -> list[Path]`` (reads stored results of a run, writes files, never recomputes
-activations). ``python -m figures RUN_DIR`` calls every ``render``.
+activations). ``python -m figures RUN_DIR`` calls every ``render``. Scripts that draw one stored
+file with matplotlib + plotly share their tail: :func:`save_figure`, :func:`render_stored`,
+:func:`figure_main`.
 """
 from __future__ import annotations
 
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import matplotlib
 
@@ -65,3 +67,25 @@ def save_plotly(fig: Any, out_dir: str | Path, name: str) -> Path:
     with atomic_path(p) as tmp:
         fig.write_html(str(tmp), include_plotlyjs="directory", full_html=True)
     return p
+
+
+def save_figure(data: Any, out_dir: str | Path, name: str, draw: Callable[[Any], Any],
+                draw_plotly: Callable[[Any], Any]) -> list[Path]:
+    """Write ``<name>.png``/``.pdf`` from ``draw(data)`` (matplotlib) and ``<name>.html`` from ``draw_plotly(data)``."""
+    return save_matplotlib(draw(data), out_dir, name) + [save_plotly(draw_plotly(data), out_dir, name)]
+
+
+def render_stored(run_dir: str | Path, source: tuple[str, str], save: Callable[[Any, Path], list[Path]],
+                  what: str, load: Callable[[Path], Any] = load_json) -> list[Path]:
+    """Load ``RUN/<dir>/<file>`` (``source``; JSON unless ``load`` is given) and ``save`` it into ``RUN/figures``.
+
+    ``what`` tells how to produce the input; it is the hint of the :class:`MissingInputs` raised when it is absent.
+    """
+    data = load(need(Path(run_dir) / source[0] / source[1], what))
+    return save(data, figures_dir(run_dir))
+
+
+def figure_main(render: Callable[[str], list[Path]], argv: list[str] | None = None) -> None:
+    """``python -m figures.fig_x [RUN_DIR]``: render one figure (default ``runs/demo``) and print the paths."""
+    argv = sys.argv[1:] if argv is None else argv
+    print("\n".join(map(str, render(argv[0] if argv else "runs/demo"))))

@@ -9,14 +9,13 @@ from __future__ import annotations
 import collections
 import csv
 import json
-import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from figures.common import figures_dir, need, save_matplotlib, save_plotly
+from figures.common import figure_main, render_stored, save_figure
 
 NAME = "drift_cosine"
 SOURCE = ("prior", "drift_cos.csv")   # RUN/<dir>/<file> that render() reads
@@ -78,18 +77,17 @@ def draw_plotly(rows: Sequence[Mapping[str, Any]]):
 
 def save(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, name: str = NAME) -> list[Path]:
     """Write ``<name>.png``/``.pdf`` (matplotlib) and ``<name>.html`` (plotly) into ``out_dir``."""
-    return save_matplotlib(draw(rows), out_dir, name) + [save_plotly(draw_plotly(rows), out_dir, name)]
+    return save_figure(rows, out_dir, name, draw, draw_plotly)
 
 
 def render(run_dir: str | Path) -> list[Path]:
     """Regenerate from ``RUN/prior/drift_cos.csv`` into ``RUN/figures`` (``python -m figures RUN``)."""
-    path = Path(run_dir) / SOURCE[0] / SOURCE[1]
-    return save(load_table(need(path, "run probes.drift.run_drift_alignment(vlm_dir, RUN/prior/prior.safetensors, RUN/prior) first")), figures_dir(run_dir))
+    return render_stored(run_dir, SOURCE, save, "run probes.drift.run_drift_alignment(vlm_dir, "
+                         "RUN/prior/prior.safetensors, RUN/prior) first", load=load_table)
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    print("\n".join(map(str, render(argv[0] if argv else "runs/demo"))))
+    figure_main(render, argv)
 
 
 if __name__ == "__main__":

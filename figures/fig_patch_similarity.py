@@ -8,15 +8,13 @@ come from :func:`analyses.reconstruction.patch_similarity`.
 """
 from __future__ import annotations
 
-import json
-import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from figures.common import figures_dir, load_json, save_matplotlib, save_plotly
+from figures.common import figure_main, render_stored, save_figure
 
 NAME = "patch_similarity"
 SOURCE = ("reconstruction", "reconstruction.json")   # RUN/<dir>/<file> that render() reads
@@ -61,18 +59,16 @@ def draw_plotly(data: Mapping[str, Any]):
 
 def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list[Path]:
     """Write ``<name>.png``/``.pdf`` (matplotlib) and ``<name>.html`` (plotly) into ``out_dir``."""
-    return save_matplotlib(draw(data), out_dir, name) + [save_plotly(draw_plotly(data), out_dir, name)]
+    return save_figure(data, out_dir, name, draw, draw_plotly)
 
 
 def render(run_dir: str | Path) -> list[Path]:
     """Regenerate from ``RUN/reconstruction/reconstruction.json`` into ``RUN/figures`` (``python -m figures RUN``)."""
-    path = Path(run_dir) / SOURCE[0] / SOURCE[1]
-    return save(load_json(path, "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first"), figures_dir(run_dir))
+    return render_stored(run_dir, SOURCE, save, "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    print("\n".join(map(str, render(argv[0] if argv else "runs/demo"))))
+    figure_main(render, argv)
 
 
 if __name__ == "__main__":

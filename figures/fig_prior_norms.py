@@ -7,14 +7,12 @@ Input: ``prior_analysis.json`` from :func:`analyses.prior.run_prior_analysis`.
 from __future__ import annotations
 
 import collections
-import json
-import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from matplotlib.figure import Figure
 
-from figures.common import figures_dir, load_json, save_matplotlib, save_plotly
+from figures.common import figure_main, render_stored, save_figure
 
 NAME = "prior_norms"
 SOURCE = ("prior", "prior_analysis.json")   # RUN/<dir>/<file> that render() reads
@@ -69,18 +67,16 @@ def draw_plotly(data: Mapping[str, Any]):
 
 def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list[Path]:
     """Write ``<name>.png``/``.pdf`` (matplotlib) and ``<name>.html`` (plotly) into ``out_dir``."""
-    return save_matplotlib(draw(data), out_dir, name) + [save_plotly(draw_plotly(data), out_dir, name)]
+    return save_figure(data, out_dir, name, draw, draw_plotly)
 
 
 def render(run_dir: str | Path) -> list[Path]:
     """Regenerate from ``RUN/prior/prior_analysis.json`` into ``RUN/figures`` (``python -m figures RUN``)."""
-    path = Path(run_dir) / SOURCE[0] / SOURCE[1]
-    return save(load_json(path, "run analyses.prior.run_prior_analysis(reason_dir, vl_dir, RUN/prior) first"), figures_dir(run_dir))
+    return render_stored(run_dir, SOURCE, save, "run analyses.prior.run_prior_analysis(reason_dir, vl_dir, RUN/prior) first")
 
 
 def main(argv: list[str] | None = None) -> None:
-    argv = sys.argv[1:] if argv is None else argv
-    print("\n".join(map(str, render(argv[0] if argv else "runs/demo"))))
+    figure_main(render, argv)
 
 
 if __name__ == "__main__":
