@@ -8,12 +8,11 @@ with the no-injection row of the same prompt). Draws from stored sweep tables on
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from analyses.sweeps import paired_gains, read_table, table_config
-from figures.common import MissingInputs, save_matplotlib, save_plotly
+from figures.common import MissingInputs, figure_main, save_matplotlib, save_plotly
 
 NAME = "injection_layers"
 METRICS = {"gold_logprob": "Δ log p(gold) after budget", "correct": "Δ accuracy", "n_tokens": "Δ length (tokens)"}
@@ -97,12 +96,6 @@ def render_sweep_figure(draw_fn, name: str, paths: Sequence[str | Path], out_dir
     return save_matplotlib(fig, out_dir, name, pdf=False) + [save_plotly(pfig, out_dir, name)]
 
 
-def sweep_main(render_fn, argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    print("\n".join(map(str, render_fn(argv[0] if argv else "runs/demo"))))
-    return 0
-
-
 def render_tables(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
     return render_sweep_figure(draw, NAME, paths, out_dir)
 
@@ -111,8 +104,8 @@ def render(run_dir: str | Path) -> list[Path]:
     return render_tables(find_tables(run_dir), Path(run_dir) / "figures")
 
 
-def main(argv: list[str] | None = None) -> int:
-    return sweep_main(render, argv)
+def main(argv: list[str] | None = None) -> None:
+    return figure_main(render, argv)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from analyses.sweeps import paired_gains
-from figures.fig_injection_layers import METRICS, find_tables, render_sweep_figure, sweep_main
+from figures.common import figure_main
+from figures.fig_injection_layers import METRICS, find_tables, render_sweep_figure
 
 NAME = "injection_strength"
 
@@ -60,8 +61,8 @@ def render(run_dir: str | Path) -> list[Path]:
     return render_tables(find_tables(run_dir), Path(run_dir) / "figures")
 
 
-def main(argv: list[str] | None = None) -> int:
-    return sweep_main(render, argv)
+def main(argv: list[str] | None = None) -> None:
+    return figure_main(render, argv)
 
 
 if __name__ == "__main__":

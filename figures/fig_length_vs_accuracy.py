@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Mapping, Sequence
 
 from analyses.sweeps import cell_means
-from figures.fig_injection_layers import find_tables, render_sweep_figure, sweep_main
+from figures.common import figure_main
+from figures.fig_injection_layers import find_tables, render_sweep_figure
 
 NAME = "length_vs_accuracy"
 COLORS = {"real": "tab:blue", "unfiltered": "tab:purple", "highpass": "tab:orange", "random": "tab:grey",
@@ -68,8 +69,8 @@ def render(run_dir: str | Path) -> list[Path]:
     return render_tables(find_tables(run_dir), Path(run_dir) / "figures")
 
 
-def main(argv: list[str] | None = None) -> int:
-    return sweep_main(render, argv)
+def main(argv: list[str] | None = None) -> None:
+    return figure_main(render, argv)
 
 
 if __name__ == "__main__":
