@@ -27,3 +27,22 @@ def test_written_file_follows_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "x.json").stat().st_mode) == 0o644
+
+
+def test_atomic_dir_publishes_complete_folders_only(tmp_path):
+    from analyses.atomic import atomic_dir
+
+    target = tmp_path / "model"
+    with pytest.raises(RuntimeError):
+        with atomic_dir(target, meta={"v": 1}) as tmp:
+            (tmp / "weights.bin").write_bytes(b"half")
+            raise RuntimeError("crash while building")
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    with atomic_dir(target, meta={"v": 2}) as tmp:
+        (tmp / "weights.bin").write_bytes(b"full")
+    assert (target / "cotscope.json").read_text().count('"v": 2') == 1 and (target / "weights.bin").is_file()
+    # a folder completed by someone else meanwhile is kept; ours is discarded
+    with atomic_dir(target, meta={"v": 3}) as tmp:
+        (tmp / "weights.bin").write_bytes(b"other")
+    assert (target / "weights.bin").read_bytes() == b"full"
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]

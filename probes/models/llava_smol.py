@@ -11,11 +11,9 @@ exactly (API-NOTES §4). The directory is built once per seed, atomically, and l
 """
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from analyses.atomic import atomic_dir
 
 from probes.models.embedded import GGUF_SHA256, cache_root, smollm2_dir
 
@@ -74,21 +72,10 @@ def llava_smol_dir(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     if (target / "cotscope.json").is_file():
         return target
     model, proc = build_llava_smol(seed=seed)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".build-llava-smol-", dir=root))
-    try:
+    meta = {"name": "llava-smollm2", "seed": seed, "format_version": FORMAT_VERSION, "smollm2_gguf_sha256": GGUF_SHA256,
+            "image_token": IMAGE_TOKEN, "image_size": IMAGE_SIZE, "patch_size": PATCH,
+            "note": "random vision tower + projector; language model = SmolLM2-135M-Instruct exactly"}
+    with atomic_dir(target, meta=meta) as tmp:
         model.save_pretrained(tmp)
         proc.save_pretrained(tmp)
-        (tmp / "cotscope.json").write_text(json.dumps(
-            {"name": "llava-smollm2", "seed": seed, "format_version": FORMAT_VERSION, "smollm2_gguf_sha256": GGUF_SHA256,
-             "image_token": IMAGE_TOKEN, "image_size": IMAGE_SIZE, "patch_size": PATCH,
-             "note": "random vision tower + projector; language model = SmolLM2-135M-Instruct exactly"}, indent=2))
-        if (target / "cotscope.json").is_file():  # another process finished first
-            return target
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target

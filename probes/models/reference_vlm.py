@@ -17,11 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Sequence
+
+from analyses.atomic import atomic_dir
 
 from probes.models.embedded import GGUF_SHA256, EmbeddedModelVersionError, cache_root, file_sha256, smollm2_dir
 
@@ -300,18 +299,9 @@ def reference_vlm_dir(cache_dir: str | Path | None = None, weights_dir: str | Pa
     if (target / "cotscope.json").is_file():
         return target
     smol = smollm2_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}-", dir=root))
-    try:
+    meta = {"name": NAME, "shipped_sha256sums": ident, "base": str(smol.name), "format_version": FORMAT_VERSION}
+    with atomic_dir(target, meta=meta) as tmp:
         assemble(tmp, wd, smol)
-        (tmp / "cotscope.json").write_text(json.dumps(
-            {"name": NAME, "shipped_sha256sums": ident, "base": str(smol.name), "format_version": FORMAT_VERSION}, indent=2))
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 
