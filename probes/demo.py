@@ -74,6 +74,35 @@ def _vlm_stage(run_dir: Path, summary: dict) -> dict:
     return crossmodel_summary(res, cutoff=cfg["cutoff"])
 
 
+def _answer_pairing_stage(run_dir: Path, summary: dict) -> dict:
+    """The same LLM analysis on answer pairs (same question; worked vs short answer), read over the answer tokens.
+
+    The cue pairing differs in the prompt text, so a probe separates it trivially; here both members see the same
+    question and differ only in the reasoning the assistant wrote.
+    """
+    from probes.pipeline import llm_summary, run_llm_stage
+
+    cfg = summary["config"]
+    res = llm_summary(run_llm_stage(run_dir, n_problems=cfg["n_problems"], seed=cfg["seed"], batch_size=cfg["batch_size"],
+                                    cutoff=cfg["cutoff"], n_perm=cfg["n_perm"], pairing="answer",
+                                    position="answer_mean", name="llm_answer"))
+    acc = list(res["probe_test_accuracy"].values())
+    cos = list(res["lat_vs_mean_diff_cosine"].values())
+    frac = res["lowpass_energy_fraction"]
+    p = res["lowpass_energy_p_value"]
+    sig = [l for l, v in p.items() if v < 0.05]
+    best = res["best_layer"]
+    res["title"] = "CoT vs direct in the LLM, answer pairing (same question, worked vs short answer)"
+    res["report"] = (
+        f"{res['n_pairs']} pairs, token rule `{res['position']}` (mean over the assistant's answer tokens), "
+        f"`stores/llm_answer`. Held-out probe accuracy {min(acc):.2f}–{max(acc):.2f} over layers "
+        f"(best layer {best}); cos(LAT, mean difference) {min(cos):.3f}–{max(cos):.3f}. Low-pass energy fraction at "
+        f"layer {best}: {frac[best]:.3f} (null {res['lowpass_energy_null_mean'][best]:.3f}, p = {p[best]:.2f}); layers "
+        f"beating the permutation null at p < 0.05: {len(sig)} of {len(p)}"
+        + (f" ({', '.join(f'L{l}' for l in sig)})" if sig else "") + ". Directions: `directions/llm_answer_*.safetensors`.")
+    return res
+
+
 def _intervention_stage(run_dir: Path, summary: dict) -> dict:
     from probes.pipeline import default_vlm_spec
     from probes.sweep import run_demo_sweep
@@ -108,5 +137,5 @@ def extra_stages() -> list[tuple[str, Callable[[Path, dict], dict]]]:
     The VLM stages use the shipped reference VLM (``embedded:smolvlm``), else the LLaVA-SmolLM2 stand-in;
     the prior and reconstruction stages need the reference VLM's weights.
     """
-    return [("crossmodel", _vlm_stage), ("intervention", _intervention_stage), ("attention", _attention_stage),
+    return [("llm_answer", _answer_pairing_stage), ("crossmodel", _vlm_stage), ("intervention", _intervention_stage), ("attention", _attention_stage),
             ("prior", _prior_stage), ("reconstruction", _reconstruction_stage)]

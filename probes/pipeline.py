@@ -22,15 +22,18 @@ def run_llm_stage(run_dir: str | Path, model: str | LoadedModel = "embedded:smol
                   seed: int = 0, pairing: str = "cue", position: str = "last_prompt",
                   positions: Sequence[str] = ("last_prompt", "last", "answer_mean"), layers: Sequence[int] | None = None,
                   batch_size: int = 16, cutoff: float = 0.1, n_perm: int = 200, device: str = "cpu",
-                  progress: bool = True) -> dict[str, Any]:
-    """Collect (or reuse) paired activations, analyse every layer, write directions and ``analysis/llm.json``."""
+                  progress: bool = True, name: str = "llm") -> dict[str, Any]:
+    """Collect (or reuse) paired activations, analyse every layer, write directions and ``analysis/<name>.json``.
+
+    ``name`` keeps several LLM runs apart in one run directory (``stores/<name>``, ``directions/<name>_*``).
+    """
     run_dir = Path(run_dir)
     t0 = time.perf_counter()
     lm = model if isinstance(model, LoadedModel) else load_model(model, device=device)
     t_load = time.perf_counter() - t0
     pairs = make_pairs(generate_problems(n_problems, seed=seed), pairing=pairing)
     t1 = time.perf_counter()
-    store = collect_pairs(lm, pairs, run_dir / "stores" / "llm", layers=layers, positions=positions,
+    store = collect_pairs(lm, pairs, run_dir / "stores" / name, layers=layers, positions=positions,
                           batch_size=batch_size, progress=progress)
     t_collect = time.perf_counter() - t1
     t2 = time.perf_counter()
@@ -39,13 +42,13 @@ def run_llm_stage(run_dir: str | Path, model: str | LoadedModel = "embedded:smol
     sets = directions_to_sets(result, store)
     paths = {}
     for method, ds in sets.items():
-        paths[method] = str(ds.save(run_dir / "directions" / f"llm_{method}.safetensors"))
+        paths[method] = str(ds.save(run_dir / "directions" / f"{name}_{method}.safetensors"))
     out = public(result)
     out.update({"model_id": lm.model_id, "cutoff": cutoff, "pairing": pairing, "n_problems": n_problems,
                 "directions": paths, "store": str(store.path),
                 "timings_s": {"load": t_load, "collect": t_collect, "analyse": t_analyse},
                 "collect_reused": store.manifest.get("extra", {}).get("reused", False)})
-    write_json_atomic(run_dir / "analysis" / "llm.json", out)
+    write_json_atomic(run_dir / "analysis" / f"{name}.json", out)
     return out
 
 

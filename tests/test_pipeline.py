@@ -27,3 +27,14 @@ def test_llm_stage_end_to_end_and_reuse(smollm2, tmp_path):
     written = render_all(tmp_path, verbose=False)
     pngs = [p for p in written if p.endswith(".png")]
     assert {"probe_accuracy.png", "pca_scatter.png", "spectrum.png"} <= {p.rsplit("/", 1)[-1] for p in pngs}
+
+
+def test_answer_pairing_run_lives_beside_the_cue_run(smollm2, tmp_path):
+    kw = dict(n_problems=8, layers=[5, 15], batch_size=8, n_perm=10, progress=False)
+    cue = run_llm_stage(tmp_path, smollm2, **kw)
+    ans = run_llm_stage(tmp_path, smollm2, pairing="answer", position="answer_mean", name="llm_answer", **kw)
+    assert (tmp_path / "analysis" / "llm.json").is_file() and (tmp_path / "analysis" / "llm_answer.json").is_file()
+    a = DirectionSet.load(ans["directions"]["mean_diff"])
+    assert a.meta.pairing == "answer" and a.meta.token_rule == "answer_mean"
+    assert DirectionSet.load(cue["directions"]["mean_diff"]).meta.pairing == "cue"  # not overwritten
+    assert not np.allclose(a[15], DirectionSet.load(cue["directions"]["mean_diff"])[15])
