@@ -108,9 +108,10 @@ def _intervention_stage(run_dir: Path, summary: dict) -> dict:
     from probes.sweep import run_demo_sweep
 
     cfg = summary["config"]
+    own = run_dir / "directions" / "vlm_image_mean_diff.safetensors"  # from the crossmodel stage, when it ran
     return run_demo_sweep("embedded:smollm2", default_vlm_spec(), run_dir / "directions" / "llm_mean_diff.safetensors",
                           run_dir / "intervention", n_prompts=int(cfg.get("sweep_prompts", 8)), seed=cfg["seed"],
-                          cutoff=cfg["cutoff"])
+                          cutoff=cfg["cutoff"], target_own=own if own.is_file() else None)
 
 
 def _attention_stage(run_dir: Path, summary: dict) -> dict:

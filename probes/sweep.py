@@ -420,13 +420,16 @@ def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_
                    layers: Sequence[int] = (6, 12, 18, 24), lams: Sequence[float] = (0.3, 0.9),
                    controls: Sequence[str] = ("none", "random", "highpass", "unfiltered"),
                    control_lams: Sequence[float] | None = (0.9,), positions: Sequence[str] = ("first",),
-                   cutoff: float = 0.1, seed: int = 0, figures: bool = False, progress: bool = True) -> dict[str, Any]:
+                   cutoff: float = 0.1, seed: int = 0, target_own: Any = None, figures: bool = False,
+                   progress: bool = True) -> dict[str, Any]:
     """The small sweep of ``make demo``: SmolLM2's CoT direction injected into SmolLM2 itself (direct-answer
     text prompts) and into ``target`` (a VLM spec or :class:`LoadedModel`; image prompts of rendered
     expressions; ``None`` skips it). Writes ``sweep_llm.csv``, ``sweep_vlm.csv`` and ``intervention.json``
     under ``out_dir`` (use ``RUN/intervention``: ``python -m figures RUN`` then draws the four figures from
     there; ``figures=True`` draws them into ``out_dir/figures`` right away). A missing direction file is
-    computed first (:func:`ensure_direction`). Rerunning resumes the tables.
+    computed first (:func:`ensure_direction`). Rerunning resumes the tables. ``target_own`` (the target's own CoT
+    direction, e.g. ``RUN/directions/vlm_image_mean_diff.safetensors``) adds the paper's ablation control
+    ``own_lowpass`` to the target sweep.
 
     Returns ``{"llm": summary, "vlm": summary | None, "direction": path, "seconds", "title", "report"}``:
     each summary has the baseline, per-cell paired gains with 95% bootstrap CIs (gold log-prob, accuracy,
@@ -456,7 +459,9 @@ def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_
     if target is not None:
         tgt = _load(target)
         items = generate_visual_items(n_prompts, seed=seed + 2000, kinds=("expression",))
-        res_vlm = run_sweep(tgt, ds, visual_prompts(items), out_dir / "sweep_vlm.csv", cfg, progress=progress)
+        tcfg = cfg if target_own is None else dataclasses.replace(cfg, controls=tuple(cfg.controls) + ("own_lowpass",))
+        res_vlm = run_sweep(tgt, ds, visual_prompts(items), out_dir / "sweep_vlm.csv", tcfg, own=target_own,
+                            progress=progress)
         summary["vlm"] = _summarise(out_dir / "sweep_vlm.csv", res_vlm)
         summary["vlm"]["model"] = tgt.model_id
     summary["seconds"] = round(time.perf_counter() - t0, 1)

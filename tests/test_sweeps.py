@@ -176,10 +176,15 @@ def test_vlm_sweep_with_images():
     import tempfile
 
     with tempfile.TemporaryDirectory() as d:
-        cfg = SweepConfig(layers=(1, 3), lams=(0.5,), controls=("none", "highpass"), budget=2, rows_per_batch=5)
-        res = run_sweep(lm, ds, prompts, Path(d) / "v.csv", cfg, progress=False)
+        # the target's own direction (its width, its layers) gives the paper's own_lowpass ablation
+        own = DirectionSet({l: np.random.default_rng(l).standard_normal(64).astype(np.float32) for l in (1, 3)},
+                           DirectionMeta(model_id="tiny-llava", n_layers=4))
+        cfg = SweepConfig(layers=(1, 3), lams=(0.5,), controls=("none", "highpass", "own_lowpass"), budget=2,
+                          rows_per_batch=5)
+        res = run_sweep(lm, ds, prompts, Path(d) / "v.csv", cfg, own=own, progress=False)
         rows = read_table(Path(d) / "v.csv")
-    assert res["complete"] and len(rows) == 2 * 5
+    assert res["complete"] and len(rows) == 2 * 7
+    assert {r["layer"] for r in rows if r["control"] == "own_lowpass"} == {1, 3}
     assert {r["src_layers"] for r in rows if r["control"] != "none"} == {"20"}
     assert res["settings"]["source_hidden_size"] == 576 and res["settings"]["target_hidden_size"] == 64
 
