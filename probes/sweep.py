@@ -420,7 +420,8 @@ def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_
                    layers: Sequence[int] = (6, 12, 18, 24), lams: Sequence[float] = (0.3, 0.9),
                    controls: Sequence[str] = ("none", "random", "highpass", "unfiltered"),
                    control_lams: Sequence[float] | None = (0.9,), positions: Sequence[str] = ("first",),
-                   cutoff: float = 0.1, seed: int = 0, target_own: Any = None, figures: bool = False,
+                   cutoff: float = 0.1, seed: int = 0, target_own: Any = None, match_norm: bool = True,
+                   figures: bool = False,
                    progress: bool = True) -> dict[str, Any]:
     """The small sweep of ``make demo``: SmolLM2's CoT direction injected into SmolLM2 itself (direct-answer
     text prompts) and into ``target`` (a VLM spec or :class:`LoadedModel`; image prompts of rendered
@@ -429,7 +430,9 @@ def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_
     there; ``figures=True`` draws them into ``out_dir/figures`` right away). A missing direction file is
     computed first (:func:`ensure_direction`). Rerunning resumes the tables. ``target_own`` (the target's own CoT
     direction, e.g. ``RUN/directions/vlm_image_mean_diff.safetensors``) adds the paper's ablation control
-    ``own_lowpass`` to the target sweep.
+    ``own_lowpass`` to the target sweep. ``match_norm`` (default on here) rescales every control to the real
+    vector's norm, so "which part carries the effect" is not confounded by size (the high-pass part of a CoT
+    direction is ~3× the norm of its low-pass part).
 
     Returns ``{"llm": summary, "vlm": summary | None, "direction": path, "seconds", "title", "report"}``:
     each summary has the baseline, per-cell paired gains with 95% bootstrap CIs (gold log-prob, accuracy,
@@ -450,7 +453,8 @@ def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_
     ds = ensure_direction(src, dpath, progress=progress)
     cfg = SweepConfig(layers=tuple(layers), lams=tuple(lams), controls=tuple(controls),
                       control_lams=tuple(control_lams) if control_lams is not None else None,
-                      positions=tuple(positions), budget=budget, cutoff=cutoff, seed=seed, rows_per_batch=48)
+                      positions=tuple(positions), budget=budget, cutoff=cutoff, seed=seed, rows_per_batch=48,
+                      match_norm=match_norm)
     problems = generate_problems(n_prompts, seed=seed + 1000, difficulties=("easy",))
     res_llm = run_sweep(src, ds, direct_prompts(problems), out_dir / "sweep_llm.csv", cfg, progress=progress)
     summary: dict[str, Any] = {"direction": str(dpath), "config": cfg.to_dict(),
@@ -526,6 +530,7 @@ def demo_report(summary: dict[str, Any]) -> str:
             f"{'on' if cfg['renorm'] else 'off'}, low-passed at {cfg['cutoff']} of the bins ({cfg['filter']}), layers "
             f"{cfg['layers']} × λ {cfg['lams']}, with a reasoning budget of {cfg['budget']} tokens followed by the "
             f"teacher-forced answer (score = log p of the gold digits). Gains are paired with the same prompt's "
-            f"no-injection row.")
+            f"no-injection row. Controls are "
+            f"{'rescaled to the norm of the real vector' if cfg.get('match_norm') else 'at their natural norms'}.")
     return "\n".join([head, "", _part("SmolLM2 → SmolLM2 (direct-answer prompts)", summary.get("llm"), cfg),
                       _part("SmolLM2 → VLM (image prompts)", summary.get("vlm"), cfg)])
