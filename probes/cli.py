@@ -1,8 +1,9 @@
-"""Command line: ``cotscope demo | collect | analyse | figures | setup-models``."""
+"""Command line: ``cotscope demo | collect | analyse | export | figures | setup-models``."""
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -58,6 +59,16 @@ def _analyse(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from analyses.export.dispatch import export_direction, parse_layers
+
+    path, layers = export_direction(args.direction, args.to, args.out, layers=parse_layers(args.layers),
+                                    target=args.target, model_hint=args.model_hint)
+    note = " (block 0 left out: llama.cpp cannot steer it)" if args.to in ("gguf", "repeng") and not args.layers else ""
+    print(f"{args.to}: {path} — layers {layers[0]}..{layers[-1]} ({len(layers)}){note}")
+    return 0
+
+
 def _figures(args: argparse.Namespace) -> int:
     from figures.__main__ import main
 
@@ -94,11 +105,26 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--n-perm", type=int, default=200)
     s.add_argument("--out", required=True)
     s.set_defaults(fn=_analyse)
+    s = sub.add_parser("export", help="export a direction file for llama.cpp, repeng or plain arrays")
+    s.add_argument("direction", help="a cotscope direction file (.safetensors)")
+    s.add_argument("--to", required=True, choices=["gguf", "repeng", "npz", "safetensors"])
+    s.add_argument("--out", required=True)
+    s.add_argument("--layers", default="", help="block indices, e.g. '1-29' or '8,12,16' (default: all steerable)")
+    s.add_argument("--target", default=None, help="model name or folder to check the fit against")
+    s.add_argument("--model-hint", default=None, help="llama.cpp architecture name (default: the target's)")
+    s.set_defaults(fn=_export)
     s = sub.add_parser("figures", help="regenerate every figure of a run from stored results")
     s.add_argument("run_dir", nargs="?", default="runs/demo")
     s.set_defaults(fn=_figures)
     args = p.parse_args(argv)
-    return int(args.fn(args) or 0)
+    try:
+        return int(args.fn(args) or 0)
+    except (ValueError, FileNotFoundError, RuntimeError) as e:  # cotscope's input errors name the problem and fix
+        if os.environ.get("COTSCOPE_TRACEBACK"):
+            raise
+        print(f"cotscope {args.cmd}: {type(e).__name__}: {e}\n(set COTSCOPE_TRACEBACK=1 for the traceback)",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -103,6 +103,26 @@ def _answer_pairing_stage(run_dir: Path, summary: dict) -> dict:
     return res
 
 
+def _exports_stage(run_dir: Path, summary: dict) -> dict:
+    """The LLM's CoT directions in the formats other tools read (``RUN/exports``), with their provenance."""
+    from analyses.export.dispatch import export_direction
+
+    out: dict[str, Any] = {"files": {}}
+    for method in ("mean_diff", "lat"):
+        src = run_dir / "directions" / f"llm_{method}.safetensors"
+        for fmt, ext in (("gguf", "gguf"), ("npz", "npz")):
+            path, layers = export_direction(src, fmt, run_dir / "exports" / f"llm_{method}.{ext}",
+                                            target="embedded:smollm2")
+            out["files"][path.name] = {"format": fmt, "layers": f"{layers[0]}..{layers[-1]}", "source": src.name}
+    out["title"] = "Exported directions"
+    out["report"] = ("SmolLM2's CoT directions for other tools, in `exports/`: "
+                     + ", ".join(f"`{n}` ({v['format']}, layers {v['layers']})" for n, v in out["files"].items())
+                     + ". The GGUF files are llama.cpp control vectors (`--control-vector-scaled FILE 0.5`, block 0 "
+                       "left out: llama.cpp cannot steer it) that repeng also reads; the npz files carry a JSON "
+                       "provenance sidecar. `cotscope export` writes other formats and layer ranges.")
+    return out
+
+
 def _intervention_stage(run_dir: Path, summary: dict) -> dict:
     from probes.pipeline import default_vlm_spec
     from probes.sweep import run_demo_sweep
@@ -138,5 +158,5 @@ def extra_stages() -> list[tuple[str, Callable[[Path, dict], dict]]]:
     The VLM stages use the shipped reference VLM (``embedded:smolvlm``), else the LLaVA-SmolLM2 stand-in;
     the prior and reconstruction stages need the reference VLM's weights.
     """
-    return [("llm_answer", _answer_pairing_stage), ("crossmodel", _vlm_stage), ("intervention", _intervention_stage), ("attention", _attention_stage),
+    return [("llm_answer", _answer_pairing_stage), ("exports", _exports_stage), ("crossmodel", _vlm_stage), ("intervention", _intervention_stage), ("attention", _attention_stage),
             ("prior", _prior_stage), ("reconstruction", _reconstruction_stage)]

@@ -283,3 +283,42 @@ def test_import_accepts_direction_tensors_without_metadata(tmp_path):
     p = write_gguf(tmp_path / "bare.gguf", {"direction.7": v}, arch=None)
     ds = import_gguf_cv(p)
     assert ds.layers == [7] and np.array_equal(ds[7], v) and ds.meta.model_type == UNKNOWN
+
+
+# ---------------------------------------------------------------- one entry point: export_direction / cotscope export
+def test_export_direction_leaves_out_block0_for_control_vectors(tmp_path):
+    from analyses.export import export_direction
+
+    src = make_ds(layers=(0, 1, 5, 29)).save(tmp_path / "d.safetensors")
+    path, layers = export_direction(src, "gguf", tmp_path / "d.gguf", target="embedded:smollm2")
+    assert layers == [1, 5, 29]
+    assert_same_arrays(DirectionSet.load(src).select([1, 5, 29]), import_gguf_cv(path))
+    path, layers = export_direction(src, "npz", tmp_path / "d.npz")         # arrays keep block 0
+    assert layers == [0, 1, 5, 29] and import_arrays(path).layers == [0, 1, 5, 29]
+    with pytest.raises(DirectionFileError, match="block 0"):
+        export_direction(src, "gguf", tmp_path / "e.gguf", layers=[0, 1])
+    with pytest.raises(DirectionFileError, match=r"layers \[7\] are not in the direction file"):
+        export_direction(src, "npz", tmp_path / "e.npz", layers=[7])
+    with pytest.raises(ValueError, match="unknown export format"):
+        export_direction(src, "onnx", tmp_path / "e.onnx")
+    assert not (tmp_path / "e.gguf").exists() and not (tmp_path / "e.npz").exists()
+
+
+def test_parse_layers():
+    from analyses.export import parse_layers
+
+    assert parse_layers("1-3,8") == [1, 2, 3, 8] and parse_layers("") is None
+    with pytest.raises(ValueError, match="1-29"):
+        parse_layers("one")
+
+
+def test_cli_export_and_its_error_message(tmp_path, capsys):
+    from probes.cli import main
+
+    src = make_ds(layers=(0, 3, 4)).save(tmp_path / "d.safetensors")
+    assert main(["export", str(src), "--to", "repeng", "--out", str(tmp_path / "d.gguf")]) == 0
+    assert "block 0 left out" in capsys.readouterr().out
+    assert import_repeng_cv(tmp_path / "d.gguf").layers == [3, 4]
+    assert main(["export", str(src), "--to", "gguf", "--out", str(tmp_path / "x.gguf"), "--layers", "0,3"]) == 2
+    err = capsys.readouterr().err
+    assert "block 0" in err and "Fix" in err and not (tmp_path / "x.gguf").exists()

@@ -10,6 +10,7 @@ numpy / safetensors    :func:`export_npz`,                        :func:`import_
 nnsight, TransformerLens  ``probes.apply.apply`` / ``probes.apply.tl_hooks`` (torch code lives in ``probes``)
 =====================  =========================================  ==========================================
 
+:func:`export_direction` picks the exporter by format name (what ``cotscope export`` and ``make demo`` use).
 Exporters check the direction against a ``target`` model (name, config or :class:`TargetModel`) and refuse
 what would not fit; importers mark provenance the source format lacks as ``"unknown"``. Layer indices are
 converted with :mod:`analyses.layers`.
@@ -18,6 +19,7 @@ converted with :mod:`analyses.layers`.
 >>> export_gguf_cv(ds, "cot.gguf", target="embedded:smollm2")     # doctest: +SKIP
 """
 from analyses.export.arrays import export_npz, export_safetensors_arrays, import_arrays, sidecar_path
+from analyses.export.dispatch import FORMATS, export_direction, parse_layers
 from analyses.export.common import KNOWN_TARGETS, TargetModel, check_export_fits, resolve_target
 from analyses.export.gguf_cv import export_gguf_cv, import_gguf_cv, read_gguf_cv
 from analyses.export.repeng_cv import export_repeng_cv, from_repeng, import_repeng_cv, to_repeng
@@ -27,4 +29,5 @@ __all__ = [
     "export_repeng_cv", "import_repeng_cv", "to_repeng", "from_repeng",
     "export_npz", "export_safetensors_arrays", "import_arrays", "sidecar_path",
     "TargetModel", "KNOWN_TARGETS", "resolve_target", "check_export_fits",
+    "export_direction", "parse_layers", "FORMATS",
 ]

@@ -1,0 +1,63 @@
+"""One entry point for scripts and the CLI: export a direction file to a named format.
+
+>>> export_direction("runs/demo/directions/llm_mean_diff.safetensors", "gguf", "cot.gguf")   # doctest: +SKIP
+(PosixPath('cot.gguf'), [1, 2, ..., 29])
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from analyses.artifacts import DirectionFileError, DirectionSet
+
+FORMATS = ("gguf", "repeng", "npz", "safetensors")
+STEERING_FORMATS = ("gguf", "repeng")  # llama.cpp control vectors: block 0 cannot be steered
+
+
+def export_direction(direction: str | Path | DirectionSet, fmt: str, out: str | Path, *,
+                     layers: Sequence[int] | None = None, target: Any = None,
+                     model_hint: str | None = None) -> tuple[Path, list[int]]:
+    """Export ``direction`` as ``fmt`` (one of :data:`FORMATS`) to ``out``; returns ``(path, layers written)``.
+
+    ``layers=None`` exports every layer, except block 0 for the control-vector formats (llama.cpp refuses a file
+    holding ``direction.0``). An explicit ``layers`` list is exported as given (and block 0 is refused there).
+    """
+    from analyses.export.arrays import export_npz, export_safetensors_arrays
+    from analyses.export.gguf_cv import export_gguf_cv
+    from analyses.export.repeng_cv import export_repeng_cv
+
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")
+    ds = direction if isinstance(direction, DirectionSet) else DirectionSet.load(direction)
+    if layers is None:
+        layers = [l for l in ds.layers if not (fmt in STEERING_FORMATS and l == 0)]
+    missing = [l for l in layers if l not in ds.vectors]
+    if missing:
+        raise DirectionFileError(f"layers {missing} are not in the direction file (it has {ds.layers}); "
+                                 "pick from those")
+    if not layers:
+        raise DirectionFileError(f"nothing to export: the direction file has only layers {ds.layers}")
+    sub = ds.select(list(layers))
+    if fmt == "gguf":
+        path = export_gguf_cv(sub, out, target=target, model_hint=model_hint)
+    elif fmt == "repeng":
+        path = export_repeng_cv(sub, out, target=target, model_hint=model_hint)
+    elif fmt == "npz":
+        path = export_npz(sub, out, target=target)
+    else:
+        path = export_safetensors_arrays(sub, out, target=target)
+    return Path(path), list(sub.layers)
+
+
+def parse_layers(spec: str | None) -> list[int] | None:
+    """``"1-29"``, ``"4,8,12"`` or ``"1-5,20"`` (cotscope block indices) → a sorted list; empty/None → None (all)."""
+    if not spec:
+        return None
+    out: set[int] = set()
+    try:
+        for part in spec.split(","):
+            a, _, b = part.strip().partition("-")
+            out.update(range(int(a), int(b) + 1) if b else [int(a)])
+    except ValueError:
+        raise ValueError(f"cannot read layer spec {spec!r}: use block indices such as '1-29' or '4,8,12'") from None
+    return sorted(out)
