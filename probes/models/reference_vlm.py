@@ -22,7 +22,8 @@ from typing import Any, Sequence
 
 from analyses.atomic import atomic_dir
 
-from probes.models.embedded import GGUF_SHA256, EmbeddedModelVersionError, cache_root, file_sha256, smollm2_dir
+from probes.models.embedded import (GGUF_SHA256, EmbeddedModelVersionError, cache_root, file_sha256,
+                                    image_chat_template, smollm2_dir)
 
 NAME = "cotscope-smolvlm"
 FORMAT_VERSION = 1
@@ -45,19 +46,8 @@ VISION = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_a
 LORA_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.down_proj")
 LORA_RANK = 8
 LORA_ALPHA = 16.0
-SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
 VISION_PREFIXES = ("model.vision_tower.", "model.multi_modal_projector.")
-
-# SmolLM2's chat template, extended to list content with {"type": "image"} / {"type": "text"} parts.
-CHAT_TEMPLATE = (
-    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
-    "{{ '<|im_start|>system\n" + SYSTEM_PROMPT + "<|im_end|>\n' }}{% endif %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
-    "{% for part in message['content'] %}{% if part['type'] == 'image' %}{{ '" + IMAGE_TOKEN + "' }}"
-    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}"
-    "{{ '<|im_end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+CHAT_TEMPLATE = image_chat_template(IMAGE_TOKEN)
 
 
 class ReferenceVLMWeightsError(RuntimeError):
