@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -62,8 +63,6 @@ def atomic_dir(target: str | Path, marker: str = "cotscope.json", meta: Any = No
     >>> with atomic_dir(cache / "model", meta={"name": "x"}) as tmp:   # doctest: +SKIP
     ...     model.save_pretrained(tmp)
     """
-    import shutil
-
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))

@@ -60,11 +60,11 @@ def _analyse(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from analyses.export.dispatch import export_direction, parse_layers
+    from analyses.export.dispatch import STEERING_FORMATS, export_direction, parse_layers
 
     path, layers = export_direction(args.direction, args.to, args.out, layers=parse_layers(args.layers),
                                     target=args.target, model_hint=args.model_hint)
-    note = " (block 0 left out: llama.cpp cannot steer it)" if args.to in ("gguf", "repeng") and not args.layers else ""
+    note = " (block 0 left out: llama.cpp cannot steer it)" if args.to in STEERING_FORMATS and not args.layers else ""
     print(f"{args.to}: {path} — layers {layers[0]}..{layers[-1]} ({len(layers)}){note}")
     return 0
 
@@ -107,7 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(fn=_analyse)
     s = sub.add_parser("export", help="export a direction file for llama.cpp, repeng or plain arrays")
     s.add_argument("direction", help="a cotscope direction file (.safetensors)")
-    s.add_argument("--to", required=True, choices=["gguf", "repeng", "npz", "safetensors"])
+    from analyses.export.dispatch import FORMATS
+
+    s.add_argument("--to", required=True, choices=FORMATS)
     s.add_argument("--out", required=True)
     s.add_argument("--layers", default="", help="block indices, e.g. '1-29' or '8,12,16' (default: all steerable)")
     s.add_argument("--target", default=None, help="model name or folder to check the fit against")

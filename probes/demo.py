@@ -110,8 +110,8 @@ def _exports_stage(run_dir: Path, summary: dict) -> dict:
     out: dict[str, Any] = {"files": {}}
     for method in ("mean_diff", "lat"):
         src = run_dir / "directions" / f"llm_{method}.safetensors"
-        for fmt, ext in (("gguf", "gguf"), ("npz", "npz")):
-            path, layers = export_direction(src, fmt, run_dir / "exports" / f"llm_{method}.{ext}",
+        for fmt in ("gguf", "npz"):
+            path, layers = export_direction(src, fmt, run_dir / "exports" / f"llm_{method}.{fmt}",
                                             target="embedded:smollm2")
             out["files"][path.name] = {"format": fmt, "layers": f"{layers[0]}..{layers[-1]}", "source": src.name}
     out["title"] = "Exported directions"
@@ -158,5 +158,6 @@ def extra_stages() -> list[tuple[str, Callable[[Path, dict], dict]]]:
     The VLM stages use the shipped reference VLM (``embedded:smolvlm``), else the LLaVA-SmolLM2 stand-in;
     the prior and reconstruction stages need the reference VLM's weights.
     """
-    return [("llm_answer", _answer_pairing_stage), ("exports", _exports_stage), ("crossmodel", _vlm_stage), ("intervention", _intervention_stage), ("attention", _attention_stage),
-            ("prior", _prior_stage), ("reconstruction", _reconstruction_stage)]
+    return [("llm_answer", _answer_pairing_stage), ("exports", _exports_stage), ("crossmodel", _vlm_stage),
+            ("intervention", _intervention_stage), ("attention", _attention_stage), ("prior", _prior_stage),
+            ("reconstruction", _reconstruction_stage)]
