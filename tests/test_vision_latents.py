@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from probes.models.hf_compat import image_feature_rows
 from probes.vision_latents import VisionLatentsError, collect_vision_latents, run_reconstruction_analysis
 from tiny_vlms import sample_image, tiny_vlm
 
@@ -24,8 +25,8 @@ def test_collected_latents_equal_hf_outputs(family, connector):
         out = vlm.model(**enc, output_hidden_states=True)
     for l in range(n_layers - 1):                       # HF's last entry is after the final norm
         np.testing.assert_array_equal(data["hidden"][l][1], out.hidden_states[l + 1][0, -1].numpy())
-    img = out.image_hidden_states
-    np.testing.assert_array_equal(data["connector"][1], img.reshape(-1, img.shape[-1]).numpy())
+    img = image_feature_rows(out.image_hidden_states)       # a tensor up to transformers 5.23, a list from 5.24
+    np.testing.assert_array_equal(data["connector"][1], img.numpy())
     mean = collect_vision_latents(vlm.model, vlm.processor, imgs[:1], vlm.prompt(), connector, layers=[0],
                                   token_rule="image_mean", progress=False)
     assert mean["hidden"][0].shape == (1, data["connector"].shape[-1])

@@ -119,11 +119,9 @@ def pixel_tensor(images) -> "torch.Tensor":
 
 def image_features(model, pixel_values) -> "torch.Tensor":
     """The image tokens' input embeddings, [B, N_IMAGE_TOKENS, hidden]."""
-    import torch
+    from probes.models.hf_compat import image_feature_rows
 
-    f = model.model.get_image_features(pixel_values=pixel_values)
-    f = getattr(f, "pooler_output", f)
-    f = torch.stack(list(f)) if isinstance(f, (list, tuple)) else f
+    f = image_feature_rows(model.model.get_image_features(pixel_values=pixel_values))
     return f.view(pixel_values.shape[0], N_IMAGE_TOKENS, -1)
 
 
