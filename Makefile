@@ -12,10 +12,10 @@ setup:
 	@bash scripts/setup_env.sh
 
 models: setup
-	@$(PY) -m probes.cli setup-models
+	@$(PY) -m cotscope setup-models
 
 demo: models
-	$(PY) -m probes.cli demo --run-dir $(RUN_DIR)
+	$(PY) -m cotscope demo --run-dir $(RUN_DIR)
 
 test: models
 	$(PY) -m pytest -q -p no:cacheprovider tests
@@ -23,7 +23,7 @@ test: models
 # The newest versions pyproject.toml's ranges allow, in a separate venv (the lock is not touched).
 test-latest:
 	@VENV=.venv-latest COTSCOPE_LATEST=1 bash scripts/setup_env.sh
-	.venv-latest/bin/python -m probes.cli setup-models
+	.venv-latest/bin/python -m cotscope setup-models
 	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
 	.venv-latest/bin/python -m pytest -q -p no:cacheprovider tests
 
@@ -37,7 +37,7 @@ test-fast: models
 	$(PY) -m pytest -q -m "not slow" tests
 
 figures: setup
-	$(PY) -m figures $(RUN_DIR)
+	$(PY) -m cotscope.figures $(RUN_DIR)
 
 bench: models
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -9,10 +9,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analyses.artifacts import DirectionMeta, DirectionSet
-from analyses.directions import cosine, dispersion, lat_direction, mean_difference, probe_accuracy
-from analyses.spectral import cutoff_bins, lowpass, lowpass_energy_fraction, permutation_null
-from analyses.store import ActivationStore
+from cotscope.analyses.artifacts import DirectionMeta, DirectionSet
+from cotscope.analyses.directions import cosine, dispersion, lat_direction, mean_difference, probe_accuracy
+from cotscope.analyses.spectral import cutoff_bins, lowpass, lowpass_energy_fraction, permutation_null
+from cotscope.analyses.store import ActivationStore
 
 DEFAULT_CUTOFFS = (0.05, 0.1, 0.2, 0.3, 0.5)
 

@@ -1,6 +1,6 @@
 """The attention-shift demo: CoT vs direct on a few visual problems → stored run, analysis, figures, summary.
 
->>> from probes.models.loading import load_model                                   # doctest: +SKIP
+>>> from cotscope.probes.models.loading import load_model                                   # doctest: +SKIP
 >>> summary = run_attention_demo(load_model("embedded:smolvlm"), None, "runs/demo")  # doctest: +SKIP
 >>> summary["cot"]["R_per_step"][:3]                                               # doctest: +SKIP
 """
@@ -12,10 +12,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analyses.atomic import write_json_atomic
-from analyses.attention_shift import analyse_run
-from probes.attention import CaptureRequest, capture_run
-from probes.models.loading import LoadedModel
+from cotscope.analyses.atomic import write_json_atomic
+from cotscope.analyses.attention_shift import analyse_run
+from cotscope.probes.attention import CaptureRequest, capture_run
+from cotscope.probes.models.loading import LoadedModel
 
 CONDITIONS = ("cot", "direct")
 ANALYSIS_FILE = "attention_shift.json"
@@ -147,7 +147,7 @@ def run_attention_demo(model: LoadedModel | str, items: Sequence[Any] | None, ou
     ``out_dir/figures/attention_*``; returns summary numbers (also stored under ``"summary"`` in the analysis),
     with ``"title"`` and ``"report"`` (a markdown paragraph) for ``probes.report.write_report``.
     """
-    from probes.models.loading import load_model
+    from cotscope.probes.models.loading import load_model
 
     if isinstance(model, (str, Path)):
         model = load_model(model)
@@ -155,7 +155,7 @@ def run_attention_demo(model: LoadedModel | str, items: Sequence[Any] | None, ou
         raise ValueError(f"{model.model_id} is a text-only model; the attention-shift demo needs a VLM "
                          "(e.g. load_model('embedded:smolvlm'))")
     if items is None:
-        from probes.stimuli.visual import generate_visual_items
+        from cotscope.probes.stimuli.visual import generate_visual_items
 
         items = generate_visual_items(n_items, seed=seed)
     out_dir = Path(out_dir)
@@ -180,7 +180,7 @@ def run_attention_demo(model: LoadedModel | str, items: Sequence[Any] | None, ou
     analysis["store"] = str(Path("..") / "attention" / "store")  # relative to the analysis folder
     write_json_atomic(out_dir / "analysis" / ANALYSIS_FILE, analysis)
     if figures:
-        from figures import fig_attention_layer_step, fig_attention_ratio_focus, fig_selected_patches
+        from cotscope.figures import fig_attention_layer_step, fig_attention_ratio_focus, fig_selected_patches
 
         paths = []
         for mod in (fig_attention_ratio_focus, fig_attention_layer_step, fig_selected_patches):
@@ -193,7 +193,7 @@ def attention_stage(run_dir: str | Path, summary: dict[str, Any] | None = None, 
                     **kwargs: Any) -> dict[str, Any]:
     """``make demo`` stage (``probes.demo.extra_stages`` signature): the reference VLM when shipped, else the
     LLaVA-SmolLM2 stand-in, on ``config["attention_items"]`` (default 6) bundled visual problems."""
-    from probes.pipeline import default_vlm_spec
+    from cotscope.probes.pipeline import default_vlm_spec
 
     cfg = (summary or {}).get("config", {})
     return run_attention_demo(model if model is not None else default_vlm_spec(), None, run_dir,

@@ -13,8 +13,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from analyses.artifacts import library_versions
-from analyses.atomic import write_json_atomic, write_text_atomic
+from cotscope.analyses.artifacts import library_versions
+from cotscope.analyses.atomic import write_json_atomic, write_text_atomic
 
 DEMO_DEFAULTS = dict(n_problems=160, batch_size=16, cutoff=0.1, n_perm=200, seed=0)
 
@@ -35,7 +35,7 @@ def _stage(name: str, fn: Callable[[], dict], summary: dict, required: bool) -> 
 
 
 def run_demo(run_dir: str | Path = "runs/demo", **overrides: Any) -> dict[str, Any]:
-    from probes.pipeline import llm_summary, run_llm_stage
+    from cotscope.probes.pipeline import llm_summary, run_llm_stage
 
     cfg = {**DEMO_DEFAULTS, **overrides}
     run_dir = Path(run_dir)
@@ -52,13 +52,13 @@ def run_demo(run_dir: str | Path = "runs/demo", **overrides: Any) -> dict[str, A
         res = _stage(name, lambda fn=fn: fn(run_dir, summary), summary, required=False)
         if res is not None:
             summary[name] = res
-    from figures.__main__ import render_all
+    from cotscope.figures.__main__ import render_all
 
     figs = _stage("figures", lambda: render_all(run_dir), summary, required=True)
     summary["figures"] = figs
     summary["total_seconds"] = round(time.perf_counter() - t0, 1)
     write_json_atomic(run_dir / "summary.json", summary)
-    from probes.report import write_report
+    from cotscope.probes.report import write_report
 
     write_text_atomic(run_dir / "report.md", write_report(summary))
     print(f"[demo] done in {summary['total_seconds']} s → {run_dir}/summary.json, {run_dir}/report.md")
@@ -66,7 +66,7 @@ def run_demo(run_dir: str | Path = "runs/demo", **overrides: Any) -> dict[str, A
 
 
 def _vlm_stage(run_dir: Path, summary: dict) -> dict:
-    from probes.pipeline import crossmodel_summary, run_vlm_stage
+    from cotscope.probes.pipeline import crossmodel_summary, run_vlm_stage
 
     cfg = summary["config"]
     res = run_vlm_stage(run_dir, n_problems=cfg["n_problems"], seed=cfg["seed"], batch_size=cfg["batch_size"],
@@ -80,7 +80,7 @@ def _answer_pairing_stage(run_dir: Path, summary: dict) -> dict:
     The cue pairing differs in the prompt text, so a probe separates it trivially; here both members see the same
     question and differ only in the reasoning the assistant wrote.
     """
-    from probes.pipeline import llm_summary, run_llm_stage
+    from cotscope.probes.pipeline import llm_summary, run_llm_stage
 
     cfg = summary["config"]
     res = llm_summary(run_llm_stage(run_dir, n_problems=cfg["n_problems"], seed=cfg["seed"], batch_size=cfg["batch_size"],
@@ -105,7 +105,7 @@ def _answer_pairing_stage(run_dir: Path, summary: dict) -> dict:
 
 def _exports_stage(run_dir: Path, summary: dict) -> dict:
     """The LLM's CoT directions in the formats other tools read (``RUN/exports``), with their provenance."""
-    from analyses.export.dispatch import export_direction
+    from cotscope.analyses.export.dispatch import export_direction
 
     out: dict[str, Any] = {"files": {}}
     for method in ("mean_diff", "lat"):
@@ -124,8 +124,8 @@ def _exports_stage(run_dir: Path, summary: dict) -> dict:
 
 
 def _intervention_stage(run_dir: Path, summary: dict) -> dict:
-    from probes.pipeline import default_vlm_spec
-    from probes.sweep import run_demo_sweep
+    from cotscope.probes.pipeline import default_vlm_spec
+    from cotscope.probes.sweep import run_demo_sweep
 
     cfg = summary["config"]
     own = run_dir / "directions" / "vlm_image_mean_diff.safetensors"  # from the crossmodel stage, when it ran
@@ -135,19 +135,19 @@ def _intervention_stage(run_dir: Path, summary: dict) -> dict:
 
 
 def _attention_stage(run_dir: Path, summary: dict) -> dict:
-    from probes.attention_demo import attention_stage
+    from cotscope.probes.attention_demo import attention_stage
 
     return attention_stage(run_dir, summary, figures=False)
 
 
 def _prior_stage(run_dir: Path, summary: dict) -> dict:
-    from probes.drift import prior_stage
+    from cotscope.probes.drift import prior_stage
 
     return prior_stage(run_dir, summary)
 
 
 def _reconstruction_stage(run_dir: Path, summary: dict) -> dict:
-    from probes.vision_latents import reconstruction_stage
+    from cotscope.probes.vision_latents import reconstruction_stage
 
     return reconstruction_stage(run_dir, summary, seed=summary["config"]["seed"])
 

@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from analyses.prior import PriorArtifact, PriorFitError, canonical_name, layer_and_module
+from cotscope.analyses.prior import PriorArtifact, PriorFitError, canonical_name, layer_and_module
 
 RULES = ("absolute", "grad_norm", "adaptive")
 EPS = 1e-12
@@ -253,7 +253,7 @@ def write_table(rows: list[dict], path: str | Path) -> Path:
     import csv
     import io
 
-    from analyses.atomic import write_json_atomic, write_text_atomic
+    from cotscope.analyses.atomic import write_json_atomic, write_text_atomic
 
     path = Path(path)
     if path.suffix == ".csv":
@@ -295,8 +295,8 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
     import numpy as np
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from probes.stimuli.visual import generate_visual_items
-    from probes.vision_latents import chat_prompt
+    from cotscope.probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.vision_latents import chat_prompt
 
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32)
@@ -319,7 +319,7 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
                                   out_path=out_dir / "drift_cos.csv")
     written: list[str] = []
     if figures:
-        from figures import fig_drift_cosine
+        from cotscope.figures import fig_drift_cosine
 
         written = [str(p) for p in fig_drift_cosine.save(rows, figures_dir or out_dir)]
     cos = np.array([r["cos"] for r in rows])
@@ -361,9 +361,9 @@ def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, o
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from analyses.atomic import write_json_atomic
-    from probes.stimuli.visual import generate_visual_items
-    from probes.vision_latents import chat_prompt
+    from cotscope.analyses.atomic import write_json_atomic
+    from cotscope.probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.vision_latents import chat_prompt
 
     processor = AutoProcessor.from_pretrained(vlm_dir)
     train = generate_visual_items(n_steps * batch_size, seed=seed, kinds=kinds)
@@ -421,17 +421,17 @@ def prior_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None, *
 
     Defaults to SmolLM2 (reason) against the reference VLM (VL). Writes ``RUN/prior/prior.safetensors``
     (``out_dtype``, float16 halves the disk use), ``prior_analysis.json`` and ``drift_cos.csv``;
-    figures come from ``python -m figures RUN``. Returns summary numbers plus ``title``/``report``
+    figures come from ``python -m cotscope.figures RUN``. Returns summary numbers plus ``title``/``report``
     (markdown) for ``report.md``.
     """
-    from analyses.prior import PRIOR_FILENAME, run_prior_analysis
+    from cotscope.analyses.prior import PRIOR_FILENAME, run_prior_analysis
 
     if reason_dir is None:
-        from probes.models.embedded import smollm2_dir
+        from cotscope.probes.models.embedded import smollm2_dir
 
         reason_dir = smollm2_dir()
     if vl_dir is None:
-        from probes.models.reference_vlm import reference_vlm_dir
+        from cotscope.probes.models.reference_vlm import reference_vlm_dir
 
         vl_dir = reference_vlm_dir()
     out = Path(run_dir) / "prior"

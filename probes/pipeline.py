@@ -1,6 +1,6 @@
 """The LLM path end to end: stimuli → collect → analyse → direction files (used by the demo and CLI).
 
->>> from probes.pipeline import run_llm_stage
+>>> from cotscope.probes.pipeline import run_llm_stage
 >>> summary = run_llm_stage("runs/demo", n_problems=128)      # doctest: +SKIP
 """
 from __future__ import annotations
@@ -10,12 +10,12 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from analyses.atomic import write_json_atomic
-from analyses.layer_sweep import analyse_store, directions_to_sets, public
-from analyses.store import ActivationStore
-from probes.collect import collect_pairs
-from probes.models.loading import LoadedModel, load_model
-from probes.stimuli import generate_problems, make_pairs
+from cotscope.analyses.atomic import write_json_atomic
+from cotscope.analyses.layer_sweep import analyse_store, directions_to_sets, public
+from cotscope.analyses.store import ActivationStore
+from cotscope.probes.collect import collect_pairs
+from cotscope.probes.models.loading import LoadedModel, load_model
+from cotscope.probes.stimuli import generate_problems, make_pairs
 
 
 def run_llm_stage(run_dir: str | Path, model: str | LoadedModel = "embedded:smollm2", *, n_problems: int = 128,
@@ -74,13 +74,13 @@ def llm_summary(res: dict[str, Any]) -> dict[str, Any]:
 def default_vlm_spec() -> str:
     """The embedded reference VLM when its weights are shipped, else the LLaVA-SmolLM2 stand-in."""
     try:
-        from probes.models.reference_vlm import SHIPPED_FILES, WEIGHTS_DIR
+        from cotscope.probes.models.reference_vlm import SHIPPED_FILES, WEIGHTS_DIR
 
         if all((WEIGHTS_DIR / f).is_file() for f in SHIPPED_FILES):
             return "embedded:smolvlm"
     except ImportError:
         pass
-    from probes.models.llava_smol import llava_smol_dir
+    from cotscope.probes.models.llava_smol import llava_smol_dir
 
     return str(llava_smol_dir())
 
@@ -94,11 +94,11 @@ def run_vlm_stage(run_dir: str | Path, vlm: str | LoadedModel | None = None, *, 
     L2V-CoT code reads VLM directions) and (b) the same problems rendered as images; then compares
     each with the LLM store of :func:`run_llm_stage` (which must exist in ``run_dir``).
     """
-    from analyses.artifacts import DirectionMeta, DirectionSet
-    from analyses.crossmodel import DEFAULT_CUTOFFS, crossmodel_analysis
-    from analyses.directions import mean_difference
-    from probes.stimuli.visual import generate_visual_items
-    from probes.stimuli.visual_pairs import make_visual_pairs
+    from cotscope.analyses.artifacts import DirectionMeta, DirectionSet
+    from cotscope.analyses.crossmodel import DEFAULT_CUTOFFS, crossmodel_analysis
+    from cotscope.analyses.directions import mean_difference
+    from cotscope.probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.stimuli.visual_pairs import make_visual_pairs
 
     run_dir = Path(run_dir)
     llm_store = ActivationStore(run_dir / "stores" / "llm")

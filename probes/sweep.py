@@ -22,13 +22,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analyses.artifacts import DirectionSet
-from analyses.sweeps import SweepTable, SweepTableError, meta_path, paired_gains, read_table
-from probes.evaluate import DEFAULT_TEMPLATE, extract_answer, forced_answer, is_correct
-from probes.intervene import (CONTROLS, InjectionError, RowSteer, as_direction_set, build_controls, check_lam,
+from cotscope.analyses.artifacts import DirectionSet
+from cotscope.analyses.sweeps import SweepTable, SweepTableError, meta_path, paired_gains, read_table
+from cotscope.probes.evaluate import DEFAULT_TEMPLATE, extract_answer, forced_answer, is_correct
+from cotscope.probes.intervene import (CONTROLS, InjectionError, RowSteer, as_direction_set, build_controls, check_lam,
                               generate_steered, normalize_positions)
-from probes.models.loading import LoadedModel
-from probes.stimuli.pairs import DIRECT_CUE
+from cotscope.probes.models.loading import LoadedModel
+from cotscope.probes.stimuli.pairs import DIRECT_CUE
 
 SCHEMA = {
     "cell_id": "str", "control": "str", "layer": "int", "layers": "str", "lam": "float",
@@ -57,7 +57,7 @@ class EvalPrompt:
         if self.image is not None:
             if not lm.is_vlm:
                 raise InjectionError(f"prompt {self.id} has an image but {lm.model_id} is a text-only model")
-            from probes.models.processors import image_prompt
+            from cotscope.probes.models.processors import image_prompt
 
             q = image_prompt(lm.processor, q)
         tok = lm.tokenizer
@@ -68,7 +68,7 @@ class EvalPrompt:
     def image_hash(self) -> str | None:
         if self.image is None:
             return None
-        from probes.collect import image_sha256
+        from cotscope.probes.collect import image_sha256
 
         return image_sha256(self.image)
 
@@ -348,15 +348,15 @@ def ensure_direction(llm: LoadedModel, path: str | Path, *, n_pairs: int = 32, l
     ``n_pairs`` seeded arithmetic problems, per layer (default: every layer), via
     :func:`probes.collect.collect_pairs`.
     """
-    from analyses.artifacts import DirectionMeta
-    from probes.collect import collect_pairs
-    from probes.stimuli import generate_problems, make_pairs
+    from cotscope.analyses.artifacts import DirectionMeta
+    from cotscope.probes.collect import collect_pairs
+    from cotscope.probes.stimuli import generate_problems, make_pairs
 
     path = Path(path)
     if path.is_file():
         return DirectionSet.load(path)
     try:
-        from analyses.directions import mean_difference
+        from cotscope.analyses.directions import mean_difference
     except ImportError:  # the analysis module is optional here
         def mean_difference(cot, direct):
             return (np.asarray(cot, np.float64) - np.asarray(direct, np.float64)).mean(0)
@@ -366,7 +366,7 @@ def ensure_direction(llm: LoadedModel, path: str | Path, *, n_pairs: int = 32, l
     store = collect_pairs(llm, pairs, path.parent / f".store-{path.stem}", layers=layers, positions=("last_prompt",),
                           batch_size=batch_size, progress=progress)
     vecs = {l: mean_difference(*store.paired("last_prompt", l)).astype(np.float32) for l in layers}
-    from probes.stimuli.arithmetic import problems_hash
+    from cotscope.probes.stimuli.arithmetic import problems_hash
 
     meta = DirectionMeta(model_id=llm.model_id, model_revision=llm.revision, model_type=llm.model_type,
                          hidden_size=llm.hidden_size, n_layers=llm.n_layers, token_rule="last_prompt", pairing="cue",
@@ -378,7 +378,7 @@ def ensure_direction(llm: LoadedModel, path: str | Path, *, n_pairs: int = 32, l
 
 
 def _load(spec: Any) -> LoadedModel:
-    from probes.models.loading import load_model
+    from cotscope.probes.models.loading import load_model
 
     return spec if isinstance(spec, LoadedModel) else load_model(spec)
 
@@ -426,7 +426,7 @@ def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_
     """The small sweep of ``make demo``: SmolLM2's CoT direction injected into SmolLM2 itself (direct-answer
     text prompts) and into ``target`` (a VLM spec or :class:`LoadedModel`; image prompts of rendered
     expressions; ``None`` skips it). Writes ``sweep_llm.csv``, ``sweep_vlm.csv`` and ``intervention.json``
-    under ``out_dir`` (use ``RUN/intervention``: ``python -m figures RUN`` then draws the four figures from
+    under ``out_dir`` (use ``RUN/intervention``: ``python -m cotscope.figures RUN`` then draws the four figures from
     there; ``figures=True`` draws them into ``out_dir/figures`` right away). A missing direction file is
     computed first (:func:`ensure_direction`). Rerunning resumes the tables. ``target_own`` (the target's own CoT
     direction, e.g. ``RUN/directions/vlm_image_mean_diff.safetensors``) adds the paper's ablation control
@@ -441,9 +441,9 @@ def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_
     >>> res = run_demo_sweep("embedded:smollm2", llava_smol_dir(), "runs/demo/directions/llm_mean_diff.safetensors",
     ...                      "runs/demo/intervention")                                         # doctest: +SKIP
     """
-    from analyses.atomic import write_json_atomic
-    from probes.stimuli import generate_problems
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.analyses.atomic import write_json_atomic
+    from cotscope.probes.stimuli import generate_problems
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     t0 = time.perf_counter()
     out_dir = Path(out_dir)
@@ -483,7 +483,7 @@ def render_figures(out_dir: str | Path) -> list[Path]:
 
     paths: list[Path] = []
     for name in ("fig_injection_layers", "fig_injection_strength", "fig_length_vs_accuracy", "fig_injection_controls"):
-        mod = importlib.import_module(f"figures.{name}")
+        mod = importlib.import_module(f"cotscope.figures.{name}")
         paths += mod.render_tables(sorted(Path(out_dir).glob("sweep_*.csv")), Path(out_dir) / "figures")
     return paths
 

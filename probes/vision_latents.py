@@ -175,8 +175,8 @@ def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: 
     ``n_tokens`` is capped at the connector's token count (the paper's 256 → 32 needs ≥ 32 tokens).
     The heat map uses the first image and ``heatmap_layers`` (default: 4 evenly spaced layers).
     """
-    from analyses.atomic import write_json_atomic
-    from analyses.reconstruction import fit_reconstruction_probes, patch_similarity
+    from cotscope.analyses.atomic import write_json_atomic
+    from cotscope.analyses.reconstruction import fit_reconstruction_probes, patch_similarity
 
     out_dir = Path(out_dir)
     data = collect_vision_latents(model, processor, images, prompts, connector_path, token_rule=token_rule)
@@ -194,7 +194,7 @@ def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: 
     write_json_atomic(out_dir / "reconstruction.json", out)
     written: list[str] = []
     if figures:
-        from figures import fig_patch_similarity, fig_reconstruction
+        from cotscope.figures import fig_patch_similarity, fig_reconstruction
 
         written += [str(p) for p in fig_reconstruction.save(out, figures_dir or out_dir)]
         written += [str(p) for p in fig_patch_similarity.save(out, figures_dir or out_dir)]
@@ -217,7 +217,7 @@ def find_connector(model: torch.nn.Module) -> str:
 
 def chat_prompt(processor: Any, question: str) -> str:
     """One user turn: the processor's image placeholder, a newline, then ``question`` (chat template applied)."""
-    from probes.models.processors import image_placeholder
+    from cotscope.probes.models.processors import image_placeholder
 
     content = image_placeholder(processor) + "\n" + question
     tok = getattr(processor, "tokenizer", processor)
@@ -239,7 +239,7 @@ def run_reconstruction_demo(vlm_dir: str | Path, out_dir: str | Path, *, n_image
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     model = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32).eval()
     processor = AutoProcessor.from_pretrained(vlm_dir)
@@ -255,10 +255,10 @@ def reconstruction_stage(run_dir: str | Path, summary: dict | None = None, *, vl
     """``make demo`` stage: the reconstruction probe on the reference VLM (results in ``RUN/reconstruction``).
 
     Returns summary numbers plus ``title``/``report`` (markdown) for ``report.md``; figures come
-    from ``python -m figures RUN``.
+    from ``python -m cotscope.figures RUN``.
     """
     if vlm_dir is None:
-        from probes.models.reference_vlm import reference_vlm_dir
+        from cotscope.probes.models.reference_vlm import reference_vlm_dir
 
         vlm_dir = reference_vlm_dir()
     s = run_reconstruction_demo(vlm_dir, Path(run_dir) / "reconstruction", n_images=n_images, n_tokens=n_tokens,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.prior import PriorFitError, compute_prior
-from probes import drift as D
+from cotscope.analyses.prior import PriorFitError, compute_prior
+from cotscope.probes import drift as D
 
 torch.set_num_threads(2)
 TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -196,7 +196,7 @@ def test_logger_with_rule_logs_the_guided_cosine():
 
 
 def test_drift_cosine_figure_draws_from_the_table(tmp_path):
-    from figures import fig_drift_cosine
+    from cotscope.figures import fig_drift_cosine
 
     model = _llama()
     params = dict(model.named_parameters())
@@ -247,7 +247,7 @@ def test_prior_stage_gives_numbers_and_a_report(tiny_pair, tmp_path):
     assert s["n_matched"] == 28 and s["delta_norm_total"] > 0 and s["drift_n_steps"] == 1
     assert "Verdict" in s["report"] and s["title"]
     assert (tmp_path / "prior" / "prior.safetensors").is_file() and (tmp_path / "prior" / "drift_cos.csv").is_file()
-    from analyses.prior import PriorArtifact
+    from cotscope.analyses.prior import PriorArtifact
 
     assert PriorArtifact.load(tmp_path / "prior" / "prior.safetensors").meta["out_dtype"] == "float16"
     json_ready = __import__("json").dumps(s)                      # goes into summary.json as is

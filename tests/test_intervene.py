@@ -14,14 +14,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from analyses import spectral
-from analyses.artifacts import DirectionFileError, DirectionMeta, DirectionSet
-from probes.collect import encode_batch
-from probes.evaluate import forced_answer
-from probes.intervene import (BudgetDecoder, InjectionError, RowSteer, build_controls, generate_steered,
+from cotscope.analyses import spectral
+from cotscope.analyses.artifacts import DirectionFileError, DirectionMeta, DirectionSet
+from cotscope.probes.collect import encode_batch
+from cotscope.probes.evaluate import forced_answer
+from cotscope.probes.intervene import (BudgetDecoder, InjectionError, RowSteer, build_controls, generate_steered,
                               inject_generate, normalize_positions, prepare_vector, random_like, source_layer,
                               steer_hidden)
-from probes.models.loading import wrap_model
+from cotscope.probes.models.loading import wrap_model
 
 D = 576
 N_NEW = 5

@@ -10,8 +10,8 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from analyses import prior as P
-from analyses import spectral
+from cotscope.analyses import prior as P
+from cotscope.analyses import spectral
 
 torch.set_num_threads(2)
 TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
@@ -346,8 +346,8 @@ def test_identical_backbones_give_zero_delta_and_no_spectrum(pair, tmp_path):
 @pytest.mark.slow
 def test_reference_vlm_prior_is_minus_its_lora_delta(tmp_path):
     """The real pair: Δ(SmolLM2, reference VLM) must equal −(the shipped LoRA delta), and be zero elsewhere."""
-    RV = pytest.importorskip("probes.models.reference_vlm")
-    from probes.models.embedded import smollm2_dir
+    RV = pytest.importorskip("cotscope.probes.models.reference_vlm")
+    from cotscope.probes.models.embedded import smollm2_dir
 
     try:
         vdir = RV.reference_vlm_dir()
@@ -380,7 +380,7 @@ def test_user_regex_can_pair_non_lm_tensors_by_exact_name(pair):
 
 
 def test_figures_regenerate_from_the_run_directory(pair, tmp_path):
-    from figures.__main__ import render_all
+    from cotscope.figures.__main__ import render_all
 
     P.run_prior_analysis(pair["root"] / "lm", pair["root"] / "idefics2", tmp_path / "prior", write_artifact=False,
                          figures=False, n_perm=10, n_perm_layer=10, progress=False, verbose=False)

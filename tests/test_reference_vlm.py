@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from probes.models import reference_vlm as R
-from probes.models.embedded import EmbeddedModelVersionError
+from cotscope.probes.models import reference_vlm as R
+from cotscope.probes.models.embedded import EmbeddedModelVersionError
 
 pytestmark = pytest.mark.skipif(not (R.WEIGHTS_DIR / R.SUMS_FILE).is_file(),
                                 reason="weights/cotscope-smolvlm not shipped yet")
@@ -31,7 +31,7 @@ def test_loads_offline_through_auto_classes(vlm):
     assert isinstance(model, LlavaForConditionalGeneration) and isinstance(proc, LlavaProcessor)
     assert model.config.text_config.vocab_size == 49152 and len(proc.tokenizer) == 49152
     assert model.config.image_token_index == R.IMAGE_TOKEN_ID
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     it = generate_visual_items(1, seed=1)[0]
     enc = R.vlm_batch(proc, [it.image], [it.direct_prompt])
@@ -44,7 +44,7 @@ def test_loads_offline_through_auto_classes(vlm):
 def test_lm_equals_smollm2_plus_recorded_delta(vlm):
     from safetensors.torch import load_file
 
-    from probes.models.embedded import smollm2_dir
+    from cotscope.probes.models.embedded import smollm2_dir
 
     model, _ = vlm
     base = load_file(str(smollm2_dir() / "model.safetensors"))
@@ -70,7 +70,7 @@ def _eval_module():
 
 
 def test_reading_floor_on_50_heldout_images(vlm):
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     ev = _eval_module()
     model, proc = vlm
@@ -85,8 +85,8 @@ def test_reading_floor_on_50_heldout_images(vlm):
 def test_blank_image_drops_agreement(vlm):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from probes.models.embedded import smollm2_dir
-    from probes.stimuli.visual import generate_visual_items, text_prompt
+    from cotscope.probes.models.embedded import smollm2_dir
+    from cotscope.probes.stimuli.visual import generate_visual_items, text_prompt
 
     ev = _eval_module()
     model, proc = vlm
@@ -139,7 +139,7 @@ def test_corrupted_or_missing_weights_raise(tmp_path):
 
 
 def test_wrong_embedded_llm_version_raises(tmp_path):
-    from probes.models.embedded import file_sha256
+    from cotscope.probes.models.embedded import file_sha256
 
     wd = _copy_weights(tmp_path)
     meta = json.loads((wd / R.META_FILE).read_text())
@@ -154,7 +154,7 @@ def test_wrong_embedded_llm_version_raises(tmp_path):
 def test_unusable_image_gives_clear_error(vlm):
     from PIL import Image
 
-    from probes.stimuli.visual import ImageInputError
+    from cotscope.probes.stimuli.visual import ImageInputError
 
     _, proc = vlm
     with pytest.raises(ImageInputError, match="smaller"):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from probes.models.hf_compat import image_feature_rows
-from probes.vision_latents import VisionLatentsError, collect_vision_latents, run_reconstruction_analysis
+from cotscope.probes.models.hf_compat import image_feature_rows
+from cotscope.probes.vision_latents import VisionLatentsError, collect_vision_latents, run_reconstruction_analysis
 from tiny_vlms import sample_image, tiny_vlm
 
 torch.set_num_threads(2)
@@ -59,7 +59,7 @@ def test_run_reconstruction_analysis_end_to_end(tmp_path):
 def test_reconstruction_stage_gives_numbers_and_a_report(tmp_path):
     from tiny_vlms import tiny_vlm_dir
 
-    from probes.vision_latents import reconstruction_stage
+    from cotscope.probes.vision_latents import reconstruction_stage
 
     s = reconstruction_stage(tmp_path, {}, vlm_dir=tiny_vlm_dir("llava"), n_images=8)
     assert s["recon_n_tokens"] == 16 and "held-out images" in s["report"] and s["title"]

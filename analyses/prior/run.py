@@ -6,8 +6,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from analyses.prior.artifact import PRIOR_FILENAME
-from analyses.prior.compute import compute_prior
+from cotscope.analyses.prior.artifact import PRIOR_FILENAME
+from cotscope.analyses.prior.compute import compute_prior
 
 ANALYSIS_FILENAME = "prior_analysis.json"
 
@@ -18,14 +18,14 @@ def run_prior_analysis(reason_dir: str | Path, vl_dir: str | Path, out_dir: str 
                        **kw: Any) -> dict:
     """Compute the prior, write ``prior.safetensors`` + ``prior_analysis.json`` (+ figures), return summary numbers.
 
-    Figures go to ``figures_dir`` (default ``out_dir``); ``python -m figures RUN`` redraws them from
+    Figures go to ``figures_dir`` (default ``out_dir``); ``python -m cotscope.figures RUN`` redraws them from
     ``RUN/prior/prior_analysis.json`` when ``out_dir`` is ``RUN/prior``. Extra keywords go to
     :func:`compute_prior`.
 
     >>> s = run_prior_analysis(smollm2_dir(), reference_vlm_dir(), "out/prior")   # doctest: +SKIP
     >>> sorted(s)[:3]                                                            # doctest: +SKIP
     """
-    from analyses.atomic import write_json_atomic
+    from cotscope.analyses.atomic import write_json_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -35,7 +35,7 @@ def run_prior_analysis(reason_dir: str | Path, vl_dir: str | Path, out_dir: str 
     write_json_atomic(out_dir / ANALYSIS_FILENAME, data)
     written: list[str] = []
     if figures:
-        from figures import fig_prior_modules, fig_prior_norms, fig_prior_spectrum
+        from cotscope.figures import fig_prior_modules, fig_prior_norms, fig_prior_spectrum
 
         for mod in (fig_prior_norms, fig_prior_modules, fig_prior_spectrum):
             if mod is fig_prior_spectrum and not data["spectrum"]:

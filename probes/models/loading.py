@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from probes.models.embedded import EMBEDDED_LLM, GGUF_SHA256, MODEL_ID, smollm2_dir
-from probes.models.registry import ModelAdapter, adapter_for
+from cotscope.probes.models.embedded import EMBEDDED_LLM, GGUF_SHA256, MODEL_ID, smollm2_dir
+from cotscope.probes.models.registry import ModelAdapter, adapter_for
 
 EMBEDDED_VLM = "embedded:smolvlm"
 ALIASES = {EMBEDDED_LLM: "SmolLM2-135M-Instruct (embedded)", EMBEDDED_VLM: "cotscope-smolvlm (embedded reference VLM)"}
@@ -43,7 +43,7 @@ def resolve_spec(spec: str | Path) -> tuple[Path | str, str, str]:
     if spec_s == EMBEDDED_LLM:
         return smollm2_dir(), MODEL_ID, f"gguf-sha256:{GGUF_SHA256}"
     if spec_s == EMBEDDED_VLM:
-        from probes.models.reference_vlm import reference_vlm_dir  # lazily: needs the shipped weights
+        from cotscope.probes.models.reference_vlm import reference_vlm_dir  # lazily: needs the shipped weights
 
         d = reference_vlm_dir()
         return d, "cotscope-smolvlm", f"dir-fingerprint:{dir_fingerprint(d)}"

@@ -20,9 +20,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from analyses.atomic import atomic_dir
+from cotscope.analyses.atomic import atomic_dir
 
-from probes.models.embedded import (GGUF_SHA256, EmbeddedModelVersionError, cache_root, file_sha256,
+from cotscope.probes.models.embedded import (GGUF_SHA256, EmbeddedModelVersionError, cache_root, file_sha256,
                                     image_chat_template, smollm2_dir)
 
 NAME = "cotscope-smolvlm"
@@ -119,7 +119,7 @@ def pixel_tensor(images) -> "torch.Tensor":
 
 def image_features(model, pixel_values) -> "torch.Tensor":
     """The image tokens' input embeddings, [B, N_IMAGE_TOKENS, hidden]."""
-    from probes.models.hf_compat import image_feature_rows
+    from cotscope.probes.models.hf_compat import image_feature_rows
 
     f = image_feature_rows(model.model.get_image_features(pixel_values=pixel_values))
     return f.view(pixel_values.shape[0], N_IMAGE_TOKENS, -1)
@@ -145,7 +145,7 @@ def build_model(smol_dir: str | Path, dtype=None):
 
 def vlm_batch(processor, images: Sequence, prompts: Sequence[str]):
     """Validated, left-padded processor batch for one image + prompt per row (bad images raise ImageInputError)."""
-    from probes.stimuli.visual import check_image
+    from cotscope.probes.stimuli.visual import check_image
 
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images for {len(prompts)} prompts: pass one image per prompt.")

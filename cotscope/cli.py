@@ -9,11 +9,11 @@ from pathlib import Path
 
 
 def _setup_models(args: argparse.Namespace) -> int:
-    from probes.models.embedded import smollm2_dir
+    from cotscope.probes.models.embedded import smollm2_dir
 
     print(f"[setup] SmolLM2: {smollm2_dir()}")
     try:
-        from probes.models.reference_vlm import reference_vlm_dir
+        from cotscope.probes.models.reference_vlm import reference_vlm_dir
     except ImportError:
         return 0
     print(f"[setup] reference VLM: {reference_vlm_dir()}")
@@ -21,7 +21,7 @@ def _setup_models(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from probes.demo import run_demo
+    from cotscope.probes.demo import run_demo
 
     over = {}
     if args.n_problems:
@@ -31,9 +31,9 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from probes.collect import collect_pairs
-    from probes.models.loading import load_model
-    from probes.stimuli import generate_problems, load_problems_jsonl, make_pairs
+    from cotscope.probes.collect import collect_pairs
+    from cotscope.probes.models.loading import load_model
+    from cotscope.probes.stimuli import generate_problems, load_problems_jsonl, make_pairs
 
     lm = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
     probs = load_problems_jsonl(args.stimuli) if args.stimuli else generate_problems(args.n, seed=args.seed)
@@ -45,9 +45,9 @@ def _collect(args: argparse.Namespace) -> int:
 
 
 def _analyse(args: argparse.Namespace) -> int:
-    from analyses.atomic import write_json_atomic
-    from analyses.layer_sweep import analyse_store, directions_to_sets, public
-    from analyses.store import ActivationStore
+    from cotscope.analyses.atomic import write_json_atomic
+    from cotscope.analyses.layer_sweep import analyse_store, directions_to_sets, public
+    from cotscope.analyses.store import ActivationStore
 
     store = ActivationStore(args.store)
     res = analyse_store(store, args.position, cutoff=args.cutoff, n_perm=args.n_perm)
@@ -60,7 +60,7 @@ def _analyse(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from analyses.export.dispatch import STEERING_FORMATS, export_direction, parse_layers
+    from cotscope.analyses.export.dispatch import STEERING_FORMATS, export_direction, parse_layers
 
     path, layers = export_direction(args.direction, args.to, args.out, layers=parse_layers(args.layers),
                                     target=args.target, model_hint=args.model_hint)
@@ -70,7 +70,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _figures(args: argparse.Namespace) -> int:
-    from figures.__main__ import main
+    from cotscope.figures.__main__ import main
 
     return main([args.run_dir])
 
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     s.set_defaults(fn=_analyse)
     s = sub.add_parser("export", help="export a direction file for llama.cpp, repeng or plain arrays")
     s.add_argument("direction", help="a cotscope direction file (.safetensors)")
-    from analyses.export.dispatch import FORMATS
+    from cotscope.analyses.export.dispatch import FORMATS
 
     s.add_argument("--to", required=True, choices=FORMATS)
     s.add_argument("--out", required=True)
