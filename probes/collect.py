@@ -28,6 +28,8 @@ import numpy as np
 from cotscope.analyses.artifacts import library_versions
 from cotscope.analyses.store import ActivationStore, StoreWriter
 from cotscope.probes.models.loading import LoadedModel
+from cotscope.probes.remote import backend_for, resolve_remote
+from cotscope.probes.traced import reduce_positions
 from cotscope.probes.stimuli.pairs import PromptPair
 
 POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean")
@@ -96,58 +98,113 @@ def encode_batch(loaded: LoadedModel, texts: list[str], images: list[Any] | None
     return tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
 
 
+def _aux(loaded: LoadedModel, layers: list[int], n_ans, img_mask, T: int, mode: bool | str) -> list[dict]:
+    """Index and mask tensors for each requested layer, created on that layer's own device (one set per device).
+
+    Remotely the server decides placement, so they stay on the CPU and :func:`probes.traced.reduce_positions`
+    moves them next to the layer output.
+    """
+    import torch
+
+    by_dev: dict[str, dict] = {}
+    out = []
+    for i in layers:
+        dev = None if mode else loaded.layer_device(i)
+        dev = dev if dev is not None else torch.device("cpu")
+        if str(dev) not in by_dev:
+            n = n_ans.to(dev)
+            by_dev[str(dev)] = {"ar": torch.arange(len(n_ans), device=dev), "lp_idx": T - 1 - n,
+                                "ans_mask": (torch.arange(T, device=dev)[None, :] >= (T - n)[:, None]).float(),
+                                "img": img_mask.float().to(dev) if img_mask is not None else None}
+        out.append(by_dev[str(dev)])
+    return out
+
+
+def _batch_request(loaded: LoadedModel, enc, layers: list[int], n_ans, img_mask, mode: bool | str) -> tuple[dict, list]:
+    """Model inputs (on the input device) and per-layer auxiliary tensors for one batch."""
+    B, T = enc["input_ids"].shape
+    dev = loaded.device if not mode else "cpu"
+    inputs = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
+    return inputs, _aux(loaded, layers, n_ans, img_mask, T, mode)
+
+
+def _finish(out: dict, full: list, all_tokens: bool):
+    import torch
+
+    res = {p: torch.stack(list(v), 1).cpu().numpy().astype(np.float32) for p, v in out.items()}
+    full_np = torch.stack(list(full), 1).cpu().numpy().astype(np.float32) if all_tokens else None
+    return res, full_np
+
+
 def _reduce_batch(loaded: LoadedModel, enc, layers: list[int], positions: Sequence[str], n_ans, img_mask,
-                  all_tokens: bool):
+                  all_tokens: bool, remote: bool | str = False):
     """One traced forward pass; returns {position: [B, L, d]} and optional full hidden states."""
+    return _reduce_batches(loaded, [(enc, n_ans, img_mask)], layers, positions, all_tokens, remote)[0]
+
+
+def _reduce_batches(loaded: LoadedModel, batches: Sequence[tuple], layers: list[int], positions: Sequence[str],
+                    all_tokens: bool, remote: bool | str = False) -> list[tuple]:
+    """Traced forward passes for ``batches`` (``(enc, n_ans, img_mask)`` each): one trace per batch here, or one
+    request (an nnsight session holding one trace per batch) remotely. The trace bodies only use tensors and
+    :mod:`probes.traced`, so they run on a server without cotscope."""
     import nnsight
     import torch
 
     model = loaded.nnsight
-    B, T = enc["input_ids"].shape
-    ar = torch.arange(B)
-    dev = loaded.device
-    n_ans = n_ans.to(dev)
-    lp_idx = (T - 1 - n_ans)
-    tpos = torch.arange(T, device=dev)[None, :]
-    ans_mask = (tpos >= (T - n_ans)[:, None]).float()
-    img = img_mask.float().to(dev) if img_mask is not None else None
-    inputs = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
+    envs = [loaded.adapter.layers(model)[i] for i in layers]
+    positions = list(positions)
+    reqs = [_batch_request(loaded, enc, layers, n_ans, img_mask, remote) for enc, n_ans, img_mask in batches]
+    backend = backend_for(model, remote, "collect")
     with torch.no_grad():
-        with model.trace(inputs) as tracer:
-            out = nnsight.save({p: [] for p in positions})
-            full = nnsight.save([])
-            lyr = loaded.adapter.layers(model)
-            for i in layers:
-                h = lyr[i].output
-                for p in positions:
-                    if p == "last_prompt":
-                        out[p].append(h[ar, lp_idx].float())
-                    elif p == "last":
-                        out[p].append(h[:, -1].float())
-                    elif p == "answer_mean":
-                        out[p].append(((h.float() * ans_mask[..., None]).sum(1) / ans_mask.sum(1, keepdim=True)))
-                    elif p == "image_mean":
-                        out[p].append(((h.float() * img[..., None]).sum(1) / img.sum(1, keepdim=True)))
-                if all_tokens:
-                    full.append(h.float())
-            tracer.stop()
-    res = {p: torch.stack(v, 1).cpu().numpy().astype(np.float32) for p, v in out.items()}
-    full_np = torch.stack(full, 1).cpu().numpy().astype(np.float32) if all_tokens else None
-    return res, full_np
+        if len(reqs) == 1:
+            inputs, auxs = reqs[0]
+            with model.trace(inputs, backend=backend) as tracer:
+                out = nnsight.save({p: [] for p in positions})
+                full = nnsight.save([])
+                for env, aux in zip(envs, auxs):
+                    h = env.output
+                    red = reduce_positions(h, positions, aux)
+                    for p in positions:
+                        out[p].append(red[p])
+                    if all_tokens:
+                        full.append(h.float())
+                tracer.stop()
+            return [_finish(out, full, all_tokens)]
+        with model.session(backend=backend):
+            results = nnsight.save([])
+            for inputs, auxs in reqs:
+                with model.trace(inputs) as tracer:
+                    out = {p: [] for p in positions}
+                    full = []
+                    for env, aux in zip(envs, auxs):
+                        h = env.output
+                        red = reduce_positions(h, positions, aux)
+                        for p in positions:
+                            out[p].append(red[p])
+                        if all_tokens:
+                            full.append(h.float())
+                    results.append((out, full))
+                    tracer.stop()
+    return [_finish(out, full, all_tokens) for out, full in results]
 
 
 def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: str | Path, *,
                   layers: Sequence[int] | None = None, positions: Sequence[str] = ("last_prompt", "answer_mean"),
                   batch_size: int = 16, all_tokens: bool = False, overwrite: bool = False, progress: bool = True,
-                  max_batches: int | None = None) -> ActivationStore | None:
+                  max_batches: int | None = None, remote: bool | str | None = None,
+                  batches_per_request: int | None = None) -> ActivationStore | None:
     """Collect residuals for every member of ``pairs`` into ``store_dir`` and return the store.
 
     Resumes an interrupted collection of the same configuration; refuses a directory written by a
     different one. ``max_batches`` stops early (for tests of resume); then ``None`` is returned.
+    ``remote``: ``False`` (here), ``True`` (NDIF through nnsight) or ``"local"`` (nnsight's local simulation
+    of the remote path); ``None`` = the model's default. Remotely, ``batches_per_request`` batches (default 4)
+    travel as one request (an nnsight session), saving round trips; the store is the same either way.
     """
     from tqdm.auto import tqdm
     import torch
 
+    mode = resolve_remote(loaded, remote)
     positions = list(dict.fromkeys(positions))
     bad = [p for p in positions if p not in POSITIONS]
     if bad:
@@ -170,35 +227,46 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
     n_batches = (len(items) + batch_size - 1) // batch_size
     done = writer.done_shards()
     todo = [b for b in range(n_batches) if b not in done]
-    bar = tqdm(total=n_batches, initial=n_batches - len(todo), desc=f"collect {loaded.model_id[:30]}",
+    if max_batches is not None:
+        todo = todo[:max(int(max_batches), 0)]
+    if batches_per_request is not None and int(batches_per_request) < 1:
+        raise CollectionError(f"batches_per_request must be >= 1, got {batches_per_request}")
+    per_req = 1 if not mode else int(batches_per_request or 4)
+    bar = tqdm(total=n_batches, initial=n_batches - len(done), desc=f"collect {loaded.model_id[:30]}",
                unit="batch", disable=not progress)
-    for k, b in enumerate(todo):
-        if max_batches is not None and k >= max_batches:
-            bar.close()
-            return None
-        sl = slice(b * batch_size, min((b + 1) * batch_size, len(items)))
-        batch_items = items[sl]
-        texts = [it["text"] for it in batch_items]
-        enc = encode_batch(loaded, texts, images[sl] if has_images else None)
-        n_ans = torch.tensor([it["n_answer_tokens"] for it in batch_items])
-        img_mask = loaded.adapter.image_token_mask(enc["input_ids"], loaded.config) if has_images else None
-        res, full = _reduce_batch(loaded, enc, layers, positions, n_ans, img_mask, all_tokens)
-        tensors = dict(res)
-        seq_len = enc["attention_mask"].sum(1)
-        tensors["seq_len"] = seq_len.numpy().astype(np.int64)
-        if img_mask is not None:
-            # store the unpadded (left-aligned) mask of each row
-            T = img_mask.shape[1]
-            m = np.zeros((len(batch_items), T), dtype=np.uint8)
-            for r in range(len(batch_items)):
-                n = int(seq_len[r])
-                m[r, :n] = img_mask[r, T - n:].numpy()
-            tensors["image_mask"] = m
-        if full is not None:
-            for r, it in enumerate(batch_items):
-                n = int(seq_len[r])
-                tensors[f"all.{it['row']}"] = np.ascontiguousarray(full[r][:, -n:])
-        writer.write_shard(b, np.arange(sl.start, sl.stop), tensors)
-        bar.update(1)
+    for g in range(0, len(todo), per_req):
+        group = todo[g: g + per_req]
+        prepared = []
+        for b in group:
+            sl = slice(b * batch_size, min((b + 1) * batch_size, len(items)))
+            texts = [it["text"] for it in items[sl]]
+            enc = encode_batch(loaded, texts, images[sl] if has_images else None)
+            n_ans = torch.tensor([it["n_answer_tokens"] for it in items[sl]])
+            img_mask = loaded.adapter.image_token_mask(enc["input_ids"], loaded.config) if has_images else None
+            prepared.append((b, sl, enc, n_ans, img_mask))
+        outs = _reduce_batches(loaded, [(enc, n_ans, img_mask) for _, _, enc, n_ans, img_mask in prepared], layers,
+                               positions, all_tokens, mode)
+        for (b, sl, enc, n_ans, img_mask), (res, full) in zip(prepared, outs):
+            batch_items = items[sl]
+            tensors = dict(res)
+            seq_len = enc["attention_mask"].sum(1)
+            tensors["seq_len"] = seq_len.numpy().astype(np.int64)
+            if img_mask is not None:
+                # store the unpadded (left-aligned) mask of each row
+                T = img_mask.shape[1]
+                m = np.zeros((len(batch_items), T), dtype=np.uint8)
+                for r in range(len(batch_items)):
+                    n = int(seq_len[r])
+                    m[r, :n] = img_mask[r, T - n:].numpy()
+                tensors["image_mask"] = m
+            if full is not None:
+                for r, it in enumerate(batch_items):
+                    n = int(seq_len[r])
+                    tensors[f"all.{it['row']}"] = np.ascontiguousarray(full[r][:, -n:])
+            writer.write_shard(b, np.arange(sl.start, sl.stop), tensors)
+            bar.update(1)
+    if max_batches is not None and len(writer.done_shards()) < n_batches:
+        bar.close()
+        return None
     bar.close()
     return writer.finish()

@@ -281,10 +281,27 @@ def _sft_example(processor: Any, image: Any, prompt: str, answer: str) -> dict:
     return {**full, "labels": labels}
 
 
+def _load_vlm(vlm_dir: str | Path, dtype: Any, device: str | None, device_map: Any) -> tuple[torch.nn.Module, Any, Any]:
+    """``(model, processor, input device)`` through :func:`probes.models.loading.load_model`."""
+    from cotscope.probes.models.loading import load_model
+
+    lm = load_model(vlm_dir, dtype=dtype, device=device, device_map=device_map)
+    if not lm.is_vlm:
+        raise DriftError(f"{vlm_dir} is a text-only model ({lm.model_type}); drift alignment fine-tunes a VLM")
+    return lm.hf, lm.processor, lm.device
+
+
+def _on(batch: Mapping[str, Any], device: Any) -> dict:
+    if device is None:
+        return dict(batch)
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
 def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, out_dir: str | Path, *,
                         n_steps: int = 6, batch_size: int = 2, lr: float = 1e-5, rule: str | None = None,
                         seed: int = 0, kinds: tuple[str, ...] = ("expression", "counting", "bars"),
-                        figures: bool = True, figures_dir: str | Path | None = None) -> dict:
+                        figures: bool = True, figures_dir: str | Path | None = None, dtype: Any = "float32",
+                        device: str | None = "cpu", device_map: Any = None) -> dict:
     """cos(g, Δ) during a few fine-tuning steps of a saved VLM on the bundled visual problems (for ``make demo``).
 
     Only the parameters the prior covers are trained (AdamW, ``lr``); each step averages the
@@ -293,14 +310,12 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
     and returns summary numbers. A negative cosine means plain descent already moves towards θ_reason.
     """
     import numpy as np
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from cotscope.probes.stimuli.visual import generate_visual_items
     from cotscope.probes.vision_latents import chat_prompt
 
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(vlm_dir)
+    model, processor, in_dev = _load_vlm(vlm_dir, dtype, device, device_map)
     deltas = prior_tensors(model, prior)
     model.requires_grad_(False)
     params = dict(model.named_parameters())
@@ -312,7 +327,7 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
     batches = [{"examples": examples[i:i + batch_size]} for i in range(0, len(examples), batch_size)]
 
     def loss_fn(m: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        return torch.stack([m(**ex).loss for ex in batch["examples"]]).mean()
+        return torch.stack([m(**_on(ex, in_dev)).loss.float() for ex in batch["examples"]]).mean()
 
     out_dir = Path(out_dir)
     rows = log_gradient_alignment(model, deltas, batches, n_steps, rule=rule, lr=lr, loss_fn=loss_fn,
@@ -335,14 +350,15 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
 
 
 @torch.no_grad()
-def _evaluate(model: torch.nn.Module, processor: Any, items: list, prompts: list[str], examples: list[dict]) -> dict:
-    """Held-out answer-token loss (teacher forced) and greedy exact-match accuracy."""
-    losses = [float(model(**ex).loss) for ex in examples]
+def _evaluate(model: torch.nn.Module, processor: Any, items: list, prompts: list[str], examples: list[dict],
+              device: Any = None) -> dict:
+    """Held-out answer-token loss (teacher forced) and greedy exact-match accuracy (inputs go to ``device``)."""
+    losses = [float(model(**_on(ex, device)).loss) for ex in examples]
     correct = 0
     tok = getattr(processor, "tokenizer", processor)
     for it, prompt in zip(items, prompts):
         enc = processor(text=prompt, images=[it.image], return_tensors="pt")
-        out = model.generate(**enc, max_new_tokens=6, do_sample=False)
+        out = model.generate(**_on(enc, device), max_new_tokens=6, do_sample=False).cpu()
         text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
         correct += text.split()[0].rstrip(".,") == str(it.answer) if text else 0
     return {"eval_loss": float(sum(losses) / len(losses)), "eval_accuracy": correct / len(items)}
@@ -351,7 +367,8 @@ def _evaluate(model: torch.nn.Module, processor: Any, items: list, prompts: list
 def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, out_dir: str | Path, *,
                        rules: tuple[str | None, ...] = (None, "adaptive"), n_steps: int = 20, batch_size: int = 4,
                        lr: float = 1e-5, n_eval: int = 32, seed: int = 0,
-                       kinds: tuple[str, ...] = ("expression", "counting", "bars")) -> list[dict]:
+                       kinds: tuple[str, ...] = ("expression", "counting", "bars"), dtype: Any = "float32",
+                       device: str | None = "cpu", device_map: Any = None) -> list[dict]:
     """Does the rule help? Fine-tune from the same start, data and order with each rule; score held-out items.
 
     For every entry of ``rules`` (``None`` = plain SFT) the VLM is reloaded from ``vlm_dir``, the
@@ -359,13 +376,13 @@ def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, o
     and ``n_eval`` other rendered items are scored (answer loss, greedy exact match) before and after.
     Writes ``finetune_compare.json`` into ``out_dir``; returns one row per rule.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     from cotscope.analyses.atomic import write_json_atomic
     from cotscope.probes.stimuli.visual import generate_visual_items
     from cotscope.probes.vision_latents import chat_prompt
 
-    processor = AutoProcessor.from_pretrained(vlm_dir)
+    from cotscope.probes.models.loading import load_processor
+
+    processor = load_processor(vlm_dir)
     train = generate_visual_items(n_steps * batch_size, seed=seed, kinds=kinds)
     held = generate_visual_items(n_eval, seed=seed + 10_000, kinds=kinds)
     train_ex = [_sft_example(processor, it.image, chat_prompt(processor, it.direct_prompt), str(it.answer))
@@ -374,25 +391,27 @@ def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, o
     held_ex = [_sft_example(processor, it.image, p, str(it.answer)) for it, p in zip(held, held_prompts)]
     batches = [{"examples": train_ex[i:i + batch_size]} for i in range(0, len(train_ex), batch_size)]
 
+    in_dev: Any = None
+
     def loss_fn(m: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        return torch.stack([m(**ex).loss for ex in batch["examples"]]).mean()
+        return torch.stack([m(**_on(ex, in_dev)).loss.float() for ex in batch["examples"]]).mean()
 
     rows: list[dict] = []
     before: dict | None = None
     for rule in rules:
         torch.manual_seed(seed)
-        model = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32)
+        model, _, in_dev = _load_vlm(vlm_dir, dtype, device, device_map)
         deltas = prior_tensors(model, prior)
         model.requires_grad_(False)
         params = dict(model.named_parameters())
         for n in deltas:
             params[n].requires_grad_(True)
         if before is None:
-            before = _evaluate(model.eval(), processor, held, held_prompts, held_ex)
+            before = _evaluate(model.eval(), processor, held, held_prompts, held_ex, in_dev)
         init = {n: params[n].detach().clone() for n in deltas}
         log = log_gradient_alignment(model, deltas, batches, n_steps, rule=rule, lr=lr, loss_fn=loss_fn,
                                      progress=True)
-        after = _evaluate(model.eval(), processor, held, held_prompts, held_ex)
+        after = _evaluate(model.eval(), processor, held, held_prompts, held_ex, in_dev)
         dot = upd2 = d2 = 0.0
         for n, d in deltas.items():
             u = (params[n].detach() - init[n]).double()
