@@ -21,7 +21,7 @@ def _setup_models(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from cotscope.probes.demo import run_demo
+    from cotscope.demo import run_demo
 
     over = {}
     if args.n_problems:
