@@ -39,7 +39,28 @@ class CollectionError(ValueError):
     """Bad collection request (positions, layers, stimuli)."""
 
 
+def load_image(source: Any) -> Any:
+    """An image from its source: a PIL image (returned as is), a path to an image file, or a zero-argument callable.
+
+    Paths and callables let image stimuli stream: collection opens each image for its own batch only.
+    """
+    if source is None or hasattr(source, "tobytes"):
+        return source
+    if isinstance(source, (list, tuple)):
+        return [load_image(s) for s in source]
+    if isinstance(source, (str, Path)):
+        from PIL import Image
+
+        with Image.open(source) as im:
+            im.load()
+            return im.copy()
+    if callable(source):
+        return source()
+    raise CollectionError(f"an image must be a PIL image, a path or a callable returning one; got {type(source).__name__}")
+
+
 def image_sha256(image: Any) -> str | None:
+    image = load_image(image)
     if image is None:
         return None
     h = hashlib.sha256()
@@ -57,7 +78,11 @@ def _count_tokens(loaded: LoadedModel, text: str) -> int:
 
 
 def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Flatten pairs into rows (CoT then direct for each pair) with token bookkeeping."""
+    """Flatten pairs into rows (CoT then direct for each pair) with token bookkeeping.
+
+    Returns the items and each item's image *source* (see :func:`load_image`); images given as paths or callables
+    are opened here only to hash them, and again per batch by :func:`collect_pairs`.
+    """
     if len(pairs) == 0:
         raise CollectionError("empty stimulus set: pass at least one PromptPair")
     items, images = [], []
@@ -98,6 +123,24 @@ def encode_batch(loaded: LoadedModel, texts: list[str], images: list[Any] | None
     return tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
 
 
+def trim_heap() -> None:
+    """Hand freed heap memory back to the OS (glibc ``malloc_trim``), so batch after batch of differently shaped
+    activations does not ratchet the process's peak memory up with the number of batches. A no-op elsewhere."""
+    global _MALLOC_TRIM
+    if _MALLOC_TRIM is None:
+        try:
+            import ctypes
+
+            _MALLOC_TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _MALLOC_TRIM = False
+    if _MALLOC_TRIM:
+        _MALLOC_TRIM(0)
+
+
+_MALLOC_TRIM: Any = None
+
+
 def _aux(loaded: LoadedModel, layers: list[int], n_ans, img_mask, T: int, mode: bool | str) -> list[dict]:
     """Index and mask tensors for each requested layer, created on that layer's own device (one set per device).
 
@@ -125,6 +168,7 @@ def _batch_request(loaded: LoadedModel, enc, layers: list[int], n_ans, img_mask,
     B, T = enc["input_ids"].shape
     dev = loaded.device if not mode else "cpu"
     inputs = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
+    inputs["use_cache"] = False   # one forward: a KV cache would only cost memory (about 0.7 GB at 32 x 156 tokens)
     return inputs, _aux(loaded, layers, n_ans, img_mask, T, mode)
 
 
@@ -240,7 +284,7 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
         for b in group:
             sl = slice(b * batch_size, min((b + 1) * batch_size, len(items)))
             texts = [it["text"] for it in items[sl]]
-            enc = encode_batch(loaded, texts, images[sl] if has_images else None)
+            enc = encode_batch(loaded, texts, [load_image(im) for im in images[sl]] if has_images else None)
             n_ans = torch.tensor([it["n_answer_tokens"] for it in items[sl]])
             img_mask = loaded.adapter.image_token_mask(enc["input_ids"], loaded.config) if has_images else None
             prepared.append((b, sl, enc, n_ans, img_mask))
@@ -265,6 +309,8 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
                     tensors[f"all.{it['row']}"] = np.ascontiguousarray(full[r][:, -n:])
             writer.write_shard(b, np.arange(sl.start, sl.stop), tensors)
             bar.update(1)
+        del prepared, outs
+        trim_heap()
     if max_batches is not None and len(writer.done_shards()) < n_batches:
         bar.close()
         return None

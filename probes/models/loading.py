@@ -157,8 +157,19 @@ class LoadedModel:
         """A cached nnsight wrapper around the same module (no copy); for a model loaded with ``remote=``, the
         nnsight model built from its name."""
         if self._nnsight is None:
-            import nnsight
+            first = next(self.hf.parameters(), None)
+            if first is not None and first.device.type == "meta" and not self.is_remote:
+                raise ModelLoadError(
+                    f"{self.model_id}: the model's first parameter is offloaded (on 'meta'), and nnsight 0.8 moves "
+                    "every input to that device. Keep the first module (the input embedding) on a real device in "
+                    "your device_map (accelerate's device_map='auto' does; offload later layers only).")
+            return self._wrap_nnsight()
+        return self._nnsight
 
+    def _wrap_nnsight(self) -> Any:
+        import nnsight
+
+        if self._nnsight is None:
             if self.is_vlm:
                 self._nnsight = nnsight.TransformersModel(self.hf, processor=self.processor, tokenizer=self.tokenizer,
                                                           task="image-text-to-text")
