@@ -88,7 +88,15 @@ def private_modules_hidden() -> Iterator[None]:
 
 
 def _record(kind: str, blob: bytes, compressed: bool) -> None:
-    PAYLOADS.append({"kind": kind, "bytes": len(blob), "compressed": compressed})
+    rec: dict[str, Any] = {"kind": kind, "bytes": len(blob), "compressed": compressed}
+    if not compressed:
+        try:  # what NDIF receives: nnsight compresses requests with zstd (level 6) by default (CONFIG.API.COMPRESS)
+            import zstandard
+
+            rec["bytes_zstd"] = len(zstandard.ZstdCompressor(level=6).compress(blob))
+        except ImportError:
+            pass
+    PAYLOADS.append(rec)
     log.debug("%s request payload: %d bytes%s", kind, len(blob), " (compressed)" if compressed else "")
 
 
