@@ -188,7 +188,7 @@ class SweepTable:
                 fh.truncate(cut)
                 fh.flush()
                 os.fsync(fh.fileno())
-        with open(self.path, newline="") as fh:
+        with open(self.path, newline="", encoding="utf-8") as fh:
             header = next(csv.reader(fh), None)
         if header != list(self.schema):
             raise SweepTableError(f"{self.path}: header {header} does not match the schema {list(self.schema)}; "
@@ -215,7 +215,7 @@ class SweepTable:
             w.writerow([_encode(row.get(c), t, c) for c, t in self.schema.items()])
             n += 1
         if n:
-            with open(self.path, "a", newline="") as fh:
+            with open(self.path, "a", newline="", encoding="utf-8") as fh:
                 fh.write(buf.getvalue())
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -235,7 +235,7 @@ def read_table(path: str | Path, schema: Mapping[str, str] | None = None) -> lis
         if not mf.is_file():
             raise SweepTableError(f"{path} has no {mf.name}; cannot type its columns")
         schema = json.loads(mf.read_text())["columns"]
-    text = path.read_text()
+    text = path.read_text(encoding="utf-8")
     if text and not text.endswith("\n"):
         text = text[: text.rfind("\n") + 1]
     reader = csv.reader(io.StringIO(text))
@@ -375,5 +375,5 @@ def write_stats_csv(path: str | Path, records: Sequence[Mapping[str, Any]]) -> P
     for r in records:
         w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
     with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue())
+        tmp.write_text(buf.getvalue(), encoding="utf-8")
     return path
