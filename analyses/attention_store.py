@@ -152,7 +152,7 @@ class AttentionRunWriter:
 
     def write(self, index: int, record: dict[str, Any], tensors: dict[str, np.ndarray], image: Any = None) -> None:
         """Write trace ``index`` (arrays + JSON record, optional PIL image) and update the manifest."""
-        from safetensors.numpy import save_file
+        from cotscope.analyses.safetensors_io import save_file  # deterministic header bytes
 
         target = self.path / trace_name(index)
         record = dict(record, index=index, file=target.name)

@@ -95,7 +95,7 @@ class StoreWriter:
         return {int(s["index"]) for s in self.manifest["shards"]}
 
     def write_shard(self, index: int, rows: np.ndarray, tensors: dict[str, np.ndarray]) -> None:
-        from safetensors.numpy import save_file
+        from cotscope.analyses.safetensors_io import save_file  # deterministic header bytes
 
         data = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         data["row"] = np.asarray(rows, dtype=np.int64)

@@ -143,9 +143,11 @@ class SweepTable:
                 "columns": self.schema, "key": list(self.key), "config": self.config}
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(list(self.schema))
+        # the sidecar first: a run killed in between leaves a sidecar without a table, which reopening completes
+        # (a table without its sidecar would be refused as foreign)
+        write_json_atomic(self.meta_file, meta)
         with atomic_path(self.path) as tmp:
             tmp.write_text(buf.getvalue())
-        write_json_atomic(self.meta_file, meta)
 
     def _check_existing(self) -> None:
         fix = (f"Use a new file (e.g. {free_name(self.path)}) or pass overwrite=True to replace this table.")
@@ -215,10 +217,17 @@ class SweepTable:
             w.writerow([_encode(row.get(c), t, c) for c, t in self.schema.items()])
             n += 1
         if n:
-            with open(self.path, "a", newline="", encoding="utf-8") as fh:
-                fh.write(buf.getvalue())
-                fh.flush()
-                os.fsync(fh.fileno())
+            try:
+                with open(self.path, "a", newline="", encoding="utf-8") as fh:
+                    fh.write(buf.getvalue())
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except OSError as e:
+                if e.errno is None:
+                    raise
+                raise type(e)(e.errno, f"{e.strerror} (appending {n} rows failed; the rows written before are "
+                                       "intact and a torn last line is cut when the sweep is resumed)",
+                               str(self.path)) from e
         return n
 
 
