@@ -64,6 +64,12 @@ def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[d
     """Flatten pairs into rows (CoT then direct for each pair) with token bookkeeping."""
     if len(pairs) == 0:
         raise CollectionError("empty stimulus set: pass at least one PromptPair")
+    has_img = [prompt.image is not None for pair in pairs for _, prompt in pair.members()]
+    if any(has_img) and not all(has_img):
+        raise CollectionError("some items have images and some do not; collect image and text-only sets separately")
+    if any(has_img) and not loaded.is_vlm:
+        raise CollectionError(f"{loaded.model_id} is a text-only model but the stimuli carry images; collect them "
+                              "with a VLM, or build text pairs (make_visual_pairs(items, with_image=False))")
     items, images, n_tokens = [], [], []
     enc = _encoder(loaded)
     for pair in pairs:
@@ -88,11 +94,6 @@ def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[d
     # text tokens only (image tokens are added by the processor and checked per batch before the forward)
     check_context(loaded, n_tokens, name=lambda i: _item_name(items[i]),
                   fix="shorten the question or answer of that pair, or drop it")
-    has_img = [im is not None for im in images]
-    if any(has_img) and not all(has_img):
-        raise CollectionError("some items have images and some do not; collect image and text-only sets separately")
-    if any(has_img) and not loaded.is_vlm:
-        raise CollectionError(f"{loaded.model_id} is a text-only model but the stimuli carry images")
     return items, images
 
 
