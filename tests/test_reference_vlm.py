@@ -51,6 +51,8 @@ def test_lm_equals_smollm2_plus_recorded_delta(vlm):
     deltas = R.lm_deltas()
     lm = model.model.language_model.state_dict()
     assert deltas and all(float(d.abs().max()) > 0 for d in deltas.values())
+    # Same code path, so exact: the assembly added lm_deltas() (the same function, here recomputed) with one IEEE
+    # add per element; the rank-r matmul inside gives the same bits at 1, 2 and 4 threads (checked 2026-11-29).
     for name, w in lm.items():
         b = base[f"model.{name}"]
         if name in deltas:

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+from cotscope.errors import CotscopeError
 
-class ContextLengthError(ValueError):
+
+class ContextLengthError(CotscopeError):
     """A prompt (plus the tokens to generate) does not fit the model's context window."""
 
 

@@ -18,8 +18,10 @@ import shlex
 from pathlib import Path
 from typing import Iterator
 
+from cotscope.errors import CotscopeError
 
-class StimulusFormatError(ValueError):
+
+class StimulusFormatError(CotscopeError):
     """A stimulus file has a line that cannot be read."""
 
 
