@@ -176,6 +176,7 @@ def one_thread():
 
 
 # ----------------------------------------------------------------------------------------------- kill -9 trials
+@pytest.mark.slow
 def test_collect_pairs_resumes_bit_identically_after_kill(smollm2, tmp_path):
     from cotscope.analyses.store import MANIFEST, sha256_file
     from cotscope.probes.collect import collect_pairs
@@ -199,6 +200,7 @@ def test_collect_pairs_resumes_bit_identically_after_kill(smollm2, tmp_path):
     interrupt_and_resume("collect", run, out, check)
 
 
+@pytest.mark.slow
 def test_sweep_table_resumes_bit_identically_after_kill(smollm2, tmp_path):
     from cotscope.probes.stimuli import generate_problems
     from cotscope.probes.sweep import SweepConfig, direct_prompts, run_sweep
@@ -221,6 +223,7 @@ def test_sweep_table_resumes_bit_identically_after_kill(smollm2, tmp_path):
     interrupt_and_resume("sweep", run, out, check)
 
 
+@pytest.mark.slow
 def test_attention_capture_resumes_bit_identically_after_kill(tmp_path):
     from cotscope.analyses.attention_store import MANIFEST, _sha256
     from cotscope.probes.attention import CaptureRequest, capture_run
@@ -260,6 +263,7 @@ def _tiny_checkpoints(root: Path) -> tuple[Path, Path]:
     return dirs[0], dirs[1]
 
 
+@pytest.mark.slow
 def test_prior_artifact_rewrite_is_atomic_and_bit_identical_after_kill(tmp_path):
     """The prior is one streamed file: a kill leaves the previous version or the new one, never a mix."""
     from cotscope.analyses.prior import ANALYSIS_FILENAME, PRIOR_FILENAME, run_prior_analysis
@@ -287,6 +291,7 @@ def test_prior_artifact_rewrite_is_atomic_and_bit_identical_after_kill(tmp_path)
     interrupt_and_resume("prior", run, out, check, prepare)
 
 
+@pytest.mark.slow
 def test_kill_points_cover_every_writer():
     """Runs after the four trials above (file order): 20+ kills spread over the four writers."""
     if set(HIT) != set(POINTS):
