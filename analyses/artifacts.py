@@ -18,13 +18,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
+
 FORMAT_NAME = "cotscope.direction"
 FORMAT_VERSION = 1
 LAYER_CONVENTION = "block_output"
 UNKNOWN = "unknown"
 
 
-class DirectionFileError(ValueError):
+class DirectionFileError(CotscopeError):
     """A direction file is missing, corrupt, or does not fit the model it is used with."""
 
 

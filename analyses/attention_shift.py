@@ -26,6 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.attention_store import IMAGE, KEY_TYPES, AttentionRun, Trace
 
 ENTROPY_OVER = ("all", "image")
@@ -33,7 +34,7 @@ SEGMENT_MODES = ("auto", "step", "sentence", "line")
 METRICS = ("R", "F", "image_share")
 
 
-class AttentionAnalysisError(ValueError):
+class AttentionAnalysisError(CotscopeError):
     """A bad analysis request (subset, k, entropy keys, …)."""
 
 

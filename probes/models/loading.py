@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cotscope.errors import CotscopeError
 from cotscope.probes.models.embedded import EMBEDDED_LLM, GGUF_SHA256, MODEL_ID, smollm2_dir
 from cotscope.probes.models.registry import ModelAdapter, adapter_for
 
@@ -19,7 +20,7 @@ EMBEDDED_VLM = "embedded:smolvlm"
 ALIASES = {EMBEDDED_LLM: "SmolLM2-135M-Instruct (embedded)", EMBEDDED_VLM: "cotscope-smolvlm (embedded reference VLM)"}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(CotscopeError, RuntimeError):
     """A model could not be loaded; the message says why and what to do."""
 
 
