@@ -143,7 +143,7 @@ def _export(args: argparse.Namespace) -> int:
     from cotscope.analyses.export.dispatch import STEERING_FORMATS, export_direction, parse_layers
 
     path, layers = export_direction(args.direction, args.to, args.out, layers=parse_layers(args.layers),
-                                    target=args.target, model_hint=args.model_hint)
+                                    target=args.target, model_hint=args.model_hint, normalise=args.normalise)
     note = " (block 0 left out: llama.cpp cannot steer it)" if args.to in STEERING_FORMATS and not args.layers else ""
     print(f"{args.to}: {path} — layers {layers[0]}..{layers[-1]} ({len(layers)}){note}")
     return 0
@@ -304,6 +304,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layers", default="", help="block indices, e.g. '1-29' or '8,12,16' (default: all steerable)")
     s.add_argument("--target", default=None, help="model name or folder to check the fit against")
     s.add_argument("--model-hint", default=None, help="llama.cpp architecture name (default: the target's)")
+    s.add_argument("--normalise", action="store_true",
+                   help="scale each layer to unit norm, as llama.cpp's cvector generator and repeng write "
+                        "(default: as measured; the file records which)")
     s.set_defaults(fn=_export)
 
     s = sub.add_parser("inject", help="generate with a direction injected (h' = h + λ·v, norm-preserving)")

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from cotscope.analyses import spectral
+from cotscope.analyses.results import ResultMixin, flatten
 from cotscope.analyses.prior.artifact import (SIGN_CONVENTION, _StreamingWriter, build_provenance, check_out_dtype,
                                      open_prior_writer)
 from cotscope.analyses.prior.matching import MatchReport, Pair, match_checkpoints
@@ -21,9 +22,12 @@ from cotscope.analyses.prior.spectrum import (GramSpectrum, _null_mean_spectrum,
                                      onesided_weights, spectrum_test)
 
 
-@dataclasses.dataclass
-class PriorResult:
-    """Everything :func:`compute_prior` measured (JSON-ready via :meth:`to_dict`)."""
+@dataclasses.dataclass(repr=False)
+class PriorResult(ResultMixin):
+    """Everything :func:`compute_prior` measured (JSON-ready via :meth:`to_dict`).
+
+    ``to_pandas()``: one row per decoder layer (Δ norm, cosine, spectral numbers).
+    """
 
     report: MatchReport
     tensors: list[dict]
@@ -39,6 +43,15 @@ class PriorResult:
                 "artifact": self.artifact, "match": self.report.to_dict(), "tensors": self.tensors,
                 "layers": self.layers, "modules": self.modules, "spectrum": self.spectrum,
                 "provenance": self.provenance}
+
+    def _headline(self) -> dict[str, Any]:
+        verdict = (self.spectrum.get("total") or {}).get("verdict") if self.spectrum else None
+        return {"hidden_size": self.hidden_size, "n_matched": self.report.n_matched,
+                "tensors": self.tensors, "layers": self.layers, "modules": self.modules,
+                "spectral_verdict": verdict, "artifact": self.artifact}
+
+    def _rows(self) -> list[dict[str, Any]]:
+        return [flatten(r) for r in self.layers]
 
 
 _MODULE_ORDER = ("embed_tokens", "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
