@@ -108,7 +108,6 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _analyse(args: argparse.Namespace) -> int:
     from cotscope.analyses.atomic import write_json_atomic
-    from cotscope.analyses.layer_sweep import public
     from cotscope.api import analyse
     from cotscope.analyses.store import ActivationStore
 
@@ -124,18 +123,18 @@ def _analyse(args: argparse.Namespace) -> int:
 
         run = Path(args.run_dir)
         paths = {m: str(ds.save(run / "directions" / f"{name}_{m}.safetensors")) for m, ds in res.directions.items()}
-        full = {**public(res), "model_id": store.model["model_id"], "cutoff": args.cutoff,
+        full = {**res.to_dict(), "model_id": store.model["model_id"], "cutoff": args.cutoff,
                 "pairing": ",".join(store.manifest.get("pairings", [])), "directions": paths, "store": str(store.path),
                 "timings_s": {"analyse": time.perf_counter() - t0}}
         write_json_atomic(run / "analysis" / f"{name}.json", full)
         record_stage(run, name, llm_summary(full), args.command_line, time.perf_counter() - t0)
-        print(f"analysis: {run / 'analysis' / f'{name}.json'} (best layer {res['best_layer']})")
+        print(f"analysis: {run / 'analysis' / f'{name}.json'} (best layer {res.best_layer})")
     if args.out:
         out = Path(args.out)
         for method, ds in res.directions.items():
             print(f"direction: {ds.save(out / f'{method}.safetensors')}")
-        write_json_atomic(out / "analysis.json", public(res))
-        print(f"analysis: {out / 'analysis.json'} (best layer {res['best_layer']})")
+        write_json_atomic(out / "analysis.json", res.to_dict())
+        print(f"analysis: {out / 'analysis.json'} (best layer {res.best_layer})")
     return 0
 
 
