@@ -270,7 +270,7 @@ def test_prior_artifact_rewrite_is_atomic_and_bit_identical_after_kill(tmp_path)
 
     reason, vl = _tiny_checkpoints(tmp_path)
     out = tmp_path / "prior"
-    kw = dict(figures=False, n_perm=10, n_perm_layer=5, verbose=False, progress=False, chunk_mb=0.002)
+    kw = dict(n_perm=10, n_perm_layer=5, verbose=False, progress=False, chunk_mb=0.002)
 
     def run():
         return run_prior_analysis(reason, vl, out, **kw)
