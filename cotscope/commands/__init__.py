@@ -1,0 +1,1 @@
+"""Command logic behind `cotscope <command>`: each module has ``main(argv) -> int`` (argparse inside)."""
