@@ -51,7 +51,8 @@ def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: float = 0.1, n_pe
 
 
 def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] | None = None, cutoff: float = 0.1,
-                  n_perm: int = 200, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                  n_perm: int = 200, seed: int = 0, progress: bool = True, chunk_pairs: int = CHUNK_PAIRS
+                  ) -> dict[str, Any]:
     """Run :func:`analyse_layer` on every stored layer; also a layer×layer cosine matrix of directions.
 
     Streams the store one layer at a time: only one (token rule, layer) slice is in memory (two reused
@@ -65,7 +66,7 @@ def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] |
     buffers = (np.empty((n, d), np.float32), np.empty((n, d), np.float32))
     for l in tqdm(layers, desc=f"analyse {position}", disable=not progress):
         cot, direct = store.paired(position, l, out=buffers)
-        r = analyse_layer(cot, direct, cutoff=cutoff, n_perm=n_perm, seed=seed)
+        r = analyse_layer(cot, direct, cutoff=cutoff, n_perm=n_perm, seed=seed, chunk_pairs=chunk_pairs)
         md[l], lat[l] = r.pop("_mean_diff"), r.pop("_lat")
         per_layer[l] = r
     del buffers

@@ -18,7 +18,10 @@ Layout of a run directory::
                                                                                attention (Idefics2 family)
     trace-00000.png          the input image (when there is one), for overlay figures
 
-Files are written atomically and the manifest after each trace, so an interrupted capture resumes.
+Files are written atomically and each finished trace appends one line to ``traces.index.jsonl`` (the
+resumable-writer protocol of :mod:`analyses.io.resumable`), so an interrupted capture resumes; the final
+``manifest.json`` and ``traces.jsonl`` are written once at the end. A trace file is checked against its
+sha256 the first time a process reads it (skip with ``trust=True`` or ``COTSCOPE_TRUST_STORE=1``).
 Readers need numpy and safetensors only.
 
 >>> run = AttentionRun("runs/demo/attention/store")      # doctest: +SKIP
@@ -28,19 +31,24 @@ Readers need numpy and safetensors only.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from cotscope.analyses.io.atomic import atomic_path, write_json_atomic, write_text_atomic
+from cotscope.analyses.io import tensorfile as tf
+from cotscope.analyses.io import verify as _verify
+from cotscope.analyses.io.atomic import atomic_path, write_text_atomic
+from cotscope.analyses.io.resumable import (check_unit_file, config_hash as _config_hash, open_output,
+                                            remove_temporaries, write_unit_file)
 
 FORMAT_NAME = "cotscope.attention"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 TRACES = "traces.jsonl"
+LOG = "traces.index.jsonl"
+LOCK = "run.lock"
 KEY_TYPES = ("image", "template", "question", "generated")
 IMAGE, TEMPLATE, QUESTION, GENERATED = range(4)
 
@@ -51,18 +59,6 @@ class AttentionStoreError(ValueError):
 
 def trace_name(index: int, ext: str = "safetensors") -> str:
     return f"trace-{index:05d}.{ext}"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 22):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _config_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dataclasses.dataclass
@@ -110,7 +106,14 @@ class Trace:
 
 
 class AttentionRunWriter:
-    """Create or resume a run directory; :meth:`done` lists finished trace indices."""
+    """Create or resume a run directory; :meth:`done` lists finished trace indices.
+
+    Follows the resumable-writer protocol (:mod:`analyses.io.resumable`): ``manifest.json`` is the header
+    (written at creation and at :meth:`finish`), each finished trace appends one line to
+    ``traces.index.jsonl`` (O(1) per trace), and ``run.lock`` keeps a second process out. :meth:`finish`
+    writes the final ``manifest.json`` (with every trace's file, size and sha256) and ``traces.jsonl`` and
+    removes the log, so a finished run has exactly the files of format 1.
+    """
 
     def __init__(self, path: str | Path, config: dict[str, Any], plan: Sequence[dict[str, Any]], *,
                  overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
@@ -119,41 +122,33 @@ class AttentionRunWriter:
             raise AttentionStoreError("empty capture plan: pass at least one prompt to capture")
         self.config = config
         self.hash = _config_hash({**config, "plan": list(plan)})
-        man = self.path / MANIFEST
-        if man.exists() and not overwrite:
-            try:
-                old = json.loads(man.read_text())
-            except json.JSONDecodeError:
-                old = {}
-            if old.get("config_hash") != self.hash:
-                raise AttentionStoreError(
-                    f"{self.path} already holds an attention run of a different configuration (hash "
-                    f"{old.get('config_hash')} != {self.hash}: model, layers, heads, prompts or generation settings "
-                    "differ). Use a new directory, or pass overwrite=True to replace it.")
-            self.manifest = old
-            self.manifest["traces"] = [t for t in old["traces"] if self._intact(t)]
-        else:
-            if self.path.exists():
-                for f in list(self.path.glob("trace-*.safetensors")) + list(self.path.glob("trace-*.png")):
-                    f.unlink()
-            self.path.mkdir(parents=True, exist_ok=True)
-            self.manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config_hash": self.hash,
-                             **config, "key_types": list(KEY_TYPES), "n_traces": len(plan), "traces": [],
-                             "complete": False, "extra": extra or {}}
+        fresh = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config_hash": self.hash,
+                 **config, "key_types": list(KEY_TYPES), "n_traces": len(plan), "traces": [],
+                 "complete": False, "extra": extra or {}}
+
+        def reset() -> None:
+            for f in list(self.path.glob("trace-*.safetensors")) + list(self.path.glob("trace-*.png")):
+                f.unlink()
             write_text_atomic(self.path / TRACES, "")
-            write_json_atomic(man, self.manifest)
+
+        self.out = open_output(
+            self.path, MANIFEST, LOG, LOCK, fresh=fresh, fmt=FORMAT_NAME, version=FORMAT_VERSION,
+            error=AttentionStoreError, what=f"attention run {self.path}", overwrite=overwrite, on_reset=reset,
+            fix="Use a new directory, or pass overwrite=True to replace it.", log_fsync=False)
+        self.manifest = self.out.header
+        entries = {int(t["index"]): t for t in self.manifest["traces"]}      # finished runs / format-1 progress
+        entries.update({int(t["index"]): t for t in self.out.log.records()})
+        self._traces = {k: t for k, t in entries.items() if self._intact(t)}
+        remove_temporaries(self.path, ".trace-*.tmp")
 
     def _intact(self, entry: dict[str, Any]) -> bool:
-        f = self.path / entry["file"]
-        return f.is_file() and f.stat().st_size == entry["bytes"] and _sha256(f) == entry["sha256"]
+        return check_unit_file(self.path, entry) is None
 
     def done(self) -> set[int]:
-        return {int(t["index"]) for t in self.manifest["traces"]}
+        return set(self._traces)
 
     def write(self, index: int, record: dict[str, Any], tensors: dict[str, np.ndarray], image: Any = None) -> None:
-        """Write trace ``index`` (arrays + JSON record, optional PIL image) and update the manifest."""
-        from safetensors.numpy import save_file
-
+        """Write trace ``index`` (arrays + JSON record, optional PIL image) and append it to the log."""
         target = self.path / trace_name(index)
         record = dict(record, index=index, file=target.name)
         if image is not None:
@@ -162,31 +157,39 @@ class AttentionRunWriter:
                 image.save(tmp, format="PNG")
             record["image_file"] = img_path.name
         data = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-        with atomic_path(target) as tmp:
-            save_file(data, str(tmp), metadata={"format": FORMAT_NAME, "trace": str(index)})
-        entry = {"index": index, "file": target.name, "bytes": target.stat().st_size, "sha256": _sha256(target),
-                 "record": record}
-        self.manifest["traces"] = sorted([t for t in self.manifest["traces"] if t["index"] != index] + [entry],
-                                         key=lambda t: t["index"])
-        write_text_atomic(self.path / TRACES,
-                          "".join(json.dumps(t["record"], sort_keys=True) + "\n" for t in self.manifest["traces"]))
-        write_json_atomic(self.path / MANIFEST, self.manifest)
+        # the safetensors layout save_file uses, but reproducible (sorted metadata), hashed while written
+        nbytes, digest = write_unit_file(target, lambda tmp: tf.write_file(
+            tmp, data, metadata={"format": FORMAT_NAME, "trace": str(index)}, order="safetensors", fsync=False))
+        line = json.dumps({"index": index, "file": target.name, "bytes": nbytes, "sha256": digest, "record": record},
+                          default=str) + "\n"
+        self.out.log.append(line)
+        self._traces[index] = json.loads(line)   # exactly what a resumed writer reads back
 
     def finish(self, **extra: Any) -> "AttentionRun":
-        if len(self.manifest["traces"]) != self.manifest["n_traces"]:
-            raise AttentionStoreError(f"run {self.path} holds {len(self.manifest['traces'])} of "
+        if len(self._traces) != self.manifest["n_traces"]:
+            raise AttentionStoreError(f"run {self.path} holds {len(self._traces)} of "
                                       f"{self.manifest['n_traces']} traces; the capture is unfinished")
+        self.manifest["traces"] = [self._traces[k] for k in sorted(self._traces)]
+        write_text_atomic(self.path / TRACES,
+                          "".join(json.dumps(t["record"], sort_keys=True) + "\n" for t in self.manifest["traces"]))
         self.manifest["complete"] = True
         self.manifest["extra"].update(extra)
-        write_json_atomic(self.path / MANIFEST, self.manifest)
+        self.out.write_header()
+        self.out.log.path.unlink(missing_ok=True)
+        self.close()
         return AttentionRun(self.path)
+
+    def close(self) -> None:
+        """Release the writer lock (the run stays resumable)."""
+        self.out.close()
 
 
 class AttentionRun:
     """Read-only view of a complete attention run (numpy only)."""
 
-    def __init__(self, path: str | Path, verify: bool = False) -> None:
+    def __init__(self, path: str | Path, verify: bool = False, *, trust: bool | None = None) -> None:
         self.path = Path(path)
+        self.trust = _verify.trusted_by_env() if trust is None else bool(trust)
         man = self.path / MANIFEST
         if not man.is_file():
             raise AttentionStoreError(f"no attention run at {self.path} (missing {MANIFEST}); capture one with "
@@ -202,12 +205,18 @@ class AttentionRun:
             raise AttentionStoreError(f"attention run {self.path} is incomplete (interrupted?); run the same capture "
                                       "again to resume it")
         self.records: list[dict[str, Any]] = [t["record"] for t in self.manifest["traces"]]
+        self._entries = {int(t["index"]): t for t in self.manifest["traces"]}
         if verify:
             for t in self.manifest["traces"]:
-                f = self.path / t["file"]
-                if not f.is_file() or f.stat().st_size != t["bytes"] or _sha256(f) != t["sha256"]:
-                    raise AttentionStoreError(f"trace file {f} is missing or corrupt; delete it and re-run the same "
-                                              "capture (only that trace is recomputed)")
+                self._check(t, full=True)
+
+    def _check(self, t: dict[str, Any], full: bool) -> None:
+        problem = _verify.check_file(self.path / t["file"], t["bytes"], t["sha256"] if full else None)
+        if problem:
+            raise AttentionStoreError(f"trace file {self.path / t['file']} is missing or corrupt ({problem}); delete "
+                                      "it and re-run the same capture (only that trace is recomputed). Trace files "
+                                      "are checked against their sha256 on first read; skip that for a trusted run "
+                                      f"with trust=True or {_verify.ENV_TRUST}=1")
 
     @property
     def layers(self) -> list[int]:
@@ -235,6 +244,7 @@ class AttentionRun:
         if rec is None:
             raise AttentionStoreError(f"trace {index} is not in run {self.path} (has {len(self)} traces)")
         f = self.path / rec["file"]
+        self._check(self._entries[index], full=not self.trust)
         try:
             with safe_open(str(f), framework="numpy") as fh:
                 arr = {k: fh.get_tensor(k) for k in fh.keys()}

@@ -56,13 +56,14 @@ def diff_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> l
 class UnitLog:
     """An append-only text log of finished units, one line each."""
 
-    def __init__(self, path: Path, fsync: bool = True) -> None:
+    def __init__(self, path: Path, fsync: bool = True, first: str = "") -> None:
         self.path = Path(path)
         self.fsync = fsync
+        self.first = first          # the log's first line (e.g. a CSV header), written at creation
         self.bytes_written = 0
 
-    def create(self, first: str = "") -> None:
-        write_text_atomic(self.path, first)
+    def create(self) -> None:
+        write_text_atomic(self.path, self.first)
 
     def repair(self) -> int:
         """Cut a torn last line (an interrupted append); returns the number of bytes cut."""
@@ -187,7 +188,7 @@ def open_output(root: Path, header_name: str, log_name: str, lock_name: str, *, 
     lock = WriterLock((lock_dir or root) / lock_name, what=what).acquire()
     try:
         header_path = root / header_name
-        log = UnitLog(root / log_name, fsync=log_fsync)
+        log = UnitLog(root / log_name, fsync=log_fsync, first=log_first_line)
         if header_path.exists() and not overwrite:
             old = read_header(header_path, error, what, fix)
             check_version(old, fmt=fmt, version=version, error=error, what=what, fix=fix, migrate=migrate)
@@ -201,7 +202,7 @@ def open_output(root: Path, header_name: str, log_name: str, lock_name: str, *, 
         root.mkdir(parents=True, exist_ok=True)
         if on_reset is not None:
             on_reset()
-        log.create(log_first_line)
+        log.create()
         out = Output(root, header_path, dict(fresh), log, lock, created=True)
         out.write_header()
         return out

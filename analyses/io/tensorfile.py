@@ -39,6 +39,9 @@ ST_CODES: dict[str, tuple[str, np.dtype]] = {
     "bool": ("BOOL", np.dtype("?")),
 }
 CODE_TO_NAME = {code: name for name, (code, _) in ST_CODES.items()}
+# the order ``safetensors`` itself writes tensors in: dtype (this rank, descending), then name
+_ST_RANK = {"BOOL": 0, "U8": 1, "I8": 2, "I16": 3, "U16": 4, "F16": 5, "BF16": 6, "I32": 7, "U32": 8, "F32": 9,
+            "F64": 10, "I64": 11, "U64": 12}
 FLOAT_STORAGE = ("float32", "float16", "bfloat16")
 MAX_HEADER = 100 * 1024 * 1024
 
@@ -117,10 +120,14 @@ def natural_storage(x: np.ndarray) -> str:
 
 # ------------------------------------------------------------------------------------------------ writing
 def write_file(path: str | Path, tensors: Mapping[str, np.ndarray], *, store_dtypes: Mapping[str, str] | None = None,
-               metadata: Mapping[str, str] | None = None, fsync: bool = True) -> tuple[int, str]:
-    """Write ``tensors`` (in the given order) to ``path``; returns ``(bytes, sha256 hex)``.
+               metadata: Mapping[str, str] | None = None, fsync: bool = True,
+               order: str = "given") -> tuple[int, str]:
+    """Write ``tensors`` to ``path``; returns ``(bytes, sha256 hex)``. The bytes depend only on the arguments.
 
     ``store_dtypes`` maps a name to a storage dtype (``"bfloat16"``, ``"float16"``, …); other tensors keep theirs.
+    ``order="given"`` lays tensors out in the mapping's order; ``"safetensors"`` in the order
+    ``safetensors.numpy.save_file`` uses (dtype, then name). Metadata keys are written sorted (``save_file``
+    writes them in a random order, so its files are not reproducible byte for byte).
     Not atomic by itself: write to a temporary path (see :func:`analyses.io.atomic.atomic_path`).
     """
     store_dtypes = dict(store_dtypes or {})
@@ -128,9 +135,13 @@ def write_file(path: str | Path, tensors: Mapping[str, np.ndarray], *, store_dty
     for name, arr in tensors.items():
         storage = store_dtypes.get(name) or natural_storage(np.asarray(arr))
         raws.append((name, to_storage(arr, storage), storage))
+    if order == "safetensors":
+        raws.sort(key=lambda r: (-_ST_RANK[ST_CODES[r[2]][0]], r[0]))
+    elif order != "given":
+        raise TensorFileError(f"unknown tensor order {order!r}; use 'given' or 'safetensors'")
     header: dict[str, Any] = {}
     if metadata:
-        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+        header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
     off = 0
     for name, raw, storage in raws:
         header[name] = {"dtype": ST_CODES[storage][0], "shape": list(np.shape(raw)), "data_offsets": [off, off + raw.nbytes]}
