@@ -93,6 +93,21 @@ def directions_to_sets(result: dict[str, Any], store: ActivationStore, normalise
     return out
 
 
+def attach_directions(result: Any, store: ActivationStore) -> Any:
+    """Give an :func:`analyse_store` result a ``.directions`` mapping (method → DirectionSet) and return it."""
+    sets = directions_to_sets(result, store)
+    try:
+        result.directions = sets
+    except AttributeError:  # a plain dict result: wrap it so attribute access works
+        result = _DictResult(result)
+        result.directions = sets
+    return result
+
+
+class _DictResult(dict):
+    """A dict result with attributes (``.directions``)."""
+
+
 def public(result: dict[str, Any]) -> dict[str, Any]:
     """Drop private (array-valued) keys so the result is JSON-serialisable."""
     return {k: v for k, v in result.items() if not k.startswith("_")}

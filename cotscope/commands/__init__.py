@@ -1,1 +1,1 @@
-"""Command logic behind `cotscope <command>`: each module has ``main(argv) -> int`` (argparse inside)."""
+"""Subcommands with enough logic to deserve their own module; each exposes ``main(argv) -> int``."""
