@@ -1,11 +1,5 @@
-"""Tidy sweep tables (CSV) written incrementally, and their statistics.
-
-A :class:`SweepTable` is ``<name>.csv`` plus ``<name>.csv.meta.json``. The sidecar holds the format, the
-column schema, the key columns and the full configuration with its hash. Rows are appended one batch at
-a time in a single write followed by ``flush`` + ``fsync``. After an interruption the table is reopened
-with the same configuration: a torn last line is cut off, :meth:`SweepTable.done_keys` lists the finished
-rows, and nothing finished is computed again. A table written by a *different* configuration is refused,
-and the error names a free file to use instead.
+"""Statistics of sweep tables; the tables themselves (:class:`SweepTable`, :func:`read_table`) live in
+:mod:`analyses.io.tables` and are re-exported here.
 
 Statistics (numpy + stdlib):
 

@@ -214,7 +214,7 @@ def test_second_writer_process_gets_an_error_naming_the_holder(tmp_path):
     items = [{"row": i, "pair_id": i // 2, "label": 1 - i % 2} for i in range(4)]
     w = StoreWriter(tmp_path / "s", cfg, items)
     r = _child(tmp_path / "s", "wait")
-    assert r.returncode != 0 and "LockedError" in r.stderr
+    assert r.returncode != 0 and "StoreLockedError" in r.stderr
     assert f"pid {os.getpid()} on host {socket.gethostname()}, started 20" in r.stderr
     assert "being written by another process" in r.stderr
     write_store(tmp_path / "r", {**cfg}, items, {"last": np.zeros((4, 1, 4), np.float32)}, batch_size=2)

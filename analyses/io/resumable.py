@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from cotscope.analyses.io.atomic import atomic_path, write_json_atomic, write_text_atomic
-from cotscope.analyses.io.lock import WriterLock
+from cotscope.analyses.io.lock import LockedError, WriterLock
 
 
 def config_hash(config: Any) -> str:
@@ -177,15 +177,23 @@ def open_output(root: Path, header_name: str, log_name: str, lock_name: str, *, 
                 version: int, error: type[Exception], what: str, fix: str, overwrite: bool = False,
                 config_of: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
                 on_reset: Callable[[], None] | None = None, log_first_line: str = "", log_fsync: bool = True,
-                migrate: str | None = None, lock_dir: Path | None = None) -> Output:
+                migrate: str | None = None, lock_dir: Path | None = None,
+                locked_error: type[Exception] | None = None) -> Output:
     """Create or resume an output: take the lock, check the header against ``fresh``, repair the log.
 
     ``fresh`` is the header a new output gets; it must hold ``config_hash``. An existing header with a
     different hash is refused, naming the keys ``config_of(header)`` and ``config_of(fresh)`` differ in.
     ``on_reset`` removes old unit payloads when starting over (``overwrite=True`` or a new output).
+    ``locked_error`` (a subclass of :class:`LockedError`) is raised instead of ``LockedError`` when another
+    process holds the lock.
     """
     root = Path(root)
-    lock = WriterLock((lock_dir or root) / lock_name, what=what).acquire()
+    try:
+        lock = WriterLock((lock_dir or root) / lock_name, what=what).acquire()
+    except LockedError as e:
+        if locked_error is None:
+            raise
+        raise locked_error(str(e), e.holder) from None
     try:
         header_path = root / header_name
         log = UnitLog(root / log_name, fsync=log_fsync, first=log_first_line)

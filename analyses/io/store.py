@@ -48,6 +48,7 @@ import numpy as np
 from cotscope.analyses.io import tensorfile as tf
 from cotscope.analyses.io import verify as _verify
 from cotscope.analyses.io.atomic import write_text_atomic
+from cotscope.analyses.io.lock import LockedError
 from cotscope.analyses.io.resumable import config_hash, open_output, remove_temporaries
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,10 @@ AUX = ("seq_len", "image_mask")
 
 class StoreError(ValueError):
     """A store is missing, corrupt, incomplete, of another format version, or was written by a different configuration."""
+
+
+class StoreLockedError(StoreError, LockedError):
+    """Another process is writing this store (the message names it: pid, host, start time, command)."""
 
 
 def shard_name(index: int) -> str:
@@ -208,9 +213,9 @@ class StoreWriter:
         self.layers = [int(l) for l in self.config["layers"]]
         self.positions = list(self.config["positions"])
         fresh = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config_hash": self.hash, **self.config,
-                 "batch_size": self.batch_size, "n_items": len(self.items), "items_digest": self.items_digest, "layout": LAYOUT, "index": INDEX,
-                 "checksum": "sha256", "part": list(self.part) if self.part else None, "complete": False,
-                 "extra": extra or {}}
+                 "batch_size": self.batch_size, "n_items": len(self.items), "items_digest": self.items_digest,
+                 "layout": LAYOUT, "index": INDEX, "checksum": "sha256", "part": list(self.part) if self.part else None,
+                 "complete": False, "extra": extra or {}}
         what = f"activation store {self.path}"
         fix = "Use a new directory, or pass overwrite=True to replace it."
 
@@ -223,7 +228,8 @@ class StoreWriter:
         self.out = open_output(self.path, MANIFEST, INDEX, LOCK, fresh=fresh, fmt=FORMAT_NAME, version=FORMAT_VERSION,
                                error=StoreError, what=what, fix=fix, overwrite=overwrite,
                                config_of=lambda m: hashed_config(m, m.get("items_digest", "?")), on_reset=reset,
-                               log_fsync=False, migrate=f"{MIGRATE_COMMAND} {self.path}")
+                               log_fsync=False, migrate=f"{MIGRATE_COMMAND} {self.path}",
+                               locked_error=StoreLockedError)
         self.manifest = self.out.header
         try:
             if not self.out.created:

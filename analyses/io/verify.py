@@ -30,11 +30,6 @@ def trusted_by_env(environ: Mapping[str, str] | None = None) -> bool:
     return env.get(ENV_TRUST, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _key(path: Path, sha256: str) -> tuple:
-    st = os.stat(path)
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, sha256)
-
-
 def check_file(path: str | Path, size: int, sha256: str | None) -> str | None:
     """Problem with ``path`` (missing, wrong size, wrong sha256) or ``None``; ``sha256=None`` checks the size only.
 
