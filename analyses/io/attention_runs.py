@@ -37,6 +37,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.io import tensorfile as tf
 from cotscope.analyses.io import verify as _verify
 from cotscope.analyses.io.atomic import atomic_path, write_text_atomic
@@ -53,7 +54,7 @@ KEY_TYPES = ("image", "template", "question", "generated")
 IMAGE, TEMPLATE, QUESTION, GENERATED = range(4)
 
 
-class AttentionStoreError(ValueError):
+class AttentionStoreError(CotscopeError):
     """An attention run is missing, corrupt, incomplete, or was written by a different configuration."""
 
 

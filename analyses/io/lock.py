@@ -29,6 +29,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cotscope.errors import CotscopeError
+
 log = logging.getLogger(__name__)
 
 # path -> [fd, refcount, pid]; re-entrant within a process, never shared with a forked child
@@ -36,7 +38,7 @@ _HELD: dict[str, list[int]] = {}
 _GUARD = threading.Lock()
 
 
-class LockedError(ValueError):
+class LockedError(CotscopeError):
     """Another process holds the writer lock."""
 
     def __init__(self, message: str, holder: dict[str, Any] | None = None) -> None:

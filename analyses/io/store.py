@@ -45,6 +45,7 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.io import tensorfile as tf
 from cotscope.analyses.io import verify as _verify
 from cotscope.analyses.io.atomic import write_text_atomic
@@ -69,7 +70,7 @@ NOT_CONFIG = ("format", "format_version", "config_hash", "batch_size", "n_items"
 AUX = ("seq_len", "image_mask")
 
 
-class StoreError(ValueError):
+class StoreError(CotscopeError):
     """A store is missing, corrupt, incomplete, of another format version, or was written by a different configuration."""
 
 

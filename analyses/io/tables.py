@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.io.resumable import config_hash, diff_keys, open_output
 
 FORMAT_NAME = "cotscope.sweep"
@@ -27,7 +28,7 @@ FORMAT_VERSION = 1
 TYPES = ("str", "int", "float", "bool", "json")
 
 
-class SweepTableError(ValueError):
+class SweepTableError(CotscopeError):
     """A sweep table that is missing, corrupt, or was written by a different configuration."""
 
 

@@ -31,6 +31,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
+
 # storage dtype name -> (safetensors code, numpy dtype holding the raw bytes)
 ST_CODES: dict[str, tuple[str, np.dtype]] = {
     "float64": ("F64", np.dtype("<f8")), "float32": ("F32", np.dtype("<f4")), "float16": ("F16", np.dtype("<f2")),
@@ -46,7 +48,7 @@ FLOAT_STORAGE = ("float32", "float16", "bfloat16")
 MAX_HEADER = 100 * 1024 * 1024
 
 
-class TensorFileError(ValueError):
+class TensorFileError(CotscopeError):
     """A tensor file that is truncated, malformed or lacks a requested tensor."""
 
 
@@ -255,3 +257,4 @@ def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
         while n := fh.readinto(buf):
             h.update(mv[:n])
     return h.hexdigest()
+
