@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cotscope.analyses.artifacts import library_versions
-from cotscope.analyses.store import ActivationStore, StoreWriter
+from cotscope.analyses.io.store import ActivationStore, StoreWriter
 from cotscope.probes.models.loading import LoadedModel
 from cotscope.probes.stimuli.pairs import PromptPair
 
