@@ -618,6 +618,23 @@ class ActivationStore:
             out[:, li] = self.read_slice(position, l, out=buf)
         return out
 
+    def _pair_blocks(self, position: str, layer: int, chunk_pairs: int
+                     ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+        """``(first_pair, end_pair, block, cot_idx, direct_idx)``: the rows spanned by a chunk of pairs, read into
+        one reused buffer (valid until the next step), with the pairs' row indices into it."""
+        cot_rows, dir_rows = self.pair_index()
+        n = len(cot_rows)
+        scratch = None
+        for s in range(0, n, chunk_pairs):
+            e = min(n, s + chunk_pairs)
+            cr, dr = cot_rows[s:e], dir_rows[s:e]
+            lo = int(min(cr.min(), dr.min()))
+            hi = int(max(cr.max(), dr.max())) + 1
+            if scratch is None or scratch.shape[0] < hi - lo:
+                scratch = np.empty((hi - lo, self.hidden_size), dtype=np.float32)
+            block = self.read_rows(position, layer, lo, hi, out=scratch[: hi - lo])
+            yield s, e, block, cr - lo, dr - lo
+
     def iter_pairs(self, position: str, layer: int, chunk_pairs: int = 4096
                    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Stream ``(first_pair, cot, direct)`` float32 chunks of one slice, pairs sorted by pair id.
@@ -625,15 +642,8 @@ class ActivationStore:
         Each chunk reads only the rows its pairs span (adjacent rows for collected stores), so memory is
         bounded by the chunk, not the store.
         """
-        cot_rows, dir_rows = self.pair_index()
-        n = len(cot_rows)
-        for s in range(0, n, chunk_pairs):
-            e = min(n, s + chunk_pairs)
-            cr, dr = cot_rows[s:e], dir_rows[s:e]
-            lo = int(min(cr.min(), dr.min()))
-            hi = int(max(cr.max(), dr.max())) + 1
-            block = self.read_rows(position, layer, lo, hi)
-            yield s, block[cr - lo], block[dr - lo]
+        for s, _, block, ci, di in self._pair_blocks(position, layer, chunk_pairs):
+            yield s, block[ci], block[di]
 
     def paired(self, position: str, layer: int, out: tuple[np.ndarray, np.ndarray] | None = None
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -645,9 +655,11 @@ class ActivationStore:
         if out is None:
             out = (np.empty((n, d), np.float32), np.empty((n, d), np.float32))
         cot, direct = out
-        for s, c, dd in self.iter_pairs(position, layer):
-            cot[s: s + len(c)] = c
-            direct[s: s + len(dd)] = dd
+        if cot.shape != (n, d) or direct.shape != (n, d) or cot.dtype != np.float32 or direct.dtype != np.float32:
+            raise StoreError(f"paired(out=…) needs two float32 buffers of shape {(n, d)}")
+        for s, e, block, ci, di in self._pair_blocks(position, layer, 4096):
+            np.take(block, ci, axis=0, out=cot[s:e])
+            np.take(block, di, axis=0, out=direct[s:e])
         return cot, direct
 
     def _aux(self, key: str) -> list[np.ndarray]:
