@@ -63,15 +63,15 @@ def alias_old_package(name: str) -> None:
     sys.modules[name] = importlib.import_module(f"cotscope.{name}")
 
 
-def forward(old: str, new: str, names: dict[str, str] | None = None):
-    """A module ``__getattr__`` for a module that moved: attribute access warns and reads ``new``.
+def forward(old: str, targets: dict[str, str]):
+    """A module ``__getattr__`` for names that moved out of module ``old``.
 
-    ``names`` maps renamed attributes (old name → new name).
+    ``targets`` maps each moved name to its new module; reading it warns and returns the new object.
     """
     def __getattr__(attr: str) -> Any:
-        if attr.startswith("__"):
-            raise AttributeError(attr)
-        _warn(f"{old}.{attr}", f"{new}.{(names or {}).get(attr, attr)}")
-        return getattr(importlib.import_module(new), (names or {}).get(attr, attr))
+        if attr not in targets:
+            raise AttributeError(f"module {old!r} has no attribute {attr!r}")
+        _warn(f"{old}.{attr}", f"{targets[attr]}.{attr}")
+        return getattr(importlib.import_module(targets[attr]), attr)
 
     return __getattr__

@@ -320,7 +320,7 @@ def test_latent_patch_map_equals_perceiver_attention():
 
 
 def test_demo_end_to_end_on_a_tiny_vlm(tmp_path):
-    from cotscope.probes.attention_demo import run_attention_demo
+    from cotscope.stages.attention import run_attention_demo
     from cotscope.probes.stimuli.visual import generate_visual_items
 
     v = build_tiny_vlm("llava")

@@ -231,19 +231,23 @@ def test_run_drift_alignment_on_a_tiny_vlm(tiny_pair, tmp_path):
     reason, vdir = tiny_pair
     compute_prior(reason, vdir, "attn", out_path=tmp_path / "p.safetensors", spectrum=False, progress=False,
                   verbose=False)
-    s = D.run_drift_alignment(vdir, tmp_path / "p.safetensors", tmp_path / "out", n_steps=2, batch_size=1,
+    s = D.run_drift_alignment(vdir, tmp_path / "p.safetensors", tmp_path / "prior", n_steps=2, batch_size=1,
                               rule="grad_norm")
     assert s["drift_n_tensors"] == 16 and -1 <= s["drift_cos_mean"] <= 1
     assert set(s["drift_cos_by_module"]) == {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                              "self_attn.o_proj"}
-    with open(tmp_path / "out" / "drift_cos.csv", newline="") as fh:
+    with open(tmp_path / "prior" / "drift_cos.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 2 * 16
-    assert sorted(Path(p).suffix for p in s["figures"]) == [".html", ".pdf", ".png"]
+    from cotscope.figures import fig_drift_cosine                     # figures draw from the stored table
+
+    assert sorted(Path(p).suffix for p in fig_drift_cosine.render(tmp_path)) == [".html", ".pdf", ".png"]
 
 
 def test_prior_stage_gives_numbers_and_a_report(tiny_pair, tmp_path):
+    from cotscope.stages.prior import prior_stage
+
     reason, vdir = tiny_pair
-    s = D.prior_stage(tmp_path, {}, reason_dir=reason, vl_dir=vdir, n_steps=1, batch_size=1)
+    s = prior_stage(tmp_path, {}, reason_dir=reason, vl_dir=vdir, n_steps=1, batch_size=1)
     assert s["n_matched"] == 28 and s["delta_norm_total"] > 0 and s["drift_n_steps"] == 1
     assert "Verdict" in s["report"] and s["title"]
     assert (tmp_path / "prior" / "prior.safetensors").is_file() and (tmp_path / "prior" / "drift_cos.csv").is_file()

@@ -3,7 +3,7 @@ import json
 import numpy as np
 
 from cotscope.analyses.artifacts import DirectionSet
-from cotscope.probes.pipeline import llm_summary, run_llm_stage
+from cotscope.stages.llm import llm_summary, run_llm_stage
 
 
 def test_llm_stage_end_to_end_and_reuse(smollm2, tmp_path):

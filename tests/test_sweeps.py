@@ -192,7 +192,7 @@ def test_vlm_sweep_with_images():
 
 def test_four_figures_draw_from_a_stored_table(tmp_path):
     from cotscope.probes.sweep import KEY as SKEY, SCHEMA as SSCHEMA
-    from cotscope.probes.sweep import render_figures
+    from cotscope.stages.intervention import render_figures
 
     cfg = {"direction": {"model_id": "src/SmolLM2 (x)"}, "target": {"model_id": "tgt-model"}}
     t = SweepTable(tmp_path / "sweep_llm.csv", cfg, SSCHEMA, SKEY)

@@ -53,13 +53,16 @@ def test_run_reconstruction_analysis_end_to_end(tmp_path):
     assert data["n_tokens"] == 16 and s["recon_n_tokens"] == 16          # capped at the 16 connector tokens
     assert len(data["rows"]) == 4 and "cos_centered_shuffled" in data["rows"][0]
     assert np.asarray(data["patch_similarity"]["cos"]).shape[1:] == (4, 4)         # 16 patches of a square image
-    assert sum(f.endswith(".png") for f in s["figures"]) == 2
+    from cotscope.figures import fig_patch_similarity, fig_reconstruction   # figures draw the stored JSON
+
+    figs = fig_reconstruction.save(data, tmp_path) + fig_patch_similarity.save(data, tmp_path)
+    assert sum(str(f).endswith(".png") for f in figs) == 2
 
 
 def test_reconstruction_stage_gives_numbers_and_a_report(tmp_path):
     from tiny_vlms import tiny_vlm_dir
 
-    from cotscope.probes.vision_latents import reconstruction_stage
+    from cotscope.stages.reconstruction import reconstruction_stage
 
     s = reconstruction_stage(tmp_path, {}, vlm_dir=tiny_vlm_dir("llava"), n_images=8)
     assert s["recon_n_tokens"] == 16 and "held-out images" in s["report"] and s["title"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
@@ -20,6 +21,8 @@ from cotscope.analyses.prior.matching import MatchReport, Pair, match_checkpoint
 from cotscope.analyses.prior.reader import Checkpoint
 from cotscope.analyses.prior.spectrum import (GramSpectrum, _null_mean_spectrum, hidden_axis, layer_verdicts,
                                      onesided_weights, spectrum_test)
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(repr=False)
@@ -169,7 +172,7 @@ def compute_prior(reason_dir: str | Path, vl_dir: str | Path, modules: str | Seq
     pairs, report = match_checkpoints(reason, vl, modules, allow_unmatched=allow_unmatched,
                                       allow_shape_mismatch=allow_shape_mismatch)
     if verbose:
-        print(report)
+        log.info("%s", report)
     d = _hidden_size(reason, vl, pairs)
     provenance = build_provenance(reason, vl, pairs, report, out_dtype)
     chunk_bytes = int(chunk_mb * 2 ** 20)
