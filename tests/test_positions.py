@@ -160,3 +160,21 @@ def test_one_layer_resolver(smollm2):
             call()
     with pytest.raises(LayerPathError, match="'model.nope' does not name"):
         ModelAdapter.find_layers(hf, "model.nope")
+
+
+def test_steer_reads_every_positions_spelling(smollm2):
+    """cs.steer takes the same Positions type: intervene's 'last_prompt' is apply's 'last' in one forward pass."""
+    from cotscope.probes.steer import steer
+
+    rng = np.random.default_rng(1)
+    v = rng.normal(size=smollm2.hidden_size)
+    ids = smollm2.tokenizer("The answer is", return_tensors="pt")
+    out = {}
+    for spec in ("last", "last_prompt", Positions.parse("last"), "all"):
+        with torch.no_grad(), steer(smollm2, v, 4.0, layers=[5], positions=spec):
+            out[str(spec)] = smollm2.hf(**ids).logits
+    assert torch.equal(out["last"], out["last_prompt"]) and torch.equal(out["last"], out["last_prompt+generated"])
+    assert not torch.equal(out["last"], out["all"])
+    with pytest.raises(PositionsError, match="generate_steered"):
+        with steer(smollm2, v, 4.0, layers=[5], positions="first"):
+            pass
