@@ -1,11 +1,5 @@
-"""Tidy sweep tables (CSV) written incrementally, and their statistics.
-
-A :class:`SweepTable` is ``<name>.csv`` plus ``<name>.csv.meta.json``. The sidecar holds the format, the
-column schema, the key columns and the full configuration with its hash. Rows are appended one batch at
-a time in a single write followed by ``flush`` + ``fsync``. After an interruption the table is reopened
-with the same configuration: a torn last line is cut off, :meth:`SweepTable.done_keys` lists the finished
-rows, and nothing finished is computed again. A table written by a *different* configuration is refused,
-and the error names a free file to use instead.
+"""Statistics of sweep tables; the tables themselves (:class:`SweepTable`, :func:`read_table`) live in
+:mod:`analyses.io.tables` and are re-exported here.
 
 Statistics (numpy + stdlib):
 
@@ -20,249 +14,16 @@ Statistics (numpy + stdlib):
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
 import math
-import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from cotscope.errors import CotscopeError
-from cotscope.analyses.atomic import atomic_path, write_json_atomic
-
-FORMAT_NAME = "cotscope.sweep"
-FORMAT_VERSION = 1
-TYPES = ("str", "int", "float", "bool", "json")
-
-
-class SweepTableError(CotscopeError):
-    """A sweep table that is missing, corrupt, or was written by a different configuration."""
-
-
-def config_hash(config: Mapping[str, Any]) -> str:
-    """Stable short hash of a JSON-able configuration."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
-def meta_path(path: str | Path) -> Path:
-    p = Path(path)
-    return p.with_name(p.name + ".meta.json")
-
-
-def free_name(path: str | Path) -> Path:
-    """The first ``<stem>-2.csv``, ``<stem>-3.csv``, … that does not exist yet."""
-    p = Path(path)
-    k = 2
-    while True:
-        cand = p.with_name(f"{p.stem}-{k}{p.suffix}")
-        if not cand.exists() and not meta_path(cand).exists():
-            return cand
-        k += 1
-
-
-def _diff_keys(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
-    out = []
-    for k in sorted(set(a) | set(b)):
-        va, vb = a.get(k, "<missing>"), b.get(k, "<missing>")
-        if isinstance(va, Mapping) and isinstance(vb, Mapping):
-            out += _diff_keys(va, vb, f"{prefix}{k}.")
-        elif json.dumps(va, sort_keys=True, default=str) != json.dumps(vb, sort_keys=True, default=str):
-            out.append(prefix + k)
-    return out
-
-
-def _encode(value: Any, typ: str, col: str) -> str:
-    if value is None:
-        return ""
-    if typ == "json":
-        return json.dumps(value, ensure_ascii=False)
-    if typ == "bool":
-        return "1" if bool(value) else "0"
-    if typ == "float":
-        f = float(value)
-        return "" if math.isnan(f) else repr(f)
-    if typ == "int":
-        return str(int(value))
-    s = str(value)
-    if "\n" in s or "\r" in s:
-        raise SweepTableError(f"column {col!r} is 'str' but the value contains a newline; declare it 'json'")
-    return s
-
-
-def _decode(text: str, typ: str) -> Any:
-    if text == "":
-        return float("nan") if typ == "float" else None
-    if typ == "json":
-        return json.loads(text)
-    if typ == "bool":
-        return text == "1"
-    if typ == "float":
-        return float(text)
-    if typ == "int":
-        return int(text)
-    return text
-
-
-class SweepTable:
-    """Create or resume an append-only tidy CSV table bound to one configuration.
-
-    Args:
-        path: the ``.csv`` file.
-        config: everything that determines the rows' values (JSON-able). Reopening with a different
-            config raises :class:`SweepTableError` unless ``overwrite=True``.
-        schema: ``{column: type}`` with types from ``TYPES``; the column order is the CSV order.
-        key: columns that identify a row (a finished row is never recomputed).
-    """
-
-    def __init__(self, path: str | Path, config: Mapping[str, Any], schema: Mapping[str, str],
-                 key: Sequence[str], *, overwrite: bool = False) -> None:
-        self.path = Path(path)
-        self.config = json.loads(json.dumps(dict(config), default=str))
-        self.schema = dict(schema)
-        bad = {c: t for c, t in self.schema.items() if t not in TYPES}
-        if bad:
-            raise SweepTableError(f"unknown column types {bad}; use {TYPES}")
-        self.key = tuple(key)
-        missing = [k for k in self.key if k not in self.schema]
-        if missing:
-            raise SweepTableError(f"key columns {missing} are not in the schema")
-        self.hash = config_hash({"config": self.config, "schema": self.schema, "key": self.key})
-        self.meta_file = meta_path(self.path)
-        exists = self.path.exists() or self.meta_file.exists()
-        if exists and not overwrite:
-            self._check_existing()
-            self._repair_tail()
-        else:
-            self._create()
-
-    # -- lifecycle ---------------------------------------------------------------------------
-    def _create(self) -> None:
-        meta = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config_hash": self.hash,
-                "columns": self.schema, "key": list(self.key), "config": self.config}
-        buf = io.StringIO()
-        csv.writer(buf, lineterminator="\n").writerow(list(self.schema))
-        # the sidecar first: a run killed in between leaves a sidecar without a table, which reopening completes
-        # (a table without its sidecar would be refused as foreign)
-        write_json_atomic(self.meta_file, meta)
-        with atomic_path(self.path) as tmp:
-            tmp.write_text(buf.getvalue())
-
-    def _check_existing(self) -> None:
-        fix = (f"Use a new file (e.g. {free_name(self.path)}) or pass overwrite=True to replace this table.")
-        if not self.meta_file.is_file():
-            raise SweepTableError(f"{self.path} exists but has no {self.meta_file.name}; it was not written by "
-                                  f"cotscope's SweepTable, so rows cannot be trusted to match. {fix}")
-        try:
-            meta = json.loads(self.meta_file.read_text())
-        except json.JSONDecodeError as e:
-            raise SweepTableError(f"{self.meta_file} is corrupt ({e}). {fix}") from None
-        if meta.get("format") != FORMAT_NAME:
-            raise SweepTableError(f"{self.meta_file} is not a cotscope sweep table. {fix}")
-        if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-            raise SweepTableError(f"{self.path} has format version {meta.get('format_version')}, newer than this "
-                                  f"cotscope ({FORMAT_VERSION}); upgrade cotscope. {fix}")
-        if meta.get("config_hash") != self.hash:
-            diff = _diff_keys(meta.get("config", {}), self.config)
-            if meta.get("columns") != self.schema:
-                diff.append("<column schema>")
-            if list(meta.get("key", [])) != list(self.key):
-                diff.append("<key columns>")
-            raise SweepTableError(
-                f"{self.path} was written by a different configuration (differs in: {', '.join(diff) or 'hash'}); "
-                f"refusing to mix rows from two configurations. {fix}")
-        if not self.path.is_file():
-            with atomic_path(self.path) as tmp:
-                buf = io.StringIO()
-                csv.writer(buf, lineterminator="\n").writerow(list(self.schema))
-                tmp.write_text(buf.getvalue())
-
-    def _repair_tail(self) -> None:
-        """Cut a torn last line (an interrupted append) and check the header."""
-        data = self.path.read_bytes()
-        if not data:
-            raise SweepTableError(f"{self.path} is empty (no header); delete it and its .meta.json, or use "
-                                  f"{free_name(self.path)}")
-        if not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            with open(self.path, "r+b") as fh:
-                fh.truncate(cut)
-                fh.flush()
-                os.fsync(fh.fileno())
-        with open(self.path, newline="", encoding="utf-8") as fh:
-            header = next(csv.reader(fh), None)
-        if header != list(self.schema):
-            raise SweepTableError(f"{self.path}: header {header} does not match the schema {list(self.schema)}; "
-                                  f"use {free_name(self.path)}")
-
-    # -- rows --------------------------------------------------------------------------------
-    def rows(self) -> list[dict[str, Any]]:
-        """All complete rows, typed."""
-        return read_table(self.path, self.schema)
-
-    def done_keys(self) -> set[tuple]:
-        """Keys of the rows already in the table."""
-        return {tuple(r[k] for k in self.key) for r in self.rows()}
-
-    def append(self, rows: Iterable[Mapping[str, Any]]) -> int:
-        """Append rows in one write, then flush and fsync. Returns the number written."""
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        n = 0
-        for row in rows:
-            extra = set(row) - set(self.schema)
-            if extra:
-                raise SweepTableError(f"row has columns not in the schema: {sorted(extra)}")
-            w.writerow([_encode(row.get(c), t, c) for c, t in self.schema.items()])
-            n += 1
-        if n:
-            try:
-                with open(self.path, "a", newline="", encoding="utf-8") as fh:
-                    fh.write(buf.getvalue())
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as e:
-                if e.errno is None:
-                    raise
-                raise type(e)(e.errno, f"{e.strerror} (appending {n} rows failed; the rows written before are "
-                                       "intact and a torn last line is cut when the sweep is resumed)",
-                               str(self.path)) from e
-        return n
-
-
-def read_table(path: str | Path, schema: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
-    """Read a sweep table as a list of typed dicts (types from the sidecar unless ``schema`` is given).
-
-    A torn last line (no trailing newline) is ignored.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise SweepTableError(f"no sweep table at {path}; run a sweep first (probes.sweep.run_sweep)")
-    if schema is None:
-        mf = meta_path(path)
-        if not mf.is_file():
-            raise SweepTableError(f"{path} has no {mf.name}; cannot type its columns")
-        schema = json.loads(mf.read_text())["columns"]
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):
-        text = text[: text.rfind("\n") + 1]
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None:
-        return []
-    out = []
-    for rec in reader:
-        if len(rec) != len(header):
-            continue
-        out.append({c: _decode(v, schema.get(c, "str")) for c, v in zip(header, rec)})
-    return out
-
-
-def table_config(path: str | Path) -> dict[str, Any]:
-    """The configuration a table was written with (from its sidecar)."""
-    return json.loads(meta_path(path).read_text())["config"]
+from cotscope.analyses.io.atomic import atomic_path
+from cotscope.analyses.io.tables import (FORMAT_NAME, FORMAT_VERSION, TYPES, SweepTable, SweepTableError,  # noqa: F401
+                                         config_hash, free_name, meta_path, read_table, table_config)
 
 
 # ----------------------------------------------------------------------------------------- statistics
@@ -385,5 +146,5 @@ def write_stats_csv(path: str | Path, records: Sequence[Mapping[str, Any]]) -> P
     for r in records:
         w.writerow({k: ("" if v is None or (isinstance(v, float) and math.isnan(v)) else v) for k, v in r.items()})
     with atomic_path(path) as tmp:
-        tmp.write_text(buf.getvalue(), encoding="utf-8")
+        tmp.write_text(buf.getvalue())
     return path
