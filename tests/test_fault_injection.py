@@ -123,9 +123,22 @@ def snapshot(d: Path) -> dict[str, bytes]:
     out = {}
     for f in sorted(d.rglob("*")):
         if f.is_file() and not (f.name.startswith(".") and f.name.endswith(".tmp")) \
-                and not f.name.endswith(".timing.jsonl"):
+                and not f.name.endswith((".timing.jsonl", ".lock")):  # timings and lock files (pid, host) differ
             out[str(f.relative_to(d))] = f.read_bytes()
     return out
+
+
+def _listed(d: Path, index: str, key: str) -> list[dict]:
+    """Finished units of a writer: its append-only index (a torn last line ignored) or its manifest's list."""
+    if (d / index).is_file():
+        out = []
+        for line in (d / index).read_text().splitlines():
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError:
+                pass
+        return out
+    return json.loads((d / "manifest.json").read_text()).get(key, [])
 
 
 def assert_same(got: dict[str, bytes], ref: dict[str, bytes], what: str) -> None:
@@ -192,8 +205,8 @@ def test_collect_pairs_resumes_bit_identically_after_kill(smollm2, tmp_path):
     def check(d: Path, ref: dict) -> None:
         if not (d / MANIFEST).exists():
             return
-        man = json.loads((d / MANIFEST).read_text())  # never torn: it is replaced atomically
-        for s in man["shards"]:  # every shard the manifest lists is complete and is the reference's shard
+        json.loads((d / MANIFEST).read_text())  # never torn: it is replaced atomically
+        for s in _listed(d, "index.jsonl", "shards"):  # every listed shard is complete and is the reference's
             assert sha256_file(d / s["file"]) == s["sha256"]
             assert (d / s["file"]).read_bytes() == ref[s["file"]]
 
@@ -225,7 +238,8 @@ def test_sweep_table_resumes_bit_identically_after_kill(smollm2, tmp_path):
 
 @pytest.mark.slow
 def test_attention_capture_resumes_bit_identically_after_kill(tmp_path):
-    from cotscope.analyses.attention_store import MANIFEST, _sha256
+    from cotscope.analyses.attention_store import MANIFEST
+    from cotscope.analyses.store import sha256_file as _sha256
     from cotscope.probes.attention import CaptureRequest, capture_run
     from cotscope.probes.models.loading import wrap_model
     from tiny_vlms import build_tiny_vlm, sample_image
@@ -242,8 +256,8 @@ def test_attention_capture_resumes_bit_identically_after_kill(tmp_path):
     def check(d: Path, ref: dict) -> None:
         if not (d / MANIFEST).exists():
             return
-        man = json.loads((d / MANIFEST).read_text())
-        for t in man["traces"]:
+        json.loads((d / MANIFEST).read_text())
+        for t in _listed(d, "index.jsonl", "traces"):
             assert _sha256(d / t["file"]) == t["sha256"] and (d / t["file"]).read_bytes() == ref[t["file"]]
 
     interrupt_and_resume("attention", run, out, check)
