@@ -27,9 +27,10 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from cotscope.analyses.streaming import PairMoments, chunks, lat_flips, sign_agreement
+from cotscope.errors import CotscopeError
 
 
-class PairError(ValueError):
+class PairError(CotscopeError):
     """Paired arrays that cannot be analysed together."""
 
 

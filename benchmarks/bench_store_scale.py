@@ -76,7 +76,7 @@ elif mode == "analyse":
     def timed(*a, **k):
         t = time.perf_counter(); r = real(*a, **k); io_s[0] += time.perf_counter() - t; return r
     st.paired = timed
-    res = layer_sweep.analyse_store(st, arg["position"], n_perm=arg["n_perm"], progress=False)
+    res = layer_sweep.analyse_store(st, arg["position"], n_perm=arg["n_perm"], progress=False).to_private_dict()
     out["io_seconds"] = io_s[0]
     out["verify_seconds"] = verify.STATS["seconds"]
     planted = np.load(arg["planted"])

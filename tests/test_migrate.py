@@ -38,7 +38,7 @@ def test_migrated_store_gives_identical_arrays_and_analysis(tmp_path):
     assert files(tmp_path / "s") == files(tmp_path / "v2")                        # = a store written as v2
     a = analyse_store(st, "last", n_perm=20, progress=False)
     b = analyse_store(direct, "last", n_perm=20, progress=False)
-    assert json.dumps(a["layers"]) == json.dumps(b["layers"])                     # identical analysis
+    assert json.dumps(a.to_dict()) == json.dumps(b.to_dict())                     # identical analysis
     assert migrate_store(tmp_path / "s") == tmp_path / "s"                       # v2: nothing to do
     assert sorted(os.listdir(tmp_path)) == ["s", "v2"]                           # no leftovers
 

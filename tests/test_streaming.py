@@ -129,7 +129,7 @@ def test_analyse_store_streams_v2_and_matches_the_oracle_on_v1(tmp_path):
     v1 = write_v1_store(tmp_path / "v1", cfg, items, arrays, batch_size=10)
     v2 = write_store(tmp_path / "v2", cfg, items, arrays, batch_size=10)
     old = O.old_analyse_store(v1, "last", n_perm=40, progress=False)
-    new = analyse_store(v2, "last", n_perm=40, progress=False, chunk_pairs=32)
+    new = analyse_store(v2, "last", n_perm=40, progress=False, chunk_pairs=32).to_private_dict()
     assert new["best_layer"] == old["best_layer"] and new["n_pairs"] == old["n_pairs"] == 120
     assert new["layer_order"] == old["layer_order"]
     X = arrays["last"]
