@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str] = {
     "generate": "cotscope.api:generate",
     "generate_steered": "cotscope.probes.intervene:generate_steered",
     "RowSteer": "cotscope.probes.intervene:RowSteer",
-    "sweep": "cotscope.probes.sweep:run_sweep",
+    "sweep": "cotscope.api:sweep",
     "SweepConfig": "cotscope.probes.sweep:SweepConfig",
     # attention and parameter space
     "attention": "cotscope.probes.attention:capture_run",

@@ -51,6 +51,27 @@ def collect(model: Any, pairs: Sequence[Any], out: str | Path, *, layers: Sequen
                          progress=progress, **kw)
 
 
+def sweep(model: Any, direction: Any, prompts: Sequence[Any], table: str | Path, cfg: Any = None, *,
+          workers: int = 1, ray_address: str | None = None, **kw: Any) -> Any:
+    """:func:`cotscope.probes.sweep.run_sweep` of ``model`` (a LoadedModel or a spec); returns its SweepResult.
+
+    ``workers=N > 1`` spreads the sweep's batches over N Ray actors (:func:`cotscope.workers.sweep_distributed`);
+    the merged table equals the one-process table row for row and byte for byte.
+    """
+    from cotscope.probes.models.loading import LoadedModel, load_model
+    from cotscope.probes.sweep import SweepConfig, run_sweep
+
+    cfg = cfg if cfg is not None else SweepConfig()
+    if workers != 1 or ray_address is not None:
+        from cotscope.workers import sweep_distributed
+
+        run_kw = {k: v for k, v in kw.items() if k in ("own", "overwrite")}
+        sweep_distributed(model, direction, prompts, table, cfg, workers=workers, ray_address=ray_address, **run_kw)
+        kw = {k: v for k, v in kw.items() if k != "overwrite"}
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    return run_sweep(lm, direction, prompts, table, cfg, **kw)
+
+
 def analyse(store: Any, position: str = "last_prompt", *, layers: Sequence[int] | None = None, cutoff: float = 0.1,
             n_perm: int = 200, seed: int = 0, out: str | Path | None = None, progress: bool = True) -> Any:
     """Per-layer mean difference, LAT, probe, spectrum and nulls of a store (a path or an ActivationStore).

@@ -136,6 +136,16 @@ class _CollectWorker:
         collect_pairs(self.model, pairs, out, part=part, progress=False, **kw)
         return {"part": list(part), "pid": os.getpid(), "resumed_shards": before, "seconds": time.perf_counter() - t0}
 
+    def sweep(self, direction: Any, prompts: Sequence[Any], table: str, cfg: Any, part: tuple[int, int],
+              kw: dict[str, Any]) -> dict[str, Any]:
+        """Run (or resume) part ``part`` of a sweep into its own table."""
+        from cotscope.probes.sweep import run_sweep
+
+        t0 = time.perf_counter()
+        res = run_sweep(self.model, direction, prompts, table, cfg, part=part, progress=False, **kw)
+        return {"part": list(part), "pid": os.getpid(), "batches_run": res.batches_run,
+                "seconds": time.perf_counter() - t0}
+
 
 def collect_distributed(model: Any, pairs: Sequence[Any], out: str | Path, *, workers: int,
                         ray_address: str | None = None, load_kwargs: dict[str, Any] | None = None,
@@ -243,3 +253,108 @@ def run_collect_command(model: Any, pairs: Sequence[Any], out: str | Path, args:
     print(f"store: {store.path} ({store.n_items} items, layers {store.layers[0]}..{store.layers[-1]}; "
           f"{len(store.worker_reports)} workers)")
     return 0
+
+
+# ================================================================================================ sweeps
+def sweep_part_path(table: str | Path, i: int, n: int) -> Path:
+    """Table of worker ``i`` of ``n`` for the sweep table ``table``: ``table.parts/part-00i-of-00n.csv``."""
+    table = Path(table)
+    return table.parent / (table.name + PARTS_SUFFIX) / f"part-{i:03d}-of-{n:03d}.csv"
+
+
+def merge_sweep_tables(parts: Sequence[str | Path], out: str | Path) -> Path:
+    """Join the part tables of one sweep (``run_sweep(part=(i, n))``) into ``out``, the one-process table.
+
+    Refuses parts of different configurations (their ``.meta.json`` differ) and a row key found twice. Rows are
+    ordered by batch (each batch lies wholly in one part, its rows in generation order), which is the order
+    one process appends them in. Returns ``out``.
+    """
+    import csv
+    import io
+
+    from cotscope.analyses.atomic import write_text_atomic
+    from cotscope.analyses.sweeps import meta_path
+
+    parts = [Path(p) for p in parts]
+    if not parts:
+        raise WorkerError("nothing to merge: pass at least one part table")
+    metas = [meta_path(p).read_text() if meta_path(p).is_file() else None for p in parts]
+    if metas[0] is None or any(m != metas[0] for m in metas):
+        raise WorkerError(f"cannot merge sweep tables {[str(p) for p in parts]}: they were written by different "
+                          "configurations (their .meta.json differ or are missing); merge parts of one sweep only")
+    header, lines = None, []
+    for p in parts:
+        text = p.read_text()
+        if text and not text.endswith("\n"):              # a torn last row of an interrupted part
+            text = text[: text.rfind("\n") + 1]
+        rows = text.splitlines(keepends=True)
+        if header is None:
+            header = rows[0]
+        lines += rows[1:]
+    cols = next(csv.reader(io.StringIO(header)))
+    bi, ki, pi = cols.index("batch"), cols.index("cell_id"), cols.index("prompt_id")
+    parsed = [(next(csv.reader(io.StringIO(l))), l) for l in lines]
+    keys = [(r[ki], r[pi]) for r, _ in parsed]
+    if len(set(keys)) != len(keys):
+        raise WorkerError("the part tables share rows (same cell and prompt); merge the parts of one --workers run")
+    parsed.sort(key=lambda rl: int(rl[0][bi]))            # stable: rows of a batch keep their order
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(meta_path(out), metas[0])
+    write_text_atomic(out, header + "".join(l for _, l in parsed))
+    return out
+
+
+def sweep_distributed(model: Any, direction: Any, prompts: Sequence[Any], table: str | Path, cfg: Any = None, *,
+                      workers: int, ray_address: str | None = None, load_kwargs: dict[str, Any] | None = None,
+                      torch_threads: int | None = 1, gpus_per_worker: float = 0, max_restarts: int = 3,
+                      keep_parts: bool = False, **sweep_kw: Any) -> Path:
+    """Spread a sweep's batches over ``workers`` Ray actors; their part tables merge into ``table``.
+
+    Each actor runs ``run_sweep(..., part=(i, workers))`` on its own model replica (rows are seeded per
+    (prompt, cell), so the rows do not depend on the process); a dead actor is restarted and its part resumes
+    from the rows already written. Returns the path of the merged table (identical to a one-process run).
+    """
+    from cotscope.probes.sweep import SweepConfig
+
+    if int(workers) < 1:
+        raise WorkerError(f"workers must be >= 1, got {workers}")
+    workers = int(workers)
+    cfg = cfg if cfg is not None else SweepConfig()
+    spec = _spec_of(model)
+    from cotscope.probes.models.loading import LoadedModel
+
+    expect = model.provenance() if isinstance(model, LoadedModel) else None
+    ray = _require_ray()
+    parts = [sweep_part_path(table, i, workers) for i in range(workers)]
+    parts[0].parent.mkdir(parents=True, exist_ok=True)
+    started_here = False
+    if not ray.is_initialized():
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        started_here = True
+    try:
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=max_restarts,
+                               max_task_retries=max_restarts)(_CollectWorker)
+        actors = [actor_cls.remote(spec, dict(load_kwargs or {}), torch_threads, expect) for _ in range(workers)]
+        d_ref, p_ref = ray.put(direction), ray.put(list(prompts))
+        futures = [a.sweep.remote(d_ref, p_ref, str(p), cfg, (i, workers), dict(sweep_kw))
+                   for i, (a, p) in enumerate(zip(actors, parts))]
+        try:
+            reports = ray.get(futures)
+        except ray.exceptions.RayError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, CotscopeError):
+                raise cause from None
+            raise WorkerError(f"a sweep worker failed after {max_restarts} restarts: {e}. Finished rows stay in "
+                              f"{parts[0].parent}; run the same call again to resume") from None
+        for a in actors:
+            ray.kill(a)
+    finally:
+        if started_here:
+            ray.shutdown()
+    for r in reports:
+        log.info("sweep part %s: pid %d, %d batches, %.1f s", r["part"], r["pid"], r["batches_run"], r["seconds"])
+    out = merge_sweep_tables(parts, table)
+    if not keep_parts:
+        shutil.rmtree(parts[0].parent)
+    return out

@@ -6,12 +6,14 @@ thread, so both paths run the same kernels on the same batches and must agree by
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is the optional extra 'ray' (installed by `make test`)")
@@ -138,3 +140,38 @@ def test_a_killed_worker_is_restarted_and_resumes_its_part(cluster, smollm2, job
     assert rep0["resumed_shards"] >= killed["shards_before"]     # … from the shards the dead one wrote
     assert files(st.path) == files(one_process)
     assert len(read_index(st.path)) == 8                          # 8 batches of 2 items, none lost or duplicated
+
+
+def test_sweep_on_two_workers_equals_the_one_process_table(cluster, smollm2, tmp_path):
+    """cs.sweep(workers=2): batches spread over two actors; the merged table is the one-process table, byte for byte."""
+    import torch
+
+    import cotscope as cs
+    from cotscope.analyses.artifacts import DirectionMeta, DirectionSet
+    from cotscope.probes.stimuli import generate_problems
+    from cotscope.probes.sweep import SweepConfig, direct_prompts, run_sweep
+    from cotscope.workers import merge_sweep_tables
+
+    rng = np.random.default_rng(0)
+    direction = DirectionSet({l: (rng.standard_normal(576) * 20).astype(np.float32) for l in (6, 20)},
+                             DirectionMeta(model_id="test-direction", n_layers=30, method="random"))
+    cfg = SweepConfig(layers=(6, 20), lams=(0.9,), controls=("none", "random"), control_layers=(20,), budget=3,
+                      score=True, answer_template=" {answer}", rows_per_batch=4, cutoff=0.25)
+    prompts = direct_prompts(generate_problems(2, seed=3, difficulties=("easy",)))
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        one = run_sweep(smollm2, direction, prompts, tmp_path / "one.csv", cfg, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    res = cs.sweep("embedded:smollm2", direction, prompts, tmp_path / "two.csv", cfg, workers=2, progress=False)
+    assert one.complete and one.batches == 2
+    assert res.complete and res.batches_run == 0                  # the driver only read the merged table
+    assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
+    assert (tmp_path / "two.csv.meta.json").read_bytes() == (tmp_path / "one.csv.meta.json").read_bytes()
+    assert not (tmp_path / "two.csv.parts").exists()
+    # parts of another configuration are refused
+    other = dataclasses.replace(cfg, lams=(0.5,))
+    run_sweep(smollm2, direction, prompts, tmp_path / "o.csv", other, part=(1, 2), progress=False, max_batches=1)
+    with pytest.raises(WorkerError, match="different configurations"):
+        merge_sweep_tables([tmp_path / "one.csv", tmp_path / "o.csv"], tmp_path / "bad.csv")
