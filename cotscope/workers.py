@@ -185,6 +185,9 @@ def collect_distributed(model: Any, pairs: Sequence[Any], out: str | Path, *, wo
     ray = _require_ray()
     out = Path(out)
     parts = [part_dir(out, i, workers) for i in range(workers)]
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise WorkerError(f"{out} exists and is not empty; a distributed collection writes a new store. Use a new "
+                          "directory, or pass overwrite=True (--overwrite) to replace it")
     if overwrite:
         for p in (out, out.parent / (out.name + PARTS_SUFFIX)):
             if p.exists():
