@@ -6,10 +6,11 @@ of cutoffs, high-passed — and the same low-pass cosine under a random-permutat
 permutation of the coordinates, which keeps the raw cosine but scrambles "frequency"). Also the
 dispersion of per-pair differences for LLM, VLM and VLM after low-pass. Hidden sizes that differ
 are matched by Fourier resampling of the LLM direction; layers of models with different depths are
-matched by relative depth, and the matching is recorded.
+matched by relative depth (first block to first, last to last: ``round(l·(n_b−1)/(n_a−1))``), and the
+matching is recorded.
 
 >>> match_layers(30, 60, [0, 15, 29])
-[(0, 0), (15, 30), (29, 59)]
+[(0, 0), (15, 31), (29, 59)]
 """
 from __future__ import annotations
 

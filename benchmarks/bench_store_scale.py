@@ -242,9 +242,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-perm", type=int, default=200)
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: analyse,bf16,v1,write")
+    ap.add_argument("--skip", default="", help="comma list of sections to skip: io (the big store; implies "
+                    "analyse,bf16), analyse, bf16, v1, write")
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
+    if "io" in skip:
+        skip |= {"analyse", "bf16"}
     root = Path(tempfile.mkdtemp(prefix="cotscope-bench-store-", dir=args.dir))
     planted = planted_directions(args.layers, args.d, seed=1)
     np.save(root / "planted.npy", planted)
@@ -253,78 +256,79 @@ def main(argv: list[str] | None = None) -> int:
     print(f"store: {P} pairs x {L} layers x d={d}, {args.rows_per_shard} rows/shard "
           f"({-(-2 * P // args.rows_per_shard)} shards), float32 {gb(2 * P * L * d * 4)} per token rule; 1 thread")
     try:
-        # ------------------------------------------------------------------ write + sequential read
-        s32 = root / "v2_f32"
-        t = time.perf_counter()
-        wt = write_synthetic(s32, P, L, d, args.rows_per_shard, planted)
-        size32 = store_bytes(s32)
-        print(f"\n[write] v2 float32: {gb(size32)} in {time.perf_counter() - t:.1f}s (of which store writes "
-              f"{wt['total_write']:.1f}s: arrays {wt['array']:.1f}s, index appends {wt['index']:.3f}s, manifest "
-              f"{wt['manifest_create']:.3f}s, finish {wt['finish']:.2f}s)")
-        drop_cache(s32)
-        cold, nbytes = sequential_read(s32)
-        warm, _ = sequential_read(s32)
-        print(f"[read] one sequential read of all shards: cold {cold:.2f}s ({nbytes / cold / 1e9:.2f} GB/s), "
-              f"warm {warm:.2f}s ({nbytes / warm / 1e9:.2f} GB/s)")
-        report["sequential_read"] = {"cold_s": cold, "warm_s": warm, "bytes": nbytes}
-        # ------------------------------------------------------------------ I/O of the streaming analysis
-        res = {}
-        for mode in ("io", "io_trusted"):
+        if "io" not in skip:
+            # ------------------------------------------------------------------ write + sequential read
+            s32 = root / "v2_f32"
+            t = time.perf_counter()
+            wt = write_synthetic(s32, P, L, d, args.rows_per_shard, planted)
+            size32 = store_bytes(s32)
+            print(f"\n[write] v2 float32: {gb(size32)} in {time.perf_counter() - t:.1f}s (of which store writes "
+                  f"{wt['total_write']:.1f}s: arrays {wt['array']:.1f}s, index appends {wt['index']:.3f}s, manifest "
+                  f"{wt['manifest_create']:.3f}s, finish {wt['finish']:.2f}s)")
             drop_cache(s32)
-            res[mode + "_cold"] = child(mode, s32, position="last_prompt")
-            res[mode + "_warm"] = child(mode, s32, position="last_prompt")
-        report["io"] = res
-        print(f"[io] all {L} slices, one layer at a time (what analyse_store reads):")
-        for k, r in res.items():
-            print(f"     {k:17s} {r['seconds']:7.2f}s  = {r['seconds'] / (cold if 'cold' in k else warm):5.2f}x one "
-                  f"sequential read ({'cold' if 'cold' in k else 'warm'}); sha256 {r['verify_seconds']:.2f}s over "
-                  f"{gb(r['verify_bytes'])}; peak RSS {r['peak_rss'] / 1e6:.0f} MB")
-        vc = res["io_cold"]["seconds"] - res["io_trusted_cold"]["seconds"]
-        vw = res["io_warm"]["seconds"] - res["io_trusted_warm"]["seconds"]
-        print(f"[verify] first-read sha256 verification costs {vc:+.2f}s cold / {vw:+.2f}s warm on this store "
-              f"({res['io_warm']['verify_bytes'] / max(res['io_warm']['verify_seconds'], 1e-9) / 1e9:.2f} GB/s hashing); "
-              "opt out with trust=True or COTSCOPE_TRUST_STORE=1")
-        # ------------------------------------------------------------------ the analysis
-        if "analyse" not in skip:
-            drop_cache(s32)
-            a = child("analyse", s32, position="last_prompt", n_perm=args.n_perm, planted=str(root / "planted.npy"))
-            report["analyse"] = a
-            print(f"[analyse_store] wall {a['seconds']:.1f}s = {a['seconds'] / cold:.1f}x one cold sequential read "
-                  f"({a['seconds'] / warm:.1f}x warm); of it reading slices {a['io_seconds']:.1f}s "
-                  f"({a['io_seconds'] / cold:.2f}x cold read, incl. sha256 {a['verify_seconds']:.1f}s) and computing "
-                  f"{a['seconds'] - a['io_seconds']:.1f}s ({(a['seconds'] - a['io_seconds']) / L:.1f}s per layer: "
-                  "probe, LAT scatter, FFTs, nulls)")
-            print(f"                peak RSS {a['peak_rss'] / 1e9:.2f} GB (interpreter+imports {a['base_rss'] / 1e9:.2f} GB; "
-                  f"store {gb(size32)}, one slice {gb(2 * P * d * 4)})")
-            print(f"                planted direction: cos(mean diff, planted) min {min(a['cos_mean_diff']):.4f}, "
-                  f"cos(LAT, planted) min {min(a['cos_lat']):.4f}, median {np.median(a['cos_lat']):.4f}; probe "
-                  f"test accuracy {np.mean(a['probe_test_acc']):.3f}")
-        # ------------------------------------------------------------------ bf16
-        if "bf16" not in skip:
-            sbf = root / "v2_bf16"
-            write_synthetic(sbf, P, L, d, args.rows_per_shard, planted, dtype="bfloat16")
-            sizebf = store_bytes(sbf)
-            times = {}
-            for name, p in (("float32", s32), ("bfloat16", sbf)):
-                drop_cache(p)
-                times[name + "_cold"] = child("io_trusted", p, position="last_prompt")["seconds"]
-                times[name + "_warm"] = child("io_trusted", p, position="last_prompt")["seconds"]
-            d32 = child("directions", s32, position="last_prompt")
-            dbf = child("directions", sbf, position="last_prompt")
-            cos = lambda a, b: float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))   # noqa: E731
-            c_md = [cos(np.array(d32["mean_diff"][k]), np.array(dbf["mean_diff"][k])) for k in d32["mean_diff"]]
-            c_lat = [cos(np.array(d32["lat"][k]), np.array(dbf["lat"][k])) for k in d32["lat"]]
-            report["bf16"] = {"size_ratio": sizebf / size32, "times": times, "cos_mean_diff": c_md, "cos_lat": c_lat}
-            print(f"\n[bf16] size {gb(sizebf)} = {sizebf / size32:.3f}x float32; reading all slices: cold "
-                  f"{times['bfloat16_cold']:.2f}s vs {times['float32_cold']:.2f}s "
-                  f"({times['bfloat16_cold'] / times['float32_cold']:.2f}x), warm {times['bfloat16_warm']:.2f}s vs "
-                  f"{times['float32_warm']:.2f}s ({times['bfloat16_warm'] / times['float32_warm']:.2f}x)")
-            print(f"       cos(direction bf16, direction float32): mean difference min {min(c_md):.6f}, "
-                  f"LAT min {min(c_lat):.6f} (target >= 0.999)")
+            cold, nbytes = sequential_read(s32)
+            warm, _ = sequential_read(s32)
+            print(f"[read] one sequential read of all shards: cold {cold:.2f}s ({nbytes / cold / 1e9:.2f} GB/s), "
+                  f"warm {warm:.2f}s ({nbytes / warm / 1e9:.2f} GB/s)")
+            report["sequential_read"] = {"cold_s": cold, "warm_s": warm, "bytes": nbytes}
+            # ------------------------------------------------------------------ I/O of the streaming analysis
+            res = {}
+            for mode in ("io", "io_trusted"):
+                drop_cache(s32)
+                res[mode + "_cold"] = child(mode, s32, position="last_prompt")
+                res[mode + "_warm"] = child(mode, s32, position="last_prompt")
+            report["io"] = res
+            print(f"[io] all {L} slices, one layer at a time (what analyse_store reads):")
+            for k, r in res.items():
+                print(f"     {k:17s} {r['seconds']:7.2f}s  = {r['seconds'] / (cold if 'cold' in k else warm):5.2f}x one "
+                      f"sequential read ({'cold' if 'cold' in k else 'warm'}); sha256 {r['verify_seconds']:.2f}s over "
+                      f"{gb(r['verify_bytes'])}; peak RSS {r['peak_rss'] / 1e6:.0f} MB")
+            vc = res["io_cold"]["seconds"] - res["io_trusted_cold"]["seconds"]
+            vw = res["io_warm"]["seconds"] - res["io_trusted_warm"]["seconds"]
+            print(f"[verify] first-read sha256 verification costs {vc:+.2f}s cold / {vw:+.2f}s warm on this store "
+                  f"({res['io_warm']['verify_bytes'] / max(res['io_warm']['verify_seconds'], 1e-9) / 1e9:.2f} GB/s hashing); "
+                  "opt out with trust=True or COTSCOPE_TRUST_STORE=1")
+            # ------------------------------------------------------------------ the analysis
+            if "analyse" not in skip:
+                drop_cache(s32)
+                a = child("analyse", s32, position="last_prompt", n_perm=args.n_perm, planted=str(root / "planted.npy"))
+                report["analyse"] = a
+                print(f"[analyse_store] wall {a['seconds']:.1f}s = {a['seconds'] / cold:.1f}x one cold sequential read "
+                      f"({a['seconds'] / warm:.1f}x warm); of it reading slices {a['io_seconds']:.1f}s "
+                      f"({a['io_seconds'] / cold:.2f}x cold read, incl. sha256 {a['verify_seconds']:.1f}s) and computing "
+                      f"{a['seconds'] - a['io_seconds']:.1f}s ({(a['seconds'] - a['io_seconds']) / L:.1f}s per layer: "
+                      "probe, LAT scatter, FFTs, nulls)")
+                print(f"                peak RSS {a['peak_rss'] / 1e9:.2f} GB (interpreter+imports {a['base_rss'] / 1e9:.2f} GB; "
+                      f"store {gb(size32)}, one slice {gb(2 * P * d * 4)})")
+                print(f"                planted direction: cos(mean diff, planted) min {min(a['cos_mean_diff']):.4f}, "
+                      f"cos(LAT, planted) min {min(a['cos_lat']):.4f}, median {np.median(a['cos_lat']):.4f}; probe "
+                      f"test accuracy {np.mean(a['probe_test_acc']):.3f}")
+            # ------------------------------------------------------------------ bf16
+            if "bf16" not in skip:
+                sbf = root / "v2_bf16"
+                write_synthetic(sbf, P, L, d, args.rows_per_shard, planted, dtype="bfloat16")
+                sizebf = store_bytes(sbf)
+                times = {}
+                for name, p in (("float32", s32), ("bfloat16", sbf)):
+                    drop_cache(p)
+                    times[name + "_cold"] = child("io_trusted", p, position="last_prompt")["seconds"]
+                    times[name + "_warm"] = child("io_trusted", p, position="last_prompt")["seconds"]
+                d32 = child("directions", s32, position="last_prompt")
+                dbf = child("directions", sbf, position="last_prompt")
+                cos = lambda a, b: float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))   # noqa: E731
+                c_md = [cos(np.array(d32["mean_diff"][k]), np.array(dbf["mean_diff"][k])) for k in d32["mean_diff"]]
+                c_lat = [cos(np.array(d32["lat"][k]), np.array(dbf["lat"][k])) for k in d32["lat"]]
+                report["bf16"] = {"size_ratio": sizebf / size32, "times": times, "cos_mean_diff": c_md, "cos_lat": c_lat}
+                print(f"\n[bf16] size {gb(sizebf)} = {sizebf / size32:.3f}x float32; reading all slices: cold "
+                      f"{times['bfloat16_cold']:.2f}s vs {times['float32_cold']:.2f}s "
+                      f"({times['bfloat16_cold'] / times['float32_cold']:.2f}x), warm {times['bfloat16_warm']:.2f}s vs "
+                      f"{times['float32_warm']:.2f}s ({times['bfloat16_warm'] / times['float32_warm']:.2f}x)")
+                print(f"       cos(direction bf16, direction float32): mean difference min {min(c_md):.6f}, "
+                      f"LAT min {min(c_lat):.6f} (target >= 0.999)")
+                if not args.keep:
+                    shutil.rmtree(sbf)
             if not args.keep:
-                shutil.rmtree(sbf)
-        if not args.keep:
-            shutil.rmtree(s32)
+                shutil.rmtree(s32)
         # ------------------------------------------------------------------ v1 vs v2 at a smaller size
         if "v1" not in skip:
             P1 = args.v1_pairs or max(2, P // 4)

@@ -1,6 +1,7 @@
 """Collect paired CoT / direct residual-stream activations through nnsight into a sharded store.
 
-Residual = output of decoder block ``i`` (0-based; HF ``hidden_states[i+1]``). Token rules:
+Residual = output of decoder block ``i`` (0-based; HF ``hidden_states[i+1]``). Token rules
+(``positions=``, :class:`probes.positions.TokenRule`; a list or a ``","``-separated string):
 
 * ``last_prompt`` — last token of the chat-templated prompt (after the generation prompt);
 * ``last``        — last token of the full text (prompt + answer; the released L2V-CoT rule);
@@ -29,9 +30,10 @@ from cotscope.errors import CotscopeError
 from cotscope.analyses.artifacts import library_versions
 from cotscope.analyses.io.store import ActivationStore, StoreWriter
 from cotscope.probes.models.loading import LoadedModel
+from cotscope.probes.positions import TokenRuleError, parse_token_rules
 from cotscope.probes.stimuli.pairs import PromptPair
 
-POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean")
+POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean")   # the TokenRule values collect_pairs reads
 
 
 class CollectionError(CotscopeError):
@@ -153,10 +155,10 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
     from tqdm.auto import tqdm
     import torch
 
-    positions = list(dict.fromkeys(positions))
-    bad = [p for p in positions if p not in POSITIONS]
-    if bad:
-        raise CollectionError(f"unknown positions {bad}; choose from {POSITIONS}")
+    try:                                      # token rules: one vocabulary (probes.positions.TokenRule)
+        positions = [r.value for r in parse_token_rules(positions, allowed=POSITIONS)]
+    except TokenRuleError as e:
+        raise CollectionError(f"unknown positions: {e}") from None
     layers = loaded.check_layers(range(loaded.n_layers) if layers is None else layers)
     if batch_size < 1:
         raise CollectionError(f"batch_size must be >= 1, got {batch_size}")
