@@ -76,7 +76,7 @@ def decode_image_tokens(model, processor, images, batch: int = 64) -> torch.Tens
     E = F.normalize(model.get_input_embeddings().weight.float(), dim=-1)
     out = []
     for s in range(0, len(images), batch):
-        pv = processor.image_processor(images[s:s + batch], return_tensors="pt")["pixel_values"]
+        pv = processor.image_processor([[im] for im in images[s:s + batch]], return_tensors="pt")["pixel_values"]
         f = F.normalize(R.image_features(model, pv.to(model.dtype)).float(), dim=-1)
         out.append((f @ E.T).argmax(-1))
     return torch.cat(out)
@@ -182,24 +182,32 @@ def logp_gold(model, processor, lm, items, desc: str = "log p(gold)") -> dict[st
     """Teacher-forced log p(gold answer) after the direct prompt, per item, under four inputs.
 
     ``vlm_image``: the VLM with the image; ``llm_text``: SmolLM2 with the problem as text; ``ceiling``: SmolLM2
-    with the exact embeddings in the VLM's image slots; ``lm_oracle``: the VLM's LM with the exact embeddings.
+    with the exact embeddings in the VLM's image slots; ``lm_oracle``: the VLM's LM with the exact embeddings;
+    ``vlm_blank`` / ``vlm_other_image``: the VLM with a blank image / another item's image. Much of log p(gold)
+    depends on the answer alone (its number of digits), so the last two show how much r needs no reading.
     """
     tok = processor.tokenizer
     E_smol = lm.get_input_embeddings().weight
     E_vlm = model.get_input_embeddings().weight
-    out: dict[str, list[float]] = {"vlm_image": [], "llm_text": [], "ceiling": [], "lm_oracle": []}
-    for it in tqdm(items, desc=desc, leave=False):
+    from PIL import Image
+
+    blank = Image.new("RGB", items[0].image.size, "white")
+    oth = other_index(items)
+    out: dict[str, list[float]] = {"vlm_image": [], "llm_text": [], "ceiling": [], "lm_oracle": [], "vlm_blank": [],
+                                   "vlm_other_image": []}
+    for i, it in enumerate(tqdm(items, desc=desc, leave=False)):
         ans, k = answer_ids(tok, it.answer)
         a = torch.tensor([ans])
         text = tok.apply_chat_template(R.text_messages(text_prompt(it, False)), tokenize=True,
                                        add_generation_prompt=True, return_dict=False)
         out["llm_text"].append(_sum_logp(lm(input_ids=torch.tensor([text + ans])).logits, ans, k))
-        enc = R.vlm_batch(processor, [it.image], [it.direct_prompt])
-        ids = torch.cat([enc["input_ids"], a], 1)
-        att = torch.ones_like(ids)
-        lo = model(input_ids=ids, attention_mask=att, pixel_values=enc["pixel_values"],
-                   pixel_attention_mask=enc.get("pixel_attention_mask")).logits
-        out["vlm_image"].append(_sum_logp(lo, ans, k))
+        for name, img in (("vlm_image", it.image), ("vlm_blank", blank), ("vlm_other_image", items[oth[i]].image)):
+            enc = R.vlm_batch(processor, [img], [it.direct_prompt])
+            ids = torch.cat([enc["input_ids"], a], 1)
+            att = torch.ones_like(ids)
+            lo = model(input_ids=ids, attention_mask=att, pixel_values=enc["pixel_values"],
+                       pixel_attention_mask=enc.get("pixel_attention_mask")).logits
+            out[name].append(_sum_logp(lo, ans, k))
         for name, net, E in (("ceiling", lm, E_smol), ("lm_oracle", model, E_vlm)):
             emb = slot_embeds(net.get_input_embeddings(), ids, oracle_slots(tok, E, [it]))
             out[name].append(_sum_logp(net(inputs_embeds=emb, attention_mask=att).logits, ans, k))
@@ -376,6 +384,8 @@ def report(res: dict, out: Path) -> None:
         rows.append(("log p(gold) Pearson r VLM(image) vs SmolLM2(text)", _fmt(rr["vlm_image"]),
                      f">= {TARGETS['logp_gold_pearson_r']}", rr["vlm_image"] >= TARGETS["logp_gold_pearson_r"]))
         rows.append(("  r ceiling / VLM-LM exact slots", f"{_fmt(rr['ceiling'])} / {_fmt(rr['lm_oracle'])}", "", None))
+        rows.append(("  r blank image / other image (no reading)",
+                     f"{_fmt(rr['vlm_blank'])} / {_fmt(rr['vlm_other_image'])}", "", None))
     w = max(len(r[0]) for r in rows) if rows else 0
     for name, val, tgt, ok in rows:
         mark = "" if ok is None else ("  MET" if ok else "  NOT MET")

@@ -467,12 +467,14 @@ def main(argv=None) -> int:
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
 
     def timed(name, fn):
-        t, load0 = time.time(), os.getloadavg()[0]
+        t, load0, cpu0 = time.time(), os.getloadavg()[0], time.process_time()
         log(f"{name}: start, load average {os.getloadavg()}", logf)
         r = fn()
         timings.update(json.loads(timings_path.read_text()) if timings_path.is_file() else {})  # stages may run in parallel
         timings[name] = round(timings.get(name, 0.0) + time.time() - t, 1)
         timings[f"{name}_load1_start_end"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+        # CPU seconds of this process (all threads): what the stage costs whatever else shares the machine
+        timings[f"{name}_cpu_s"] = round(timings.get(f"{name}_cpu_s", 0.0) + time.process_time() - cpu0, 1)
         write_json_atomic(timings_path, timings)
         log(f"{name}: {timings[name]} s, load average {os.getloadavg()}", logf)
         return r

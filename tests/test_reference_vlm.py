@@ -29,7 +29,10 @@ def test_loads_offline_through_auto_classes(vlm):
 
     model, proc = vlm
     assert isinstance(model, Idefics2ForConditionalGeneration) and isinstance(proc, Idefics2Processor)
-    assert model.config.text_config.vocab_size == 49152 and len(proc.tokenizer) == 49152
+    # Idefics2Processor always adds <end_of_utterance> (id 49152) to its tokenizer; the template never emits it and
+    # the model keeps SmolLM2's 49,152-row embedding
+    assert model.config.text_config.vocab_size == 49152 and model.get_input_embeddings().weight.shape[0] == 49152
+    assert len(proc.tokenizer) == 49153 and proc.tokenizer.convert_ids_to_tokens(49152) == "<end_of_utterance>"
     assert model.config.image_token_id == R.IMAGE_TOKEN_ID
     assert model.config.perceiver_config.resampler_n_latents == R.N_IMAGE_TOKENS
     from probes.stimuli.visual import generate_visual_items
@@ -51,7 +54,8 @@ def test_fast_pixel_path_equals_processor(vlm):
 
     _, proc = vlm
     imgs = [it.image for it in generate_visual_items(6, seed=3)]
-    pv = proc.image_processor(imgs, return_tensors="pt")["pixel_values"]
+    pv = proc.image_processor([[im] for im in imgs], return_tensors="pt")["pixel_values"]  # one image per sample
+    assert pv.shape == (6, 1, 3, R.IMAGE_SIDE, R.IMAGE_SIDE)
     assert torch.equal(R.pixel_tensor(imgs), pv[:, 0])
 
 
@@ -158,7 +162,7 @@ def test_oracle_slots_hold_the_depicted_text(vlm):
     for it, row in zip(items, ids.tolist()):
         n = len(tok(it.description, add_special_tokens=False).input_ids)
         assert tok.decode(row[R.read_slots(n, R.read_alignment())]) == it.description
-        assert set(row) - set(row[R.read_slots(n, R.read_alignment())]) <= {tok.convert_tokens_to_ids(R.READ_PAD_TOKEN)}
+        assert set(row) - set(row[R.read_slots(n, R.read_alignment())]) <= set(tok(R.READ_PAD_TOKEN, add_special_tokens=False).input_ids)
 
 
 def test_answer_ids_score_only_the_number(vlm):

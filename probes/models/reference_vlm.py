@@ -1,7 +1,7 @@
 """cotscope-smolvlm: the embedded reference VLM (SmolLM2-135M-Instruct taught to read rendered problems).
 
-A stock ``Idefics2ForConditionalGeneration`` (format 2): a small SigLIP-style vision tower with 8-px patches
-(144 patch tokens), the Idefics2 connector (gated MLP into SmolLM2's width, then a perceiver resampler whose
+A stock ``Idefics2ForConditionalGeneration`` (format 2): a small SigLIP-style vision tower with 12-px patches
+(64 patch tokens), the Idefics2 connector (gated MLP into SmolLM2's width, then a perceiver resampler whose
 ``N_IMAGE_TOKENS`` learned queries pool the patches) and SmolLM2's exact LlamaConfig text model. One image becomes
 ``BOUNDARY_TOKEN`` + ``N_IMAGE_TOKENS`` image tokens + ``BOUNDARY_TOKEN``; both are existing SmolLM2 tokens, so the
 vocabulary is unchanged. Only what differs from SmolLM2 is shipped in ``weights/cotscope-smolvlm/`` (fp16): the
@@ -43,7 +43,7 @@ BOUNDARY_TOKEN = "<jupyter_text>"     # Idefics2's <fake_token_around_image>, an
 READ_PAD_TOKEN = "\n"                 # what unused image slots are trained to look like (a newline token)
 READ_ALIGN = "right"                  # depicted tokens fill the last slots; newline pads come first
 IMAGE_SIDE = 96                        # images are resized to IMAGE_SIDE x IMAGE_SIDE
-PATCH = 8                              # (96 / 8)^2 = 144 patch tokens in the vision tower
+PATCH = 12                             # (96 / 12)^2 = 64 patch tokens in the vision tower
 N_IMAGE_TOKENS = 16                    # perceiver queries = image tokens per image
 VISION = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
               image_size=IMAGE_SIDE, patch_size=PATCH, num_channels=3)
