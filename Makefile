@@ -6,25 +6,38 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup models demo test test-fast figures bench clean
+.PHONY: setup models demo test test-fast test-latest lock figures bench clean
 
 setup:
 	@bash scripts/setup_env.sh
 
 models: setup
-	@$(PY) -m probes.cli setup-models
+	@$(PY) -m cotscope setup-models
 
 demo: models
-	$(PY) -m probes.cli demo --run-dir $(RUN_DIR)
+	$(PY) -m cotscope demo --run-dir $(RUN_DIR)
 
 test: models
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+# The newest versions pyproject.toml's ranges allow, in a separate venv (the lock is not touched).
+test-latest:
+	@VENV=.venv-latest COTSCOPE_LATEST=1 bash scripts/setup_env.sh
+	.venv-latest/bin/python -m cotscope setup-models
+	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
+	.venv-latest/bin/python -m pytest -q -p no:cacheprovider tests
+
+# Re-resolve requirements/lock.txt from pyproject.toml's ranges (review the diff, then `make test`).
+lock: setup
+	@$(PY) -m pip install -q "uv==0.13.9"
+	.venv/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 \
+	  -c requirements/torch.txt --upgrade -o requirements/lock.txt
 
 test-fast: models
 	$(PY) -m pytest -q -m "not slow" tests
 
 figures: setup
-	$(PY) -m figures $(RUN_DIR)
+	$(PY) -m cotscope.figures $(RUN_DIR)
 
 bench: models
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -136,7 +136,7 @@ class DirectionSet:
     def save(self, path: str | Path) -> Path:
         """Write atomically; returns the path."""
         from safetensors.numpy import save_file
-        from analyses.atomic import atomic_path
+        from cotscope.analyses.atomic import atomic_path
 
         path = Path(path)
         tensors = {f"direction.{l}": np.ascontiguousarray(v, dtype=np.float32) for l, v in self.vectors.items()}

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analyses.attention_store import IMAGE, KEY_TYPES, AttentionRun, Trace
+from cotscope.analyses.attention_store import IMAGE, KEY_TYPES, AttentionRun, Trace
 
 ENTROPY_OVER = ("all", "image")
 SEGMENT_MODES = ("auto", "step", "sentence", "line")

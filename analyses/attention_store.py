@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analyses.atomic import atomic_path, write_json_atomic, write_text_atomic
+from cotscope.analyses.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 FORMAT_NAME = "cotscope.attention"
 FORMAT_VERSION = 1

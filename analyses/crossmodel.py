@@ -16,9 +16,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analyses.directions import cosine, dispersion, mean_difference
-from analyses.spectral import cutoff_bins, highpass, lowpass, resample
-from analyses.store import ActivationStore
+from cotscope.analyses.directions import cosine, dispersion, mean_difference
+from cotscope.analyses.spectral import cutoff_bins, highpass, lowpass, resample
+from cotscope.analyses.store import ActivationStore
 
 DEFAULT_CUTOFFS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75)
 

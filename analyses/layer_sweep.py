@@ -9,10 +9,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analyses.artifacts import DirectionMeta, DirectionSet
-from analyses.directions import cosine, dispersion, lat_direction, mean_difference, probe_accuracy
-from analyses.spectral import cutoff_bins, lowpass, lowpass_energy_fraction, permutation_null
-from analyses.store import ActivationStore
+from cotscope.analyses.artifacts import DirectionMeta, DirectionSet
+from cotscope.analyses.directions import cosine, dispersion, lat_direction, mean_difference, probe_accuracy
+from cotscope.analyses.spectral import cutoff_bins, lowpass, lowpass_energy_fraction, permutation_null
+from cotscope.analyses.store import ActivationStore
 
 DEFAULT_CUTOFFS = (0.05, 0.1, 0.2, 0.3, 0.5)
 
@@ -73,6 +73,21 @@ def directions_to_sets(result: dict[str, Any], store: ActivationStore, normalise
                              n_pairs=result["n_pairs"], extra={"store": str(store.path)})
         out[method] = DirectionSet(v, meta)
     return out
+
+
+def attach_directions(result: Any, store: ActivationStore) -> Any:
+    """Give an :func:`analyse_store` result a ``.directions`` mapping (method → DirectionSet) and return it."""
+    sets = directions_to_sets(result, store)
+    try:
+        result.directions = sets
+    except AttributeError:  # a plain dict result: wrap it so attribute access works
+        result = _DictResult(result)
+        result.directions = sets
+    return result
+
+
+class _DictResult(dict):
+    """A dict result with attributes (``.directions``)."""
 
 
 def public(result: dict[str, Any]) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from analyses.atomic import atomic_path, write_json_atomic, write_text_atomic
+from cotscope.analyses.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 FORMAT_NAME = "cotscope.store"
 FORMAT_VERSION = 1

@@ -30,7 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from analyses.atomic import atomic_path, write_json_atomic
+from cotscope.analyses.atomic import atomic_path, write_json_atomic
 
 FORMAT_NAME = "cotscope.sweep"
 FORMAT_VERSION = 1

@@ -77,7 +77,7 @@ class PeakSampler:
 def _setup(length: int):
     import torch
 
-    from probes.models.loading import load_model
+    from cotscope.probes.models.loading import load_model
 
     torch.set_num_threads(int(os.environ.get("COTSCOPE_BENCH_THREADS", "1")))
     lm = load_model("embedded:smollm2", attn_implementation="sdpa")
@@ -93,7 +93,7 @@ def _runner(lm, ids, config: str, new_tokens: int, layers: list[int]):
     """A zero-argument callable running one generation of ``config``; returns ``(held_bytes, keep_alive)``."""
     import torch
 
-    from probes.attention import recording
+    from cotscope.probes.attention import recording
 
     mask = torch.ones_like(ids)
     kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,

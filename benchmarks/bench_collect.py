@@ -23,9 +23,9 @@ sys.path.insert(0, str(ROOT))
 def timing(batch: int, rounds: int) -> dict:
     import torch
 
-    from probes.collect import _reduce_batch, encode_batch, plan_items
-    from probes.models.loading import load_model
-    from probes.stimuli import generate_problems, make_pairs
+    from cotscope.probes.collect import _reduce_batch, encode_batch, plan_items
+    from cotscope.probes.models.loading import load_model
+    from cotscope.probes.stimuli import generate_problems, make_pairs
 
     torch.set_num_threads(2)
     lm = load_model("embedded:smollm2")
@@ -71,9 +71,9 @@ def timing(batch: int, rounds: int) -> dict:
 def memory_child(n_pairs: int) -> None:
     import torch
 
-    from probes.collect import collect_pairs
-    from probes.models.loading import load_model
-    from probes.stimuli import generate_problems, make_pairs
+    from cotscope.probes.collect import collect_pairs
+    from cotscope.probes.models.loading import load_model
+    from cotscope.probes.stimuli import generate_problems, make_pairs
 
     torch.set_num_threads(2)
     lm = load_model("embedded:smollm2")

@@ -59,9 +59,9 @@ def peak_rss_above_now(fn) -> int:
 
 
 def build_batch(batch: int):
-    from probes.stimuli.arithmetic import generate_problems
-    from probes.stimuli.pairs import Prompt, PromptPair, short_answer, worked_answer
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.stimuli.arithmetic import generate_problems
+    from cotscope.probes.stimuli.pairs import Prompt, PromptPair, short_answer, worked_answer
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     n = batch // 2
     problems = generate_problems(n, seed=0)
@@ -86,9 +86,9 @@ def main() -> None:
 
     import torch
 
-    from probes.collect import _reduce_batch, encode_batch, plan_items
-    from probes.models.llava_smol import llava_smol_dir
-    from probes.models.loading import load_model
+    from cotscope.probes.collect import _reduce_batch, encode_batch, plan_items
+    from cotscope.probes.models.llava_smol import llava_smol_dir
+    from cotscope.probes.models.loading import load_model
 
     torch.set_num_threads(a.threads)
     lm = load_model(llava_smol_dir())

@@ -52,11 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from probes.collect import encode_batch
-    from probes.intervene import RowSteer, generate_steered, inject_generate
-    from probes.models.loading import load_model
-    from probes.stimuli import generate_problems
-    from probes.sweep import direct_prompts
+    from cotscope.probes.collect import encode_batch
+    from cotscope.probes.intervene import RowSteer, generate_steered, inject_generate
+    from cotscope.probes.models.loading import load_model
+    from cotscope.probes.stimuli import generate_problems
+    from cotscope.probes.sweep import direct_prompts
 
     lm = load_model("embedded:smollm2")
     k = args.tokens

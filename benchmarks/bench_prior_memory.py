@@ -29,7 +29,7 @@ sys.path.insert(0, {root!r})
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
-import analyses.prior as prior
+import cotscope.analyses.prior as prior
 mode, reason, vl, out = sys.argv[1:5]
 tracemalloc.start()
 t0 = time.perf_counter()
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--keep", help="directory for the perturbed copy (kept); default: a temp dir")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(ROOT))
-    from probes.models.embedded import smollm2_dir
+    from cotscope.probes.models.embedded import smollm2_dir
 
     src = smollm2_dir()
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="bench_prior_"))

@@ -1,4 +1,4 @@
-"""Regenerate every figure of a run from stored results: ``python -m figures runs/demo``.
+"""Regenerate every figure of a run from stored results: ``python -m cotscope.figures runs/demo``.
 
 Figures whose inputs are absent are skipped with a note; activations are never recomputed.
 """
@@ -9,8 +9,8 @@ import pkgutil
 import sys
 from pathlib import Path
 
-import figures
-from figures.common import MissingInputs
+from cotscope import figures
+from cotscope.figures.common import MissingInputs
 
 
 def figure_modules() -> list[str]:
@@ -20,7 +20,7 @@ def figure_modules() -> list[str]:
 def render_all(run_dir: str | Path, verbose: bool = True) -> list[str]:
     written: list[str] = []
     for name in figure_modules():
-        mod = importlib.import_module(f"figures.{name}")
+        mod = importlib.import_module(f"cotscope.figures.{name}")
         render = getattr(mod, "render", None)
         if render is None:
             continue

@@ -2,7 +2,7 @@
 
 Every figure script under ``figures/`` exposes ``draw(...)`` (returns figures) and
 ``render(run_dir) -> list[Path]`` (reads stored results of a run, writes files, never recomputes
-activations). ``python -m figures RUN_DIR`` calls every ``render``. Scripts that draw one stored
+activations). ``python -m cotscope.figures RUN_DIR`` calls every ``render``. Scripts that draw one stored
 file with matplotlib + plotly share their tail: :func:`save_figure`, :func:`render_stored`,
 :func:`figure_main`.
 """
@@ -43,7 +43,7 @@ def load_json(path: str | Path, what: str = "stored results") -> Any:
 def save_matplotlib(fig: Any, out_dir: str | Path, name: str, pdf: bool = True) -> list[Path]:
     """Save ``name.png`` (150 dpi) and ``name.pdf``; closes the figure."""
     import matplotlib.pyplot as plt
-    from analyses.atomic import atomic_path
+    from cotscope.analyses.atomic import atomic_path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -59,7 +59,7 @@ def save_matplotlib(fig: Any, out_dir: str | Path, name: str, pdf: bool = True) 
 
 def save_plotly(fig: Any, out_dir: str | Path, name: str) -> Path:
     """Save interactive ``name.html``; plotly.js is written once beside it (works offline)."""
-    from analyses.atomic import atomic_path
+    from cotscope.analyses.atomic import atomic_path
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -86,6 +86,6 @@ def render_stored(run_dir: str | Path, source: tuple[str, str], save: Callable[[
 
 
 def figure_main(render: Callable[[str], list[Path]], argv: list[str] | None = None) -> None:
-    """``python -m figures.fig_x [RUN_DIR]``: render one figure (default ``runs/demo``) and print the paths."""
+    """``python -m cotscope.figures.fig_x [RUN_DIR]``: render one figure (default ``runs/demo``) and print the paths."""
     argv = sys.argv[1:] if argv is None else argv
     print("\n".join(map(str, render(argv[0] if argv else "runs/demo"))))

@@ -1,7 +1,7 @@
 """Layer × reasoning-step heat map of the image share of attention (mean over heads and prompts), CoT vs direct.
 Reads ``analysis/attention_shift.json`` (written by ``probes.attention_demo``).
 
->>> python -m figures.fig_attention_layer_step runs/demo          # doctest: +SKIP
+>>> python -m cotscope.figures.fig_attention_layer_step runs/demo          # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from figures.common import figures_dir, load_json, save_matplotlib, save_plotly
-from figures.fig_attention_ratio_focus import model_name
+from cotscope.figures.common import figures_dir, load_json, save_matplotlib, save_plotly
+from cotscope.figures.fig_attention_ratio_focus import model_name
 
 NAME = "attention_layer_step"
 

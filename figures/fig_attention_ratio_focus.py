@@ -1,7 +1,7 @@
 """Attention ratio R (image / text) and focus F = 1/(H+ε) per reasoning step, CoT vs direct, with bands over
 prompts (cf. IVT-LR §4.4). Reads ``analysis/attention_shift.json`` (written by ``probes.attention_demo``).
 
->>> python -m figures.fig_attention_ratio_focus runs/demo          # doctest: +SKIP
+>>> python -m cotscope.figures.fig_attention_ratio_focus runs/demo          # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from figures.common import figures_dir, load_json, save_matplotlib, save_plotly
+from cotscope.figures.common import figures_dir, load_json, save_matplotlib, save_plotly
 
 NAME = "attention_ratio_focus"
 COLORS = {"cot": "#d62728", "direct": "#1f77b4"}

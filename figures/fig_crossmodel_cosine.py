@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from figures.common import MissingInputs, figures_dir, load_json, save_matplotlib, save_plotly
+from cotscope.figures.common import MissingInputs, figures_dir, load_json, save_matplotlib, save_plotly
 
 NAME = "crossmodel_cosine"
 

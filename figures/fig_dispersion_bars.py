@@ -6,8 +6,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from figures.common import figures_dir, save_matplotlib, save_plotly
-from figures.fig_crossmodel_cosine import load_results
+from cotscope.figures.common import figures_dir, save_matplotlib, save_plotly
+from cotscope.figures.fig_crossmodel_cosine import load_results
 
 NAME = "dispersion_bars"
 PAPER = {"LLM": 176.7, "VLM": 1117.8, "VLM low-pass": 197.7}

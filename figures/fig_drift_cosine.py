@@ -2,7 +2,7 @@
 
 Input: the tidy table from :func:`probes.drift.log_gradient_alignment` (``.json`` or ``.csv``).
 
-    python -m figures.fig_drift_cosine runs/demo        # or: python -m figures runs/demo
+    python -m cotscope.figures.fig_drift_cosine runs/demo        # or: python -m cotscope.figures runs/demo
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from figures.common import figure_main, render_stored, save_figure
+from cotscope.figures.common import figure_main, render_stored, save_figure
 
 NAME = "drift_cosine"
 SOURCE = ("prior", "drift_cos.csv")   # RUN/<dir>/<file> that render() reads
@@ -81,7 +81,7 @@ def save(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, name: str = NAM
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    """Regenerate from ``RUN/prior/drift_cos.csv`` into ``RUN/figures`` (``python -m figures RUN``)."""
+    """Regenerate from ``RUN/prior/drift_cos.csv`` into ``RUN/figures`` (``python -m cotscope.figures RUN``)."""
     return render_stored(run_dir, SOURCE, save, "run probes.drift.run_drift_alignment(vlm_dir, "
                          "RUN/prior/prior.safetensors, RUN/prior) first", load=load_table)
 

@@ -12,9 +12,9 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from analyses.sweeps import paired_gains
-from figures.common import figure_main
-from figures.fig_injection_layers import METRICS, find_tables, render_sweep_figure
+from cotscope.analyses.sweeps import paired_gains
+from cotscope.figures.common import figure_main
+from cotscope.figures.fig_injection_layers import METRICS, find_tables, render_sweep_figure
 
 NAME = "injection_controls"
 ORDER = ("real", "own_lowpass", "highpass", "unfiltered", "random")

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from analyses.sweeps import paired_gains, read_table, table_config
-from figures.common import MissingInputs, figure_main, save_matplotlib, save_plotly
+from cotscope.analyses.sweeps import paired_gains, read_table, table_config
+from cotscope.figures.common import MissingInputs, figure_main, save_matplotlib, save_plotly
 
 NAME = "injection_layers"
 METRICS = {"gold_logprob": "Δ log p(gold) after budget", "correct": "Δ accuracy", "n_tokens": "Δ length (tokens)"}

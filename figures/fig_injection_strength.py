@@ -10,9 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from analyses.sweeps import paired_gains
-from figures.common import figure_main
-from figures.fig_injection_layers import METRICS, find_tables, render_sweep_figure
+from cotscope.analyses.sweeps import paired_gains
+from cotscope.figures.common import figure_main
+from cotscope.figures.fig_injection_layers import METRICS, find_tables, render_sweep_figure
 
 NAME = "injection_strength"
 

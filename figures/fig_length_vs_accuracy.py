@@ -11,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from analyses.sweeps import cell_means
-from figures.common import figure_main
-from figures.fig_injection_layers import find_tables, render_sweep_figure
+from cotscope.analyses.sweeps import cell_means
+from cotscope.figures.common import figure_main
+from cotscope.figures.fig_injection_layers import find_tables, render_sweep_figure
 
 NAME = "length_vs_accuracy"
 COLORS = {"real": "tab:blue", "unfiltered": "tab:purple", "highpass": "tab:orange", "random": "tab:grey",

@@ -4,7 +4,7 @@ Input: ``reconstruction.json`` with a ``patch_similarity`` entry (``{"layers": [
 [L, h, w]}``), as written by :func:`probes.vision_latents.run_reconstruction_analysis`; the arrays
 come from :func:`analyses.reconstruction.patch_similarity`.
 
-    python -m figures.fig_patch_similarity runs/demo        # or: python -m figures runs/demo
+    python -m cotscope.figures.fig_patch_similarity runs/demo        # or: python -m cotscope.figures runs/demo
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any, Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from figures.common import figure_main, render_stored, save_figure
+from cotscope.figures.common import figure_main, render_stored, save_figure
 
 NAME = "patch_similarity"
 SOURCE = ("reconstruction", "reconstruction.json")   # RUN/<dir>/<file> that render() reads
@@ -63,7 +63,7 @@ def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    """Regenerate from ``RUN/reconstruction/reconstruction.json`` into ``RUN/figures`` (``python -m figures RUN``)."""
+    """Regenerate from ``RUN/reconstruction/reconstruction.json`` into ``RUN/figures`` (``python -m cotscope.figures RUN``)."""
     return render_stored(run_dir, SOURCE, save, "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first")
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from analyses.store import ActivationStore
-from figures.common import figures_dir, load_json, save_matplotlib, save_plotly
+from cotscope.analyses.store import ActivationStore
+from cotscope.figures.common import figures_dir, load_json, save_matplotlib, save_plotly
 
 NAME = "pca_scatter"
 

@@ -6,7 +6,7 @@ Middle: cumulative energy against the null. Right: per-layer spectral centroid w
 
 Input: ``prior_analysis.json`` from :func:`analyses.prior.run_prior_analysis` (``spectrum=True``).
 
-    python -m figures.fig_prior_spectrum runs/demo        # or: python -m figures runs/demo
+    python -m cotscope.figures.fig_prior_spectrum runs/demo        # or: python -m cotscope.figures runs/demo
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 from matplotlib.figure import Figure
 
-from figures.common import figure_main, render_stored, save_figure
+from cotscope.figures.common import figure_main, render_stored, save_figure
 
 NAME = "prior_spectrum"
 SOURCE = ("prior", "prior_analysis.json")   # RUN/<dir>/<file> that render() reads
@@ -113,7 +113,7 @@ def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    """Regenerate from ``RUN/prior/prior_analysis.json`` into ``RUN/figures`` (``python -m figures RUN``)."""
+    """Regenerate from ``RUN/prior/prior_analysis.json`` into ``RUN/figures`` (``python -m cotscope.figures RUN``)."""
     return render_stored(run_dir, SOURCE, save, "run analyses.prior.run_prior_analysis(reason_dir, vl_dir, RUN/prior) first")
 
 

@@ -6,7 +6,7 @@ raw cosine is high even for a useless probe), centred cosine, and R² on held-ou
 Input: ``reconstruction.json`` from :func:`probes.vision_latents.run_reconstruction_analysis`
 (or ``ReconstructionResult.to_dict()``).
 
-    python -m figures.fig_reconstruction runs/demo        # or: python -m figures runs/demo
+    python -m cotscope.figures.fig_reconstruction runs/demo        # or: python -m cotscope.figures runs/demo
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from matplotlib.figure import Figure
 
-from figures.common import figure_main, render_stored, save_figure
+from cotscope.figures.common import figure_main, render_stored, save_figure
 
 NAME = "reconstruction"
 SOURCE = ("reconstruction", "reconstruction.json")   # RUN/<dir>/<file> that render() reads
@@ -72,7 +72,7 @@ def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    """Regenerate from ``RUN/reconstruction/reconstruction.json`` into ``RUN/figures`` (``python -m figures RUN``)."""
+    """Regenerate from ``RUN/reconstruction/reconstruction.json`` into ``RUN/figures`` (``python -m cotscope.figures RUN``)."""
     return render_stored(run_dir, SOURCE, save, "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first")
 
 

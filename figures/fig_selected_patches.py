@@ -6,7 +6,7 @@ no grid position, so they are drawn as a strip of token cells, and the image sho
 latents read (perceiver attention, when the run stored the latent → patch map). Reads
 ``analysis/attention_shift.json`` and the input images stored in the attention run.
 
->>> python -m figures.fig_selected_patches runs/demo          # doctest: +SKIP
+>>> python -m cotscope.figures.fig_selected_patches runs/demo          # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from figures.common import MissingInputs, figures_dir, load_json, save_matplotlib, save_plotly
-from figures.fig_attention_ratio_focus import model_name
+from cotscope.figures.common import MissingInputs, figures_dir, load_json, save_matplotlib, save_plotly
+from cotscope.figures.fig_attention_ratio_focus import model_name
 
 NAME = "selected_patches"
 
@@ -112,7 +112,7 @@ def draw(images: Sequence[Any], selections: Sequence[dict[str, Any]], labels: Se
 
 
 def render(run_dir: str | Path, max_traces: int = 3) -> list[Path]:
-    from analyses.attention_store import AttentionRun
+    from cotscope.analyses.attention_store import AttentionRun
 
     run_dir = Path(run_dir)
     analysis = load_json(run_dir / "analysis" / "attention_shift.json", "run probes.attention_demo first")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from analyses.artifacts import DirectionSet
-from analyses.spectral import cumulative_energy, cutoff_bins, energy_spectrum, lowpass
-from figures.common import figures_dir, load_json, need, save_matplotlib, save_plotly
+from cotscope.analyses.artifacts import DirectionSet
+from cotscope.analyses.spectral import cumulative_energy, cutoff_bins, energy_spectrum, lowpass
+from cotscope.figures.common import figures_dir, load_json, need, save_matplotlib, save_plotly
 
 NAME = "spectrum"
 

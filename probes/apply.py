@@ -17,8 +17,8 @@ from typing import Any, Callable, Sequence, Union
 import numpy as np
 import torch
 
-from analyses.artifacts import DirectionFileError, DirectionSet
-from analyses.layers import LayerIndexError, normalize_layer
+from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
+from cotscope.analyses.layers import LayerIndexError, normalize_layer
 
 Positions = Union[str, int, slice, Sequence[int]]
 # Where the decoder blocks live, tried in order (LLMs, then VLM language models).
@@ -140,7 +140,7 @@ def _resolve(obj: Any, path: str) -> Any:
 def decoder_layers(model: Any, layers_path: str | None = None) -> Any:
     """The decoder-block list of an nnsight-wrapped (or plain HF) model, found at ``layers_path`` or a known path."""
     if layers_path is None:  # the registered adapter knows the path for every supported family
-        from probes.models.registry import UnsupportedModelError, adapter_for
+        from cotscope.probes.models.registry import UnsupportedModelError, adapter_for
 
         try:
             return adapter_for(getattr(model, "config", model)).layers(model)

@@ -17,7 +17,7 @@ their output and only the last query row is computed eagerly: no ``T × T`` matr
 exactly the uncaptured one), ``"model"`` (every layer eager, chosen layers recorded; the all-eager baseline),
 ``"none"`` (the model is already eager; weights are read from the attention modules' outputs with forward hooks).
 
->>> from probes.models.loading import load_model                                  # doctest: +SKIP
+>>> from cotscope.probes.models.loading import load_model                                  # doctest: +SKIP
 >>> lm = load_model("embedded:smolvlm")                                           # doctest: +SKIP
 >>> req = [CaptureRequest("a", "How many shapes?\\nLet's think step by step.", image=img)]   # doctest: +SKIP
 >>> run = capture_run(lm, req, "runs/x/attention/store", layers=[10, 20], max_new_tokens=64)  # doctest: +SKIP
@@ -35,9 +35,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from analyses.attention_store import (GENERATED, IMAGE, KEY_TYPES, QUESTION, TEMPLATE, AttentionRun,
+from cotscope.analyses.attention_store import (GENERATED, IMAGE, KEY_TYPES, QUESTION, TEMPLATE, AttentionRun,
                                       AttentionRunWriter)
-from probes.models.loading import LoadedModel
+from cotscope.probes.models.loading import LoadedModel
 
 IMPL_NAME = "cotscope_eager"
 ROW_IMPL_NAME = "cotscope_row"
@@ -75,7 +75,7 @@ class CaptureRequest:
     meta: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def plan_record(self) -> dict[str, Any]:
-        from probes.collect import image_sha256
+        from cotscope.probes.collect import image_sha256
 
         return {"id": self.id, "prompt": self.prompt, "question": self.question, "condition": self.condition,
                 "image_sha256": image_sha256(self.image), "meta": self.meta}
@@ -367,7 +367,7 @@ def render_prompt(loaded: LoadedModel, prompt: str, has_image: bool) -> str:
     """The chat-templated text (with the family's image placeholder when ``has_image``) ending in the generation prompt."""
     content = prompt
     if has_image:
-        from probes.models.processors import image_prompt
+        from cotscope.probes.models.processors import image_prompt
 
         if loaded.processor is None:
             raise AttentionCaptureError(f"{loaded.model_id} has no processor, so it cannot take images; load a VLM "
@@ -523,7 +523,7 @@ def latent_patch_map(loaded: LoadedModel, image: Any) -> np.ndarray | None:
 
 def encode(loaded: LoadedModel, texts: list[str], images: list[Any] | None) -> Any:
     """Left-padded model inputs (the collector's batching rules)."""
-    from probes.collect import encode_batch
+    from cotscope.probes.collect import encode_batch
 
     return encode_batch(loaded, texts, images)
 
@@ -652,7 +652,7 @@ def capture_run(loaded: LoadedModel, requests: Sequence[CaptureRequest], out_dir
     """
     from tqdm.auto import tqdm
 
-    from analyses.artifacts import library_versions
+    from cotscope.analyses.artifacts import library_versions
 
     if not requests:
         raise AttentionCaptureError("no requests: pass at least one CaptureRequest")

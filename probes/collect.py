@@ -11,8 +11,8 @@ Residual = output of decoder block ``i`` (0-based; HF ``hidden_states[i+1]``). T
 Batches are left-padded, run under ``torch.no_grad``, and the trace stops after the deepest
 requested layer. Each batch becomes one shard, so an interrupted run resumes exactly.
 
->>> from probes.models.loading import load_model                       # doctest: +SKIP
->>> from probes.stimuli import generate_problems, make_pairs           # doctest: +SKIP
+>>> from cotscope.probes.models.loading import load_model                       # doctest: +SKIP
+>>> from cotscope.probes.stimuli import generate_problems, make_pairs           # doctest: +SKIP
 >>> lm = load_model("embedded:smollm2")                                 # doctest: +SKIP
 >>> store = collect_pairs(lm, make_pairs(generate_problems(64)), "runs/x/store")   # doctest: +SKIP
 """
@@ -25,10 +25,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from analyses.artifacts import library_versions
-from analyses.store import ActivationStore, StoreWriter
-from probes.models.loading import LoadedModel
-from probes.stimuli.pairs import PromptPair
+from cotscope.analyses.artifacts import library_versions
+from cotscope.analyses.store import ActivationStore, StoreWriter
+from cotscope.probes.models.loading import LoadedModel
+from cotscope.probes.stimuli.pairs import PromptPair
 
 POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean")
 
@@ -86,7 +86,7 @@ def encode_batch(loaded: LoadedModel, texts: list[str], images: list[Any] | None
     tok.padding_side = "left"
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    from probes.models.processors import validate_batch
+    from cotscope.probes.models.processors import validate_batch
 
     # refuses placeholder/image mismatches (also stray placeholders in text-only rows) and converts images to RGB
     fixed = validate_batch(loaded, texts, list(images) if images is not None else None)

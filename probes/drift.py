@@ -28,7 +28,7 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
-from analyses.prior import PriorArtifact, PriorFitError, canonical_name, layer_and_module
+from cotscope.analyses.prior import PriorArtifact, PriorFitError, canonical_name, layer_and_module
 
 RULES = ("absolute", "grad_norm", "adaptive")
 EPS = 1e-12
@@ -253,7 +253,7 @@ def write_table(rows: list[dict], path: str | Path) -> Path:
     import csv
     import io
 
-    from analyses.atomic import write_json_atomic, write_text_atomic
+    from cotscope.analyses.atomic import write_json_atomic, write_text_atomic
 
     path = Path(path)
     if path.suffix == ".csv":
@@ -283,20 +283,20 @@ def _sft_example(processor: Any, image: Any, prompt: str, answer: str) -> dict:
 
 def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, out_dir: str | Path, *,
                         n_steps: int = 6, batch_size: int = 2, lr: float = 1e-5, rule: str | None = None,
-                        seed: int = 0, kinds: tuple[str, ...] = ("expression", "counting", "bars"),
-                        figures: bool = True, figures_dir: str | Path | None = None) -> dict:
+                        seed: int = 0, kinds: tuple[str, ...] = ("expression", "counting", "bars")) -> dict:
     """cos(g, Δ) during a few fine-tuning steps of a saved VLM on the bundled visual problems (for ``make demo``).
 
     Only the parameters the prior covers are trained (AdamW, ``lr``); each step averages the
     answer-token loss of ``batch_size`` rendered items (:func:`probes.stimuli.visual.generate_visual_items`,
-    direct question, the exact number as target). Writes ``drift_cos.csv`` (+ the figure) into ``out_dir``
+    direct question, the exact number as target). Writes ``drift_cos.csv`` into ``out_dir`` (drawn by
+    ``cotscope figures``)
     and returns summary numbers. A negative cosine means plain descent already moves towards θ_reason.
     """
     import numpy as np
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from probes.stimuli.visual import generate_visual_items
-    from probes.vision_latents import chat_prompt
+    from cotscope.probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.vision_latents import chat_prompt
 
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32)
@@ -317,11 +317,6 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
     out_dir = Path(out_dir)
     rows = log_gradient_alignment(model, deltas, batches, n_steps, rule=rule, lr=lr, loss_fn=loss_fn,
                                   out_path=out_dir / "drift_cos.csv")
-    written: list[str] = []
-    if figures:
-        from figures import fig_drift_cosine
-
-        written = [str(p) for p in fig_drift_cosine.save(rows, figures_dir or out_dir)]
     cos = np.array([r["cos"] for r in rows])
     by_mod: dict[str, list[float]] = {}
     for r in rows:
@@ -331,7 +326,7 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
             "drift_cos_mean": float(cos.mean()), "drift_cos_abs_mean": float(np.abs(cos).mean()),
             "drift_frac_negative": float((cos < 0).mean()),
             "drift_cos_by_module": {m: float(np.mean(v)) for m, v in sorted(by_mod.items())},
-            "drift_loss_first": losses[0], "drift_loss_last": losses[-1], "figures": written}
+            "drift_loss_first": losses[0], "drift_loss_last": losses[-1]}
 
 
 @torch.no_grad()
@@ -361,9 +356,9 @@ def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, o
     """
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from analyses.atomic import write_json_atomic
-    from probes.stimuli.visual import generate_visual_items
-    from probes.vision_latents import chat_prompt
+    from cotscope.analyses.atomic import write_json_atomic
+    from cotscope.probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.vision_latents import chat_prompt
 
     processor = AutoProcessor.from_pretrained(vlm_dir)
     train = generate_visual_items(n_steps * batch_size, seed=seed, kinds=kinds)
@@ -410,49 +405,7 @@ def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, o
     return rows
 
 
-def _fmt(x: Any, spec: str = ".3g") -> str:
-    return "n/a" if x is None else format(x, spec)
+# Moved to the orchestration layer (cotscope.stages); the old names warn for one release.
+from cotscope._compat import forward as _forward  # noqa: E402
 
-
-def prior_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None, *, reason_dir: str | Path | None = None,
-                vl_dir: str | Path | None = None, n_steps: int = 4, batch_size: int = 2,
-                out_dtype: str = "float16") -> dict:
-    """``make demo`` stage: the reasoning prior of the embedded pair and cos(g, Δ) during a few SFT steps.
-
-    Defaults to SmolLM2 (reason) against the reference VLM (VL). Writes ``RUN/prior/prior.safetensors``
-    (``out_dtype``, float16 halves the disk use), ``prior_analysis.json`` and ``drift_cos.csv``;
-    figures come from ``python -m figures RUN``. Returns summary numbers plus ``title``/``report``
-    (markdown) for ``report.md``.
-    """
-    from analyses.prior import PRIOR_FILENAME, run_prior_analysis
-
-    if reason_dir is None:
-        from probes.models.embedded import smollm2_dir
-
-        reason_dir = smollm2_dir()
-    if vl_dir is None:
-        from probes.models.reference_vlm import reference_vlm_dir
-
-        vl_dir = reference_vlm_dir()
-    out = Path(run_dir) / "prior"
-    p = run_prior_analysis(reason_dir, vl_dir, out, figures=False, out_dtype=out_dtype, progress=False)
-    d = run_drift_alignment(vl_dir, out / PRIOR_FILENAME, out, n_steps=n_steps, batch_size=batch_size, figures=False)
-    mods = ", ".join(f"{m} {v:.3g}" for m, v in p["module_mean_delta_norm"].items())
-    by = ", ".join(f"{m} {v:+.3f}" for m, v in d["drift_cos_by_module"].items())
-    report = (
-        f"Δ = θ_reason − θ_VL between `{Path(reason_dir).name}` and `{Path(vl_dir).name}` over {p['n_matched']} "
-        f"matched tensors (DRIFT default: attention + MLP projections; unmatched {p['n_unmatched_reason']}/"
-        f"{p['n_unmatched_vl']}, shape-mismatched {p['n_shape_mismatched']}). ‖Δ‖ = {_fmt(p['delta_norm_total'])}, "
-        f"largest at layer {p['delta_norm_max_layer']}; per-layer backbone cosine ≥ {_fmt(p['cos_min'], '.7f')}.\n\n"
-        f"- Module-wise mean ‖Δ‖ (DRIFT fig. 2): {mods}.\n"
-        f"- Spectrum of Δ's rows along the hidden dimension: centroid {_fmt(p.get('spectral_centroid'), '.4f')} "
-        f"(permutation null {_fmt(p.get('spectral_centroid_null'), '.4f')}, p_high = {_fmt(p.get('spectral_p_high'))}); "
-        f"share below the 10% cutoff {_fmt(p.get('spectral_lowpass_fraction'), '.4f')} (null "
-        f"{_fmt(p.get('spectral_lowpass_null'), '.4f')}, p_low = {_fmt(p.get('spectral_p_low'))}). Verdict: "
-        f"**{p.get('spectral_verdict')}**; per layer (BH-adjusted) {p.get('n_layers_high_frequency', 0)} high-frequency, "
-        f"{p.get('n_layers_low_frequency', 0)} low-frequency.\n"
-        f"- cos(g, Δ) over {d['drift_n_steps']} SFT steps on rendered visual problems ({d['drift_n_tensors']} tensors): "
-        f"mean {d['drift_cos_mean']:+.4f}, mean |cos| {d['drift_cos_abs_mean']:.4f}, negative (descent already moves "
-        f"towards θ_reason) in {d['drift_frac_negative']:.0%} of tensor-steps; by module: {by}.")
-    keep = {k: v for k, v in {**p, **d}.items() if k not in ("figures", "artifact")}
-    return {**keep, "artifact": p.get("artifact"), "title": "DRIFT reasoning prior (parameter space)", "report": report}
+__getattr__ = _forward('probes.drift', {'prior_stage': 'cotscope.stages.prior'})

@@ -45,10 +45,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from analyses.artifacts import DirectionFileError, DirectionSet
-from analyses import spectral
-from probes.evaluate import ForcedAnswer
-from probes.models.loading import LoadedModel
+from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
+from cotscope.analyses import spectral
+from cotscope.probes.evaluate import ForcedAnswer
+from cotscope.probes.models.loading import LoadedModel
 
 POSITIONS = ("first", "last_prompt", "prompt", "generated")
 FILTERS = ("none", "lowpass", "highpass")
@@ -159,7 +159,7 @@ def as_direction_set(direction: Any, what: str = "direction") -> DirectionSet:
         return direction
     if isinstance(direction, (str, Path)):
         return DirectionSet.load(direction)
-    from analyses.artifacts import DirectionMeta
+    from cotscope.analyses.artifacts import DirectionMeta
 
     if isinstance(direction, Mapping):
         vecs = {int(k): check_vector(v, f"{what} layer {k}") for k, v in direction.items()}
@@ -600,7 +600,7 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
     """
     import torch
 
-    from probes.collect import encode_batch
+    from cotscope.probes.collect import encode_batch
 
     n = len(prompts)
     if n == 0:

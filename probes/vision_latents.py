@@ -168,15 +168,16 @@ def patch_grid(n_tokens: int, pixel_hw: tuple[int, int] | None) -> tuple[int, in
 def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: Sequence[Any],
                                 prompts: Sequence[str] | str, connector_path: str, out_dir: str | Path, *,
                                 n_tokens: int = 32, groups: Sequence[Any] | None = None, token_rule: str = "last",
-                                figures: bool = True, figures_dir: str | Path | None = None,
                                 heatmap_layers: Sequence[int] | None = None, seed: int = 0) -> dict:
-    """Collect, fit the per-layer probes, write ``reconstruction.json`` (+ figures); return summary numbers.
+    """Collect, fit the per-layer probes, write ``reconstruction.json``; return summary numbers.
+
+    ``cotscope figures RUN`` draws the probe and patch-similarity figures from ``reconstruction.json``.
 
     ``n_tokens`` is capped at the connector's token count (the paper's 256 → 32 needs ≥ 32 tokens).
     The heat map uses the first image and ``heatmap_layers`` (default: 4 evenly spaced layers).
     """
-    from analyses.atomic import write_json_atomic
-    from analyses.reconstruction import fit_reconstruction_probes, patch_similarity
+    from cotscope.analyses.atomic import write_json_atomic
+    from cotscope.analyses.reconstruction import fit_reconstruction_probes, patch_similarity
 
     out_dir = Path(out_dir)
     data = collect_vision_latents(model, processor, images, prompts, connector_path, token_rule=token_rule)
@@ -192,13 +193,7 @@ def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: 
     out.update(token_rule=token_rule, connector_path=connector_path, layers_path=data["layers_path"],
                n_tokens_requested=n_tokens, patch_similarity={"layers": hl, "image_index": 0, "cos": heat.tolist()})
     write_json_atomic(out_dir / "reconstruction.json", out)
-    written: list[str] = []
-    if figures:
-        from figures import fig_patch_similarity, fig_reconstruction
-
-        written += [str(p) for p in fig_reconstruction.save(out, figures_dir or out_dir)]
-        written += [str(p) for p in fig_patch_similarity.save(out, figures_dir or out_dir)]
-    return {**res.summary(), "recon_token_rule": token_rule, "figures": written}
+    return {**res.summary(), "recon_token_rule": token_rule}
 
 
 CONNECTOR_PATHS = ("model.connector", "model.multi_modal_projector", "multi_modal_projector", "model.visual.merger")
@@ -217,7 +212,7 @@ def find_connector(model: torch.nn.Module) -> str:
 
 def chat_prompt(processor: Any, question: str) -> str:
     """One user turn: the processor's image placeholder, a newline, then ``question`` (chat template applied)."""
-    from probes.models.processors import image_placeholder
+    from cotscope.probes.models.processors import image_placeholder
 
     content = image_placeholder(processor) + "\n" + question
     tok = getattr(processor, "tokenizer", processor)
@@ -227,52 +222,7 @@ def chat_prompt(processor: Any, question: str) -> str:
     return content
 
 
-def run_reconstruction_demo(vlm_dir: str | Path, out_dir: str | Path, *, n_images: int = 64, seed: int = 0,
-                            n_tokens: int = 32, kinds: Sequence[str] = ("expression", "counting", "bars"),
-                            connector_path: str | None = None, figures: bool = True,
-                            figures_dir: str | Path | None = None) -> dict:
-    """The reconstruction probe on a saved VLM and the bundled visual problems (for ``make demo``).
+# Moved to the orchestration layer (cotscope.stages); the old names warn for one release.
+from cotscope._compat import forward as _forward  # noqa: E402
 
-    Loads ``vlm_dir`` with the Auto classes (offline), renders ``n_images`` stimuli with
-    :func:`probes.stimuli.visual.generate_visual_items`, asks each item's direct question, and runs
-    :func:`run_reconstruction_analysis` into ``out_dir``. Returns its summary numbers.
-    """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    from probes.stimuli.visual import generate_visual_items
-
-    model = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32).eval()
-    processor = AutoProcessor.from_pretrained(vlm_dir)
-    items = generate_visual_items(n_images, seed=seed, kinds=kinds)
-    prompts = [chat_prompt(processor, it.direct_prompt) for it in items]
-    cp = connector_path or find_connector(model)
-    return run_reconstruction_analysis(model, processor, [it.image for it in items], prompts, cp, out_dir,
-                                       n_tokens=n_tokens, figures=figures, figures_dir=figures_dir, seed=seed)
-
-
-def reconstruction_stage(run_dir: str | Path, summary: dict | None = None, *, vlm_dir: str | Path | None = None,
-                         n_images: int = 64, n_tokens: int = 32, seed: int = 0) -> dict:
-    """``make demo`` stage: the reconstruction probe on the reference VLM (results in ``RUN/reconstruction``).
-
-    Returns summary numbers plus ``title``/``report`` (markdown) for ``report.md``; figures come
-    from ``python -m figures RUN``.
-    """
-    if vlm_dir is None:
-        from probes.models.reference_vlm import reference_vlm_dir
-
-        vlm_dir = reference_vlm_dir()
-    s = run_reconstruction_demo(vlm_dir, Path(run_dir) / "reconstruction", n_images=n_images, n_tokens=n_tokens,
-                                seed=seed, figures=False)
-    s.pop("figures", None)
-    nan = float("nan")
-    report = (
-        f"Per-layer ridge probes from the residual stream (token rule `{s['recon_token_rule']}`) to `{Path(vlm_dir).name}`'s "
-        f"own connector outputs pooled to {s['recon_n_tokens']} tokens; {s['recon_n_train']} training and "
-        f"{s['recon_n_test']} held-out images. Best layer {s['recon_best_layer']}: R² {s['recon_best_r2']:.3f} "
-        f"(shuffled image/hidden pairing {s.get('recon_best_r2_shuffled', nan):.3f}), centred cosine "
-        f"{s['recon_best_cos_centered']:.3f} (shuffled {s.get('recon_best_cos_centered_shuffled', nan):.3f}), raw cosine "
-        f"{s['recon_best_cos']:.3f} (shuffled {s.get('recon_best_cos_shuffled', nan):.3f}). R² is the headline: raw cosine "
-        "is high even for a useless probe (connector outputs share a large mean), and the centred cosine is "
-        "scale-free, so a shuffled probe's tiny predictions can still point along the few directions that "
-        "separate image kinds.")
-    return {**s, "title": "Vision-latent reconstruction probe", "report": report}
+__getattr__ = _forward('probes.vision_latents', {'run_reconstruction_demo': 'cotscope.stages.reconstruction', 'reconstruction_stage': 'cotscope.stages.reconstruction'})

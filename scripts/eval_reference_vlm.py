@@ -31,9 +31,9 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analyses.atomic import write_json_atomic  # noqa: E402
-from probes.models import reference_vlm as R  # noqa: E402
-from probes.stimuli.visual import VisualItem, generate_visual_items, text_prompt  # noqa: E402
+from cotscope.analyses.atomic import write_json_atomic  # noqa: E402
+from cotscope.probes.models import reference_vlm as R  # noqa: E402
+from cotscope.probes.stimuli.visual import VisualItem, generate_visual_items, text_prompt  # noqa: E402
 
 EVAL_SEED = 424_242
 ANSWER_PREFIX = "The answer is "
@@ -281,7 +281,7 @@ def evaluate(model, processor, n: int = 96, n_cot: int = 48, seed: int = EVAL_SE
              parts: tuple[str, ...] = ("reading", "direct", "cot"), align: str | None = None) -> dict:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from probes.models.embedded import smollm2_dir
+    from cotscope.probes.models.embedded import smollm2_dir
 
     t0 = time.time()
     items = generate_visual_items(n, seed=seed, **({"kinds": kinds} if kinds else {}))

@@ -32,10 +32,10 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analyses.atomic import atomic_path, write_json_atomic  # noqa: E402
-from probes.models import reference_vlm as R  # noqa: E402
-from probes.models.embedded import GGUF_SHA256, cache_root, file_sha256, smollm2_dir  # noqa: E402
-from probes.stimuli.visual import DEFAULT_KINDS, generate_visual_items, text_prompt  # noqa: E402
+from cotscope.analyses.atomic import atomic_path, write_json_atomic  # noqa: E402
+from cotscope.probes.models import reference_vlm as R  # noqa: E402
+from cotscope.probes.models.embedded import GGUF_SHA256, cache_root, file_sha256, smollm2_dir  # noqa: E402
+from cotscope.probes.stimuli.visual import DEFAULT_KINDS, generate_visual_items, text_prompt  # noqa: E402
 
 READ_SEED_BASE = 1_000_000      # training items of step s: generate_visual_items(B, READ_SEED_BASE + s)
 TEACHER_SEED = 2_000_000        # the adaptation pool

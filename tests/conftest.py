@@ -12,7 +12,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 @pytest.fixture(scope="session")
 def smollm2_path():
-    from probes.models.embedded import smollm2_dir
+    from cotscope.probes.models.embedded import smollm2_dir
 
     return smollm2_dir()
 
@@ -22,7 +22,7 @@ def smollm2(smollm2_path):
     """The real embedded LLM as a LoadedModel (shared: do not modify its weights)."""
     import torch
 
-    from probes.models.loading import load_model
+    from cotscope.probes.models.loading import load_model
 
     torch.manual_seed(0)
     return load_model("embedded:smollm2", device="cpu", dtype="float32")

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.artifacts import DirectionFileError, DirectionMeta, DirectionSet
-from probes.apply import Applied, apply, decoder_layers, steering_vectors, tl_hooks
+from cotscope.analyses.artifacts import DirectionFileError, DirectionMeta, DirectionSet
+from cotscope.probes.apply import Applied, apply, decoder_layers, steering_vectors, tl_hooks
 
 H, N = 576, 30
 PROMPTS = ["The capital of France is", "Two plus two equals four because"]
@@ -17,7 +17,7 @@ PROMPTS = ["The capital of France is", "Two plus two equals four because"]
 def smol():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from probes.models.embedded import smollm2_dir
+    from cotscope.probes.models.embedded import smollm2_dir
     torch.set_num_threads(2)
     d = smollm2_dir()
     tok = AutoTokenizer.from_pretrained(d)

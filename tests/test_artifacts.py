@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from analyses.artifacts import DirectionFileError, DirectionMeta, DirectionSet
+from cotscope.analyses.artifacts import DirectionFileError, DirectionMeta, DirectionSet
 
 
 def make(d=8, layers=(1, 3)):

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from analyses.atomic import atomic_path, write_json_atomic
+from cotscope.analyses.atomic import atomic_path, write_json_atomic
 
 
 def test_failed_write_keeps_previous_content(tmp_path):
@@ -30,7 +30,7 @@ def test_written_file_follows_umask(tmp_path):
 
 
 def test_atomic_dir_publishes_complete_folders_only(tmp_path):
-    from analyses.atomic import atomic_dir
+    from cotscope.analyses.atomic import atomic_dir
 
     target = tmp_path / "model"
     with pytest.raises(RuntimeError):

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.attention_shift import token_metrics
-from analyses.attention_store import IMAGE, QUESTION, AttentionRun, AttentionStoreError
-from probes.attention import (AttentionCaptureError, CaptureRequest, EagerAttentionUnavailable, additive_mask,
+from cotscope.analyses.attention_shift import token_metrics
+from cotscope.analyses.attention_store import IMAGE, QUESTION, AttentionRun, AttentionStoreError
+from cotscope.probes.attention import (AttentionCaptureError, CaptureRequest, EagerAttentionUnavailable, additive_mask,
                               capture_batch, capture_run, recording, _module_eager)
-from probes.models.loading import wrap_model
+from cotscope.probes.models.loading import wrap_model
 from tiny_vlms import build_tiny_vlm, sample_image
 
 torch.set_num_threads(2)
@@ -35,7 +35,7 @@ def sdpa_vlm(request):
 
 def _hf_reference(v, lm, record, tensors, image):
     """Full-eager teacher-forced forward over prompt + generated tokens (the last generated token is not a query)."""
-    from probes.collect import encode_batch
+    from cotscope.probes.collect import encode_batch
 
     enc = dict(encode_batch(lm, [record["prompt_text"]], [image]))
     ids = torch.as_tensor(tensors["token_ids"])[None]
@@ -156,7 +156,7 @@ def test_switch_modes_agree_and_only_requested_layers_hold_weights():
 
 
 def _enc(lm, reqs):
-    from probes.attention import encode, render_prompt
+    from cotscope.probes.attention import encode, render_prompt
 
     return encode(lm, [render_prompt(lm, r.prompt, r.image is not None) for r in reqs], [r.image for r in reqs])
 
@@ -203,7 +203,7 @@ def test_additive_mask_conversions():
                                   np.tril(np.ones((3, 5), bool), k=2) & np.array([0, 1, 1, 1, 1], bool))
     f = torch.zeros(1, 1, 3, 5)
     assert additive_mask(f, q, k) is f
-    from probes.attention import last_row_mask
+    from cotscope.probes.attention import last_row_mask
 
     assert last_row_mask(None, q, k) is None
     np.testing.assert_array_equal((last_row_mask(b, q, k)[0, 0, 0] == 0).numpy(), b[0, 0, -1].numpy())
@@ -257,13 +257,13 @@ def test_run_store_resume_and_config_guard(tmp_path):
 def test_reference_vlm_matches_hf(tmp_path):
     """The trained reference VLM (embedded:smolvlm), when its weights are present."""
     try:
-        from probes.models.reference_vlm import reference_vlm_dir
+        from cotscope.probes.models.reference_vlm import reference_vlm_dir
 
         d = reference_vlm_dir()
     except Exception as e:  # weights not shipped yet, or the module is not there
         pytest.skip(f"reference VLM not available yet ({type(e).__name__}: {str(e)[:120]})")
-    from probes.models.loading import load_model
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.models.loading import load_model
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     lm = load_model(d)
     item = generate_visual_items(1, seed=3)[0]
@@ -274,7 +274,7 @@ def test_reference_vlm_matches_hf(tmp_path):
     enc_img = item.image
     lm.hf.set_attn_implementation("eager")
     try:
-        from probes.collect import encode_batch
+        from cotscope.probes.collect import encode_batch
 
         enc = dict(encode_batch(lm, [tr.record["prompt_text"]], [enc_img]))
         enc["input_ids"] = torch.as_tensor(tr.token_ids[: tr.prompt_len + 3])[None]
@@ -296,7 +296,7 @@ def test_reference_vlm_matches_hf(tmp_path):
 
 def test_latent_patch_map_equals_perceiver_attention():
     """Idefics2's resampler latents: the stored latent → patch map is the perceiver's eager attention (depth 1)."""
-    from probes.attention import latent_patch_map
+    from cotscope.probes.attention import latent_patch_map
 
     v = build_tiny_vlm("idefics2")  # eager everywhere
     lm = wrap_model(v.model, processor=v.processor)
@@ -320,8 +320,8 @@ def test_latent_patch_map_equals_perceiver_attention():
 
 
 def test_demo_end_to_end_on_a_tiny_vlm(tmp_path):
-    from probes.attention_demo import run_attention_demo
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.stages.attention import run_attention_demo
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     v = build_tiny_vlm("llava")
     lm = wrap_model(v.model, processor=v.processor)

@@ -7,10 +7,10 @@ import warnings
 import numpy as np
 import pytest
 
-from analyses.attention_shift import (AttentionAnalysisError, analyse_run, analyse_trace, averaged_rows, entropy,
+from cotscope.analyses.attention_shift import (AttentionAnalysisError, analyse_run, analyse_trace, averaged_rows, entropy,
                                       latent_patch_maps, layer_step_image_share, pooled_slope, row_metrics, segment_reasoning,
                                       select_visual_tokens, selection_heatmap, step_values, token_metrics)
-from analyses.attention_store import (GENERATED, IMAGE, QUESTION, TEMPLATE, AttentionRun, AttentionRunWriter,
+from cotscope.analyses.attention_store import (GENERATED, IMAGE, QUESTION, TEMPLATE, AttentionRun, AttentionRunWriter,
                                       AttentionStoreError, Trace)
 
 
@@ -255,8 +255,8 @@ def test_figures_render_png_and_html(tmp_path):
 
     from PIL import Image
 
-    from analyses.atomic import write_json_atomic
-    from figures import fig_attention_layer_step, fig_attention_ratio_focus, fig_selected_patches
+    from cotscope.analyses.atomic import write_json_atomic
+    from cotscope.figures import fig_attention_layer_step, fig_attention_ratio_focus, fig_selected_patches
 
     plan = [{"id": "a"}, {"id": "b"}]
     w = AttentionRunWriter(tmp_path / "attention" / "store", {"layers": [0, 1, 2], "heads": [0, 1]}, plan)

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.store import ActivationStore, StoreError
-from probes.collect import CollectionError, collect_pairs, encode_batch
-from probes.stimuli import generate_problems, make_pairs
+from cotscope.analyses.store import ActivationStore, StoreError
+from cotscope.probes.collect import CollectionError, collect_pairs, encode_batch
+from cotscope.probes.stimuli import generate_problems, make_pairs
 
 
 @pytest.fixture(scope="module")

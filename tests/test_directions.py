@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from analyses.directions import (PairError, cosine, cosine_matrix, dispersion, lat_direction, mean_difference,
+from cotscope.analyses.directions import (PairError, cosine, cosine_matrix, dispersion, lat_direction, mean_difference,
                                  probe_accuracy)
-from analyses.spectral import lowpass
+from cotscope.analyses.spectral import lowpass
 
 
 def planted(n=200, d=64, shift=2.0, seed=0):

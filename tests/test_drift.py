@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from analyses.prior import PriorFitError, compute_prior
-from probes import drift as D
+from cotscope.analyses.prior import PriorFitError, compute_prior
+from cotscope.probes import drift as D
 
 torch.set_num_threads(2)
 TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
@@ -196,7 +196,7 @@ def test_logger_with_rule_logs_the_guided_cosine():
 
 
 def test_drift_cosine_figure_draws_from_the_table(tmp_path):
-    from figures import fig_drift_cosine
+    from cotscope.figures import fig_drift_cosine
 
     model = _llama()
     params = dict(model.named_parameters())
@@ -231,23 +231,27 @@ def test_run_drift_alignment_on_a_tiny_vlm(tiny_pair, tmp_path):
     reason, vdir = tiny_pair
     compute_prior(reason, vdir, "attn", out_path=tmp_path / "p.safetensors", spectrum=False, progress=False,
                   verbose=False)
-    s = D.run_drift_alignment(vdir, tmp_path / "p.safetensors", tmp_path / "out", n_steps=2, batch_size=1,
+    s = D.run_drift_alignment(vdir, tmp_path / "p.safetensors", tmp_path / "prior", n_steps=2, batch_size=1,
                               rule="grad_norm")
     assert s["drift_n_tensors"] == 16 and -1 <= s["drift_cos_mean"] <= 1
     assert set(s["drift_cos_by_module"]) == {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                              "self_attn.o_proj"}
-    with open(tmp_path / "out" / "drift_cos.csv", newline="") as fh:
+    with open(tmp_path / "prior" / "drift_cos.csv", newline="") as fh:
         assert len(list(csv.DictReader(fh))) == 2 * 16
-    assert sorted(Path(p).suffix for p in s["figures"]) == [".html", ".pdf", ".png"]
+    from cotscope.figures import fig_drift_cosine                     # figures draw from the stored table
+
+    assert sorted(Path(p).suffix for p in fig_drift_cosine.render(tmp_path)) == [".html", ".pdf", ".png"]
 
 
 def test_prior_stage_gives_numbers_and_a_report(tiny_pair, tmp_path):
+    from cotscope.stages.prior import prior_stage
+
     reason, vdir = tiny_pair
-    s = D.prior_stage(tmp_path, {}, reason_dir=reason, vl_dir=vdir, n_steps=1, batch_size=1)
+    s = prior_stage(tmp_path, {}, reason_dir=reason, vl_dir=vdir, n_steps=1, batch_size=1)
     assert s["n_matched"] == 28 and s["delta_norm_total"] > 0 and s["drift_n_steps"] == 1
     assert "Verdict" in s["report"] and s["title"]
     assert (tmp_path / "prior" / "prior.safetensors").is_file() and (tmp_path / "prior" / "drift_cos.csv").is_file()
-    from analyses.prior import PriorArtifact
+    from cotscope.analyses.prior import PriorArtifact
 
     assert PriorArtifact.load(tmp_path / "prior" / "prior.safetensors").meta["out_dtype"] == "float16"
     json_ready = __import__("json").dumps(s)                      # goes into summary.json as is

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from probes.evaluate import (AnswerTemplateError, accuracy, extract_answer, forced_answer, is_correct,
+from cotscope.probes.evaluate import (AnswerTemplateError, accuracy, extract_answer, forced_answer, is_correct,
                              normalize_answer, response_length, summarize)
 
 

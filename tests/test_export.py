@@ -7,8 +7,8 @@ import gguf
 import numpy as np
 import pytest
 
-from analyses.artifacts import UNKNOWN, DirectionFileError, DirectionMeta, DirectionSet
-from analyses.export import (TargetModel, export_gguf_cv, export_npz, export_repeng_cv, export_safetensors_arrays,
+from cotscope.analyses.artifacts import UNKNOWN, DirectionFileError, DirectionMeta, DirectionSet
+from cotscope.analyses.export import (TargetModel, export_gguf_cv, export_npz, export_repeng_cv, export_safetensors_arrays,
                              from_repeng, import_arrays, import_gguf_cv, import_repeng_cv, resolve_target, sidecar_path,
                              to_repeng)
 
@@ -139,7 +139,7 @@ def test_import_foreign_gguf_marks_provenance_unknown(tmp_path):
 
 
 def test_import_rejects_a_model_gguf():
-    from probes.models.embedded import find_smollm2_gguf
+    from cotscope.probes.models.embedded import find_smollm2_gguf
     with pytest.raises(DirectionFileError, match="general.architecture='llama', not a control vector"):
         import_gguf_cv(find_smollm2_gguf())
 
@@ -287,7 +287,7 @@ def test_import_accepts_direction_tensors_without_metadata(tmp_path):
 
 # ---------------------------------------------------------------- one entry point: export_direction / cotscope export
 def test_export_direction_leaves_out_block0_for_control_vectors(tmp_path):
-    from analyses.export import export_direction
+    from cotscope.analyses.export import export_direction
 
     src = make_ds(layers=(0, 1, 5, 29)).save(tmp_path / "d.safetensors")
     path, layers = export_direction(src, "gguf", tmp_path / "d.gguf", target="embedded:smollm2")
@@ -305,7 +305,7 @@ def test_export_direction_leaves_out_block0_for_control_vectors(tmp_path):
 
 
 def test_parse_layers():
-    from analyses.export import parse_layers
+    from cotscope.analyses.export import parse_layers
 
     assert parse_layers("1-3,8") == [1, 2, 3, 8] and parse_layers("") is None
     with pytest.raises(ValueError, match="1-29"):
@@ -313,7 +313,7 @@ def test_parse_layers():
 
 
 def test_cli_export_and_its_error_message(tmp_path, capsys):
-    from probes.cli import main
+    from cotscope.cli import main
 
     src = make_ds(layers=(0, 3, 4)).save(tmp_path / "d.safetensors")
     assert main(["export", str(src), "--to", "repeng", "--out", str(tmp_path / "d.gguf")]) == 0

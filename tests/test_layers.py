@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from analyses.layers import (CONVENTIONS, CONVENTIONS_TABLE, LayerIndexError, block_to_hf_hidden_index, block_to_llamacpp,
+from cotscope.analyses.layers import (CONVENTIONS, CONVENTIONS_TABLE, LayerIndexError, block_to_hf_hidden_index, block_to_llamacpp,
                              block_to_tl_hook, convert_layer, hf_hidden_index_to_block, llamacpp_to_block, normalize_layer)
 
 N = 30

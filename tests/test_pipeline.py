@@ -2,8 +2,8 @@ import json
 
 import numpy as np
 
-from analyses.artifacts import DirectionSet
-from probes.pipeline import llm_summary, run_llm_stage
+from cotscope.analyses.artifacts import DirectionSet
+from cotscope.stages.llm import llm_summary, run_llm_stage
 
 
 def test_llm_stage_end_to_end_and_reuse(smollm2, tmp_path):
@@ -22,7 +22,7 @@ def test_llm_stage_end_to_end_and_reuse(smollm2, tmp_path):
     assert np.array_equal(DirectionSet.load(again["directions"]["lat"])[10], DirectionSet.load(res["directions"]["lat"])[10])
     s = llm_summary(json.loads((tmp_path / "analysis" / "llm.json").read_text()))
     assert s["best_layer"] in (2, 10, 20)
-    from figures.__main__ import render_all
+    from cotscope.figures.__main__ import render_all
 
     written = render_all(tmp_path, verbose=False)
     pngs = [p for p in written if p.endswith(".png")]

@@ -10,8 +10,8 @@ import torch
 from safetensors import safe_open
 from safetensors.numpy import load_file, save_file
 
-from analyses import prior as P
-from analyses import spectral
+from cotscope.analyses import prior as P
+from cotscope.analyses import spectral
 
 torch.set_num_threads(2)
 TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
@@ -315,6 +315,8 @@ def test_artifact_load_rejects_foreign_and_corrupt_files(pair, tmp_path):
 
 
 def test_run_prior_analysis_writes_artifact_json_and_figures(pair, tmp_path):
+    from cotscope.figures.__main__ import render_all
+
     s = P.run_prior_analysis(pair["root"] / "lm", pair["root"] / "idefics2", tmp_path, n_perm=20, n_perm_layer=10,
                              progress=False, verbose=False)
     assert s["n_matched"] == 21 and s["n_unmatched_vl"] == 0 and s["delta_norm_total"] > 0
@@ -324,30 +326,38 @@ def test_run_prior_analysis_writes_artifact_json_and_figures(pair, tmp_path):
     assert len(data["layers"]) == 3 and data["sign"] == P.SIGN_CONVENTION
     assert [r["module"] for r in data["modules"]][:4] == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
                                                           "self_attn.o_proj"]
-    for f in s["figures"]:
+    (tmp_path / "prior").mkdir()
+    for f in tmp_path.glob("prior*"):                             # lay the files out as a run: RUN/prior/…
+        if f.is_file():
+            f.rename(tmp_path / "prior" / f.name)
+    figs = [f for f in render_all(tmp_path, verbose=False) if Path(f).name.startswith("prior_")]
+    for f in figs:
         assert Path(f).stat().st_size > 1000
-    assert sum(f.endswith(".png") for f in s["figures"]) == 3
-    assert Path(s["artifact"]).is_file()
+    assert sum(f.endswith(".png") for f in figs) == 3
+    assert s["artifact"].endswith("prior.safetensors")
 
 
 def test_identical_backbones_give_zero_delta_and_no_spectrum(pair, tmp_path):
-    s = P.run_prior_analysis(pair["root"] / "lm", pair["root"] / "lm", tmp_path, "full", write_artifact=False,
+    from cotscope.figures.__main__ import render_all
+
+    s = P.run_prior_analysis(pair["root"] / "lm", pair["root"] / "lm", tmp_path / "prior", "full", write_artifact=False,
                              progress=False, verbose=False)
     assert s["delta_norm_total"] == 0.0 and s["cos_min"] == pytest.approx(1.0) and s["delta_norm_max_layer"] is None
     assert s["spectral_verdict"] == P.ZERO_VERDICT and s["spectral_centroid"] is None
     def no_nan(c):
         raise AssertionError(f"non-standard JSON constant {c}")
 
-    data = json.loads((tmp_path / P.ANALYSIS_FILENAME).read_text(), parse_constant=no_nan)
+    data = json.loads((tmp_path / "prior" / P.ANALYSIS_FILENAME).read_text(), parse_constant=no_nan)
     assert all(r["verdict"] == P.ZERO_VERDICT for r in data["layers"])
-    assert sum(f.endswith(".png") for f in s["figures"]) == 3
+    figs = [f for f in render_all(tmp_path, verbose=False) if Path(f).name.startswith("prior_")]
+    assert sum(f.endswith(".png") for f in figs) == 3           # the zero-Δ figures still draw
 
 
 @pytest.mark.slow
 def test_reference_vlm_prior_is_minus_its_lora_delta(tmp_path):
     """The real pair: Δ(SmolLM2, reference VLM) must equal −(the shipped LoRA delta), and be zero elsewhere."""
-    RV = pytest.importorskip("probes.models.reference_vlm")
-    from probes.models.embedded import smollm2_dir
+    RV = pytest.importorskip("cotscope.probes.models.reference_vlm")
+    from cotscope.probes.models.embedded import smollm2_dir
 
     try:
         vdir = RV.reference_vlm_dir()
@@ -380,10 +390,10 @@ def test_user_regex_can_pair_non_lm_tensors_by_exact_name(pair):
 
 
 def test_figures_regenerate_from_the_run_directory(pair, tmp_path):
-    from figures.__main__ import render_all
+    from cotscope.figures.__main__ import render_all
 
     P.run_prior_analysis(pair["root"] / "lm", pair["root"] / "idefics2", tmp_path / "prior", write_artifact=False,
-                         figures=False, n_perm=10, n_perm_layer=10, progress=False, verbose=False)
+                         n_perm=10, n_perm_layer=10, progress=False, verbose=False)
     written = render_all(tmp_path, verbose=False)
     names = {Path(p).name for p in written}
     assert {"prior_norms.png", "prior_modules.html", "prior_spectrum.pdf"} <= names

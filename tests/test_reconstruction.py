@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analyses import reconstruction as R
+from cotscope.analyses import reconstruction as R
 
 
 def test_avg_pool_matches_block_means_and_adaptive_bins():
@@ -96,7 +96,7 @@ def test_patch_similarity_values_and_grids():
 
 
 def test_figures_draw_from_stored_results(tmp_path):
-    from figures import fig_patch_similarity, fig_reconstruction
+    from cotscope.figures import fig_patch_similarity, fig_reconstruction
 
     H, V = _planted()
     data = R.fit_reconstruction_probes(H, V, n_tokens=4, progress=False).to_dict()

@@ -7,8 +7,8 @@ import shutil
 import pytest
 import torch
 
-from probes.models import reference_vlm as R
-from probes.models.embedded import EmbeddedModelVersionError
+from cotscope.probes.models import reference_vlm as R
+from cotscope.probes.models.embedded import EmbeddedModelVersionError
 
 pytestmark = pytest.mark.skipif(not (R.WEIGHTS_DIR / R.SUMS_FILE).is_file(),
                                 reason="weights/cotscope-smolvlm not shipped yet")
@@ -35,7 +35,7 @@ def test_loads_offline_through_auto_classes(vlm):
     assert len(proc.tokenizer) == 49153 and proc.tokenizer.convert_ids_to_tokens(49152) == "<end_of_utterance>"
     assert model.config.image_token_id == R.IMAGE_TOKEN_ID
     assert model.config.perceiver_config.resampler_n_latents == R.N_IMAGE_TOKENS
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     it = generate_visual_items(1, seed=1)[0]
     enc = R.vlm_batch(proc, [it.image], [it.direct_prompt])
@@ -50,7 +50,7 @@ def test_loads_offline_through_auto_classes(vlm):
 
 
 def test_fast_pixel_path_equals_processor(vlm):
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     _, proc = vlm
     imgs = [it.image for it in generate_visual_items(6, seed=3)]
@@ -62,7 +62,7 @@ def test_fast_pixel_path_equals_processor(vlm):
 def test_lm_equals_smollm2_plus_recorded_delta(vlm):
     from safetensors.torch import load_file
 
-    from probes.models.embedded import smollm2_dir
+    from cotscope.probes.models.embedded import smollm2_dir
 
     model, _ = vlm
     base = load_file(str(smollm2_dir() / "model.safetensors"))
@@ -88,7 +88,7 @@ def _eval_module():
 
 
 def test_reading_floor_on_50_heldout_images(vlm):
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     ev = _eval_module()
     model, proc = vlm
@@ -103,8 +103,8 @@ def test_reading_floor_on_50_heldout_images(vlm):
 def test_blank_image_drops_agreement(vlm):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from probes.models.embedded import smollm2_dir
-    from probes.stimuli.visual import generate_visual_items, text_prompt
+    from cotscope.probes.models.embedded import smollm2_dir
+    from cotscope.probes.stimuli.visual import generate_visual_items, text_prompt
 
     ev = _eval_module()
     model, proc = vlm
@@ -134,7 +134,7 @@ def test_extract_answer():
 
 def test_slot_path_equals_stock_image_path(vlm):
     """The ceiling's route (features scattered into the template by hand) is the stock forward's route."""
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     ev = _eval_module()
     model, proc = vlm
@@ -150,7 +150,7 @@ def test_slot_path_equals_stock_image_path(vlm):
 
 
 def test_oracle_slots_hold_the_depicted_text(vlm):
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     ev = _eval_module()
     model, proc = vlm
@@ -180,7 +180,7 @@ def test_training_layout_equals_processor(vlm):
     """The adaptation stage builds its sequences by hand; they must be the processor's."""
     import importlib.util
 
-    from probes.stimuli.visual import generate_visual_items
+    from cotscope.probes.stimuli.visual import generate_visual_items
 
     spec = importlib.util.spec_from_file_location("train_reference_vlm", R.WEIGHTS_DIR.parents[1] / "scripts" /
                                                   "train_reference_vlm.py")
@@ -220,7 +220,7 @@ def test_corrupted_or_missing_weights_raise(tmp_path):
 
 
 def test_wrong_embedded_llm_version_raises(tmp_path):
-    from probes.models.embedded import file_sha256
+    from cotscope.probes.models.embedded import file_sha256
 
     wd = _copy_weights(tmp_path)
     meta = json.loads((wd / R.META_FILE).read_text())
@@ -235,7 +235,7 @@ def test_wrong_embedded_llm_version_raises(tmp_path):
 def test_unusable_image_gives_clear_error(vlm):
     from PIL import Image
 
-    from probes.stimuli.visual import ImageInputError
+    from cotscope.probes.stimuli.visual import ImageInputError
 
     _, proc = vlm
     with pytest.raises(ImageInputError, match="smaller"):

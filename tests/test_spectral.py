@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analyses.spectral import (CutoffError, cumulative_energy, cutoff_bins, energy_spectrum, highpass, lowpass,
+from cotscope.analyses.spectral import (CutoffError, cumulative_energy, cutoff_bins, energy_spectrum, highpass, lowpass,
                                lowpass_energy_fraction, lowpass_mask, permutation_null, resample)
 
 

@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from probes.stimuli import generate_problems, load_problems_jsonl, make_pairs
-from probes.stimuli.jsonl import StimulusFormatError
-from probes.stimuli.pairs import COT_CUE, DIRECT_CUE
+from cotscope.probes.stimuli import generate_problems, load_problems_jsonl, make_pairs
+from cotscope.probes.stimuli.jsonl import StimulusFormatError
+from cotscope.probes.stimuli.pairs import COT_CUE, DIRECT_CUE
 
 
 def test_at_least_500_distinct_problems_with_exact_answers():

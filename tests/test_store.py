@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from analyses.store import ActivationStore, StoreError, StoreWriter, split_pairs
+from cotscope.analyses.store import ActivationStore, StoreError, StoreWriter, split_pairs
 
 
 def test_split_pairs_matches_by_pair_id():

@@ -11,12 +11,12 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from analyses.artifacts import DirectionMeta, DirectionSet
-from analyses.sweeps import (SweepTable, SweepTableError, cell_means, mean_ci, meta_path, paired_gains, read_table,
+from cotscope.analyses.artifacts import DirectionMeta, DirectionSet
+from cotscope.analyses.sweeps import (SweepTable, SweepTableError, cell_means, mean_ci, meta_path, paired_gains, read_table,
                              table_config)
-from probes.intervene import InjectionError
-from probes.stimuli import generate_problems
-from probes.sweep import (EvalPrompt, SweepConfig, direct_prompts, plan_batches, plan_cells, run_sweep,
+from cotscope.probes.intervene import InjectionError
+from cotscope.probes.stimuli import generate_problems
+from cotscope.probes.sweep import (EvalPrompt, SweepConfig, direct_prompts, plan_batches, plan_cells, run_sweep,
                           visual_prompts)
 
 SCHEMA = {"cell_id": "str", "prompt_id": "str", "x": "float", "ok": "bool", "n": "int", "text": "json"}
@@ -156,7 +156,7 @@ def test_sweep_refuses_other_configuration_before_generating(smollm2, direction,
         run_sweep(smollm2, bad, prompts, tmp_path / "z.csv", SweepConfig(layers=(6,), controls=("highpass",)),
                   progress=False)
     narrow = DirectionSet({6: np.ones(64, np.float32)}, DirectionMeta(n_layers=30))
-    from analyses.artifacts import DirectionFileError
+    from cotscope.analyses.artifacts import DirectionFileError
     with pytest.raises(DirectionFileError, match="hidden-size mismatch"):
         run_sweep(smollm2, narrow, prompts, tmp_path / "w.csv", SweepConfig(layers=(6,), resample=False),
                   progress=False)
@@ -166,7 +166,7 @@ def test_sweep_refuses_other_configuration_before_generating(smollm2, direction,
 def test_vlm_sweep_with_images():
     from tiny_vlms import sample_image, tiny_vlm
 
-    from probes.models.loading import wrap_model
+    from cotscope.probes.models.loading import wrap_model
 
     vlm = tiny_vlm("llava")
     lm = wrap_model(vlm.model, processor=vlm.processor, model_id="tiny-llava")
@@ -190,8 +190,8 @@ def test_vlm_sweep_with_images():
 
 
 def test_four_figures_draw_from_a_stored_table(tmp_path):
-    from probes.sweep import KEY as SKEY, SCHEMA as SSCHEMA
-    from probes.sweep import render_figures
+    from cotscope.probes.sweep import KEY as SKEY, SCHEMA as SSCHEMA
+    from cotscope.stages.intervention import render_figures
 
     cfg = {"direction": {"model_id": "src/SmolLM2 (x)"}, "target": {"model_id": "tgt-model"}}
     t = SweepTable(tmp_path / "sweep_llm.csv", cfg, SSCHEMA, SKEY)

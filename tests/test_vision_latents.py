@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from probes.vision_latents import VisionLatentsError, collect_vision_latents, run_reconstruction_analysis
+from cotscope.probes.models.hf_compat import image_feature_rows
+from cotscope.probes.vision_latents import VisionLatentsError, collect_vision_latents, run_reconstruction_analysis
 from tiny_vlms import sample_image, tiny_vlm
 
 torch.set_num_threads(2)
@@ -24,8 +25,8 @@ def test_collected_latents_equal_hf_outputs(family, connector):
         out = vlm.model(**enc, output_hidden_states=True)
     for l in range(n_layers - 1):                       # HF's last entry is after the final norm
         np.testing.assert_array_equal(data["hidden"][l][1], out.hidden_states[l + 1][0, -1].numpy())
-    img = out.image_hidden_states
-    np.testing.assert_array_equal(data["connector"][1], img.reshape(-1, img.shape[-1]).numpy())
+    img = image_feature_rows(out.image_hidden_states)       # a tensor up to transformers 5.23, a list from 5.24
+    np.testing.assert_array_equal(data["connector"][1], img.numpy())
     mean = collect_vision_latents(vlm.model, vlm.processor, imgs[:1], vlm.prompt(), connector, layers=[0],
                                   token_rule="image_mean", progress=False)
     assert mean["hidden"][0].shape == (1, data["connector"].shape[-1])
@@ -52,13 +53,16 @@ def test_run_reconstruction_analysis_end_to_end(tmp_path):
     assert data["n_tokens"] == 16 and s["recon_n_tokens"] == 16          # capped at the 16 connector tokens
     assert len(data["rows"]) == 4 and "cos_centered_shuffled" in data["rows"][0]
     assert np.asarray(data["patch_similarity"]["cos"]).shape[1:] == (4, 4)         # 16 patches of a square image
-    assert sum(f.endswith(".png") for f in s["figures"]) == 2
+    from cotscope.figures import fig_patch_similarity, fig_reconstruction   # figures draw the stored JSON
+
+    figs = fig_reconstruction.save(data, tmp_path) + fig_patch_similarity.save(data, tmp_path)
+    assert sum(str(f).endswith(".png") for f in figs) == 2
 
 
 def test_reconstruction_stage_gives_numbers_and_a_report(tmp_path):
     from tiny_vlms import tiny_vlm_dir
 
-    from probes.vision_latents import reconstruction_stage
+    from cotscope.stages.reconstruction import reconstruction_stage
 
     s = reconstruction_stage(tmp_path, {}, vlm_dir=tiny_vlm_dir("llava"), n_images=8)
     assert s["recon_n_tokens"] == 16 and "held-out images" in s["report"] and s["title"]

@@ -7,8 +7,8 @@ import re
 import pytest
 from PIL import Image
 
-from probes.stimuli.arithmetic import generate_problems
-from probes.stimuli.visual import (ALL_KINDS, ImageInputError, bar_chart_item, check_image, counting_item,
+from cotscope.probes.stimuli.arithmetic import generate_problems
+from cotscope.probes.stimuli.visual import (ALL_KINDS, ImageInputError, bar_chart_item, check_image, counting_item,
                                    generate_visual_items, load_image, load_visual_jsonl, render_problem,
                                    save_visual_jsonl, text_prompt)
 

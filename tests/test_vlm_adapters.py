@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
-from probes.collect import collect_pairs
-from probes.models import UnsupportedModelError, adapter_for, registered_families
-from probes.models import processors as P
-from probes.models.loading import load_model, wrap_model
-from probes.stimuli.arithmetic import generate_problems
-from probes.stimuli.pairs import Prompt, PromptPair, short_answer, worked_answer
-from probes.stimuli.visual import generate_visual_items
+from cotscope.probes.collect import collect_pairs
+from cotscope.probes.models import UnsupportedModelError, adapter_for, registered_families
+from cotscope.probes.models import processors as P
+from cotscope.probes.models.loading import load_model, wrap_model
+from cotscope.probes.stimuli.arithmetic import generate_problems
+from cotscope.probes.stimuli.pairs import Prompt, PromptPair, short_answer, worked_answer
+from cotscope.probes.stimuli.visual import generate_visual_items
 from tiny_vlms import FAMILIES, sample_image, scratch_dir, tiny_vlm, tiny_vlm_dir
 
 torch.set_num_threads(2)
@@ -337,8 +337,8 @@ def test_add_image_tokens_round_trips_named_tokens(tmp_path):
 def test_llava_smol_is_smollm2_on_text_and_collects_images(tmp_path):
     from transformers import AutoModelForCausalLM
 
-    from probes.models.embedded import smollm2_dir
-    from probes.models.llava_smol import IMAGE_TOKEN, llava_smol_dir
+    from cotscope.probes.models.embedded import smollm2_dir
+    from cotscope.probes.models.llava_smol import IMAGE_TOKEN, llava_smol_dir
 
     d = llava_smol_dir(tmp_path)
     assert llava_smol_dir(tmp_path) == d and not list(tmp_path.glob(".build-*"))
@@ -363,7 +363,7 @@ def test_llava_smol_is_smollm2_on_text_and_collects_images(tmp_path):
 def test_llava_smol_is_deterministic_for_a_seed(tmp_path):
     from safetensors import safe_open
 
-    from probes.models.llava_smol import llava_smol_dir
+    from cotscope.probes.models.llava_smol import llava_smol_dir
 
     def vision(d):
         with safe_open(str(d / "model.safetensors"), framework="pt") as fh:

@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch
 from PIL import Image, ImageDraw
 
-from probes.models import processors as P
+from cotscope.probes.models import processors as P
 
 TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
             max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=2)
@@ -67,7 +67,7 @@ def smol_tokenizer() -> Any:
     """A fresh SmolLM2 tokenizer (each model adds its own tokens to its copy)."""
     from transformers import AutoTokenizer
 
-    from probes.models.embedded import smollm2_dir
+    from cotscope.probes.models.embedded import smollm2_dir
 
     return AutoTokenizer.from_pretrained(smollm2_dir())
 

@@ -15,14 +15,14 @@ Exporters check the direction against a ``target`` model (name, config or :class
 what would not fit; importers mark provenance the source format lacks as ``"unknown"``. Layer indices are
 converted with :mod:`analyses.layers`.
 
->>> from analyses.export import export_gguf_cv, import_gguf_cv
+>>> from cotscope.analyses.export import export_gguf_cv, import_gguf_cv
 >>> export_gguf_cv(ds, "cot.gguf", target="embedded:smollm2")     # doctest: +SKIP
 """
-from analyses.export.arrays import export_npz, export_safetensors_arrays, import_arrays, sidecar_path
-from analyses.export.dispatch import FORMATS, export_direction, parse_layers
-from analyses.export.common import KNOWN_TARGETS, TargetModel, check_export_fits, resolve_target
-from analyses.export.gguf_cv import export_gguf_cv, import_gguf_cv, read_gguf_cv
-from analyses.export.repeng_cv import export_repeng_cv, from_repeng, import_repeng_cv, to_repeng
+from cotscope.analyses.export.arrays import export_npz, export_safetensors_arrays, import_arrays, sidecar_path
+from cotscope.analyses.export.dispatch import FORMATS, export_direction, parse_layers
+from cotscope.analyses.export.common import KNOWN_TARGETS, TargetModel, check_export_fits, resolve_target
+from cotscope.analyses.export.gguf_cv import export_gguf_cv, import_gguf_cv, read_gguf_cv
+from cotscope.analyses.export.repeng_cv import export_repeng_cv, from_repeng, import_repeng_cv, to_repeng
 
 __all__ = [
     "export_gguf_cv", "import_gguf_cv", "read_gguf_cv",

@@ -17,10 +17,10 @@ from typing import Sequence
 
 import numpy as np
 
-from analyses.artifacts import LAYER_CONVENTION, DirectionFileError, DirectionMeta, DirectionSet
-from analyses.atomic import atomic_path, write_json_atomic
-from analyses.export.common import TargetLike, check_export_fits, imported_meta
-from analyses.layers import CONVENTIONS, LayerIndexError, convert_layer, llamacpp_to_block
+from cotscope.analyses.artifacts import LAYER_CONVENTION, DirectionFileError, DirectionMeta, DirectionSet
+from cotscope.analyses.atomic import atomic_path, write_json_atomic
+from cotscope.analyses.export.common import TargetLike, check_export_fits, imported_meta
+from cotscope.analyses.layers import CONVENTIONS, LayerIndexError, convert_layer, llamacpp_to_block
 
 SIDECAR_FORMAT = "cotscope.arrays"
 _PER_LAYER = re.compile(r"(?:direction|layer|layers|blocks?)[._]?(-?\d+)|(-?\d+)")

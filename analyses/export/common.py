@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
-from analyses.artifacts import LAYER_CONVENTION, UNKNOWN, DirectionFileError, DirectionMeta, DirectionSet
+from cotscope.analyses.artifacts import LAYER_CONVENTION, UNKNOWN, DirectionFileError, DirectionMeta, DirectionSet
 
 
 @dataclasses.dataclass(frozen=True)

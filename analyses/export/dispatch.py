@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from analyses.artifacts import DirectionFileError, DirectionSet
+from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
 
 FORMATS = ("gguf", "repeng", "npz", "safetensors")
 STEERING_FORMATS = ("gguf", "repeng")  # llama.cpp control vectors: block 0 cannot be steered
@@ -22,9 +22,9 @@ def export_direction(direction: str | Path | DirectionSet, fmt: str, out: str | 
     ``layers=None`` exports every layer, except block 0 for the control-vector formats (llama.cpp refuses a file
     holding ``direction.0``). An explicit ``layers`` list is exported as given (and block 0 is refused there).
     """
-    from analyses.export.arrays import export_npz, export_safetensors_arrays
-    from analyses.export.gguf_cv import export_gguf_cv
-    from analyses.export.repeng_cv import export_repeng_cv
+    from cotscope.analyses.export.arrays import export_npz, export_safetensors_arrays
+    from cotscope.analyses.export.gguf_cv import export_gguf_cv
+    from cotscope.analyses.export.repeng_cv import export_repeng_cv
 
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose from {FORMATS}")

@@ -20,10 +20,10 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from analyses.artifacts import UNKNOWN, DirectionFileError, DirectionMeta, DirectionSet
-from analyses.atomic import atomic_path
-from analyses.export.common import TargetLike, check_export_fits, imported_meta
-from analyses.layers import LayerIndexError, block_to_llamacpp, llamacpp_to_block
+from cotscope.analyses.artifacts import UNKNOWN, DirectionFileError, DirectionMeta, DirectionSet
+from cotscope.analyses.atomic import atomic_path
+from cotscope.analyses.export.common import TargetLike, check_export_fits, imported_meta
+from cotscope.analyses.layers import LayerIndexError, block_to_llamacpp, llamacpp_to_block
 
 ARCH = "controlvector"
 KEY_MODEL_HINT = f"{ARCH}.model_hint"

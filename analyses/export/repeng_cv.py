@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from analyses.artifacts import UNKNOWN, DirectionFileError, DirectionSet
-from analyses.export.common import TargetLike, check_export_fits, imported_meta
-from analyses.export.gguf_cv import export_gguf_cv, import_gguf_cv
-from analyses.layers import LayerIndexError, normalize_layer
+from cotscope.analyses.artifacts import UNKNOWN, DirectionFileError, DirectionSet
+from cotscope.analyses.export.common import TargetLike, check_export_fits, imported_meta
+from cotscope.analyses.export.gguf_cv import export_gguf_cv, import_gguf_cv
+from cotscope.analyses.layers import LayerIndexError, normalize_layer
 
 SOURCE = "repeng ControlVector"
 

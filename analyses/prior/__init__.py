@@ -25,16 +25,16 @@ figures. Canonical names and module sets are described in :mod:`~analyses.prior.
 >>> res = run_prior_analysis("ckpt/smollm2", "ckpt/reference_vlm", "out/prior")   # doctest: +SKIP
 >>> res["delta_norm_total"], res["spectral_verdict"]                                # doctest: +SKIP
 """
-from analyses.prior.artifact import (PRIOR_FILENAME, PRIOR_FORMAT, PRIOR_FORMAT_VERSION, SIGN_CONVENTION,
+from cotscope.analyses.prior.artifact import (PRIOR_FILENAME, PRIOR_FORMAT, PRIOR_FORMAT_VERSION, SIGN_CONVENTION,
                                      PriorArtifact, library_versions)
-from analyses.prior.compute import PriorResult, compute_prior
-from analyses.prior.errors import CheckpointError, ModuleMatchError, PatternError, PriorError, PriorFitError
-from analyses.prior.matching import (DEFAULT_MODULES, NON_LM, PRESETS, RAW_PREFIX, MatchReport, Pair,
+from cotscope.analyses.prior.compute import PriorResult, compute_prior
+from cotscope.analyses.prior.errors import CheckpointError, ModuleMatchError, PatternError, PriorError, PriorFitError
+from cotscope.analyses.prior.matching import (DEFAULT_MODULES, NON_LM, PRESETS, RAW_PREFIX, MatchReport, Pair,
                                      canonical_name, is_vision_name, layer_and_module, match_checkpoints,
                                      resolve_modules)
-from analyses.prior.reader import Checkpoint, TensorInfo
-from analyses.prior.run import ANALYSIS_FILENAME, run_prior_analysis, summarize
-from analyses.prior.spectrum import (NULL_VERDICT, ZERO_VERDICT, GramSpectrum, _null_mean_spectrum, bh_adjust,
+from cotscope.analyses.prior.reader import Checkpoint, TensorInfo
+from cotscope.analyses.prior.run import ANALYSIS_FILENAME, run_prior_analysis, summarize
+from cotscope.analyses.prior.spectrum import (NULL_VERDICT, ZERO_VERDICT, GramSpectrum, _null_mean_spectrum, bh_adjust,
                                      hidden_axis, lowpass_fraction, onesided_weights, spectral_centroid,
                                      spectrum_test)
 

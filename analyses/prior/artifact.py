@@ -17,9 +17,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from analyses.prior.errors import CheckpointError, PriorError, PriorFitError
-from analyses.prior.matching import MatchReport, Pair, canonical_name
-from analyses.prior.reader import Checkpoint, _read_header
+from cotscope.analyses.prior.errors import CheckpointError, PriorError, PriorFitError
+from cotscope.analyses.prior.matching import MatchReport, Pair, canonical_name
+from cotscope.analyses.prior.reader import Checkpoint, _read_header
 
 PRIOR_FORMAT = "cotscope.prior"
 PRIOR_FORMAT_VERSION = 1
@@ -66,7 +66,7 @@ class _StreamingWriter:
 
 
 def library_versions() -> dict[str, str]:
-    from analyses.artifacts import library_versions as lv
+    from cotscope.analyses.artifacts import library_versions as lv
 
     return lv()
 
@@ -104,7 +104,7 @@ def build_provenance(reason: Checkpoint, vl: Checkpoint, pairs: Sequence[Pair], 
 def open_prior_writer(out_path: Path, pairs: Sequence[Pair], out_dtype: str,
                       provenance: Mapping[str, Any]) -> Iterator[_StreamingWriter]:
     """Write the artifact atomically: yields a writer taking each pair's Δ in ``pairs`` order, in row blocks."""
-    from analyses.atomic import atomic_path
+    from cotscope.analyses.atomic import atomic_path
 
     specs = [("delta." + p.canonical, p.shape) for p in pairs]
     md = {"format": PRIOR_FORMAT, "format_version": str(PRIOR_FORMAT_VERSION),

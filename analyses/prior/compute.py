@@ -12,12 +12,12 @@ from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from analyses import spectral
-from analyses.prior.artifact import (SIGN_CONVENTION, _StreamingWriter, build_provenance, check_out_dtype,
+from cotscope.analyses import spectral
+from cotscope.analyses.prior.artifact import (SIGN_CONVENTION, _StreamingWriter, build_provenance, check_out_dtype,
                                      open_prior_writer)
-from analyses.prior.matching import MatchReport, Pair, match_checkpoints
-from analyses.prior.reader import Checkpoint
-from analyses.prior.spectrum import (GramSpectrum, _null_mean_spectrum, hidden_axis, layer_verdicts,
+from cotscope.analyses.prior.matching import MatchReport, Pair, match_checkpoints
+from cotscope.analyses.prior.reader import Checkpoint
+from cotscope.analyses.prior.spectrum import (GramSpectrum, _null_mean_spectrum, hidden_axis, layer_verdicts,
                                      onesided_weights, spectrum_test)
 
 

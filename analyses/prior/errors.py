@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from analyses.prior.matching import MatchReport
+    from cotscope.analyses.prior.matching import MatchReport
 
 
 class PriorError(ValueError):

@@ -16,8 +16,8 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from analyses.prior.errors import CheckpointError, ModuleMatchError, PatternError
-from analyses.prior.reader import Checkpoint
+from cotscope.analyses.prior.errors import CheckpointError, ModuleMatchError, PatternError
+from cotscope.analyses.prior.reader import Checkpoint
 
 # (regex on the raw name, layout label); the group "rest" is the canonical name.
 _LAYOUTS: list[tuple[re.Pattern, str]] = [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analyses.prior.errors import CheckpointError
+from cotscope.analyses.prior.errors import CheckpointError
 
 _ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1, "BOOL": 1}
 

@@ -1,4 +1,4 @@
-"""The demo entry point: compute the prior, write ``prior.safetensors`` + ``prior_analysis.json`` (+ figures)."""
+"""Compute the prior, write ``prior.safetensors`` + ``prior_analysis.json`` (``cotscope figures`` draws them)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,26 +6,25 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from analyses.prior.artifact import PRIOR_FILENAME
-from analyses.prior.compute import compute_prior
+from cotscope.analyses.prior.artifact import PRIOR_FILENAME
+from cotscope.analyses.prior.compute import compute_prior
 
 ANALYSIS_FILENAME = "prior_analysis.json"
 
 
 def run_prior_analysis(reason_dir: str | Path, vl_dir: str | Path, out_dir: str | Path,
-                       modules: str | Sequence[str] | None = "default", *, write_artifact: bool = True,
-                       figures: bool = True, figures_dir: str | Path | None = None, n_perm: int = 200,
+                       modules: str | Sequence[str] | None = "default", *, write_artifact: bool = True, n_perm: int = 200,
                        **kw: Any) -> dict:
-    """Compute the prior, write ``prior.safetensors`` + ``prior_analysis.json`` (+ figures), return summary numbers.
+    """Compute the prior, write ``prior.safetensors`` + ``prior_analysis.json``, return summary numbers.
 
-    Figures go to ``figures_dir`` (default ``out_dir``); ``python -m figures RUN`` redraws them from
-    ``RUN/prior/prior_analysis.json`` when ``out_dir`` is ``RUN/prior``. Extra keywords go to
+    ``cotscope figures RUN`` draws the prior figures from ``RUN/prior/prior_analysis.json`` when ``out_dir``
+    is ``RUN/prior``. Extra keywords go to
     :func:`compute_prior`.
 
     >>> s = run_prior_analysis(smollm2_dir(), reference_vlm_dir(), "out/prior")   # doctest: +SKIP
     >>> sorted(s)[:3]                                                            # doctest: +SKIP
     """
-    from analyses.atomic import write_json_atomic
+    from cotscope.analyses.atomic import write_json_atomic
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -33,15 +32,7 @@ def run_prior_analysis(reason_dir: str | Path, vl_dir: str | Path, out_dir: str 
                         n_perm=n_perm, **kw)
     data = res.to_dict()
     write_json_atomic(out_dir / ANALYSIS_FILENAME, data)
-    written: list[str] = []
-    if figures:
-        from figures import fig_prior_modules, fig_prior_norms, fig_prior_spectrum
-
-        for mod in (fig_prior_norms, fig_prior_modules, fig_prior_spectrum):
-            if mod is fig_prior_spectrum and not data["spectrum"]:
-                continue
-            written += [str(p) for p in mod.save(data, figures_dir or out_dir)]
-    return summarize(data, artifact=res.artifact, figures=written)
+    return summarize(data, artifact=res.artifact)
 
 
 def summarize(data: Mapping[str, Any], **extra: Any) -> dict:

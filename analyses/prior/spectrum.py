@@ -10,7 +10,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from analyses import spectral
+from cotscope.analyses import spectral
 
 ZERO_VERDICT = "delta is exactly zero: no spectrum"
 NULL_VERDICT = "no frequency structure beyond the permutation null"

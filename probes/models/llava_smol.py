@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analyses.atomic import atomic_dir
+from cotscope.analyses.atomic import atomic_dir
 
-from probes.models.embedded import GGUF_SHA256, cache_root, image_chat_template, smollm2_dir
+from cotscope.probes.models.embedded import GGUF_SHA256, cache_root, image_chat_template, smollm2_dir
 
 IMAGE_TOKEN = "<empty_output>"
 IMAGE_SIZE, PATCH = 64, 16
@@ -30,7 +30,7 @@ def build_llava_smol(smol_dir: str | Path | None = None, seed: int = 0):
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, LlavaConfig
     from transformers import LlavaForConditionalGeneration
 
-    from probes.models.processors import llava_processor
+    from cotscope.probes.models.processors import llava_processor
 
     d = Path(smol_dir) if smol_dir is not None else smollm2_dir()
     tok = AutoTokenizer.from_pretrained(d)

@@ -1,7 +1,7 @@
 """Adapters for plain decoder-only LLMs (Llama, Qwen2/3, Mistral, Gemma families, …)."""
 from __future__ import annotations
 
-from probes.models.registry import ModelAdapter, register
+from cotscope.probes.models.registry import ModelAdapter, register
 
 LLAMA = register(ModelAdapter(family="llama", model_types=("llama",), layers_path="model.layers",
                               final_norm_path="model.norm", notes="SmolLM2, Llama 2/3"))

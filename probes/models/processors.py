@@ -24,7 +24,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from probes.stimuli.visual import ImageInputError, check_image, load_image
+from cotscope.probes.stimuli.visual import ImageInputError, check_image, load_image
 
 __all__ = [
     "ImageInputError", "PromptImageError", "add_image_tokens", "image_placeholder", "image_prompt",

@@ -22,9 +22,9 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from analyses.atomic import atomic_dir
+from cotscope.analyses.atomic import atomic_dir
 
-from probes.models.embedded import (GGUF_SHA256, EmbeddedModelVersionError, cache_root, file_sha256,
+from cotscope.probes.models.embedded import (GGUF_SHA256, EmbeddedModelVersionError, cache_root, file_sha256,
                                     image_chat_template, smollm2_dir)
 
 NAME = "cotscope-smolvlm"
@@ -103,7 +103,7 @@ def build_image_processor():
 
 def build_processor(smol_dir: str | Path):
     """Idefics2Processor with SmolLM2's tokenizer; image and boundary tokens are existing SmolLM2 tokens."""
-    from probes.models.processors import idefics2_processor
+    from cotscope.probes.models.processors import idefics2_processor
 
     return idefics2_processor(build_tokenizer(smol_dir), image_size=IMAGE_SIDE, image_seq_len=N_IMAGE_TOKENS,
                               image_token=IMAGE_TOKEN, boundary_token=BOUNDARY_TOKEN, chat_template=CHAT_TEMPLATE,
@@ -127,12 +127,10 @@ def pixel_tensor(images) -> "torch.Tensor":
 
 def image_features(model, pixel_values) -> "torch.Tensor":
     """The image tokens' input embeddings, [B, N_IMAGE_TOKENS, hidden] (``pixel_values`` [B,3,S,S] or [B,1,3,S,S])."""
-    import torch
+    from cotscope.probes.models.hf_compat import image_feature_rows
 
     pv = pixel_values if pixel_values.dim() == 5 else pixel_values.unsqueeze(1)
-    f = model.model.get_image_features(pixel_values=pv)
-    f = getattr(f, "pooler_output", f)
-    f = torch.stack(list(f)) if isinstance(f, (list, tuple)) else f
+    f = image_feature_rows(model.model.get_image_features(pixel_values=pv))
     return f.view(pv.shape[0], N_IMAGE_TOKENS, -1)
 
 
@@ -167,7 +165,7 @@ def build_model(smol_dir: str | Path, dtype=None):
 
 def vlm_batch(processor, images: Sequence, prompts: Sequence[str]):
     """Validated, left-padded processor batch for one image + prompt per row (bad images raise ImageInputError)."""
-    from probes.stimuli.visual import check_image
+    from cotscope.probes.stimuli.visual import check_image
 
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images for {len(prompts)} prompts: pass one image per prompt.")

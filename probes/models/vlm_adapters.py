@@ -11,8 +11,8 @@ assembles one from PIL image processors (see :mod:`probes.models.processors`).
 """
 from __future__ import annotations
 
-from probes.models import processors as P
-from probes.models.registry import ModelAdapter, register
+from cotscope.probes.models import processors as P
+from cotscope.probes.models.registry import ModelAdapter, register
 
 _LM = "model.language_model"
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from probes.stimuli.arithmetic import Problem
+from cotscope.probes.stimuli.arithmetic import Problem
 
 
 class StimulusFormatError(ValueError):

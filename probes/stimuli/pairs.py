@@ -7,7 +7,7 @@
 Each member keeps its chat messages and an optional assistant answer; the model's own
 chat template is applied by :func:`render` with the model's tokenizer.
 
->>> from probes.stimuli.arithmetic import generate_problems
+>>> from cotscope.probes.stimuli.arithmetic import generate_problems
 >>> pairs = make_pairs(generate_problems(2, seed=0), pairing="cue")
 >>> pairs[0].cot.messages[-1]["content"].endswith(COT_CUE)
 True
@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-from probes.stimuli.arithmetic import Problem
+from cotscope.probes.stimuli.arithmetic import Problem
 
 COT_CUE = "Let's think step by step."
 DIRECT_CUE = "Answer the question directly with only the final number."

@@ -27,8 +27,8 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from probes.stimuli.arithmetic import Problem, generate_problems
-from probes.stimuli.pairs import COT_CUE, DIRECT_CUE
+from cotscope.probes.stimuli.arithmetic import Problem, generate_problems
+from cotscope.probes.stimuli.pairs import COT_CUE, DIRECT_CUE
 
 ALL_KINDS = ("problem", "expression", "counting", "bars")
 DEFAULT_KINDS = ("expression", "counting", "bars")
@@ -345,7 +345,7 @@ def load_visual_jsonl(path: str | Path, image_dir: str | Path | None = None) -> 
 
 def save_visual_jsonl(items: Sequence[VisualItem], path: str | Path, image_dir: str | Path | None = None) -> Path:
     """Write items as PNGs plus a JSONL that :func:`load_visual_jsonl` reads back."""
-    from analyses.atomic import atomic_path, write_text_atomic
+    from cotscope.analyses.atomic import atomic_path, write_text_atomic
 
     path = Path(path)
     img_dir = Path(image_dir) if image_dir is not None else path.parent / f"{path.stem}_images"

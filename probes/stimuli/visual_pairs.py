@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from probes.stimuli.arithmetic import Problem
-from probes.stimuli.pairs import Prompt, PromptPair
-from probes.stimuli.visual import VisualItem, text_prompt
+from cotscope.probes.stimuli.arithmetic import Problem
+from cotscope.probes.stimuli.pairs import Prompt, PromptPair
+from cotscope.probes.stimuli.visual import VisualItem, text_prompt
 
 
 def _problem(item: VisualItem) -> Problem:

@@ -1,0 +1,105 @@
+"""The few calls a notebook needs, as plain functions over the three layers (re-exported by ``cotscope``).
+
+>>> import cotscope as cs
+>>> len(cs.pairs(4)), cs.pairs(4)[0].cot.messages[0]["role"]
+(4, 'user')
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from cotscope.errors import CotscopeError
+
+
+def pairs(source: int | str | Path | Sequence[Any] = 128, *, pairing: str = "cue", seed: int = 0,
+          with_answers: bool = True) -> list[Any]:
+    """CoT / direct prompt pairs from ``source``: a number of seeded arithmetic problems, a JSONL file of your
+    own problems, or a list of :class:`~cotscope.probes.stimuli.Problem`. ``pairing``: ``"cue"`` (CoT vs direct
+    instruction) or ``"answer"`` (same question, worked vs short answer)."""
+    from cotscope.probes.stimuli import generate_problems, load_problems_jsonl, make_pairs
+
+    if isinstance(source, bool):
+        raise CotscopeError(f"pairs(source={source!r}): pass a number of problems, a JSONL path or a list of problems")
+    if isinstance(source, int):
+        problems = generate_problems(source, seed=seed)
+    elif isinstance(source, (str, Path)):
+        problems = load_problems_jsonl(source)
+    else:
+        problems = list(source)
+    return make_pairs(problems, pairing=pairing, with_answers=with_answers)
+
+
+def collect(model: Any, pairs: Sequence[Any], out: str | Path, *, layers: Sequence[int] | None = None,
+            positions: Sequence[str] = ("last_prompt", "last", "answer_mean"), batch_size: int = 16,
+            progress: bool = True, **kw: Any) -> Any:
+    """Paired activations of ``model`` (a LoadedModel or a spec for :func:`cotscope.load`) into the store ``out``."""
+    from cotscope.probes.collect import collect_pairs
+    from cotscope.probes.models.loading import LoadedModel, load_model
+
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    return collect_pairs(lm, pairs, out, layers=layers, positions=positions, batch_size=batch_size,
+                         progress=progress, **kw)
+
+
+def analyse(store: Any, position: str = "last_prompt", *, layers: Sequence[int] | None = None, cutoff: float = 0.1,
+            n_perm: int = 200, seed: int = 0, out: str | Path | None = None, progress: bool = True) -> Any:
+    """Per-layer mean difference, LAT, probe, spectrum and nulls of a store (a path or an ActivationStore).
+
+    The result's ``.directions`` holds one DirectionSet per method (``"mean_diff"``, ``"lat"``). With ``out``,
+    the directions and ``analysis.json`` are written there (``out/directions``, ``out/analysis``).
+    """
+    from cotscope.analyses.layer_sweep import analyse_store, attach_directions
+    from cotscope.analyses.store import ActivationStore
+
+    st = store if isinstance(store, ActivationStore) else ActivationStore(store)
+    res = attach_directions(analyse_store(st, position, layers=layers, cutoff=cutoff, n_perm=n_perm, seed=seed,
+                                          progress=progress), st)
+    if out is not None:
+        from cotscope.analyses.atomic import write_json_atomic
+        from cotscope.analyses.layer_sweep import public
+
+        out = Path(out)
+        name = Path(st.path).name
+        for method, ds in res.directions.items():
+            ds.save(out / "directions" / f"{name}_{method}.safetensors")
+        write_json_atomic(out / "analysis" / f"{name}.json", public(res))
+    return res
+
+
+def generate(model: Any, prompts: str | Sequence[str], *, max_new_tokens: int = 64, chat: bool = True,
+             **kw: Any) -> str | list[str]:
+    """Greedy continuations of ``prompts`` (chat-templated when ``chat``); steered when called inside
+    :func:`cotscope.steer`. Returns one string per prompt (a string for a string)."""
+    import torch
+
+    single = isinstance(prompts, str)
+    texts = [prompts] if single else list(prompts)
+    tok = model.tokenizer
+    if chat:
+        texts = [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+                 for t in texts]
+    side = tok.padding_side
+    tok.padding_side = "left"
+    try:
+        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=not chat).to(model.device)
+    finally:
+        tok.padding_side = side
+    with torch.no_grad():
+        ids = model.hf.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                pad_token_id=tok.pad_token_id or tok.eos_token_id, **kw)
+    outs = tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    return outs[0] if single else outs
+
+
+def report(run_dir: str | Path) -> list[Path]:
+    """(Re)write a run's reports from its ``summary.json`` and stored figures."""
+    import json
+
+    from cotscope.report import write_reports
+    from cotscope.stages import SUMMARY_FILE
+
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise CotscopeError(f"{path} not found; run `cotscope run`, `cotscope demo` or the stages first")
+    return write_reports(run_dir, json.loads(path.read_text()))
