@@ -76,7 +76,8 @@ def decode_image_tokens(model, processor, images, batch: int = 64) -> torch.Tens
     E = F.normalize(model.get_input_embeddings().weight.float(), dim=-1)
     out = []
     for s in range(0, len(images), batch):
-        pv = processor.image_processor([[im] for im in images[s:s + batch]], return_tensors="pt")["pixel_values"]
+        chunk = images[s:s + batch]
+        pv = R.vlm_batch(processor, chunk, [""] * len(chunk))["pixel_values"]  # the stock processor path
         f = F.normalize(R.image_features(model, pv.to(model.dtype)).float(), dim=-1)
         out.append((f @ E.T).argmax(-1))
     return torch.cat(out)

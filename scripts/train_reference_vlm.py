@@ -417,13 +417,13 @@ def stage_export(args, model, loras, base_sd, logf, timings: dict) -> None:
         note="Frobenius norm of (VLM language-model weight - SmolLM2 weight) per layer and projection; "
              "all other language-model weights (embeddings, norms, gate/up projections) are identical.",
         per_layer=per_layer))
-    for f in (*R.SHIPPED_FILES, "lm_delta.json"):
+    for f in (*R.shipped_files(R.FORMAT_VERSION), "lm_delta.json"):
         os.chmod(out / f, 0o644)  # temp files are created 0600
-    sums = "".join(f"{file_sha256(out / n)}  {n}\n" for n in R.SHIPPED_FILES)
+    sums = "".join(f"{file_sha256(out / n)}  {n}\n" for n in R.shipped_files(R.FORMAT_VERSION))
     with atomic_path(out / R.SUMS_FILE) as tmp:
         tmp.write_text(sums)
     os.chmod(out / R.SUMS_FILE, 0o644)
-    size = sum((out / n).stat().st_size for n in R.SHIPPED_FILES)
+    size = sum((out / n).stat().st_size for n in R.shipped_files(R.FORMAT_VERSION))
     log(f"export: {out} ({size / 1e6:.2f} MB shipped)", logf)
 
 

@@ -28,14 +28,15 @@ from cotscope.probes.models.embedded import (GGUF_SHA256, EmbeddedModelVersionEr
                                     image_chat_template, smollm2_dir)
 
 NAME = "cotscope-smolvlm"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 2                     # what scripts/train_reference_vlm.py builds
+FORMATS = (1, 2)                       # what this module assembles: 1 = LLaVA (v1 weights), 2 = Idefics2 (v2 recipe)
 ARCHITECTURE = "Idefics2ForConditionalGeneration"
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights" / NAME
 VISION_FILE = "vision_connector.safetensors"
+VISION_FILE_V1 = "vision_projector.safetensors"
 LORA_FILE = "lm_lora.safetensors"
 META_FILE = "cotscope_vlm.json"
 SUMS_FILE = "SHA256SUMS"
-SHIPPED_FILES = (VISION_FILE, LORA_FILE, META_FILE)
 
 IMAGE_TOKEN = "<empty_output>"        # id 16, an unused special token of SmolLM2: vocabulary stays 49152
 IMAGE_TOKEN_ID = 16
@@ -49,11 +50,34 @@ VISION = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_a
               image_size=IMAGE_SIDE, patch_size=PATCH, num_channels=3)
 PERCEIVER = dict(resampler_n_latents=N_IMAGE_TOKENS, resampler_depth=1, resampler_n_heads=4, resampler_head_dim=64,
                  num_key_value_heads=4)
+# format 1 (v1, LLaVA): CLIP-style tower, 24-px patches = 16 image tokens, LLaVA projector, no boundary tokens
+PATCH_V1 = 24
+VISION_V1 = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
+                 image_size=IMAGE_SIDE, patch_size=PATCH_V1, num_channels=3)
 LORA_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.down_proj")
 LORA_RANK = 8
 LORA_ALPHA = 16.0
 VISION_PREFIXES = ("model.vision_model.", "model.connector.")
+VISION_PREFIXES_V1 = ("model.vision_tower.", "model.multi_modal_projector.")
 CHAT_TEMPLATE = image_chat_template(IMAGE_TOKEN)
+
+
+def shipped_format(weights_dir: str | Path | None = None) -> int:
+    """Format of the weights in ``weights_dir`` (from its metadata; 2 when there is none yet)."""
+    f = (Path(weights_dir) if weights_dir else WEIGHTS_DIR) / META_FILE
+    try:
+        return int(json.loads(f.read_text()).get("format_version", FORMAT_VERSION))
+    except (OSError, ValueError):
+        return FORMAT_VERSION
+
+
+def shipped_files(fmt: int | None = None, weights_dir: str | Path | None = None) -> tuple[str, ...]:
+    """The checksummed files of a format (of the shipped one by default)."""
+    fmt = shipped_format(weights_dir) if fmt is None else fmt
+    return (VISION_FILE_V1 if fmt == 1 else VISION_FILE, LORA_FILE, META_FILE)
+
+
+SHIPPED_FILES = shipped_files()        # of the weights present in WEIGHTS_DIR at import
 
 
 class ReferenceVLMWeightsError(RuntimeError):
@@ -70,9 +94,15 @@ def text_messages(text: str) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------- building blocks
-def build_config(text_config):
-    """Idefics2Config around SmolLM2's exact LlamaConfig (tied embeddings kept)."""
-    from transformers import Idefics2Config
+def build_config(text_config, fmt: int = FORMAT_VERSION):
+    """Idefics2Config (format 2) or LlavaConfig (format 1) around SmolLM2's exact LlamaConfig (tied embeddings kept)."""
+    from transformers import CLIPVisionConfig, Idefics2Config, LlavaConfig
+
+    if fmt == 1:
+        return LlavaConfig(vision_config=CLIPVisionConfig(**VISION_V1), text_config=text_config,
+                           image_token_index=IMAGE_TOKEN_ID, vision_feature_select_strategy="default",
+                           vision_feature_layer=-1, image_seq_length=N_IMAGE_TOKENS, projector_hidden_act="gelu",
+                           tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", True)))
 
     perceiver = dict(PERCEIVER, hidden_size=text_config.hidden_size, rms_norm_eps=text_config.rms_norm_eps)
     return Idefics2Config(vision_config=dict(VISION), perceiver_config=perceiver,
@@ -92,18 +122,34 @@ def build_tokenizer(smol_dir: str | Path):
     return tok
 
 
-def build_image_processor():
+def build_image_processor(fmt: int = FORMAT_VERSION):
     """Idefics2's PIL image processor: 96x96 stays 96x96, rescale to [0, 1], mean/std 0.5, no splitting."""
     from transformers.models.idefics2.image_processing_pil_idefics2 import Idefics2ImageProcessorPil
+
+    if fmt == 1:
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+        return CLIPImageProcessorPil(do_resize=True, size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+                                     do_center_crop=False, crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+                                     do_convert_rgb=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+                                     resample=2)
 
     return Idefics2ImageProcessorPil(size={"shortest_edge": IMAGE_SIDE, "longest_edge": IMAGE_SIDE},
                                      do_image_splitting=False, do_convert_rgb=True,
                                      image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
 
 
-def build_processor(smol_dir: str | Path):
-    """Idefics2Processor with SmolLM2's tokenizer; image and boundary tokens are existing SmolLM2 tokens."""
+def build_processor(smol_dir: str | Path, fmt: int = FORMAT_VERSION):
+    """Idefics2Processor (format 1: LlavaProcessor) with SmolLM2's tokenizer; image and boundary tokens are
+    existing SmolLM2 tokens."""
     from cotscope.probes.models.processors import idefics2_processor
+
+    if fmt == 1:
+        from transformers import LlavaProcessor
+
+        return LlavaProcessor(image_processor=build_image_processor(1), tokenizer=build_tokenizer(smol_dir),
+                              patch_size=PATCH_V1, vision_feature_select_strategy="default",
+                              num_additional_image_tokens=1, image_token=IMAGE_TOKEN, chat_template=CHAT_TEMPLATE)
 
     return idefics2_processor(build_tokenizer(smol_dir), image_size=IMAGE_SIDE, image_seq_len=N_IMAGE_TOKENS,
                               image_token=IMAGE_TOKEN, boundary_token=BOUNDARY_TOKEN, chat_template=CHAT_TEMPLATE,
@@ -129,30 +175,42 @@ def image_features(model, pixel_values) -> "torch.Tensor":
     """The image tokens' input embeddings, [B, N_IMAGE_TOKENS, hidden] (``pixel_values`` [B,3,S,S] or [B,1,3,S,S])."""
     from cotscope.probes.models.hf_compat import image_feature_rows
 
-    pv = pixel_values if pixel_values.dim() == 5 else pixel_values.unsqueeze(1)
+    if model.config.model_type == "llava":  # format 1 takes [B,3,S,S]
+        pv = pixel_values if pixel_values.dim() == 4 else pixel_values[:, 0]
+    else:
+        pv = pixel_values if pixel_values.dim() == 5 else pixel_values.unsqueeze(1)
     f = image_feature_rows(model.model.get_image_features(pixel_values=pv))
     return f.view(pv.shape[0], N_IMAGE_TOKENS, -1)
 
 
 def text_model(model):
-    """The language model (``LlamaModel``) inside the VLM."""
-    return model.model.text_model
+    """The language model (``LlamaModel``) inside the VLM (either format)."""
+    inner = model.model
+    return inner.text_model if hasattr(inner, "text_model") else inner.language_model
 
 
-def build_model(smol_dir: str | Path, dtype=None):
+def vision_prefixes(fmt: int = FORMAT_VERSION) -> tuple[str, ...]:
+    """Parameter-name prefixes of the shipped vision part (tower + connector/projector)."""
+    return VISION_PREFIXES_V1 if fmt == 1 else VISION_PREFIXES
+
+
+def build_model(smol_dir: str | Path, dtype=None, fmt: int = FORMAT_VERSION):
     """Fresh VLM: random vision tower/connector, SmolLM2's weights in the language model (exact on text).
 
     The perceiver's learned queries start as distinct seeded Gaussians (Idefics2's own init makes them all equal).
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, Idefics2ForConditionalGeneration
+    from transformers import AutoConfig, AutoModelForCausalLM, Idefics2ForConditionalGeneration, LlavaForConditionalGeneration
 
     torch.manual_seed(0)
     text_cfg = AutoConfig.from_pretrained(smol_dir)
-    model = Idefics2ForConditionalGeneration(build_config(text_cfg))
-    with torch.no_grad():
-        lat = model.model.connector.perceiver_resampler.latents
-        lat.copy_(torch.randn(lat.shape, generator=torch.Generator().manual_seed(0)))
+    if fmt == 1:
+        model = LlavaForConditionalGeneration(build_config(text_cfg, 1))
+    else:
+        model = Idefics2ForConditionalGeneration(build_config(text_cfg))
+        with torch.no_grad():
+            lat = model.model.connector.perceiver_resampler.latents
+            lat.copy_(torch.randn(lat.shape, generator=torch.Generator().manual_seed(0)))
     smol = AutoModelForCausalLM.from_pretrained(smol_dir, dtype=torch.float32)
     text_model(model).load_state_dict(smol.model.state_dict(), strict=True)
     if model.lm_head.weight.data_ptr() != text_model(model).embed_tokens.weight.data_ptr():
@@ -228,7 +286,7 @@ def verify_shipped(weights_dir: str | Path | None = None) -> str:
         if line.strip():
             digest, name = line.split(maxsplit=1)
             expected[name.strip().lstrip("*")] = digest
-    for name in SHIPPED_FILES:
+    for name in shipped_files(weights_dir=wd):
         f = wd / name
         if name not in expected:
             raise ReferenceVLMWeightsError(f"{sums} lists no checksum for {name}. Fix: restore the folder from git.")
@@ -246,9 +304,9 @@ def verify_shipped(weights_dir: str | Path | None = None) -> str:
 def _check_embedded(meta: dict, smol_dir: Path) -> None:
     from transformers import AutoConfig
 
-    if meta.get("format_version") != FORMAT_VERSION:
+    if meta.get("format_version") not in FORMATS:
         raise ReferenceVLMWeightsError(f"shipped weights have format {meta.get('format_version')}, this cotscope reads "
-                                       f"{FORMAT_VERSION}. Fix: update cotscope or the weights folder together.")
+                                       f"{FORMATS}. Fix: update cotscope or the weights folder together.")
     if meta.get("base_gguf_sha256") != GGUF_SHA256:
         raise EmbeddedModelVersionError(
             f"the reference VLM was trained on the embedded LLM with GGUF sha256 {str(meta.get('base_gguf_sha256'))[:12]}…, "
@@ -273,7 +331,9 @@ def assemble(out_dir: Path, weights_dir: Path, smol_dir: Path) -> None:
 
     meta = json.loads((weights_dir / META_FILE).read_text())
     _check_embedded(meta, smol_dir)
-    model = build_model(smol_dir)
+    fmt = int(meta["format_version"])
+    vision_file, prefixes = shipped_files(fmt)[0], vision_prefixes(fmt)
+    model = build_model(smol_dir, fmt=fmt)
     text_sd = text_model(model).state_dict()
     fp = meta.get("base_fingerprint")
     if fp and _fingerprint({k: text_sd[k] for k in fp}) != fp:
@@ -282,20 +342,20 @@ def assemble(out_dir: Path, weights_dir: Path, smol_dir: Path) -> None:
     with torch.no_grad():
         for name, delta in lm_deltas(weights_dir).items():
             text_sd[name].add_(delta)  # state_dict tensors share storage with the parameters
-        vis = load_file(str(weights_dir / VISION_FILE))
+        vis = load_file(str(weights_dir / vision_file))
         own = model.state_dict()
-        missing = [k for k in own if k.startswith(VISION_PREFIXES) and k not in vis]
+        missing = [k for k in own if k.startswith(prefixes) and k not in vis]
         if missing:
-            raise ReferenceVLMWeightsError(f"{VISION_FILE} lacks {len(missing)} tensors (e.g. {missing[0]}). "
+            raise ReferenceVLMWeightsError(f"{vision_file} lacks {len(missing)} tensors (e.g. {missing[0]}). "
                                            "Fix: restore the weights folder from git.")
         for k, v in vis.items():
             if k not in own or own[k].shape != v.shape:
-                raise ReferenceVLMWeightsError(f"{VISION_FILE}: unexpected tensor {k} {tuple(v.shape)}; the shipped "
+                raise ReferenceVLMWeightsError(f"{vision_file}: unexpected tensor {k} {tuple(v.shape)}; the shipped "
                                                "weights do not match this cotscope version.")
             own[k].copy_(v.float())
     model.config.name_or_path = NAME
     model.save_pretrained(out_dir)
-    build_processor(smol_dir).save_pretrained(out_dir)
+    build_processor(smol_dir, fmt).save_pretrained(out_dir)
 
 
 def reference_vlm_dir(cache_dir: str | Path | None = None, weights_dir: str | Path | None = None) -> Path:
