@@ -22,6 +22,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.atomic import atomic_dir
 
 from cotscope.probes.models.embedded import (GGUF_SHA256, EmbeddedModelVersionError, cache_root, file_sha256,
@@ -80,7 +81,7 @@ def shipped_files(fmt: int | None = None, weights_dir: str | Path | None = None)
 SHIPPED_FILES = shipped_files()        # of the weights present in WEIGHTS_DIR at import
 
 
-class ReferenceVLMWeightsError(RuntimeError):
+class ReferenceVLMWeightsError(CotscopeError, RuntimeError):
     """The shipped reference-VLM files are missing or do not match their checksums."""
 
 
