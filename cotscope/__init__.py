@@ -56,6 +56,13 @@ _EXPORTS: dict[str, str] = {
     "Stage": "cotscope.stages:Stage",
     "demo": "cotscope.demo:run_demo",
     "report": "cotscope.api:report",
+    # one vocabulary and typed results
+    "Positions": "cotscope.probes.positions:Positions",
+    "TokenRule": "cotscope.probes.positions:TokenRule",
+    "AnalysisResult": "cotscope.analyses.results:AnalysisResult",
+    "SweepResult": "cotscope.analyses.results:SweepResult",
+    "AttentionResult": "cotscope.analyses.results:AttentionResult",
+    "PriorResult": "cotscope.analyses.results:PriorResult",
     # errors
     "CotscopeError": "cotscope.errors:CotscopeError",
 }
