@@ -62,7 +62,7 @@ _EXPORTS: dict[str, str] = {
     "AnalysisResult": "cotscope.analyses.results:AnalysisResult",
     "SweepResult": "cotscope.analyses.results:SweepResult",
     "AttentionResult": "cotscope.analyses.results:AttentionResult",
-    "PriorResult": "cotscope.analyses.results:PriorResult",
+    "PriorResult": "cotscope.analyses.prior:PriorResult",
     # errors
     "CotscopeError": "cotscope.errors:CotscopeError",
 }
