@@ -237,11 +237,13 @@ def open_table(path: str | Path, config: dict[str, Any], overwrite: bool = False
 
 def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], table: str | Path,
               cfg: SweepConfig = SweepConfig(), *, own: Any = None, overwrite: bool = False, progress: bool = True,
-              max_batches: int | None = None) -> SweepResult:
+              max_batches: int | None = None, part: tuple[int, int] | None = None) -> SweepResult:
     """Run (or resume) the sweep; returns a :class:`~analyses.results.SweepResult` (``.table``, ``.rows``,
     ``.complete``, ``.batches_run``, ``.seconds``, ``.cells`` …; ``.to_pandas()`` reads the table).
 
-    ``max_batches`` stops after that many batches (to test resuming). Everything is validated first:
+    ``max_batches`` stops after that many batches (to test resuming). ``part=(i, n)`` runs only batches
+    ``i, i+n, …`` into its own table (worker ``i`` of ``n``; :func:`cotscope.workers.merge_sweep_tables` joins
+    the parts into the one-process table). Everything is validated first:
     strengths, layers, the direction (NaN, zeros, width with ``resample=False``), the table's configuration.
     """
     from tqdm.auto import tqdm
@@ -278,7 +280,7 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
     tab = open_table(table, config, overwrite=overwrite)
     done = tab.done_keys()
     batches = plan_batches(len(prompts), len(cells), cfg.rows_per_batch)
-    todo = [(bi, b) for bi, b in enumerate(batches) if any((cells[c].cell_id, ids[p]) not in done for p, c in b)]
+    todo = [(bi, b) for bi, b in enumerate(batches) if (part is None or bi % part[1] == part[0]) and any((cells[c].cell_id, ids[p]) not in done for p, c in b)]
     max_forced = max((len(f.ids) for f in forced if f is not None), default=0)
     timing_file = Path(str(tab.path) + ".timing.jsonl")
     bar = tqdm(total=len(batches), initial=len(batches) - len(todo), unit="batch", disable=not progress,
