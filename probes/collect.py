@@ -1,6 +1,7 @@
 """Collect paired CoT / direct residual-stream activations through nnsight into a sharded store.
 
-Residual = output of decoder block ``i`` (0-based; HF ``hidden_states[i+1]``). Token rules:
+Residual = output of decoder block ``i`` (0-based; HF ``hidden_states[i+1]``). Token rules
+(``positions=``, :class:`probes.positions.TokenRule`; a list or a ``","``-separated string):
 
 * ``last_prompt`` — last token of the chat-templated prompt (after the generation prompt);
 * ``last``        — last token of the full text (prompt + answer; the released L2V-CoT rule);
@@ -25,17 +26,20 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.artifacts import library_versions
-from cotscope.analyses.store import ActivationStore, StoreWriter
+from cotscope.analyses.io.store import ActivationStore, StoreWriter
+from cotscope.probes.models.context import check_context
 from cotscope.probes.models.loading import LoadedModel
+from cotscope.probes.positions import TokenRuleError, parse_token_rules
 from cotscope.probes.remote import backend_for, resolve_remote
 from cotscope.probes.traced import reduce_positions
 from cotscope.probes.stimuli.pairs import PromptPair
 
-POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean")
+POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean")   # the TokenRule values collect_pairs reads
 
 
-class CollectionError(ValueError):
+class CollectionError(CotscopeError):
     """Bad collection request (positions, layers, stimuli)."""
 
 
@@ -77,6 +81,11 @@ def _count_tokens(loaded: LoadedModel, text: str) -> int:
     return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _item_name(item: dict[str, Any]) -> str:
+    return (f"item {item['row']} (pair {item['pair_id']}, {'CoT' if item['label'] else 'direct'}, "
+            f"problem {item['problem_id']!r})")
+
+
 def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[dict[str, Any]], list[Any]]:
     """Flatten pairs into rows (CoT then direct for each pair) with token bookkeeping.
 
@@ -85,25 +94,36 @@ def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[d
     """
     if len(pairs) == 0:
         raise CollectionError("empty stimulus set: pass at least one PromptPair")
-    items, images = [], []
+    has_img = [prompt.image is not None for pair in pairs for _, prompt in pair.members()]
+    if any(has_img) and not all(has_img):
+        raise CollectionError("some items have images and some do not; collect image and text-only sets separately")
+    if any(has_img) and not loaded.is_vlm:
+        raise CollectionError(f"{loaded.model_id} is a text-only model but the stimuli carry images; collect them "
+                              "with a VLM, or build text pairs (make_visual_pairs(items, with_image=False))")
+    items, images, n_tokens = [], [], []
     enc = _encoder(loaded)
     for pair in pairs:
+        question = getattr(pair.problem, "question", None)
+        if isinstance(question, str) and not question.strip():
+            raise CollectionError(f"pair {pair.pair_id} (problem {pair.problem.id!r}) has an empty question "
+                                  f"({question!r}); its CoT and direct prompts would hold only the cues. Fix: drop "
+                                  "the problem or give it a question")
         for label, prompt in pair.members():
             prompt_text, full_text = prompt.render(enc)
+            n_full = _count_tokens(loaded, full_text)
             n_ans = 0
             if full_text != prompt_text:
-                n_ans = _count_tokens(loaded, full_text) - _count_tokens(loaded, prompt_text)
+                n_ans = n_full - _count_tokens(loaded, prompt_text)
                 if n_ans <= 0:
                     raise CollectionError(f"pair {pair.pair_id}: the answer adds no tokens after the prompt")
+            n_tokens.append(n_full)
             items.append({"row": len(items), "pair_id": int(pair.pair_id), "label": int(label),
                           "problem_id": pair.problem.id, "gold": pair.problem.answer, "pairing": pair.pairing,
                           "text": full_text, "n_answer_tokens": int(n_ans), "image_sha256": image_sha256(prompt.image)})
             images.append(prompt.image)
-    has_img = [im is not None for im in images]
-    if any(has_img) and not all(has_img):
-        raise CollectionError("some items have images and some do not; collect image and text-only sets separately")
-    if any(has_img) and not loaded.is_vlm:
-        raise CollectionError(f"{loaded.model_id} is a text-only model but the stimuli carry images")
+    # text tokens only (image tokens are added by the processor and checked per batch before the forward)
+    check_context(loaded, n_tokens, name=lambda i: _item_name(items[i]),
+                  fix="shorten the question or answer of that pair, or drop it")
     return items, images
 
 
@@ -235,12 +255,16 @@ def _reduce_batches(loaded: LoadedModel, batches: Sequence[tuple], layers: list[
 def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: str | Path, *,
                   layers: Sequence[int] | None = None, positions: Sequence[str] = ("last_prompt", "answer_mean"),
                   batch_size: int = 16, all_tokens: bool = False, overwrite: bool = False, progress: bool = True,
-                  max_batches: int | None = None, remote: bool | str | None = None,
+                  max_batches: int | None = None, store_dtype: str = "float32",
+                  part: tuple[int, int] | None = None, remote: bool | str | None = None,
                   batches_per_request: int | None = None) -> ActivationStore | None:
     """Collect residuals for every member of ``pairs`` into ``store_dir`` and return the store.
 
     Resumes an interrupted collection of the same configuration; refuses a directory written by a
     different one. ``max_batches`` stops early (for tests of resume); then ``None`` is returned.
+    ``store_dtype`` (``"float32"``, ``"float16"``, ``"bfloat16"``) is the dtype activations are stored in.
+    ``part=(i, n)`` collects only batches ``i, i+n, …`` (worker ``i`` of ``n``) and returns ``None``; merge the
+    parts with ``cotscope store merge`` (the merged store equals a one-process run bit for bit).
     ``remote``: ``False`` (here), ``True`` (NDIF through nnsight) or ``"local"`` (nnsight's local simulation
     of the remote path); ``None`` = the model's default. Remotely, ``batches_per_request`` batches (default 4)
     travel as one request (an nnsight session), saving round trips; the store is the same either way.
@@ -249,10 +273,10 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
     import torch
 
     mode = resolve_remote(loaded, remote)
-    positions = list(dict.fromkeys(positions))
-    bad = [p for p in positions if p not in POSITIONS]
-    if bad:
-        raise CollectionError(f"unknown positions {bad}; choose from {POSITIONS}")
+    try:                                      # token rules: one vocabulary (probes.positions.TokenRule)
+        positions = [r.value for r in parse_token_rules(positions, allowed=POSITIONS)]
+    except TokenRuleError as e:
+        raise CollectionError(f"unknown positions: {e}") from None
     layers = loaded.check_layers(range(loaded.n_layers) if layers is None else layers)
     if batch_size < 1:
         raise CollectionError(f"batch_size must be >= 1, got {batch_size}")
@@ -267,25 +291,28 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
               "pairings": sorted({it["pairing"] for it in items})}
     stim_hash = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
     config["stimulus_hash"] = stim_hash
-    writer = StoreWriter(store_dir, config, items, overwrite=overwrite, extra={"library": library_versions()})
-    n_batches = (len(items) + batch_size - 1) // batch_size
-    done = writer.done_shards()
-    todo = [b for b in range(n_batches) if b not in done]
-    if max_batches is not None:
-        todo = todo[:max(int(max_batches), 0)]
+    writer = StoreWriter(store_dir, config, items, overwrite=overwrite, extra={"library": library_versions()},
+                         dtype=store_dtype, part=part)
+    n_assigned = len(writer.assigned())
+    todo = writer.todo()
     if batches_per_request is not None and int(batches_per_request) < 1:
         raise CollectionError(f"batches_per_request must be >= 1, got {batches_per_request}")
     per_req = 1 if not mode else int(batches_per_request or 4)
-    bar = tqdm(total=n_batches, initial=n_batches - len(done), desc=f"collect {loaded.model_id[:30]}",
+    stop_early = max_batches is not None and len(todo) > max(int(max_batches), 0)
+    if max_batches is not None:
+        todo = todo[:max(int(max_batches), 0)]
+    bar = tqdm(total=n_assigned, initial=n_assigned - len(writer.todo()), desc=f"collect {loaded.model_id[:30]}",
                unit="batch", disable=not progress)
     for g in range(0, len(todo), per_req):
-        group = todo[g: g + per_req]
         prepared = []
-        for b in group:
-            sl = slice(b * batch_size, min((b + 1) * batch_size, len(items)))
-            texts = [it["text"] for it in items[sl]]
+        for b in todo[g: g + per_req]:
+            sl = slice(*writer.batch_rows(b))
+            batch_items = items[sl]
+            texts = [it["text"] for it in batch_items]
             enc = encode_batch(loaded, texts, [load_image(im) for im in images[sl]] if has_images else None)
-            n_ans = torch.tensor([it["n_answer_tokens"] for it in items[sl]])
+            check_context(loaded, enc["attention_mask"].sum(1).tolist(), name=lambda i, bi=batch_items: _item_name(bi[i]),
+                          fix="shorten the question or answer of that pair, use smaller images, or drop it")
+            n_ans = torch.tensor([it["n_answer_tokens"] for it in batch_items])
             img_mask = loaded.adapter.image_token_mask(enc["input_ids"], loaded.config) if has_images else None
             prepared.append((b, sl, enc, n_ans, img_mask))
         outs = _reduce_batches(loaded, [(enc, n_ans, img_mask) for _, _, enc, n_ans, img_mask in prepared], layers,
@@ -311,8 +338,8 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
             bar.update(1)
         del prepared, outs
         trim_heap()
-    if max_batches is not None and len(writer.done_shards()) < n_batches:
-        bar.close()
-        return None
     bar.close()
+    if stop_early:
+        writer.close()
+        return None
     return writer.finish()

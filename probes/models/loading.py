@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cotscope.errors import CotscopeError
 from cotscope.probes.models.embedded import EMBEDDED_LLM, GGUF_SHA256, MODEL_ID, smollm2_dir
 from cotscope.probes.models.registry import ModelAdapter, adapter_for
 
@@ -19,7 +20,7 @@ EMBEDDED_VLM = "embedded:smolvlm"
 ALIASES = {EMBEDDED_LLM: "SmolLM2-135M-Instruct (embedded)", EMBEDDED_VLM: "cotscope-smolvlm (embedded reference VLM)"}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(CotscopeError, RuntimeError):
     """A model could not be loaded; the message says why and what to do."""
 
 
@@ -182,18 +183,24 @@ class LoadedModel:
         return self.adapter.layers(self.hf if root is None else root)
 
     def check_layers(self, layers) -> list[int]:
-        """Normalise layer indices (negatives count from the end) and refuse out-of-range ones."""
+        """Normalise layer indices (``-1`` is the last block) and refuse out-of-range ones (:class:`LayerIndexError`)."""
+        from cotscope.analyses.layers import LayerIndexError, normalize_layer
+
         n = self.n_layers
         out = []
         for l in layers:
-            li = int(l)
-            if li < 0:
-                li += n
-            if not 0 <= li < n:
-                raise ValueError(f"layer {l} is out of range for {self.model_id} with {n} decoder blocks "
-                                 f"(valid 0..{n - 1}, or -{n}..-1)")
-            out.append(li)
+            try:
+                out.append(normalize_layer(l, n))
+            except LayerIndexError:
+                raise LayerIndexError(f"layer {l} is out of range for {self.model_id} with {n} decoder blocks "
+                                      f"(valid 0..{n - 1}, or -{n}..-1 counted from the end)") from None
         return sorted(set(out))
+
+    def __repr__(self) -> str:
+        dev = str(self.device)
+        dtype = str(self.dtype).replace("torch.", "")
+        return (f"LoadedModel({self.adapter.family}: {self.model_id!r}, {self.n_layers} layers, hidden {self.hidden_size}, "
+                f"{dev}, {dtype})")
 
     def provenance(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "revision": self.revision, "model_type": self.model_type,
@@ -203,7 +210,7 @@ class LoadedModel:
 
 def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", dtype: Any = "float32",
                device_map: Any = None, attn_implementation: str | None = None, trust_remote_code: bool = False,
-               remote: bool | str = False, **from_pretrained_kwargs: Any) -> LoadedModel:
+               revision: str | None = None, remote: bool | str = False, **from_pretrained_kwargs: Any) -> LoadedModel:
     """Load an LLM or VLM.
 
     Args:
@@ -212,6 +219,8 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
         dtype: torch dtype or its name; ``"auto"`` keeps the checkpoint's dtype.
         device_map: passed to ``from_pretrained`` (e.g. ``"auto"`` for multi-GPU); then ``device`` is ignored.
         attn_implementation: e.g. ``"eager"`` when attention weights are needed.
+        trust_remote_code: allow the checkpoint's own modelling code (needed by some hub models).
+        revision: a hub branch, tag or commit (recorded in the provenance); ignored for local folders.
         remote: ``True`` builds the nnsight model from the name for NDIF (no weights are downloaded: the
             architecture is built on the ``meta`` device, layer count and width come from the config) and makes
             collection and injection run remotely by default; ``"local"`` does the same but runs requests
@@ -222,17 +231,19 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
     from cotscope.probes.remote import check_remote
 
     remote = check_remote(remote)
-    path, model_id, revision = resolve_spec(spec)
+    path, model_id, resolved_rev = resolve_spec(spec)
+    rev: dict[str, Any] = {"revision": revision} if revision and not isinstance(path, Path) else {}
     if remote:
-        return _load_remote(path, model_id, revision, remote, dtype=dtype, attn_implementation=attn_implementation,
-                            trust_remote_code=trust_remote_code)
-    kw: dict[str, Any] = dict(dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, **from_pretrained_kwargs)
+        return _load_remote(path, model_id, resolved_rev, remote, dtype=dtype, attn_implementation=attn_implementation,
+                            trust_remote_code=trust_remote_code, rev=rev)
+    kw: dict[str, Any] = dict(dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, **rev,
+                              **from_pretrained_kwargs)
     if device_map is not None:
         kw["device_map"] = device_map
     if attn_implementation is not None:
         kw["attn_implementation"] = attn_implementation
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
     except OSError as e:
         raise ModelLoadError(f"could not load a config for {spec!r}: {e}. Pass a local model directory, "
                              f"or one of {sorted(ALIASES)}; hub names need network access (none on this machine).") from None
@@ -241,26 +252,30 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
         hf = AutoModelForImageTextToText.from_pretrained(path, **kw)
     else:
         hf = AutoModelForCausalLM.from_pretrained(path, **kw)
-    processor, tokenizer = _preprocessors(path, adapter, trust_remote_code)
+    processor, tokenizer = _preprocessors(path, adapter, trust_remote_code, rev)
     if device_map is None and device is not None:
         hf.to(device)
     hf.eval()
-    if getattr(config, "_commit_hash", None) and revision == "hub:unresolved":
-        revision = f"hub:{config._commit_hash}"
+    if getattr(config, "_commit_hash", None) and resolved_rev == "hub:unresolved":
+        resolved_rev = f"hub:{config._commit_hash}"
+    elif revision and resolved_rev == "hub:unresolved":
+        resolved_rev = f"hub:{revision}"
     return LoadedModel(hf=hf, tokenizer=tokenizer, processor=processor, adapter=adapter, model_id=model_id,
-                       revision=revision, source=str(path))
+                       revision=resolved_rev, source=str(path))
 
 
-def _preprocessors(path: Path | str, adapter: ModelAdapter, trust_remote_code: bool) -> tuple[Any, Any]:
+def _preprocessors(path: Path | str, adapter: ModelAdapter, trust_remote_code: bool,
+                   rev: dict[str, Any] | None = None) -> tuple[Any, Any]:
     """``(processor or None, tokenizer)``; VLMs use the adapter's offline recipe, which avoids processors that need
     torchvision (video processors)."""
     from transformers import AutoProcessor, AutoTokenizer
 
+    rev = rev or {}
     if adapter.is_vlm:
         processor = (adapter.build_processor(path) if adapter.build_processor is not None and not trust_remote_code
-                     else AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code))
+                     else AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, **rev))
         return processor, processor.tokenizer
-    return None, AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    return None, AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
 
 
 def load_processor(spec: str | Path, trust_remote_code: bool = False) -> Any:
@@ -274,25 +289,25 @@ def load_processor(spec: str | Path, trust_remote_code: bool = False) -> Any:
 
 
 def _load_remote(path: Path | str, model_id: str, revision: str, remote: bool | str, *, dtype: Any,
-                 attn_implementation: str | None, trust_remote_code: bool) -> LoadedModel:
+                 attn_implementation: str | None, trust_remote_code: bool, rev: dict[str, Any]) -> LoadedModel:
     """The nnsight model for ``path`` built on ``meta`` (weights stay on the server), with its tokenizer/processor."""
     import nnsight
     from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
     except OSError as e:
         raise ModelLoadError(f"could not load a config for {str(path)!r}: {e}. Remote execution still reads the "
                              "config and tokenizer from the hub (or a local directory) to build the model on the "
                              "meta device; check the name and your network.") from None
     adapter = adapter_for(config)
-    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, **rev}
     td = _torch_dtype(dtype)
     if td is not None and td != "auto":
         kw["dtype"] = td
     if attn_implementation is not None:
         kw["attn_implementation"] = attn_implementation
-    processor, tokenizer = _preprocessors(path, adapter, trust_remote_code)
+    processor, tokenizer = _preprocessors(path, adapter, trust_remote_code, rev)
     if adapter.is_vlm:
         nm = nnsight.TransformersModel(str(path), processor=processor, tokenizer=tokenizer, task="image-text-to-text",
                                        **kw)
@@ -300,6 +315,8 @@ def _load_remote(path: Path | str, model_id: str, revision: str, remote: bool | 
         nm = nnsight.TransformersModel(str(path), tokenizer=tokenizer, task="text-generation", **kw)
     if getattr(config, "_commit_hash", None) and revision == "hub:unresolved":
         revision = f"hub:{config._commit_hash}"
+    elif rev and revision == "hub:unresolved":
+        revision = f"hub:{rev['revision']}"
     return LoadedModel(hf=nm._module, tokenizer=tokenizer, processor=processor, adapter=adapter, model_id=model_id,
                        revision=revision, source=f"remote:{path}", _nnsight=nm, remote=remote)
 
