@@ -1,15 +1,22 @@
-"""Dispersion (trace of covariance of per-pair differences): LLM, VLM, VLM after low-pass
-(L2V-CoT reports 176.7, 1117.8, 197.7)."""
+"""Dispersion (trace of the covariance of per-pair CoT − direct differences) of the LLM, the VLM and the VLM after
+low-pass filtering at the middle matched layer, next to the L2V-CoT paper's 176.7, 1117.8, 197.7.
+
+Reads ``analysis/crossmodel_<condition>.json`` (the cross-model stage).
+
+>>> python -m cotscope.figures.fig_dispersion_bars runs/demo          # doctest: +SKIP
+"""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 from typing import Any
 
-from cotscope.figures.common import figures_dir, save_matplotlib, save_plotly
-from cotscope.figures.fig_crossmodel_cosine import load_results
+from cotscope.figures.fig_crossmodel_cosine import CROSSMODEL_INPUTS, render_groups
 
 NAME = "dispersion_bars"
+TITLE = "Dispersion of per-pair CoT differences"
+SECTION = "crossmodel"
+INPUTS = CROSSMODEL_INPUTS
 PAPER = {"LLM": 176.7, "VLM": 1117.8, "VLM low-pass": 197.7}
 
 
@@ -41,9 +48,7 @@ def draw(results: dict[str, dict[str, Any]]):
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    fig, pfig = draw(load_results(Path(run_dir)))
-    out = figures_dir(run_dir)
-    return save_matplotlib(fig, out, NAME) + [save_plotly(pfig, out, NAME)]
+    return render_groups(run_dir, sys.modules[__name__], draw)
 
 
 if __name__ == "__main__":
