@@ -1,0 +1,1 @@
+"""CLI subcommands with their own argument parsers: each module has ``main(argv) -> int`` (wired in cotscope.cli)."""
