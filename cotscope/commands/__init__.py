@@ -1,1 +1,1 @@
-"""CLI subcommands with their own argument parsers: each module has ``main(argv) -> int`` (wired in cotscope.cli)."""
+"""Subcommands with enough logic to deserve their own module; each exposes ``main(argv) -> int``."""
