@@ -95,8 +95,10 @@ def findings(s: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(title, markdown)`` per finding of a run summary: the LLM and cross-model numbers in words, then every
     stage's own ``report`` paragraph."""
     out: list[tuple[str, str]] = []
-    if isinstance(s.get("llm"), dict) and "probe_test_accuracy" in s["llm"]:
-        out.append(("CoT vs direct in the LLM", _llm_section(s["llm"])))
+    for name, block in s.items():   # per-layer analyses without a paragraph of their own (demo llm, cotscope analyse)
+        if isinstance(block, dict) and "probe_test_accuracy" in block and not isinstance(block.get("report"), str):
+            title = "CoT vs direct in the LLM" if name == "llm" else f"CoT vs direct: {name}"
+            out.append((title, _llm_section(block)))
     cm = s.get("crossmodel")
     if isinstance(cm, dict) and "image" in cm:
         out.append(("LLM ↔ VLM: is the CoT direction shared in its low-frequency part?", _crossmodel_section(cm)))

@@ -125,17 +125,26 @@ def test_report_markdown(run):
     assert summary["intervention"]["title"] in md
 
 
-def test_report_command_on_a_cli_only_run(run, tmp_path):
-    """`cotscope report` on a run made only with `cotscope collect` + `cotscope analyse` (no summary.json)."""
-    from cotscope.commands.report import main
+def test_report_command_on_cli_only_runs(run, tmp_path):
+    """`cotscope report` on runs made only with CLI commands: `analyse --out DIR` (no summary.json) and
+    `analyse --run-dir RUN` (the CLI records itself in RUN/summary.json)."""
+    from cotscope.cli import main as cli
 
     src, _ = run
-    shutil.copytree(src / "stores" / "llm", tmp_path / "stores" / "llm")
-    shutil.copytree(src / "mine", tmp_path / "mine")
-    assert main([str(tmp_path)]) == 0
-    assert sorted(p.name for p in (tmp_path / "figures").glob("*.png")) == [
+    bare, logged = tmp_path / "bare", tmp_path / "logged"
+    for d in (bare, logged):
+        shutil.copytree(src / "stores" / "llm", d / "stores" / "llm")
+    shutil.copytree(src / "mine", bare / "mine")
+    assert cli(["report", str(bare)]) == 0
+    assert sorted(p.name for p in (bare / "figures").glob("*.png")) == [
         "pca_scatter_mine.png", "probe_accuracy_mine.png", "spectrum_mine.png"]
-    html = (tmp_path / "report.html").read_text()
+    html = (bare / "report.html").read_text()
     assert "recorded no commands" in html and "stores/llm" in html and "mine/mean_diff.safetensors" in html
-    assert main([str(tmp_path / "nothing-here")]) == 2
 
+    analyse = ["analyse", str(logged / "stores" / "llm"), "--n-perm", "20", "--run-dir", str(logged)]
+    assert cli(analyse) == 0 and cli(["report", str(logged)]) == 0
+    assert sorted(p.name for p in (logged / "figures").glob("*.png")) == [
+        "pca_scatter.png", "probe_accuracy.png", "spectrum.png"]
+    html = (logged / "report.html").read_text()
+    assert "cotscope analyse" in html and "CoT vs direct in the LLM" in html and "recorded no commands" not in html
+    assert cli(["report", str(tmp_path / "nothing-here")]) == 2
