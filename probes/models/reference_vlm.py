@@ -27,7 +27,21 @@ from cotscope.probes.models.embedded import (GGUF_SHA256, EmbeddedModelVersionEr
 
 NAME = "cotscope-smolvlm"
 FORMAT_VERSION = 1
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights" / NAME
+
+
+def shipped_weights_dir() -> Path:
+    """Where the shipped weights are: package data ``cotscope/weights/<NAME>`` in an installed wheel, else the
+    repository folder ``weights/<NAME>`` beside the ``cotscope`` package (a checkout or an editable install)."""
+    import cotscope
+
+    pkg = Path(cotscope.__file__).resolve().parent
+    for cand in (pkg / "weights" / NAME, pkg.parent / "weights" / NAME):
+        if cand.is_dir():
+            return cand
+    return pkg / "weights" / NAME   # absent: verify_shipped() says how to restore it
+
+
+WEIGHTS_DIR = shipped_weights_dir()
 VISION_FILE = "vision_projector.safetensors"
 LORA_FILE = "lm_lora.safetensors"
 META_FILE = "cotscope_vlm.json"
