@@ -71,21 +71,23 @@ def render_all(run_dir: str | Path, verbose: bool = True, strict: bool = False) 
             continue
         notes: list[tuple[str, str]] = []
         token = _SKIPPED.set(notes)
+        paths, reason = None, ""
         try:
             paths = mod.render(run_dir)
         except MissingInputs as e:
-            result.skipped.append(Skipped(name, str(e)))
+            reason = str(e)
             log.log(level, "skip %s: %s", name, e)
-            continue
         except Exception as e:  # one broken figure must not cost the others (or the report)
             if strict:
                 raise
-            result.skipped.append(Skipped(name, f"failed: {type(e).__name__}: {e}"))
+            reason = f"failed: {type(e).__name__}: {e}"
             log.exception("figure %s failed", name)
-            continue
         finally:
             _SKIPPED.reset(token)
-        result.skipped += [Skipped(n, r) for n, r in notes]
+        result.skipped += [Skipped(n, r) for n, r in notes]     # instances not drawn (others may be)
+        if paths is None:
+            result.skipped.append(Skipped(name, reason))
+            continue
         for p in paths:
             result.append(str(p))
             log.log(level, "%s: %s", name, p)
