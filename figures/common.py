@@ -28,6 +28,8 @@ from typing import Any, Callable, Sequence
 
 import matplotlib
 
+from cotscope.errors import CotscopeError
+
 if "ipykernel" not in sys.modules:  # scripts and CI: no display. Inside Jupyter keep the inline backend.
     matplotlib.use("Agg")
 
@@ -37,7 +39,7 @@ META_SUFFIX = ".meta.json"
 PLOTLY_SUFFIX = ".plotly.json"
 
 
-class MissingInputs(FileNotFoundError):
+class MissingInputs(CotscopeError, FileNotFoundError):
     """The run directory lacks the stored results this figure draws from."""
 
 

@@ -25,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.artifacts import library_versions
 from cotscope.analyses.store import ActivationStore, StoreWriter
 from cotscope.probes.models.loading import LoadedModel
@@ -33,7 +34,7 @@ from cotscope.probes.stimuli.pairs import PromptPair
 POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean")
 
 
-class CollectionError(ValueError):
+class CollectionError(CotscopeError):
     """Bad collection request (positions, layers, stimuli)."""
 
 

@@ -45,6 +45,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
 from cotscope.analyses import spectral
 from cotscope.probes.evaluate import ForcedAnswer
@@ -58,7 +59,7 @@ LAYER_MAPS = ("auto", "same", "relative")
 _PREFIX_SAFE = frozenset({"last_prompt", "generated"})
 
 
-class InjectionError(ValueError):
+class InjectionError(CotscopeError):
     """A bad injection request (strength, vector, layer, position, sizes); raised before generation."""
 
 
