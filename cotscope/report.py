@@ -156,7 +156,10 @@ def _md_table(rows: Sequence[Mapping[str, Any]], cols: Sequence[str] | None = No
     cols = list(cols or rows[0].keys())
 
     def cell(v: Any) -> str:
-        return "" if v is None else fmt_number(v).replace("|", "\\|").replace("\n", " ")
+        if v is None:
+            return ""
+        text = ", ".join(fmt_number(x) for x in v) if isinstance(v, (list, tuple)) else fmt_number(v)
+        return text.replace("|", "\\|").replace("\n", " ")
 
     return (["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
             + ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows])

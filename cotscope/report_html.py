@@ -210,7 +210,7 @@ def _figure_cards(info: Any) -> tuple[str, list[str], bool]:
         out.append(
             f'<figure class="card" id="fig-{esc(f.name)}" data-fig="{esc(f.name)}">'
             f'<div class="cardhead"><h4>{esc(f.title)}{inst}</h4><div class="tabs">{tabs}</div></div>{panes}'
-            f"<figcaption><p>{esc(f.description)}</p>"
+            f"<figcaption><p>{_inline(f.description)}</p>"
             + (f'<p class="src">Drawn from {src}.</p>' if src else "")
             + f'<p class="files"><code>figures/{esc(f.name)}</code>: {files}</p></figcaption></figure>')
     if section is not None:

@@ -97,6 +97,12 @@ class RunInfo:
                 s = a.meta.get(side)
                 if isinstance(s, dict) and s.get("path"):
                     add(Path(s["path"]).name, f"header sha256 {str(s.get('shard_header_sha256', '?'))[:12]}", a.path)
+        known = {m for (m, r) in seen if r != "unknown"}
+        for (m, r) in [k for k in seen if k[1] == "unknown" and k[0] in known]:   # one row per model when any
+            where = seen.pop((m, r))                                              # artifact knows its revision
+            for k in seen:
+                if k[0] == m:
+                    seen[k] |= where
         return [{"model_id": m, "revision": r, "seen_in": ", ".join(sorted(w))} for (m, r), w in sorted(seen.items())]
 
     def libraries(self) -> dict[str, set[str]]:

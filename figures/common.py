@@ -81,7 +81,7 @@ def instance_name(name: str, key: str, default: str) -> str:
 def describe(module: Any) -> str:
     """A figure module's description: the first paragraph of its docstring, on one line."""
     doc = (getattr(module, "__doc__", None) or "").strip()
-    return " ".join(doc.split("\n\n", 1)[0].split())
+    return " ".join(doc.split("\n\n", 1)[0].split()).replace("``", "`")
 
 
 def save_matplotlib(fig: Any, out_dir: str | Path, name: str, pdf: bool = True) -> list[Path]:
