@@ -44,7 +44,7 @@ def lowpass_cosine(a: np.ndarray, b: np.ndarray, c: int) -> float:
     return cosine(lowpass(a, c), lowpass(b, c))
 
 
-def compare_directions(v_llm: np.ndarray, v_vlm: np.ndarray, cutoffs: Sequence[float] = DEFAULT_CUTOFFS,
+def compare_directions(v_llm: np.ndarray, v_vlm: np.ndarray, cutoffs: Sequence[int | float] = DEFAULT_CUTOFFS,
                        n_perm: int = 200, seed: int = 0) -> dict[str, Any]:
     """Raw / low-pass / high-pass cosines of two directions, with the permutation null per cutoff."""
     v_llm = np.asarray(v_llm, dtype=np.float64)
@@ -60,7 +60,7 @@ def compare_directions(v_llm: np.ndarray, v_vlm: np.ndarray, cutoffs: Sequence[f
         c = cutoff_bins(d, cf)
         obs = lowpass_cosine(v_llm, v_vlm, c)
         null = np.array([lowpass_cosine(v_llm[p], v_vlm[p], c) for p in perms])
-        rows.append({"cutoff": float(cf), "cutoff_bins": c, "lowpass_cosine": obs,
+        rows.append({"cutoff": cf, "cutoff_bins": c, "fraction_of_bins": c / (d // 2 + 1), "lowpass_cosine": obs,
                      "highpass_cosine": cosine(highpass(v_llm, c), highpass(v_vlm, c)),
                      "null_mean": float(null.mean()), "null_q05": float(np.quantile(null, 0.05)),
                      "null_q95": float(np.quantile(null, 0.95)),
@@ -70,9 +70,16 @@ def compare_directions(v_llm: np.ndarray, v_vlm: np.ndarray, cutoffs: Sequence[f
 
 def crossmodel_analysis(llm: ActivationStore, vlm: ActivationStore, position: str = "last_prompt",
                         vlm_position: str | None = None, layers: Sequence[int] | None = None,
-                        cutoffs: Sequence[float] = DEFAULT_CUTOFFS, dispersion_cutoff: float = 0.1,
-                        n_perm: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Compare the CoT directions of two stores layer by layer (see module docstring)."""
+                        cutoffs: Sequence[int | float] = DEFAULT_CUTOFFS, dispersion_cutoff: int | float = 0.1,
+                        n_perm: int = 200, seed: int = 0, n_perm_dispersion: int | None = None) -> dict[str, Any]:
+    """Compare the CoT directions of two stores layer by layer (see module docstring).
+
+    Cutoffs are bin counts (int) or fractions of the target's rfft bins (float). The low-passed dispersions come
+    with their isotropic expectation and a permutation null (``dispersion_*_lowpass_ref``).
+    """
+    from cotscope.analyses.dispersion import compact, lowpass_dispersion
+
+    n_pd = n_perm if n_perm_dispersion is None else n_perm_dispersion
     n_l, n_v = int(llm.model["n_layers"]), int(vlm.model["n_layers"])
     wanted = list(llm.layers if layers is None else layers)
     missing = [l for l in wanted if l not in llm.layers]
@@ -92,12 +99,14 @@ def crossmodel_analysis(llm: ActivationStore, vlm: ActivationStore, position: st
         vc, vd = vlm.paired(vpos, lb)
         v_llm, v_vlm = mean_difference(lc, ld), mean_difference(vc, vd)
         cmp = compare_directions(v_llm, v_vlm, cutoffs, n_perm=n_perm, seed=seed)
-        c = cutoff_bins(d_v, dispersion_cutoff)
+        ref_v = lowpass_dispersion(vc, vd, dispersion_cutoff, n_perm=n_pd, seed=seed)
+        ref_l = lowpass_dispersion(lc, ld, dispersion_cutoff, n_perm=n_pd, seed=seed)
         out_layers.append({
             "llm_layer": la, "vlm_layer": lb, **cmp,
-            "dispersion_llm": dispersion(lc, ld), "dispersion_vlm": dispersion(vc, vd),
-            "dispersion_vlm_lowpass": dispersion(vc, vd, transform=lambda D: lowpass(D, c)),
-            "dispersion_llm_lowpass": dispersion(lc, ld, transform=lambda D: lowpass(D, cutoff_bins(llm.hidden_size, dispersion_cutoff))),
+            "dispersion_llm": ref_l["dispersion"], "dispersion_vlm": ref_v["dispersion"],
+            "dispersion_vlm_lowpass": ref_v["dispersion_lowpass"],
+            "dispersion_llm_lowpass": ref_l["dispersion_lowpass"],
+            "dispersion_vlm_lowpass_ref": compact(ref_v), "dispersion_llm_lowpass_ref": compact(ref_l),
         })
     return {"llm_model": llm.model, "vlm_model": vlm.model, "position": position, "vlm_position": vpos,
             "layer_matching": {"rule": "relative depth: round(l * (n_vlm - 1) / (n_llm - 1))",

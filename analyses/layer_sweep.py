@@ -17,21 +17,33 @@ from cotscope.analyses.store import ActivationStore
 DEFAULT_CUTOFFS = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
-def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: float = 0.1, n_perm: int = 200, seed: int = 0) -> dict:
-    """Numbers for one layer; returns plain floats (JSON-ready) plus the two directions."""
+def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: int | float = 0.1, n_perm: int = 200, seed: int = 0,
+                  n_perm_dispersion: int | None = None) -> dict:
+    """Numbers for one layer; returns plain floats (JSON-ready) plus the two directions.
+
+    ``cutoff`` is a bin count (int) or a fraction of the rfft bins (float), see :mod:`analyses.cutoff`. The
+    low-passed dispersion comes with its isotropic expectation and a permutation null
+    (``dispersion_lowpass_ref``, :func:`analyses.dispersion.lowpass_dispersion`; ``n_perm_dispersion``
+    permutations, default ``n_perm``).
+    """
+    from cotscope.analyses.dispersion import compact, lowpass_dispersion
+
     md = mean_difference(cot, direct)
     lat = lat_direction(cot, direct, seed=seed)
     d = md.shape[0]
     c = cutoff_bins(d, cutoff)
     lp_null = permutation_null(lambda v: lowpass_energy_fraction(v, c), md, n_perm=n_perm, seed=seed)
+    disp = lowpass_dispersion(cot, direct, c, n_perm=n_perm if n_perm_dispersion is None else n_perm_dispersion,
+                              seed=seed)
     return {
         "probe": probe_accuracy(cot, direct, seed=seed),
         "lat_vs_mean_diff_cosine": cosine(lat.direction, md),
         "lat_explained_variance": lat.explained_variance_ratio,
         "lat_sign_agreement": lat.sign_agreement,
         "mean_diff_norm": float(np.linalg.norm(md)),
-        "dispersion": dispersion(cot, direct),
-        "dispersion_lowpass": dispersion(cot, direct, transform=lambda D: lowpass(D, c)),
+        "dispersion": disp["dispersion"],
+        "dispersion_lowpass": disp["dispersion_lowpass"],
+        "dispersion_lowpass_ref": compact(disp),
         "cutoff_bins": c,
         "lowpass_energy_fraction": lp_null["observed"],
         "lowpass_energy_null": {k: lp_null[k] for k in ("null_mean", "null_q05", "null_q95", "p_value", "z")},
@@ -39,8 +51,9 @@ def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: float = 0.1, n_pe
     }
 
 
-def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] | None = None, cutoff: float = 0.1,
-                  n_perm: int = 200, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] | None = None,
+                  cutoff: int | float = 0.1, n_perm: int = 200, seed: int = 0, progress: bool = True,
+                  n_perm_dispersion: int | None = None) -> dict[str, Any]:
     """Run :func:`analyse_layer` on every stored layer; also a layer×layer cosine matrix of directions."""
     from tqdm.auto import tqdm
 
@@ -48,13 +61,13 @@ def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] |
     per_layer, md, lat = {}, {}, {}
     for l in tqdm(layers, desc=f"analyse {position}", disable=not progress):
         cot, direct = store.paired(position, l)
-        r = analyse_layer(cot, direct, cutoff=cutoff, n_perm=n_perm, seed=seed)
+        r = analyse_layer(cot, direct, cutoff=cutoff, n_perm=n_perm, seed=seed, n_perm_dispersion=n_perm_dispersion)
         md[l], lat[l] = r.pop("_mean_diff"), r.pop("_lat")
         per_layer[l] = r
     M = np.stack([md[l] for l in layers])
     U = M / np.linalg.norm(M, axis=1, keepdims=True)
     best = max(layers, key=lambda l: (per_layer[l]["probe"]["test_accuracy"], -abs(l - len(layers) / 2)))
-    return {"position": position, "layers": per_layer, "layer_cosine": (U @ U.T).tolist(), "layer_order": layers,
+    return {"position": position, "cutoff": cutoff, "layers": per_layer, "layer_cosine": (U @ U.T).tolist(), "layer_order": layers,
             "best_layer": int(best), "n_pairs": int(store.paired(position, layers[0])[0].shape[0]),
             "_directions": {"mean_diff": md, "lat": lat}}
 

@@ -21,7 +21,7 @@ from cotscope.probes.stimuli import generate_problems, make_pairs
 def run_llm_stage(run_dir: str | Path, model: str | LoadedModel = "embedded:smollm2", *, n_problems: int = 128,
                   seed: int = 0, pairing: str = "cue", position: str = "last_prompt",
                   positions: Sequence[str] = ("last_prompt", "last", "answer_mean"), layers: Sequence[int] | None = None,
-                  batch_size: int = 16, cutoff: float = 0.1, n_perm: int = 200, device: str = "cpu",
+                  batch_size: int = 16, cutoff: int | float = 0.1, n_perm: int = 200, device: str = "cpu",
                   progress: bool = True, name: str = "llm") -> dict[str, Any]:
     """Collect (or reuse) paired activations, analyse every layer, write directions and ``analysis/<name>.json``.
 
@@ -67,6 +67,12 @@ def llm_summary(res: dict[str, Any]) -> dict[str, Any]:
         "lowpass_energy_p_value": {l: round(v["lowpass_energy_null"]["p_value"], 4) for l, v in L.items()},
         "dispersion": {l: round(v["dispersion"], 2) for l, v in L.items()},
         "dispersion_lowpass": {l: round(v["dispersion_lowpass"], 2) for l, v in L.items()},
+        "dispersion_lowpass_isotropic": {l: round(v["dispersion_lowpass_ref"]["isotropic_expected"], 2)
+                                         for l, v in L.items() if "dispersion_lowpass_ref" in v},
+        "dispersion_lowpass_null_mean": {l: round(v["dispersion_lowpass_ref"]["null_mean"], 2)
+                                         for l, v in L.items() if "null_mean" in v.get("dispersion_lowpass_ref", {})},
+        "dispersion_lowpass_p_value": {l: round(v["dispersion_lowpass_ref"]["p_value"], 4)
+                                       for l, v in L.items() if "p_value" in v.get("dispersion_lowpass_ref", {})},
         "timings_s": {k: round(v, 2) for k, v in res["timings_s"].items()},
     }
 
