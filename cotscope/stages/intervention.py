@@ -66,7 +66,7 @@ def gains_by_layer(table: str | Path, metric: str = "gold_logprob", control: str
     return sorted(g, key=lambda r: (r["layer"] if r["layer"] is not None else -1, r["lam"] or 0.0))
 
 
-def _summarise(table: str | Path, res: dict[str, Any]) -> dict[str, Any]:
+def summarise_table(table: str | Path, res: dict[str, Any]) -> dict[str, Any]:
     rows = read_table(table)
     base = [r for r in rows if r["control"] == "none"]
     out: dict[str, Any] = {"table": str(table), "rows": len(rows), "prompts": len({r["prompt_id"] for r in rows}),
@@ -135,7 +135,7 @@ def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_
     problems = generate_problems(n_prompts, seed=seed + 1000, difficulties=("easy",))
     res_llm = run_sweep(src, ds, direct_prompts(problems), out_dir / "sweep_llm.csv", cfg, progress=progress)
     summary: dict[str, Any] = {"direction": str(dpath), "config": cfg.to_dict(),
-                               "llm": _summarise(out_dir / "sweep_llm.csv", res_llm), "vlm": None}
+                               "llm": summarise_table(out_dir / "sweep_llm.csv", res_llm), "vlm": None}
     summary["llm"]["model"] = src.model_id
     if target is not None:
         tgt = _load(target)
@@ -143,7 +143,7 @@ def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_
         tcfg = cfg if target_own is None else dataclasses.replace(cfg, controls=tuple(cfg.controls) + ("own_lowpass",))
         res_vlm = run_sweep(tgt, ds, visual_prompts(items), out_dir / "sweep_vlm.csv", tcfg, own=target_own,
                             progress=progress)
-        summary["vlm"] = _summarise(out_dir / "sweep_vlm.csv", res_vlm)
+        summary["vlm"] = summarise_table(out_dir / "sweep_vlm.csv", res_vlm)
         summary["vlm"]["model"] = tgt.model_id
     summary["seconds"] = round(time.perf_counter() - t0, 1)
     summary["title"] = "Latent intervention: injecting the CoT direction (layer × λ sweep with controls)"

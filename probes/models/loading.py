@@ -156,7 +156,7 @@ class LoadedModel:
 
 def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", dtype: Any = "float32",
                device_map: Any = None, attn_implementation: str | None = None, trust_remote_code: bool = False,
-               **from_pretrained_kwargs: Any) -> LoadedModel:
+               revision: str | None = None, **from_pretrained_kwargs: Any) -> LoadedModel:
     """Load an LLM or VLM.
 
     Args:
@@ -165,18 +165,22 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
         dtype: torch dtype or its name; ``"auto"`` keeps the checkpoint's dtype.
         device_map: passed to ``from_pretrained`` (e.g. ``"auto"`` for multi-GPU); then ``device`` is ignored.
         attn_implementation: e.g. ``"eager"`` when attention weights are needed.
+        trust_remote_code: allow the checkpoint's own modelling code (needed by some hub models).
+        revision: a hub branch, tag or commit (recorded in the provenance); ignored for local folders.
     """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
-    path, model_id, revision = resolve_spec(spec)
-    kw: dict[str, Any] = dict(dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, **from_pretrained_kwargs)
+    path, model_id, resolved_rev = resolve_spec(spec)
+    rev: dict[str, Any] = {"revision": revision} if revision and not isinstance(path, Path) else {}
+    kw: dict[str, Any] = dict(dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, **rev,
+                              **from_pretrained_kwargs)
     if device_map is not None:
         kw["device_map"] = device_map
     if attn_implementation is not None:
         kw["attn_implementation"] = attn_implementation
     try:
-        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
     except OSError as e:
         raise ModelLoadError(f"could not load a config for {spec!r}: {e}. Pass a local model directory, "
                              f"or one of {sorted(ALIASES)}; hub names need network access (none on this machine).") from None
@@ -185,19 +189,21 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
         hf = AutoModelForImageTextToText.from_pretrained(path, **kw)
         # the adapter's offline recipe avoids processors that need torchvision (video processors)
         processor = (adapter.build_processor(path) if adapter.build_processor is not None and not trust_remote_code
-                     else AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code))
+                     else AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, **rev))
         tokenizer = processor.tokenizer
     else:
         hf = AutoModelForCausalLM.from_pretrained(path, **kw)
         processor = None
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
     if device_map is None and device is not None:
         hf.to(device)
     hf.eval()
-    if getattr(config, "_commit_hash", None) and revision == "hub:unresolved":
-        revision = f"hub:{config._commit_hash}"
+    if getattr(config, "_commit_hash", None) and resolved_rev == "hub:unresolved":
+        resolved_rev = f"hub:{config._commit_hash}"
+    elif revision and resolved_rev == "hub:unresolved":
+        resolved_rev = f"hub:{revision}"
     return LoadedModel(hf=hf, tokenizer=tokenizer, processor=processor, adapter=adapter, model_id=model_id,
-                       revision=revision, source=str(path))
+                       revision=resolved_rev, source=str(path))
 
 
 def wrap_model(hf: Any, tokenizer: Any = None, processor: Any = None, model_id: str | None = None,

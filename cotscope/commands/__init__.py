@@ -1,0 +1,1 @@
+"""Subcommands with enough logic to deserve their own module; each exposes ``main(argv) -> int``."""
