@@ -43,9 +43,15 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def _json_default(o: Any) -> Any:
+    """Typed results (anything with ``to_dict``) as their dict; anything else as its ``str``."""
+    to_dict = getattr(o, "to_dict", None)
+    return to_dict() if callable(to_dict) else str(o)
+
+
 def write_json_atomic(target: str | Path, obj: Any) -> None:
     with atomic_path(target) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str))
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
 
 
 def write_text_atomic(target: str | Path, text: str) -> None:

@@ -31,14 +31,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.attention_store import IMAGE, KEY_TYPES, QUESTION, AttentionRun, Trace
+from cotscope.analyses.results import AttentionResult
 
 ENTROPY_OVER = ("all", "image")
 SEGMENT_MODES = ("auto", "step", "sentence", "line")
 METRICS = ("R", "F", "image_share", "R_question", "F_norm")
 
 
-class AttentionAnalysisError(ValueError):
+class AttentionAnalysisError(CotscopeError):
     """A bad analysis request (subset, k, entropy keys, …)."""
 
 
@@ -401,9 +403,9 @@ def pooled_slope(curves: list[np.ndarray]) -> float | None:
 def analyse_run(run: AttentionRun, *, conditions: Sequence[str] | None = None, layers: Sequence[int] | None = None,
                 heads: Sequence[int] | None = None, entropy_over: str = "all", eps: float = 1e-6,
                 segment_mode: str = "auto", k: int | None = None, max_select_steps: int | None = None,
-                max_steps: int | None = None, n_sink: int = 1) -> dict[str, Any]:
+                max_steps: int | None = None, n_sink: int = 1) -> AttentionResult:
     """Analyse every trace and aggregate per condition: reasoning-step and token curves with bands, slopes, and the
-    layer × step image-share map (mean over prompts)."""
+    layer × step image-share map (mean over prompts). Returns an :class:`~analyses.results.AttentionResult`."""
     conds = list(conditions) if conditions is not None else sorted({r.get("condition", "") for r in run.records})
     per_trace, agg = [], {}
     for cond in conds:
@@ -442,5 +444,5 @@ def analyse_run(run: AttentionRun, *, conditions: Sequence[str] | None = None, l
             a["layer_step_share"] = np.nanmean(stack, 0).tolist() if len(res) and n else [[] for _ in range(L)]
         agg[cond] = a
     choice = per_trace[0]["choice"] if per_trace else {}
-    return {"conditions": conds, "layers": choice.get("layers", run.layers), "choice": choice, "k": k,
-            "band": "mean ± s.e.m. over prompts", "max_steps": max_steps, "aggregate": agg, "traces": per_trace}
+    return AttentionResult(conditions=conds, layers=choice.get("layers", run.layers), choice=choice, k=k,
+                           band="mean ± s.e.m. over prompts", max_steps=max_steps, aggregate=agg, traces=per_trace)

@@ -35,6 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 FORMAT_NAME = "cotscope.attention"
@@ -45,7 +46,7 @@ KEY_TYPES = ("image", "template", "question", "generated")
 IMAGE, TEMPLATE, QUESTION, GENERATED = range(4)
 
 
-class AttentionStoreError(ValueError):
+class AttentionStoreError(CotscopeError):
     """An attention run is missing, corrupt, incomplete, or was written by a different configuration."""
 
 

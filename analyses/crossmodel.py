@@ -16,6 +16,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.directions import cosine, dispersion, mean_difference
 from cotscope.analyses.spectral import cutoff_bins, highpass, lowpass, resample
 from cotscope.analyses.store import ActivationStore
@@ -23,7 +24,7 @@ from cotscope.analyses.store import ActivationStore
 DEFAULT_CUTOFFS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75)
 
 
-class LayerMatchError(ValueError):
+class LayerMatchError(CotscopeError):
     """Layers of the two models cannot be matched."""
 
 

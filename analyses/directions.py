@@ -22,8 +22,10 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 
-class PairError(ValueError):
+
+class PairError(CotscopeError):
     """Paired arrays that cannot be analysed together."""
 
 

@@ -1,7 +1,8 @@
 """Per-layer CoT analysis of one store: directions, probes, dispersion, spectra with a permutation null.
 
 >>> res = analyse_store(ActivationStore("runs/demo/llm_store"), "last_prompt")   # doctest: +SKIP
->>> res["layers"][12]["probe"]["test_accuracy"]                                   # doctest: +SKIP
+>>> res.layers[12]["probe"]["test_accuracy"], res.best_layer                       # doctest: +SKIP
+>>> res.directions["mean_diff"][12]          # layer 12's mean-difference vector   # doctest: +SKIP
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cotscope.analyses.artifacts import DirectionMeta, DirectionSet
+from cotscope.analyses.results import AnalysisResult
 from cotscope.analyses.directions import cosine, dispersion, lat_direction, mean_difference, probe_accuracy
 from cotscope.analyses.spectral import cutoff_bins, lowpass, lowpass_energy_fraction, permutation_null
 from cotscope.analyses.store import ActivationStore
@@ -53,8 +55,12 @@ def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: int | float = 0.1
 
 def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] | None = None,
                   cutoff: int | float = 0.1, n_perm: int = 200, seed: int = 0, progress: bool = True,
-                  n_perm_dispersion: int | None = None) -> dict[str, Any]:
-    """Run :func:`analyse_layer` on every stored layer; also a layer×layer cosine matrix of directions."""
+                  n_perm_dispersion: int | None = None) -> AnalysisResult:
+    """Run :func:`analyse_layer` on every stored layer; also a layer×layer cosine matrix of directions.
+
+    ``cutoff`` is a bin count (int) or a fraction of the rfft bins (float). Returns an
+    :class:`~analyses.results.AnalysisResult` (``res.best_layer``, ``res.directions["mean_diff"]`` …).
+    """
     from tqdm.auto import tqdm
 
     layers = list(store.layers if layers is None else layers)
@@ -67,13 +73,16 @@ def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] |
     M = np.stack([md[l] for l in layers])
     U = M / np.linalg.norm(M, axis=1, keepdims=True)
     best = max(layers, key=lambda l: (per_layer[l]["probe"]["test_accuracy"], -abs(l - len(layers) / 2)))
-    return {"position": position, "cutoff": cutoff, "layers": per_layer, "layer_cosine": (U @ U.T).tolist(), "layer_order": layers,
-            "best_layer": int(best), "n_pairs": int(store.paired(position, layers[0])[0].shape[0]),
-            "_directions": {"mean_diff": md, "lat": lat}}
+    return AnalysisResult.from_dict(
+        {"position": position, "cutoff": cutoff, "layers": per_layer, "layer_cosine": (U @ U.T).tolist(),
+         "layer_order": layers, "best_layer": int(best), "n_pairs": int(store.paired(position, layers[0])[0].shape[0]),
+         "_directions": {"mean_diff": md, "lat": lat}}, store=store)
 
 
 def directions_to_sets(result: dict[str, Any], store: ActivationStore, normalise: bool = False) -> dict[str, DirectionSet]:
     """Turn an :func:`analyse_store` result into direction files' in-memory form, with provenance."""
+    if isinstance(result, AnalysisResult):
+        result = result.to_private_dict()
     model = store.model
     out = {}
     for method, vecs in result["_directions"].items():
@@ -88,21 +97,8 @@ def directions_to_sets(result: dict[str, Any], store: ActivationStore, normalise
     return out
 
 
-def attach_directions(result: Any, store: ActivationStore) -> Any:
-    """Give an :func:`analyse_store` result a ``.directions`` mapping (method → DirectionSet) and return it."""
-    sets = directions_to_sets(result, store)
-    try:
-        result.directions = sets
-    except AttributeError:  # a plain dict result: wrap it so attribute access works
-        result = _DictResult(result)
-        result.directions = sets
-    return result
-
-
-class _DictResult(dict):
-    """A dict result with attributes (``.directions``)."""
-
-
 def public(result: dict[str, Any]) -> dict[str, Any]:
     """Drop private (array-valued) keys so the result is JSON-serialisable."""
+    if isinstance(result, AnalysisResult):
+        return result.to_dict()
     return {k: v for k, v in result.items() if not k.startswith("_")}

@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import operator
 
+from cotscope.errors import CotscopeError
+
 __all__ = [
     "LayerIndexError", "CONVENTIONS", "CONVENTIONS_TABLE", "normalize_layer", "hf_hidden_index_to_block",
     "block_to_hf_hidden_index", "block_to_llamacpp", "llamacpp_to_block", "block_to_tl_hook", "convert_layer",
@@ -34,7 +36,7 @@ __all__ = [
 CONVENTIONS = ("block_output", "hf_hidden", "llamacpp", "negative")
 
 
-class LayerIndexError(ValueError):
+class LayerIndexError(CotscopeError):
     """A layer index does not exist in the given convention for a model of this depth."""
 
 

@@ -23,10 +23,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
+
 DEFAULT_ALPHAS: tuple[float, ...] = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4)
 
 
-class ReconstructionError(ValueError):
+class ReconstructionError(CotscopeError):
     """Bad input to the reconstruction probe (shapes, missing layers, too few images)."""
 
 

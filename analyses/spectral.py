@@ -18,8 +18,10 @@ from typing import Callable
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 
-class CutoffError(ValueError):
+
+class CutoffError(CotscopeError):
     """A cutoff outside the spectrum."""
 
 

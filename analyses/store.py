@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.atomic import atomic_path, write_json_atomic, write_text_atomic
 
 FORMAT_NAME = "cotscope.store"
@@ -31,7 +32,7 @@ MANIFEST = "manifest.json"
 ITEMS = "items.jsonl"
 
 
-class StoreError(ValueError):
+class StoreError(CotscopeError):
     """A store is missing, corrupt, incomplete, or was written by a different configuration."""
 
 

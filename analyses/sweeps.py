@@ -30,6 +30,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.atomic import atomic_path, write_json_atomic
 
 FORMAT_NAME = "cotscope.sweep"
@@ -37,7 +38,7 @@ FORMAT_VERSION = 1
 TYPES = ("str", "int", "float", "bool", "json")
 
 
-class SweepTableError(ValueError):
+class SweepTableError(CotscopeError):
     """A sweep table that is missing, corrupt, or was written by a different configuration."""
 
 

@@ -49,21 +49,18 @@ def analyse(store: Any, position: str = "last_prompt", *, layers: Sequence[int] 
     The result's ``.directions`` holds one DirectionSet per method (``"mean_diff"``, ``"lat"``). With ``out``,
     the directions and ``analysis.json`` are written there (``out/directions``, ``out/analysis``).
     """
-    from cotscope.analyses.layer_sweep import analyse_store, attach_directions
+    from cotscope.analyses.layer_sweep import analyse_store
     from cotscope.analyses.store import ActivationStore
 
     st = store if isinstance(store, ActivationStore) else ActivationStore(store)
-    res = attach_directions(analyse_store(st, position, layers=layers, cutoff=cutoff, n_perm=n_perm, seed=seed,
-                                          progress=progress), st)
+    res = analyse_store(st, position, layers=layers, cutoff=cutoff, n_perm=n_perm, seed=seed, progress=progress)
     if out is not None:
         from cotscope.analyses.atomic import write_json_atomic
-        from cotscope.analyses.layer_sweep import public
-
         out = Path(out)
         name = Path(st.path).name
         for method, ds in res.directions.items():
             ds.save(out / "directions" / f"{name}_{method}.safetensors")
-        write_json_atomic(out / "analysis" / f"{name}.json", public(res))
+        write_json_atomic(out / "analysis" / f"{name}.json", res.to_dict())
     return res
 
 

@@ -108,7 +108,6 @@ def _collect(args: argparse.Namespace) -> int:
 
 def _analyse(args: argparse.Namespace) -> int:
     from cotscope.analyses.atomic import write_json_atomic
-    from cotscope.analyses.layer_sweep import public
     from cotscope.api import analyse
     from cotscope.analyses.store import ActivationStore
 
@@ -124,18 +123,18 @@ def _analyse(args: argparse.Namespace) -> int:
 
         run = Path(args.run_dir)
         paths = {m: str(ds.save(run / "directions" / f"{name}_{m}.safetensors")) for m, ds in res.directions.items()}
-        full = {**public(res), "model_id": store.model["model_id"], "cutoff": args.cutoff,
+        full = {**res.to_dict(), "model_id": store.model["model_id"], "cutoff": args.cutoff,
                 "pairing": ",".join(store.manifest.get("pairings", [])), "directions": paths, "store": str(store.path),
                 "timings_s": {"analyse": time.perf_counter() - t0}}
         write_json_atomic(run / "analysis" / f"{name}.json", full)
         record_stage(run, name, llm_summary(full), args.command_line, time.perf_counter() - t0)
-        print(f"analysis: {run / 'analysis' / f'{name}.json'} (best layer {res['best_layer']})")
+        print(f"analysis: {run / 'analysis' / f'{name}.json'} (best layer {res.best_layer})")
     if args.out:
         out = Path(args.out)
         for method, ds in res.directions.items():
             print(f"direction: {ds.save(out / f'{method}.safetensors')}")
-        write_json_atomic(out / "analysis.json", public(res))
-        print(f"analysis: {out / 'analysis.json'} (best layer {res['best_layer']})")
+        write_json_atomic(out / "analysis.json", res.to_dict())
+        print(f"analysis: {out / 'analysis.json'} (best layer {res.best_layer})")
     return 0
 
 
@@ -143,7 +142,7 @@ def _export(args: argparse.Namespace) -> int:
     from cotscope.analyses.export.dispatch import STEERING_FORMATS, export_direction, parse_layers
 
     path, layers = export_direction(args.direction, args.to, args.out, layers=parse_layers(args.layers),
-                                    target=args.target, model_hint=args.model_hint)
+                                    target=args.target, model_hint=args.model_hint, normalise=args.normalise)
     note = " (block 0 left out: llama.cpp cannot steer it)" if args.to in STEERING_FORMATS and not args.layers else ""
     print(f"{args.to}: {path} — layers {layers[0]}..{layers[-1]} ({len(layers)}){note}")
     return 0
@@ -304,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layers", default="", help="block indices, e.g. '1-29' or '8,12,16' (default: all steerable)")
     s.add_argument("--target", default=None, help="model name or folder to check the fit against")
     s.add_argument("--model-hint", default=None, help="llama.cpp architecture name (default: the target's)")
+    s.add_argument("--normalise", action="store_true",
+                   help="scale each layer to unit norm, as llama.cpp's cvector generator and repeng write "
+                        "(default: as measured; the file records which)")
     s.set_defaults(fn=_export)
 
     s = sub.add_parser("inject", help="generate with a direction injected (h' = h + λ·v, norm-preserving)")

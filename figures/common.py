@@ -15,11 +15,13 @@ from typing import Any, Callable
 
 import matplotlib
 
+from cotscope.errors import CotscopeError
+
 if "ipykernel" not in sys.modules:  # scripts and CI: no display. Inside Jupyter keep the inline backend.
     matplotlib.use("Agg")
 
 
-class MissingInputs(FileNotFoundError):
+class MissingInputs(CotscopeError, FileNotFoundError):
     """The run directory lacks the stored results this figure draws from."""
 
 

@@ -35,6 +35,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.attention_store import (GENERATED, IMAGE, KEY_TYPES, QUESTION, TEMPLATE, AttentionRun,
                                       AttentionRunWriter)
 from cotscope.probes.models.loading import LoadedModel
@@ -44,7 +45,7 @@ ROW_IMPL_NAME = "cotscope_row"
 SWITCH_MODES = ("layers", "rows", "model", "none")
 
 
-class AttentionCaptureError(ValueError):
+class AttentionCaptureError(CotscopeError):
     """A bad capture request (layers, heads, prompts, settings)."""
 
 

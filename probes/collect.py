@@ -30,6 +30,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.artifacts import library_versions
 from cotscope.analyses.store import ActivationStore, StoreWriter
 from cotscope.probes.models.loading import LoadedModel
@@ -39,7 +40,7 @@ POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean", "eot", "turn_en
 TURN_POSITIONS = ("eot", "turn_end")
 
 
-class CollectionError(ValueError):
+class CollectionError(CotscopeError):
     """Bad collection request (positions, layers, stimuli)."""
 
 

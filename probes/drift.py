@@ -45,13 +45,14 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.prior import PriorArtifact, PriorFitError, canonical_name, layer_and_module
 
 RULES = ("absolute", "grad_norm", "adaptive")
 EPS = 1e-12
 
 
-class DriftError(ValueError):
+class DriftError(CotscopeError):
     """Bad input to the DRIFT gradient rules or the alignment logger."""
 
 

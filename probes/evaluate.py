@@ -24,11 +24,13 @@ import math
 import re
 from typing import Any, Iterable, Sequence
 
+from cotscope.errors import CotscopeError
+
 DEFAULT_TEMPLATE = " The answer is \\boxed{{{answer}}}."
 _NUM = re.compile(r"[-+]?\$?\s?\d[\d,]*(?:\.\d+)?|[-+]?\.\d+")
 
 
-class AnswerTemplateError(ValueError):
+class AnswerTemplateError(CotscopeError):
     """A forced-answer template that cannot be used for scoring."""
 
 

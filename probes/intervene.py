@@ -45,6 +45,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
 from cotscope.analyses import spectral
 from cotscope.probes.evaluate import ForcedAnswer
@@ -59,7 +60,7 @@ STRENGTH_REFERENCES = ("source", "target_direction", "hidden_norm")
 _PREFIX_SAFE = frozenset({"last_prompt", "generated"})
 
 
-class InjectionError(ValueError):
+class InjectionError(CotscopeError):
     """A bad injection request (strength, vector, layer, position, sizes); raised before generation."""
 
 

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from cotscope.analyses.artifacts import DirectionSet
+from cotscope.analyses.results import SweepResult
 from cotscope.analyses.sweeps import SweepTable, SweepTableError, meta_path, paired_gains, read_table
 from cotscope.probes.evaluate import DEFAULT_TEMPLATE, extract_answer, forced_answer, is_correct
 from cotscope.probes.intervene import (CONTROLS, InjectionError, RowSteer, as_direction_set, build_controls, check_lam,
@@ -236,8 +237,9 @@ def open_table(path: str | Path, config: dict[str, Any], overwrite: bool = False
 
 def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], table: str | Path,
               cfg: SweepConfig = SweepConfig(), *, own: Any = None, overwrite: bool = False, progress: bool = True,
-              max_batches: int | None = None, reference: Any = None) -> dict[str, Any]:
-    """Run (or resume) the sweep and return ``{"table", "rows", "batches_run", "seconds", "cells", …}``.
+              max_batches: int | None = None, reference: Any = None) -> SweepResult:
+    """Run (or resume) the sweep; returns a :class:`~analyses.results.SweepResult` (``.table``, ``.rows``,
+    ``.complete``, ``.batches_run``, ``.seconds``, ``.cells`` …; ``.to_pandas()`` reads the table).
 
     ``max_batches`` stops after that many batches (to test resuming). Everything is validated first:
     strengths, layers, the direction (NaN, zeros, width with ``resample=False``), the table's configuration.
@@ -339,10 +341,10 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
     bar.close()
     seconds = time.perf_counter() - t_all
     n_rows = len(tab.done_keys())
-    return {"table": str(tab.path), "rows": n_rows, "rows_expected": len(prompts) * len(cells),
-            "complete": n_rows == len(prompts) * len(cells), "batches": len(batches), "batches_run": ran,
-            "seconds": seconds, "cells": [c.cell_id for c in cells], "vector_norms": iv.norms,
-            "src_layer": iv.src_layer, "settings": iv.settings}
+    return SweepResult(table=str(tab.path), rows=n_rows, rows_expected=len(prompts) * len(cells),
+                       complete=n_rows == len(prompts) * len(cells), batches=len(batches), batches_run=ran,
+                       seconds=seconds, cells=[c.cell_id for c in cells], vector_norms=iv.norms,
+                       src_layer=iv.src_layer, settings=iv.settings)
 
 
 def timing(table: str | Path) -> dict[str, float]:

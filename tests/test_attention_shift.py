@@ -219,16 +219,16 @@ def write_run(path, n_prompts: int = 3, trend: dict | None = None) -> AttentionR
 def test_analyse_run_aggregates_conditions(tmp_path):
     run = write_run(tmp_path / "run")
     res = analyse_run(run, conditions=["cot", "direct"], k=1)
-    cot, direct = res["aggregate"]["cot"], res["aggregate"]["direct"]
+    cot, direct = res.aggregate["cot"], res.aggregate["direct"]
     assert cot["n_traces"] == 3 and cot["n_steps"] == [3, 3, 3] and len(cot["step"]["R"]["mean"]) == 3
-    per = np.array([t["step"]["R"] for t in res["traces"] if t["condition"] == "cot"])
+    per = np.array([t["step"]["R"] for t in res.traces if t["condition"] == "cot"])
     np.testing.assert_allclose(cot["step"]["R"]["mean"], per.mean(0))
     se = per.std(0, ddof=1) / np.sqrt(3)
     np.testing.assert_allclose(np.array(cot["step"]["R"]["hi"]) - per.mean(0), se)
     assert cot["slope_step"]["R"] == pytest.approx(pooled_slope(list(per)))
     assert cot["slope_step"]["image_share"] < 0  # the synthetic CoT shifts mass away from the image
     assert np.array(cot["layer_step_share"]).shape == (3, 3)
-    assert res["choice"]["entropy_over"] == "all" and res["band"].startswith("mean")
+    assert res.choice["entropy_over"] == "all" and res.band.startswith("mean")
     with pytest.raises(AttentionAnalysisError, match="no traces with condition 'latent'"):
         analyse_run(run, conditions=["latent"])
     assert pooled_slope([np.array([1.0])]) is None and pooled_slope([np.arange(4) * 2.0]) == pytest.approx(2.0)
@@ -263,7 +263,7 @@ def test_figures_render_png_and_html(tmp_path):
     for i, c in enumerate(["cot", "direct"]):
         d = synthetic_trace(seed=i)
         w.write(i, {**d["record"], "condition": c}, d["tensors"], image=Image.new("RGB", (8, 8), "white"))
-    res = analyse_run(w.finish(), conditions=["cot", "direct"], k=1)
+    res = analyse_run(w.finish(), conditions=["cot", "direct"], k=1).to_dict()
     res["store"] = "../attention/store"
     write_json_atomic(tmp_path / "analysis" / "attention_shift.json", json.loads(json.dumps(res)))
     paths = []

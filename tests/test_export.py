@@ -304,6 +304,26 @@ def test_export_direction_leaves_out_block0_for_control_vectors(tmp_path):
     assert not (tmp_path / "e.gguf").exists() and not (tmp_path / "e.npz").exists()
 
 
+@pytest.mark.parametrize("fmt,read", [("gguf", import_gguf_cv), ("npz", import_arrays)])
+def test_export_direction_normalise_writes_unit_vectors_and_says_so(tmp_path, fmt, read):
+    from cotscope.analyses.export import export_direction
+
+    ds = make_ds()
+    src = ds.save(tmp_path / "d.safetensors")
+    raw = read(export_direction(src, fmt, tmp_path / f"raw.{fmt}")[0])
+    unit = read(export_direction(src, fmt, tmp_path / f"unit.{fmt}", normalise=True)[0])
+    assert raw.meta.normalisation == "none" and unit.meta.normalisation == "unit"
+    assert_same_arrays(ds, raw)
+    for l in ds.layers:
+        n = float(np.linalg.norm(ds[l].astype(np.float64)))
+        assert abs(np.linalg.norm(unit[l]) - 1) < 1e-6
+        assert np.allclose(unit[l] * n, ds[l], rtol=0, atol=1e-5 * n)       # same direction, float32 rounding
+        assert unit.meta.history[-1]["norms"][str(l)] == pytest.approx(n)    # the scale can be recovered
+    if fmt == "gguf":
+        kv = gguf.GGUFReader(str(tmp_path / "unit.gguf")).fields["cotscope.normalisation"].contents()
+        assert kv == "unit"
+
+
 def test_parse_layers():
     from cotscope.analyses.export import parse_layers
 
@@ -322,3 +342,12 @@ def test_cli_export_and_its_error_message(tmp_path, capsys):
     assert main(["export", str(src), "--to", "gguf", "--out", str(tmp_path / "x.gguf"), "--layers", "0,3"]) == 2
     err = capsys.readouterr().err
     assert "block 0" in err and "Fix" in err and not (tmp_path / "x.gguf").exists()
+
+
+def test_cli_export_normalise(tmp_path):
+    from cotscope.cli import main
+
+    src = make_ds(layers=(3, 4)).save(tmp_path / "d.safetensors")
+    assert main(["export", str(src), "--to", "gguf", "--out", str(tmp_path / "u.gguf"), "--normalise"]) == 0
+    u = import_gguf_cv(tmp_path / "u.gguf")
+    assert u.meta.normalisation == "unit" and all(abs(np.linalg.norm(u[l]) - 1) < 1e-6 for l in u.layers)

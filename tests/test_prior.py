@@ -100,6 +100,12 @@ def test_delta_equals_direct_state_dict_subtraction(pair, vl, text_attr, tmp_pat
     row = [r for r in res.layers if r["layer"] == 1][0]
     assert row["cos"] == pytest.approx(float(a @ b / np.linalg.norm(a) / np.linalg.norm(b)), abs=1e-9)
     assert row["delta_norm"] == pytest.approx(float(np.linalg.norm(a - b)), rel=1e-6)
+    # typed result: one pandas row per layer, a compact repr and HTML table
+    df = res.to_pandas()
+    assert list(df["layer"]) == [r["layer"] for r in res.layers]
+    assert df.set_index("layer").loc[1, "cos"] == row["cos"]
+    assert "\n" not in repr(res) and repr(res).startswith("PriorResult(hidden_size=")
+    assert "<table>" in res._repr_html_()
 
 
 def test_match_report_counts_layouts_and_vision(pair):

@@ -96,7 +96,7 @@ def test_every_sweep_row_records_the_reference(smollm2, tmp_path):
     res = run_sweep(smollm2, _set(20.0, 0), prompts, tmp_path / "s.csv", cfg, progress=False)
     rows = read_table(tmp_path / "s.csv")
     h = mean_hidden_norms(smollm2, [prompts[0].render(smollm2)], [6])[6]
-    assert res["settings"]["reference_norms"][6] == pytest.approx(h, rel=1e-5)
+    assert res.settings["reference_norms"][6] == pytest.approx(h, rel=1e-5)
     for r in rows:
         assert r["strength_reference"] == "hidden_norm"
         if r["control"] != "none":

@@ -119,13 +119,14 @@ CFG = SweepConfig(layers=(6, 20), lams=(0.9,), controls=("none", "random"), cont
 def test_interrupted_sweep_resumes_to_the_same_table(smollm2, direction, tmp_path):
     prompts = direct_prompts(generate_problems(2, seed=3, difficulties=("easy",)))
     full = run_sweep(smollm2, direction, prompts, tmp_path / "full.csv", CFG, progress=False)
-    assert full["complete"] and full["rows"] == 8 and full["batches"] == 2
+    assert full.complete and full.rows == 8 and full.batches == 2
+    assert len(full.to_pandas()) == 8 and set(full.to_pandas()["prompt_id"]) == {p.id for p in prompts}
     part = run_sweep(smollm2, direction, prompts, tmp_path / "part.csv", CFG, progress=False, max_batches=1)
-    assert not part["complete"] and part["rows"] == 4
+    assert not part.complete and part.rows == 4
     rest = run_sweep(smollm2, direction, prompts, tmp_path / "part.csv", CFG, progress=False)
-    assert rest["complete"] and rest["batches_run"] == 1               # only the unfinished batch ran
+    assert rest.complete and rest.batches_run == 1               # only the unfinished batch ran
     again = run_sweep(smollm2, direction, prompts, tmp_path / "part.csv", CFG, progress=False)
-    assert again["batches_run"] == 0                                    # nothing is recomputed
+    assert again.batches_run == 0                                    # nothing is recomputed
     assert (tmp_path / "part.csv").read_text() == (tmp_path / "full.csv").read_text()
     rows = read_table(tmp_path / "full.csv")
     assert {r["cell_id"] for r in rows} == {"real|L6|lam0.9", "real|L20|lam0.9", "random|L20|lam0.9", "none"}
@@ -183,10 +184,10 @@ def test_vlm_sweep_with_images():
                           rows_per_batch=5)
         res = run_sweep(lm, ds, prompts, Path(d) / "v.csv", cfg, own=own, progress=False)
         rows = read_table(Path(d) / "v.csv")
-    assert res["complete"] and len(rows) == 2 * 7
+    assert res.complete and len(rows) == 2 * 7
     assert {r["layer"] for r in rows if r["control"] == "own_lowpass"} == {1, 3}
     assert {r["src_layers"] for r in rows if r["control"] != "none"} == {"20"}
-    assert res["settings"]["source_hidden_size"] == 576 and res["settings"]["target_hidden_size"] == 64
+    assert res.settings["source_hidden_size"] == 576 and res.settings["target_hidden_size"] == 64
 
 
 def test_four_figures_draw_from_a_stored_table(tmp_path):

@@ -30,6 +30,7 @@ KEY_MODEL_HINT = f"{ARCH}.model_hint"
 KEY_LAYER_COUNT = f"{ARCH}.layer_count"
 KEY_PROVENANCE = "cotscope.provenance"
 KEY_CONVENTION = "cotscope.layer_convention"
+KEY_NORMALISATION = "cotscope.normalisation"     # "none" | "unit" (also inside the provenance JSON)
 _NAME = re.compile(r"direction\.(\d+)")
 
 
@@ -54,7 +55,7 @@ def export_gguf_cv(ds: DirectionSet, path: str | Path, *, target: TargetLike = N
                 keep = [l for l in ds.layers if l != 0]
                 raise DirectionFileError(
                     "refusing to export layer 0: block 0's output cannot be steered by llama.cpp (its loader rejects "
-                    f"direction.0 and then skips the whole file). Fix: export ds.select({keep or '[...]'}) instead")
+                    f"direction.0 and then skips the whole file). Fix: export ds.steerable() (= ds.select({keep or '[...]'})) instead")
             k = 0
         else:
             try:
@@ -69,6 +70,7 @@ def export_gguf_cv(ds: DirectionSet, path: str | Path, *, target: TargetLike = N
         writer.add_string(KEY_MODEL_HINT, str(hint))
         writer.add_uint32(KEY_LAYER_COUNT, len(tensors))
         writer.add_string(KEY_CONVENTION, ds.meta.layer_convention)
+        writer.add_string(KEY_NORMALISATION, ds.meta.normalisation)
         writer.add_string(KEY_PROVENANCE, ds.meta.to_json())
         for name, arr in tensors.items():
             writer.add_tensor(name, arr)

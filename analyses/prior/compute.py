@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from cotscope.analyses import spectral
+from cotscope.analyses.results import ResultMixin, flatten
 from cotscope.analyses.prior.artifact import (SIGN_CONVENTION, _StreamingWriter, build_provenance, check_out_dtype,
                                      open_prior_writer)
 from cotscope.analyses.prior.matching import MatchReport, Pair, match_checkpoints
@@ -20,10 +22,15 @@ from cotscope.analyses.prior.reader import Checkpoint
 from cotscope.analyses.prior.spectrum import (GramSpectrum, _null_mean_spectrum, hidden_axis, layer_verdicts,
                                      onesided_weights, spectrum_test)
 
+log = logging.getLogger(__name__)
 
-@dataclasses.dataclass
-class PriorResult:
-    """Everything :func:`compute_prior` measured (JSON-ready via :meth:`to_dict`)."""
+
+@dataclasses.dataclass(repr=False)
+class PriorResult(ResultMixin):
+    """Everything :func:`compute_prior` measured (JSON-ready via :meth:`to_dict`).
+
+    ``to_pandas()``: one row per decoder layer (Δ norm, cosine, spectral numbers).
+    """
 
     report: MatchReport
     tensors: list[dict]
@@ -39,6 +46,15 @@ class PriorResult:
                 "artifact": self.artifact, "match": self.report.to_dict(), "tensors": self.tensors,
                 "layers": self.layers, "modules": self.modules, "spectrum": self.spectrum,
                 "provenance": self.provenance}
+
+    def _headline(self) -> dict[str, Any]:
+        verdict = (self.spectrum.get("total") or {}).get("verdict") if self.spectrum else None
+        return {"hidden_size": self.hidden_size, "n_matched": self.report.n_matched,
+                "tensors": self.tensors, "layers": self.layers, "modules": self.modules,
+                "spectral_verdict": verdict, "artifact": self.artifact}
+
+    def _rows(self) -> list[dict[str, Any]]:
+        return [flatten(r) for r in self.layers]
 
 
 _MODULE_ORDER = ("embed_tokens", "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
@@ -156,7 +172,7 @@ def compute_prior(reason_dir: str | Path, vl_dir: str | Path, modules: str | Seq
     pairs, report = match_checkpoints(reason, vl, modules, allow_unmatched=allow_unmatched,
                                       allow_shape_mismatch=allow_shape_mismatch)
     if verbose:
-        print(report)
+        log.info("%s", report)
     d = _hidden_size(reason, vl, pairs)
     provenance = build_provenance(reason, vl, pairs, report, out_dtype)
     chunk_bytes = int(chunk_mb * 2 ** 20)

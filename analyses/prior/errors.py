@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cotscope.errors import CotscopeError
+
 if TYPE_CHECKING:
     from cotscope.analyses.prior.matching import MatchReport
 
 
-class PriorError(ValueError):
+class PriorError(CotscopeError):
     """Base class for reasoning-prior errors."""
 
 

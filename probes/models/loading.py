@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cotscope.errors import CotscopeError
 from cotscope.probes.models.embedded import EMBEDDED_LLM, GGUF_SHA256, MODEL_ID, smollm2_dir
 from cotscope.probes.models.registry import ModelAdapter, adapter_for
 
@@ -19,7 +20,7 @@ EMBEDDED_VLM = "embedded:smolvlm"
 ALIASES = {EMBEDDED_LLM: "SmolLM2-135M-Instruct (embedded)", EMBEDDED_VLM: "cotscope-smolvlm (embedded reference VLM)"}
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(CotscopeError, RuntimeError):
     """A model could not be loaded; the message says why and what to do."""
 
 
@@ -135,18 +136,24 @@ class LoadedModel:
         return self.adapter.layers(self.hf if root is None else root)
 
     def check_layers(self, layers) -> list[int]:
-        """Normalise layer indices (negatives count from the end) and refuse out-of-range ones."""
+        """Normalise layer indices (``-1`` is the last block) and refuse out-of-range ones (:class:`LayerIndexError`)."""
+        from cotscope.analyses.layers import LayerIndexError, normalize_layer
+
         n = self.n_layers
         out = []
         for l in layers:
-            li = int(l)
-            if li < 0:
-                li += n
-            if not 0 <= li < n:
-                raise ValueError(f"layer {l} is out of range for {self.model_id} with {n} decoder blocks "
-                                 f"(valid 0..{n - 1}, or -{n}..-1)")
-            out.append(li)
+            try:
+                out.append(normalize_layer(l, n))
+            except LayerIndexError:
+                raise LayerIndexError(f"layer {l} is out of range for {self.model_id} with {n} decoder blocks "
+                                      f"(valid 0..{n - 1}, or -{n}..-1 counted from the end)") from None
         return sorted(set(out))
+
+    def __repr__(self) -> str:
+        dev = str(self.device)
+        dtype = str(self.dtype).replace("torch.", "")
+        return (f"LoadedModel({self.adapter.family}: {self.model_id!r}, {self.n_layers} layers, hidden {self.hidden_size}, "
+                f"{dev}, {dtype})")
 
     def provenance(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "revision": self.revision, "model_type": self.model_type,

@@ -24,6 +24,7 @@ import inspect
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from cotscope.errors import CotscopeError
 from cotscope.probes.stimuli.visual import ImageInputError, check_image, load_image
 
 __all__ = [
@@ -34,7 +35,7 @@ __all__ = [
 ]
 
 
-class PromptImageError(ValueError):
+class PromptImageError(CotscopeError):
     """Prompts and images do not match (missing placeholder, more placeholders than images, …)."""
 
 

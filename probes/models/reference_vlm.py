@@ -20,6 +20,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
+from cotscope.errors import CotscopeError
 from cotscope.analyses.atomic import atomic_dir
 
 from cotscope.probes.models.embedded import (GGUF_SHA256, EmbeddedModelVersionError, cache_root, file_sha256,
@@ -50,7 +51,7 @@ VISION_PREFIXES = ("model.vision_tower.", "model.multi_modal_projector.")
 CHAT_TEMPLATE = image_chat_template(IMAGE_TOKEN)
 
 
-class ReferenceVLMWeightsError(RuntimeError):
+class ReferenceVLMWeightsError(CotscopeError, RuntimeError):
     """The shipped reference-VLM files are missing or do not match their checksums."""
 
 

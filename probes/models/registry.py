@@ -12,10 +12,12 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Sequence
 
+from cotscope.errors import CotscopeError
+
 _REGISTRY: dict[str, "ModelAdapter"] = {}
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(CotscopeError):
     """No adapter is registered for this model family."""
 
 

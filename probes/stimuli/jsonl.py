@@ -7,10 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cotscope.errors import CotscopeError
 from cotscope.probes.stimuli.arithmetic import Problem
 
 
-class StimulusFormatError(ValueError):
+class StimulusFormatError(CotscopeError):
     """A stimulus file has a line that cannot be read."""
 
 

@@ -27,6 +27,7 @@ from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
+from cotscope.errors import CotscopeError
 from cotscope.probes.stimuli.arithmetic import Problem, generate_problems
 from cotscope.probes.stimuli.pairs import COT_CUE, DIRECT_CUE
 
@@ -47,7 +48,7 @@ QUESTIONS = {
 }
 
 
-class ImageInputError(ValueError):
+class ImageInputError(CotscopeError):
     """An image that cannot be used as model input (unreadable, empty, too small or too large)."""
 
 
