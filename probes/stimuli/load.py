@@ -341,6 +341,11 @@ def load_stimuli(path: str | Path, columns: Mapping[str, Any] | None = None, *, 
                     raise StimulusLoadError(f"{_where(p, rownum, str(missing[0]))}: column missing (the row has "
                                             f"{sorted(row)[:12]})")
                 return [row.get(x) for x in c]
+            if c not in row and "." in c and c.split(".")[0] in row:      # a field of a struct column
+                v = row
+                for part in c.split("."):
+                    v = v.get(part) if isinstance(v, Mapping) else None
+                return None if (isinstance(v, float) and v != v) else v
             if c not in row:
                 raise StimulusLoadError(f"{_where(p, rownum, c)}: column missing for role {role!r} (the row has "
                                         f"{sorted(row)[:12]}); fix the column mapping")
@@ -384,7 +389,7 @@ def load_stimuli(path: str | Path, columns: Mapping[str, Any] | None = None, *, 
             vals = _as_list(get("image"), _where(p, rownum, cols["image"]), "image")
             images = [(_open_image(v, base, root, _where(p, rownum, cols["image"])) if load_images else v)
                       for v in vals if v is not None and not (isinstance(v, str) and not v.strip())]
-        used = {c for c in cols.values() if isinstance(c, str)} | {x for c in cols.values()
+        used = {c for c in cols.values() if isinstance(c, str) and c in row} | {x for c in cols.values()
                                                                     if isinstance(c, (list, tuple)) for x in c}
         meta = {k: v for k, v in row.items() if k not in used and not isinstance(v, (bytes, bytearray))
                 and not (isinstance(v, dict) and "bytes" in v) and type(v).__module__.split(".")[0] != "PIL"}
