@@ -5,10 +5,14 @@ from the same pair (see :meth:`analyses.store.ActivationStore.paired`).
 
 * :func:`mean_difference` — ``mean_i(cot_i − direct_i)`` (L2V-CoT code).
 * :func:`lat_direction` — RepE-exact LAT: shuffle order inside each pair, ``D = H[::2] − H[1::2]``,
-  recentre, 1-component PCA (sklearn, no whitening), sign chosen so the CoT member scores higher in
-  most pairs.
+  recentre, 1-component PCA (no whitening; computed as the top eigenvector of the centred scatter of
+  ``D``, streamed over chunks), sign chosen so the CoT member scores higher in most pairs.
 * :func:`probe_accuracy` — logistic-regression accuracy on held-out *pairs*.
-* :func:`dispersion` — trace of the covariance of the per-pair difference vectors.
+* :func:`dispersion` — trace of the covariance of the per-pair difference vectors, computed as the sum
+  of per-coordinate variances (no d×d matrix).
+
+Mean difference, LAT and dispersion stream over chunks of pairs (:mod:`analyses.streaming`), in float64
+whatever the input dtype.
 
 >>> rng = np.random.default_rng(0); v = rng.normal(size=16); v /= np.linalg.norm(v)
 >>> base = rng.normal(size=(200, 16)); cot, direct = base + 3 * v, base
@@ -18,10 +22,11 @@ True
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from cotscope.analyses.streaming import PairMoments, chunks, lat_flips, sign_agreement
 from cotscope.errors import CotscopeError
 
 
@@ -29,9 +34,11 @@ class PairError(CotscopeError):
     """Paired arrays that cannot be analysed together."""
 
 
-def check_pairs(cot: np.ndarray, direct: np.ndarray, min_pairs: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    cot = np.asarray(cot, dtype=np.float64)
-    direct = np.asarray(direct, dtype=np.float64)
+def check_pairs(cot: np.ndarray, direct: np.ndarray, min_pairs: int = 1, as_float64: bool = True
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Validate two ``[n_pairs, d]`` arrays; returns them as float64 (or unchanged with ``as_float64=False``)."""
+    cot = np.asarray(cot, dtype=np.float64) if as_float64 else np.asarray(cot)
+    direct = np.asarray(direct, dtype=np.float64) if as_float64 else np.asarray(direct)
     if cot.ndim != 2 or direct.ndim != 2:
         raise PairError(f"expected 2-D [n_pairs, d] arrays, got {cot.shape} and {direct.shape}")
     if cot.shape != direct.shape:
@@ -58,8 +65,12 @@ def cosine_matrix(vectors: np.ndarray) -> np.ndarray:
 
 
 def mean_difference(cot: np.ndarray, direct: np.ndarray) -> np.ndarray:
-    cot, direct = check_pairs(cot, direct)
-    return (cot - direct).mean(0)
+    """``mean_i(cot_i − direct_i)`` in float64, streamed over chunks of pairs."""
+    cot, direct = check_pairs(cot, direct, as_float64=False)
+    m = PairMoments(cot.shape[1])
+    for c, d in chunks(cot, direct):
+        m.update(c, d)
+    return m.mean_difference()
 
 
 @dataclasses.dataclass
@@ -70,40 +81,35 @@ class LatResult:
     n_pairs: int
 
 
-def lat_direction(cot: np.ndarray, direct: np.ndarray, seed: int = 0) -> LatResult:
-    """RepE LAT on paired states (see module docstring)."""
-    from sklearn.decomposition import PCA
-
-    cot, direct = check_pairs(cot, direct, min_pairs=2)
-    n, d = cot.shape
-    rng = np.random.default_rng(seed)
-    flip = rng.random(n) < 0.5
-    first = np.where(flip[:, None], direct, cot)
-    second = np.where(flip[:, None], cot, direct)
-    H = np.empty((2 * n, d))
-    H[0::2], H[1::2] = first, second
-    D = H[::2] - H[1::2]
-    D = D - D.mean(0, keepdims=True)
-    pca = PCA(n_components=1, whiten=False, svd_solver="full").fit(D)
-    comp = pca.components_[0].copy()
-    # sign: project recentred raw states; the CoT member should score higher in most pairs
-    centre = H.mean(0)
-    s_cot = (cot - centre) @ comp
-    s_dir = (direct - centre) @ comp
-    agree = float(np.mean(s_cot > s_dir))
+def lat_from_moments(moments: PairMoments, pairs: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]) -> LatResult:
+    """Finish LAT from accumulated moments; ``pairs()`` streams the pairs again for the sign vote."""
+    comp, ratio, _ = moments.lat_component()
+    agree = sign_agreement(pairs(), comp, moments.centre())
     if agree < 0.5:
         comp, agree = -comp, 1.0 - agree
-    return LatResult(direction=comp / np.linalg.norm(comp), explained_variance_ratio=float(pca.explained_variance_ratio_[0]),
-                     sign_agreement=agree, n_pairs=n)
+    return LatResult(direction=comp / np.linalg.norm(comp), explained_variance_ratio=ratio, sign_agreement=agree,
+                     n_pairs=moments.n)
+
+
+def lat_direction(cot: np.ndarray, direct: np.ndarray, seed: int = 0) -> LatResult:
+    """RepE LAT on paired states (see module docstring), streamed over chunks of pairs."""
+    cot, direct = check_pairs(cot, direct, min_pairs=2, as_float64=False)
+    m = PairMoments(cot.shape[1], lat_flips=lat_flips(cot.shape[0], seed))
+    for c, d in chunks(cot, direct):
+        m.update(c, d)
+    return lat_from_moments(m, lambda: chunks(cot, direct))
 
 
 def dispersion(cot: np.ndarray, direct: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> float:
-    """Trace of the covariance of per-pair difference vectors (optionally after ``transform``, e.g. a low-pass)."""
-    cot, direct = check_pairs(cot, direct, min_pairs=2)
-    D = cot - direct
-    if transform is not None:
-        D = transform(D)
-    return float(np.trace(np.cov(D, rowvar=False))) if D.shape[1] > 1 else float(np.var(D, ddof=1))
+    """Trace of the covariance of per-pair differences = Σ_j var(δ_j), never forming the d×d covariance.
+
+    ``transform`` (optional) maps chunks of difference rows row-wise first, e.g. a low-pass.
+    """
+    cot, direct = check_pairs(cot, direct, min_pairs=2, as_float64=False)
+    m = PairMoments(cot.shape[1], transform=transform)
+    for c, d in chunks(cot, direct):
+        m.update(c, d)
+    return m.dispersion_transformed() if transform is not None else m.dispersion()
 
 
 def pair_split(n_pairs: int, test_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -123,11 +129,12 @@ def probe_accuracy(cot: np.ndarray, direct: np.ndarray, test_fraction: float = 0
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    cot, direct = check_pairs(cot, direct, min_pairs=4)
+    cot, direct = check_pairs(cot, direct, min_pairs=4, as_float64=False)
     tr, te = pair_split(cot.shape[0], test_fraction, seed)
-    Xtr = np.concatenate([cot[tr], direct[tr]])
+    # float64 copies of the selected rows only (no float64 copy of the whole slice)
+    Xtr = np.concatenate([cot[tr], direct[tr]]).astype(np.float64, copy=False)
     ytr = np.r_[np.ones(len(tr)), np.zeros(len(tr))]
-    Xte = np.concatenate([cot[te], direct[te]])
+    Xte = np.concatenate([cot[te], direct[te]]).astype(np.float64, copy=False)
     yte = np.r_[np.ones(len(te)), np.zeros(len(te))]
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
     clf.fit(Xtr, ytr)

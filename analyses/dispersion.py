@@ -22,7 +22,7 @@ coordinates) is the same under every permutation, so differences with a large co
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
@@ -56,6 +56,45 @@ def _kept(Dt: np.ndarray, w: np.ndarray) -> float:
     return float(np.einsum("kn,k->", P, w.astype(P.dtype), dtype=np.float64) / d)
 
 
+def dispersion_references(dispersion: float, dispersion_lowpass: float, d: int, cutoff: int | float, *,
+                          chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]] | None = None,
+                          mean_diff: np.ndarray | None = None, n_pairs: int | None = None, n_perm: int = 200,
+                          seed: int = 0) -> dict[str, Any]:
+    """The references of a low-passed dispersion already measured (e.g. by a streaming pass).
+
+    The isotropic expectation needs only the trace. The permutation null streams the pairs once more:
+    ``chunks()`` yields ``(cot, direct)`` blocks, ``mean_diff`` is the mean difference and ``n_pairs`` the count (the
+    same permutations are applied to every block). Without ``chunks`` only the isotropic reference is returned.
+    """
+    iso = isotropic_lowpass_fraction(d, cutoff)
+    total, obs = float(dispersion), float(dispersion_lowpass)
+    out: dict[str, Any] = {
+        "cutoff": cutoff, "cutoff_bins": cutoff_bins(d, cutoff), "hidden_size": int(d), "n_pairs": n_pairs,
+        "dispersion": total, "dispersion_lowpass": obs, "kept_fraction": obs / total if total > 0 else float("nan"),
+        "isotropic_fraction": iso, "isotropic_expected": total * iso,
+        "ratio_to_isotropic": obs / (total * iso) if total > 0 else float("nan"), "n_perm": int(n_perm), "seed": seed,
+    }
+    if chunks is None or n_perm <= 0:
+        return out
+    if mean_diff is None or n_pairs is None or n_pairs < 2:
+        raise ValueError("the permutation null needs mean_diff and n_pairs >= 2 beside chunks")
+    w = _rfft_weights(int(d), cutoff)
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(int(d)) for _ in range(int(n_perm))]
+    kept = np.zeros(int(n_perm))
+    mu = np.asarray(mean_diff, dtype=np.float64)
+    for cot, direct in chunks():
+        Dt32 = np.ascontiguousarray((np.asarray(cot, np.float64) - np.asarray(direct, np.float64) - mu).T,
+                                    dtype=np.float32)
+        for k, p in enumerate(perms):
+            kept[k] += _kept(Dt32[p], w)
+    null = kept / (n_pairs - 1)
+    out.update({"null_mean": float(null.mean()), "null_q05": float(np.quantile(null, 0.05)),
+                "null_q95": float(np.quantile(null, 0.95)),
+                "p_value": float((1 + np.sum(null >= obs)) / (1 + n_perm))})
+    return out
+
+
 def lowpass_dispersion(cot: np.ndarray, direct: np.ndarray, cutoff: int | float, *, n_perm: int = 200,
                        seed: int = 0) -> dict[str, Any]:
     """Dispersion of the per-pair differences before and after :func:`~analyses.spectral.lowpass`, with references.
@@ -69,25 +108,12 @@ def lowpass_dispersion(cot: np.ndarray, direct: np.ndarray, cutoff: int | float,
     cot, direct = check_pairs(cot, direct, min_pairs=2)
     D = cot - direct
     n, d = D.shape
-    Dc = D - D.mean(0, keepdims=True)
+    mu = D.mean(0)
+    Dc = D - mu
     total = float((Dc * Dc).sum() / (n - 1))
-    w = _rfft_weights(d, cutoff)
-    obs = _kept(np.ascontiguousarray(Dc.T), w) / (n - 1)
-    iso = isotropic_lowpass_fraction(d, cutoff)
-    rng = np.random.default_rng(seed)
-    Dt32 = np.ascontiguousarray(Dc.T, dtype=np.float32)
-    null = np.array([_kept(Dt32[rng.permutation(d)], w) / (n - 1) for _ in range(int(n_perm))])
-    out: dict[str, Any] = {
-        "cutoff": cutoff, "cutoff_bins": cutoff_bins(d, cutoff), "hidden_size": d, "n_pairs": n,
-        "dispersion": total, "dispersion_lowpass": obs, "kept_fraction": obs / total if total > 0 else float("nan"),
-        "isotropic_fraction": iso, "isotropic_expected": total * iso,
-        "ratio_to_isotropic": obs / (total * iso) if total > 0 else float("nan"), "n_perm": int(n_perm), "seed": seed,
-    }
-    if n_perm > 0:
-        out.update({"null_mean": float(null.mean()), "null_q05": float(np.quantile(null, 0.05)),
-                    "null_q95": float(np.quantile(null, 0.95)),
-                    "p_value": float((1 + np.sum(null >= obs)) / (1 + n_perm))})
-    return out
+    obs = _kept(np.ascontiguousarray(Dc.T), _rfft_weights(d, cutoff)) / (n - 1)
+    return dispersion_references(total, obs, d, cutoff, chunks=lambda: [(cot, direct)], mean_diff=mu, n_pairs=n,
+                                 n_perm=n_perm, seed=seed)
 
 
 def compact(ref: dict[str, Any], digits: int = 4) -> dict[str, Any]:

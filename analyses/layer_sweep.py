@@ -12,39 +12,47 @@ import numpy as np
 
 from cotscope.analyses.artifacts import DirectionMeta, DirectionSet
 from cotscope.analyses.results import AnalysisResult
-from cotscope.analyses.directions import cosine, dispersion, lat_direction, mean_difference, probe_accuracy
+from cotscope.analyses.directions import check_pairs, cosine, lat_from_moments, probe_accuracy
+from cotscope.analyses.io.store import ActivationStore
 from cotscope.analyses.spectral import cutoff_bins, lowpass, lowpass_energy_fraction, permutation_null
-from cotscope.analyses.store import ActivationStore
+from cotscope.analyses.streaming import CHUNK_PAIRS, PairMoments, chunks, lat_flips
 
 DEFAULT_CUTOFFS = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
 def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: int | float = 0.1, n_perm: int = 200, seed: int = 0,
-                  n_perm_dispersion: int | None = None) -> dict:
+                  chunk_pairs: int = CHUNK_PAIRS, n_perm_dispersion: int | None = None) -> dict:
     """Numbers for one layer; returns plain floats (JSON-ready) plus the two directions.
 
+    One pass over chunks of pairs accumulates the mean difference, the dispersions (raw and low-passed;
+    sums of per-coordinate variances) and the LAT scatter; a second pass votes the LAT sign; the probe
+    fits on float64 copies of its train/test rows. ``cot``/``direct`` may be float32 (a store slice).
     ``cutoff`` is a bin count (int) or a fraction of the rfft bins (float), see :mod:`analyses.cutoff`. The
-    low-passed dispersion comes with its isotropic expectation and a permutation null
-    (``dispersion_lowpass_ref``, :func:`analyses.dispersion.lowpass_dispersion`; ``n_perm_dispersion``
-    permutations, default ``n_perm``).
+    low-passed dispersion comes with its isotropic expectation and a permutation null (``dispersion_lowpass_ref``,
+    :func:`analyses.dispersion.dispersion_references`; ``n_perm_dispersion`` permutations, default ``n_perm``).
     """
-    from cotscope.analyses.dispersion import compact, lowpass_dispersion
+    from cotscope.analyses.dispersion import compact, dispersion_references
 
-    md = mean_difference(cot, direct)
-    lat = lat_direction(cot, direct, seed=seed)
-    d = md.shape[0]
+    cot, direct = check_pairs(cot, direct, min_pairs=4, as_float64=False)
+    n, d = cot.shape
     c = cutoff_bins(d, cutoff)
+    mom = PairMoments(d, transform=lambda D: lowpass(D, c), lat_flips=lat_flips(n, seed))
+    for cc, dd in chunks(cot, direct, chunk_pairs):
+        mom.update(cc, dd)
+    md = mom.mean_difference()
+    lat = lat_from_moments(mom, lambda: chunks(cot, direct, chunk_pairs))
     lp_null = permutation_null(lambda v: lowpass_energy_fraction(v, c), md, n_perm=n_perm, seed=seed)
-    disp = lowpass_dispersion(cot, direct, c, n_perm=n_perm if n_perm_dispersion is None else n_perm_dispersion,
-                              seed=seed)
+    disp = dispersion_references(mom.dispersion(), mom.dispersion_transformed(), d, c,
+                                 chunks=lambda: chunks(cot, direct, chunk_pairs), mean_diff=md, n_pairs=n,
+                                 n_perm=n_perm if n_perm_dispersion is None else n_perm_dispersion, seed=seed)
     return {
         "probe": probe_accuracy(cot, direct, seed=seed),
         "lat_vs_mean_diff_cosine": cosine(lat.direction, md),
         "lat_explained_variance": lat.explained_variance_ratio,
         "lat_sign_agreement": lat.sign_agreement,
         "mean_diff_norm": float(np.linalg.norm(md)),
-        "dispersion": disp["dispersion"],
-        "dispersion_lowpass": disp["dispersion_lowpass"],
+        "dispersion": mom.dispersion(),
+        "dispersion_lowpass": mom.dispersion_transformed(),
         "dispersion_lowpass_ref": compact(disp),
         "cutoff_bins": c,
         "lowpass_energy_fraction": lp_null["observed"],
@@ -55,28 +63,35 @@ def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: int | float = 0.1
 
 def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] | None = None,
                   cutoff: int | float = 0.1, n_perm: int = 200, seed: int = 0, progress: bool = True,
-                  n_perm_dispersion: int | None = None) -> AnalysisResult:
+                  chunk_pairs: int = CHUNK_PAIRS, n_perm_dispersion: int | None = None) -> AnalysisResult:
     """Run :func:`analyse_layer` on every stored layer; also a layer×layer cosine matrix of directions.
 
-    ``cutoff`` is a bin count (int) or a fraction of the rfft bins (float). Returns an
-    :class:`~analyses.results.AnalysisResult` (``res.best_layer``, ``res.directions["mean_diff"]`` …).
+    ``cutoff`` is a bin count (int) or a fraction of the rfft bins (float).
+
+    Returns an :class:`~analyses.results.AnalysisResult` (``res.best_layer``, ``res.directions["mean_diff"]`` …).
+
+    Streams the store one layer at a time: only one (token rule, layer) slice is in memory (two reused
+    float32 buffers, ``[n_pairs, d]`` each), whatever the number of layers.
     """
     from tqdm.auto import tqdm
 
     layers = list(store.layers if layers is None else layers)
     per_layer, md, lat = {}, {}, {}
+    n, d = store.n_pairs, store.hidden_size
+    buffers = (np.empty((n, d), np.float32), np.empty((n, d), np.float32))
     for l in tqdm(layers, desc=f"analyse {position}", disable=not progress):
-        cot, direct = store.paired(position, l)
-        r = analyse_layer(cot, direct, cutoff=cutoff, n_perm=n_perm, seed=seed, n_perm_dispersion=n_perm_dispersion)
+        cot, direct = store.paired(position, l, out=buffers)
+        r = analyse_layer(cot, direct, cutoff=cutoff, n_perm=n_perm, seed=seed, chunk_pairs=chunk_pairs,
+                          n_perm_dispersion=n_perm_dispersion)
         md[l], lat[l] = r.pop("_mean_diff"), r.pop("_lat")
         per_layer[l] = r
+    del buffers
     M = np.stack([md[l] for l in layers])
     U = M / np.linalg.norm(M, axis=1, keepdims=True)
     best = max(layers, key=lambda l: (per_layer[l]["probe"]["test_accuracy"], -abs(l - len(layers) / 2)))
     return AnalysisResult.from_dict(
-        {"position": position, "cutoff": cutoff, "layers": per_layer, "layer_cosine": (U @ U.T).tolist(),
-         "layer_order": layers, "best_layer": int(best), "n_pairs": int(store.paired(position, layers[0])[0].shape[0]),
-         "_directions": {"mean_diff": md, "lat": lat}}, store=store)
+        {"position": position, "layers": per_layer, "layer_cosine": (U @ U.T).tolist(), "layer_order": layers,
+         "best_layer": int(best), "n_pairs": int(n), "_directions": {"mean_diff": md, "lat": lat}}, store=store)
 
 
 def directions_to_sets(result: dict[str, Any], store: ActivationStore, normalise: bool = False) -> dict[str, DirectionSet]:

@@ -256,6 +256,11 @@ def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
 
 
 # ------------------------------------------------------------------------------------------------ parser
+DELEGATED = {"store": "store maintenance: merge A B … --out C | migrate DIR | verify DIR | info DIR",
+             "run": "run a recipe (recipes/*.toml); --dry-run prints the plan",
+             "eval": "evaluate a model on a benchmark in its published schema"}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="cotscope", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
@@ -363,9 +368,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("run_dir")
     s.set_defaults(fn=_report)
 
-    for name, help_ in (("store", "store maintenance: merge A B … --out C | migrate DIR"),
-                        ("run", "run a recipe (recipes/*.toml); --dry-run prints the plan"),
-                        ("eval", "evaluate a model on a benchmark in its published schema")):
+    for name, help_ in DELEGATED.items():
         if importlib.util.find_spec(f"cotscope.commands.{name}") is not None:
             s = sub.add_parser(name, help=help_, add_help=False)
             s.add_argument("rest", nargs=argparse.REMAINDER)
@@ -375,7 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] in DELEGATED and importlib.util.find_spec(f"cotscope.commands.{argv[0]}") is not None:
+        argv = [argv[0], "--", *argv[1:]]          # the subcommand parses its own options, --help included
     args = build_parser().parse_args(argv)
+    if getattr(args, "rest", None) and args.rest[0] == "--":
+        args.rest = args.rest[1:]
     args.command_line = _command_line(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="[%(name)s] %(message)s")

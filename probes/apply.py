@@ -12,18 +12,15 @@ The result equals a PyTorch forward hook on ``model.layers[i]`` that returns ``o
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
 from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
 from cotscope.analyses.layers import LayerIndexError, normalize_layer
-
-Positions = Union[str, int, slice, Sequence[int]]
-# Where the decoder blocks live, tried in order (LLMs, then VLM language models).
-LAYER_PATHS = ("model.layers", "model.language_model.layers", "model.text_model.layers",
-               "language_model.model.layers", "transformer.h", "gpt_neox.layers")
+from cotscope.probes.models.registry import FALLBACK_LAYER_PATHS as LAYER_PATHS  # the old name
+from cotscope.probes.positions import Positions, PositionsError, PositionsLike
 
 
 def steering_vectors(direction: DirectionSet | np.ndarray | Any, layers: Sequence[int] | None = None, *,
@@ -50,6 +47,8 @@ def steering_vectors(direction: DirectionSet | np.ndarray | Any, layers: Sequenc
     if isinstance(direction, DirectionSet):
         if n_layers is None and direction.meta.n_layers:
             n_layers = direction.meta.n_layers
+        if n_layers is not None:
+            direction = direction.resolved(n_layers)          # a key -1 is the last block
         if layers is None:
             vecs = {block(l): direction.vectors[l] for l in direction.layers}
         else:
@@ -93,15 +92,12 @@ def steering_vectors(direction: DirectionSet | np.ndarray | Any, layers: Sequenc
     return out
 
 
-def _check_positions(positions: Positions) -> None:
-    ok = (positions in ("all", "last") if isinstance(positions, str)
-          else isinstance(positions, (int, np.integer, slice)) or
-          (isinstance(positions, Sequence) and all(isinstance(p, (int, np.integer)) for p in positions)))
-    if not ok:
-        raise ValueError(f"positions={positions!r}; use 'all', 'last', an int, a slice or a list of ints")
+def _check_positions(positions: PositionsLike) -> str | int | slice | list[int]:
+    """The one-forward-pass mask spec (``"all"``, ``"last"`` or token indices) of any :class:`Positions` spelling."""
+    return Positions.parse(positions).forward()
 
 
-def _delta(out: torch.Tensor, vec: np.ndarray, lam: float, positions: Positions) -> torch.Tensor:
+def _delta(out: torch.Tensor, vec: np.ndarray, lam: float, positions: Any) -> torch.Tensor:
     """``lam * vec`` placed at ``positions`` of a ``[batch, seq, hidden]`` tensor (zeros elsewhere)."""
     if out.shape[-1] != vec.shape[0]:
         raise DirectionFileError(f"hidden-size mismatch: the direction has {vec.shape[0]} dims, the block output has "
@@ -113,48 +109,29 @@ def _delta(out: torch.Tensor, vec: np.ndarray, lam: float, positions: Positions)
     mask = torch.zeros(seq, 1, dtype=out.dtype, device=out.device)
     if isinstance(positions, str):
         if positions != "last":
-            raise ValueError(f"positions={positions!r}; use 'all', 'last', an int, a slice or a list of ints")
+            raise PositionsError(f"positions={positions!r}; use 'all', 'last', an int, a slice or a list of ints")
         mask[-1] = 1
     else:
         idx = [int(positions)] if isinstance(positions, (int, np.integer)) else positions
         try:
             mask[idx if isinstance(idx, slice) else list(idx)] = 1
         except IndexError:
-            raise ValueError(f"positions {positions!r} out of range for a sequence of length {seq}") from None
+            raise PositionsError(f"positions {positions!r} out of range for a sequence of length {seq}") from None
     return mask * v
 
 
-def _with_delta(out: Any, vec: np.ndarray, lam: float, positions: Positions) -> Any:
+def _with_delta(out: Any, vec: np.ndarray, lam: float, positions: Any) -> Any:
     """Block output plus the steering term; handles tuple outputs (older transformers) too."""
     if isinstance(out, tuple):
         return (out[0] + _delta(out[0], vec, lam, positions),) + tuple(out[1:])
     return out + _delta(out, vec, lam, positions)
 
 
-def _resolve(obj: Any, path: str) -> Any:
-    for part in path.split("."):
-        obj = getattr(obj, part)
-    return obj
-
-
 def decoder_layers(model: Any, layers_path: str | None = None) -> Any:
-    """The decoder-block list of an nnsight-wrapped (or plain HF) model, found at ``layers_path`` or a known path."""
-    if layers_path is None:  # the registered adapter knows the path for every supported family
-        from cotscope.probes.models.registry import UnsupportedModelError, adapter_for
+    """The decoder-block list of an nnsight-wrapped (or plain HF) model (:meth:`ModelAdapter.find_layers`)."""
+    from cotscope.probes.models.registry import ModelAdapter
 
-        try:
-            return adapter_for(getattr(model, "config", model)).layers(model)
-        except (UnsupportedModelError, AttributeError):
-            pass
-    for path in ([layers_path] if layers_path else LAYER_PATHS):
-        try:
-            found = _resolve(model, path)
-            len(found)
-            return found
-        except (AttributeError, TypeError):
-            continue
-    raise ValueError(f"could not find the decoder blocks of {type(model).__name__} (tried {', '.join(LAYER_PATHS)}); "
-                     "pass layers_path='dotted.path.to.layers'")
+    return ModelAdapter.find_layers(model, layers_path)[1]
 
 
 def _hidden_size(model: Any) -> int | None:
@@ -174,7 +151,7 @@ class Applied:
 
     layers: list[int]
     lam: float
-    positions: Positions
+    positions: str | int | slice | list[int]
 
     def __enter__(self) -> "Applied":
         return self
@@ -183,13 +160,15 @@ class Applied:
         return None
 
 
-def apply(direction: DirectionSet | np.ndarray | Any, model: Any, lam: float, positions: Positions = "all",
+def apply(direction: DirectionSet | np.ndarray | Any, model: Any, lam: float, positions: PositionsLike = "all",
           layers: Sequence[int] | None = None, normalize: bool = False, layers_path: str | None = None) -> Applied:
     """Inside an nnsight trace, add ``lam * v[l]`` to the output of each block ``l`` at ``positions``.
 
     Call it before reading any later module (nnsight runs requests in execution order); it edits the
-    blocks in ascending order. ``positions``: ``"all"``, ``"last"``, an int, a slice or a list of ints
-    (with left padding, ``"last"`` is every row's last real token). ``normalize`` scales each vector to
+    blocks in ascending order. ``positions`` (a :class:`probes.positions.Positions` spelling): ``"all"``,
+    ``"last"`` (or ``"last_prompt"``), an int, a slice or a list of ints (with left padding, ``"last"`` is every
+    row's last real token). Names that need generation (``"first"``, ``"generated"``) are refused: use
+    :func:`probes.intervene.generate_steered`. ``normalize`` scales each vector to
     unit norm first. Inside ``lm.generate`` wrap it in ``for step in tracer.iter[:n]`` to steer every step.
     Returns an :class:`Applied` record (already ``nnsight.save``-d, so it is readable after the trace).
 
@@ -199,7 +178,7 @@ def apply(direction: DirectionSet | np.ndarray | Any, model: Any, lam: float, po
     """
     import nnsight
 
-    _check_positions(positions)
+    positions = _check_positions(positions)
     blocks = decoder_layers(model, layers_path)
     vecs = steering_vectors(direction, layers, n_layers=len(blocks), hidden_size=_hidden_size(model),
                             normalize=normalize)
@@ -209,7 +188,7 @@ def apply(direction: DirectionSet | np.ndarray | Any, model: Any, lam: float, po
 
 
 def tl_hooks(direction: DirectionSet | np.ndarray | Any, lam: float, layers: Sequence[int] | None = None,
-             positions: Positions = "all", normalize: bool = False,
+             positions: PositionsLike = "all", normalize: bool = False,
              model: Any = None) -> list[tuple[str, Callable[..., torch.Tensor]]]:
     """``[(hook_name, fn)]`` for ``TransformerBridge.run_with_hooks`` adding ``lam * v[l]`` at ``blocks.{l}.hook_out``.
 
@@ -217,7 +196,7 @@ def tl_hooks(direction: DirectionSet | np.ndarray | Any, lam: float, layers: Seq
 
     >>> logits = bridge.run_with_hooks(ids, fwd_hooks=tl_hooks(ds, 4.0, model=bridge))   # doctest: +SKIP
     """
-    _check_positions(positions)
+    positions = _check_positions(positions)
     cfg = getattr(model, "cfg", None)
     vecs = steering_vectors(direction, layers, n_layers=getattr(cfg, "n_layers", None),
                             hidden_size=getattr(cfg, "d_model", None), normalize=normalize)

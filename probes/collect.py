@@ -1,6 +1,7 @@
 """Collect paired CoT / direct residual-stream activations through nnsight into a sharded store.
 
-Residual = output of decoder block ``i`` (0-based; HF ``hidden_states[i+1]``). Token rules:
+Residual = output of decoder block ``i`` (0-based; HF ``hidden_states[i+1]``). Token rules
+(``positions=``, :class:`probes.positions.TokenRule`; a list or a ``","``-separated string):
 
 * ``last_prompt`` — last token of the chat-templated prompt (after the generation prompt);
 * ``last``        — last token of the full text (prompt + answer; the released L2V-CoT rule);
@@ -32,11 +33,12 @@ import numpy as np
 
 from cotscope.errors import CotscopeError
 from cotscope.analyses.artifacts import library_versions
-from cotscope.analyses.store import ActivationStore, StoreWriter
+from cotscope.analyses.io.store import ActivationStore, StoreWriter
 from cotscope.probes.models.loading import LoadedModel
+from cotscope.probes.positions import TokenRuleError, parse_token_rules
 from cotscope.probes.stimuli.pairs import PromptPair
 
-POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean", "eot", "turn_end")
+POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean", "eot", "turn_end")   # the TokenRule values read here
 TURN_POSITIONS = ("eot", "turn_end")
 
 
@@ -174,19 +176,23 @@ def _reduce_batch(loaded: LoadedModel, enc, layers: list[int], positions: Sequen
 def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: str | Path, *,
                   layers: Sequence[int] | None = None, positions: Sequence[str] = ("last_prompt", "answer_mean"),
                   batch_size: int = 16, all_tokens: bool = False, overwrite: bool = False, progress: bool = True,
-                  max_batches: int | None = None) -> ActivationStore | None:
+                  max_batches: int | None = None, store_dtype: str = "float32",
+                  part: tuple[int, int] | None = None) -> ActivationStore | None:
     """Collect residuals for every member of ``pairs`` into ``store_dir`` and return the store.
 
     Resumes an interrupted collection of the same configuration; refuses a directory written by a
     different one. ``max_batches`` stops early (for tests of resume); then ``None`` is returned.
+    ``store_dtype`` (``"float32"``, ``"float16"``, ``"bfloat16"``) is the dtype activations are stored in.
+    ``part=(i, n)`` collects only batches ``i, i+n, …`` (worker ``i`` of ``n``) and returns ``None``; merge the
+    parts with ``cotscope store merge`` (the merged store equals a one-process run bit for bit).
     """
     from tqdm.auto import tqdm
     import torch
 
-    positions = list(dict.fromkeys(positions))
-    bad = [p for p in positions if p not in POSITIONS]
-    if bad:
-        raise CollectionError(f"unknown positions {bad}; choose from {POSITIONS}")
+    try:                                      # token rules: one vocabulary (probes.positions.TokenRule)
+        positions = [r.value for r in parse_token_rules(positions, allowed=POSITIONS)]
+    except TokenRuleError as e:
+        raise CollectionError(f"unknown positions: {e}") from None
     layers = loaded.check_layers(range(loaded.n_layers) if layers is None else layers)
     if batch_size < 1:
         raise CollectionError(f"batch_size must be >= 1, got {batch_size}")
@@ -201,17 +207,18 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
               "pairings": sorted({it["pairing"] for it in items})}
     stim_hash = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
     config["stimulus_hash"] = stim_hash
-    writer = StoreWriter(store_dir, config, items, overwrite=overwrite, extra={"library": library_versions()})
-    n_batches = (len(items) + batch_size - 1) // batch_size
-    done = writer.done_shards()
-    todo = [b for b in range(n_batches) if b not in done]
-    bar = tqdm(total=n_batches, initial=n_batches - len(todo), desc=f"collect {loaded.model_id[:30]}",
+    writer = StoreWriter(store_dir, config, items, overwrite=overwrite, extra={"library": library_versions()},
+                         dtype=store_dtype, part=part)
+    n_assigned = len(writer.assigned())
+    todo = writer.todo()
+    bar = tqdm(total=n_assigned, initial=n_assigned - len(todo), desc=f"collect {loaded.model_id[:30]}",
                unit="batch", disable=not progress)
     for k, b in enumerate(todo):
         if max_batches is not None and k >= max_batches:
             bar.close()
+            writer.close()
             return None
-        sl = slice(b * batch_size, min((b + 1) * batch_size, len(items)))
+        sl = slice(*writer.batch_rows(b))
         batch_items = items[sl]
         texts = [it["text"] for it in batch_items]
         enc = encode_batch(loaded, texts, images[sl] if has_images else None)

@@ -5,7 +5,9 @@ layers, and — the point of this module — with a **different (layers, λ, vec
 so one ``generate`` call serves a whole layer × λ grid plus its controls for the same prompt.
 
 * Norm preservation (default on): each steered token is rescaled to its original ``‖h‖``.
-* Positions (``positions=`` a name or a tuple of names, combined by union):
+* Positions (``positions=`` a name or a tuple of names, combined by union; one vocabulary with
+  :func:`probes.apply.apply`, see :class:`probes.positions.Positions`, which also reads ``"all"`` =
+  prompt + generated and ``"last"`` = last_prompt + generated):
 
   ``first``        position 0 of every forward call — the released L2V-CoT behaviour. Under the KV
                    cache that is the first (real, i.e. after left padding) prompt token on the prompt
@@ -50,8 +52,9 @@ from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
 from cotscope.analyses import spectral
 from cotscope.probes.evaluate import ForcedAnswer
 from cotscope.probes.models.loading import LoadedModel
+from cotscope.probes.positions import STEER_ATOMS, Positions, PositionsError, PositionsLike
 
-POSITIONS = ("first", "last_prompt", "prompt", "generated")
+POSITIONS = STEER_ATOMS   # the position names; see probes.positions for shorthands ("all", "last")
 FILTERS = ("none", "lowpass", "highpass")
 CONTROLS = ("real", "unfiltered", "highpass", "random", "own_lowpass", "none")
 LAYER_MAPS = ("auto", "same", "relative")
@@ -94,20 +97,18 @@ def check_vector(v: Any, what: str = "direction") -> np.ndarray:
     return a
 
 
-def normalize_positions(positions: str | Sequence[str]) -> tuple[str, ...]:
-    """Validated, de-duplicated position names in canonical order.
+def normalize_positions(positions: PositionsLike) -> tuple[str, ...]:
+    """Validated, de-duplicated position names in canonical order (see :class:`probes.positions.Positions`).
 
     >>> normalize_positions(("generated", "last_prompt"))
     ('last_prompt', 'generated')
+    >>> normalize_positions("last")                  # apply()'s spelling: the last token of every forward call
+    ('last_prompt', 'generated')
     """
-    ps = (positions,) if isinstance(positions, str) else tuple(positions)
-    if not ps:
-        raise InjectionError(f"no injection positions given; choose one or more of {POSITIONS}")
-    bad = [p for p in ps if p not in POSITIONS]
-    if bad:
-        raise InjectionError(f"unknown injection position(s) {bad}; choose from {POSITIONS} "
-                             "(a tuple combines them, e.g. ('last_prompt', 'generated'))")
-    return tuple(p for p in POSITIONS if p in ps)
+    try:
+        return Positions.parse(positions, what="injection position").generation()
+    except PositionsError as e:
+        raise InjectionError(str(e)) from None
 
 
 # ----------------------------------------------------------------------------------------- vectors
@@ -156,7 +157,12 @@ def random_like(v: np.ndarray, seed: int, layer: int) -> np.ndarray:
 
 
 def as_direction_set(direction: Any, what: str = "direction") -> DirectionSet:
-    """A :class:`DirectionSet` from a file path, a set, a 1-D array (layer-agnostic) or ``{layer: array}``."""
+    """A :class:`DirectionSet` from a file path, a set, a 1-D array (layer-agnostic) or ``{layer: array}``.
+
+    In ``{layer: array}`` a negative layer counts from the end (``-1`` is the last block), as everywhere.
+    A bare 1-D array is layer-agnostic: a one-layer set (``meta.extra["layer_agnostic"]``) that feeds every
+    target layer (see :func:`source_layer`).
+    """
     if isinstance(direction, DirectionSet):
         return direction
     if isinstance(direction, (str, Path)):
@@ -168,7 +174,8 @@ def as_direction_set(direction: Any, what: str = "direction") -> DirectionSet:
         return DirectionSet(vecs, DirectionMeta(model_id="array", method="array"))
     a = np.asarray(direction)
     if a.ndim == 1:
-        return DirectionSet({-1: check_vector(a, what)}, DirectionMeta(model_id="array", method="array"))
+        return DirectionSet({0: check_vector(a, what)},
+                            DirectionMeta(model_id="array", method="array", extra={"layer_agnostic": True}))
     raise InjectionError(f"cannot use a {type(direction).__name__} of shape {getattr(a, 'shape', None)} as a "
                          "direction; pass a direction file path, a DirectionSet, a 1-D array or {layer: array}")
 
@@ -176,7 +183,7 @@ def as_direction_set(direction: Any, what: str = "direction") -> DirectionSet:
 def source_layer(target: int, available: Sequence[int], n_src: int, n_tgt: int, mode: str = "auto") -> int:
     """Which layer of the direction set feeds target layer ``target``.
 
-    A set with one layer (or a layer-agnostic array, key ``-1``) feeds every target layer. ``same`` uses
+    A set with one layer (e.g. a bare 1-D vector) feeds every target layer. ``same`` uses
     the same block index; ``relative`` maps by relative depth ``round(t·(n_src−1)/(n_tgt−1))``; ``auto`` is
     ``same`` when the depths agree (or the source depth is unknown) and ``relative`` otherwise.
 
@@ -274,11 +281,13 @@ def build_controls(direction: Any, target: LoadedModel | tuple[int, int], layers
             raise InjectionError(str(e)) from None
     ds = as_direction_set(direction)
     n_src = int(ds.meta.n_layers or 0)
+    ds = ds.resolved(n_src or n_tgt)          # {-1: v} is the last block (of the source, else of the target)
     own_ds = None
     if "own_lowpass" in controls:
         if own is None:
             raise InjectionError("control 'own_lowpass' needs own= (a direction read from the target model itself)")
         own_ds = as_direction_set(own, "own direction")
+        own_ds = own_ds.resolved(int(own_ds.meta.n_layers or 0) or n_tgt)
     vecs: dict[str, dict[int, np.ndarray]] = {c: {} for c in controls if c != "none"}
     src_map = {}
     for l in layers:
@@ -670,7 +679,7 @@ def _move(enc: Mapping[str, Any], device: Any) -> dict[str, Any]:
 
 
 def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[RowSteer | None], *,
-                     images: Sequence[Any] | None = None, positions: str | Sequence[str] = "first",
+                     images: Sequence[Any] | None = None, positions: PositionsLike = "first",
                      renorm: bool = True, budget: int = 64, forced: Sequence[ForcedAnswer | None] | None = None,
                      temperature: float = 0.0, top_p: float = 1.0, seeds: Sequence[int] | None = None,
                      share_prefix: bool | str = "auto", stop_at_eos: bool = True) -> list[RowResult]:
@@ -790,7 +799,7 @@ def _nnsight_generate(lm: LoadedModel, enc: dict, inj: _Injector, gc: Any, dec: 
 
 
 def inject_generate(lm: LoadedModel, prompts: Sequence[str], direction: Any, layers: Sequence[int], lam: float, *,
-                    images: Sequence[Any] | None = None, positions: str | Sequence[str] = "first", renorm: bool = True,
+                    images: Sequence[Any] | None = None, positions: PositionsLike = "first", renorm: bool = True,
                     resample: bool = True, filter: str = "none", cutoff: int | float | None = None,
                     layer_map: str = "auto", budget: int = 64, strength_reference: str = "source",
                     reference: Any = None, **kw: Any) -> list[RowResult]:

@@ -27,7 +27,7 @@ def steer(lm: Any, direction: Any, lam: float, *, layers: Sequence[int] | None =
     from cotscope.probes.intervene import check_lam
 
     lam = check_lam(lam)
-    _check_positions(positions)
+    positions = _check_positions(positions)     # any Positions spelling -> this forward pass's mask spec
     blocks = lm.layers()
     vecs = steering_vectors(direction, layers, n_layers=len(blocks), hidden_size=lm.hidden_size, normalize=normalize)
     handles = []

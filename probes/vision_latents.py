@@ -18,11 +18,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from cotscope.analyses.layers import LayerIndexError, normalize_layer
 from cotscope.errors import CotscopeError
+from cotscope.probes.positions import TokenRule, TokenRuleError
 
-LAYER_PATHS = ("model.language_model.layers", "model.text_model.layers", "language_model.model.layers",
-               "model.layers")
-TOKEN_RULES = ("last", "mean", "image_mean")
+TOKEN_RULES = ("last", "mean", "image_mean")    # probes.positions.TokenRule values this collector reads
 
 
 class VisionLatentsError(CotscopeError):
@@ -40,15 +40,13 @@ def _module(model: torch.nn.Module, path: str, what: str) -> torch.nn.Module:
 
 
 def find_decoder_layers(model: torch.nn.Module, layers_path: str | None = None) -> tuple[str, torch.nn.ModuleList]:
-    """The language model's decoder layers: ``layers_path`` or the first known layout present."""
-    if layers_path:
-        return layers_path, _module(model, layers_path, "layers path")
-    for p in LAYER_PATHS:
-        try:
-            return p, model.get_submodule(p)
-        except AttributeError:
-            continue
-    raise VisionLatentsError(f"no decoder layers at any of {LAYER_PATHS} in {type(model).__name__}; pass layers_path")
+    """The language model's decoder layers: ``(path, blocks)`` from :meth:`ModelAdapter.find_layers`."""
+    from cotscope.probes.models.registry import LayerPathError, ModelAdapter
+
+    try:
+        return ModelAdapter.find_layers(model, layers_path)
+    except LayerPathError as e:
+        raise VisionLatentsError(str(e)) from None
 
 
 def _first_tensor(out: Any) -> torch.Tensor:
@@ -83,8 +81,10 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
     the processor's image placeholder. ``token_rule``: ``last`` (last position), ``mean`` (all
     positions) or ``image_mean`` (the image-token positions).
     """
-    if token_rule not in TOKEN_RULES:
-        raise VisionLatentsError(f"unknown token_rule {token_rule!r}; use one of {TOKEN_RULES}")
+    try:
+        token_rule = TokenRule.parse(token_rule, allowed=TOKEN_RULES).value
+    except TokenRuleError as e:
+        raise VisionLatentsError(str(e)) from None
     if isinstance(prompts, str):
         prompts = [prompts] * len(images)
     if len(prompts) != len(images) or not images:
@@ -93,10 +93,10 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
     conn = _module(model, connector_path, "connector")
     lpath, mods = find_decoder_layers(model, layers_path)
     n_layers = len(mods)
-    want = list(range(n_layers)) if layers is None else [int(l) for l in layers]
-    bad = [l for l in want if not 0 <= l < n_layers]
-    if bad:
-        raise VisionLatentsError(f"layers {bad} are out of range for {n_layers} decoder blocks at {lpath}")
+    try:                                              # -1 is the last block, as everywhere
+        want = list(range(n_layers)) if layers is None else [normalize_layer(l, n_layers) for l in layers]
+    except LayerIndexError as e:
+        raise VisionLatentsError(f"{e} (decoder blocks at {lpath})") from None
     img_id = image_token_id(model)
     if token_rule == "image_mean" and img_id is None:
         raise VisionLatentsError("token_rule='image_mean' needs config.image_token_id; use 'last' or 'mean'")

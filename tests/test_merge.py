@@ -1,99 +1,97 @@
-"""Merging baselines (analyses.prior.merge) and putting merged weights into a model (probes.merge)."""
+"""Merging stores of one collection (analyses.io.merge): bit-identical to a one-process run; refusals."""
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from cotscope.analyses.prior.merge import MergeError, check_params, merge_checkpoints, merge_tensor, read_merged_meta
-from cotscope.probes.merge import merged_weights
+sys.path.insert(0, str(Path(__file__).parent))
 
+from store_synth import synth, write_store  # noqa: E402
 
-def _pair(seed=0, shape=(6, 5)):
-    rng = np.random.default_rng(seed)
-    base = rng.normal(size=shape).astype(np.float32)
-    vl = base + rng.normal(size=shape).astype(np.float32) * 0.1
-    reason = base + rng.normal(size=shape).astype(np.float32) * 0.1
-    return base, vl, reason
+from cotscope.analyses.io.merge import merge_stores  # noqa: E402
+from cotscope.analyses.io.store import ActivationStore, StoreError  # noqa: E402
 
 
-def test_task_arithmetic_with_and_without_a_base():
-    base, vl, reason = _pair()
-    assert np.allclose(merge_tensor("task_arithmetic", vl, reason, lam=0.5), (vl + reason) / 2, atol=1e-6)
-    assert np.allclose(merge_tensor("task_arithmetic", vl, reason, lam=1.0), reason, atol=1e-6)
-    got = merge_tensor("task_arithmetic", vl, reason, base, lam=0.7)
-    assert np.allclose(got, base + 0.7 * ((vl - base) + (reason - base)), atol=1e-6)
+def files(path: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in sorted(path.iterdir())}
 
 
-def test_ties_by_hand():
-    base = np.zeros(6, np.float32)
-    vl = np.array([0.5, -0.1, 0.0, 0.9, -0.8, 0.2], np.float32)
-    reason = np.array([0.4, 0.3, -0.2, -0.1, -0.6, 0.05], np.float32)
-    # trim to the top half by magnitude: τ_VL keeps 0.5, 0.9, -0.8; τ_R keeps 0.4, 0.3, -0.6
-    # elected signs of the sums: +, +, 0, +, -, 0 → means over agreeing entries: 0.45, 0.3, 0, 0.9, -0.7, 0
-    got = merge_tensor("ties", vl, reason, base, density=0.5, lam=1.0)
-    assert np.allclose(got, [0.45, 0.3, 0.0, 0.9, -0.7, 0.0], atol=1e-6)
+def test_merged_parts_equal_a_one_process_store_bit_for_bit(tmp_path):
+    cfg, items, arrays = synth(n_pairs=37, layers=(0, 4), d=8, positions=("last", "answer_mean"))
+    write_store(tmp_path / "one", cfg, items, arrays, batch_size=6)
+    for i in range(3):
+        assert write_store(tmp_path / f"p{i}", cfg, items, arrays, batch_size=6, part=(i, 3)) is None
+    with pytest.raises(StoreError, match="only part 0/3"):
+        ActivationStore(tmp_path / "p0")
+    merged = merge_stores([tmp_path / f"p{i}" for i in (2, 0, 1)], tmp_path / "m")
+    assert files(tmp_path / "m") == files(tmp_path / "one")
+    assert np.array_equal(merged.get("answer_mean"), arrays["answer_mean"])
+    # a retried worker that wrote the same shard twice (identical bytes) is merged once
+    write_store(tmp_path / "p0b", cfg, items, arrays, batch_size=6, part=(0, 3))
+    merge_stores([tmp_path / "p0", tmp_path / "p0b", tmp_path / "p1", tmp_path / "p2"], tmp_path / "m2")
+    assert files(tmp_path / "m2") == files(tmp_path / "one")
+    with pytest.raises(StoreError, match="exists and is not empty"):
+        merge_stores([tmp_path / "p0", tmp_path / "p1", tmp_path / "p2"], tmp_path / "m")
 
 
-def test_dare_is_seeded_unbiased_and_sparse():
-    base, vl, reason = _pair(1, (200, 100))
-    a = merge_tensor("dare", vl, reason, drop=0.9, lam=1.0, seed=3, name="layers.0.mlp.up_proj.weight")
-    b = merge_tensor("dare", vl, reason, drop=0.9, lam=1.0, seed=3, name="layers.0.mlp.up_proj.weight")
-    c = merge_tensor("dare", vl, reason, drop=0.9, lam=1.0, seed=3, name="layers.1.mlp.up_proj.weight")
-    assert np.array_equal(a, b) and not np.array_equal(a, c)
-    kept = (a - vl) != 0
-    assert 0.08 < kept.mean() < 0.12
-    assert np.allclose((a - vl)[kept], (reason - vl)[kept] / 0.1, rtol=1e-5)
-    assert abs((a - vl).sum() - (reason - vl).sum()) < 5 * np.abs(reason - vl).sum() ** 0.5   # E[DARE(τ)] = τ
+def test_parts_of_different_batch_sizes_merge_into_a_valid_store(tmp_path):
+    cfg, items, arrays = synth(n_pairs=20, d=8)
+    write_store(tmp_path / "a", cfg, items, {k: v for k, v in arrays.items()}, batch_size=40)      # one shard
+    # a store from rows 0..39 in 8-row batches is a full store too; merging two full stores of different cuts refuses
+    write_store(tmp_path / "b", cfg, items, arrays, batch_size=8)
+    with pytest.raises(StoreError, match="overlap"):
+        merge_stores([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    # halves cut differently: part 0 of 2 at batch 20 (rows 0..19) + part 1 of 4 … at batch 10 covers 10..19 again
+    write_store(tmp_path / "h0", cfg, items, arrays, batch_size=20, part=(0, 2))
+    write_store(tmp_path / "h1", cfg, items, arrays, batch_size=10, part=(0, 1))
+    with pytest.raises(StoreError, match="overlap|different bytes"):
+        merge_stores([tmp_path / "h0", tmp_path / "h1"], tmp_path / "m")
+    write_store(tmp_path / "q1", cfg, items, arrays, batch_size=20, part=(1, 2))
+    m = merge_stores([tmp_path / "h0", tmp_path / "q1"], tmp_path / "m3")
+    assert np.array_equal(m.get("last"), arrays["last"]) and m.manifest["batch_size"] == 20
+    # rows 0..19 in one 20-row shard + rows 20..39 in two 10-row shards: renumbered in row order
+    write_store(tmp_path / "t2", cfg, items, arrays, batch_size=10, part=(2, 4))
+    write_store(tmp_path / "t3", cfg, items, arrays, batch_size=10, part=(3, 4))
+    m = merge_stores([tmp_path / "t3", tmp_path / "h0", tmp_path / "t2"], tmp_path / "m4")
+    assert [e["rows"] for e in m.shards] == [[0, 20], [20, 30], [30, 40]] and m.manifest["batch_size"] is None
+    assert [e["file"] for e in m.shards] == [f"shard-0000{i}.safetensors" for i in range(3)]
+    assert np.array_equal(m.get("last"), arrays["last"])
 
 
-def test_layer_swap_and_bad_requests():
-    _, vl, reason = _pair()
-    assert np.array_equal(merge_tensor("layer_swap", vl, reason, layer=3, swap_layers=[3, 4]), reason)
-    assert np.array_equal(merge_tensor("layer_swap", vl, reason, layer=2, swap_layers=[3, 4]), vl)
-    for m, kw, words in [("soup", {}, "unknown merge method"), ("ties", {"density": 0}, "density"),
-                         ("dare", {"drop": 1.0}, "drop"), ("layer_swap", {}, "swap_layers"),
-                         ("ties", {"drop": 0.5}, "takes")]:
-        with pytest.raises(MergeError, match=words):
-            check_params(m, kw)
-    with pytest.raises(MergeError, match="shapes differ"):
-        merge_tensor("task_arithmetic", vl, reason[:2])
+def test_merge_refuses_different_configurations_naming_the_keys(tmp_path):
+    cfg, items, arrays = synth(n_pairs=10, layers=(0, 1), d=8)
+    write_store(tmp_path / "a", cfg, items, arrays, batch_size=4, part=(0, 2))
+    write_store(tmp_path / "b", {**cfg, "layers": [0, 2]}, items, arrays, batch_size=4, part=(1, 2))
+    with pytest.raises(StoreError, match=r"different configurations \(differ in: layers\)"):
+        merge_stores([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    write_store(tmp_path / "c", cfg, items, arrays, batch_size=4, part=(1, 2), dtype="bfloat16")
+    with pytest.raises(StoreError, match=r"differ in: dtype"):
+        merge_stores([tmp_path / "a", tmp_path / "c"], tmp_path / "m")
+    other_items = [dict(it, text=it["text"] + "!") for it in items]
+    write_store(tmp_path / "d", cfg, other_items, arrays, batch_size=4, part=(1, 2))
+    with pytest.raises(StoreError, match=r"differ in: items"):
+        merge_stores([tmp_path / "a", tmp_path / "d"], tmp_path / "m")
+    with pytest.raises(StoreError, match=r"rows 4\.\.7 are in none of the stores"):
+        merge_stores([tmp_path / "a"], tmp_path / "m")
+    w = write_store(tmp_path / "e", cfg, items, arrays, batch_size=4, part=(1, 2), finish=False, max_shards=1)
+    w.close()
+    with pytest.raises(StoreError, match="incomplete"):
+        merge_stores([tmp_path / "a", tmp_path / "e"], tmp_path / "m")
+    assert not (tmp_path / "m").exists()
 
 
-@pytest.fixture(scope="module")
-def tiny_pair(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM
+def test_collected_parts_merge_to_the_one_process_store(smollm2, tmp_path):
+    """Real collection (SmolLM2): two workers' parts merge into exactly the one-process store."""
+    from cotscope.probes.collect import collect_pairs
+    from cotscope.probes.stimuli import generate_problems, make_pairs
 
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=50)
-    d = tmp_path_factory.mktemp("pair")
-    torch.manual_seed(0)
-    vl = LlamaForCausalLM(cfg)
-    vl.save_pretrained(d / "vl")
-    reason = LlamaForCausalLM(cfg)
-    with torch.no_grad():
-        for p, q in zip(reason.parameters(), vl.parameters()):
-            p.copy_(q + 0.05 * torch.randn_like(q))
-    reason.save_pretrained(d / "reason")
-    return d / "reason", d / "vl", vl
-
-
-@pytest.mark.parametrize("method,kw", [("task_arithmetic", {"lam": 0.5}), ("ties", {"density": 0.3}),
-                                       ("dare", {"drop": 0.5}), ("layer_swap", {"swap_layers": [1, 2]})])
-def test_streamed_file_equals_in_memory_merge_and_restores(tiny_pair, tmp_path, method, kw):
-    reason, vl_dir, model = tiny_pair
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    res = merge_checkpoints(reason, vl_dir, tmp_path / "m.safetensors", method, progress=False, **kw)
-    assert res.n_tensors == 21 and read_merged_meta(tmp_path / "m.safetensors")["method"] == method
-    with merged_weights(model, path=tmp_path / "m.safetensors") as rec:
-        from_file = {n: p.detach().clone() for n, p in model.named_parameters()}
-    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())          # restored exactly
-    with merged_weights(model, method=method, reason_dir=reason, vl_dir=vl_dir, **kw) as rec2:
-        in_mem = {n: p.detach().clone() for n, p in model.named_parameters()}
-    assert all(torch.equal(from_file[n], in_mem[n]) for n in before)
-    assert rec["n_tensors"] == rec2["n_tensors"] == 21 and rec["change_norm"] == pytest.approx(res.change_norm, rel=1e-5)
-    assert torch.equal(in_mem["model.embed_tokens.weight"], before["model.embed_tokens.weight"])   # only LM blocks
-    if method == "layer_swap":
-        assert torch.equal(in_mem["model.layers.0.mlp.up_proj.weight"], before["model.layers.0.mlp.up_proj.weight"])
-    with pytest.raises(MergeError, match="not a cotscope merged-weights file"):
-        read_merged_meta(reason / "model.safetensors")
+    pairs = make_pairs(generate_problems(5, seed=11), "cue")
+    kw = dict(layers=[3, 12], positions=("last_prompt",), batch_size=4, progress=False)
+    collect_pairs(smollm2, pairs, tmp_path / "one", **kw)
+    for i in range(2):
+        assert collect_pairs(smollm2, pairs, tmp_path / f"w{i}", part=(i, 2), **kw) is None
+    merge_stores([tmp_path / "w0", tmp_path / "w1"], tmp_path / "m")
+    assert files(tmp_path / "m") == files(tmp_path / "one")

@@ -3,7 +3,7 @@
 The package is located without importing it (importing it would pull in llama.cpp bindings).
 The GGUF is dequantised once by transformers and cached as a safetensors directory.
 
->>> path = smollm2_dir()          # doctest: +SKIP   (first call ~20 s, then instant)
+>>> path = smollm2_dir()          # first call ~20 s, then instant   # doctest: +SKIP
 """
 from __future__ import annotations
 

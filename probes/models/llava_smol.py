@@ -6,7 +6,7 @@ special token ``<empty_output>`` (id 16), so the vocabulary stays 49152 and text
 exactly (API-NOTES §4). The directory is built once per seed, atomically, and loads with
 ``load_model(dir)`` / ``AutoModelForImageTextToText`` + ``AutoProcessor`` offline.
 
->>> d = llava_smol_dir()                       # doctest: +SKIP   (first call ~10 s, then instant)
+>>> d = llava_smol_dir()      # first call ~10 s, then instant   # doctest: +SKIP
 >>> lm = load_model(d)                         # doctest: +SKIP
 """
 from __future__ import annotations

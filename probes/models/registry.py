@@ -21,6 +21,15 @@ class UnsupportedModelError(CotscopeError):
     """No adapter is registered for this model family."""
 
 
+class LayerPathError(UnsupportedModelError):
+    """The decoder blocks of a model cannot be found (no adapter path, no known layout, bad ``layers_path``)."""
+
+
+# Layouts tried, in order, for models without a registered adapter (LLMs, then VLM language models, then GPT-2/NeoX).
+FALLBACK_LAYER_PATHS = ("model.layers", "model.language_model.layers", "model.text_model.layers",
+                        "language_model.model.layers", "transformer.h", "gpt_neox.layers")
+
+
 def _resolve(obj: Any, path: str) -> Any:
     for part in path.split("."):
         obj = obj[int(part)] if part.isdigit() else getattr(obj, part)
@@ -64,6 +73,43 @@ class ModelAdapter:
     def layers(self, model: Any) -> Any:
         """The decoder ModuleList (works on HF modules and on nnsight envoys alike)."""
         return _resolve(model, self.layers_path)
+
+    @staticmethod
+    def find_layers(model: Any, layers_path: str | None = None) -> tuple[str, Any]:
+        """``(dotted path, decoder-block list)`` of any model: the one layer resolver of cotscope.
+
+        ``layers_path`` if given; else the registered adapter's path (by ``config.model_type``); else the first
+        of :data:`FALLBACK_LAYER_PATHS` present. Works on HF modules and nnsight envoys. Raises
+        :class:`LayerPathError` naming what was tried and the fix.
+
+        >>> from transformers import LlamaConfig, LlamaForCausalLM
+        >>> cfg = LlamaConfig(hidden_size=8, intermediate_size=16, num_hidden_layers=2, num_attention_heads=2,
+        ...                   num_key_value_heads=2, vocab_size=32)
+        >>> path, blocks = ModelAdapter.find_layers(LlamaForCausalLM(cfg))
+        >>> path, len(blocks)
+        ('model.layers', 2)
+        """
+        if layers_path:
+            try:
+                found = _resolve(model, layers_path)
+                len(found)
+            except (AttributeError, TypeError, IndexError):
+                raise LayerPathError(f"layers_path {layers_path!r} does not name a list of decoder blocks in "
+                                     f"{type(model).__name__}") from None
+            return layers_path, found
+        config = getattr(model, "config", None)
+        mt = getattr(config, "model_type", None)
+        paths = ([_REGISTRY[mt].layers_path] if mt in _REGISTRY else []) + list(FALLBACK_LAYER_PATHS)
+        for path in dict.fromkeys(paths):
+            try:
+                found = _resolve(model, path)
+                len(found)
+                return path, found
+            except (AttributeError, TypeError, IndexError):
+                continue
+        raise LayerPathError(f"could not find the decoder blocks of {type(model).__name__} (tried "
+                             f"{', '.join(dict.fromkeys(paths))}); pass layers_path='dotted.path.to.layers', or "
+                             "register a ModelAdapter for its model_type")
 
     def final_norm(self, model: Any) -> Any:
         return _resolve(model, self.final_norm_path)
