@@ -137,3 +137,13 @@ def test_eval_command_with_a_merged_setting(vlm, tmp_path, capsys):
     res = json.loads((tmp_path / "mmstar-merge-layer_swap.json").read_text())
     meta = json.loads(Path(res["table"] + ".meta.json").read_text())["config"]
     assert meta["merged"]["method"] == "layer_swap" and meta["merged"]["params"]["swap_layers"] == list(range(20, 30))
+
+
+def test_checked_in_fixtures_are_what_the_renderer_writes(tmp_path):
+    import pyarrow.parquet as pq
+
+    from cotscope.probes.bench.fixtures import FILES as REL, write_fixtures
+
+    new = write_fixtures(tmp_path)
+    for name, rel in REL.items():
+        assert pq.read_table(new[name]).equals(pq.read_table(FIX / rel)), name

@@ -28,7 +28,8 @@ def default_vlm_spec() -> str:
 
 def run_vlm_stage(run_dir: str | Path, vlm: str | LoadedModel | None = None, *, n_problems: int = 128, seed: int = 0,
                   position: str = "last_prompt", batch_size: int = 16, cutoffs: Sequence[float] | None = None,
-                  n_perm: int = 200, device: str = "cpu", progress: bool = True) -> dict[str, Any]:
+                  n_perm: int = 200, device: str = "cpu", progress: bool = True,
+                  n_perm_dispersion: int | None = None) -> dict[str, Any]:
     """VLM side of the cross-model finding.
 
     Collects the VLM on (a) the LLM's own text pairs through its language model (how the released
@@ -61,7 +62,7 @@ def run_vlm_stage(run_dir: str | Path, vlm: str | LoadedModel | None = None, *, 
     out: dict[str, Any] = {"vlm_model": vm.provenance(), "timings_s": {"load": t_load, "collect": t_collect}}
     for cond, st in stores.items():
         res = crossmodel_analysis(llm_store, st, position=position, cutoffs=cutoffs or DEFAULT_CUTOFFS,
-                                  n_perm=n_perm, seed=seed)
+                                  n_perm=n_perm, seed=seed, n_perm_dispersion=n_perm_dispersion)
         write_json_atomic(run_dir / "analysis" / f"crossmodel_{cond}.json", res)
         vecs = {l: mean_difference(*st.paired(position, l)) for l in st.layers}
         meta = DirectionMeta(model_id=vm.model_id, model_revision=vm.revision, model_type=vm.model_type,

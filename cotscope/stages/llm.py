@@ -22,7 +22,7 @@ def run_llm_stage(run_dir: str | Path, model: str | LoadedModel = "embedded:smol
                   seed: int = 0, pairing: str = "cue", position: str = "last_prompt",
                   positions: Sequence[str] = ("last_prompt", "last", "answer_mean"), layers: Sequence[int] | None = None,
                   batch_size: int = 16, cutoff: int | float = 0.1, n_perm: int = 200, device: str = "cpu",
-                  progress: bool = True, name: str = "llm") -> dict[str, Any]:
+                  progress: bool = True, name: str = "llm", n_perm_dispersion: int | None = None) -> dict[str, Any]:
     """Collect (or reuse) paired activations, analyse every layer, write directions and ``analysis/<name>.json``.
 
     ``name`` keeps several LLM runs apart in one run directory (``stores/<name>``, ``directions/<name>_*``).
@@ -37,7 +37,8 @@ def run_llm_stage(run_dir: str | Path, model: str | LoadedModel = "embedded:smol
                           batch_size=batch_size, progress=progress)
     t_collect = time.perf_counter() - t1
     t2 = time.perf_counter()
-    result = analyse_store(store, position, cutoff=cutoff, n_perm=n_perm, seed=seed, progress=progress)
+    result = analyse_store(store, position, cutoff=cutoff, n_perm=n_perm, seed=seed, progress=progress,
+                           n_perm_dispersion=n_perm_dispersion)
     t_analyse = time.perf_counter() - t2
     sets = directions_to_sets(result, store)
     paths = {}
