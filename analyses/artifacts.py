@@ -437,7 +437,7 @@ class DirectionSet:
 
     def save(self, path: str | Path) -> Path:
         """Write atomically; returns the path."""
-        from safetensors.numpy import save_file
+        from cotscope.analyses.safetensors_io import save_file  # deterministic header bytes
         from cotscope.analyses.atomic import atomic_path
 
         path = Path(path)

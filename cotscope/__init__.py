@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str] = {
     "generate": "cotscope.api:generate",
     "generate_steered": "cotscope.probes.intervene:generate_steered",
     "RowSteer": "cotscope.probes.intervene:RowSteer",
-    "sweep": "cotscope.probes.sweep:run_sweep",
+    "sweep": "cotscope.api:sweep",
     "SweepConfig": "cotscope.probes.sweep:SweepConfig",
     # attention and parameter space
     "attention": "cotscope.probes.attention:capture_run",
@@ -56,6 +56,13 @@ _EXPORTS: dict[str, str] = {
     "Stage": "cotscope.stages:Stage",
     "demo": "cotscope.demo:run_demo",
     "report": "cotscope.api:report",
+    # one vocabulary and typed results
+    "Positions": "cotscope.probes.positions:Positions",
+    "TokenRule": "cotscope.probes.positions:TokenRule",
+    "AnalysisResult": "cotscope.analyses.results:AnalysisResult",
+    "SweepResult": "cotscope.analyses.results:SweepResult",
+    "AttentionResult": "cotscope.analyses.results:AttentionResult",
+    "PriorResult": "cotscope.analyses.prior:PriorResult",
     # errors
     "CotscopeError": "cotscope.errors:CotscopeError",
 }

@@ -32,14 +32,44 @@ def pairs(source: int | str | Path | Sequence[Any] = 128, *, pairing: str = "cue
 
 def collect(model: Any, pairs: Sequence[Any], out: str | Path, *, layers: Sequence[int] | None = None,
             positions: Sequence[str] = ("last_prompt", "last", "answer_mean"), batch_size: int = 16,
-            progress: bool = True, **kw: Any) -> Any:
-    """Paired activations of ``model`` (a LoadedModel or a spec for :func:`cotscope.load`) into the store ``out``."""
+            progress: bool = True, workers: int = 1, ray_address: str | None = None, **kw: Any) -> Any:
+    """Paired activations of ``model`` (a LoadedModel or a spec for :func:`cotscope.load`) into the store ``out``.
+
+    ``workers=N > 1`` spreads the batches over N Ray actors (one model replica each; ``ray_address`` joins an
+    existing cluster) and merges their parts into ``out``, bit-identical to one process (:mod:`cotscope.workers`).
+    """
     from cotscope.probes.collect import collect_pairs
     from cotscope.probes.models.loading import LoadedModel, load_model
 
+    if workers != 1 or ray_address is not None:
+        from cotscope.workers import collect_distributed
+
+        return collect_distributed(model, pairs, out, workers=workers, ray_address=ray_address, layers=layers,
+                                   positions=positions, batch_size=batch_size, progress=progress, **kw)
     lm = model if isinstance(model, LoadedModel) else load_model(model)
     return collect_pairs(lm, pairs, out, layers=layers, positions=positions, batch_size=batch_size,
                          progress=progress, **kw)
+
+
+def sweep(model: Any, direction: Any, prompts: Sequence[Any], table: str | Path, cfg: Any = None, *,
+          workers: int = 1, ray_address: str | None = None, **kw: Any) -> Any:
+    """:func:`cotscope.probes.sweep.run_sweep` of ``model`` (a LoadedModel or a spec); returns its SweepResult.
+
+    ``workers=N > 1`` spreads the sweep's batches over N Ray actors (:func:`cotscope.workers.sweep_distributed`);
+    the merged table equals the one-process table row for row and byte for byte.
+    """
+    from cotscope.probes.models.loading import LoadedModel, load_model
+    from cotscope.probes.sweep import SweepConfig, run_sweep
+
+    cfg = cfg if cfg is not None else SweepConfig()
+    if workers != 1 or ray_address is not None:
+        from cotscope.workers import sweep_distributed
+
+        run_kw = {k: v for k, v in kw.items() if k in ("own", "overwrite")}
+        sweep_distributed(model, direction, prompts, table, cfg, workers=workers, ray_address=ray_address, **run_kw)
+        kw = {k: v for k, v in kw.items() if k != "overwrite"}
+    lm = model if isinstance(model, LoadedModel) else load_model(model)
+    return run_sweep(lm, direction, prompts, table, cfg, **kw)
 
 
 def analyse(store: Any, position: str = "last_prompt", *, layers: Sequence[int] | None = None, cutoff: float = 0.1,

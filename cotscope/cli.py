@@ -93,9 +93,13 @@ def _collect(args: argparse.Namespace) -> int:
     lm = _load(args)
     source: Any = args.stimuli if args.stimuli else args.n
     out = Path(args.out) if args.out else Path(args.run_dir) / "stores" / args.name
-    store = collect_pairs(lm, pairs(source, pairing=args.pairing, seed=args.seed), out, layers=_ints(args.layers),
-                          positions=args.positions.split(","), batch_size=args.batch_size,
-                          **({"overwrite": True} if args.overwrite else {}))
+    kw = dict(layers=_ints(args.layers), positions=args.positions.split(","), batch_size=args.batch_size,
+              **({"overwrite": True} if args.overwrite else {}))
+    if args.shard or args.workers > 1 or args.ray_address:
+        from cotscope.workers import run_collect_command
+
+        return run_collect_command(lm, pairs(source, pairing=args.pairing, seed=args.seed), out, args, **kw)
+    store = collect_pairs(lm, pairs(source, pairing=args.pairing, seed=args.seed), out, **kw)
     print(f"store: {store.path} ({store.n_items} items, layers {store.layers[0]}..{store.layers[-1]})")
     if args.run_dir:
         from cotscope.runlog import record_stage
@@ -287,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--run-dir", help="run directory (store goes to RUN/stores/NAME)")
     s.add_argument("--name", default="llm", help="store name inside the run")
     s.add_argument("--overwrite", action="store_true", help="discard an existing store of another configuration")
+    s.add_argument("--workers", type=int, default=1, help="Ray actors, one model replica each (needs cotscope[ray])")
+    s.add_argument("--ray-address", help="join this Ray cluster ('auto', 'ray://head:10001'); default: a local one")
+    s.add_argument("--shard", help="i/N: collect only part i of N into --out (SLURM arrays); then `cotscope store merge`")
     s.set_defaults(fn=_collect)
 
     s = sub.add_parser("analyse", help="per-layer directions, probes, spectra and nulls of a store")

@@ -38,6 +38,7 @@ import numpy as np
 from cotscope.errors import CotscopeError
 from cotscope.analyses.attention_store import (GENERATED, IMAGE, KEY_TYPES, QUESTION, TEMPLATE, AttentionRun,
                                       AttentionRunWriter)
+from cotscope.probes.models.context import check_context
 from cotscope.probes.models.loading import LoadedModel
 
 IMPL_NAME = "cotscope_eager"
@@ -561,6 +562,8 @@ def capture_batch(loaded: LoadedModel, requests: Sequence[CaptureRequest], *, la
     ids = enc["input_ids"]
     B, T = ids.shape
     lens = enc["attention_mask"].sum(1).tolist()
+    check_context(loaded, lens, new_tokens=max_new_tokens, name=lambda i: f"capture request {requests[i].id!r}",
+                  fix=f"shorten the prompt, or lower max_new_tokens (now {max_new_tokens})")
     img_mask = loaded.adapter.image_token_mask(ids, loaded.config).cpu().numpy() if images else np.zeros((B, T), bool)
     inputs = {k: (v.to(loaded.device) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
     tok = loaded.tokenizer
@@ -661,6 +664,10 @@ def capture_run(loaded: LoadedModel, requests: Sequence[CaptureRequest], out_dir
     if len(set(ids)) != len(ids):
         dup = sorted({i for i in ids if ids.count(i) > 1})[:5]
         raise AttentionCaptureError(f"request ids must be unique within a run; duplicated: {dup}")
+    empty = [r.id for r in requests if not str(r.prompt).strip()]
+    if empty:
+        raise AttentionCaptureError(f"requests {empty[:5]} have an empty prompt; there is nothing to attend to but the "
+                                    "chat template. Fix: give each CaptureRequest its question text")
     if batch_size < 1:
         raise AttentionCaptureError(f"batch_size must be >= 1, got {batch_size}")
     if store_dtype not in ("float32", "float16"):

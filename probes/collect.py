@@ -34,6 +34,7 @@ import numpy as np
 from cotscope.errors import CotscopeError
 from cotscope.analyses.artifacts import library_versions
 from cotscope.analyses.io.store import ActivationStore, StoreWriter
+from cotscope.probes.models.context import check_context
 from cotscope.probes.models.loading import LoadedModel
 from cotscope.probes.positions import TokenRuleError, parse_token_rules
 from cotscope.probes.stimuli.pairs import PromptPair
@@ -63,6 +64,11 @@ def _count_tokens(loaded: LoadedModel, text: str) -> int:
     return len(loaded.tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def _item_name(item: dict[str, Any]) -> str:
+    return (f"item {item['row']} (pair {item['pair_id']}, {'CoT' if item['label'] else 'direct'}, "
+            f"problem {item['problem_id']!r})")
+
+
 def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair],
                positions: Sequence[str] = ()) -> tuple[list[dict[str, Any]], list[Any]]:
     """Flatten pairs into rows (CoT then direct for each pair) with token bookkeeping.
@@ -72,10 +78,21 @@ def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair],
     """
     if len(pairs) == 0:
         raise CollectionError("empty stimulus set: pass at least one PromptPair")
-    items, images = [], []
+    has_img = [prompt.image is not None for pair in pairs for _, prompt in pair.members()]
+    if any(has_img) and not all(has_img):
+        raise CollectionError("some items have images and some do not; collect image and text-only sets separately")
+    if any(has_img) and not loaded.is_vlm:
+        raise CollectionError(f"{loaded.model_id} is a text-only model but the stimuli carry images; collect them "
+                              "with a VLM, or build text pairs (make_visual_pairs(items, with_image=False))")
+    items, images, n_tokens = [], [], []
     enc = _encoder(loaded)
     turns = any(p in TURN_POSITIONS for p in positions)
     for pair in pairs:
+        question = getattr(pair.problem, "question", None)
+        if isinstance(question, str) and not question.strip():
+            raise CollectionError(f"pair {pair.pair_id} (problem {pair.problem.id!r}) has an empty question "
+                                  f"({question!r}); its CoT and direct prompts would hold only the cues. Fix: drop "
+                                  "the problem or give it a question")
         for label, prompt in pair.members():
             extra: dict[str, Any] = {}
             if turns:
@@ -86,26 +103,27 @@ def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair],
                 except TemplateLayoutError as e:
                     raise CollectionError(f"pair {pair.pair_id}: {e}") from None
                 full_text, n_ans = lay.text, lay.n_answer_tokens
+                n_full = _count_tokens(loaded, full_text)
                 extra = {"n_suffix_tokens": lay.n_suffix_tokens}
                 if lay.eot_from_end is not None:
                     extra.update({"eot_from_end": lay.eot_from_end, "eot_token": lay.eot_token})
             else:
                 prompt_text, full_text = prompt.render(enc)
+                n_full = _count_tokens(loaded, full_text)
                 n_ans = 0
                 if full_text != prompt_text:
-                    n_ans = _count_tokens(loaded, full_text) - _count_tokens(loaded, prompt_text)
+                    n_ans = n_full - _count_tokens(loaded, prompt_text)
                     if n_ans <= 0:
                         raise CollectionError(f"pair {pair.pair_id}: the answer adds no tokens after the prompt")
+            n_tokens.append(n_full)
             items.append({"row": len(items), "pair_id": int(pair.pair_id), "label": int(label),
                           "problem_id": pair.problem.id, "gold": pair.problem.answer, "pairing": pair.pairing,
                           "text": full_text, "n_answer_tokens": int(n_ans), "image_sha256": image_sha256(prompt.image),
                           **extra})
             images.append(prompt.image)
-    has_img = [im is not None for im in images]
-    if any(has_img) and not all(has_img):
-        raise CollectionError("some items have images and some do not; collect image and text-only sets separately")
-    if any(has_img) and not loaded.is_vlm:
-        raise CollectionError(f"{loaded.model_id} is a text-only model but the stimuli carry images")
+    # text tokens only (image tokens are added by the processor and checked per batch before the forward)
+    check_context(loaded, n_tokens, name=lambda i: _item_name(items[i]),
+                  fix="shorten the question or answer of that pair, or drop it")
     return items, images
 
 
@@ -222,6 +240,8 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
         batch_items = items[sl]
         texts = [it["text"] for it in batch_items]
         enc = encode_batch(loaded, texts, images[sl] if has_images else None)
+        check_context(loaded, enc["attention_mask"].sum(1).tolist(), name=lambda i: _item_name(batch_items[i]),
+                      fix="shorten the question or answer of that pair, use smaller images, or drop it")
         n_ans = torch.tensor([it["n_answer_tokens"] for it in batch_items])
         img_mask = loaded.adapter.image_token_mask(enc["input_ids"], loaded.config) if has_images else None
         turns = "n_suffix_tokens" in batch_items[0]

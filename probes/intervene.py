@@ -51,6 +51,7 @@ from cotscope.errors import CotscopeError
 from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
 from cotscope.analyses import spectral
 from cotscope.probes.evaluate import ForcedAnswer
+from cotscope.probes.models.context import check_context
 from cotscope.probes.models.loading import LoadedModel
 from cotscope.probes.positions import STEER_ATOMS, Positions, PositionsError, PositionsLike
 
@@ -743,6 +744,9 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
     dev, dtype = lm.device, lm.dtype
     enc = _move(encode_batch(lm, list(prompts), list(images) if has_img else None), dev)
     am = enc["attention_mask"]
+    check_context(lm, am.sum(1).tolist(), new_tokens=max_new, name=lambda i: f"prompt row {i}",
+                  fix=f"shorten the prompt, or lower budget (now {int(budget)} free tokens"
+                      + (f" + {max_forced} forced answer tokens)" if max_forced else ")"))
     T_full = am.shape[1]
     gen_kwargs: dict[str, Any] = {}
     prompt_width = T_full

@@ -28,6 +28,7 @@ from cotscope.analyses.sweeps import SweepTable, SweepTableError, meta_path, pai
 from cotscope.probes.evaluate import DEFAULT_TEMPLATE, extract_answer, forced_answer, is_correct
 from cotscope.probes.intervene import (CONTROLS, InjectionError, RowSteer, as_direction_set, build_controls, check_lam,
                               generate_steered, normalize_positions)
+from cotscope.probes.models.context import check_context
 from cotscope.probes.models.loading import LoadedModel
 from cotscope.probes.stimuli.pairs import DIRECT_CUE
 
@@ -77,6 +78,10 @@ class EvalPrompt:
 
 def direct_prompts(problems: Sequence[Any], cue: str = DIRECT_CUE) -> list[EvalPrompt]:
     """Direct-answer text prompts from :class:`~probes.stimuli.arithmetic.Problem` objects."""
+    empty = [p.id for p in problems if not str(p.question).strip()]
+    if empty:
+        raise InjectionError(f"problems {empty[:5]} have an empty question; only the cue would be asked. Fix: drop "
+                             "them or give them a question")
     return [EvalPrompt(id=p.id, question=f"{p.question} {cue}", gold=p.answer) for p in problems]
 
 
@@ -237,11 +242,14 @@ def open_table(path: str | Path, config: dict[str, Any], overwrite: bool = False
 
 def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], table: str | Path,
               cfg: SweepConfig = SweepConfig(), *, own: Any = None, overwrite: bool = False, progress: bool = True,
-              max_batches: int | None = None, reference: Any = None) -> SweepResult:
+              max_batches: int | None = None, part: tuple[int, int] | None = None,
+              reference: Any = None) -> SweepResult:
     """Run (or resume) the sweep; returns a :class:`~analyses.results.SweepResult` (``.table``, ``.rows``,
     ``.complete``, ``.batches_run``, ``.seconds``, ``.cells`` …; ``.to_pandas()`` reads the table).
 
-    ``max_batches`` stops after that many batches (to test resuming). Everything is validated first:
+    ``max_batches`` stops after that many batches (to test resuming). ``part=(i, n)`` runs only batches
+    ``i, i+n, …`` into its own table (worker ``i`` of ``n``; :func:`cotscope.workers.merge_sweep_tables` joins
+    the parts into the one-process table). Everything is validated first:
     strengths, layers, the direction (NaN, zeros, width with ``resample=False``), the table's configuration.
     ``reference`` feeds ``cfg.strength_reference``: the target's own direction for ``"target_direction"``
     (default ``own``), ``{layer: mean ‖h‖}`` for ``"hidden_norm"`` (default: measured on ``prompts``).
@@ -253,6 +261,10 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
     ids = [p.id for p in prompts]
     if len(set(ids)) != len(ids):
         raise InjectionError("prompt ids repeat; every EvalPrompt needs a unique id")
+    empty = [p.id for p in prompts if not str(p.question).strip()]
+    if empty:
+        raise InjectionError(f"prompts {empty[:5]} have an empty question; the model would answer the chat template "
+                             "alone. Fix: drop them or give them a question")
     normalize_positions(cfg.positions)
     cells = plan_cells(cfg, lm.n_layers)
     ds = as_direction_set(direction)
@@ -263,6 +275,11 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
         raise InjectionError(f"unit_norm=True and strength_reference={cfg.strength_reference!r} both set the vector "
                              "norm; use one of them")
     rendered = [p.render(lm) for p in prompts]
+    forced = [forced_answer(lm.tokenizer, p.gold, cfg.answer_template) if cfg.score else None for p in prompts]
+    # before anything runs (text tokens; image tokens are added and checked per batch in generate_steered)
+    check_context(lm, [len(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rendered],
+                  new_tokens=cfg.budget + max((len(f.ids) for f in forced if f is not None), default=0),
+                  name=lambda i: f"prompt {ids[i]!r}", fix=f"shorten the question, or lower budget (now {cfg.budget})")
     if cfg.strength_reference == "hidden_norm" and reference is None:
         from cotscope.probes.intervene import mean_hidden_norms
 
@@ -275,14 +292,13 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
         for per in iv.vectors.values():
             for l in per:
                 per[l] = (per[l] / np.linalg.norm(per[l])).astype(np.float32)
-    forced = [forced_answer(lm.tokenizer, p.gold, cfg.answer_template) if cfg.score else None for p in prompts]
     config = sweep_config_record(lm, ds, prompts, cfg, own_ds)
     if cfg.strength_reference != "source":   # the reference norms decide the rows' vectors (rounded: stable on resume)
         config["reference_norms"] = {str(l): round(v, 3) for l, v in iv.settings["reference_norms"].items()}
     tab = open_table(table, config, overwrite=overwrite)
     done = tab.done_keys()
     batches = plan_batches(len(prompts), len(cells), cfg.rows_per_batch)
-    todo = [(bi, b) for bi, b in enumerate(batches) if any((cells[c].cell_id, ids[p]) not in done for p, c in b)]
+    todo = [(bi, b) for bi, b in enumerate(batches) if (part is None or bi % part[1] == part[0]) and any((cells[c].cell_id, ids[p]) not in done for p, c in b)]
     max_forced = max((len(f.ids) for f in forced if f is not None), default=0)
     timing_file = Path(str(tab.path) + ".timing.jsonl")
     bar = tqdm(total=len(batches), initial=len(batches) - len(todo), unit="batch", disable=not progress,
@@ -352,7 +368,12 @@ def timing(table: str | Path) -> dict[str, float]:
     f = Path(str(table) + ".timing.jsonl")
     if not f.is_file():
         return {}
-    recs = [json.loads(l) for l in f.read_text().splitlines() if l.strip()]
+    recs = []
+    for line in f.read_text().splitlines():
+        try:
+            recs.append(json.loads(line))
+        except json.JSONDecodeError:  # a line torn by an interrupted run: timings only, skip it
+            continue
     if not recs:
         return {}
     secs = np.array([r["seconds"] for r in recs])

@@ -3,7 +3,7 @@
 
 Stages (run all with ``--stage all``; each resumes from its last checkpoint in ``--ckpt-dir``):
 
-1. ``read``    — vision tower + projector learn to put, in each of the ``N_IMAGE_TOKENS`` image-token slots, SmolLM2's
+1. ``read``    — vision tower + connector (Idefics2 MLP + perceiver queries) learn to put, in each of the ``N_IMAGE_TOKENS`` image-token slots, SmolLM2's
                  input embedding of the depicted text's tokens (right-aligned; empty slots -> ``READ_PAD_TOKEN``).
                  Loss: relative MSE + (1 - cosine) + cross-entropy over token identities with cosine logits.
                  The language model is not run.
@@ -11,7 +11,7 @@ Stages (run all with ``--stage all``; each resumes from its last checkpoint in `
 3. ``adapt``   — the language model is adapted with LoRA (vision pathway frozen, fp16-rounded as shipped) so that
                  from the image it reproduces SmolLM2's own text-input answers (token cross-entropy on the teacher's
                  greedy continuation). This is the multimodal shift of the LM, merged at assembly.
-4. ``export``  — fp16 vision tower/projector + LoRA factors, metadata, per-layer ‖Δ‖ and SHA256SUMS into ``--out``.
+4. ``export``  — fp16 vision tower/connector + LoRA factors, metadata, per-layer ‖Δ‖ and SHA256SUMS into ``--out``.
 
 Checkpoints live outside the repo (default ``~/.cache/cotscope/train/cotscope-smolvlm``).
 """
@@ -124,12 +124,14 @@ def stage_read(args, model, tok, logf) -> None:
         model.load_state_dict(torch.load(done, weights_only=False)["vision"], strict=False)
         log("read: already finished, loaded", logf)
         return
-    reader = Reader(tok, model.model.language_model.embed_tokens.weight.detach().clone(), args.read_align)
+    reader = Reader(tok, R.text_model(model).embed_tokens.weight.detach().clone(), args.read_align)
     params = vision_params(model)
     for n, p in model.named_parameters():
         p.requires_grad_(n.startswith(R.VISION_PREFIXES))
     opt = torch.optim.AdamW([p for _, p in params], lr=args.lr_read, weight_decay=0.0, betas=(0.9, 0.98))
     start, curve = 0, []
+    with torch.no_grad():  # fresh start: the perceiver's output norm starts at the embeddings' RMS, not 1
+        model.model.connector.perceiver_resampler.norm.weight.fill_(float(reader.E.pow(2).mean().sqrt()))
     if ck.is_file():
         st = torch.load(ck, weights_only=False)
         model.load_state_dict(st["vision"], strict=False)
@@ -234,7 +236,7 @@ class LoRALinear(nn.Module):
 def add_lora(model, seed: int) -> dict[str, LoRALinear]:
     gen = torch.Generator().manual_seed(seed)
     out = {}
-    for i, layer in enumerate(model.model.language_model.layers):
+    for i, layer in enumerate(R.text_model(model).layers):
         for t in R.LORA_TARGETS:
             parent_name, attr = t.rsplit(".", 1)
             parent = layer.get_submodule(parent_name)
@@ -286,15 +288,21 @@ def build_batch(tok, items, recs, image_token_ids: list[int]):
 
 
 def _expand_image(ids: list[int], image_ids: list[int]) -> list[int]:
-    """Replace the single image placeholder by the processor's expansion (N image tokens)."""
-    k = ids.index(image_ids[0])
+    """Replace the single image placeholder by the processor's expansion (boundary, N image tokens, boundary)."""
+    k = ids.index(R.IMAGE_TOKEN_ID)
     return ids[:k] + image_ids + ids[k + 1:]
+
+
+def image_expansion(tok) -> list[int]:
+    """Token ids one image placeholder expands to in :func:`R.build_processor`'s Idefics2 layout."""
+    b = tok.convert_tokens_to_ids(R.BOUNDARY_TOKEN)
+    return [b] + [R.IMAGE_TOKEN_ID] * R.N_IMAGE_TOKENS + [b]
 
 
 def stage_adapt(args, model, tok, pool, logf) -> dict[str, LoRALinear]:
     ck = args.ckpt_dir / "adapt.pt"
     items = generate_visual_items(args.n_teacher, seed=TEACHER_SEED + args.seed)
-    reader = Reader(tok, model.model.language_model.embed_tokens.weight.detach().clone(),
+    reader = Reader(tok, R.text_model(model).embed_tokens.weight.detach().clone(),
                     args.read_align) if args.adapt_oracle else None
     # the reader is frozen exactly as shipped (fp16)
     with torch.no_grad():
@@ -312,7 +320,7 @@ def stage_adapt(args, model, tok, pool, logf) -> dict[str, LoRALinear]:
         opt.load_state_dict(st["opt"])
         start, curve = st["step"], st["curve"]
         log(f"adapt: resumed at step {start}", logf)
-    image_ids = [R.IMAGE_TOKEN_ID] * R.N_IMAGE_TOKENS
+    image_ids = image_expansion(tok)
     g = torch.Generator().manual_seed(args.seed)
     order = torch.randperm(len(pool), generator=g).tolist()
     pix_cache: dict[int, torch.Tensor] = {}
@@ -334,7 +342,7 @@ def stage_adapt(args, model, tok, pool, logf) -> dict[str, LoRALinear]:
                 feats = R.image_features(model, pv).detach()
         for gr in opt.param_groups:
             gr["lr"] = lr_at(step, args.adapt_steps, args.lr_adapt, 20)
-        embeds = model.model.language_model.embed_tokens(ids)
+        embeds = R.text_model(model).embed_tokens(ids)
         embeds = embeds.masked_scatter((ids == R.IMAGE_TOKEN_ID).unsqueeze(-1), feats.to(embeds.dtype))
         out = model(inputs_embeds=embeds, attention_mask=att, position_ids=pos, logits_to_keep=K, use_cache=False)
         logits = out.logits
@@ -374,13 +382,14 @@ def stage_export(args, model, loras, base_sd, logf, timings: dict) -> None:
     base_cfg = {k: getattr(cfg, k) for k in ("hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size",
                                              "num_attention_heads", "num_key_value_heads")}
     fp_keys = sorted(base_sd)[:3]
-    meta = dict(format_version=R.FORMAT_VERSION, name=R.NAME, architecture="LlavaForConditionalGeneration",
+    meta = dict(format_version=R.FORMAT_VERSION, name=R.NAME, architecture=R.ARCHITECTURE,
                 base_gguf_sha256=GGUF_SHA256, base_config=base_cfg,
                 base_fingerprint=R._fingerprint({k: base_sd[k] for k in fp_keys}),
-                architecture_detail=dict(vision=R.VISION, n_image_tokens=R.N_IMAGE_TOKENS, image_side=R.IMAGE_SIDE),
+                architecture_detail=dict(vision=R.VISION, perceiver=R.PERCEIVER, n_image_tokens=R.N_IMAGE_TOKENS,
+                                         image_side=R.IMAGE_SIDE, boundary_token=R.BOUNDARY_TOKEN),
                 image_token=R.IMAGE_TOKEN, read_pad_token=R.READ_PAD_TOKEN, read_align=args.read_align,
                 lora=dict(rank=R.LORA_RANK, alpha=R.LORA_ALPHA, targets=list(R.LORA_TARGETS),
-                          n_layers=len(model.model.language_model.layers)),
+                          n_layers=len(R.text_model(model).layers)),
                 training=dict(seed=args.seed, read_steps=args.read_steps, read_batch=args.read_batch,
                               lr_read=args.lr_read, read_decay=args.read_decay, lr_adapt=args.lr_adapt, threads=args.threads,
                               adapt_steps=args.adapt_steps, adapt_batch=args.adapt_batch, n_teacher=args.n_teacher,
@@ -391,7 +400,7 @@ def stage_export(args, model, loras, base_sd, logf, timings: dict) -> None:
     # per-layer language-model difference vs SmolLM2 (from the fp16 factors, as assembled)
     deltas = R.lm_deltas(out)
     per_layer = []
-    for i in range(len(model.model.language_model.layers)):
+    for i in range(len(R.text_model(model).layers)):
         row = {"layer": i}
         tot_d = tot_w = 0.0
         for t in R.LORA_TARGETS:
@@ -408,13 +417,13 @@ def stage_export(args, model, loras, base_sd, logf, timings: dict) -> None:
         note="Frobenius norm of (VLM language-model weight - SmolLM2 weight) per layer and projection; "
              "all other language-model weights (embeddings, norms, gate/up projections) are identical.",
         per_layer=per_layer))
-    for f in (*R.SHIPPED_FILES, "lm_delta.json"):
+    for f in (*R.shipped_files(R.FORMAT_VERSION), "lm_delta.json"):
         os.chmod(out / f, 0o644)  # temp files are created 0600
-    sums = "".join(f"{file_sha256(out / n)}  {n}\n" for n in R.SHIPPED_FILES)
+    sums = "".join(f"{file_sha256(out / n)}  {n}\n" for n in R.shipped_files(R.FORMAT_VERSION))
     with atomic_path(out / R.SUMS_FILE) as tmp:
         tmp.write_text(sums)
     os.chmod(out / R.SUMS_FILE, 0o644)
-    size = sum((out / n).stat().st_size for n in R.SHIPPED_FILES)
+    size = sum((out / n).stat().st_size for n in R.shipped_files(R.FORMAT_VERSION))
     log(f"export: {out} ({size / 1e6:.2f} MB shipped)", logf)
 
 
@@ -424,19 +433,19 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=R.WEIGHTS_DIR)
     ap.add_argument("--ckpt-dir", type=Path, default=cache_root() / "train" / R.NAME)
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads; 1 is fastest when other jobs share the 2 cores (no OpenMP barrier stalls)")
-    ap.add_argument("--read-steps", type=int, default=900)
-    ap.add_argument("--read-batch", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=2,
+                    help="torch threads (1 or 2)")
+    ap.add_argument("--read-steps", type=int, default=1500)
+    ap.add_argument("--read-batch", type=int, default=32)
     ap.add_argument("--lr-read", type=float, default=1.5e-3)
     ap.add_argument("--read-align", default=R.READ_ALIGN, choices=["left", "right"],
                     help="where the depicted tokens sit among the image slots")
     ap.add_argument("--read-decay", type=int, default=300, help="final steps of linear learning-rate decay")
-    ap.add_argument("--n-teacher", type=int, default=1200)
-    ap.add_argument("--cot-frac", type=float, default=0.3)
+    ap.add_argument("--n-teacher", type=int, default=320)
+    ap.add_argument("--cot-frac", type=float, default=0.25)
     ap.add_argument("--direct-tokens", type=int, default=12)
     ap.add_argument("--cot-tokens", type=int, default=40)
-    ap.add_argument("--adapt-steps", type=int, default=250)
+    ap.add_argument("--adapt-steps", type=int, default=80)
     ap.add_argument("--adapt-batch", type=int, default=8)
     ap.add_argument("--lr-adapt", type=float, default=1e-3)
     ap.add_argument("--adapt-oracle", action="store_true",
@@ -458,19 +467,27 @@ def main(argv=None) -> int:
     timings = json.loads(timings_path.read_text()) if timings_path.is_file() else {}
 
     def timed(name, fn):
-        t = time.time()
+        t, load0, cpu0 = time.time(), os.getloadavg()[0], time.process_time()
+        log(f"{name}: start, load average {os.getloadavg()}", logf)
         r = fn()
         timings.update(json.loads(timings_path.read_text()) if timings_path.is_file() else {})  # stages may run in parallel
         timings[name] = round(timings.get(name, 0.0) + time.time() - t, 1)
+        timings[f"{name}_load1_start_end"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+        # CPU seconds of this process (all threads): what the stage costs whatever else shares the machine
+        timings[f"{name}_cpu_s"] = round(timings.get(f"{name}_cpu_s", 0.0) + time.process_time() - cpu0, 1)
         write_json_atomic(timings_path, timings)
+        log(f"{name}: {timings[name]} s, load average {os.getloadavg()}", logf)
         return r
 
+    t0 = time.time()
     smol = smollm2_dir()
     tok = R.build_tokenizer(smol)
     model = R.build_model(smol)
-    base_sd = {k: v.detach().clone() for k, v in model.model.language_model.state_dict().items()
+    t_setup = time.time() - t0
+    base_sd = {k: v.detach().clone() for k, v in R.text_model(model).state_dict().items()
                if any(t in k for t in R.LORA_TARGETS)}
     stages = ["read", "teacher", "adapt", "export"] if args.stage == "all" else [args.stage]
+    t_all = time.time()
     if "read" in stages:
         timed("read", lambda: stage_read(args, model, tok, logf))
     if "teacher" in stages:
@@ -484,8 +501,10 @@ def main(argv=None) -> int:
         if "export" in stages:
             if loras is None:  # resumes from adapt.pt (the loop is empty when adaptation has finished)
                 loras = stage_adapt(args, model, tok, pool, logf)
+            if args.stage == "all":  # wall time of this invocation up to export (model build included)
+                timings["all_wall_s_this_run"] = round(time.time() - t_all + t_setup, 1)
             stage_export(args, model, loras, base_sd, logf, timings)
-    log(f"done; timings {timings}", logf)
+    log(f"done; timings {timings}; wall {time.time() - t_all + t_setup:.0f} s", logf)
     return 0
 
 

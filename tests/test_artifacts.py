@@ -62,7 +62,7 @@ def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise OSError("disk full")
 
-    monkeypatch.setattr(stn, "save_file", boom)
+    monkeypatch.setattr(stn, "save", boom)  # what analyses.safetensors_io.save_file calls
     with pytest.raises(OSError):
         make(layers=(2,)).save(p)
     assert p.read_bytes() == before

@@ -178,6 +178,10 @@ def test_analyse_trace_selection_on_image_rows():
     res = analyse_trace(tr, k=1)
     seg = segment_reasoning(tr.gen_tokens)
     img_rows = np.stack([np.mean([averaged_rows(tr)[s][2:6] for s in range(a, b)], 0) for a, b in seg.token_spans()])
+    # The tool and this test average the rows in different orders (float reordering, ~1e-7 relative), so equal
+    # top-1 indices are only a valid check when the winner leads the runner-up by far more than that: check it.
+    top2 = np.sort(img_rows, axis=1)[:, -2:]
+    assert (top2[:, 1] - top2[:, 0] > 1e-4 * top2[:, 1]).all(), "near-tie: index equality would be fragile"
     np.testing.assert_array_equal(res["selection"]["indices"], direct_topk(img_rows, 1))
     assert np.array(res["selection"]["positions"]).min() >= 2 and np.array(res["selection"]["heatmap"]).shape == (2, 2)
 

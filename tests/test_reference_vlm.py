@@ -1,4 +1,4 @@
-"""cotscope-smolvlm: offline loading, the recorded LM delta, reading floor, blank-image ablation, bad input."""
+"""cotscope-smolvlm: offline loading, the recorded LM delta, reading floor, eval machinery, ablation, bad input."""
 from __future__ import annotations
 
 import json
@@ -25,20 +25,44 @@ def _card_floors() -> dict:
 
 
 def test_loads_offline_through_auto_classes(vlm):
-    from transformers import LlavaForConditionalGeneration, LlavaProcessor
+    from transformers import (Idefics2ForConditionalGeneration, Idefics2Processor, LlavaForConditionalGeneration,
+                              LlavaProcessor)
 
-    model, proc = vlm
-    assert isinstance(model, LlavaForConditionalGeneration) and isinstance(proc, LlavaProcessor)
-    assert model.config.text_config.vocab_size == 49152 and len(proc.tokenizer) == 49152
-    assert model.config.image_token_index == R.IMAGE_TOKEN_ID
     from cotscope.probes.stimuli.visual import generate_visual_items
 
+    model, proc = vlm
+    fmt = R.shipped_format()
+    assert model.config.text_config.vocab_size == 49152 and model.get_input_embeddings().weight.shape[0] == 49152
     it = generate_visual_items(1, seed=1)[0]
     enc = R.vlm_batch(proc, [it.image], [it.direct_prompt])
-    assert int((enc["input_ids"] == R.IMAGE_TOKEN_ID).sum()) == R.N_IMAGE_TOKENS
+    ids = enc["input_ids"][0].tolist()
+    assert ids.count(R.IMAGE_TOKEN_ID) == R.N_IMAGE_TOKENS
+    if fmt == 1:
+        assert isinstance(model, LlavaForConditionalGeneration) and isinstance(proc, LlavaProcessor)
+        assert len(proc.tokenizer) == 49152 and model.config.image_token_index == R.IMAGE_TOKEN_ID
+    else:
+        assert isinstance(model, Idefics2ForConditionalGeneration) and isinstance(proc, Idefics2Processor)
+        # Idefics2Processor always adds <end_of_utterance> (id 49152) to its tokenizer; the template never emits it
+        # and the model keeps SmolLM2's 49,152-row embedding
+        assert len(proc.tokenizer) == 49153 and proc.tokenizer.convert_ids_to_tokens(49152) == "<end_of_utterance>"
+        assert model.config.image_token_id == R.IMAGE_TOKEN_ID
+        assert model.config.perceiver_config.resampler_n_latents == R.N_IMAGE_TOKENS
+        k = ids.index(R.IMAGE_TOKEN_ID)
+        b = proc.tokenizer.convert_tokens_to_ids(R.BOUNDARY_TOKEN)
+        assert ids[k - 1:k + R.N_IMAGE_TOKENS + 1] == [b] + [R.IMAGE_TOKEN_ID] * R.N_IMAGE_TOKENS + [b]
     with torch.no_grad():
         out = model(**enc)
     assert out.logits.shape[-1] == 49152 and torch.isfinite(out.logits).all()
+
+
+def test_fast_pixel_path_equals_processor(vlm):
+    from cotscope.probes.stimuli.visual import generate_visual_items
+
+    _, proc = vlm
+    imgs = [it.image for it in generate_visual_items(6, seed=3)]
+    pv = R.vlm_batch(proc, imgs, ["x"] * 6)["pixel_values"]
+    assert pv.numel() == 6 * 3 * R.IMAGE_SIDE ** 2  # one 96x96 image per row, no splitting
+    assert torch.equal(R.pixel_tensor(imgs), pv.reshape(6, 3, R.IMAGE_SIDE, R.IMAGE_SIDE))
 
 
 def test_lm_equals_smollm2_plus_recorded_delta(vlm):
@@ -49,8 +73,10 @@ def test_lm_equals_smollm2_plus_recorded_delta(vlm):
     model, _ = vlm
     base = load_file(str(smollm2_dir() / "model.safetensors"))
     deltas = R.lm_deltas()
-    lm = model.model.language_model.state_dict()
+    lm = R.text_model(model).state_dict()
     assert deltas and all(float(d.abs().max()) > 0 for d in deltas.values())
+    # Same code path, so exact: the assembly added lm_deltas() (the same function, here recomputed) with one IEEE
+    # add per element; the rank-r matmul inside gives the same bits at 1, 2 and 4 threads (checked 2026-11-29).
     for name, w in lm.items():
         b = base[f"model.{name}"]
         if name in deltas:
@@ -112,6 +138,72 @@ def test_extract_answer():
     assert ev.extract_answer("The answer is 12.") == "12"
     assert ev.extract_answer("There are 3 red and 2 blue, 5 in all") == "5"
     assert ev.extract_answer("no number") is None
+
+
+def test_slot_path_equals_stock_image_path(vlm):
+    """The ceiling's route (features scattered into the template by hand) is the stock forward's route."""
+    from cotscope.probes.stimuli.visual import generate_visual_items
+
+    ev = _eval_module()
+    model, proc = vlm
+    items = generate_visual_items(3, seed=5)
+    enc = R.vlm_batch(proc, [it.image for it in items], [it.direct_prompt for it in items])
+    with torch.no_grad():
+        stock = model(**enc).logits
+        feats = R.image_features(model, enc["pixel_values"])
+        emb = ev.slot_embeds(model.get_input_embeddings(), enc["input_ids"], feats)
+        manual = model(inputs_embeds=emb, attention_mask=enc["attention_mask"]).logits
+    # same ops in the same order (masked_scatter into the token embeddings, then the text model): identical
+    assert torch.equal(stock, manual)
+
+
+def test_oracle_slots_hold_the_depicted_text(vlm):
+    from cotscope.probes.stimuli.visual import generate_visual_items
+
+    ev = _eval_module()
+    model, proc = vlm
+    tok = proc.tokenizer
+    items = generate_visual_items(6, seed=9)
+    E = model.get_input_embeddings().weight
+    slots = ev.oracle_slots(tok, E, items)
+    ids = (torch.nn.functional.normalize(slots, dim=-1) @ torch.nn.functional.normalize(E, dim=-1).T).argmax(-1)
+    for it, row in zip(items, ids.tolist()):
+        n = len(tok(it.description, add_special_tokens=False).input_ids)
+        assert tok.decode(row[R.read_slots(n, R.read_alignment())]) == it.description
+        assert set(row) - set(row[R.read_slots(n, R.read_alignment())]) <= set(tok(R.READ_PAD_TOKEN, add_special_tokens=False).input_ids)
+
+
+def test_answer_ids_score_only_the_number(vlm):
+    ev = _eval_module()
+    tok = vlm[1].tokenizer
+    for gold in (7, 42, -3, 105):
+        ids, k = ev.answer_ids(tok, gold)
+        assert tok.decode(ids) == ev.ANSWER_PREFIX + str(gold)
+        assert tok.decode(ids[k:]).strip() == str(gold) and 0 < k < len(ids)
+    assert abs(ev.pearson([1.0, 2.0, 4.0], [3.0, 5.0, 9.0]) - 1.0) < 1e-12
+    assert abs(ev.pearson([1.0, 2.0, 4.0], [-1.0, -2.0, -4.0]) + 1.0) < 1e-12
+
+
+def test_training_layout_equals_processor(vlm):
+    """The adaptation stage builds its sequences by hand; they must be the processor's."""
+    import importlib.util
+
+    if R.shipped_format() != R.FORMAT_VERSION:
+        pytest.skip("the shipped weights are format 1 (LLaVA); the training script builds format 2")
+
+    from cotscope.probes.stimuli.visual import generate_visual_items
+
+    spec = importlib.util.spec_from_file_location("train_reference_vlm", R.WEIGHTS_DIR.parents[1] / "scripts" /
+                                                  "train_reference_vlm.py")
+    tr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tr)
+    _, proc = vlm
+    tok = proc.tokenizer
+    it = generate_visual_items(1, seed=2)[0]
+    ids = tok.apply_chat_template(R.vlm_messages(it.direct_prompt), tokenize=True, add_generation_prompt=True,
+                                  return_dict=False, chat_template=R.CHAT_TEMPLATE)
+    assert tr._expand_image(ids, tr.image_expansion(tok)) == R.vlm_batch(proc, [it.image], [it.direct_prompt])[
+        "input_ids"][0].tolist()
 
 
 # ----------------------------------------------------------------------------------------------- bad input

@@ -23,6 +23,8 @@ def test_collected_latents_equal_hf_outputs(family, connector):
     enc = vlm.processor(text=vlm.prompt(), images=[imgs[1]], return_tensors="pt")
     with torch.no_grad():
         out = vlm.model(**enc, output_hidden_states=True)
+    # One code path, so exact: the collector runs each image as a batch of one, like this reference forward, and
+    # its hooks read the very tensors HF returns as hidden_states / image_hidden_states.
     for l in range(n_layers - 1):                       # HF's last entry is after the final norm
         np.testing.assert_array_equal(data["hidden"][l][1], out.hidden_states[l + 1][0, -1].numpy())
     img = image_feature_rows(out.image_hidden_states)       # a tensor up to transformers 5.23, a list from 5.24

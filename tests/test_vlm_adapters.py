@@ -334,6 +334,21 @@ def test_add_image_tokens_round_trips_named_tokens(tmp_path):
 
 # ----------------------------------------------------------------------------------------- LLaVA-SmolLM2
 
+def _fp32_noise_floor(model, enc, ref: torch.Tensor) -> float:
+    """Tolerance for logits compared across two code paths that do the same float32 math.
+
+    Measured in the same run on the reference path itself: the same tokens as row 1 of a batch of two differ
+    from the batch of one only by how the kernels block their sums for that shape. Another path may reorder sums
+    like that, so allow 8x the measured difference, with a floor of 64 float32 ulps of the largest logit (the
+    kernels often agree exactly across these shapes, and ~30 layers of reordering can still differ by a few ulps).
+    """
+    with torch.no_grad():
+        two = model(**{k: v.repeat(2, 1) for k, v in enc.items()}).logits[1]
+    measured = float((two - ref[0]).abs().max())
+    ulp = float(np.spacing(np.float32(ref.abs().max())))
+    return max(8 * measured, 64 * ulp)
+
+
 def test_llava_smol_is_smollm2_on_text_and_collects_images(tmp_path):
     from transformers import AutoModelForCausalLM
 
@@ -348,7 +363,11 @@ def test_llava_smol_is_smollm2_on_text_and_collects_images(tmp_path):
     smol = AutoModelForCausalLM.from_pretrained(smollm2_dir(), dtype=torch.float32).eval()
     enc = lm.tokenizer(["What is 12 plus 30?"], return_tensors="pt")
     with torch.no_grad():
-        assert torch.equal(lm.hf(**enc).logits, smol(**enc).logits)
+        got, ref = lm.hf(**enc).logits, smol(**enc).logits
+    # two code paths (LlavaForConditionalGeneration → its language model, vs LlamaForCausalLM) over the same
+    # weights: equal up to float32 reordering noise, not necessarily bit for bit (see _fp32_noise_floor)
+    torch.testing.assert_close(got, ref, rtol=0, atol=_fp32_noise_floor(smol, enc, ref))
+    assert torch.equal(got.argmax(-1), ref.argmax(-1))
     msgs = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "\nWhat is shown?"}]}]
     prob = generate_problems(1, seed=0)[0]
     item = generate_visual_items(1, seed=0)[0]

@@ -57,7 +57,7 @@ def export_npz(ds: DirectionSet, path: str | Path, *, target: TargetLike = None)
 
 def export_safetensors_arrays(ds: DirectionSet, path: str | Path, *, target: TargetLike = None) -> Path:
     """Write ``directions``/``layers`` as a plain safetensors file (provenance in header and ``path + '.json'``)."""
-    from safetensors.numpy import save_file
+    from cotscope.analyses.safetensors_io import save_file  # deterministic header bytes
 
     check_export_fits(ds, target)
     path = Path(path)

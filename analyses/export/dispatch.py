@@ -72,10 +72,14 @@ def parse_layers(spec: str | None) -> list[int] | None:
     if not spec:
         return None
     out: set[int] = set()
-    try:
-        for part in spec.split(","):
-            a, _, b = part.strip().partition("-")
-            out.update(range(int(a), int(b) + 1) if b else [int(a)])
-    except ValueError:
-        raise DirectionFileError(f"cannot read layer spec {spec!r}: use block indices such as '1-29' or '4,8,12'") from None
+    for part in spec.split(","):
+        a, _, b = part.strip().partition("-")
+        try:
+            lo, hi = int(a), (int(b) if b else None)
+        except ValueError:
+            raise DirectionFileError(f"cannot read layer spec {spec!r}: use block indices such as '1-29' or "
+                                     "'4,8,12'") from None
+        if hi is not None and hi < lo:
+            raise DirectionFileError(f"layer range '{part.strip()}' is reversed; write '{hi}-{lo}'")
+        out.update(range(lo, hi + 1) if hi is not None else [lo])
     return sorted(out)

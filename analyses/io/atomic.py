@@ -4,6 +4,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,14 +34,39 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(name)
     try:
-        yield tmp
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _default_mode())  # mkstemp makes 0600; a result file should read like any other
-        os.replace(tmp, target)
+        try:
+            yield tmp
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.chmod(tmp, _default_mode())  # mkstemp makes 0600; a result file should read like any other
+            os.replace(tmp, target)
+        except Exception as e:
+            named = _naming_target(e, target, tmp)
+            if named is e:
+                raise
+            raise named from e
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+_RUST_OS_ERROR = re.compile(r"\(os error (\d+)\)")  # how Rust writers (safetensors) report an OS error
+_UNCHANGED = "(writing failed; the previous version of the file, if any, is unchanged)"
+
+
+def _naming_target(e: BaseException, target: Path, tmp: Path) -> BaseException:
+    """An OS-level write failure (ENOSPC, EIO, …) as an ``OSError`` of the same errno that names ``target``
+    instead of the random temporary file: ``[Errno 28] No space left on device (writing failed; …): 'out/x.json'``.
+    Anything else is returned unchanged."""
+    if isinstance(e, OSError):
+        if e.errno is None or e.filename not in (None, str(tmp), tmp):
+            return e
+        return type(e)(e.errno, f"{e.strerror} {_UNCHANGED}", str(target))
+    m = _RUST_OS_ERROR.search(str(e))
+    if m is None:
+        return e
+    errno_ = int(m.group(1))
+    return OSError(errno_, f"{os.strerror(errno_)} {_UNCHANGED}", str(target))
 
 
 def _json_default(o: Any) -> Any:

@@ -105,6 +105,11 @@ class UnitLog:
                 view = view[n:]
             if self.fsync if fsync is None else fsync:
                 os.fsync(fd)
+        except OSError as e:  # ENOSPC, EIO …: name the file; complete lines before stay, a torn tail is cut on resume
+            if e.errno is None or e.filename is not None:
+                raise
+            raise type(e)(e.errno, f"{e.strerror} (appending failed; the lines written before are intact and a torn "
+                                   "last line is cut when the run is resumed)", str(self.path)) from e
         finally:
             os.close(fd)
         self.bytes_written += len(data)
@@ -205,14 +210,18 @@ def open_output(root: Path, header_name: str, log_name: str, lock_name: str, *, 
                 diff = diff_keys(pick(old), pick(fresh))
                 raise error(f"{what} was written by a different configuration (config hash {old.get('config_hash')} "
                             f"!= {fresh['config_hash']}; differs in: {', '.join(diff) or 'the hashed inputs'}). {fix}")
+            if not log.path.exists():  # killed between writing the header and creating the log
+                log.create()
             log.repair()
             return Output(root, header_path, old, log, lock, created=False)
         root.mkdir(parents=True, exist_ok=True)
         if on_reset is not None:
             on_reset()
-        log.create()
+        # the header first: a run killed in between leaves a header without a log, which resuming completes
+        # (a log without its header, e.g. a sweep CSV without its sidecar, would be refused as foreign)
         out = Output(root, header_path, dict(fresh), log, lock, created=True)
         out.write_header()
+        log.create()
         return out
     except BaseException:
         lock.release()

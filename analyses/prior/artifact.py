@@ -11,6 +11,7 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import os
 import struct
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -97,7 +98,15 @@ def build_provenance(reason: Checkpoint, vl: Checkpoint, pairs: Sequence[Pair], 
             "tensors": {p.canonical: {"reason_key": p.reason_key, "vl_key": p.vl_key, "shape": list(p.shape),
                                       "layer": p.layer, "module": p.module} for p in pairs},
             "library": library_versions(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+            "created": _created()}
+
+
+def _created() -> str:
+    """Now in UTC, or ``SOURCE_DATE_EPOCH`` when set (reproducible builds: identical inputs, identical bytes)."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    when = (_dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch and epoch.strip().isdigit()
+            else _dt.datetime.now(_dt.timezone.utc))
+    return when.isoformat(timespec="seconds")
 
 
 @contextlib.contextmanager

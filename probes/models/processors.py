@@ -213,11 +213,12 @@ def qwen2_5_vl_processor(tokenizer: Any, *, min_pixels: int = 56 * 56, max_pixel
 
 def idefics2_processor(tokenizer: Any, *, image_size: int = 32, image_seq_len: int = 4,
                        image_token: str | None = None, boundary_token: str | None = None,
-                       chat_template: str | None = None) -> Any:
+                       chat_template: str | None = None, image_processor: Any = None) -> Any:
     """Idefics2: each image becomes ``<fake_token_around_image><image>×image_seq_len<fake_token_around_image>``.
 
     ``image_token``/``boundary_token`` reuse existing tokens (e.g. an unused SmolLM2 special token) instead of
-    adding ``<image>``/``<fake_token_around_image>``, so the vocabulary stays unchanged.
+    adding ``<image>``/``<fake_token_around_image>``, so the vocabulary stays unchanged. ``image_processor``
+    replaces the default ``Idefics2ImageProcessorPil`` (``image_size`` square, no splitting).
     """
     from transformers import Idefics2Processor
 
@@ -228,7 +229,7 @@ def idefics2_processor(tokenizer: Any, *, image_size: int = 32, image_seq_len: i
             raise ValueError(f"tokens {missing} are not in the tokenizer's vocabulary; pick existing tokens or "
                              "leave image_token=None to add <image>/<fake_token_around_image>.")
         add_image_tokens(tokenizer, named={"image_token": image_token, "image_boundary_token": boundary})
-    ip = _pil("idefics2", "Idefics2ImageProcessorPil")(
+    ip = image_processor or _pil("idefics2", "Idefics2ImageProcessorPil")(
         size={"shortest_edge": image_size, "longest_edge": image_size}, do_image_splitting=False)
     return Idefics2Processor(image_processor=ip, tokenizer=tokenizer, image_seq_len=image_seq_len,
                              chat_template=_chat_template(tokenizer, chat_template))

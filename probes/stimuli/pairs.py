@@ -77,6 +77,10 @@ def make_pairs(problems: Sequence[Problem], pairing: str = "cue", with_answers: 
         raise ValueError(f"unknown pairing {pairing!r}; choose one of {PAIRINGS}")
     if len(problems) == 0:
         raise ValueError("empty stimulus set: pass at least one problem (e.g. generate_problems(64)).")
+    empty = [p.id for p in problems if p.question is None or not str(p.question).strip()]
+    if empty:
+        raise ValueError(f"problems {empty[:5]} have an empty question; their CoT and direct prompts would hold only "
+                         "the cues. Fix: drop them or give them a question.")
     out = []
     for i, p in enumerate(problems):
         if pairing == "cue":

@@ -314,25 +314,34 @@ def load_visual_jsonl(path: str | Path, image_dir: str | Path | None = None) -> 
     Optional keys: ``id``, ``description`` (text the image depicts; needed for LLM-vs-VLM agreement), ``kind``.
     Relative image paths resolve against ``image_dir`` (default: the JSONL's folder).
     """
+    from cotscope.probes.stimuli.textio import StimulusFormatError, read_lines
+
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"visual stimulus file not found: {path}")
     base = Path(image_dir) if image_dir is not None else path.parent
     out: list[VisualItem] = []
-    for ln, line in enumerate(path.read_text().splitlines(), 1):
+    for ln, line in read_lines(path, "visual stimulus file"):
         if not line.strip():
             continue
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{ln}: not valid JSON ({e}). Fix: one JSON object per line.") from e
+            raise StimulusFormatError(f"{path}:{ln}: not valid JSON ({e}). Fix: one JSON object per line.") from e
+        if not isinstance(rec, dict):
+            raise StimulusFormatError(f"{path}:{ln}: a JSON {type(rec).__name__}, not an object; each line needs "
+                                      "image, question and answer.")
         missing = [k for k in ("image", "question", "answer") if k not in rec]
         if missing:
-            raise ValueError(f"{path}:{ln}: missing keys {missing}; each line needs image, question and answer.")
+            raise StimulusFormatError(f"{path}:{ln}: missing keys {missing}; each line needs image, question and "
+                                      "answer.")
+        if rec["question"] is None or not str(rec["question"]).strip():
+            raise StimulusFormatError(f"{path}:{ln}: the question is empty ({rec['question']!r}). Fix: write the "
+                                      "question about the image, or delete the line.")
         try:
             answer = int(rec["answer"])
         except (TypeError, ValueError) as e:
-            raise ValueError(f"{path}:{ln}: answer {rec['answer']!r} is not an integer.") from e
+            raise StimulusFormatError(f"{path}:{ln}: answer {rec['answer']!r} is not an integer.") from e
         ip = Path(rec["image"])
         img = load_image(ip if ip.is_absolute() else base / ip)
         cot, direct = _prompts(str(rec["question"]))
@@ -340,7 +349,8 @@ def load_visual_jsonl(path: str | Path, image_dir: str | Path | None = None) -> 
                               question=str(rec["question"]), answer=answer, description=str(rec.get("description", "")),
                               cot_prompt=cot, direct_prompt=direct))
     if not out:
-        raise ValueError(f"{path} holds no items: add JSON lines with image, question and answer.")
+        raise StimulusFormatError(f"{path} holds no items (empty stimulus set): add JSON lines with image, question "
+                                  "and answer.")
     return out
 
 
