@@ -115,19 +115,24 @@ def test_images_as_paths_bytes_base64_and_hf_images(tmp_path):
 def test_errors_name_file_row_and_column(tmp_path):
     p = tmp_path / "e.jsonl"
     p.write_text('{"question": "ok", "answer": 1}\n{"question": "bad", "answer": "x1"}\n')
-    with pytest.raises(StimulusLoadError, match=r"e\.jsonl: row 2, column 'answer': answer 'x1' is not an integer"):
+    with pytest.raises(StimulusLoadError, match=r"e\.jsonl:2: answer 'x1' is not an integer.*column 'answer'"):
         load_stimuli(p, answer_type="integer")
     p.write_text('{"question": "ok", "answer": 1}\n{"answer": 2}\n')
-    with pytest.raises(StimulusLoadError, match=r"row 2, column 'question/problem/query/prompt': empty or missing"):
+    with pytest.raises(StimulusLoadError, match=r"e\.jsonl:2: needs keys 'question'"):
         load_stimuli(p)
-    with pytest.raises(StimulusLoadError, match=r"row 1, column 'qq': column missing for role 'question'"):
+    with pytest.raises(StimulusLoadError, match=r"e\.jsonl:1: no column 'qq' for role 'question'"):
         load_stimuli(p, {"question": "qq"})
     p.write_text('{"question": "ok", "image": "nope.png", "answer": 1}\n')
-    with pytest.raises(StimulusLoadError, match=r"row 1, column 'image': image 'nope.png' is not a file"):
+    with pytest.raises(StimulusLoadError, match=r"e\.jsonl:1, column 'image': image 'nope.png' is not a file"):
         load_stimuli(p)
+    from cotscope.probes.stimuli.textio import StimulusEncodingError
+
     p.write_bytes('{"question": "caf\xe9"}\n'.encode("latin-1"))
-    with pytest.raises(StimulusLoadError, match=r"e\.jsonl:1: not UTF-8 .*iconv"):
+    with pytest.raises(StimulusEncodingError, match=r"e\.jsonl:1: not UTF-8 .*iconv"):
         load_stimuli(p)
+    (tmp_path / "e.csv").write_bytes("question,answer\ncaf\xe9,1\n".encode("latin-1"))
+    with pytest.raises(StimulusEncodingError, match=r"e\.csv:2: not UTF-8"):       # CSV goes through the same reader
+        load_stimuli(tmp_path / "e.csv")
     p.write_text('{"id": 1, "question": "a"}\n{"id": 1, "question": "b"}\n')
     with pytest.raises(StimulusLoadError, match="id '1' repeats"):
         load_stimuli(p)

@@ -123,13 +123,16 @@ def merging_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None,
     table = SweepTable(out_dir / "merge_eval.csv", config, SCHEMA, KEY)
     done = {c for c, _ in table.done_keys()}
     timings: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     records: dict[str, Any] = {}
+    c0 = time.process_time()
 
     def run_cell(cell: str, control: str) -> None:
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         rows = _score(vlm, prompts, rendered, budget)
         table.append([{**r, "cell_id": cell, "control": control, "seed": seed, "budget": budget} for r in rows])
         timings[cell] = round(time.perf_counter() - t, 2)
+        cpu[cell] = round(time.process_time() - c, 2)
 
     if "none" not in done:
         run_cell("none", "none")
@@ -137,11 +140,12 @@ def merging_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None,
         cell = f"merge:{method}"
         if cell in done:
             continue
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         with merged_weights(vlm, method=method, reason_dir=reason_dir, vl_dir=vl_dir, seed=seed, **kw) as rec:
             records[cell] = {k: rec[k] for k in ("params", "n_tensors", "change_norm")}
             run_cell(cell, "merge")
         timings[cell] = round(time.perf_counter() - t, 2)
+        cpu[cell] = round(time.process_time() - c, 2)
     todo_rules = [r for r in drift_rules if f"drift:{r or 'none'}" not in done]
     if todo_rules:
         if not prior.is_file():
@@ -159,11 +163,12 @@ def merging_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None,
         try:
             for rule in todo_rules:
                 cell = f"drift:{rule or 'none'}"
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 records[cell] = _drift_finetune(vlm, prior, rule, steps=drift_steps, batch_size=drift_batch,
                                                 lr=drift_lr, seed=seed)
                 run_cell(cell, "drift")
                 timings[cell] = round(time.perf_counter() - t, 2)
+                cpu[cell] = round(time.process_time() - c, 2)
                 with torch.no_grad():
                     for n, v in saved.items():
                         named[n].copy_(v)
@@ -210,6 +215,7 @@ def merging_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None,
             s.update({k: (round(v, 4) if isinstance(v, float) else v) for k, v in records[cell].items()})
     out["injection_source"] = inject_note
     out["timings_s"] = timings
+    out["cpu_seconds"] = {**cpu, "total": round(time.process_time() - c0, 1)}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["title"] = "Merging baselines vs DRIFT rules vs injection (same items; toy scale)"
     out["report"] = merging_report(out)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from cotscope.analyses.answers import ANSWER_TYPES, AnswerError, AnswerSpec
+from cotscope.probes.stimuli.textio import StimulusFormatError, read_lines
 
 ROLES = ("id", "question", "cot", "direct", "image", "choices", "answer", "answer_type", "precision", "tolerance",
          "category", "question_type")
@@ -65,8 +66,15 @@ _ANSWER_TYPE_ALIASES = {"int": "integer", "integer": "integer", "float": "float"
                         "text": "text", "free_form": "text", "string": "text", "str": "text"}
 
 
-class StimulusLoadError(ValueError):
+class StimulusLoadError(StimulusFormatError):
     """A stimulus source that cannot be read; the message names the file, row and column, and the fix."""
+
+
+class StimulusNotFoundError(StimulusLoadError, FileNotFoundError):
+    """The stimulus source does not exist."""
+
+
+LINE_FORMATS = ("jsonl", "csv", "tsv")     # their row numbers are line numbers: errors say file:line
 
 
 @dataclasses.dataclass
@@ -119,39 +127,34 @@ def detect_format(path: str | Path) -> str:
     return fmt
 
 
-def _decode_utf8(data: bytes, path: Path) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = data[: e.start].count(b"\n") + 1
-        raise StimulusLoadError(f"{path}:{line}: not UTF-8 (byte {data[e.start]:#04x} at offset {e.start}); "
-                                f"convert the file, e.g. iconv -f latin1 -t utf-8 {path.name} > fixed.{path.suffix[1:]}"
-                                ) from None
+def _text(path: Path) -> str:
+    """The whole file as text through :func:`~probes.stimuli.textio.read_lines` (UTF-8 checks with file:line)."""
+    return "\n".join(line for _, line in read_lines(path))
 
 
 def iter_rows(path: str | Path, *, format: str | None = None, split: str | None = None) -> Iterator[tuple[int, dict]]:
     """``(row number, row dict)`` for every row of ``path`` (1-based line numbers for JSONL/CSV, else 0-based)."""
     p = Path(path)
     if not p.exists():
-        raise StimulusLoadError(f"stimulus source {p} does not exist")
+        raise StimulusNotFoundError(f"stimulus file {p} does not exist")
     fmt = format or detect_format(p)
     if fmt not in FORMATS:
         raise StimulusLoadError(f"unknown format {fmt!r}; choose from {FORMATS}")
     if fmt == "jsonl":
-        text = _decode_utf8(p.read_bytes(), p)
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        for lineno, line in read_lines(p):
             if not line.strip():
                 continue
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise StimulusLoadError(f"{p}:{lineno}: not valid JSON ({e.msg}); each line must be one object") from None
+                raise StimulusLoadError(f"{p}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object "
+                                        'like {"question": "...", "answer": 12}') from None
             if not isinstance(obj, dict):
                 raise StimulusLoadError(f"{p}:{lineno}: a JSON {type(obj).__name__}, expected an object per line")
             yield lineno, obj
     elif fmt == "json":
         try:
-            data = json.loads(_decode_utf8(p.read_bytes(), p))
+            data = json.loads(_text(p))
         except json.JSONDecodeError as e:
             raise StimulusLoadError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
         if isinstance(data, dict) and all(isinstance(v, dict) for v in data.values()):
@@ -170,7 +173,7 @@ def iter_rows(path: str | Path, *, format: str | None = None, split: str | None 
     elif fmt in ("csv", "tsv"):
         import csv
 
-        text = _decode_utf8(p.read_bytes(), p)
+        text = _text(p)
         csv.field_size_limit(1 << 30)      # base64 images in VLMEvalKit TSVs are long
         reader = csv.DictReader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",")
         for i, row in enumerate(reader, start=2):
@@ -208,8 +211,10 @@ def iter_rows(path: str | Path, *, format: str | None = None, split: str | None 
 
 
 # ------------------------------------------------------------------------------------------------ values
-def _where(path: Path, row: int, col: str | None) -> str:
-    return f"{path}: row {row}" + (f", column {col!r}" if col else "")
+def _where(path: Path, row: int, col: str | None, fmt: str = "") -> str:
+    """``file:line`` for line-based formats, else ``file: row N``; then the column."""
+    loc = f"{path}:{row}" if fmt in LINE_FORMATS else f"{path}: row {row}"
+    return loc + (f", column {col!r}" if col else "")
 
 
 def _as_list(value: Any, where: str, what: str) -> list[Any]:
@@ -326,10 +331,12 @@ def load_stimuli(path: str | Path, columns: Mapping[str, Any] | None = None, *, 
         raise StimulusLoadError(f"unknown required roles {bad_req}; roles are {ROLES}")
     out: list[Stimulus] = []
     seen: dict[str, str] = {}
-    for rownum, row in iter_rows(p, format=format, split=split):
+    fmt = format or detect_format(p)
+    for rownum, row in iter_rows(p, format=fmt, split=split):
         if limit is not None and len(out) >= limit:
             break
         cols = _resolve(columns, row)
+        loc = _where(p, rownum, None, fmt)
 
         def get(role: str) -> Any:
             c = cols[role]
@@ -338,7 +345,7 @@ def load_stimuli(path: str | Path, columns: Mapping[str, Any] | None = None, *, 
             if isinstance(c, (list, tuple)):
                 missing = [x for x in c if x not in row]
                 if missing and role != "choices":
-                    raise StimulusLoadError(f"{_where(p, rownum, str(missing[0]))}: column missing (the row has "
+                    raise StimulusLoadError(f"{loc}: column {missing[0]!r} is missing (the row has "
                                             f"{sorted(row)[:12]})")
                 return [row.get(x) for x in c]
             if c not in row and "." in c and c.split(".")[0] in row:      # a field of a struct column
@@ -347,28 +354,33 @@ def load_stimuli(path: str | Path, columns: Mapping[str, Any] | None = None, *, 
                     v = v.get(part) if isinstance(v, Mapping) else None
                 return None if (isinstance(v, float) and v != v) else v
             if c not in row:
-                raise StimulusLoadError(f"{_where(p, rownum, c)}: column missing for role {role!r} (the row has "
+                raise StimulusLoadError(f"{loc}: no column {c!r} for role {role!r} (the row has "
                                         f"{sorted(row)[:12]}); fix the column mapping")
             v = row[c]
             return None if (isinstance(v, float) and v != v) else v       # NaN from CSV/Parquet = missing
 
+        absent = [r for r in require if cols[r] is None]
+        if absent:
+            names = " and ".join(repr(r if r in ("question", "answer") else DEFAULT_NAMES[r][0]) for r in require)
+            raise StimulusLoadError(f"{loc}: needs keys {names} (no column for {absent}; looked for "
+                                    f"{[DEFAULT_NAMES[r] for r in absent]}, or map them with columns=)")
         for role in require:
             v = get(role)
             if v is None or (isinstance(v, str) and not v.strip()):
-                col = cols[role] or "/".join(DEFAULT_NAMES[role])
-                raise StimulusLoadError(f"{_where(p, rownum, str(col))}: empty or missing {role}; every row needs it")
+                raise StimulusLoadError(f"{loc}: the {role} is empty ({v!r}) (column {cols[role]!r}); every row needs "
+                                        "one. Fix: write it, or delete the row")
         q = get("question")
         sid = get("id")
         sid = f"{p.stem}-{rownum}" if sid is None or str(sid) == "" else str(sid)
         if sid in seen:
-            raise StimulusLoadError(f"{_where(p, rownum, cols['id'])}: id {sid!r} repeats ({seen[sid]}); ids must be "
+            raise StimulusLoadError(f"{loc}: id {sid!r} repeats ({seen[sid]}, column {cols['id']!r}); ids must be "
                                     "unique (drop the id mapping to number rows instead)")
-        seen[sid] = f"row {rownum}"
+        seen[sid] = loc
         choices_raw = get("choices")
         if isinstance(cols["choices"], (list, tuple)):
             choices = [str(c).strip() for c in choices_raw if c is not None and str(c).strip() and str(c) != "nan"]
         else:
-            choices = [str(c) for c in _as_list(choices_raw, _where(p, rownum, cols["choices"]), "choices")]
+            choices = [str(c) for c in _as_list(choices_raw, _where(p, rownum, cols["choices"], fmt), "choices")]
         ans = get("answer")
         spec = None
         if ans is not None and str(ans).strip() != "":
@@ -383,11 +395,12 @@ def load_stimuli(path: str | Path, columns: Mapping[str, Any] | None = None, *, 
                     t = "float"
                 spec = AnswerSpec.build(ans, t, choices=choices or None, tolerance=tol_v, precision=prec_v)
             except (AnswerError, ValueError) as e:
-                raise StimulusLoadError(f"{_where(p, rownum, cols['answer'])}: {e}") from None
+                raise StimulusLoadError(f"{loc}: {e} (column {cols['answer']!r})") from None
         images: list[Any] = []
         if cols["image"] is not None:
-            vals = _as_list(get("image"), _where(p, rownum, cols["image"]), "image")
-            images = [(_open_image(v, base, root, _where(p, rownum, cols["image"])) if load_images else v)
+            where = _where(p, rownum, cols["image"], fmt)
+            vals = _as_list(get("image"), where, "image")
+            images = [(_open_image(v, base, root, where) if load_images else v)
                       for v in vals if v is not None and not (isinstance(v, str) and not v.strip())]
         used = {c for c in cols.values() if isinstance(c, str) and c in row} | {x for c in cols.values()
                                                                     if isinstance(c, (list, tuple)) for x in c}
@@ -398,7 +411,7 @@ def load_stimuli(path: str | Path, columns: Mapping[str, Any] | None = None, *, 
                             cot=None if get("cot") is None else str(get("cot")),
                             direct=None if get("direct") is None else str(get("direct")), images=tuple(images),
                             choices=tuple(choices), category=None if cat is None else str(cat),
-                            question_type=None if qt is None else str(qt), meta=meta, source=f"{p}: row {rownum}"))
+                            question_type=None if qt is None else str(qt), meta=meta, source=loc))
     if not out:
         raise StimulusLoadError(f"{p}: no rows (empty stimulus set); add at least one row")
     return out
