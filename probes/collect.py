@@ -7,6 +7,11 @@ Residual = output of decoder block ``i`` (0-based; HF ``hidden_states[i+1]``). T
 * ``last``        — last token of the full text (prompt + answer; the released L2V-CoT rule);
 * ``answer_mean`` — mean over the assistant-answer tokens;
 * ``image_mean``  — mean over image-placeholder tokens (VLM inputs only);
+* ``eot``         — the end-of-turn token the model's chat template writes after the assistant's answer
+  (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``, …; found from the template, see
+  :mod:`probes.stimuli.turns`);
+* ``turn_end``    — the last token of ``apply_chat_template([user, assistant])``: exactly what the released
+  L2V-CoT code reads (``\n`` after ``<|im_end|>`` for ChatML templates, ``<|eot_id|>`` for Llama 3);
 * ``all_tokens=True`` additionally keeps every token (ragged, per item).
 
 Batches are left-padded, run under ``torch.no_grad``, and the trace stops after the deepest
@@ -34,7 +39,8 @@ from cotscope.probes.models.loading import LoadedModel
 from cotscope.probes.positions import TokenRuleError, parse_token_rules
 from cotscope.probes.stimuli.pairs import PromptPair
 
-POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean")   # the TokenRule values collect_pairs reads
+POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean", "eot", "turn_end")   # the TokenRule values read here
+TURN_POSITIONS = ("eot", "turn_end")
 
 
 class CollectionError(CotscopeError):
@@ -63,8 +69,13 @@ def _item_name(item: dict[str, Any]) -> str:
             f"problem {item['problem_id']!r})")
 
 
-def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[dict[str, Any]], list[Any]]:
-    """Flatten pairs into rows (CoT then direct for each pair) with token bookkeeping."""
+def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair],
+               positions: Sequence[str] = ()) -> tuple[list[dict[str, Any]], list[Any]]:
+    """Flatten pairs into rows (CoT then direct for each pair) with token bookkeeping.
+
+    With a turn position (``eot``/``turn_end``) each row's text is the whole templated conversation including the
+    template's end-of-turn suffix, and the row records ``n_suffix_tokens`` and ``eot_from_end``.
+    """
     if len(pairs) == 0:
         raise CollectionError("empty stimulus set: pass at least one PromptPair")
     has_img = [prompt.image is not None for pair in pairs for _, prompt in pair.members()]
@@ -75,6 +86,7 @@ def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[d
                               "with a VLM, or build text pairs (make_visual_pairs(items, with_image=False))")
     items, images, n_tokens = [], [], []
     enc = _encoder(loaded)
+    turns = any(p in TURN_POSITIONS for p in positions)
     for pair in pairs:
         question = getattr(pair.problem, "question", None)
         if isinstance(question, str) and not question.strip():
@@ -82,17 +94,32 @@ def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[d
                                   f"({question!r}); its CoT and direct prompts would hold only the cues. Fix: drop "
                                   "the problem or give it a question")
         for label, prompt in pair.members():
-            prompt_text, full_text = prompt.render(enc)
-            n_full = _count_tokens(loaded, full_text)
-            n_ans = 0
-            if full_text != prompt_text:
-                n_ans = n_full - _count_tokens(loaded, prompt_text)
-                if n_ans <= 0:
-                    raise CollectionError(f"pair {pair.pair_id}: the answer adds no tokens after the prompt")
+            extra: dict[str, Any] = {}
+            if turns:
+                from cotscope.probes.stimuli.turns import TemplateLayoutError, turn_layout
+
+                try:
+                    lay = turn_layout(enc, prompt.messages, prompt.answer, require_eot="eot" in positions)
+                except TemplateLayoutError as e:
+                    raise CollectionError(f"pair {pair.pair_id}: {e}") from None
+                full_text, n_ans = lay.text, lay.n_answer_tokens
+                n_full = _count_tokens(loaded, full_text)
+                extra = {"n_suffix_tokens": lay.n_suffix_tokens}
+                if lay.eot_from_end is not None:
+                    extra.update({"eot_from_end": lay.eot_from_end, "eot_token": lay.eot_token})
+            else:
+                prompt_text, full_text = prompt.render(enc)
+                n_full = _count_tokens(loaded, full_text)
+                n_ans = 0
+                if full_text != prompt_text:
+                    n_ans = n_full - _count_tokens(loaded, prompt_text)
+                    if n_ans <= 0:
+                        raise CollectionError(f"pair {pair.pair_id}: the answer adds no tokens after the prompt")
             n_tokens.append(n_full)
             items.append({"row": len(items), "pair_id": int(pair.pair_id), "label": int(label),
                           "problem_id": pair.problem.id, "gold": pair.problem.answer, "pairing": pair.pairing,
-                          "text": full_text, "n_answer_tokens": int(n_ans), "image_sha256": image_sha256(prompt.image)})
+                          "text": full_text, "n_answer_tokens": int(n_ans), "image_sha256": image_sha256(prompt.image),
+                          **extra})
             images.append(prompt.image)
     # text tokens only (image tokens are added by the processor and checked per batch before the forward)
     check_context(loaded, n_tokens, name=lambda i: _item_name(items[i]),
@@ -117,8 +144,12 @@ def encode_batch(loaded: LoadedModel, texts: list[str], images: list[Any] | None
 
 
 def _reduce_batch(loaded: LoadedModel, enc, layers: list[int], positions: Sequence[str], n_ans, img_mask,
-                  all_tokens: bool):
-    """One traced forward pass; returns {position: [B, L, d]} and optional full hidden states."""
+                  all_tokens: bool, n_suffix=None, eot_from_end=None):
+    """One traced forward pass; returns {position: [B, L, d]} and optional full hidden states.
+
+    ``n_suffix`` (tokens after the answer) and ``eot_from_end`` (offset of the end-of-turn token from the end) are
+    per-row tensors for texts that end with the template's end-of-turn suffix (``None``: no suffix).
+    """
     import nnsight
     import torch
 
@@ -127,9 +158,11 @@ def _reduce_batch(loaded: LoadedModel, enc, layers: list[int], positions: Sequen
     ar = torch.arange(B)
     dev = loaded.device
     n_ans = n_ans.to(dev)
-    lp_idx = (T - 1 - n_ans)
+    n_suf = torch.zeros_like(n_ans) if n_suffix is None else n_suffix.to(dev)
+    lp_idx = (T - 1 - n_suf - n_ans)
+    eot_idx = (T - 1 - eot_from_end.to(dev)) if eot_from_end is not None else None
     tpos = torch.arange(T, device=dev)[None, :]
-    ans_mask = (tpos >= (T - n_ans)[:, None]).float()
+    ans_mask = ((tpos >= (T - n_suf - n_ans)[:, None]) & (tpos < (T - n_suf)[:, None])).float()
     img = img_mask.float().to(dev) if img_mask is not None else None
     inputs = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
     with torch.no_grad():
@@ -142,8 +175,10 @@ def _reduce_batch(loaded: LoadedModel, enc, layers: list[int], positions: Sequen
                 for p in positions:
                     if p == "last_prompt":
                         out[p].append(h[ar, lp_idx].float())
-                    elif p == "last":
+                    elif p in ("last", "turn_end"):
                         out[p].append(h[:, -1].float())
+                    elif p == "eot":
+                        out[p].append(h[ar, eot_idx].float())
                     elif p == "answer_mean":
                         out[p].append(((h.float() * ans_mask[..., None]).sum(1) / ans_mask.sum(1, keepdim=True)))
                     elif p == "image_mean":
@@ -179,7 +214,7 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
     layers = loaded.check_layers(range(loaded.n_layers) if layers is None else layers)
     if batch_size < 1:
         raise CollectionError(f"batch_size must be >= 1, got {batch_size}")
-    items, images = plan_items(loaded, pairs)
+    items, images = plan_items(loaded, pairs, positions)
     has_images = images[0] is not None
     if "image_mean" in positions and not has_images:
         raise CollectionError("position 'image_mean' needs image stimuli")
@@ -209,7 +244,10 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
                       fix="shorten the question or answer of that pair, use smaller images, or drop it")
         n_ans = torch.tensor([it["n_answer_tokens"] for it in batch_items])
         img_mask = loaded.adapter.image_token_mask(enc["input_ids"], loaded.config) if has_images else None
-        res, full = _reduce_batch(loaded, enc, layers, positions, n_ans, img_mask, all_tokens)
+        turns = "n_suffix_tokens" in batch_items[0]
+        n_suf = torch.tensor([it["n_suffix_tokens"] for it in batch_items]) if turns else None
+        eot_off = torch.tensor([it["eot_from_end"] for it in batch_items]) if "eot" in positions else None
+        res, full = _reduce_batch(loaded, enc, layers, positions, n_ans, img_mask, all_tokens, n_suf, eot_off)
         tensors = dict(res)
         seq_len = enc["attention_mask"].sum(1)
         tensors["seq_len"] = seq_len.numpy().astype(np.int64)
