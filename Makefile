@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup models demo test test-fast test-latest lock figures bench clean
+.PHONY: setup models demo test test-fast test-latest lock figures report bench clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -38,6 +38,10 @@ test-fast: models
 
 figures: setup
 	$(PY) -m cotscope.figures $(RUN_DIR)
+
+# Redraw the figures and write report.md + the self-contained report.html of a run (any run, not only the demo).
+report: setup
+	$(PY) -m cotscope report $(RUN_DIR)
 
 bench: models
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -119,14 +119,9 @@ def generate(model: Any, prompts: str | Sequence[str], *, max_new_tokens: int = 
     return outs[0] if single else outs
 
 
-def report(run_dir: str | Path) -> list[Path]:
-    """(Re)write a run's reports from its ``summary.json`` and stored figures."""
-    import json
+def report(run_dir: str | Path, *, figures: bool = True) -> list[Path]:
+    """(Re)draw a run's figures from its stored results and write ``report.md`` and ``report.html``; works for runs
+    made with CLI commands or this API alone (no ``summary.json``). ``figures=False`` reuses the drawn figures."""
+    from cotscope.report import report_run
 
-    from cotscope.report import write_reports
-    from cotscope.stages import SUMMARY_FILE
-
-    path = Path(run_dir) / SUMMARY_FILE
-    if not path.is_file():
-        raise CotscopeError(f"{path} not found; run `cotscope run`, `cotscope demo` or the stages first")
-    return write_reports(run_dir, json.loads(path.read_text()))
+    return report_run(run_dir, figures=figures)

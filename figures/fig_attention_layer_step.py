@@ -1,5 +1,6 @@
 """Layer × reasoning-step heat map of the image share of attention (mean over heads and prompts), CoT vs direct.
-Reads ``analysis/attention_shift.json`` (written by ``probes.attention_demo``).
+
+Reads every attention-shift analysis of the run (``analysis/attention_shift.json`` from the attention stage).
 
 >>> python -m cotscope.figures.fig_attention_layer_step runs/demo          # doctest: +SKIP
 """
@@ -11,10 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from cotscope.figures.common import figures_dir, load_json, save_matplotlib, save_plotly
-from cotscope.figures.fig_attention_ratio_focus import model_name
+from cotscope.figures.common import figures_dir, instance_name, save_pair
+from cotscope.figures.fig_attention_ratio_focus import ATTENTION_INPUTS, DEFAULT, found, model_name
 
 NAME = "attention_layer_step"
+TITLE = "Image share of attention per layer and reasoning step"
+SECTION = "attention"
+INPUTS = ATTENTION_INPUTS
 
 
 def _grid(a: dict[str, Any]) -> np.ndarray:
@@ -72,12 +76,14 @@ def draw(analysis: dict[str, Any], title: str = ""):
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    run_dir = Path(run_dir)
-    analysis = load_json(run_dir / "analysis" / "attention_shift.json", "run probes.attention_demo first")
-    model = model_name(analysis)
-    fig, pfig = draw(analysis, title=f"Image share of attention per layer and reasoning step, {model}")
     out = figures_dir(run_dir)
-    return save_matplotlib(fig, out, NAME, pdf=False) + [save_plotly(pfig, out, NAME)]
+    paths: list[Path] = []
+    for key, src, analysis in found(run_dir):
+        title = f"Image share of attention per layer and reasoning step, {model_name(analysis)}"
+        fig, pfig = draw(analysis, title=title)
+        paths += save_pair(fig, pfig, out, instance_name(NAME, key, DEFAULT), module=sys.modules[__name__],
+                           sources=[src], pdf=False, instance="" if key == DEFAULT else key)
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,5 +1,8 @@
-"""Attention ratio R (image / text) and focus F = 1/(H+ε) per reasoning step, CoT vs direct, with bands over
-prompts (cf. IVT-LR §4.4). Reads ``analysis/attention_shift.json`` (written by ``probes.attention_demo``).
+"""Attention ratio R (image / text) and focus F = 1/(H+ε) per reasoning step (and per generated token), CoT vs
+direct, with bands over prompts (cf. IVT-LR §4.4).
+
+Reads every attention-shift analysis of the run (``analysis/attention_shift.json`` from the attention stage draws
+``attention_ratio_focus.png``; other analyses ``attention_ratio_focus_<name>.png``).
 
 >>> python -m cotscope.figures.fig_attention_ratio_focus runs/demo          # doctest: +SKIP
 """
@@ -11,11 +14,17 @@ from typing import Any
 
 import numpy as np
 
-from cotscope.figures.common import figures_dir, load_json, save_matplotlib, save_plotly
+from cotscope.figures.common import MissingInputs, figures_dir, instance_name, save_pair
+from cotscope.figures.inputs import ATTENTION_INPUTS, attention_analyses
 
 NAME = "attention_ratio_focus"
+TITLE = "Attention ratio and focus per reasoning step"
+SECTION = "attention"
+INPUTS = ATTENTION_INPUTS
+DEFAULT = "attention_shift"        # the attention stage's analysis keeps the plain file names
 COLORS = {"cot": "#d62728", "direct": "#1f77b4"}
-PANELS = (("R", "ratio R = image / text attention"), ("F", "focus F = 1 / (H + ε)"),
+PANELS = (("R", "ratio R = image / text attention"), ("R_question", "R against question text only"),
+          ("F", "focus F = 1 / (H + ε)"), ("F_norm", "focus with H / log N"),
           ("F_image", "focus F, H over image keys only"), ("image_share", "image share of attention"))
 
 
@@ -54,7 +63,7 @@ def draw(analysis: dict[str, Any], level: str = "step", title: str = ""):
                                       line=dict(color=c), customdata=n,
                                       hovertemplate=f"{cond} {xlabel} %{{x}}: %{{y:.4f}} (prompts: %{{customdata}})"),
                            row=1, col=j + 1)
-        if metric == "R":
+        if metric in ("R", "R_question"):
             ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set_xlabel(xlabel)
         n_max = max(len(a[level][metric]["mean"]) for a in agg.values())
@@ -89,16 +98,27 @@ def model_name(analysis: dict[str, Any]) -> str:
     return Path(str(analysis.get("summary", {}).get("model", ""))).name
 
 
+def found(run_dir: str | Path) -> list[tuple[str, Path, dict[str, Any]]]:
+    """The run's attention-shift analyses; raises :class:`MissingInputs` if there is none."""
+    res = attention_analyses(run_dir)
+    if not res:
+        raise MissingInputs(f"no attention-shift analysis under {run_dir}: run the attention stage "
+                            "(cotscope attention, or analyses.attention_shift.analyse_run on a captured run) first")
+    return res
+
+
 def render(run_dir: str | Path) -> list[Path]:
-    run_dir = Path(run_dir)
-    analysis = load_json(run_dir / "analysis" / "attention_shift.json", "run probes.attention_demo first")
-    model = model_name(analysis)
     out = figures_dir(run_dir)
     paths: list[Path] = []
-    for level in ("step", "token"):
-        fig, pfig = draw(analysis, level, title=f"Attention shift, {model}")
-        name = NAME if level == "step" else f"{NAME}_tokens"
-        paths += save_matplotlib(fig, out, name, pdf=False) + [save_plotly(pfig, out, name)]
+    for key, src, analysis in found(run_dir):
+        model = model_name(analysis)
+        base = instance_name(NAME, key, DEFAULT)
+        for level in ("step", "token"):
+            fig, pfig = draw(analysis, level, title=f"Attention shift, {model}")
+            name = base if level == "step" else f"{base}_tokens"
+            paths += save_pair(fig, pfig, out, name, module=sys.modules[__name__], sources=[src], pdf=False,
+                               title=TITLE if level == "step" else "Attention ratio and focus per generated token",
+                               instance="" if key == DEFAULT else key)
     return paths
 
 

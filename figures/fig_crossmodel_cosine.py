@@ -1,13 +1,24 @@
-"""LLM↔VLM CoT-direction cosine vs low-pass cutoff, with the permutation-null band (L2V-CoT's claim)."""
+"""Cosine between the LLM's and the VLM's CoT directions against the low-pass cutoff, with the permutation-null
+band (L2V-CoT's claim: the shared part is low-frequency); one panel per VLM input condition.
+
+Reads ``analysis/crossmodel_<condition>.json`` (the cross-model stage); other folders holding such files draw
+``crossmodel_cosine_<folder>.png``.
+
+>>> python -m cotscope.figures.fig_crossmodel_cosine runs/demo          # doctest: +SKIP
+"""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 from typing import Any
 
-from cotscope.figures.common import MissingInputs, figures_dir, load_json, save_matplotlib, save_plotly
+from cotscope.figures.common import MissingInputs, figures_dir, instance_name, save_pair
+from cotscope.figures.inputs import CROSSMODEL_INPUTS, crossmodel_groups
 
 NAME = "crossmodel_cosine"
+TITLE = "LLM ↔ VLM CoT direction cosine vs low-pass cutoff"
+SECTION = "crossmodel"
+INPUTS = CROSSMODEL_INPUTS
 
 
 def pick_layers(res: dict[str, Any], k: int = 3) -> list[dict]:
@@ -29,7 +40,7 @@ def draw(results: dict[str, dict[str, Any]]):
     for k, cond in enumerate(conds):
         ax = axes[0, k]
         for j, L in enumerate(pick_layers(results[cond])):
-            x = [r["cutoff"] for r in L["cutoffs"]]
+            x = [r.get("fraction_of_bins", r["cutoff"]) for r in L["cutoffs"]]
             col = colors[j % len(colors)]
             lab = f"LLM L{L['llm_layer']} ↔ VLM L{L['vlm_layer']}"
             ax.plot(x, [r["lowpass_cosine"] for r in L["cutoffs"]], "o-", color=col, label=f"{lab} low-pass")
@@ -42,9 +53,9 @@ def draw(results: dict[str, dict[str, Any]]):
             pfig.add_trace(go.Scatter(x=x, y=[r["null_q95"] for r in L["cutoffs"]], name=f"{lab} null 95% ({cond})",
                                       line=dict(color=col, dash="dot")), row=1, col=k + 1)
         ax.set_xscale("log")
-        ticks = [r["cutoff"] for r in results[cond]["layers"][0]["cutoffs"]]
+        ticks = [r.get("fraction_of_bins", r["cutoff"]) for r in results[cond]["layers"][0]["cutoffs"]]
         ax.set_xticks(ticks)
-        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.set_xticklabels([f"{t:.2g}" for t in ticks])
         ax.minorticks_off()
         ax.set_xlabel("low-pass cutoff (fraction of rfft bins)")
         ax.set_title(f"VLM input: {cond}  (dashed: raw cosine; band: permutation null 5–95%)", fontsize=9)
@@ -56,21 +67,27 @@ def draw(results: dict[str, dict[str, Any]]):
     return fig, pfig
 
 
-def load_results(run_dir: Path) -> dict[str, Any]:
-    res = {}
-    for cond in ("text", "image"):
-        p = run_dir / "analysis" / f"crossmodel_{cond}.json"
-        if p.exists():
-            res[cond] = load_json(p)
-    if not res:
-        raise MissingInputs(f"{run_dir}/analysis/crossmodel_*.json not found: run the VLM stage first")
-    return res
+def load_groups(run_dir: str | Path) -> dict[str, tuple[dict[str, Any], list[Path]]]:
+    """``{key: ({condition: result}, [paths])}`` for every folder of cross-model analyses in the run."""
+    groups = crossmodel_groups(run_dir)
+    if not groups:
+        raise MissingInputs(f"no analysis/crossmodel_*.json under {run_dir}: run the cross-model (VLM) stage first")
+    return {k: ({c: d for c, (_, d) in g.items()}, [p for p, _ in g.values()]) for k, g in groups.items()}
+
+
+def render_groups(run_dir: str | Path, module: Any, draw_fn: Any) -> list[Path]:
+    """Draw ``draw_fn(results)`` once per folder of cross-model analyses (shared with the dispersion figure)."""
+    out = figures_dir(run_dir)
+    paths: list[Path] = []
+    for key, (results, sources) in load_groups(run_dir).items():
+        fig, pfig = draw_fn(results)
+        paths += save_pair(fig, pfig, out, instance_name(module.NAME, key, "run"), module=module, sources=sources,
+                           instance="" if key == "run" else key)
+    return paths
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    fig, pfig = draw(load_results(Path(run_dir)))
-    out = figures_dir(run_dir)
-    return save_matplotlib(fig, out, NAME) + [save_plotly(pfig, out, NAME)]
+    return render_groups(run_dir, sys.modules[__name__], draw)
 
 
 if __name__ == "__main__":

@@ -9,16 +9,20 @@ from __future__ import annotations
 import collections
 import csv
 import json
+import sys
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from cotscope.figures.common import figure_main, render_stored, save_figure
+from cotscope.figures.common import figure_main, render_each, save_figure
 
 NAME = "drift_cosine"
-SOURCE = ("prior", "drift_cos.csv")   # RUN/<dir>/<file> that render() reads
+SOURCE = ("prior", "drift_cos.csv")   # the stage's RUN/<dir>/<file>; INPUTS finds others
+TITLE = "cos(g, Δ) over fine-tuning steps"
+SECTION = "prior"
+INPUTS = ("drift_cos.csv", "*/drift_cos.csv")
 
 
 def load_table(path: str | Path) -> list[dict]:
@@ -81,9 +85,10 @@ def save(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, name: str = NAM
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    """Regenerate from ``RUN/prior/drift_cos.csv`` into ``RUN/figures`` (``python -m cotscope.figures RUN``)."""
-    return render_stored(run_dir, SOURCE, save, "run probes.drift.run_drift_alignment(vlm_dir, "
-                         "RUN/prior/prior.safetensors, RUN/prior) first", load=load_table)
+    """Regenerate from every ``RUN/<dir>/drift_cos.csv`` (``prior/`` for the stage) into ``RUN/figures``
+    (``python -m cotscope.figures RUN``)."""
+    return render_each(run_dir, sys.modules[__name__], "prior", save, "run probes.drift.run_drift_alignment(vlm_dir, "
+                       "RUN/prior/prior.safetensors, RUN/prior) first", load=load_table)
 
 
 def main(argv: list[str] | None = None) -> None:

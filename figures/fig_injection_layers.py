@@ -1,20 +1,28 @@
 """Gain from injecting the CoT direction vs the injection layer, relative to no injection (cf. L2V-CoT Fig. 5).
 
-One column per sweep table (e.g. SmolLM2 → SmolLM2, SmolLM2 → VLM), one row per metric (teacher-forced
-gold log-prob, accuracy); one line per strength λ; error bars are 95% bootstrap CIs over prompts (paired
-with the no-injection row of the same prompt). Draws from stored sweep tables only.
+Reads every injection sweep table of the run (``<table>.csv`` + its ``cotscope.sweep`` sidecar, e.g. the demo's
+``intervention/sweep_*.csv``); one figure per folder of tables (``injection_layers.png`` for ``intervention/``,
+``injection_layers_<folder>.png`` otherwise). One column per sweep table (e.g. SmolLM2 → SmolLM2, SmolLM2 → VLM),
+one row per metric (teacher-forced gold log-prob, accuracy); one line per strength λ; error bars are 95% bootstrap
+CIs over prompts (paired with the no-injection row of the same prompt). Draws from stored sweep tables only.
 
 >>> figs = render_tables(["runs/demo/intervention/sweep_llm.csv"], "runs/demo/figures")   # doctest: +SKIP
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 from cotscope.analyses.sweeps import paired_gains, read_table, table_config
-from cotscope.figures.common import MissingInputs, figure_main, save_matplotlib, save_plotly
+from cotscope.figures.common import MissingInputs, figure_main, figures_dir, instance_name, save_matplotlib, \
+    save_pair, save_plotly
+from cotscope.figures.inputs import SWEEP_INPUTS, sweep_tables
 
 NAME = "injection_layers"
+TITLE = "Gain over no injection vs injection layer"
+SECTION = "intervention"
+INPUTS = SWEEP_INPUTS
 METRICS = {"gold_logprob": "Δ log p(gold) after budget", "correct": "Δ accuracy", "n_tokens": "Δ length (tokens)"}
 
 
@@ -25,7 +33,9 @@ def short(model_id: str) -> str:
 
 def table_label(path: str | Path) -> str:
     cfg = table_config(path)
-    return f"{short(cfg['direction']['model_id'])} → {short(cfg['target']['model_id'])}"
+    src = (cfg.get("direction") or {}).get("model_id", "?")
+    tgt = (cfg.get("target") or {}).get("model_id", "?")
+    return f"{short(src)} → {short(tgt)}"
 
 
 def load_tables(paths: Sequence[str | Path]) -> dict[str, list[dict]]:
@@ -39,12 +49,13 @@ def load_tables(paths: Sequence[str | Path]) -> dict[str, list[dict]]:
     return out
 
 
-def find_tables(run_dir: str | Path) -> list[Path]:
-    run_dir = Path(run_dir)
-    paths = sorted((run_dir / "intervention").glob("sweep_*.csv")) + sorted(run_dir.glob("sweep_*.csv"))
-    if not paths:
-        raise MissingInputs(f"no sweep tables under {run_dir}/intervention; run the intervention sweep first")
-    return paths
+def find_tables(run_dir: str | Path) -> dict[str, list[Path]]:
+    """The run's sweep tables by folder (``intervention`` for the demo's); raises :class:`MissingInputs` if none."""
+    groups = sweep_tables(run_dir)
+    if not groups:
+        raise MissingInputs(f"no injection sweep table (<table>.csv + .csv.meta.json) under {run_dir}; "
+                            "run a sweep first (cotscope sweep, cs.sweep or the intervention stage)")
+    return groups
 
 
 def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logprob", "correct"),
@@ -88,20 +99,33 @@ def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logpr
     return fig, pfig
 
 
-def render_sweep_figure(draw_fn, name: str, paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
-    """Draw one sweep figure from stored tables and save PNG + HTML (shared by the four injection figures)."""
+def render_sweep_figure(draw_fn, name: str, paths: Sequence[str | Path], out_dir: str | Path,
+                        module: Any = None, instance: str = "") -> list[Path]:
+    """Draw one sweep figure from stored tables and save PNG + HTML (shared by the four injection figures);
+    with ``module``, also ``<name>.meta.json`` naming the tables."""
     if not paths:
         return []
     fig, pfig = draw_fn(load_tables(paths))
-    return save_matplotlib(fig, out_dir, name, pdf=False) + [save_plotly(pfig, out_dir, name)]
+    if module is None:
+        return save_matplotlib(fig, out_dir, name, pdf=False) + [save_plotly(pfig, out_dir, name)]
+    return save_pair(fig, pfig, out_dir, name, module=module, instance=instance, pdf=False,
+                     sources=[q for p in paths for q in (Path(p), Path(f"{p}.meta.json"))])
+
+
+def render_run(run_dir: str | Path, module: Any) -> list[Path]:
+    """One figure of ``module`` per folder of sweep tables in the run."""
+    out = figures_dir(run_dir)
+    return [p for key, tables in find_tables(run_dir).items()
+            for p in render_sweep_figure(module.draw, instance_name(module.NAME, key, "intervention"), tables, out,
+                                         module=module, instance="" if key == "intervention" else key)]
 
 
 def render_tables(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
-    return render_sweep_figure(draw, NAME, paths, out_dir)
+    return render_sweep_figure(draw, NAME, paths, out_dir, module=sys.modules[__name__])
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    return render_tables(find_tables(run_dir), Path(run_dir) / "figures")
+    return render_run(run_dir, sys.modules[__name__])
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,14 +7,18 @@ Draws from stored sweep tables only.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from cotscope.analyses.sweeps import paired_gains
 from cotscope.figures.common import figure_main
-from cotscope.figures.fig_injection_layers import METRICS, find_tables, render_sweep_figure
+from cotscope.figures.fig_injection_layers import METRICS, SWEEP_INPUTS, render_run, render_sweep_figure
 
 NAME = "injection_strength"
+TITLE = "Gain over no injection vs strength"
+SECTION = "intervention"
+INPUTS = SWEEP_INPUTS
 
 
 def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logprob", "correct"), control: str = "real"):
@@ -54,11 +58,11 @@ def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logpr
 
 
 def render_tables(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
-    return render_sweep_figure(draw, NAME, paths, out_dir)
+    return render_sweep_figure(draw, NAME, paths, out_dir, module=sys.modules[__name__])
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    return render_tables(find_tables(run_dir), Path(run_dir) / "figures")
+    return render_run(run_dir, sys.modules[__name__])
 
 
 def main(argv: list[str] | None = None) -> None:

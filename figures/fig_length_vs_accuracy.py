@@ -8,14 +8,18 @@ CIs over prompts. Draws from stored sweep tables only.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Mapping, Sequence
 
 from cotscope.analyses.sweeps import cell_means
 from cotscope.figures.common import figure_main
-from cotscope.figures.fig_injection_layers import find_tables, render_sweep_figure
+from cotscope.figures.fig_injection_layers import SWEEP_INPUTS, render_run, render_sweep_figure
 
 NAME = "length_vs_accuracy"
+TITLE = "Response length vs accuracy per sweep cell"
+SECTION = "intervention"
+INPUTS = SWEEP_INPUTS
 COLORS = {"real": "tab:blue", "unfiltered": "tab:purple", "highpass": "tab:orange", "random": "tab:grey",
           "own_lowpass": "tab:green", "none": "black"}
 YLAB = {"correct": "accuracy", "gold_logprob": "log p(gold) after budget"}
@@ -62,11 +66,11 @@ def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("correct", 
 
 
 def render_tables(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
-    return render_sweep_figure(draw, NAME, paths, out_dir)
+    return render_sweep_figure(draw, NAME, paths, out_dir, module=sys.modules[__name__])
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    return render_tables(find_tables(run_dir), Path(run_dir) / "figures")
+    return render_run(run_dir, sys.modules[__name__])
 
 
 def main(argv: list[str] | None = None) -> None:

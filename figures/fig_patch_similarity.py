@@ -8,16 +8,20 @@ come from :func:`analyses.reconstruction.patch_similarity`.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 from matplotlib.figure import Figure
 
-from cotscope.figures.common import figure_main, render_stored, save_figure
+from cotscope.figures.common import figure_main, render_each, save_figure
 
 NAME = "patch_similarity"
-SOURCE = ("reconstruction", "reconstruction.json")   # RUN/<dir>/<file> that render() reads
+SOURCE = ("reconstruction", "reconstruction.json")   # the stage's RUN/<dir>/<file>; INPUTS finds others
+TITLE = "Hidden state vs image patches"
+SECTION = "reconstruction"
+INPUTS = ("reconstruction.json", "*/reconstruction.json")
 
 
 def _maps(data: Mapping[str, Any]) -> tuple[list[int], np.ndarray]:
@@ -63,8 +67,11 @@ def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    """Regenerate from ``RUN/reconstruction/reconstruction.json`` into ``RUN/figures`` (``python -m cotscope.figures RUN``)."""
-    return render_stored(run_dir, SOURCE, save, "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first")
+    """Regenerate from every ``RUN/<dir>/reconstruction.json`` (``reconstruction/`` for the stage) into ``RUN/figures``
+    (``python -m cotscope.figures RUN``)."""
+    return render_each(run_dir, sys.modules[__name__], "reconstruction", save,
+                       "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first",
+                       check=lambda d: None if "patch_similarity" in d else "it has no patch_similarity maps")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,9 @@
-"""CoT vs direct activations on the top-2 principal components at one layer (cf. L2V-CoT Fig. 1a)."""
+"""CoT vs direct activations on their top-2 principal components at the analysis' best layer (cf. L2V-CoT
+Fig. 1a); one figure per stored per-layer analysis whose activation store is present, with the VLM's stores
+side by side for the demo's ``llm`` analysis when the cross-model stage ran.
+
+>>> python -m cotscope.figures.fig_pca_scatter runs/demo          # doctest: +SKIP
+"""
 from __future__ import annotations
 
 import sys
@@ -7,9 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from cotscope.analyses.store import ActivationStore
-from cotscope.figures.common import figures_dir, load_json, save_matplotlib, save_plotly
+from cotscope.figures.common import MissingInputs, figures_dir, instance_name, save_pair, skip_instance
+from cotscope.figures.inputs import LAYER_ANALYSIS_INPUTS, layer_analyses
 
 NAME = "pca_scatter"
+TITLE = "CoT vs direct activations, top-2 principal components"
+SECTION = "llm"
+INPUTS = LAYER_ANALYSIS_INPUTS
 
 
 def project(X: np.ndarray, n: int = 2) -> tuple[np.ndarray, np.ndarray]:
@@ -45,20 +54,39 @@ def draw(panels: list[tuple[str, np.ndarray, np.ndarray]]):
 
 def render(run_dir: str | Path) -> list[Path]:
     run_dir = Path(run_dir)
-    res = load_json(run_dir / "analysis" / "llm.json", "run the LLM analysis first")
-    store = ActivationStore(run_dir / "stores" / "llm")
-    layer, pos = res["best_layer"], res["position"]
-    panels = [(f"LLM layer {layer} ({pos})", store.get(pos, layer), store.labels)]
-    for cond in ("text", "image"):  # the VLM side by side (cf. L2V-CoT Fig. 2b), when the VLM stage ran
-        vdir = run_dir / "stores" / f"vlm_{cond}"
-        if (vdir / "manifest.json").exists():
-            vs = ActivationStore(vdir)
-            vl = min(vs.layers, key=lambda l: abs(l / max(1, vs.model["n_layers"] - 1)
-                                                  - layer / max(1, store.model["n_layers"] - 1)))
-            panels.append((f"VLM ({cond} input) layer {vl}", vs.get(pos, vl), vs.labels))
+    found = layer_analyses(run_dir)
+    if not found:
+        raise MissingInputs(f"no per-layer analysis under {run_dir}: run `cotscope analyse` or an LLM stage first")
     out = figures_dir(run_dir)
-    fig, pfig = draw(panels)
-    return save_matplotlib(fig, out, NAME) + [save_plotly(pfig, out, NAME)]
+    paths: list[Path] = []
+    for a in found:
+        name = instance_name(NAME, a.name, "llm")
+        sdir = a.store_dir()
+        if sdir is None:
+            skip_instance(name, f"{a.path}: the activation store it analysed was not found")
+            continue
+        store = ActivationStore(sdir)
+        layer, pos = a.data["best_layer"], a.data["position"]
+        if pos not in store.positions or layer not in store.layers:
+            skip_instance(name, f"{sdir} holds no {pos!r} activations at layer {layer}")
+            continue
+        panels = [(f"{a.model_short} layer {layer} ({pos})", store.get(pos, layer), store.labels)]
+        sources = [a.path, sdir / "manifest.json"]
+        for cond in ("text", "image") if a.name == "llm" else ():  # the VLM side by side (L2V-CoT Fig. 2b)
+            vdir = run_dir / "stores" / f"vlm_{cond}"
+            if (vdir / "manifest.json").exists():
+                vs = ActivationStore(vdir)
+                if pos not in vs.positions:
+                    continue
+                vl = min(vs.layers, key=lambda l: abs(l / max(1, vs.model["n_layers"] - 1)
+                                                      - layer / max(1, store.model["n_layers"] - 1)))
+                panels.append((f"VLM ({cond} input) layer {vl}", vs.get(pos, vl), vs.labels))
+                sources.append(vdir / "manifest.json")
+        fig, pfig = draw(panels)
+        paths += save_pair(fig, pfig, out, name, module=sys.modules[__name__], sources=sources, instance=a.name)
+    if not paths:
+        raise MissingInputs("no per-layer analysis has its activation store in the run")
+    return paths
 
 
 if __name__ == "__main__":

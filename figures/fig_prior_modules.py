@@ -6,15 +6,19 @@ Input: ``prior_analysis.json`` from :func:`analyses.prior.run_prior_analysis`.
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from matplotlib.figure import Figure
 
-from cotscope.figures.common import figure_main, render_stored, save_figure
+from cotscope.figures.common import figure_main, render_each, save_figure
 
 NAME = "prior_modules"
-SOURCE = ("prior", "prior_analysis.json")   # RUN/<dir>/<file> that render() reads
+SOURCE = ("prior", "prior_analysis.json")   # the stage's RUN/<dir>/<file>; INPUTS finds others
+TITLE = "Reasoning prior by module type"
+SECTION = "prior"
+INPUTS = ("prior_analysis.json", "*/prior_analysis.json")
 
 
 def _rows(data: Mapping[str, Any]) -> list[dict]:
@@ -56,8 +60,10 @@ def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    """Regenerate from ``RUN/prior/prior_analysis.json`` into ``RUN/figures`` (``python -m cotscope.figures RUN``)."""
-    return render_stored(run_dir, SOURCE, save, "run analyses.prior.run_prior_analysis(reason_dir, vl_dir, RUN/prior) first")
+    """Regenerate from every ``RUN/<dir>/prior_analysis.json`` (``prior/`` for the stage) into ``RUN/figures``
+    (``python -m cotscope.figures RUN``)."""
+    return render_each(run_dir, sys.modules[__name__], "prior", save,
+                       "run analyses.prior.run_prior_analysis(reason_dir, vl_dir, RUN/prior) first")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,13 +1,24 @@
-"""Per-layer held-out probe accuracy, with LAT-vs-mean-difference cosine (LLM analysis)."""
+"""Held-out probe accuracy per layer (CoT vs direct activations) and |cos(LAT, mean difference)|, one figure per
+stored per-layer analysis.
+
+Reads ``analysis/<name>.json`` (stages, API) or ``<dir>/analysis.json`` (``cotscope analyse --out <dir>``); the
+demo's ``llm`` analysis draws ``probe_accuracy.png``, any other ``probe_accuracy_<name>.png``.
+
+>>> python -m cotscope.figures.fig_probe_accuracy runs/demo          # doctest: +SKIP
+"""
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 from typing import Any
 
-from cotscope.figures.common import figures_dir, load_json, save_matplotlib, save_plotly
+from cotscope.figures.common import MissingInputs, figures_dir, instance_name, save_pair
+from cotscope.figures.inputs import LAYER_ANALYSIS_INPUTS, layer_analyses
 
 NAME = "probe_accuracy"
+TITLE = "CoT vs direct separability per layer"
+SECTION = "llm"
+INPUTS = LAYER_ANALYSIS_INPUTS
 
 
 def draw(result: dict[str, Any], title: str = ""):
@@ -34,10 +45,16 @@ def draw(result: dict[str, Any], title: str = ""):
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    res = load_json(Path(run_dir) / "analysis" / "llm.json", "run the LLM analysis first (cotscope demo / analyse)")
-    fig, pfig = draw(res, title=f"{res.get('model_id', 'LLM')}: CoT vs direct per layer")
+    found = layer_analyses(run_dir)
+    if not found:
+        raise MissingInputs(f"no per-layer analysis under {run_dir}: run `cotscope analyse` or an LLM stage first")
     out = figures_dir(run_dir)
-    return save_matplotlib(fig, out, NAME) + [save_plotly(pfig, out, NAME)]
+    paths: list[Path] = []
+    for a in found:
+        fig, pfig = draw(a.data, title=f"{a.model_short} ({a.name}, {a.data['position']}): CoT vs direct per layer")
+        paths += save_pair(fig, pfig, out, instance_name(NAME, a.name, "llm"), module=sys.modules[__name__],
+                           sources=[a.path], instance=a.name)
+    return paths
 
 
 if __name__ == "__main__":

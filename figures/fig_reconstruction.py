@@ -10,15 +10,19 @@ Input: ``reconstruction.json`` from :func:`probes.vision_latents.run_reconstruct
 """
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 from matplotlib.figure import Figure
 
-from cotscope.figures.common import figure_main, render_stored, save_figure
+from cotscope.figures.common import figure_main, render_each, save_figure
 
 NAME = "reconstruction"
-SOURCE = ("reconstruction", "reconstruction.json")   # RUN/<dir>/<file> that render() reads
+SOURCE = ("reconstruction", "reconstruction.json")   # the stage's RUN/<dir>/<file>; INPUTS finds others
+TITLE = "Vision-latent reconstruction per layer"
+SECTION = "reconstruction"
+INPUTS = ("reconstruction.json", "*/reconstruction.json")
 
 PANELS = (("cos", "cosine (pooled tokens)"), ("cos_centered", "centred cosine"), ("r2", "R² (variance-weighted)"))
 
@@ -72,8 +76,11 @@ def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list
 
 
 def render(run_dir: str | Path) -> list[Path]:
-    """Regenerate from ``RUN/reconstruction/reconstruction.json`` into ``RUN/figures`` (``python -m cotscope.figures RUN``)."""
-    return render_stored(run_dir, SOURCE, save, "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first")
+    """Regenerate from every ``RUN/<dir>/reconstruction.json`` (``reconstruction/`` for the stage) into ``RUN/figures``
+    (``python -m cotscope.figures RUN``)."""
+    return render_each(run_dir, sys.modules[__name__], "reconstruction", save,
+                       "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first",
+                       check=lambda d: None if d.get("rows") else "it has no per-layer rows")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,8 +3,9 @@
 
 Grid layouts are drawn over the image region the tokens cover; resampler latents (e.g. Idefics2's perceiver) have
 no grid position, so they are drawn as a strip of token cells, and the image shows the vision patches the picked
-latents read (perceiver attention, when the run stored the latent → patch map). Reads
-``analysis/attention_shift.json`` and the input images stored in the attention run.
+latents read (perceiver attention, when the run stored the latent → patch map). Reads every attention-shift
+analysis of the run (``analysis/attention_shift.json``) that has a token selection, and the input images stored in
+the attention run it analysed.
 
 >>> python -m cotscope.figures.fig_selected_patches runs/demo          # doctest: +SKIP
 """
@@ -16,10 +17,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from cotscope.figures.common import MissingInputs, figures_dir, load_json, save_matplotlib, save_plotly
-from cotscope.figures.fig_attention_ratio_focus import model_name
+from cotscope.figures.common import MissingInputs, figures_dir, instance_name, save_pair, skip_instance
+from cotscope.figures.fig_attention_ratio_focus import ATTENTION_INPUTS, DEFAULT, found, model_name
 
 NAME = "selected_patches"
+TITLE = "Visual token selection (IVT-LR)"
+SECTION = "attention"
+INPUTS = ATTENTION_INPUTS
 
 
 def _cells(shape: Sequence[int], region: Sequence[float]) -> list[tuple[float, float, float, float]]:
@@ -114,23 +118,29 @@ def draw(images: Sequence[Any], selections: Sequence[dict[str, Any]], labels: Se
 def render(run_dir: str | Path, max_traces: int = 3) -> list[Path]:
     from cotscope.analyses.attention_store import AttentionRun
 
-    run_dir = Path(run_dir)
-    analysis = load_json(run_dir / "analysis" / "attention_shift.json", "run probes.attention_demo first")
-    store = (run_dir / "analysis" / analysis.get("store", "../attention/store")).resolve()
-    if not (store / "manifest.json").is_file():
-        raise MissingInputs(f"{store} not found: the attention run with the input images")
-    run = AttentionRun(store)
-    picked = [t for t in analysis["traces"] if t.get("selection")]
-    picked = sorted(picked, key=lambda t: (t.get("condition") != "cot", t["index"]))[:max_traces]
-    if not picked:
-        raise MissingInputs("no trace in the analysis has a visual token selection (analyse with k=...)")
-    images = [run.image(t["index"]) for t in picked]
-    labels = [f"{t['id']} ({len(t['selection']['indices'])} steps)" for t in picked]
-    model = model_name(analysis)
-    fig, pfig = draw(images, [t["selection"] for t in picked], labels,
-                     title=f"Visual token selection (IVT-LR), {model}")
     out = figures_dir(run_dir)
-    return save_matplotlib(fig, out, NAME, pdf=False) + [save_plotly(pfig, out, NAME)]
+    paths: list[Path] = []
+    for key, src, analysis in found(run_dir):
+        name = instance_name(NAME, key, DEFAULT)
+        store = (src.parent / analysis.get("store", "../attention/store")).resolve()
+        if not (store / "manifest.json").is_file():
+            skip_instance(name, f"{store} not found: the attention run with the input images")
+            continue
+        picked = [t for t in analysis["traces"] if t.get("selection")]
+        picked = sorted(picked, key=lambda t: (t.get("condition") != "cot", t["index"]))[:max_traces]
+        if not picked:
+            skip_instance(name, f"no trace in {src} has a visual token selection (analyse with k=...)")
+            continue
+        run = AttentionRun(store)
+        images = [run.image(t["index"]) for t in picked]
+        labels = [f"{t['id']} ({len(t['selection']['indices'])} steps)" for t in picked]
+        fig, pfig = draw(images, [t["selection"] for t in picked], labels,
+                         title=f"Visual token selection (IVT-LR), {model_name(analysis)}")
+        paths += save_pair(fig, pfig, out, name, module=sys.modules[__name__], sources=[src, store / "manifest.json"],
+                           pdf=False, instance="" if key == DEFAULT else key)
+    if not paths:
+        raise MissingInputs("no attention-shift analysis with a visual token selection and its stored images")
+    return paths
 
 
 def main(argv: list[str] | None = None) -> None:

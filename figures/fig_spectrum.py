@@ -1,5 +1,9 @@
-"""Energy spectrum of the CoT direction along the hidden dimension, the effect of low-pass
-filtering, and the random-permutation null (cf. L2V-CoT Fig. 1b/c)."""
+"""Energy spectrum of the CoT direction (mean difference, best layer) along the hidden dimension, the effect of
+low-pass filtering, and the random-permutation null (cf. L2V-CoT Fig. 1b/c); one figure per stored per-layer
+analysis whose mean-difference direction file is present.
+
+>>> python -m cotscope.figures.fig_spectrum runs/demo          # doctest: +SKIP
+"""
 from __future__ import annotations
 
 import sys
@@ -9,9 +13,13 @@ import numpy as np
 
 from cotscope.analyses.artifacts import DirectionSet
 from cotscope.analyses.spectral import cumulative_energy, cutoff_bins, energy_spectrum, lowpass
-from cotscope.figures.common import figures_dir, load_json, need, save_matplotlib, save_plotly
+from cotscope.figures.common import MissingInputs, figures_dir, instance_name, save_pair, skip_instance
+from cotscope.figures.inputs import LAYER_ANALYSIS_INPUTS, layer_analyses
 
 NAME = "spectrum"
+TITLE = "Spectrum of the CoT direction"
+SECTION = "llm"
+INPUTS = LAYER_ANALYSIS_INPUTS
 
 
 def null_band(v: np.ndarray, n_perm: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -20,7 +28,7 @@ def null_band(v: np.ndarray, n_perm: int = 200, seed: int = 0) -> tuple[np.ndarr
     return np.quantile(curves, 0.05, 0), np.median(curves, 0), np.quantile(curves, 0.95, 0)
 
 
-def draw(v: np.ndarray, cutoff: float = 0.1, title: str = ""):
+def draw(v: np.ndarray, cutoff: int | float = 0.1, title: str = ""):
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
@@ -68,14 +76,32 @@ def draw(v: np.ndarray, cutoff: float = 0.1, title: str = ""):
     return fig, pfig
 
 
+def _cutoff(a) -> int | float:
+    """The analysis' cutoff: its bin count at the best layer (every writer stores it), else its fraction."""
+    row = a.data["layers"].get(str(a.data["best_layer"])) or {}
+    return int(row["cutoff_bins"]) if row.get("cutoff_bins") else float(a.data.get("cutoff", 0.1))
+
+
 def render(run_dir: str | Path) -> list[Path]:
-    run_dir = Path(run_dir)
-    res = load_json(run_dir / "analysis" / "llm.json", "run the LLM analysis first")
-    ds = DirectionSet.load(need(run_dir / "directions" / "llm_mean_diff.safetensors", "LLM direction file"))
-    layer = res["best_layer"]
-    fig, pfig = draw(ds[layer], cutoff=res.get("cutoff", 0.1), title=f"CoT direction (mean diff), layer {layer}")
+    found = layer_analyses(run_dir)
+    if not found:
+        raise MissingInputs(f"no per-layer analysis under {run_dir}: run `cotscope analyse` or an LLM stage first")
     out = figures_dir(run_dir)
-    return save_matplotlib(fig, out, NAME) + [save_plotly(pfig, out, NAME)]
+    paths: list[Path] = []
+    for a in found:
+        name = instance_name(NAME, a.name, "llm")
+        f = a.direction_file("mean_diff")
+        if f is None:
+            skip_instance(name, f"{a.path}: its mean-difference direction file was not found")
+            continue
+        ds = DirectionSet.load(f)
+        layer = a.data["best_layer"]
+        fig, pfig = draw(ds[layer], cutoff=_cutoff(a),
+                         title=f"CoT direction (mean diff), {a.model_short} ({a.name}), layer {layer}")
+        paths += save_pair(fig, pfig, out, name, module=sys.modules[__name__], sources=[a.path, f], instance=a.name)
+    if not paths:
+        raise MissingInputs("no per-layer analysis has its mean-difference direction file beside it")
+    return paths
 
 
 if __name__ == "__main__":

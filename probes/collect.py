@@ -7,6 +7,11 @@ Residual = output of decoder block ``i`` (0-based; HF ``hidden_states[i+1]``). T
 * ``last``        — last token of the full text (prompt + answer; the released L2V-CoT rule);
 * ``answer_mean`` — mean over the assistant-answer tokens;
 * ``image_mean``  — mean over image-placeholder tokens (VLM inputs only);
+* ``eot``         — the end-of-turn token the model's chat template writes after the assistant's answer
+  (``<|im_end|>``, ``<|eot_id|>``, ``<end_of_turn>``, …; found from the template, see
+  :mod:`probes.stimuli.turns`);
+* ``turn_end``    — the last token of ``apply_chat_template([user, assistant])``: exactly what the released
+  L2V-CoT code reads (``\n`` after ``<|im_end|>`` for ChatML templates, ``<|eot_id|>`` for Llama 3);
 * ``all_tokens=True`` additionally keeps every token (ragged, per item).
 
 Batches are left-padded, run under ``torch.no_grad``, and the trace stops after the deepest
@@ -36,7 +41,8 @@ from cotscope.probes.remote import backend_for, resolve_remote
 from cotscope.probes.traced import reduce_positions
 from cotscope.probes.stimuli.pairs import PromptPair
 
-POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean")   # the TokenRule values collect_pairs reads
+POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean", "eot", "turn_end")   # the TokenRule values read here
+TURN_POSITIONS = ("eot", "turn_end")
 
 
 class CollectionError(CotscopeError):
@@ -86,9 +92,12 @@ def _item_name(item: dict[str, Any]) -> str:
             f"problem {item['problem_id']!r})")
 
 
-def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[dict[str, Any]], list[Any]]:
+def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair],
+               positions: Sequence[str] = ()) -> tuple[list[dict[str, Any]], list[Any]]:
     """Flatten pairs into rows (CoT then direct for each pair) with token bookkeeping.
 
+    With a turn position (``eot``/``turn_end``) each row's text is the whole templated conversation including the
+    template's end-of-turn suffix, and the row records ``n_suffix_tokens`` and ``eot_from_end``.
     Returns the items and each item's image *source* (see :func:`load_image`); images given as paths or callables
     are opened here only to hash them, and again per batch by :func:`collect_pairs`.
     """
@@ -102,6 +111,7 @@ def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[d
                               "with a VLM, or build text pairs (make_visual_pairs(items, with_image=False))")
     items, images, n_tokens = [], [], []
     enc = _encoder(loaded)
+    turns = any(p in TURN_POSITIONS for p in positions)
     for pair in pairs:
         question = getattr(pair.problem, "question", None)
         if isinstance(question, str) and not question.strip():
@@ -109,17 +119,32 @@ def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair]) -> tuple[list[d
                                   f"({question!r}); its CoT and direct prompts would hold only the cues. Fix: drop "
                                   "the problem or give it a question")
         for label, prompt in pair.members():
-            prompt_text, full_text = prompt.render(enc)
-            n_full = _count_tokens(loaded, full_text)
-            n_ans = 0
-            if full_text != prompt_text:
-                n_ans = n_full - _count_tokens(loaded, prompt_text)
-                if n_ans <= 0:
-                    raise CollectionError(f"pair {pair.pair_id}: the answer adds no tokens after the prompt")
+            extra: dict[str, Any] = {}
+            if turns:
+                from cotscope.probes.stimuli.turns import TemplateLayoutError, turn_layout
+
+                try:
+                    lay = turn_layout(enc, prompt.messages, prompt.answer, require_eot="eot" in positions)
+                except TemplateLayoutError as e:
+                    raise CollectionError(f"pair {pair.pair_id}: {e}") from None
+                full_text, n_ans = lay.text, lay.n_answer_tokens
+                n_full = _count_tokens(loaded, full_text)
+                extra = {"n_suffix_tokens": lay.n_suffix_tokens}
+                if lay.eot_from_end is not None:
+                    extra.update({"eot_from_end": lay.eot_from_end, "eot_token": lay.eot_token})
+            else:
+                prompt_text, full_text = prompt.render(enc)
+                n_full = _count_tokens(loaded, full_text)
+                n_ans = 0
+                if full_text != prompt_text:
+                    n_ans = n_full - _count_tokens(loaded, prompt_text)
+                    if n_ans <= 0:
+                        raise CollectionError(f"pair {pair.pair_id}: the answer adds no tokens after the prompt")
             n_tokens.append(n_full)
             items.append({"row": len(items), "pair_id": int(pair.pair_id), "label": int(label),
                           "problem_id": pair.problem.id, "gold": pair.problem.answer, "pairing": pair.pairing,
-                          "text": full_text, "n_answer_tokens": int(n_ans), "image_sha256": image_sha256(prompt.image)})
+                          "text": full_text, "n_answer_tokens": int(n_ans), "image_sha256": image_sha256(prompt.image),
+                          **extra})
             images.append(prompt.image)
     # text tokens only (image tokens are added by the processor and checked per batch before the forward)
     check_context(loaded, n_tokens, name=lambda i: _item_name(items[i]),
@@ -161,11 +186,14 @@ def trim_heap() -> None:
 _MALLOC_TRIM: Any = None
 
 
-def _aux(loaded: LoadedModel, layers: list[int], n_ans, img_mask, T: int, mode: bool | str) -> list[dict]:
+def _aux(loaded: LoadedModel, layers: list[int], n_ans, img_mask, T: int, mode: bool | str, n_suffix=None,
+         eot_from_end=None) -> list[dict]:
     """Index and mask tensors for each requested layer, created on that layer's own device (one set per device).
 
-    Remotely the server decides placement, so they stay on the CPU and :func:`probes.traced.reduce_positions`
-    moves them next to the layer output.
+    ``n_suffix`` (tokens after the answer) and ``eot_from_end`` (offset of the end-of-turn token from the end) are
+    per-row tensors for texts that end with the template's end-of-turn suffix (``None``: no suffix). Remotely the
+    server decides placement, so the tensors stay on the CPU and :func:`probes.traced.reduce_positions` moves them
+    next to the layer output.
     """
     import torch
 
@@ -176,20 +204,25 @@ def _aux(loaded: LoadedModel, layers: list[int], n_ans, img_mask, T: int, mode: 
         dev = dev if dev is not None else torch.device("cpu")
         if str(dev) not in by_dev:
             n = n_ans.to(dev)
-            by_dev[str(dev)] = {"ar": torch.arange(len(n_ans), device=dev), "lp_idx": T - 1 - n,
-                                "ans_mask": (torch.arange(T, device=dev)[None, :] >= (T - n)[:, None]).float(),
-                                "img": img_mask.float().to(dev) if img_mask is not None else None}
+            suf = torch.zeros_like(n) if n_suffix is None else n_suffix.to(dev)
+            tpos = torch.arange(T, device=dev)[None, :]
+            by_dev[str(dev)] = {
+                "ar": torch.arange(len(n_ans), device=dev), "lp_idx": T - 1 - suf - n,
+                "eot_idx": (T - 1 - eot_from_end.to(dev)) if eot_from_end is not None else None,
+                "ans_mask": ((tpos >= (T - suf - n)[:, None]) & (tpos < (T - suf)[:, None])).float(),
+                "img": img_mask.float().to(dev) if img_mask is not None else None}
         out.append(by_dev[str(dev)])
     return out
 
 
-def _batch_request(loaded: LoadedModel, enc, layers: list[int], n_ans, img_mask, mode: bool | str) -> tuple[dict, list]:
+def _batch_request(loaded: LoadedModel, enc, layers: list[int], n_ans, img_mask, mode: bool | str, n_suffix=None,
+                   eot_from_end=None) -> tuple[dict, list]:
     """Model inputs (on the input device) and per-layer auxiliary tensors for one batch."""
     B, T = enc["input_ids"].shape
     dev = loaded.device if not mode else "cpu"
     inputs = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
     inputs["use_cache"] = False   # one forward: a KV cache would only cost memory (about 0.7 GB at 32 x 156 tokens)
-    return inputs, _aux(loaded, layers, n_ans, img_mask, T, mode)
+    return inputs, _aux(loaded, layers, n_ans, img_mask, T, mode, n_suffix, eot_from_end)
 
 
 def _finish(out: dict, full: list, all_tokens: bool):
@@ -201,23 +234,27 @@ def _finish(out: dict, full: list, all_tokens: bool):
 
 
 def _reduce_batch(loaded: LoadedModel, enc, layers: list[int], positions: Sequence[str], n_ans, img_mask,
-                  all_tokens: bool, remote: bool | str = False):
-    """One traced forward pass; returns {position: [B, L, d]} and optional full hidden states."""
-    return _reduce_batches(loaded, [(enc, n_ans, img_mask)], layers, positions, all_tokens, remote)[0]
+                  all_tokens: bool, n_suffix=None, eot_from_end=None, remote: bool | str = False):
+    """One traced forward pass; returns {position: [B, L, d]} and optional full hidden states.
+
+    ``n_suffix`` / ``eot_from_end``: see :func:`_aux`.
+    """
+    return _reduce_batches(loaded, [(enc, n_ans, img_mask, n_suffix, eot_from_end)], layers, positions, all_tokens,
+                           remote)[0]
 
 
 def _reduce_batches(loaded: LoadedModel, batches: Sequence[tuple], layers: list[int], positions: Sequence[str],
                     all_tokens: bool, remote: bool | str = False) -> list[tuple]:
-    """Traced forward passes for ``batches`` (``(enc, n_ans, img_mask)`` each): one trace per batch here, or one
-    request (an nnsight session holding one trace per batch) remotely. The trace bodies only use tensors and
-    :mod:`probes.traced`, so they run on a server without cotscope."""
+    """Traced forward passes for ``batches`` (``(enc, n_ans, img_mask[, n_suffix, eot_from_end])`` each): one trace
+    per batch here, or one request (an nnsight session holding one trace per batch) remotely. The trace bodies
+    only use tensors and :mod:`probes.traced`, so they run on a server without cotscope."""
     import nnsight
     import torch
 
     model = loaded.nnsight
     envs = [loaded.adapter.layers(model)[i] for i in layers]
     positions = list(positions)
-    reqs = [_batch_request(loaded, enc, layers, n_ans, img_mask, remote) for enc, n_ans, img_mask in batches]
+    reqs = [_batch_request(loaded, b[0], layers, b[1], b[2], remote, *b[3:]) for b in batches]
     backend = backend_for(model, remote, "collect")
     with torch.no_grad():
         if len(reqs) == 1:
@@ -280,7 +317,7 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
     layers = loaded.check_layers(range(loaded.n_layers) if layers is None else layers)
     if batch_size < 1:
         raise CollectionError(f"batch_size must be >= 1, got {batch_size}")
-    items, images = plan_items(loaded, pairs)
+    items, images = plan_items(loaded, pairs, positions)
     has_images = images[0] is not None
     if "image_mean" in positions and not has_images:
         raise CollectionError("position 'image_mean' needs image stimuli")
@@ -314,10 +351,12 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
                           fix="shorten the question or answer of that pair, use smaller images, or drop it")
             n_ans = torch.tensor([it["n_answer_tokens"] for it in batch_items])
             img_mask = loaded.adapter.image_token_mask(enc["input_ids"], loaded.config) if has_images else None
-            prepared.append((b, sl, enc, n_ans, img_mask))
-        outs = _reduce_batches(loaded, [(enc, n_ans, img_mask) for _, _, enc, n_ans, img_mask in prepared], layers,
-                               positions, all_tokens, mode)
-        for (b, sl, enc, n_ans, img_mask), (res, full) in zip(prepared, outs):
+            turns = "n_suffix_tokens" in batch_items[0]
+            n_suf = torch.tensor([it["n_suffix_tokens"] for it in batch_items]) if turns else None
+            eot_off = torch.tensor([it["eot_from_end"] for it in batch_items]) if "eot" in positions else None
+            prepared.append((b, sl, enc, img_mask, (enc, n_ans, img_mask, n_suf, eot_off)))
+        outs = _reduce_batches(loaded, [req for *_, req in prepared], layers, positions, all_tokens, mode)
+        for (b, sl, enc, img_mask, _), (res, full) in zip(prepared, outs):
             batch_items = items[sl]
             tensors = dict(res)
             seq_len = enc["attention_mask"].sum(1)

@@ -62,6 +62,7 @@ POSITIONS = STEER_ATOMS   # the position names; see probes.positions for shortha
 FILTERS = ("none", "lowpass", "highpass")
 CONTROLS = ("real", "unfiltered", "highpass", "random", "own_lowpass", "none")
 LAYER_MAPS = ("auto", "same", "relative")
+STRENGTH_REFERENCES = ("source", "target_direction", "hidden_norm")
 # Positions whose prompt-prefix states do not depend on the steering (prefix KV cache can be shared).
 _PREFIX_SAFE = frozenset({"last_prompt", "generated"})
 
@@ -230,7 +231,8 @@ def build_controls(direction: Any, target: LoadedModel | tuple[int, int], layers
                    controls: Sequence[str] = ("real", "unfiltered", "highpass", "random", "none"),
                    filter: str = "lowpass", cutoff: int | float | None = 0.1, resample: bool = True,
                    own: Any = None, seed: int = 0, layer_map: str = "auto",
-                   match_norm: bool = False) -> InjectionVectors:
+                   match_norm: bool = False, strength_reference: str = "source",
+                   reference: Any = None) -> InjectionVectors:
     """Prepare the real vector and its controls for ``target``'s ``layers``.
 
     * ``real``        — the direction, resampled to the target width and passed through ``filter``
@@ -243,6 +245,18 @@ def build_controls(direction: Any, target: LoadedModel | tuple[int, int], layers
 
     ``match_norm`` rescales every control to the norm of ``real`` (off: parts keep their natural size).
     ``target`` is a loaded model or ``(hidden_size, n_layers)``.
+
+    ``strength_reference`` fixes what λ is measured against (the injection is renormalised, so only
+    ``‖λv‖/‖h‖`` matters):
+
+    * ``"source"`` — the vectors keep the norm they have after resampling and filtering (the source model's scale);
+    * ``"target_direction"`` — every vector at layer ``l`` is rescaled by one factor so that ``real`` has the norm of
+      the **target model's own direction** at ``l`` after the same filter (the released L2V-CoT setting, where the
+      direction is read from the target itself). ``reference`` is that direction (file, set or arrays); default ``own``;
+    * ``"hidden_norm"`` — ``real`` gets norm ``mean‖h_l‖`` of the target at layer ``l``, so λ is a fraction of the
+      mean hidden-state norm. ``reference`` is ``{layer: mean norm}`` (see :func:`mean_hidden_norms`).
+
+    One factor per layer scales every control at that layer, so the controls keep their size relative to ``real``.
     """
     if isinstance(target, LoadedModel):
         hidden, n_tgt = target.hidden_size, target.n_layers
@@ -305,14 +319,92 @@ def build_controls(direction: Any, target: LoadedModel | tuple[int, int], layers
                 ref = np.linalg.norm(prepare_vector(ds.vectors[src_map[l]], hidden, resample=resample, filter=filter,
                                                     cutoff=cutoff))
                 per[l] = (v * (ref / np.linalg.norm(v))).astype(np.float32)
+    ref_norms, scales = _strength_scales(strength_reference, reference if reference is not None else own, layers,
+                                         vecs, ds, src_map, hidden, n_tgt, filter, cutoff, resample, layer_map)
+    for per in vecs.values():
+        for l in per:
+            per[l] = (per[l] * np.float32(scales[l])).astype(np.float32)
     norms = {c: {l: float(np.linalg.norm(v)) for l, v in per.items()} for c, per in vecs.items()}
     settings = {"filter": filter, "cutoff": cutoff, "resample": resample, "seed": seed, "layer_map": layer_map,
                 "match_norm": match_norm, "source_hidden_size": ds.hidden_size, "target_hidden_size": hidden,
-                "source_model": ds.meta.model_id, "cutoff_bins": spectral.cutoff_bins(hidden, cutoff) if needs_cut else None}
+                "source_model": ds.meta.model_id, "cutoff_bins": spectral.cutoff_bins(hidden, cutoff) if needs_cut else None,
+                "strength_reference": strength_reference, "reference_norms": ref_norms, "scales": scales}
     if "none" in controls:
         vecs["none"] = {}
         norms["none"] = {}
     return InjectionVectors(vectors=vecs, src_layer=src_map, norms=norms, settings=settings)
+
+
+def _strength_scales(mode: str, reference: Any, layers: Sequence[int], vecs: dict[str, dict[int, np.ndarray]],
+                     ds: DirectionSet, src_map: dict[int, int], hidden: int, n_tgt: int, filter: str,
+                     cutoff: int | float | None, resample: bool, layer_map: str) -> tuple[dict[int, float], dict[int, float]]:
+    """``({layer: reference norm}, {layer: factor})`` for :func:`build_controls`' ``strength_reference``."""
+    if mode not in STRENGTH_REFERENCES:
+        raise InjectionError(f"unknown strength_reference {mode!r}; choose from {STRENGTH_REFERENCES}")
+    base = {l: float(np.linalg.norm(prepare_vector(ds.vectors[src_map[l]], hidden, resample=resample, filter=filter,
+                                                   cutoff=cutoff))) for l in layers}
+    if mode == "source":
+        return {l: base[l] for l in layers}, {l: 1.0 for l in layers}
+    if reference is None:
+        need = ("the target model's own direction (reference= or own=: a direction file read from the target)"
+                if mode == "target_direction" else
+                "{layer: mean ‖h‖} of the target (reference=mean_hidden_norms(model, prompts, layers))")
+        raise InjectionError(f"strength_reference={mode!r} needs {need}")
+    if mode == "target_direction":
+        tds = as_direction_set(reference, "target direction")
+        if tds.hidden_size not in (None, 0, hidden):
+            raise InjectionError(f"strength_reference='target_direction': the reference direction has "
+                                 f"{tds.hidden_size} dims, the target {hidden}; pass a direction read from the target")
+        refs = {}
+        for l in layers:
+            so = source_layer(l, tds.layers, int(tds.meta.n_layers or 0), n_tgt, layer_map)
+            refs[l] = float(np.linalg.norm(prepare_vector(tds.vectors[so], hidden, resample=False, filter=filter,
+                                                          cutoff=cutoff, what=f"target direction (layer {so})")))
+    else:
+        try:
+            refs = {l: float(reference[l]) for l in layers}
+        except (KeyError, TypeError, IndexError):
+            have = sorted(reference) if isinstance(reference, Mapping) else type(reference).__name__
+            raise InjectionError(f"strength_reference='hidden_norm' needs a mean hidden-state norm for every "
+                                 f"injected layer {list(layers)}; got {have}") from None
+        bad = {l: v for l, v in refs.items() if not (math.isfinite(v) and v > 0)}
+        if bad:
+            raise InjectionError(f"mean hidden norms must be finite and positive, got {bad}")
+    return refs, {l: refs[l] / base[l] for l in layers}
+
+
+def mean_hidden_norms(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[int], *,
+                      images: Sequence[Any] | None = None, batch_size: int = 8) -> dict[int, float]:
+    """Mean ``‖h_l‖`` over every real token of ``prompts`` (chat-templated strings) at each of ``layers``.
+
+    The reference of ``strength_reference="hidden_norm"``: λ = 0.1 then adds a vector of 10% of a typical
+    hidden state's norm at that layer.
+    """
+    import nnsight
+    import torch
+
+    from cotscope.probes.collect import encode_batch
+
+    layers = lm.check_layers(layers)
+    if not prompts:
+        raise InjectionError("mean_hidden_norms needs at least one prompt")
+    tot = {l: 0.0 for l in layers}
+    count = 0
+    for a in range(0, len(prompts), batch_size):
+        enc = _move(encode_batch(lm, list(prompts[a:a + batch_size]),
+                                 list(images[a:a + batch_size]) if images is not None else None), lm.device)
+        am = enc["attention_mask"].bool()
+        with torch.no_grad():
+            with lm.nnsight.trace(enc) as tracer:
+                out = nnsight.save([])
+                for l in layers:
+                    h = lm.adapter.layers(lm.nnsight)[l].output
+                    out.append(torch.linalg.vector_norm(h.float(), dim=-1))
+                tracer.stop()
+        for l, n in zip(layers, out):
+            tot[l] += float(n[am].sum())
+        count += int(am.sum())
+    return {l: tot[l] / count for l in layers}
 
 
 # ----------------------------------------------------------------------------------------- per-row settings
@@ -683,14 +775,20 @@ def _traced_generate(lm: LoadedModel, enc: dict, inj: _Injector, gc: Any, params
 def inject_generate(lm: LoadedModel, prompts: Sequence[str], direction: Any, layers: Sequence[int], lam: float, *,
                     images: Sequence[Any] | None = None, positions: PositionsLike = "first", renorm: bool = True,
                     resample: bool = True, filter: str = "none", cutoff: int | float | None = None,
-                    layer_map: str = "auto", budget: int = 64, **kw: Any) -> list[RowResult]:
+                    layer_map: str = "auto", budget: int = 64, strength_reference: str = "source",
+                    reference: Any = None, **kw: Any) -> list[RowResult]:
     """One setting for every prompt: inject ``direction`` at ``layers`` with strength ``lam``.
+
+    ``strength_reference``/``reference``: what λ is relative to (see :func:`build_controls`); with
+    ``"hidden_norm"`` and no ``reference`` the mean hidden norms are measured on ``prompts``.
 
     >>> out = inject_generate(lm, [prompt], "dir.safetensors", [12], 0.5, budget=24)   # doctest: +SKIP
     """
     check_lam(lam)
+    if strength_reference == "hidden_norm" and reference is None:
+        reference = mean_hidden_norms(lm, prompts, layers, images=images)
     iv = build_controls(direction, lm, layers, controls=("real",), filter=filter, cutoff=cutoff, resample=resample,
-                        layer_map=layer_map)
+                        layer_map=layer_map, strength_reference=strength_reference, reference=reference)
     steer = RowSteer.at(iv.vectors["real"], lm.check_layers(layers), lam)
     return generate_steered(lm, prompts, [steer] * len(prompts), images=images, positions=positions, renorm=renorm,
                             budget=budget, **kw)

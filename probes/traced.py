@@ -26,16 +26,19 @@ import torch
 def reduce_positions(h: Any, positions: Any, aux: dict) -> dict:
     """Per-row summaries of one block output ``h`` ``[B, T, d]`` in float32: ``{position: [B, d]}``.
 
-    ``aux`` holds ``ar`` (``arange(B)``), ``lp_idx`` (last prompt index per row), ``ans_mask`` ``[B, T]`` float32
-    and ``img`` ``[B, T]`` float32 (or ``None``). Summaries are taken in float32 whatever the model's dtype.
+    ``aux`` holds ``ar`` (``arange(B)``), ``lp_idx`` (last prompt index per row), ``eot_idx`` (end-of-turn token
+    index per row, or ``None``), ``ans_mask`` ``[B, T]`` float32 and ``img`` ``[B, T]`` float32 (or ``None``).
+    Summaries are taken in float32 whatever the model's dtype.
     """
     dev = h.device
     out = {}
     for p in positions:
         if p == "last_prompt":
             out[p] = h[aux["ar"].to(dev), aux["lp_idx"].to(dev)].float()
-        elif p == "last":
+        elif p in ("last", "turn_end"):
             out[p] = h[:, -1].float()
+        elif p == "eot":
+            out[p] = h[aux["ar"].to(dev), aux["eot_idx"].to(dev)].float()
         elif p == "answer_mean":
             m = aux["ans_mask"].to(dev)
             out[p] = (h.float() * m[..., None]).sum(1) / m.sum(1, keepdim=True)

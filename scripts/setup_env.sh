@@ -8,6 +8,14 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PY=${PYTHON:-python3}
 LATEST=${COTSCOPE_LATEST:-0}
+# Headless Chromium for tests/test_report_html.py (opens report.html): Debian's package, only as root on Debian.
+# Never fails the setup: without chromium that test is skipped (outside CI).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && [ -f /etc/debian_version ] \
+   && command -v apt-get >/dev/null 2>&1; then
+  echo "[setup] installing Debian's chromium (headless report test)" >&2
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >&2 \
+    || echo "[setup] could not install chromium; tests/test_report_html.py will be skipped" >&2
+fi
 stamp="$VENV/.cotscope-setup"
 want=$(cat pyproject.toml requirements/lock.txt requirements/torch.txt scripts/setup_env.sh | sha256sum | cut -d' ' -f1)
 want="$want-latest=$LATEST"

@@ -117,7 +117,9 @@ def run_stages(run_dir: str | Path, stages: Sequence[Stage], config: Mapping[str
         from cotscope.figures.__main__ import render_all
 
         def draw(c: RunContext) -> None:
-            c.summary["figures"] = render_all(c.run_dir)
+            res = render_all(c.run_dir)
+            c.summary["figures"] = list(res)
+            c.summary["figures_skipped"] = {s.figure: s.reason for s in res.skipped}
 
         _run_one(Stage("figures", draw), ctx)
     summary["total_seconds"] = round(time.perf_counter() - t0, 1)

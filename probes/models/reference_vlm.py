@@ -32,7 +32,21 @@ NAME = "cotscope-smolvlm"
 FORMAT_VERSION = 2                     # what scripts/train_reference_vlm.py builds
 FORMATS = (1, 2)                       # what this module assembles: 1 = LLaVA (v1 weights), 2 = Idefics2 (v2 recipe)
 ARCHITECTURE = "Idefics2ForConditionalGeneration"
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights" / NAME
+
+
+def shipped_weights_dir() -> Path:
+    """Where the shipped weights are: package data ``cotscope/weights/<NAME>`` in an installed wheel, else the
+    repository folder ``weights/<NAME>`` beside the ``cotscope`` package (a checkout or an editable install)."""
+    import cotscope
+
+    pkg = Path(cotscope.__file__).resolve().parent
+    for cand in (pkg / "weights" / NAME, pkg.parent / "weights" / NAME):
+        if cand.is_dir():
+            return cand
+    return pkg / "weights" / NAME   # absent: verify_shipped() says how to restore it
+
+
+WEIGHTS_DIR = shipped_weights_dir()
 VISION_FILE = "vision_connector.safetensors"
 VISION_FILE_V1 = "vision_projector.safetensors"
 LORA_FILE = "lm_lora.safetensors"
