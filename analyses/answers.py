@@ -24,6 +24,8 @@ True
 """
 from __future__ import annotations
 
+from cotscope.errors import CotscopeError
+
 import dataclasses
 import math
 import re
@@ -34,7 +36,7 @@ ANSWER_TYPES = ("integer", "float", "choice", "text")
 LETTERS = string.ascii_uppercase
 
 
-class AnswerError(ValueError):
+class AnswerError(CotscopeError):
     """A gold answer that does not fit its declared type (the message says which and how to fix it)."""
 
 

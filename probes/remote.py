@@ -15,6 +15,8 @@ Every request's payload size is recorded in :data:`PAYLOADS` (cleared by :func:`
 """
 from __future__ import annotations
 
+from cotscope.errors import CotscopeError
+
 import contextlib
 import importlib.abc
 import logging
@@ -29,7 +31,7 @@ PRIVATE_ROOTS = ("cotscope", "probes", "analyses", "figures")
 PAYLOADS: list[dict[str, Any]] = []
 
 
-class RemoteExecutionError(ValueError):
+class RemoteExecutionError(CotscopeError):
     """A request that cannot run remotely (or a bad ``remote=`` value); the message says why and what to do."""
 
 

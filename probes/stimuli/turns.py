@@ -28,6 +28,8 @@ and the last prompt token from the end of the sequence (left padding keeps those
 """
 from __future__ import annotations
 
+from cotscope.errors import CotscopeError
+
 import dataclasses
 from typing import Any, Sequence
 
@@ -35,7 +37,7 @@ TURN_RULES = ("eot", "turn_end")
 _SENTINEL = "QQCOTSCOPESENTINELQQ"
 
 
-class TemplateLayoutError(ValueError):
+class TemplateLayoutError(CotscopeError):
     """The model's chat template does not have the layout a token rule needs."""
 
 
