@@ -374,11 +374,12 @@ def _strength_scales(mode: str, reference: Any, layers: Sequence[int], vecs: dic
 
 
 def mean_hidden_norms(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[int], *,
-                      images: Sequence[Any] | None = None, batch_size: int = 8) -> dict[int, float]:
+                      images: Sequence[Any] | None = None, batch_size: int = 8,
+                      remote: bool | str | None = None) -> dict[int, float]:
     """Mean ``‖h_l‖`` over every real token of ``prompts`` (chat-templated strings) at each of ``layers``.
 
     The reference of ``strength_reference="hidden_norm"``: λ = 0.1 then adds a vector of 10% of a typical
-    hidden state's norm at that layer.
+    hidden state's norm at that layer. ``remote``: as for :func:`generate_steered`.
     """
     import nnsight
     import torch
@@ -388,21 +389,23 @@ def mean_hidden_norms(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[
     layers = lm.check_layers(layers)
     if not prompts:
         raise InjectionError("mean_hidden_norms needs at least one prompt")
+    mode = resolve_remote(lm, remote)
+    envs = [lm.adapter.layers(lm.nnsight)[l] for l in layers]
     tot = {l: 0.0 for l in layers}
     count = 0
     for a in range(0, len(prompts), batch_size):
         enc = _move(encode_batch(lm, list(prompts[a:a + batch_size]),
-                                 list(images[a:a + batch_size]) if images is not None else None), lm.device)
+                                 list(images[a:a + batch_size]) if images is not None else None),
+                    "cpu" if mode else lm.device)
         am = enc["attention_mask"].bool()
         with torch.no_grad():
-            with lm.nnsight.trace(enc) as tracer:
+            with lm.nnsight.trace({**enc, "use_cache": False}, backend=backend_for(lm.nnsight, mode)) as tracer:
                 out = nnsight.save([])
-                for l in layers:
-                    h = lm.adapter.layers(lm.nnsight)[l].output
-                    out.append(torch.linalg.vector_norm(h.float(), dim=-1))
+                for env in envs:
+                    out.append(torch.linalg.vector_norm(env.output.float(), dim=-1))
                 tracer.stop()
         for l, n in zip(layers, out):
-            tot[l] += float(n[am].sum())
+            tot[l] += float(n[am.to(n.device)].sum())       # each layer's norms live on that layer's device
         count += int(am.sum())
     return {l: tot[l] / count for l in layers}
 

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from cotscope.probes import intervene
+from cotscope.probes.apply import apply
 from cotscope.probes.attention import CaptureRequest, capture_batch
 from cotscope.probes.collect import collect_pairs
 from cotscope.probes.evaluate import forced_answer
@@ -72,6 +73,16 @@ def test_offloaded_model_collects_injects_and_captures_like_the_plain_one(smollm
     y = generate_steered(offloaded, prompts, rows, budget=3, share_prefix=False)
     assert [(r.token_ids, r.logprob) for r in x] == [(r.token_ids, r.logprob) for r in y]
     assert x[0].logprob != x[1].logprob                                  # the offloaded layer 22 was steered
+    # apply() inside a user's trace: the steering term is made from the block output itself (its device, dtype)
+    enc = dict(smollm2.tokenizer(["The answer is"], return_tensors="pt"))
+    got = []
+    for lm in (smollm2, offloaded):
+        with torch.no_grad():
+            with lm.nnsight.trace(enc):
+                apply(_vec(576), lm.nnsight, 4.0, positions="last", layers=[22])
+                last = lm.nnsight.output.logits[:, -1].save()
+        got.append(last)
+    assert torch.equal(got[0], got[1])
     req = [CaptureRequest("q", "What is 12 + 7?")]
     ra = capture_batch(smollm2, req, layers=LAYERS, max_new_tokens=2)[0]["tensors"]["rows"]
     rb = capture_batch(offloaded, req, layers=LAYERS, max_new_tokens=2)[0]["tensors"]["rows"]
