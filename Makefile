@@ -43,6 +43,10 @@ figures: setup
 report: setup
 	$(PY) -m cotscope report $(RUN_DIR)
 
+# On a GPU machine: device_map="auto" + bf16 against CPU float32 (MODEL=... for another model).
+gpu-check: models
+	$(PY) scripts/gpu_check.py $(if $(MODEL),--model $(MODEL),)
+
 bench: models
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 

@@ -4,7 +4,12 @@ Per generated token (a *token step*), from the query row ``a`` averaged over the
 
 * ratio ``R = Σ_{image} a / Σ_{text} a`` (text = every non-image key: template, question, generated);
 * focus ``F = 1 / (H + ε)`` with ``H = -Σ p log p`` of ``p = a / Σ a`` over all keys or over image keys only;
-* image share ``Σ_{image} a / Σ a`` and the mass on each key type.
+* image share ``Σ_{image} a / Σ a`` and the mass on each key type;
+* two length-robust variants (the released IVT-LR code computes neither R nor F): ``R_question`` = image mass
+  over the mass on the **question text only** (template tokens and the first ``n_sink`` attention-sink keys
+  excluded, so neither the chat template's sink nor the growing generated text enters the denominator), and
+  ``F_norm = 1 / (H / log N + ε)`` with ``N`` the number of keys ``H`` is over (``H / log N`` ∈ [0, 1] whatever the
+  context length).
 
 Generated text is segmented into *reasoning steps* (explicit ``Step k`` markers, else sentence and line breaks);
 a reasoning step's value is the mean over its tokens. IVT-LR's visual token selection picks, per step, the
@@ -27,12 +32,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from cotscope.errors import CotscopeError
-from cotscope.analyses.attention_store import IMAGE, KEY_TYPES, AttentionRun, Trace
+from cotscope.analyses.attention_store import IMAGE, KEY_TYPES, QUESTION, AttentionRun, Trace
 from cotscope.analyses.results import AttentionResult
 
 ENTROPY_OVER = ("all", "image")
 SEGMENT_MODES = ("auto", "step", "sentence", "line")
-METRICS = ("R", "F", "image_share")
+METRICS = ("R", "F", "image_share", "R_question", "F_norm")
 
 
 class AttentionAnalysisError(CotscopeError):
@@ -85,12 +90,16 @@ def entropy(p: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def row_metrics(row: np.ndarray, key_types: np.ndarray, entropy_over: str = "all", eps: float = 1e-6) -> dict[str, Any]:
-    """R, F, H, image share and per-type mass of one query row.
+def row_metrics(row: np.ndarray, key_types: np.ndarray, entropy_over: str = "all", eps: float = 1e-6,
+                n_sink: int = 1) -> dict[str, Any]:
+    """R, F, H, image share and per-type mass of one query row, plus ``R_question``, ``H_norm`` and ``F_norm``.
 
     >>> m = row_metrics(np.array([0.25, 0.25, 0.5]), np.array([0, 0, 1]))
     >>> round(m["R"], 3), round(m["image_share"], 3)
     (1.0, 0.5)
+    >>> m = row_metrics(np.array([0.6, 0.1, 0.1, 0.2]), np.array([1, 0, 2, 3]))   # sink, image, question, generated
+    >>> round(m["R"], 3), round(m["R_question"], 3), round(m["H_norm"], 3)
+    (0.111, 1.0, 0.785)
     """
     if entropy_over not in ENTROPY_OVER:
         raise AttentionAnalysisError(f"entropy_over must be one of {ENTROPY_OVER}, got {entropy_over!r}")
@@ -100,9 +109,18 @@ def row_metrics(row: np.ndarray, key_types: np.ndarray, entropy_over: str = "all
         raise AttentionAnalysisError(f"row has {row.shape[0]} keys but key_types has {kt.shape[0]}")
     mass = np.array([row[kt == c].sum() for c in range(len(KEY_TYPES))])
     img, txt = mass[IMAGE], mass.sum() - mass[IMAGE]
-    H = entropy(row if entropy_over == "all" else row[kt == IMAGE])
+    keys = row if entropy_over == "all" else row[kt == IMAGE]
+    H = entropy(keys)
+    n_keys = int(keys.shape[0])
+    H_norm = H / np.log(n_keys) if n_keys > 1 else float("nan")
+    keep = np.ones(kt.shape[0], dtype=bool)
+    keep[: max(0, int(n_sink))] = False                      # attention-sink keys (the first token(s))
+    img_q = float(row[keep & (kt == IMAGE)].sum())
+    q = float(row[keep & (kt == QUESTION)].sum())
     return {"R": float(img / txt) if txt > 0 else float("inf"), "F": 1.0 / (H + eps), "H": H,
-            "image_share": float(img / mass.sum()) if mass.sum() > 0 else float("nan"), "mass": mass}
+            "image_share": float(img / mass.sum()) if mass.sum() > 0 else float("nan"), "mass": mass,
+            "R_question": img_q / q if q > 0 else float("nan"), "H_norm": float(H_norm),
+            "F_norm": 1.0 / (H_norm + eps) if np.isfinite(H_norm) else float("nan"), "n_keys": n_keys}
 
 
 @dataclasses.dataclass
@@ -115,23 +133,29 @@ class TokenMetrics:
     image_share: np.ndarray
     mass: np.ndarray  # [n_steps, 4] by KEY_TYPES
     choice: dict[str, Any]
+    R_question: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    H_norm: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
+    F_norm: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))
 
     def get(self, name: str) -> np.ndarray:
         return getattr(self, name)
 
 
 def token_metrics(trace: Trace, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
-                  entropy_over: str = "all", eps: float = 1e-6) -> TokenMetrics:
-    """R, F, H, image share and type masses at every token step of ``trace``."""
+                  entropy_over: str = "all", eps: float = 1e-6, n_sink: int = 1) -> TokenMetrics:
+    """R, F, H, image share, type masses, ``R_question``, ``H_norm`` and ``F_norm`` at every token step of ``trace``."""
     if entropy_over == "image" and trace.n_steps and not (trace.key_types == IMAGE).any():
         raise AttentionAnalysisError("entropy_over='image' needs image keys, but this trace has no image tokens; use "
                                      "entropy_over='all'")
     rows = averaged_rows(trace, layers, heads)
-    ms = [row_metrics(r, trace.step_key_types(s), entropy_over, eps) for s, r in enumerate(rows)]
+    ms = [row_metrics(r, trace.step_key_types(s), entropy_over, eps, n_sink) for s, r in enumerate(rows)]
     col = lambda k: np.array([m[k] for m in ms], dtype=np.float64)  # noqa: E731
-    choice = {**averaging_choice(trace, layers, heads), "entropy_over": entropy_over, "eps": eps}
+    choice = {**averaging_choice(trace, layers, heads), "entropy_over": entropy_over, "eps": eps, "n_sink": n_sink,
+              "R_question": "image mass / question-text mass; template keys and the first n_sink keys excluded",
+              "F_norm": "1 / (H / log N + eps), N = number of keys H is over"}
     return TokenMetrics(R=col("R"), F=col("F"), H=col("H"), image_share=col("image_share"),
-                        mass=np.stack([m["mass"] for m in ms]) if ms else np.zeros((0, len(KEY_TYPES))), choice=choice)
+                        mass=np.stack([m["mass"] for m in ms]) if ms else np.zeros((0, len(KEY_TYPES))), choice=choice,
+                        R_question=col("R_question"), H_norm=col("H_norm"), F_norm=col("F_norm"))
 
 
 def layer_step_image_share(trace: Trace, heads: Sequence[int] | None = None) -> np.ndarray:
@@ -317,16 +341,16 @@ def image_rows_for_steps(trace: Trace, seg: Segmentation | None = None, layers: 
 
 def analyse_trace(trace: Trace, *, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
                   entropy_over: str = "all", eps: float = 1e-6, segment_mode: str = "auto", k: int | None = None,
-                  max_select_steps: int | None = None) -> dict[str, Any]:
+                  max_select_steps: int | None = None, n_sink: int = 1) -> dict[str, Any]:
     """Token- and reasoning-step metrics of one trace, its layer × step image share, and optionally a selection."""
-    tm = token_metrics(trace, layers, heads, entropy_over, eps)
+    tm = token_metrics(trace, layers, heads, entropy_over, eps, n_sink)
     seg = segment_reasoning(trace.gen_tokens, segment_mode)
     ls = layer_step_image_share(trace, heads)
     res: dict[str, Any] = {
         "index": trace.index, "id": trace.record.get("id"), "condition": trace.record.get("condition"),
         "n_tokens": trace.n_steps, "n_steps": len(seg), "segmentation": seg.mode,
         "steps": [{"text": s.text, "tokens": list(s.tokens)} for s in seg.segments],
-        "token": {m: tm.get(m).tolist() for m in (*METRICS, "H")},
+        "token": {m: tm.get(m).tolist() for m in (*METRICS, "H", "H_norm")},
         "token_mass": {t: tm.mass[:, c].tolist() for c, t in enumerate(KEY_TYPES)},
         "step": {m: step_values(tm.get(m), seg).tolist() for m in METRICS},
         "layer_step_share": np.stack([step_values(ls[i], seg) for i in range(ls.shape[0])]).tolist()
@@ -379,7 +403,7 @@ def pooled_slope(curves: list[np.ndarray]) -> float | None:
 def analyse_run(run: AttentionRun, *, conditions: Sequence[str] | None = None, layers: Sequence[int] | None = None,
                 heads: Sequence[int] | None = None, entropy_over: str = "all", eps: float = 1e-6,
                 segment_mode: str = "auto", k: int | None = None, max_select_steps: int | None = None,
-                max_steps: int | None = None) -> AttentionResult:
+                max_steps: int | None = None, n_sink: int = 1) -> AttentionResult:
     """Analyse every trace and aggregate per condition: reasoning-step and token curves with bands, slopes, and the
     layer × step image-share map (mean over prompts). Returns an :class:`~analyses.results.AttentionResult`."""
     conds = list(conditions) if conditions is not None else sorted({r.get("condition", "") for r in run.records})
@@ -394,7 +418,7 @@ def analyse_run(run: AttentionRun, *, conditions: Sequence[str] | None = None, l
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 r = analyse_trace(run.trace(i), layers=layers, heads=heads, entropy_over=entropy_over, eps=eps,
-                                  segment_mode=segment_mode, k=k, max_select_steps=max_select_steps)
+                                  segment_mode=segment_mode, k=k, max_select_steps=max_select_steps, n_sink=n_sink)
             r["warnings"] = [str(w.message) for w in caught]
             res.append(r)
         per_trace += res

@@ -48,7 +48,7 @@ def lowpass_cosine(a: np.ndarray, b: np.ndarray, c: int) -> float:
     return cosine(lowpass(a, c), lowpass(b, c))
 
 
-def compare_directions(v_llm: np.ndarray, v_vlm: np.ndarray, cutoffs: Sequence[float] = DEFAULT_CUTOFFS,
+def compare_directions(v_llm: np.ndarray, v_vlm: np.ndarray, cutoffs: Sequence[int | float] = DEFAULT_CUTOFFS,
                        n_perm: int = 200, seed: int = 0) -> dict[str, Any]:
     """Raw / low-pass / high-pass cosines of two directions, with the permutation null per cutoff."""
     v_llm = np.asarray(v_llm, dtype=np.float64)
@@ -64,7 +64,7 @@ def compare_directions(v_llm: np.ndarray, v_vlm: np.ndarray, cutoffs: Sequence[f
         c = cutoff_bins(d, cf)
         obs = lowpass_cosine(v_llm, v_vlm, c)
         null = np.array([lowpass_cosine(v_llm[p], v_vlm[p], c) for p in perms])
-        rows.append({"cutoff": float(cf), "cutoff_bins": c, "lowpass_cosine": obs,
+        rows.append({"cutoff": cf, "cutoff_bins": c, "fraction_of_bins": c / (d // 2 + 1), "lowpass_cosine": obs,
                      "highpass_cosine": cosine(highpass(v_llm, c), highpass(v_vlm, c)),
                      "null_mean": float(null.mean()), "null_q05": float(np.quantile(null, 0.05)),
                      "null_q95": float(np.quantile(null, 0.95)),
@@ -84,9 +84,24 @@ def stream_moments(store: ActivationStore, position: str, layer: int, lowpass_bi
 
 def crossmodel_analysis(llm: ActivationStore, vlm: ActivationStore, position: str = "last_prompt",
                         vlm_position: str | None = None, layers: Sequence[int] | None = None,
-                        cutoffs: Sequence[float] = DEFAULT_CUTOFFS, dispersion_cutoff: float = 0.1,
-                        n_perm: int = 200, seed: int = 0) -> dict[str, Any]:
-    """Compare the CoT directions of two stores layer by layer (see module docstring)."""
+                        cutoffs: Sequence[int | float] = DEFAULT_CUTOFFS, dispersion_cutoff: int | float = 0.1,
+                        n_perm: int = 200, seed: int = 0, n_perm_dispersion: int | None = None) -> dict[str, Any]:
+    """Compare the CoT directions of two stores layer by layer (see module docstring).
+
+    Cutoffs are bin counts (int) or fractions of the target's rfft bins (float). The low-passed dispersions come
+    with their isotropic expectation and a permutation null (``dispersion_*_lowpass_ref``; the null streams the
+    store once more).
+    """
+    from cotscope.analyses.dispersion import compact, dispersion_references
+
+    n_pd = n_perm if n_perm_dispersion is None else n_perm_dispersion
+
+    def refs(store: ActivationStore, pos: str, layer: int, m: Any, c: int) -> dict[str, Any]:
+        return compact(dispersion_references(
+            m.dispersion(), m.dispersion_transformed(), store.hidden_size, c,
+            chunks=lambda: ((cc, dd) for _, cc, dd in store.iter_pairs(pos, layer)), mean_diff=m.mean_difference(),
+            n_pairs=m.n, n_perm=n_pd, seed=seed))
+
     n_l, n_v = int(llm.model["n_layers"]), int(vlm.model["n_layers"])
     wanted = list(llm.layers if layers is None else layers)
     missing = [l for l in wanted if l not in llm.layers]
@@ -112,6 +127,8 @@ def crossmodel_analysis(llm: ActivationStore, vlm: ActivationStore, position: st
             "dispersion_llm": m_llm.dispersion(), "dispersion_vlm": m_vlm.dispersion(),
             "dispersion_vlm_lowpass": m_vlm.dispersion_transformed(),
             "dispersion_llm_lowpass": m_llm.dispersion_transformed(),
+            "dispersion_vlm_lowpass_ref": refs(vlm, vpos, lb, m_vlm, c_v),
+            "dispersion_llm_lowpass_ref": refs(llm, position, la, m_llm, c_l),
         })
     return {"llm_model": llm.model, "vlm_model": vlm.model, "position": position, "vlm_position": vpos,
             "layer_matching": {"rule": "relative depth: round(l * (n_vlm - 1) / (n_llm - 1))",

@@ -20,14 +20,19 @@ from cotscope.analyses.streaming import CHUNK_PAIRS, PairMoments, chunks, lat_fl
 DEFAULT_CUTOFFS = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
-def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: float = 0.1, n_perm: int = 200, seed: int = 0,
-                  chunk_pairs: int = CHUNK_PAIRS) -> dict:
+def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: int | float = 0.1, n_perm: int = 200, seed: int = 0,
+                  chunk_pairs: int = CHUNK_PAIRS, n_perm_dispersion: int | None = None) -> dict:
     """Numbers for one layer; returns plain floats (JSON-ready) plus the two directions.
 
     One pass over chunks of pairs accumulates the mean difference, the dispersions (raw and low-passed;
     sums of per-coordinate variances) and the LAT scatter; a second pass votes the LAT sign; the probe
     fits on float64 copies of its train/test rows. ``cot``/``direct`` may be float32 (a store slice).
+    ``cutoff`` is a bin count (int) or a fraction of the rfft bins (float), see :mod:`analyses.cutoff`. The
+    low-passed dispersion comes with its isotropic expectation and a permutation null (``dispersion_lowpass_ref``,
+    :func:`analyses.dispersion.dispersion_references`; ``n_perm_dispersion`` permutations, default ``n_perm``).
     """
+    from cotscope.analyses.dispersion import compact, dispersion_references
+
     cot, direct = check_pairs(cot, direct, min_pairs=4, as_float64=False)
     n, d = cot.shape
     c = cutoff_bins(d, cutoff)
@@ -37,6 +42,9 @@ def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: float = 0.1, n_pe
     md = mom.mean_difference()
     lat = lat_from_moments(mom, lambda: chunks(cot, direct, chunk_pairs))
     lp_null = permutation_null(lambda v: lowpass_energy_fraction(v, c), md, n_perm=n_perm, seed=seed)
+    disp = dispersion_references(mom.dispersion(), mom.dispersion_transformed(), d, c,
+                                 chunks=lambda: chunks(cot, direct, chunk_pairs), mean_diff=md, n_pairs=n,
+                                 n_perm=n_perm if n_perm_dispersion is None else n_perm_dispersion, seed=seed)
     return {
         "probe": probe_accuracy(cot, direct, seed=seed),
         "lat_vs_mean_diff_cosine": cosine(lat.direction, md),
@@ -45,6 +53,7 @@ def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: float = 0.1, n_pe
         "mean_diff_norm": float(np.linalg.norm(md)),
         "dispersion": mom.dispersion(),
         "dispersion_lowpass": mom.dispersion_transformed(),
+        "dispersion_lowpass_ref": compact(disp),
         "cutoff_bins": c,
         "lowpass_energy_fraction": lp_null["observed"],
         "lowpass_energy_null": {k: lp_null[k] for k in ("null_mean", "null_q05", "null_q95", "p_value", "z")},
@@ -52,10 +61,12 @@ def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: float = 0.1, n_pe
     }
 
 
-def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] | None = None, cutoff: float = 0.1,
-                  n_perm: int = 200, seed: int = 0, progress: bool = True, chunk_pairs: int = CHUNK_PAIRS
-                  ) -> AnalysisResult:
+def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] | None = None,
+                  cutoff: int | float = 0.1, n_perm: int = 200, seed: int = 0, progress: bool = True,
+                  chunk_pairs: int = CHUNK_PAIRS, n_perm_dispersion: int | None = None) -> AnalysisResult:
     """Run :func:`analyse_layer` on every stored layer; also a layer×layer cosine matrix of directions.
+
+    ``cutoff`` is a bin count (int) or a fraction of the rfft bins (float).
 
     Returns an :class:`~analyses.results.AnalysisResult` (``res.best_layer``, ``res.directions["mean_diff"]`` …).
 
@@ -70,7 +81,8 @@ def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] |
     buffers = (np.empty((n, d), np.float32), np.empty((n, d), np.float32))
     for l in tqdm(layers, desc=f"analyse {position}", disable=not progress):
         cot, direct = store.paired(position, l, out=buffers)
-        r = analyse_layer(cot, direct, cutoff=cutoff, n_perm=n_perm, seed=seed, chunk_pairs=chunk_pairs)
+        r = analyse_layer(cot, direct, cutoff=cutoff, n_perm=n_perm, seed=seed, chunk_pairs=chunk_pairs,
+                          n_perm_dispersion=n_perm_dispersion)
         md[l], lat[l] = r.pop("_mean_diff"), r.pop("_lat")
         per_layer[l] = r
     del buffers

@@ -78,6 +78,34 @@ def lowpass(v: np.ndarray, cutoff: int | float, axis: int = -1) -> np.ndarray:
     return np.fft.ifft(F * mask.reshape(shape), axis=axis).real
 
 
+def lowpass_gain(d: int, cutoff: int | float) -> np.ndarray:
+    """Per full-FFT bin gain of :func:`lowpass` as a real operator: ``m_k = (M_k + M_{-k}) / 2``.
+
+    ``lowpass(v) = Re(ifft(M·fft(v)))`` equals ``ifft(m·fft(v))`` for real ``v``: the released mask keeps bin
+    ``d−c`` but not its mirror ``c``, so those two bins pass at half amplitude and every other kept bin at 1.
+
+    >>> lowpass_gain(8, 2).tolist()
+    [1.0, 1.0, 0.5, 0.0, 0.0, 0.0, 0.5, 1.0]
+    """
+    M = lowpass_mask(int(d), cutoff).astype(np.float64)
+    return 0.5 * (M + M[(-np.arange(int(d))) % int(d)])
+
+
+def isotropic_lowpass_fraction(d: int, cutoff: int | float) -> float:
+    """Share of the energy (or of a covariance trace) that :func:`lowpass` keeps from an **isotropic** input.
+
+    For ``x`` with covariance ``σ²I``, ``E‖lowpass(x)‖² / E‖x‖² = Σ_k m_k² / d`` (:func:`lowpass_gain`). With
+    ``1 ≤ c < d/2`` this is exactly ``(2c − 1/2)/d`` (bin 0, ``c−1`` interior bins and their mirrors at gain 1,
+    bins ``c`` and ``d−c`` at gain ½); ``c = d//2 + 1`` keeps everything. It is the value a dispersion after a
+    low-pass takes *by the filter alone*: 0.1115 of the trace at ``c = 200, d = 3584``.
+
+    >>> isotropic_lowpass_fraction(3584, 200) == (2 * 200 - 0.5) / 3584
+    True
+    """
+    m = lowpass_gain(d, cutoff)
+    return float((m * m).sum() / int(d))
+
+
 def highpass(v: np.ndarray, cutoff: int | float, axis: int = -1) -> np.ndarray:
     """Exact complement of :func:`lowpass`: ``v - lowpass(v)``."""
     v = np.asarray(v, dtype=np.float64)

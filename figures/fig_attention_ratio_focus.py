@@ -23,7 +23,8 @@ SECTION = "attention"
 INPUTS = ATTENTION_INPUTS
 DEFAULT = "attention_shift"        # the attention stage's analysis keeps the plain file names
 COLORS = {"cot": "#d62728", "direct": "#1f77b4"}
-PANELS = (("R", "ratio R = image / text attention"), ("F", "focus F = 1 / (H + ε)"),
+PANELS = (("R", "ratio R = image / text attention"), ("R_question", "R against question text only"),
+          ("F", "focus F = 1 / (H + ε)"), ("F_norm", "focus with H / log N"),
           ("F_image", "focus F, H over image keys only"), ("image_share", "image share of attention"))
 
 
@@ -62,7 +63,7 @@ def draw(analysis: dict[str, Any], level: str = "step", title: str = ""):
                                       line=dict(color=c), customdata=n,
                                       hovertemplate=f"{cond} {xlabel} %{{x}}: %{{y:.4f}} (prompts: %{{customdata}})"),
                            row=1, col=j + 1)
-        if metric == "R":
+        if metric in ("R", "R_question"):
             ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set_xlabel(xlabel)
         n_max = max(len(a[level][metric]["mean"]) for a in agg.values())

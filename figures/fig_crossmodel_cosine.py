@@ -40,7 +40,7 @@ def draw(results: dict[str, dict[str, Any]]):
     for k, cond in enumerate(conds):
         ax = axes[0, k]
         for j, L in enumerate(pick_layers(results[cond])):
-            x = [r["cutoff"] for r in L["cutoffs"]]
+            x = [r.get("fraction_of_bins", r["cutoff"]) for r in L["cutoffs"]]
             col = colors[j % len(colors)]
             lab = f"LLM L{L['llm_layer']} ↔ VLM L{L['vlm_layer']}"
             ax.plot(x, [r["lowpass_cosine"] for r in L["cutoffs"]], "o-", color=col, label=f"{lab} low-pass")
@@ -53,9 +53,9 @@ def draw(results: dict[str, dict[str, Any]]):
             pfig.add_trace(go.Scatter(x=x, y=[r["null_q95"] for r in L["cutoffs"]], name=f"{lab} null 95% ({cond})",
                                       line=dict(color=col, dash="dot")), row=1, col=k + 1)
         ax.set_xscale("log")
-        ticks = [r["cutoff"] for r in results[cond]["layers"][0]["cutoffs"]]
+        ticks = [r.get("fraction_of_bins", r["cutoff"]) for r in results[cond]["layers"][0]["cutoffs"]]
         ax.set_xticks(ticks)
-        ax.set_xticklabels([f"{t:g}" for t in ticks])
+        ax.set_xticklabels([f"{t:.2g}" for t in ticks])
         ax.minorticks_off()
         ax.set_xlabel("low-pass cutoff (fraction of rfft bins)")
         ax.set_title(f"VLM input: {cond}  (dashed: raw cosine; band: permutation null 5–95%)", fontsize=9)

@@ -503,13 +503,17 @@ def latent_patch_map(loaded: LoadedModel, image: Any) -> np.ndarray | None:
         return None
     mods = [layer.self_attn for layer in resampler]
     px = loaded.processor.image_processor(images=[[image]], return_tensors="pt")
-    pv = px["pixel_values"].to(loaded.device, loaded.dtype)
+    from cotscope.probes.models.placement import ancestors_of, module_device, module_dtype
+
+    vision = loaded.adapter.vision(loaded.hf)
+    vdev = module_device(vision, ancestors_of(loaded.hf, loaded.adapter.vision_path)) or loaded.device
+    pv = px["pixel_values"].to(vdev, module_dtype(vision))
     if pv.shape[1] != 1:  # split into tiles: patches do not map to one grid
         return None
     pam = px.get("pixel_attention_mask")
     got: list[Any] = []
     with torch.no_grad(), eager_modules(mods, [got.append] * len(mods)):
-        loaded.hf.model.get_image_features(pixel_values=pv, pixel_attention_mask=None if pam is None else pam.to(loaded.device))
+        loaded.hf.model.get_image_features(pixel_values=pv, pixel_attention_mask=None if pam is None else pam.to(vdev))
     patch = int(loaded.config.vision_config.patch_size)
     gh, gw = pv.shape[-2] // patch, pv.shape[-1] // patch
     n_lat = got[0].shape[-2]
@@ -540,14 +544,33 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
 
 # ------------------------------------------------------------------------------------------- capture
 
+def refuse_remote(loaded: LoadedModel, remote: Any) -> None:
+    """Attention capture runs here only: refuse ``remote=True``/``"local"`` (and weightless remote models) with why."""
+    from cotscope.probes.remote import RemoteExecutionError, check_remote
+
+    mode = check_remote(loaded.remote if remote is None else remote)
+    if mode or loaded.is_remote:
+        raise RemoteExecutionError(
+            "attention capture cannot run remotely (NDIF): it swaps the chosen layers' attention kernel for one "
+            "registered in this process (a per-module config copy naming a transformers AttentionInterface "
+            "function) and records each step's weights through Python callbacks; a remote server runs its own "
+            "attention kernels (sdpa/flash return no weights) and has neither cotscope nor these callbacks. Capture "
+            "attention locally: load the model with load_model(spec) (device_map='auto' on a GPU node) and pass "
+            "remote=False.")
+
+
 def capture_batch(loaded: LoadedModel, requests: Sequence[CaptureRequest], *, layers: Sequence[int] | None = None,
                   heads: Sequence[int] | None = None, max_new_tokens: int = 64, min_new_tokens: int = 0,
-                  switch: str = "layers") -> list[dict[str, Any]]:
+                  switch: str = "layers", remote: Any = None) -> list[dict[str, Any]]:
     """Generate greedily from ``requests`` (one left-padded batch) and return one trace per request.
 
     Each trace: ``record`` (JSON-able) and ``tensors`` (numpy, the :mod:`analyses.attention_store` layout).
+    ``remote`` must be ``False``/``None``: capture swaps attention kernels, which a remote server cannot do
+    (:func:`refuse_remote` says why).
     """
     import torch
+
+    refuse_remote(loaded, remote)
 
     if max_new_tokens < 1:
         raise AttentionCaptureError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -642,7 +665,7 @@ def capture_batch(loaded: LoadedModel, requests: Sequence[CaptureRequest], *, la
 def capture_run(loaded: LoadedModel, requests: Sequence[CaptureRequest], out_dir: str | Path, *,
                 layers: Sequence[int] | None = None, heads: Sequence[int] | None = None, max_new_tokens: int = 64,
                 min_new_tokens: int = 0, switch: str = "layers", batch_size: int = 1, store_dtype: str = "float32",
-                overwrite: bool = False, progress: bool = True) -> AttentionRun:
+                overwrite: bool = False, progress: bool = True, remote: Any = None) -> AttentionRun:
     """Capture every request into an attention run at ``out_dir`` (resumable; see :mod:`analyses.attention_store`).
 
     Args:
@@ -653,11 +676,13 @@ def capture_run(loaded: LoadedModel, requests: Sequence[CaptureRequest], out_dir
             ``"none"`` (model already eager; read weights from module outputs).
         batch_size: requests generated together (left-padded); 1 keeps each generation exactly unbatched.
         store_dtype: ``"float32"`` (exact) or ``"float16"`` (half the disk; ~3 significant digits) for the rows.
+        remote: only ``False``/``None``; attention capture refuses remote execution (see :func:`refuse_remote`).
     """
     from tqdm.auto import tqdm
 
     from cotscope.analyses.artifacts import library_versions
 
+    refuse_remote(loaded, remote)
     if not requests:
         raise AttentionCaptureError("no requests: pass at least one CaptureRequest")
     ids = [r.id for r in requests]

@@ -13,6 +13,23 @@ model. The adaptive rule injects nothing when the descent direction ``−g`` alr
 All norms and cosines are per tensor; ``eps = 1e-12`` guards every division
 (``Δ/(‖Δ‖+eps)``, ``cos = g·Δ/(‖g‖‖Δ‖+eps)``). ``alpha`` is a parameter for ablations.
 
+``normalize_delta_to_param`` (default ``True``, as released: ``DeltaDirectionPrior`` in ``WikiChao/DRIFT``)
+first rescales every Δ tensor to the norm of the parameter being fine-tuned, ``Δ ← Δ·‖θ‖/‖Δ‖``
+(:func:`normalize_deltas`). Only the ``absolute`` rule changes with it: ``grad_norm`` and ``adaptive`` use
+``Δ/‖Δ‖`` and a cosine, which ignore Δ's scale.
+
+Sign conventions, released code vs cotscope (both move the weights towards θ_reason):
+
+=============  ====================================  ==========================================
+               released (``scale=``, ``alpha=+1``)    cotscope (``rule=``, ``alpha=-1``)
+=============  ====================================  ==========================================
+Δ              ``prior − sft`` = θ_reason − θ_VL      ``θ_reason − θ_VL`` (:mod:`analyses.prior`)
+absolute       ``g − α·Δ``                            ``g + alpha·Δ``
+grad-norm      ``g − α‖g‖·Δ/‖Δ‖`` (``gradnorm``)      ``g + alpha‖g‖·Δ/‖Δ‖`` (``grad_norm``)
+adaptive       ``α' = α(cos+1)/2; g − α'‖g‖Δ/‖Δ‖``    ``alpha' = alpha(1+cos)/2; g + alpha'‖g‖Δ/‖Δ‖``
+               (``adaptive_cosine``)                  (``adaptive``)
+=============  ====================================  ==========================================
+
 >>> g, d = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0])
 >>> guide_gradient(g, d, "grad_norm")
 tensor([ 1., -1.])
@@ -72,6 +89,27 @@ def guide_gradient(g: torch.Tensor, delta: torch.Tensor, rule: str, alpha: float
             scale = scale * (1.0 + cosine(gf, df, eps)) / 2.0
         out = gf + alpha * scale * unit
     return out.to(g.dtype)
+
+
+def normalize_deltas(model: torch.nn.Module, deltas: Mapping[str, torch.Tensor],
+                     eps: float = EPS) -> dict[str, torch.Tensor]:
+    """``Δ·‖θ‖/‖Δ‖`` per tensor, ``θ`` the model's current value of that parameter (the released
+    ``normalize_delta_to_param=True``; both norms clamped below at ``eps`` as released). Norms in float32 or wider.
+
+    >>> m = torch.nn.Linear(2, 2, bias=False); _ = m.weight.data.copy_(torch.tensor([[3.0, 0], [0, 4]]))
+    >>> normalize_deltas(m, {"weight": torch.tensor([[0.0, 1], [0, 0]])})["weight"]
+    tensor([[0., 5.],
+            [0., 0.]])
+    """
+    params = dict(model.named_parameters())
+    out = {}
+    for n, d in deltas.items():
+        p = params[n].detach()
+        wd = torch.promote_types(d.dtype, torch.float32)
+        nd = d.to(wd).norm().clamp_min(eps)
+        npar = p.to(device=d.device, dtype=wd).norm().clamp_min(eps)
+        out[n] = (d.to(wd) * (npar / nd)).to(d.dtype)
+    return out
 
 
 def prior_tensors(model: torch.nn.Module, prior: PriorArtifact | str | Path | Mapping[str, Any],
@@ -135,16 +173,20 @@ class DriftHooks:
 
 
 def register_drift_hooks(model: torch.nn.Module, prior: PriorArtifact | str | Path | Mapping[str, Any],
-                         rule: str = "adaptive", alpha: float = -1.0, allow_partial: bool = False) -> DriftHooks:
+                         rule: str = "adaptive", alpha: float = -1.0, allow_partial: bool = False,
+                         normalize_delta_to_param: bool = True) -> DriftHooks:
     """Register a tensor hook on every parameter the prior covers that rewrites its gradient.
 
     The hook runs on each backward pass, before accumulation into ``.grad`` — with gradient
     accumulation the rule is applied per micro-batch. Use :func:`apply_drift_` instead to apply it
-    once to the accumulated ``.grad`` right before ``optimizer.step()``.
+    once to the accumulated ``.grad`` right before ``optimizer.step()``. ``normalize_delta_to_param``
+    rescales Δ to the parameters' norms at registration time (as released; see :func:`normalize_deltas`).
     """
     if rule not in RULES:
         raise DriftError(f"unknown DRIFT rule {rule!r}; use one of {RULES}")
     deltas = prior_tensors(model, prior, allow_partial)
+    if normalize_delta_to_param:
+        deltas = normalize_deltas(model, deltas)
     params = dict(model.named_parameters())
     handles = []
     for n, d in deltas.items():
@@ -158,9 +200,15 @@ def register_drift_hooks(model: torch.nn.Module, prior: PriorArtifact | str | Pa
 
 
 @torch.no_grad()
-def apply_drift_(model: torch.nn.Module, deltas: Mapping[str, torch.Tensor], rule: str, alpha: float = -1.0) -> int:
-    """Rewrite ``.grad`` in place for every parameter in ``deltas``; returns how many were changed."""
+def apply_drift_(model: torch.nn.Module, deltas: Mapping[str, torch.Tensor], rule: str, alpha: float = -1.0,
+                 normalize_delta_to_param: bool = False) -> int:
+    """Rewrite ``.grad`` in place for every parameter in ``deltas``; returns how many were changed.
+
+    ``deltas`` are used as given (pass ``normalize_deltas(model, deltas)`` once, or ``normalize_delta_to_param=True``
+    to rescale them to the parameters' *current* norms at this call)."""
     params = dict(model.named_parameters())
+    if normalize_delta_to_param:
+        deltas = normalize_deltas(model, deltas)
     n = 0
     for name, d in deltas.items():
         p = params[name]
@@ -184,10 +232,11 @@ def log_gradient_alignment(model: torch.nn.Module, prior: PriorArtifact | str | 
                            optimizer: torch.optim.Optimizer | None = None,
                            loss_fn: Callable[[torch.nn.Module, Mapping[str, Any]], torch.Tensor] | None = None,
                            allow_partial: bool = False, out_path: str | Path | None = None,
-                           progress: bool = True) -> list[dict]:
+                           progress: bool = True, normalize_delta_to_param: bool = True) -> list[dict]:
     """Run ``n_steps`` optimizer steps and log ``cos(g, Δ)`` per tensor per step (a tidy table).
 
-    Each row: ``step, loss, param, layer, module, cos, grad_norm, delta_norm`` and, with a ``rule``,
+    Each row: ``step, loss, param, layer, module, cos, grad_norm, delta_norm`` (raw ‖Δ‖),
+    ``delta_norm_used`` (after ``normalize_delta_to_param``, default on as released) and, with a ``rule``,
     ``cos_guided`` (cosine of the guided gradient that was actually applied). Tensors whose Δ is
     exactly zero are trained but not logged (their cosine is undefined). ``batches`` are
     cycled if shorter than ``n_steps``; each is passed as ``model(**batch)`` (include ``labels``) or
@@ -199,6 +248,10 @@ def log_gradient_alignment(model: torch.nn.Module, prior: PriorArtifact | str | 
     if rule is not None and rule not in RULES:
         raise DriftError(f"unknown DRIFT rule {rule!r}; use one of {RULES} or None (plain fine-tuning)")
     deltas = prior_tensors(model, prior, allow_partial)
+    raw_norms = {n: float(d.float().norm()) for n, d in deltas.items()}
+    if normalize_delta_to_param:
+        deltas = normalize_deltas(model, {n: d for n, d in deltas.items() if raw_norms[n] > 0}) | \
+            {n: d for n, d in deltas.items() if raw_norms[n] == 0}
     params = dict(model.named_parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not any(params[n].requires_grad for n in deltas):
@@ -215,7 +268,8 @@ def log_gradient_alignment(model: torch.nn.Module, prior: PriorArtifact | str | 
         steps = tqdm(steps, desc="DRIFT cos(g, Δ)", unit="step")
     rows: list[dict] = []
     model.train()
-    delta_norms = {n: float(d.float().norm()) for n, d in deltas.items()}
+    delta_norms = raw_norms
+    used_norms = {n: float(d.float().norm()) for n, d in deltas.items()}
     if not any(delta_norms.values()):
         raise DriftError("Δ is zero on every tensor (identical backbones): cos(g, Δ) is undefined")
     logged = {n: d for n, d in deltas.items() if delta_norms[n] > 0}      # cos(g, 0) is undefined: not logged
@@ -230,7 +284,8 @@ def log_gradient_alignment(model: torch.nn.Module, prior: PriorArtifact | str | 
                     continue
                 layer, module = layer_and_module(_canon(n))
                 row = {"step": step, "loss": float(loss), "param": n, "layer": layer, "module": module,
-                       "cos": float(cosine(g, d)), "grad_norm": float(g.float().norm()), "delta_norm": delta_norms[n]}
+                       "cos": float(cosine(g, d)), "grad_norm": float(g.float().norm()), "delta_norm": delta_norms[n],
+                       "delta_norm_used": used_norms[n]}
                 if rule is not None:
                     gg = guide_gradient(g, d, rule, alpha)
                     row["cos_guided"] = float(cosine(gg, d))
@@ -282,9 +337,26 @@ def _sft_example(processor: Any, image: Any, prompt: str, answer: str) -> dict:
     return {**full, "labels": labels}
 
 
+def _load_vlm(vlm_dir: str | Path, dtype: Any, device: str | None, device_map: Any) -> tuple[torch.nn.Module, Any, Any]:
+    """``(model, processor, input device)`` through :func:`probes.models.loading.load_model`."""
+    from cotscope.probes.models.loading import load_model
+
+    lm = load_model(vlm_dir, dtype=dtype, device=device, device_map=device_map)
+    if not lm.is_vlm:
+        raise DriftError(f"{vlm_dir} is a text-only model ({lm.model_type}); drift alignment fine-tunes a VLM")
+    return lm.hf, lm.processor, lm.device
+
+
+def _on(batch: Mapping[str, Any], device: Any) -> dict:
+    if device is None:
+        return dict(batch)
+    return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
+
+
 def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, out_dir: str | Path, *,
                         n_steps: int = 6, batch_size: int = 2, lr: float = 1e-5, rule: str | None = None,
-                        seed: int = 0, kinds: tuple[str, ...] = ("expression", "counting", "bars")) -> dict:
+                        seed: int = 0, kinds: tuple[str, ...] = ("expression", "counting", "bars"),
+                        dtype: Any = "float32", device: str | None = "cpu", device_map: Any = None) -> dict:
     """cos(g, Δ) during a few fine-tuning steps of a saved VLM on the bundled visual problems (for ``make demo``).
 
     Only the parameters the prior covers are trained (AdamW, ``lr``); each step averages the
@@ -294,14 +366,12 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
     and returns summary numbers. A negative cosine means plain descent already moves towards θ_reason.
     """
     import numpy as np
-    from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from cotscope.probes.stimuli.visual import generate_visual_items
     from cotscope.probes.vision_latents import chat_prompt
 
     torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32)
-    processor = AutoProcessor.from_pretrained(vlm_dir)
+    model, processor, in_dev = _load_vlm(vlm_dir, dtype, device, device_map)
     deltas = prior_tensors(model, prior)
     model.requires_grad_(False)
     params = dict(model.named_parameters())
@@ -313,7 +383,7 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
     batches = [{"examples": examples[i:i + batch_size]} for i in range(0, len(examples), batch_size)]
 
     def loss_fn(m: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        return torch.stack([m(**ex).loss for ex in batch["examples"]]).mean()
+        return torch.stack([m(**_on(ex, in_dev)).loss.float() for ex in batch["examples"]]).mean()
 
     out_dir = Path(out_dir)
     rows = log_gradient_alignment(model, deltas, batches, n_steps, rule=rule, lr=lr, loss_fn=loss_fn,
@@ -331,14 +401,15 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
 
 
 @torch.no_grad()
-def _evaluate(model: torch.nn.Module, processor: Any, items: list, prompts: list[str], examples: list[dict]) -> dict:
-    """Held-out answer-token loss (teacher forced) and greedy exact-match accuracy."""
-    losses = [float(model(**ex).loss) for ex in examples]
+def _evaluate(model: torch.nn.Module, processor: Any, items: list, prompts: list[str], examples: list[dict],
+              device: Any = None) -> dict:
+    """Held-out answer-token loss (teacher forced) and greedy exact-match accuracy (inputs go to ``device``)."""
+    losses = [float(model(**_on(ex, device)).loss) for ex in examples]
     correct = 0
     tok = getattr(processor, "tokenizer", processor)
     for it, prompt in zip(items, prompts):
         enc = processor(text=prompt, images=[it.image], return_tensors="pt")
-        out = model.generate(**enc, max_new_tokens=6, do_sample=False)
+        out = model.generate(**_on(enc, device), max_new_tokens=6, do_sample=False).cpu()
         text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
         correct += text.split()[0].rstrip(".,") == str(it.answer) if text else 0
     return {"eval_loss": float(sum(losses) / len(losses)), "eval_accuracy": correct / len(items)}
@@ -347,7 +418,8 @@ def _evaluate(model: torch.nn.Module, processor: Any, items: list, prompts: list
 def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, out_dir: str | Path, *,
                        rules: tuple[str | None, ...] = (None, "adaptive"), n_steps: int = 20, batch_size: int = 4,
                        lr: float = 1e-5, n_eval: int = 32, seed: int = 0,
-                       kinds: tuple[str, ...] = ("expression", "counting", "bars")) -> list[dict]:
+                       kinds: tuple[str, ...] = ("expression", "counting", "bars"), dtype: Any = "float32",
+                       device: str | None = "cpu", device_map: Any = None) -> list[dict]:
     """Does the rule help? Fine-tune from the same start, data and order with each rule; score held-out items.
 
     For every entry of ``rules`` (``None`` = plain SFT) the VLM is reloaded from ``vlm_dir``, the
@@ -355,13 +427,13 @@ def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, o
     and ``n_eval`` other rendered items are scored (answer loss, greedy exact match) before and after.
     Writes ``finetune_compare.json`` into ``out_dir``; returns one row per rule.
     """
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
     from cotscope.analyses.atomic import write_json_atomic
     from cotscope.probes.stimuli.visual import generate_visual_items
     from cotscope.probes.vision_latents import chat_prompt
 
-    processor = AutoProcessor.from_pretrained(vlm_dir)
+    from cotscope.probes.models.loading import load_processor
+
+    processor = load_processor(vlm_dir)
     train = generate_visual_items(n_steps * batch_size, seed=seed, kinds=kinds)
     held = generate_visual_items(n_eval, seed=seed + 10_000, kinds=kinds)
     train_ex = [_sft_example(processor, it.image, chat_prompt(processor, it.direct_prompt), str(it.answer))
@@ -370,25 +442,27 @@ def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, o
     held_ex = [_sft_example(processor, it.image, p, str(it.answer)) for it, p in zip(held, held_prompts)]
     batches = [{"examples": train_ex[i:i + batch_size]} for i in range(0, len(train_ex), batch_size)]
 
+    in_dev: Any = None
+
     def loss_fn(m: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-        return torch.stack([m(**ex).loss for ex in batch["examples"]]).mean()
+        return torch.stack([m(**_on(ex, in_dev)).loss.float() for ex in batch["examples"]]).mean()
 
     rows: list[dict] = []
     before: dict | None = None
     for rule in rules:
         torch.manual_seed(seed)
-        model = AutoModelForImageTextToText.from_pretrained(vlm_dir, dtype=torch.float32)
+        model, _, in_dev = _load_vlm(vlm_dir, dtype, device, device_map)
         deltas = prior_tensors(model, prior)
         model.requires_grad_(False)
         params = dict(model.named_parameters())
         for n in deltas:
             params[n].requires_grad_(True)
         if before is None:
-            before = _evaluate(model.eval(), processor, held, held_prompts, held_ex)
+            before = _evaluate(model.eval(), processor, held, held_prompts, held_ex, in_dev)
         init = {n: params[n].detach().clone() for n in deltas}
         log = log_gradient_alignment(model, deltas, batches, n_steps, rule=rule, lr=lr, loss_fn=loss_fn,
                                      progress=True)
-        after = _evaluate(model.eval(), processor, held, held_prompts, held_ex)
+        after = _evaluate(model.eval(), processor, held, held_prompts, held_ex, in_dev)
         dot = upd2 = d2 = 0.0
         for n, d in deltas.items():
             u = (params[n].detach() - init[n]).double()

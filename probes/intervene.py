@@ -50,15 +50,19 @@ import numpy as np
 from cotscope.errors import CotscopeError
 from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
 from cotscope.analyses import spectral
+from cotscope.probes import traced
 from cotscope.probes.evaluate import ForcedAnswer
 from cotscope.probes.models.context import check_context
 from cotscope.probes.models.loading import LoadedModel
 from cotscope.probes.positions import STEER_ATOMS, Positions, PositionsError, PositionsLike
+from cotscope.probes.remote import backend_for, resolve_remote
+from cotscope.probes.traced import decode_step, steer
 
 POSITIONS = STEER_ATOMS   # the position names; see probes.positions for shorthands ("all", "last")
 FILTERS = ("none", "lowpass", "highpass")
 CONTROLS = ("real", "unfiltered", "highpass", "random", "own_lowpass", "none")
 LAYER_MAPS = ("auto", "same", "relative")
+STRENGTH_REFERENCES = ("source", "target_direction", "hidden_norm")
 # Positions whose prompt-prefix states do not depend on the steering (prefix KV cache can be shared).
 _PREFIX_SAFE = frozenset({"last_prompt", "generated"})
 
@@ -227,7 +231,8 @@ def build_controls(direction: Any, target: LoadedModel | tuple[int, int], layers
                    controls: Sequence[str] = ("real", "unfiltered", "highpass", "random", "none"),
                    filter: str = "lowpass", cutoff: int | float | None = 0.1, resample: bool = True,
                    own: Any = None, seed: int = 0, layer_map: str = "auto",
-                   match_norm: bool = False) -> InjectionVectors:
+                   match_norm: bool = False, strength_reference: str = "source",
+                   reference: Any = None) -> InjectionVectors:
     """Prepare the real vector and its controls for ``target``'s ``layers``.
 
     * ``real``        — the direction, resampled to the target width and passed through ``filter``
@@ -240,6 +245,18 @@ def build_controls(direction: Any, target: LoadedModel | tuple[int, int], layers
 
     ``match_norm`` rescales every control to the norm of ``real`` (off: parts keep their natural size).
     ``target`` is a loaded model or ``(hidden_size, n_layers)``.
+
+    ``strength_reference`` fixes what λ is measured against (the injection is renormalised, so only
+    ``‖λv‖/‖h‖`` matters):
+
+    * ``"source"`` — the vectors keep the norm they have after resampling and filtering (the source model's scale);
+    * ``"target_direction"`` — every vector at layer ``l`` is rescaled by one factor so that ``real`` has the norm of
+      the **target model's own direction** at ``l`` after the same filter (the released L2V-CoT setting, where the
+      direction is read from the target itself). ``reference`` is that direction (file, set or arrays); default ``own``;
+    * ``"hidden_norm"`` — ``real`` gets norm ``mean‖h_l‖`` of the target at layer ``l``, so λ is a fraction of the
+      mean hidden-state norm. ``reference`` is ``{layer: mean norm}`` (see :func:`mean_hidden_norms`).
+
+    One factor per layer scales every control at that layer, so the controls keep their size relative to ``real``.
     """
     if isinstance(target, LoadedModel):
         hidden, n_tgt = target.hidden_size, target.n_layers
@@ -302,14 +319,92 @@ def build_controls(direction: Any, target: LoadedModel | tuple[int, int], layers
                 ref = np.linalg.norm(prepare_vector(ds.vectors[src_map[l]], hidden, resample=resample, filter=filter,
                                                     cutoff=cutoff))
                 per[l] = (v * (ref / np.linalg.norm(v))).astype(np.float32)
+    ref_norms, scales = _strength_scales(strength_reference, reference if reference is not None else own, layers,
+                                         vecs, ds, src_map, hidden, n_tgt, filter, cutoff, resample, layer_map)
+    for per in vecs.values():
+        for l in per:
+            per[l] = (per[l] * np.float32(scales[l])).astype(np.float32)
     norms = {c: {l: float(np.linalg.norm(v)) for l, v in per.items()} for c, per in vecs.items()}
     settings = {"filter": filter, "cutoff": cutoff, "resample": resample, "seed": seed, "layer_map": layer_map,
                 "match_norm": match_norm, "source_hidden_size": ds.hidden_size, "target_hidden_size": hidden,
-                "source_model": ds.meta.model_id, "cutoff_bins": spectral.cutoff_bins(hidden, cutoff) if needs_cut else None}
+                "source_model": ds.meta.model_id, "cutoff_bins": spectral.cutoff_bins(hidden, cutoff) if needs_cut else None,
+                "strength_reference": strength_reference, "reference_norms": ref_norms, "scales": scales}
     if "none" in controls:
         vecs["none"] = {}
         norms["none"] = {}
     return InjectionVectors(vectors=vecs, src_layer=src_map, norms=norms, settings=settings)
+
+
+def _strength_scales(mode: str, reference: Any, layers: Sequence[int], vecs: dict[str, dict[int, np.ndarray]],
+                     ds: DirectionSet, src_map: dict[int, int], hidden: int, n_tgt: int, filter: str,
+                     cutoff: int | float | None, resample: bool, layer_map: str) -> tuple[dict[int, float], dict[int, float]]:
+    """``({layer: reference norm}, {layer: factor})`` for :func:`build_controls`' ``strength_reference``."""
+    if mode not in STRENGTH_REFERENCES:
+        raise InjectionError(f"unknown strength_reference {mode!r}; choose from {STRENGTH_REFERENCES}")
+    base = {l: float(np.linalg.norm(prepare_vector(ds.vectors[src_map[l]], hidden, resample=resample, filter=filter,
+                                                   cutoff=cutoff))) for l in layers}
+    if mode == "source":
+        return {l: base[l] for l in layers}, {l: 1.0 for l in layers}
+    if reference is None:
+        need = ("the target model's own direction (reference= or own=: a direction file read from the target)"
+                if mode == "target_direction" else
+                "{layer: mean ‖h‖} of the target (reference=mean_hidden_norms(model, prompts, layers))")
+        raise InjectionError(f"strength_reference={mode!r} needs {need}")
+    if mode == "target_direction":
+        tds = as_direction_set(reference, "target direction")
+        if tds.hidden_size not in (None, 0, hidden):
+            raise InjectionError(f"strength_reference='target_direction': the reference direction has "
+                                 f"{tds.hidden_size} dims, the target {hidden}; pass a direction read from the target")
+        refs = {}
+        for l in layers:
+            so = source_layer(l, tds.layers, int(tds.meta.n_layers or 0), n_tgt, layer_map)
+            refs[l] = float(np.linalg.norm(prepare_vector(tds.vectors[so], hidden, resample=False, filter=filter,
+                                                          cutoff=cutoff, what=f"target direction (layer {so})")))
+    else:
+        try:
+            refs = {l: float(reference[l]) for l in layers}
+        except (KeyError, TypeError, IndexError):
+            have = sorted(reference) if isinstance(reference, Mapping) else type(reference).__name__
+            raise InjectionError(f"strength_reference='hidden_norm' needs a mean hidden-state norm for every "
+                                 f"injected layer {list(layers)}; got {have}") from None
+        bad = {l: v for l, v in refs.items() if not (math.isfinite(v) and v > 0)}
+        if bad:
+            raise InjectionError(f"mean hidden norms must be finite and positive, got {bad}")
+    return refs, {l: refs[l] / base[l] for l in layers}
+
+
+def mean_hidden_norms(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[int], *,
+                      images: Sequence[Any] | None = None, batch_size: int = 8) -> dict[int, float]:
+    """Mean ``‖h_l‖`` over every real token of ``prompts`` (chat-templated strings) at each of ``layers``.
+
+    The reference of ``strength_reference="hidden_norm"``: λ = 0.1 then adds a vector of 10% of a typical
+    hidden state's norm at that layer.
+    """
+    import nnsight
+    import torch
+
+    from cotscope.probes.collect import encode_batch
+
+    layers = lm.check_layers(layers)
+    if not prompts:
+        raise InjectionError("mean_hidden_norms needs at least one prompt")
+    tot = {l: 0.0 for l in layers}
+    count = 0
+    for a in range(0, len(prompts), batch_size):
+        enc = _move(encode_batch(lm, list(prompts[a:a + batch_size]),
+                                 list(images[a:a + batch_size]) if images is not None else None), lm.device)
+        am = enc["attention_mask"].bool()
+        with torch.no_grad():
+            with lm.nnsight.trace(enc) as tracer:
+                out = nnsight.save([])
+                for l in layers:
+                    h = lm.adapter.layers(lm.nnsight)[l].output
+                    out.append(torch.linalg.vector_norm(h.float(), dim=-1))
+                tracer.stop()
+        for l, n in zip(layers, out):
+            tot[l] += float(n[am].sum())
+        count += int(am.sum())
+    return {l: tot[l] / count for l in layers}
 
 
 # ----------------------------------------------------------------------------------------- per-row settings
@@ -374,92 +469,55 @@ def _validate_rows(lm: LoadedModel, steers: Sequence[RowSteer | None]) -> list[R
 
 # ----------------------------------------------------------------------------------------- decoding
 class BudgetDecoder:
-    """A logits processor that chooses every token itself.
+    """Budgeted decoding with teacher-forced answers, as a local logits processor.
 
     Per row: pick the next token (greedy, or sampling with the row's own seeded generator); stop at EOS or
     after ``budget`` free tokens; then, if the row has a forced answer, emit its tokens one by one (teacher
     forcing under the KV cache) while recording their log-probabilities; finally emit EOS. The returned
     scores are ``0`` for the chosen token and ``-inf`` elsewhere, so HF's greedy step follows the choice.
+
+    The logic is :func:`probes.traced.decode_step` on plain tensors: :func:`generate_steered` runs that function
+    *inside* its nnsight trace (so it also runs on a remote server) and hands the state back to
+    :meth:`results`; this class is the same decoding as an HF ``LogitsProcessor`` for plain ``generate`` calls.
     """
 
     def __init__(self, n_rows: int, budget: int, eos_ids: Sequence[int], forced: Sequence[ForcedAnswer | None] | None,
                  temperature: float = 0.0, top_p: float = 1.0, seeds: Sequence[int] | None = None,
                  stop_at_eos: bool = True) -> None:
-        import torch
-
         self.B, self.budget = n_rows, int(budget)
-        self.eos = [int(e) for e in eos_ids]
-        self.eos_set = set(self.eos)
         self.forced = list(forced) if forced is not None else [None] * n_rows
-        self.temperature, self.top_p, self.stop_at_eos = float(temperature), float(top_p), stop_at_eos
-        self.gens = None
-        if self.temperature > 0:
-            seeds = list(seeds) if seeds is not None else list(range(n_rows))
-            self.gens = [torch.Generator().manual_seed(int(s) & 0x7FFFFFFFFFFFFFFF) for s in seeds]
-        self.phase = [0] * n_rows          # 0 free, 1 forcing, 2 done
-        self.free: list[list[int]] = [[] for _ in range(n_rows)]
-        self.free_lp = [0.0] * n_rows
-        self.stopped = [False] * n_rows
-        self.fidx = [0] * n_rows
-        self.forced_lp: list[list[float]] = [[] for _ in range(n_rows)]
-        self.forced_top: list[list[bool]] = [[] for _ in range(n_rows)]
-
-    def _sample(self, logp_row, r: int) -> int:
-        import torch
-
-        z = logp_row / self.temperature
-        p = torch.softmax(z, -1)
-        if self.top_p < 1.0:
-            sp, si = torch.sort(p, descending=True)
-            keep = torch.cumsum(sp, 0) - sp < self.top_p
-            p = torch.zeros_like(p).scatter(0, si[keep], sp[keep])
-        return int(torch.multinomial(p.float().cpu(), 1, generator=self.gens[r]).item())   # CPU generator
+        self.params = traced.decode_params(n_rows, budget, eos_ids, [None if f is None else f.ids for f in self.forced],
+                                           temperature=temperature, top_p=top_p, seeds=seeds, stop_at_eos=stop_at_eos)
+        self.state: dict[str, Any] = {}
 
     def __call__(self, input_ids, scores):
-        import torch
-
-        logp = torch.log_softmax(scores.float(), dim=-1)
-        top = logp.argmax(-1).tolist()
-        choose = [self.eos[0]] * self.B
-        for r in range(self.B):
-            if self.phase[r] == 0:
-                tok = top[r] if self.gens is None else self._sample(logp[r], r)
-                is_eos = tok in self.eos_set and self.stop_at_eos
-                if is_eos or len(self.free[r]) >= self.budget:
-                    self.stopped[r] = is_eos
-                    self.phase[r] = 1 if self.forced[r] is not None else 2
-                else:
-                    self.free[r].append(tok)
-                    self.free_lp[r] += float(logp[r, tok])
-                    choose[r] = tok
-                    continue
-            if self.phase[r] == 1:
-                fa = self.forced[r]
-                tok = fa.ids[self.fidx[r]]
-                self.forced_lp[r].append(float(logp[r, tok]))
-                self.forced_top[r].append(top[r] == tok)
-                self.fidx[r] += 1
-                if self.fidx[r] == len(fa.ids):
-                    self.phase[r] = 2
-                choose[r] = tok
-        out = torch.full_like(scores, float("-inf"))
-        out[torch.arange(self.B, device=scores.device), torch.tensor(choose, device=scores.device)] = 0.0
-        return out
+        return traced.decode_step(self.state, scores, self.params)
 
     def results(self, tokenizer: Any) -> list[RowResult]:
+        """One :class:`RowResult` per row from the decoding state (after generation)."""
+        import torch
+
+        st = {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in self.state.items()}
+        if not st:
+            st = traced.decode_init(self.params, "cpu")
         out = []
         for r in range(self.B):
+            n = int(st["nfree"][r])
+            ids = st["free"][r, :n].tolist()
+            res = RowResult(text=tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids, n_tokens=n,
+                            stopped=bool(st["stopped"][r]), logprob=float(st["free_lp"][r]))
             fa = self.forced[r]
-            res = RowResult(text=tokenizer.decode(self.free[r], skip_special_tokens=True), token_ids=list(self.free[r]),
-                            n_tokens=len(self.free[r]), stopped=self.stopped[r], logprob=self.free_lp[r])
             if fa is not None:
-                if len(self.forced_lp[r]) != len(fa.ids):
-                    raise RuntimeError(f"row {r}: forced answer was cut after {len(self.forced_lp[r])} of "
-                                       f"{len(fa.ids)} tokens; raise max_new_tokens")
-                res.forced_logprobs = list(self.forced_lp[r])
-                res.answer_logprob = float(sum(self.forced_lp[r]))
-                res.gold_logprob = float(sum(lp for lp, g in zip(self.forced_lp[r], fa.gold_mask) if g))
-                res.gold_argmax = all(t for t, g in zip(self.forced_top[r], fa.gold_mask) if g)
+                k = int(st["fidx"][r])
+                if k != len(fa.ids):
+                    raise RuntimeError(f"row {r}: forced answer was cut after {k} of {len(fa.ids)} tokens; raise "
+                                       "max_new_tokens")
+                lps = [float(x) for x in st["forced_lp"][r, :k]]
+                top = [bool(x) for x in st["forced_top"][r, :k]]
+                res.forced_logprobs = lps
+                res.answer_logprob = float(sum(lps))
+                res.gold_logprob = float(sum(lp for lp, g in zip(lps, fa.gold_mask) if g))
+                res.gold_argmax = all(t for t, g in zip(top, fa.gold_mask) if g)
             out.append(res)
         return out
 
@@ -504,17 +562,39 @@ def _generation_config(lm: LoadedModel, max_new_tokens: int, eos: list[int] | No
 
 # ----------------------------------------------------------------------------------------- the injector
 class _Injector:
-    """Per-layer additive tensors and per-step position masks for one batch."""
+    """Per-layer additive tensors and per-step position masks for one batch, each on its layer's device and dtype.
+
+    ``placement[l]`` is ``(device, dtype)`` of decoder block ``l`` (``device`` ``None`` = unknown here, e.g. a
+    remote model: the tensors stay on the CPU in float32 and :func:`probes.traced.steer` moves and casts them).
+    """
 
     def __init__(self, steers: Sequence[RowSteer], attention_mask, prompt_width: int, positions: tuple[str, ...],
-                 renorm: bool, device: Any, dtype: Any) -> None:
+                 renorm: bool, placement: Mapping[int, tuple[Any, Any]]) -> None:
         import torch
 
         B = len(steers)
         self.renorm = renorm
         self.layers = sorted({l for s in steers for l in s.vectors})
-        self.add, self.on = {}, {}
+        am_cpu = attention_mask.cpu().bool()
+        T_full = am_cpu.shape[1]
+        T0 = prompt_width                          # width of the prompt pass (1 when the prefix is shared)
+        lens = am_cpu.sum(1)
+        m0 = torch.zeros(B, T0, dtype=torch.bool)
+        if "first" in positions:
+            idx = (T0 - lens).clamp(min=0)
+            m0[torch.arange(B), idx] = True
+        if "last_prompt" in positions:
+            m0[:, -1] = True
+        if "prompt" in positions:
+            m0 |= am_cpu[:, T_full - T0:]
+        gen = ("first" in positions) or ("generated" in positions)
+        mask_gen = torch.full((B, 1), gen, dtype=torch.bool)
+        self.steps_needed = None if gen else 1   # prompt-only positions: only step 0 is touched
+        self.add, self.masks, self.any = {}, {}, {}
         for l in self.layers:
+            dev, dtype = placement.get(l, (None, None))
+            if dev is None:
+                dev, dtype = torch.device("cpu"), torch.float32
             d = next(len(s.vectors[l]) for s in steers if l in s.vectors)
             add = np.zeros((B, d), dtype=np.float32)
             on = np.zeros(B, dtype=bool)
@@ -522,55 +602,26 @@ class _Injector:
                 if l in s.vectors:
                     add[r] = np.float32(s.lam) * np.asarray(s.vectors[l], dtype=np.float32)
                     on[r] = True
-            self.add[l] = torch.from_numpy(add).to(device=device, dtype=dtype)
-            self.on[l] = torch.from_numpy(on).to(device)
-        am = attention_mask.to(device).bool()
-        T_full = am.shape[1]
-        T0 = prompt_width                          # width of the prompt pass (1 when the prefix is shared)
-        lens = am.sum(1)
-        m0 = torch.zeros(B, T0, dtype=torch.bool, device=device)
-        if "first" in positions:
-            idx = (T0 - lens).clamp(min=0)
-            m0[torch.arange(B, device=device), idx] = True
-        if "last_prompt" in positions:
-            m0[:, -1] = True
-        if "prompt" in positions:
-            m0 |= am[:, T_full - T0:]
-        self.mask0 = m0
-        gen = ("first" in positions) or ("generated" in positions)
-        self.mask_gen = torch.full((B, 1), gen, dtype=torch.bool, device=device)
-        self.steps_needed = None if gen else 1   # prompt-only positions: only step 0 is touched
-        self.masks = {l: (self.mask0 & self.on[l][:, None], self.mask_gen & self.on[l][:, None]) for l in self.layers}
-        self.calls = 0
+            on_t = torch.from_numpy(on)
+            self.add[l] = torch.from_numpy(add).to(device=dev, dtype=dtype)
+            first, later = m0 & on_t[:, None], mask_gen & on_t[:, None]
+            self.masks[l] = (first.to(dev), later.to(dev))
+            self.any[l] = (bool(first.any()), bool(later.any()))
 
-    def __call__(self, layer: int, h, step: int):
-        """Return the steered block output (or ``h`` itself when nothing is steered at this step)."""
-        import torch
-
-        m0, mg = self.masks[layer]
-        mask = m0 if step == 0 else mg
-        if mask.shape[1] != h.shape[1]:
-            raise RuntimeError(f"injection mask width {mask.shape[1]} != hidden width {h.shape[1]} at step {step} "
-                               f"(layer {layer}); the generation ran an unexpected forward")
-        if not bool(mask.any()):
-            return h
-        self.calls += 1
-        return steer_hidden(h, self.add[layer], mask, self.renorm)
+    def plan(self) -> tuple[list[int], list[Any], list[Any], list[Any], list[bool], list[bool]]:
+        """Plain lists for the trace: layers, additive tensors, prompt-pass masks, later-step masks, and whether
+        each layer is touched at all on the prompt pass / later steps."""
+        ls = list(self.layers)
+        return (ls, [self.add[l] for l in ls], [self.masks[l][0] for l in ls], [self.masks[l][1] for l in ls],
+                [self.any[l][0] for l in ls], [self.any[l][1] for l in ls])
 
 
 def steer_hidden(h, add, mask, renorm: bool = True):
-    """The injection formula on one tensor (exposed for hooks and tests).
+    """The injection formula on one tensor (exposed for hooks and tests): :func:`probes.traced.steer`.
 
     ``h`` ``[B, T, d]``, ``add`` ``[B, d]`` (= ``λ·v`` per row), ``mask`` ``[B, T]`` bool.
     """
-    import torch
-
-    hs = h + add[:, None, :]
-    if renorm:
-        n0 = torch.linalg.vector_norm(h.float(), dim=-1, keepdim=True)
-        n1 = torch.linalg.vector_norm(hs.float(), dim=-1, keepdim=True)
-        hs = (hs.float() * (n0 / n1.clamp_min(torch.finfo(torch.float32).tiny))).to(h.dtype)
-    return torch.where(mask[..., None], hs, h)
+    return traced.steer(h, add, mask, renorm)
 
 
 def _groups(texts: Sequence[str], images: Sequence[Any] | None) -> list[tuple[int, int]]:
@@ -591,7 +642,8 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
                      images: Sequence[Any] | None = None, positions: PositionsLike = "first",
                      renorm: bool = True, budget: int = 64, forced: Sequence[ForcedAnswer | None] | None = None,
                      temperature: float = 0.0, top_p: float = 1.0, seeds: Sequence[int] | None = None,
-                     share_prefix: bool | str = "auto", stop_at_eos: bool = True) -> list[RowResult]:
+                     share_prefix: bool | str = "auto", stop_at_eos: bool = True,
+                     remote: bool | str | None = None) -> list[RowResult]:
     """Generate for every row (one ``generate`` call), each row with its own injection.
 
     Args:
@@ -608,6 +660,9 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
         share_prefix: ``"auto"`` shares when possible (text-only LLMs; positions ``last_prompt``/``generated``);
             ``True`` demands it (text prompts; error if impossible); ``False`` never.
         stop_at_eos: ``False`` keeps generating through EOS (every row gets exactly ``budget`` free tokens).
+        remote: ``False`` (here), ``True`` (NDIF through nnsight) or ``"local"`` (nnsight's local simulation of the
+            remote path); ``None`` = the model's default (``load_model(..., remote=)``). The whole grid of rows is
+            one request. Prefix sharing is local-only (``"auto"`` turns it off remotely).
     """
     import torch
 
@@ -647,9 +702,15 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
     if max_new < 1:
         raise InjectionError("nothing to generate: budget is 0 and no answer is forced")
 
+    mode = resolve_remote(lm, remote)
+    if mode and share:
+        if share_prefix is True:
+            raise InjectionError("share_prefix=True runs the shared prompt prefix as a separate local forward; it "
+                                 "is not available with remote execution. Pass share_prefix=False (or 'auto').")
+        share = False
     eos = eos_token_ids(lm)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else eos[0]
-    dev, dtype = lm.device, lm.dtype
+    dev = lm.device
     enc = _move(encode_batch(lm, list(prompts), list(images) if has_img else None), dev)
     am = enc["attention_mask"]
     check_context(lm, am.sum(1).tolist(), new_tokens=max_new, name=lambda i: f"prompt row {i}",
@@ -671,56 +732,63 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
         cache.reorder_cache(torch.repeat_interleave(torch.arange(len(groups), device=dev), reps))
         gen_kwargs["past_key_values"] = cache
         prompt_width = 1
-    inj = _Injector(rows, am, prompt_width, pos, renorm, dev, dtype)
+    touched = sorted({l for s in rows for l in s.vectors})
+    placement = {} if mode else {l: (lm.layer_device(l), lm.layer_dtype(l)) for l in touched}
+    inj = _Injector(rows, am, prompt_width, pos, renorm, placement)
     dec = BudgetDecoder(n, budget, eos, forced, temperature=temperature, top_p=top_p, seeds=seeds,
                         stop_at_eos=stop_at_eos)
-    from transformers import LogitsProcessorList
-
     gc = _generation_config(lm, max_new, eos if stop_at_eos else None, pad)
-    with torch.no_grad():
-        if not inj.layers:
-            lm.hf.generate(**enc, generation_config=gc, logits_processor=LogitsProcessorList([dec]), **gen_kwargs)
-        else:
-            _nnsight_generate(lm, enc, inj, gc, dec, gen_kwargs)
+    dec.state = _traced_generate(lm, enc, inj, gc, dec.params, gen_kwargs, mode)
     return dec.results(lm.tokenizer)
 
 
-def _nnsight_generate(lm: LoadedModel, enc: dict, inj: _Injector, gc: Any, dec: BudgetDecoder,
-                      gen_kwargs: dict) -> None:
-    """The traced ``generate``: every forward of the decode loop passes the chosen layers through ``inj``."""
-    from transformers import LogitsProcessorList
+def _traced_generate(lm: LoadedModel, enc: dict, inj: _Injector, gc: Any, params: dict, gen_kwargs: dict,
+                     remote: bool | str) -> dict:
+    """The traced ``generate``: at every forward of the decode loop the chosen layers are steered
+    (:func:`probes.traced.steer`) and the next token is chosen by :func:`probes.traced.decode_step` on the logits.
+    Everything inside the trace is torch on tensors (no local objects), so it also runs remotely.
+    Returns the decoding state (CPU tensors)."""
+    import nnsight
+    import torch
 
     nm = lm.nnsight
-    envs = [lm.adapter.layers(nm)[l] for l in inj.layers]
-    layer_ids = list(inj.layers)
+    layers, adds, m0s, mgs, any0, anyg = inj.plan()
+    envs = [lm.adapter.layers(nm)[l] for l in layers]
+    renorm, prompt_only = inj.renorm, inj.steps_needed == 1
+    backend = backend_for(nm, remote, "generate")
     with warnings.catch_warnings():
         # an open-ended tracer.iter[:] ends by parking one request past the last step: expected, not a problem
         warnings.filterwarnings("ignore", message=".*was never reached.*")
-        if inj.steps_needed == 1:
-            with nm.generate(enc, generation_config=gc, logits_processor=LogitsProcessorList([dec]),
-                             **gen_kwargs) as tracer:
-                for step in tracer.iter[:1]:
-                    for l, env in zip(layer_ids, envs):
-                        env.output = inj(l, env.output, step)
-        else:
-            with nm.generate(enc, generation_config=gc, logits_processor=LogitsProcessorList([dec]),
-                             **gen_kwargs) as tracer:
+        with torch.no_grad():
+            with nm.generate(enc, generation_config=gc, backend=backend, **gen_kwargs) as tracer:
+                state = nnsight.save({})
                 for step in tracer.iter[:]:
-                    for l, env in zip(layer_ids, envs):
-                        env.output = inj(l, env.output, step)
+                    if step == 0 or not prompt_only:
+                        for env, add, m0, mg, a0, ag in zip(envs, adds, m0s, mgs, any0, anyg):
+                            if a0 if step == 0 else ag:
+                                env.output = steer(env.output, add, m0 if step == 0 else mg, renorm)
+                    out = nm.output
+                    out["logits"] = decode_step(state, out["logits"][:, -1], params)[:, None, :]
+    return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
 
 
 def inject_generate(lm: LoadedModel, prompts: Sequence[str], direction: Any, layers: Sequence[int], lam: float, *,
                     images: Sequence[Any] | None = None, positions: PositionsLike = "first", renorm: bool = True,
                     resample: bool = True, filter: str = "none", cutoff: int | float | None = None,
-                    layer_map: str = "auto", budget: int = 64, **kw: Any) -> list[RowResult]:
+                    layer_map: str = "auto", budget: int = 64, strength_reference: str = "source",
+                    reference: Any = None, **kw: Any) -> list[RowResult]:
     """One setting for every prompt: inject ``direction`` at ``layers`` with strength ``lam``.
+
+    ``strength_reference``/``reference``: what λ is relative to (see :func:`build_controls`); with
+    ``"hidden_norm"`` and no ``reference`` the mean hidden norms are measured on ``prompts``.
 
     >>> out = inject_generate(lm, [prompt], "dir.safetensors", [12], 0.5, budget=24)   # doctest: +SKIP
     """
     check_lam(lam)
+    if strength_reference == "hidden_norm" and reference is None:
+        reference = mean_hidden_norms(lm, prompts, layers, images=images)
     iv = build_controls(direction, lm, layers, controls=("real",), filter=filter, cutoff=cutoff, resample=resample,
-                        layer_map=layer_map)
+                        layer_map=layer_map, strength_reference=strength_reference, reference=reference)
     steer = RowSteer.at(iv.vectors["real"], lm.check_layers(layers), lam)
     return generate_steered(lm, prompts, [steer] * len(prompts), images=images, positions=positions, renorm=renorm,
                             budget=budget, **kw)

@@ -150,10 +150,12 @@ class TokenRule(str, enum.Enum):
     """Which token(s) a collected activation is read from."""
 
     LAST_PROMPT = "last_prompt"    # last token of the chat-templated prompt (after the generation prompt)
-    LAST = "last"                  # last token of the full text (prompt + answer; the released L2V-CoT rule)
+    LAST = "last"                  # last token of the full text (prompt + answer; no end-of-turn suffix)
     ANSWER_MEAN = "answer_mean"    # mean over the assistant-answer tokens
     IMAGE_MEAN = "image_mean"      # mean over image-placeholder tokens (VLM inputs only)
     MEAN = "mean"                  # mean over every token (probes.vision_latents)
+    EOT = "eot"                    # the end-of-turn token the chat template writes after the answer
+    TURN_END = "turn_end"          # last token of apply_chat_template([user, assistant]): the released L2V-CoT rule
 
     def __str__(self) -> str:
         return self.value

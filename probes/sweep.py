@@ -36,7 +36,8 @@ SCHEMA = {
     "cell_id": "str", "control": "str", "layer": "int", "layers": "str", "lam": "float",
     "prompt_id": "str", "prompt_idx": "int", "gold": "str", "seed": "int", "row_seed": "int", "batch": "int",
     "target_model": "str", "source_model": "str", "src_layers": "str", "vec_norm": "float",
-    "positions": "str", "renorm": "bool", "filter": "str", "cutoff": "str",
+    "positions": "str", "renorm": "bool", "filter": "str", "cutoff": "str", "strength_reference": "str",
+    "ref_norm": "float",
     "budget": "int", "max_new_tokens": "int", "temperature": "float", "top_p": "float",
     "response": "json", "pred": "str", "correct": "bool", "n_tokens": "int", "stopped": "bool",
     "logprob": "float", "gold_logprob": "float", "answer_logprob": "float", "gold_argmax": "bool",
@@ -97,6 +98,9 @@ class SweepConfig:
     ``layers`` entries are ints (one block) or tuples (inject at several blocks at once). ``controls`` are
     run beside the real vector at ``control_layers`` × ``control_lams`` (``None`` = the full grid);
     ``"none"`` is a single baseline cell. See :func:`probes.intervene.build_controls` for the vectors.
+    ``cutoff`` is a bin count (int, e.g. the released 200) or a fraction of the target's rfft bins (float).
+    ``strength_reference`` (``"source"``, ``"target_direction"``, ``"hidden_norm"``) says what λ is relative to;
+    it and the reference norm of each cell's layer are written into every row.
     """
 
     layers: tuple = (8, 14, 20)
@@ -112,6 +116,7 @@ class SweepConfig:
     layer_map: str = "auto"
     match_norm: bool = False
     unit_norm: bool = False
+    strength_reference: str = "source"
     budget: int = 32
     score: bool = True
     answer_template: str = DEFAULT_TEMPLATE
@@ -237,7 +242,8 @@ def open_table(path: str | Path, config: dict[str, Any], overwrite: bool = False
 
 def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], table: str | Path,
               cfg: SweepConfig = SweepConfig(), *, own: Any = None, overwrite: bool = False, progress: bool = True,
-              max_batches: int | None = None, part: tuple[int, int] | None = None) -> SweepResult:
+              max_batches: int | None = None, part: tuple[int, int] | None = None,
+              reference: Any = None) -> SweepResult:
     """Run (or resume) the sweep; returns a :class:`~analyses.results.SweepResult` (``.table``, ``.rows``,
     ``.complete``, ``.batches_run``, ``.seconds``, ``.cells`` …; ``.to_pandas()`` reads the table).
 
@@ -245,6 +251,8 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
     ``i, i+n, …`` into its own table (worker ``i`` of ``n``; :func:`cotscope.workers.merge_sweep_tables` joins
     the parts into the one-process table). Everything is validated first:
     strengths, layers, the direction (NaN, zeros, width with ``resample=False``), the table's configuration.
+    ``reference`` feeds ``cfg.strength_reference``: the target's own direction for ``"target_direction"``
+    (default ``own``), ``{layer: mean ‖h‖}`` for ``"hidden_norm"`` (default: measured on ``prompts``).
     """
     from tqdm.auto import tqdm
 
@@ -263,20 +271,30 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
     own_ds = as_direction_set(own, "own direction") if own is not None else None
     all_layers = sorted({l for c in cells for l in c.layers})
     kinds = ["real"] + [c for c in cfg.controls if c != "none"]
-    iv = build_controls(ds, lm, all_layers, controls=kinds, filter=cfg.filter, cutoff=cfg.cutoff,
-                        resample=cfg.resample, own=own_ds, seed=cfg.seed, layer_map=cfg.layer_map,
-                        match_norm=cfg.match_norm)
-    if cfg.unit_norm:
-        for per in iv.vectors.values():
-            for l in per:
-                per[l] = (per[l] / np.linalg.norm(per[l])).astype(np.float32)
+    if cfg.unit_norm and cfg.strength_reference != "source":
+        raise InjectionError(f"unit_norm=True and strength_reference={cfg.strength_reference!r} both set the vector "
+                             "norm; use one of them")
     rendered = [p.render(lm) for p in prompts]
     forced = [forced_answer(lm.tokenizer, p.gold, cfg.answer_template) if cfg.score else None for p in prompts]
     # before anything runs (text tokens; image tokens are added and checked per batch in generate_steered)
     check_context(lm, [len(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rendered],
                   new_tokens=cfg.budget + max((len(f.ids) for f in forced if f is not None), default=0),
                   name=lambda i: f"prompt {ids[i]!r}", fix=f"shorten the question, or lower budget (now {cfg.budget})")
+    if cfg.strength_reference == "hidden_norm" and reference is None:
+        from cotscope.probes.intervene import mean_hidden_norms
+
+        reference = mean_hidden_norms(lm, rendered, all_layers,
+                                      images=[p.image for p in prompts] if prompts[0].image is not None else None)
+    iv = build_controls(ds, lm, all_layers, controls=kinds, filter=cfg.filter, cutoff=cfg.cutoff,
+                        resample=cfg.resample, own=own_ds, seed=cfg.seed, layer_map=cfg.layer_map,
+                        match_norm=cfg.match_norm, strength_reference=cfg.strength_reference, reference=reference)
+    if cfg.unit_norm:
+        for per in iv.vectors.values():
+            for l in per:
+                per[l] = (per[l] / np.linalg.norm(per[l])).astype(np.float32)
     config = sweep_config_record(lm, ds, prompts, cfg, own_ds)
+    if cfg.strength_reference != "source":   # the reference norms decide the rows' vectors (rounded: stable on resume)
+        config["reference_norms"] = {str(l): round(v, 3) for l, v in iv.settings["reference_norms"].items()}
     tab = open_table(table, config, overwrite=overwrite)
     done = tab.done_keys()
     batches = plan_batches(len(prompts), len(cells), cfg.rows_per_batch)
@@ -320,6 +338,9 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
                 "vec_norm": float(np.sqrt(sum(n * n for n in norms))) if norms else 0.0,
                 "positions": "+".join(normalize_positions(cfg.positions)), "renorm": cfg.renorm,
                 "filter": cfg.filter, "cutoff": "" if cfg.cutoff is None else str(cfg.cutoff),
+                "strength_reference": cfg.strength_reference,
+                "ref_norm": (float(np.sqrt(sum(iv.settings["reference_norms"][l] ** 2 for l in cell.layers)))
+                             if cell.control != "none" else None),
                 "budget": cfg.budget, "max_new_tokens": cfg.budget + (max_forced if cfg.score else 0),
                 "temperature": cfg.temperature, "top_p": cfg.top_p,
                 "response": r.text, "pred": pred, "correct": is_correct(pred, prompts[p].gold, extracted=True),

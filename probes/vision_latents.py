@@ -85,6 +85,9 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
         token_rule = TokenRule.parse(token_rule, allowed=TOKEN_RULES).value
     except TokenRuleError as e:
         raise VisionLatentsError(str(e)) from None
+    if hasattr(model, "hf") and hasattr(model, "adapter"):      # a LoadedModel: its HF module (and processor)
+        processor = processor if processor is not None else model.processor
+        model = model.hf
     if isinstance(prompts, str):
         prompts = [prompts] * len(images)
     if len(prompts) != len(images) or not images:
@@ -104,7 +107,10 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
     handles = [conn.register_forward_hook(lambda m, i, o: seen.__setitem__("connector", _first_tensor(o)))]
     for l in want:
         handles.append(mods[l].register_forward_hook(lambda m, i, o, l=l: seen.__setitem__(l, _first_tensor(o))))
-    device = next(model.parameters()).device
+    from cotscope.probes.models.placement import module_device
+
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    device = (module_device(emb, (model,)) if emb is not None else module_device(model)) or torch.device("cpu")
     conns, hid = [], {l: [] for l in want}
     it = list(zip(images, prompts))
     if progress:
@@ -135,7 +141,7 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
                 elif token_rule == "mean":
                     v = h.mean(0)
                 else:
-                    mask = ids == img_id
+                    mask = (ids == img_id).to(h.device)       # indexes layer l's output: on that layer's device
                     if not bool(mask.any()):
                         raise VisionLatentsError("no image tokens in the input ids; check the prompt's placeholder")
                     v = h[mask].mean(0)
@@ -150,6 +156,21 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
                                  "disable image splitting so every image gives the same number of tokens")
     return {"connector": np.stack(conns).astype(np.float32), "hidden": {l: np.stack(v) for l, v in hid.items()},
             "token_rule": token_rule, "layers_path": lpath, "connector_path": connector_path, "pixel_hw": pixel_hw}
+
+
+def load_vlm(vlm_dir: str | Path, *, dtype: Any = "float32", device: str | None = "cpu", device_map: Any = None,
+             **kw: Any) -> tuple[torch.nn.Module, Any]:
+    """``(model, processor)`` of a saved VLM through :func:`probes.models.loading.load_model` (dtype and
+    ``device_map`` passed through; e.g. ``dtype="bfloat16", device_map="auto"`` on a GPU node).
+
+    >>> model, processor = load_vlm("runs/vlm", dtype="bfloat16")      # doctest: +SKIP
+    """
+    from cotscope.probes.models.loading import load_model
+
+    lm = load_model(vlm_dir, dtype=dtype, device=device, device_map=device_map, **kw)
+    if not lm.is_vlm:
+        raise VisionLatentsError(f"{vlm_dir} is a text-only model ({lm.model_type}); vision latents need a VLM")
+    return lm.hf, lm.processor
 
 
 def patch_grid(n_tokens: int, pixel_hw: tuple[int, int] | None) -> tuple[int, int] | None:

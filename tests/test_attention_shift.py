@@ -275,7 +275,8 @@ def test_figures_render_png_and_html(tmp_path):
         paths += mod.render(tmp_path)
     assert {p.suffix for p in paths} == {".png", ".html"} and all(p.stat().st_size > 1000 for p in paths)
     fig, _ = fig_attention_ratio_focus.draw(res)
-    assert len(fig.axes) == 3
+    titles = [a.get_title() for a in fig.axes]      # R, R vs question text, F, F with H / log N, image share
+    assert len(fig.axes) == 5 and any("question text" in t for t in titles) and any("log N" in t for t in titles)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import matplotlib.pyplot as plt

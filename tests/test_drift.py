@@ -107,7 +107,7 @@ def test_hooks_rewrite_gradients_with_the_rule(rule):
     deltas = {n: torch.randn(params[n].shape, generator=g) * 0.01 for n in names}
     batch = _batches(1)[0]
     raw = _raw_grads(model, batch)
-    with D.register_drift_hooks(model, deltas, rule) as hooks:
+    with D.register_drift_hooks(model, deltas, rule, normalize_delta_to_param=False) as hooks:
         assert len(hooks.handles) == 2
         guided = _raw_grads(model, batch)
     for n in names:
@@ -269,11 +269,20 @@ def test_sign_convention_moves_parameters_towards_theta_reason():
         m = copy.deepcopy(model)
         p = dict(m.named_parameters())[n]
         start = p.detach().clone()
-        D.log_gradient_alignment(m, {n: delta}, _batches(1), n_steps=1, rule=rule,
+        D.log_gradient_alignment(m, {n: delta}, _batches(1), n_steps=1, rule=rule, normalize_delta_to_param=False,
                                  optimizer=torch.optim.SGD(m.parameters(), lr=0.1), progress=False)
         along[rule] = float(((p.detach() - start) * delta).sum() / delta.norm() ** 2)
     assert along["absolute"] == pytest.approx(along[None] + 0.1, abs=1e-5)     # −lr·(g − Δ) = −lr·g + lr·Δ
     assert along["grad_norm"] > along[None] and along["adaptive"] >= along[None]
+    # released default: Δ rescaled to ||θ|| first, so the absolute rule steps lr·||θ||/||Δ|| along Δ
+    m = copy.deepcopy(model)
+    p = dict(m.named_parameters())[n]
+    start = p.detach().clone()
+    D.log_gradient_alignment(m, {n: delta}, _batches(1), n_steps=1, rule="absolute",
+                             optimizer=torch.optim.SGD(m.parameters(), lr=0.1), progress=False)
+    ratio = float(start.norm() / delta.norm())
+    assert float(((p.detach() - start) * delta).sum() / delta.norm() ** 2) == pytest.approx(along[None] + 0.1 * ratio,
+                                                                                         abs=1e-4)
 
 
 def test_compare_finetuning_reports_each_rule(tiny_pair, tmp_path):
@@ -286,3 +295,40 @@ def test_compare_finetuning_reports_each_rule(tiny_pair, tmp_path):
     assert rows[1]["update_along_delta"] > rows[0]["update_along_delta"]
     assert rows[0]["eval_loss_before"] == rows[1]["eval_loss_before"] and 0 <= rows[1]["eval_accuracy"] <= 1
     assert (tmp_path / "finetune_compare.json").is_file()
+
+
+# ---------------------------------------------------------------------------------------------- released normalisation
+@pytest.mark.parametrize("rule", D.RULES)
+def test_normalize_delta_to_param_is_the_released_default(rule):
+    model = _llama()
+    params = dict(model.named_parameters())
+    g = torch.Generator().manual_seed(4)
+    names = ["model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.down_proj.weight"]
+    deltas = {n: torch.randn(params[n].shape, generator=g) * 0.01 for n in names}
+    scaled = D.normalize_deltas(model, deltas)
+    for n in names:                                  # ||Δ'|| = ||θ|| per tensor, same direction
+        assert float(scaled[n].norm()) == pytest.approx(float(params[n].detach().norm()), rel=1e-5)
+        assert float(D.cosine(scaled[n], deltas[n])) == pytest.approx(1.0, abs=1e-6)
+    batch = _batches(1)[0]
+    raw = _raw_grads(model, batch)
+    with D.register_drift_hooks(model, deltas, rule) as hooks:           # default: normalised
+        assert all(torch.allclose(hooks.deltas[n], scaled[n]) for n in names)
+        guided = _raw_grads(model, batch)
+    for n in names:
+        assert torch.allclose(guided[n], D.guide_gradient(raw[n], scaled[n], rule), atol=1e-6)
+        plain = D.guide_gradient(raw[n], deltas[n], rule)
+        # only the absolute rule sees Δ's scale; grad-norm and adaptive use Δ/||Δ|| and a cosine
+        assert torch.allclose(guided[n], plain, atol=1e-6) == (rule != "absolute")
+
+
+def test_logger_records_raw_and_used_delta_norms():
+    model = _llama()
+    params = dict(model.named_parameters())
+    n = "model.layers.0.self_attn.q_proj.weight"
+    d = torch.randn(params[n].shape) * 0.01
+    rows = D.log_gradient_alignment(model, {n: d}, _batches(1), n_steps=1, progress=False)
+    assert rows[0]["delta_norm"] == pytest.approx(float(d.norm()), rel=1e-5)
+    assert rows[0]["delta_norm_used"] == pytest.approx(float(params[n].detach().norm()), rel=1e-3)   # before the step
+    rows = D.log_gradient_alignment(_llama(), {n: d}, _batches(1), n_steps=1, progress=False,
+                                    normalize_delta_to_param=False)
+    assert rows[0]["delta_norm_used"] == pytest.approx(rows[0]["delta_norm"])

@@ -56,6 +56,14 @@ def summarise(analysis: dict[str, Any], n_steps: int = 6) -> dict[str, Any]:
             "mean_R": float(np.nanmean([v for v in a["token"]["R"]["mean"] if v is not None])),
             "mean_F": float(np.nanmean([v for v in a["token"]["F"]["mean"] if v is not None])),
         }
+        if "R_question" in a["step"]:      # the length-robust variants (question-text R, H / log N)
+            out[cond].update({
+                "R_question_per_step": _first(a["step"]["R_question"]["mean"], n_steps),
+                "F_norm_per_step": _first(a["step"]["F_norm"]["mean"], n_steps),
+                "slope_R_question_per_step": a["slope_step"]["R_question"],
+                "slope_F_norm_per_step": a["slope_step"]["F_norm"],
+                "slope_R_question_per_token": a["slope_token"]["R_question"],
+                "slope_F_norm_per_token": a["slope_token"]["F_norm"]})
     cot = out.get("cot")
     if cot:
         R = [v for v in cot["R_per_step"] if v is not None]
@@ -67,6 +75,11 @@ def summarise(analysis: dict[str, Any], n_steps: int = 6) -> dict[str, Any]:
             "cot_F_rises": cot["slope_F_per_step"] is not None and cot["slope_F_per_step"] > 0,
             "cot_F_image_rises": cot["slope_F_image_per_step"] is not None and cot["slope_F_image_per_step"] > 0,
         }
+        if "slope_R_question_per_step" in cot:
+            out["ivt_lr"].update({
+                "cot_R_question_falls": cot["slope_R_question_per_step"] is not None
+                and cot["slope_R_question_per_step"] < 0,
+                "cot_F_norm_rises": cot["slope_F_norm_per_step"] is not None and cot["slope_F_norm_per_step"] > 0})
     return out
 
 
@@ -114,7 +127,11 @@ def report_markdown(summary: dict[str, Any], heading: bool = True) -> str:
         lines.append(f"- **{c}**: {s['mean_reasoning_steps']:.2g} steps / {s['mean_tokens']:.3g} tokens on average; "
                      f"slope per step R {fmt(s['slope_R_per_step'])}, F {fmt(s['slope_F_per_step'])}; "
                      f"per token R {fmt(s['slope_R_per_token'])}, F {fmt(s['slope_F_per_token'])}; "
-                     f"F over image keys per step {fmt(s.get('slope_F_image_per_step'))}.")
+                     f"F over image keys per step {fmt(s.get('slope_F_image_per_step'))}"
+                     + (f"; length-robust variants per step: R against question text {fmt(s['slope_R_question_per_step'])}"
+                        f" (step 1 {fmt(s['R_question_per_step'][0] if s['R_question_per_step'] else None)}), "
+                        f"F with H / log N {fmt(s['slope_F_norm_per_step'])}" if "slope_R_question_per_step" in s else "")
+                     + ".")
     if "ivt_lr" in summary:
         chk = summary["ivt_lr"]
         lines.append(f"- IVT-LR explicit-reasoning pattern (R < 1 throughout, F flat): R < 1 at every CoT step: "

@@ -21,8 +21,8 @@ from cotscope.probes.stimuli import generate_problems, make_pairs
 def run_llm_stage(run_dir: str | Path, model: str | LoadedModel = "embedded:smollm2", *, n_problems: int = 128,
                   seed: int = 0, pairing: str = "cue", position: str = "last_prompt",
                   positions: Sequence[str] = ("last_prompt", "last", "answer_mean"), layers: Sequence[int] | None = None,
-                  batch_size: int = 16, cutoff: float = 0.1, n_perm: int = 200, device: str = "cpu",
-                  progress: bool = True, name: str = "llm") -> dict[str, Any]:
+                  batch_size: int = 16, cutoff: int | float = 0.1, n_perm: int = 200, device: str = "cpu",
+                  progress: bool = True, name: str = "llm", n_perm_dispersion: int | None = None) -> dict[str, Any]:
     """Collect (or reuse) paired activations, analyse every layer, write directions and ``analysis/<name>.json``.
 
     ``name`` keeps several LLM runs apart in one run directory (``stores/<name>``, ``directions/<name>_*``).
@@ -37,7 +37,8 @@ def run_llm_stage(run_dir: str | Path, model: str | LoadedModel = "embedded:smol
                           batch_size=batch_size, progress=progress)
     t_collect = time.perf_counter() - t1
     t2 = time.perf_counter()
-    result = analyse_store(store, position, cutoff=cutoff, n_perm=n_perm, seed=seed, progress=progress)
+    result = analyse_store(store, position, cutoff=cutoff, n_perm=n_perm, seed=seed, progress=progress,
+                           n_perm_dispersion=n_perm_dispersion)
     t_analyse = time.perf_counter() - t2
     sets = directions_to_sets(result, store)
     paths = {}
@@ -67,6 +68,12 @@ def llm_summary(res: dict[str, Any]) -> dict[str, Any]:
         "lowpass_energy_p_value": {l: round(v["lowpass_energy_null"]["p_value"], 4) for l, v in L.items()},
         "dispersion": {l: round(v["dispersion"], 2) for l, v in L.items()},
         "dispersion_lowpass": {l: round(v["dispersion_lowpass"], 2) for l, v in L.items()},
+        "dispersion_lowpass_isotropic": {l: round(v["dispersion_lowpass_ref"]["isotropic_expected"], 2)
+                                         for l, v in L.items() if "dispersion_lowpass_ref" in v},
+        "dispersion_lowpass_null_mean": {l: round(v["dispersion_lowpass_ref"]["null_mean"], 2)
+                                         for l, v in L.items() if "null_mean" in v.get("dispersion_lowpass_ref", {})},
+        "dispersion_lowpass_p_value": {l: round(v["dispersion_lowpass_ref"]["p_value"], 4)
+                                       for l, v in L.items() if "p_value" in v.get("dispersion_lowpass_ref", {})},
         "timings_s": {k: round(v, 2) for k, v in res["timings_s"].items()},
     }
 

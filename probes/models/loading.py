@@ -85,6 +85,12 @@ class LoadedModel:
     revision: str
     source: str
     _nnsight: Any = dataclasses.field(default=None, repr=False)
+    remote: bool | str = False
+
+    def __post_init__(self) -> None:
+        from cotscope.probes.remote import check_remote
+
+        self.remote = check_remote(self.remote)
 
     @property
     def config(self) -> Any:
@@ -108,11 +114,40 @@ class LoadedModel:
 
     @property
     def device(self) -> Any:
-        return next(self.hf.parameters()).device
+        """Where model inputs go: the input embedding's execution device (see :mod:`probes.models.placement`);
+        the CPU for a model built for remote execution (its inputs are serialised from here)."""
+        import torch
+
+        from cotscope.probes.models.placement import module_device
+
+        emb = self.hf.get_input_embeddings() if hasattr(self.hf, "get_input_embeddings") else None
+        dev = module_device(emb, (self.hf,)) if emb is not None else module_device(self.hf)
+        return dev if dev is not None else torch.device("cpu")
 
     @property
     def dtype(self) -> Any:
-        return next(self.hf.parameters()).dtype
+        from cotscope.probes.models.placement import module_dtype
+
+        return module_dtype(self.hf)
+
+    def layer_device(self, i: int) -> Any:
+        """The device decoder block ``i`` computes on (accelerate execution device under a ``device_map``),
+        or ``None`` when the model has no local weights (remote execution: the server decides)."""
+        from cotscope.probes.models.placement import ancestors_of, module_device
+
+        path = f"{self.adapter.layers_path}.{int(i)}"
+        return module_device(self.layers()[int(i)], ancestors_of(self.hf, path))
+
+    def layer_dtype(self, i: int) -> Any:
+        """The dtype of decoder block ``i``'s weights (what its output tensor will be)."""
+        from cotscope.probes.models.placement import module_dtype
+
+        return module_dtype(self.layers()[int(i)])
+
+    @property
+    def is_remote(self) -> bool:
+        """Built for remote execution: the weights live on the NDIF server (``meta`` here)."""
+        return self.source.startswith("remote:")
 
     @property
     def model_type(self) -> str:
@@ -120,10 +155,22 @@ class LoadedModel:
 
     @property
     def nnsight(self) -> Any:
-        """A cached nnsight wrapper around the same module (no copy)."""
+        """A cached nnsight wrapper around the same module (no copy); for a model loaded with ``remote=``, the
+        nnsight model built from its name."""
         if self._nnsight is None:
-            import nnsight
+            first = next(self.hf.parameters(), None)
+            if first is not None and first.device.type == "meta" and not self.is_remote:
+                raise ModelLoadError(
+                    f"{self.model_id}: the model's first parameter is offloaded (on 'meta'), and nnsight 0.8 moves "
+                    "every input to that device. Keep the first module (the input embedding) on a real device in "
+                    "your device_map (accelerate's device_map='auto' does; offload later layers only).")
+            return self._wrap_nnsight()
+        return self._nnsight
 
+    def _wrap_nnsight(self) -> Any:
+        import nnsight
+
+        if self._nnsight is None:
             if self.is_vlm:
                 self._nnsight = nnsight.TransformersModel(self.hf, processor=self.processor, tokenizer=self.tokenizer,
                                                           task="image-text-to-text")
@@ -163,7 +210,7 @@ class LoadedModel:
 
 def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", dtype: Any = "float32",
                device_map: Any = None, attn_implementation: str | None = None, trust_remote_code: bool = False,
-               revision: str | None = None, **from_pretrained_kwargs: Any) -> LoadedModel:
+               revision: str | None = None, remote: bool | str = False, **from_pretrained_kwargs: Any) -> LoadedModel:
     """Load an LLM or VLM.
 
     Args:
@@ -174,12 +221,21 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
         attn_implementation: e.g. ``"eager"`` when attention weights are needed.
         trust_remote_code: allow the checkpoint's own modelling code (needed by some hub models).
         revision: a hub branch, tag or commit (recorded in the provenance); ignored for local folders.
+        remote: ``True`` builds the nnsight model from the name for NDIF (no weights are downloaded: the
+            architecture is built on the ``meta`` device, layer count and width come from the config) and makes
+            collection and injection run remotely by default; ``"local"`` does the same but runs requests
+            through nnsight's local simulation of the remote path (weights are then loaded here on first use).
     """
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText
 
+    from cotscope.probes.remote import check_remote
+
+    remote = check_remote(remote)
     path, model_id, resolved_rev = resolve_spec(spec)
     rev: dict[str, Any] = {"revision": revision} if revision and not isinstance(path, Path) else {}
+    if remote:
+        return _load_remote(path, model_id, resolved_rev, remote, dtype=dtype, attn_implementation=attn_implementation,
+                            trust_remote_code=trust_remote_code, rev=rev)
     kw: dict[str, Any] = dict(dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, **rev,
                               **from_pretrained_kwargs)
     if device_map is not None:
@@ -194,14 +250,9 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
     adapter = adapter_for(config)
     if adapter.is_vlm:
         hf = AutoModelForImageTextToText.from_pretrained(path, **kw)
-        # the adapter's offline recipe avoids processors that need torchvision (video processors)
-        processor = (adapter.build_processor(path) if adapter.build_processor is not None and not trust_remote_code
-                     else AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, **rev))
-        tokenizer = processor.tokenizer
     else:
         hf = AutoModelForCausalLM.from_pretrained(path, **kw)
-        processor = None
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
+    processor, tokenizer = _preprocessors(path, adapter, trust_remote_code, rev)
     if device_map is None and device is not None:
         hf.to(device)
     hf.eval()
@@ -211,6 +262,63 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
         resolved_rev = f"hub:{revision}"
     return LoadedModel(hf=hf, tokenizer=tokenizer, processor=processor, adapter=adapter, model_id=model_id,
                        revision=resolved_rev, source=str(path))
+
+
+def _preprocessors(path: Path | str, adapter: ModelAdapter, trust_remote_code: bool,
+                   rev: dict[str, Any] | None = None) -> tuple[Any, Any]:
+    """``(processor or None, tokenizer)``; VLMs use the adapter's offline recipe, which avoids processors that need
+    torchvision (video processors)."""
+    from transformers import AutoProcessor, AutoTokenizer
+
+    rev = rev or {}
+    if adapter.is_vlm:
+        processor = (adapter.build_processor(path) if adapter.build_processor is not None and not trust_remote_code
+                     else AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, **rev))
+        return processor, processor.tokenizer
+    return None, AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
+
+
+def load_processor(spec: str | Path, trust_remote_code: bool = False) -> Any:
+    """The processor (VLMs) or tokenizer (LLMs) :func:`load_model` would give ``spec``, without loading weights."""
+    from transformers import AutoConfig
+
+    path, _, _ = resolve_spec(spec)
+    adapter = adapter_for(AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code))
+    processor, tokenizer = _preprocessors(path, adapter, trust_remote_code)
+    return processor if processor is not None else tokenizer
+
+
+def _load_remote(path: Path | str, model_id: str, revision: str, remote: bool | str, *, dtype: Any,
+                 attn_implementation: str | None, trust_remote_code: bool, rev: dict[str, Any]) -> LoadedModel:
+    """The nnsight model for ``path`` built on ``meta`` (weights stay on the server), with its tokenizer/processor."""
+    import nnsight
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
+    except OSError as e:
+        raise ModelLoadError(f"could not load a config for {str(path)!r}: {e}. Remote execution still reads the "
+                             "config and tokenizer from the hub (or a local directory) to build the model on the "
+                             "meta device; check the name and your network.") from None
+    adapter = adapter_for(config)
+    kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, **rev}
+    td = _torch_dtype(dtype)
+    if td is not None and td != "auto":
+        kw["dtype"] = td
+    if attn_implementation is not None:
+        kw["attn_implementation"] = attn_implementation
+    processor, tokenizer = _preprocessors(path, adapter, trust_remote_code, rev)
+    if adapter.is_vlm:
+        nm = nnsight.TransformersModel(str(path), processor=processor, tokenizer=tokenizer, task="image-text-to-text",
+                                       **kw)
+    else:
+        nm = nnsight.TransformersModel(str(path), tokenizer=tokenizer, task="text-generation", **kw)
+    if getattr(config, "_commit_hash", None) and revision == "hub:unresolved":
+        revision = f"hub:{config._commit_hash}"
+    elif rev and revision == "hub:unresolved":
+        revision = f"hub:{rev['revision']}"
+    return LoadedModel(hf=nm._module, tokenizer=tokenizer, processor=processor, adapter=adapter, model_id=model_id,
+                       revision=revision, source=f"remote:{path}", _nnsight=nm, remote=remote)
 
 
 def wrap_model(hf: Any, tokenizer: Any = None, processor: Any = None, model_id: str | None = None,

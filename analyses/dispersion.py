@@ -1,0 +1,123 @@
+"""Dispersion after a low-pass, with the two references it needs (METHODS.md §9).
+
+L2V-CoT reports the dispersion (trace of the covariance of per-pair differences) of VLM CoT states before
+and after a low-pass (1117.8 → 197.7). A low-pass keeps part of the trace of *any* input, so the measured
+value means little alone. :func:`lowpass_dispersion` reports beside it:
+
+* the **isotropic expectation**: ``trace × Σ_k m_k²/d`` (:func:`analyses.spectral.isotropic_lowpass_fraction`,
+  ≈ 2c/d), what a filter keeps from differences with no preferred frequency;
+* a **permutation null**: the same statistic after random permutations of the hidden coordinates (one
+  permutation for all pairs), which keeps the covariance spectrum's eigenvalues and the trace but destroys
+  any order along the hidden axis. ``p_value`` is the share of permutations keeping at least as much.
+
+Both compare the share kept, ``dispersion_lowpass / dispersion``; a low-frequency concentration shows up as
+a ratio above the isotropic fraction and above the null. They can disagree: bin 0 (the mean over the hidden
+coordinates) is the same under every permutation, so differences with a large coordinate mean look
+"low-frequency" to the isotropic reference but not to the null.
+
+>>> rng = np.random.default_rng(0)
+>>> r = lowpass_dispersion(rng.normal(size=(64, 128)), rng.normal(size=(64, 128)), 0.1, n_perm=50)
+>>> abs(r["kept_fraction"] - r["isotropic_fraction"]) < 0.05, r["p_value"] > 0.05
+(True, True)
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from cotscope.analyses.directions import check_pairs
+from cotscope.analyses.spectral import cutoff_bins, isotropic_lowpass_fraction, lowpass_gain
+
+
+def _rfft_weights(d: int, cutoff: int | float) -> np.ndarray:
+    """Weights ``w_k`` over rfft bins such that ``‖lowpass(x)‖² = Σ_k w_k |rfft(x)_k|² / d``."""
+    m = lowpass_gain(d, cutoff)[: d // 2 + 1]
+    w = np.full(d // 2 + 1, 2.0)
+    w[0] = 1.0
+    if d % 2 == 0:
+        w[-1] = 1.0
+    return w * m * m
+
+
+def _kept(Dt: np.ndarray, w: np.ndarray) -> float:
+    """``Σ_i ‖lowpass(x_i)‖²`` for the columns ``x_i`` of ``Dt`` (``[d, n]``, centred), through the rfft.
+
+    The null calls this with float32 data (scipy's float32 FFT is several times faster than numpy's float64 one,
+    and a column layout makes each permutation a row gather); the relative error of a float32 FFT (~1e-6) is far
+    below the spread of any null quantile.
+    """
+    import scipy.fft
+
+    d = Dt.shape[0]
+    F = scipy.fft.rfft(Dt, axis=0)
+    P = np.abs(F)
+    P *= P
+    return float(np.einsum("kn,k->", P, w.astype(P.dtype), dtype=np.float64) / d)
+
+
+def dispersion_references(dispersion: float, dispersion_lowpass: float, d: int, cutoff: int | float, *,
+                          chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]] | None = None,
+                          mean_diff: np.ndarray | None = None, n_pairs: int | None = None, n_perm: int = 200,
+                          seed: int = 0) -> dict[str, Any]:
+    """The references of a low-passed dispersion already measured (e.g. by a streaming pass).
+
+    The isotropic expectation needs only the trace. The permutation null streams the pairs once more:
+    ``chunks()`` yields ``(cot, direct)`` blocks, ``mean_diff`` is the mean difference and ``n_pairs`` the count (the
+    same permutations are applied to every block). Without ``chunks`` only the isotropic reference is returned.
+    """
+    iso = isotropic_lowpass_fraction(d, cutoff)
+    total, obs = float(dispersion), float(dispersion_lowpass)
+    out: dict[str, Any] = {
+        "cutoff": cutoff, "cutoff_bins": cutoff_bins(d, cutoff), "hidden_size": int(d), "n_pairs": n_pairs,
+        "dispersion": total, "dispersion_lowpass": obs, "kept_fraction": obs / total if total > 0 else float("nan"),
+        "isotropic_fraction": iso, "isotropic_expected": total * iso,
+        "ratio_to_isotropic": obs / (total * iso) if total > 0 else float("nan"), "n_perm": int(n_perm), "seed": seed,
+    }
+    if chunks is None or n_perm <= 0:
+        return out
+    if mean_diff is None or n_pairs is None or n_pairs < 2:
+        raise ValueError("the permutation null needs mean_diff and n_pairs >= 2 beside chunks")
+    w = _rfft_weights(int(d), cutoff)
+    rng = np.random.default_rng(seed)
+    perms = [rng.permutation(int(d)) for _ in range(int(n_perm))]
+    kept = np.zeros(int(n_perm))
+    mu = np.asarray(mean_diff, dtype=np.float64)
+    for cot, direct in chunks():
+        Dt32 = np.ascontiguousarray((np.asarray(cot, np.float64) - np.asarray(direct, np.float64) - mu).T,
+                                    dtype=np.float32)
+        for k, p in enumerate(perms):
+            kept[k] += _kept(Dt32[p], w)
+    null = kept / (n_pairs - 1)
+    out.update({"null_mean": float(null.mean()), "null_q05": float(np.quantile(null, 0.05)),
+                "null_q95": float(np.quantile(null, 0.95)),
+                "p_value": float((1 + np.sum(null >= obs)) / (1 + n_perm))})
+    return out
+
+
+def lowpass_dispersion(cot: np.ndarray, direct: np.ndarray, cutoff: int | float, *, n_perm: int = 200,
+                       seed: int = 0) -> dict[str, Any]:
+    """Dispersion of the per-pair differences before and after :func:`~analyses.spectral.lowpass`, with references.
+
+    Returns ``dispersion``, ``dispersion_lowpass``, ``kept_fraction`` (their ratio), ``isotropic_fraction`` and
+    ``isotropic_expected`` (= dispersion × isotropic fraction), ``ratio_to_isotropic``, the permutation null of the
+    low-passed dispersion (``null_mean``, ``null_q05``, ``null_q95``, ``p_value`` = P(null ≥ observed)), the cutoff
+    (as given and in bins) and ``n_perm``/``seed``. Values equal :func:`analyses.directions.dispersion` (with and
+    without ``transform=lowpass``) up to float64 rounding.
+    """
+    cot, direct = check_pairs(cot, direct, min_pairs=2)
+    D = cot - direct
+    n, d = D.shape
+    mu = D.mean(0)
+    Dc = D - mu
+    total = float((Dc * Dc).sum() / (n - 1))
+    obs = _kept(np.ascontiguousarray(Dc.T), _rfft_weights(d, cutoff)) / (n - 1)
+    return dispersion_references(total, obs, d, cutoff, chunks=lambda: [(cot, direct)], mean_diff=mu, n_pairs=n,
+                                 n_perm=n_perm, seed=seed)
+
+
+def compact(ref: dict[str, Any], digits: int = 4) -> dict[str, Any]:
+    """The rounded subset of :func:`lowpass_dispersion` that goes into ``summary.json``."""
+    keys = ("dispersion", "dispersion_lowpass", "kept_fraction", "isotropic_fraction", "isotropic_expected",
+            "ratio_to_isotropic", "null_mean", "null_q05", "null_q95", "p_value", "cutoff_bins")
+    return {k: (round(float(ref[k]), digits) if isinstance(ref[k], float) else ref[k]) for k in keys if k in ref}

@@ -1,0 +1,1 @@
+"""Benchmark harness: published schemas (specs), generation with optional injection or merged weights (run)."""
