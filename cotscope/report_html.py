@@ -233,7 +233,7 @@ def _provenance(info: Any, s: Mapping[str, Any]) -> str:
         parts.append(f"<h3>{esc(title)}</h3>{table(rows)}<div class='more'>{detail}</div>")
 
     block("Direction files", info.directions, ("model_id", "method", "token_rule", "pairing", "layers",
-                                               "normalisation", "n_pairs", "created"))
+                                               "normalisation", "n_pairs"))
     block("Activation stores and attention runs", info.stores, ("format", "model_id", "n_items", "n_traces",
                                                                "layers", "positions", "pairings", "stimulus_hash"))
     block("Sweep tables", info.tables, ("rows", "direction_model", "target_model", "config_hash"))
@@ -355,8 +355,9 @@ JS = """
   function plotData(div){ return JSON.parse(document.getElementById(div.dataset.src).textContent); }
   function draw(div){
     if(div.dataset.drawn){ Plotly.Plots.resize(div); return Promise.resolve(div); }
-    var f = plotData(div);
-    return Plotly.newPlot(div, f.data || [], f.layout || {}, {responsive: true, displaylogo: false})
+    var f = plotData(div), layout = f.layout || {};
+    if(layout.width && layout.width > div.clientWidth){ layout.width = div.clientWidth; }  // fit the card
+    return Plotly.newPlot(div, f.data || [], layout, {responsive: true, displaylogo: false})
       .then(function(){ div.dataset.drawn = "1"; return div; });
   }
   function setView(card, view){

@@ -96,7 +96,9 @@ class RunInfo:
             for side in ("reason", "vl"):
                 s = a.meta.get(side)
                 if isinstance(s, dict) and s.get("path"):
-                    add(Path(s["path"]).name, f"header sha256 {str(s.get('shard_header_sha256', '?'))[:12]}", a.path)
+                    h = s.get("shard_header_sha256") or "?"
+                    h = ", ".join(str(v)[:12] for v in h.values()) if isinstance(h, dict) else str(h)[:12]
+                    add(Path(s["path"]).name, f"safetensors header sha256 {h}", a.path)
         known = {m for (m, r) in seen if r != "unknown"}
         for (m, r) in [k for k in seen if k[1] == "unknown" and k[0] in known]:   # one row per model when any
             where = seen.pop((m, r))                                              # artifact knows its revision
