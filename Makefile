@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup models demo test test-fast test-latest lock figures report bench clean
+.PHONY: setup models demo test test-fast test-latest lock lint format figures report bench clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -32,6 +32,13 @@ lock: setup
 	@$(PY) -m pip install -q "uv==0.13.9"
 	.venv/bin/uv pip compile pyproject.toml --extra dev --universal --python-version 3.10 \
 	  -c requirements/torch.txt --upgrade -o requirements/lock.txt
+
+# ruff (config in pyproject.toml); tests/test_lint.py runs the same check in the suite.
+lint: setup
+	.venv/bin/ruff check . && .venv/bin/ruff format --check .
+
+format: setup
+	.venv/bin/ruff check --fix . && .venv/bin/ruff format .
 
 test-fast: models
 	$(PY) -m pytest -q -m "not slow" tests

@@ -22,15 +22,17 @@ True
 >>> AnswerSpec.build("The Eiffel Tower", "text").match("eiffel tower.")
 True
 """
-from __future__ import annotations
 
-from cotscope.errors import CotscopeError
+from __future__ import annotations
 
 import dataclasses
 import math
 import re
 import string
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
+
+from cotscope.errors import CotscopeError
 
 ANSWER_TYPES = ("integer", "float", "choice", "text")
 LETTERS = string.ascii_uppercase
@@ -65,7 +67,7 @@ def parse_number(x: Any) -> float | None:
     if _NUM.match(s):
         v = float(s)
         return v if math.isfinite(v) else None
-    m = re.fullmatch(r"([-+]?\d+)/(\d+)", s)           # a plain fraction
+    m = re.fullmatch(r"([-+]?\d+)/(\d+)", s)  # a plain fraction
     if m and int(m.group(2)) != 0:
         return int(m.group(1)) / int(m.group(2))
     return None
@@ -110,8 +112,15 @@ class AnswerSpec:
     precision: int | None = None
 
     @classmethod
-    def build(cls, answer: Any, answer_type: str | None = None, *, choices: Sequence[Any] | None = None,
-              tolerance: float | None = None, precision: int | None = None) -> "AnswerSpec":
+    def build(
+        cls,
+        answer: Any,
+        answer_type: str | None = None,
+        *,
+        choices: Sequence[Any] | None = None,
+        tolerance: float | None = None,
+        precision: int | None = None,
+    ) -> AnswerSpec:
         """Canonical gold of ``answer`` as ``answer_type`` (``None``: ``choice`` when choices are given, else
         ``integer``/``float`` when it parses as a number, else ``text``)."""
         ch = tuple(str(c) for c in (choices or ()))
@@ -137,18 +146,24 @@ class AnswerSpec:
             return cls("float", float(v), raw, ch, tolerance, None if precision is None else int(precision))
         if t == "choice":
             if len(ch) < 2:
-                raise AnswerError(f"answer type 'choice' needs at least two options, got {list(ch)}; map the "
-                                  "choices column (a list, or 'A. …\\nB. …' text)")
+                raise AnswerError(
+                    f"answer type 'choice' needs at least two options, got {list(ch)}; map the "
+                    "choices column (a list, or 'A. …\\nB. …' text)"
+                )
             k = letter_of(raw, len(ch)) if len(raw) <= 3 or re.match(r"^\(?[A-Za-z][\).:]", raw) else None
             if k is None:
                 norm = [normalize_text(c) for c in ch]
                 if normalize_text(raw) in norm:
                     k = norm.index(normalize_text(raw))
-                elif re.fullmatch(r"\d+", raw) and int(raw) < len(ch) and not any(normalize_text(raw) == n for n in norm):
-                    k = int(raw)                                   # ScienceQA stores the 0-based index
+                elif (
+                    re.fullmatch(r"\d+", raw) and int(raw) < len(ch) and not any(normalize_text(raw) == n for n in norm)
+                ):
+                    k = int(raw)  # ScienceQA stores the 0-based index
             if k is None:
-                raise AnswerError(f"answer {raw!r} is neither an option letter (A–{LETTERS[len(ch) - 1]}), an index "
-                                  f"nor the text of one of the options {list(ch)}")
+                raise AnswerError(
+                    f"answer {raw!r} is neither an option letter (A–{LETTERS[len(ch) - 1]}), an index "
+                    f"nor the text of one of the options {list(ch)}"
+                )
             return cls("choice", int(k), raw, ch)
         return cls("text", normalize_text(raw), raw, ch)
 
@@ -192,8 +207,14 @@ class AnswerSpec:
         return normalize_text(pred) == self.gold
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "gold": self.gold, "raw": self.raw, "choices": list(self.choices),
-                "tolerance": self.tolerance, "precision": self.precision}
+        return {
+            "type": self.type,
+            "gold": self.gold,
+            "raw": self.raw,
+            "choices": list(self.choices),
+            "tolerance": self.tolerance,
+            "precision": self.precision,
+        }
 
 
 def _infer(raw: str, choices: tuple[str, ...]) -> str:

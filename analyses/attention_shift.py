@@ -22,18 +22,20 @@ Every result carries the choices that produced it (layers, heads, entropy keys, 
 >>> select_visual_tokens(np.array([[0.1, 0.5, 0.4], [0.1, 0.5, 0.4]]), k=1).tolist()
 [[1], [2]]
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
 import warnings
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from cotscope.errors import CotscopeError
 from cotscope.analyses.attention_store import IMAGE, KEY_TYPES, QUESTION, AttentionRun, Trace
 from cotscope.analyses.results import AttentionResult
+from cotscope.errors import CotscopeError
 
 ENTROPY_OVER = ("all", "image")
 SEGMENT_MODES = ("auto", "step", "sentence", "line")
@@ -46,6 +48,7 @@ class AttentionAnalysisError(CotscopeError):
 
 # ------------------------------------------------------------------------------------------- averaging
 
+
 def _subset(available: Sequence[int], chosen: Sequence[int] | None, what: str) -> list[int]:
     """Positions in ``available`` of the ``chosen`` indices (``None`` = all)."""
     available = list(available)
@@ -56,29 +59,38 @@ def _subset(available: Sequence[int], chosen: Sequence[int] | None, what: str) -
         raise AttentionAnalysisError(f"empty {what} subset: pass indices, or None for all captured {what}")
     missing = [c for c in chosen if c not in available]
     if missing:
-        raise AttentionAnalysisError(f"{what} {missing} were not captured (captured: {available}); choose a subset of "
-                                     f"them or capture again with those {what}")
+        raise AttentionAnalysisError(
+            f"{what} {missing} were not captured (captured: {available}); choose a subset of "
+            f"them or capture again with those {what}"
+        )
     return [available.index(c) for c in chosen]
 
 
 def averaging_choice(trace: Trace, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> dict:
     """The recorded averaging choice: which layers/heads, and that rows (not metrics) are averaged."""
     li, hi = _subset(trace.layers, layers, "layers"), _subset(trace.heads, heads, "heads")
-    return {"layers": [trace.layers[i] for i in li], "heads": [trace.heads[i] for i in hi],
-            "layers_subset": layers is not None, "heads_subset": heads is not None,
-            "averaging": "mean of the query rows over the chosen layers and heads, then the metric"}
+    return {
+        "layers": [trace.layers[i] for i in li],
+        "heads": [trace.heads[i] for i in hi],
+        "layers_subset": layers is not None,
+        "heads_subset": heads is not None,
+        "averaging": "mean of the query rows over the chosen layers and heads, then the metric",
+    }
 
 
-def averaged_rows(trace: Trace, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None) -> list[np.ndarray]:
+def averaged_rows(
+    trace: Trace, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None
+) -> list[np.ndarray]:
     """Per token step, the query row averaged over the chosen layers and heads: ``[prompt_len + s]`` each."""
     li, hi = _subset(trace.layers, layers, "layers"), _subset(trace.heads, heads, "heads")
     sub = trace.rows[np.ix_(li, hi)] if (len(li) != len(trace.layers) or len(hi) != len(trace.heads)) else trace.rows
     flat = sub.astype(np.float64).mean((0, 1))
     off = trace.row_offsets
-    return [flat[off[s]: off[s + 1]] for s in range(trace.n_steps)]
+    return [flat[off[s] : off[s + 1]] for s in range(trace.n_steps)]
 
 
 # ------------------------------------------------------------------------------------------- metrics
+
 
 def entropy(p: np.ndarray) -> float:
     """Shannon entropy (nats) of ``p`` normalised to sum 1; zeros contribute 0."""
@@ -90,8 +102,9 @@ def entropy(p: np.ndarray) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-def row_metrics(row: np.ndarray, key_types: np.ndarray, entropy_over: str = "all", eps: float = 1e-6,
-                n_sink: int = 1) -> dict[str, Any]:
+def row_metrics(
+    row: np.ndarray, key_types: np.ndarray, entropy_over: str = "all", eps: float = 1e-6, n_sink: int = 1
+) -> dict[str, Any]:
     """R, F, H, image share and per-type mass of one query row, plus ``R_question``, ``H_norm`` and ``F_norm``.
 
     >>> m = row_metrics(np.array([0.25, 0.25, 0.5]), np.array([0, 0, 1]))
@@ -114,13 +127,20 @@ def row_metrics(row: np.ndarray, key_types: np.ndarray, entropy_over: str = "all
     n_keys = int(keys.shape[0])
     H_norm = H / np.log(n_keys) if n_keys > 1 else float("nan")
     keep = np.ones(kt.shape[0], dtype=bool)
-    keep[: max(0, int(n_sink))] = False                      # attention-sink keys (the first token(s))
+    keep[: max(0, int(n_sink))] = False  # attention-sink keys (the first token(s))
     img_q = float(row[keep & (kt == IMAGE)].sum())
     q = float(row[keep & (kt == QUESTION)].sum())
-    return {"R": float(img / txt) if txt > 0 else float("inf"), "F": 1.0 / (H + eps), "H": H,
-            "image_share": float(img / mass.sum()) if mass.sum() > 0 else float("nan"), "mass": mass,
-            "R_question": img_q / q if q > 0 else float("nan"), "H_norm": float(H_norm),
-            "F_norm": 1.0 / (H_norm + eps) if np.isfinite(H_norm) else float("nan"), "n_keys": n_keys}
+    return {
+        "R": float(img / txt) if txt > 0 else float("inf"),
+        "F": 1.0 / (H + eps),
+        "H": H,
+        "image_share": float(img / mass.sum()) if mass.sum() > 0 else float("nan"),
+        "mass": mass,
+        "R_question": img_q / q if q > 0 else float("nan"),
+        "H_norm": float(H_norm),
+        "F_norm": 1.0 / (H_norm + eps) if np.isfinite(H_norm) else float("nan"),
+        "n_keys": n_keys,
+    }
 
 
 @dataclasses.dataclass
@@ -141,21 +161,41 @@ class TokenMetrics:
         return getattr(self, name)
 
 
-def token_metrics(trace: Trace, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
-                  entropy_over: str = "all", eps: float = 1e-6, n_sink: int = 1) -> TokenMetrics:
+def token_metrics(
+    trace: Trace,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    entropy_over: str = "all",
+    eps: float = 1e-6,
+    n_sink: int = 1,
+) -> TokenMetrics:
     """R, F, H, image share, type masses, ``R_question``, ``H_norm`` and ``F_norm`` at every token step of ``trace``."""
     if entropy_over == "image" and trace.n_steps and not (trace.key_types == IMAGE).any():
-        raise AttentionAnalysisError("entropy_over='image' needs image keys, but this trace has no image tokens; use "
-                                     "entropy_over='all'")
+        raise AttentionAnalysisError(
+            "entropy_over='image' needs image keys, but this trace has no image tokens; use entropy_over='all'"
+        )
     rows = averaged_rows(trace, layers, heads)
     ms = [row_metrics(r, trace.step_key_types(s), entropy_over, eps, n_sink) for s, r in enumerate(rows)]
     col = lambda k: np.array([m[k] for m in ms], dtype=np.float64)  # noqa: E731
-    choice = {**averaging_choice(trace, layers, heads), "entropy_over": entropy_over, "eps": eps, "n_sink": n_sink,
-              "R_question": "image mass / question-text mass; template keys and the first n_sink keys excluded",
-              "F_norm": "1 / (H / log N + eps), N = number of keys H is over"}
-    return TokenMetrics(R=col("R"), F=col("F"), H=col("H"), image_share=col("image_share"),
-                        mass=np.stack([m["mass"] for m in ms]) if ms else np.zeros((0, len(KEY_TYPES))), choice=choice,
-                        R_question=col("R_question"), H_norm=col("H_norm"), F_norm=col("F_norm"))
+    choice = {
+        **averaging_choice(trace, layers, heads),
+        "entropy_over": entropy_over,
+        "eps": eps,
+        "n_sink": n_sink,
+        "R_question": "image mass / question-text mass; template keys and the first n_sink keys excluded",
+        "F_norm": "1 / (H / log N + eps), N = number of keys H is over",
+    }
+    return TokenMetrics(
+        R=col("R"),
+        F=col("F"),
+        H=col("H"),
+        image_share=col("image_share"),
+        mass=np.stack([m["mass"] for m in ms]) if ms else np.zeros((0, len(KEY_TYPES))),
+        choice=choice,
+        R_question=col("R_question"),
+        H_norm=col("H_norm"),
+        F_norm=col("F_norm"),
+    )
 
 
 def layer_step_image_share(trace: Trace, heads: Sequence[int] | None = None) -> np.ndarray:
@@ -205,8 +245,8 @@ def _boundaries(text: str, mode: str) -> list[int]:
         cuts.add(m.end())
     if mode == "sentence":
         for m in re.finditer(r"(?<=[.!?])[\"')\]]*\s+", text):
-            head = text[:m.start()]
-            current = text[max(c for c in cuts if c <= m.start()):m.start()]  # text since the last cut
+            head = text[: m.start()]
+            current = text[max(c for c in cuts if c <= m.start()) : m.start()]  # text since the last cut
             if any(head.endswith(a) for a in _ABBREV) or _LIST_NUM.match(current):
                 continue  # "e.g. x", or a list number such as "1." / "2)"
             cuts.add(m.end())
@@ -234,8 +274,10 @@ def segment_reasoning(tokens: Sequence[str], mode: str = "auto") -> Segmentation
             lead = len(seg) - len(seg.lstrip())
             spans.append((a + lead, a + len(seg.rstrip())))
     if not spans:
-        warnings.warn("the generation has no reasoning steps (empty or whitespace-only text); returning an empty "
-                      "segmentation", stacklevel=2)
+        warnings.warn(
+            "the generation has no reasoning steps (empty or whitespace-only text); returning an empty segmentation",
+            stacklevel=2,
+        )
         return Segmentation(mode, [])
     starts = np.array([s for s, _ in spans])
     owner = []
@@ -267,6 +309,7 @@ def step_values(values: np.ndarray, seg: Segmentation) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------- visual token selection
 
+
 def select_visual_tokens(image_rows: np.ndarray, k: int) -> np.ndarray:
     """IVT-LR selection: for each step (row of ``image_rows``, the averaged attention over the image tokens), the
     ``k`` highest image positions not picked at an earlier step. Ties go to the lower index.
@@ -285,7 +328,8 @@ def select_visual_tokens(image_rows: np.ndarray, k: int) -> np.ndarray:
         raise AttentionAnalysisError(
             f"k={k} over {n_steps} steps needs {k * n_steps} distinct image positions but there are only {n_img} "
             f"(picked positions are excluded later); use k <= {n_img // max(n_steps, 1)} or at most "
-            f"{n_img // k} steps")
+            f"{n_img // k} steps"
+        )
     picked = np.zeros(n_img, dtype=bool)
     out = np.zeros((n_steps, k), dtype=np.int64)
     for s in range(n_steps):
@@ -320,13 +364,20 @@ def latent_patch_maps(latent_map: np.ndarray, indices: np.ndarray, image_attenti
     per_step = np.stack([lmap[row].sum(0) for row in np.asarray(indices)])  # [steps, gh, gw]
     best = per_step.argmax(0) + 1
     sel = np.where(per_step.max(0) > len(indices[0]) / n_patch, best, 0)
-    return {"patch_grid": list(lmap.shape[1:]), "patch_selection": sel.astype(float).tolist(),
-            "patch_read": per_step.sum(0).tolist(),
-            "patch_attention": np.tensordot(np.asarray(image_attention, dtype=np.float64), lmap, 1).tolist()}
+    return {
+        "patch_grid": list(lmap.shape[1:]),
+        "patch_selection": sel.astype(float).tolist(),
+        "patch_read": per_step.sum(0).tolist(),
+        "patch_attention": np.tensordot(np.asarray(image_attention, dtype=np.float64), lmap, 1).tolist(),
+    }
 
 
-def image_rows_for_steps(trace: Trace, seg: Segmentation | None = None, layers: Sequence[int] | None = None,
-                         heads: Sequence[int] | None = None) -> np.ndarray:
+def image_rows_for_steps(
+    trace: Trace,
+    seg: Segmentation | None = None,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+) -> np.ndarray:
     """Averaged attention on the image tokens per reasoning step (mean over its tokens) or per token step."""
     pos = trace.image_positions
     if len(pos) == 0:
@@ -339,34 +390,54 @@ def image_rows_for_steps(trace: Trace, seg: Segmentation | None = None, layers: 
 
 # ------------------------------------------------------------------------------------------- per trace / per run
 
-def analyse_trace(trace: Trace, *, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
-                  entropy_over: str = "all", eps: float = 1e-6, segment_mode: str = "auto", k: int | None = None,
-                  max_select_steps: int | None = None, n_sink: int = 1) -> dict[str, Any]:
+
+def analyse_trace(
+    trace: Trace,
+    *,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    entropy_over: str = "all",
+    eps: float = 1e-6,
+    segment_mode: str = "auto",
+    k: int | None = None,
+    max_select_steps: int | None = None,
+    n_sink: int = 1,
+) -> dict[str, Any]:
     """Token- and reasoning-step metrics of one trace, its layer × step image share, and optionally a selection."""
     tm = token_metrics(trace, layers, heads, entropy_over, eps, n_sink)
     seg = segment_reasoning(trace.gen_tokens, segment_mode)
     ls = layer_step_image_share(trace, heads)
     res: dict[str, Any] = {
-        "index": trace.index, "id": trace.record.get("id"), "condition": trace.record.get("condition"),
-        "n_tokens": trace.n_steps, "n_steps": len(seg), "segmentation": seg.mode,
+        "index": trace.index,
+        "id": trace.record.get("id"),
+        "condition": trace.record.get("condition"),
+        "n_tokens": trace.n_steps,
+        "n_steps": len(seg),
+        "segmentation": seg.mode,
         "steps": [{"text": s.text, "tokens": list(s.tokens)} for s in seg.segments],
         "token": {m: tm.get(m).tolist() for m in (*METRICS, "H", "H_norm")},
         "token_mass": {t: tm.mass[:, c].tolist() for c, t in enumerate(KEY_TYPES)},
         "step": {m: step_values(tm.get(m), seg).tolist() for m in METRICS},
         "layer_step_share": np.stack([step_values(ls[i], seg) for i in range(ls.shape[0])]).tolist()
-        if len(seg) else [[] for _ in range(ls.shape[0])],
+        if len(seg)
+        else [[] for _ in range(ls.shape[0])],
         "choice": {**tm.choice, "segment_mode": segment_mode, "step_reduce": "mean over the tokens of each step"},
     }
     if k is not None and len(seg):
         rows = image_rows_for_steps(trace, seg, layers, heads)
         n = len(rows) if max_select_steps is None else min(len(rows), max_select_steps)
         n = min(n, rows.shape[1] // k) if k <= rows.shape[1] else n
-        idx = select_visual_tokens(rows[:max(n, 1)], k)
+        idx = select_visual_tokens(rows[: max(n, 1)], k)
         layout = trace.record.get("image_layout", {})
         shape = layout.get("shape") or [1, rows.shape[1]]
-        res["selection"] = {"k": k, "indices": idx.tolist(), "positions": trace.image_positions[idx].tolist(),
-                            "layout": layout, "heatmap": selection_heatmap(idx, shape).tolist(),
-                            "attention_map": rows[: len(idx)].mean(0).reshape(shape).tolist()}
+        res["selection"] = {
+            "k": k,
+            "indices": idx.tolist(),
+            "positions": trace.image_positions[idx].tolist(),
+            "layout": layout,
+            "heatmap": selection_heatmap(idx, shape).tolist(),
+            "attention_map": rows[: len(idx)].mean(0).reshape(shape).tolist(),
+        }
         lmap = trace.extras.get("latent_map")
         if lmap is not None and lmap.shape[0] == rows.shape[1]:
             res["selection"].update(latent_patch_maps(lmap, idx, rows[: len(idx)].mean(0)))
@@ -400,10 +471,20 @@ def pooled_slope(curves: list[np.ndarray]) -> float | None:
     return float(np.polyfit(x, y, 1)[0])
 
 
-def analyse_run(run: AttentionRun, *, conditions: Sequence[str] | None = None, layers: Sequence[int] | None = None,
-                heads: Sequence[int] | None = None, entropy_over: str = "all", eps: float = 1e-6,
-                segment_mode: str = "auto", k: int | None = None, max_select_steps: int | None = None,
-                max_steps: int | None = None, n_sink: int = 1) -> AttentionResult:
+def analyse_run(
+    run: AttentionRun,
+    *,
+    conditions: Sequence[str] | None = None,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    entropy_over: str = "all",
+    eps: float = 1e-6,
+    segment_mode: str = "auto",
+    k: int | None = None,
+    max_select_steps: int | None = None,
+    max_steps: int | None = None,
+    n_sink: int = 1,
+) -> AttentionResult:
     """Analyse every trace and aggregate per condition: reasoning-step and token curves with bands, slopes, and the
     layer × step image-share map (mean over prompts). Returns an :class:`~analyses.results.AttentionResult`."""
     conds = list(conditions) if conditions is not None else sorted({r.get("condition", "") for r in run.records})
@@ -411,20 +492,38 @@ def analyse_run(run: AttentionRun, *, conditions: Sequence[str] | None = None, l
     for cond in conds:
         idx = run.select(condition=cond)
         if not idx:
-            raise AttentionAnalysisError(f"no traces with condition {cond!r} in {run.path} "
-                                         f"(has {sorted({r.get('condition') for r in run.records})})")
+            raise AttentionAnalysisError(
+                f"no traces with condition {cond!r} in {run.path} "
+                f"(has {sorted({r.get('condition') for r in run.records})})"
+            )
         res = []
         for i in idx:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                r = analyse_trace(run.trace(i), layers=layers, heads=heads, entropy_over=entropy_over, eps=eps,
-                                  segment_mode=segment_mode, k=k, max_select_steps=max_select_steps, n_sink=n_sink)
+                r = analyse_trace(
+                    run.trace(i),
+                    layers=layers,
+                    heads=heads,
+                    entropy_over=entropy_over,
+                    eps=eps,
+                    segment_mode=segment_mode,
+                    k=k,
+                    max_select_steps=max_select_steps,
+                    n_sink=n_sink,
+                )
             r["warnings"] = [str(w.message) for w in caught]
             res.append(r)
         per_trace += res
         cut = (lambda a: a[:max_steps]) if max_steps else (lambda a: a)
-        a = {"n_traces": len(res), "n_steps": [r["n_steps"] for r in res], "n_tokens": [r["n_tokens"] for r in res],
-             "step": {}, "token": {}, "slope_step": {}, "slope_token": {}}
+        a = {
+            "n_traces": len(res),
+            "n_steps": [r["n_steps"] for r in res],
+            "n_tokens": [r["n_tokens"] for r in res],
+            "step": {},
+            "token": {},
+            "slope_step": {},
+            "slope_token": {},
+        }
         for m in METRICS:
             sc = [cut(np.asarray(r["step"][m], dtype=np.float64)) for r in res]
             tc = [cut(np.asarray(r["token"][m], dtype=np.float64)) for r in res]
@@ -444,5 +543,13 @@ def analyse_run(run: AttentionRun, *, conditions: Sequence[str] | None = None, l
             a["layer_step_share"] = np.nanmean(stack, 0).tolist() if len(res) and n else [[] for _ in range(L)]
         agg[cond] = a
     choice = per_trace[0]["choice"] if per_trace else {}
-    return AttentionResult(conditions=conds, layers=choice.get("layers", run.layers), choice=choice, k=k,
-                           band="mean ± s.e.m. over prompts", max_steps=max_steps, aggregate=agg, traces=per_trace)
+    return AttentionResult(
+        conditions=conds,
+        layers=choice.get("layers", run.layers),
+        choice=choice,
+        k=k,
+        band="mean ± s.e.m. over prompts",
+        max_steps=max_steps,
+        aggregate=agg,
+        traces=per_trace,
+    )

@@ -12,17 +12,19 @@ matching is recorded.
 >>> match_layers(30, 60, [0, 15, 29])
 [(0, 0), (15, 31), (29, 59)]
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
-from cotscope.errors import CotscopeError
 from cotscope.analyses.directions import cosine
 from cotscope.analyses.io.store import ActivationStore
 from cotscope.analyses.spectral import cutoff_bins, highpass, lowpass, resample
 from cotscope.analyses.streaming import PairMoments
+from cotscope.errors import CotscopeError
 
 DEFAULT_CUTOFFS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75)
 
@@ -48,8 +50,13 @@ def lowpass_cosine(a: np.ndarray, b: np.ndarray, c: int) -> float:
     return cosine(lowpass(a, c), lowpass(b, c))
 
 
-def compare_directions(v_llm: np.ndarray, v_vlm: np.ndarray, cutoffs: Sequence[int | float] = DEFAULT_CUTOFFS,
-                       n_perm: int = 200, seed: int = 0) -> dict[str, Any]:
+def compare_directions(
+    v_llm: np.ndarray,
+    v_vlm: np.ndarray,
+    cutoffs: Sequence[int | float] = DEFAULT_CUTOFFS,
+    n_perm: int = 200,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Raw / low-pass / high-pass cosines of two directions, with the permutation null per cutoff."""
     v_llm = np.asarray(v_llm, dtype=np.float64)
     v_vlm = np.asarray(v_vlm, dtype=np.float64)
@@ -64,11 +71,19 @@ def compare_directions(v_llm: np.ndarray, v_vlm: np.ndarray, cutoffs: Sequence[i
         c = cutoff_bins(d, cf)
         obs = lowpass_cosine(v_llm, v_vlm, c)
         null = np.array([lowpass_cosine(v_llm[p], v_vlm[p], c) for p in perms])
-        rows.append({"cutoff": cf, "cutoff_bins": c, "fraction_of_bins": c / (d // 2 + 1), "lowpass_cosine": obs,
-                     "highpass_cosine": cosine(highpass(v_llm, c), highpass(v_vlm, c)),
-                     "null_mean": float(null.mean()), "null_q05": float(np.quantile(null, 0.05)),
-                     "null_q95": float(np.quantile(null, 0.95)),
-                     "p_value": float((1 + np.sum(null >= obs)) / (1 + n_perm))})
+        rows.append(
+            {
+                "cutoff": cf,
+                "cutoff_bins": c,
+                "fraction_of_bins": c / (d // 2 + 1),
+                "lowpass_cosine": obs,
+                "highpass_cosine": cosine(highpass(v_llm, c), highpass(v_vlm, c)),
+                "null_mean": float(null.mean()),
+                "null_q05": float(np.quantile(null, 0.05)),
+                "null_q95": float(np.quantile(null, 0.95)),
+                "p_value": float((1 + np.sum(null >= obs)) / (1 + n_perm)),
+            }
+        )
     return {"raw_cosine": cosine(v_llm, v_vlm), "resampled": resampled, "cutoffs": rows}
 
 
@@ -82,10 +97,18 @@ def stream_moments(store: ActivationStore, position: str, layer: int, lowpass_bi
     return m
 
 
-def crossmodel_analysis(llm: ActivationStore, vlm: ActivationStore, position: str = "last_prompt",
-                        vlm_position: str | None = None, layers: Sequence[int] | None = None,
-                        cutoffs: Sequence[int | float] = DEFAULT_CUTOFFS, dispersion_cutoff: int | float = 0.1,
-                        n_perm: int = 200, seed: int = 0, n_perm_dispersion: int | None = None) -> dict[str, Any]:
+def crossmodel_analysis(
+    llm: ActivationStore,
+    vlm: ActivationStore,
+    position: str = "last_prompt",
+    vlm_position: str | None = None,
+    layers: Sequence[int] | None = None,
+    cutoffs: Sequence[int | float] = DEFAULT_CUTOFFS,
+    dispersion_cutoff: int | float = 0.1,
+    n_perm: int = 200,
+    seed: int = 0,
+    n_perm_dispersion: int | None = None,
+) -> dict[str, Any]:
     """Compare the CoT directions of two stores layer by layer (see module docstring).
 
     Cutoffs are bin counts (int) or fractions of the target's rfft bins (float). The low-passed dispersions come
@@ -97,10 +120,19 @@ def crossmodel_analysis(llm: ActivationStore, vlm: ActivationStore, position: st
     n_pd = n_perm if n_perm_dispersion is None else n_perm_dispersion
 
     def refs(store: ActivationStore, pos: str, layer: int, m: Any, c: int) -> dict[str, Any]:
-        return compact(dispersion_references(
-            m.dispersion(), m.dispersion_transformed(), store.hidden_size, c,
-            chunks=lambda: ((cc, dd) for _, cc, dd in store.iter_pairs(pos, layer)), mean_diff=m.mean_difference(),
-            n_pairs=m.n, n_perm=n_pd, seed=seed))
+        return compact(
+            dispersion_references(
+                m.dispersion(),
+                m.dispersion_transformed(),
+                store.hidden_size,
+                c,
+                chunks=lambda: ((cc, dd) for _, cc, dd in store.iter_pairs(pos, layer)),
+                mean_diff=m.mean_difference(),
+                n_pairs=m.n,
+                n_perm=n_pd,
+                seed=seed,
+            )
+        )
 
     n_l, n_v = int(llm.model["n_layers"]), int(vlm.model["n_layers"])
     wanted = list(llm.layers if layers is None else layers)
@@ -112,7 +144,8 @@ def crossmodel_analysis(llm: ActivationStore, vlm: ActivationStore, position: st
         raise LayerMatchError(
             f"none of the LLM layers {wanted} maps (by relative depth, {n_l}→{n_v} blocks) onto a layer stored in "
             f"the VLM store (has {vlm.layers}); collect the VLM at the matching layers "
-            f"{[b for _, b in match_layers(n_l, n_v, wanted)]}")
+            f"{[b for _, b in match_layers(n_l, n_v, wanted)]}"
+        )
     vpos = vlm_position or position
     out_layers = []
     d_v = vlm.hidden_size
@@ -122,15 +155,29 @@ def crossmodel_analysis(llm: ActivationStore, vlm: ActivationStore, position: st
         m_vlm = stream_moments(vlm, vpos, lb, c_v)
         v_llm, v_vlm = m_llm.mean_difference(), m_vlm.mean_difference()
         cmp = compare_directions(v_llm, v_vlm, cutoffs, n_perm=n_perm, seed=seed)
-        out_layers.append({
-            "llm_layer": la, "vlm_layer": lb, **cmp,
-            "dispersion_llm": m_llm.dispersion(), "dispersion_vlm": m_vlm.dispersion(),
-            "dispersion_vlm_lowpass": m_vlm.dispersion_transformed(),
-            "dispersion_llm_lowpass": m_llm.dispersion_transformed(),
-            "dispersion_vlm_lowpass_ref": refs(vlm, vpos, lb, m_vlm, c_v),
-            "dispersion_llm_lowpass_ref": refs(llm, position, la, m_llm, c_l),
-        })
-    return {"llm_model": llm.model, "vlm_model": vlm.model, "position": position, "vlm_position": vpos,
-            "layer_matching": {"rule": "relative depth: round(l * (n_vlm - 1) / (n_llm - 1))",
-                               "pairs": [[a, b] for a, b in pairs]},
-            "dispersion_cutoff": dispersion_cutoff, "n_perm": n_perm, "layers": out_layers}
+        out_layers.append(
+            {
+                "llm_layer": la,
+                "vlm_layer": lb,
+                **cmp,
+                "dispersion_llm": m_llm.dispersion(),
+                "dispersion_vlm": m_vlm.dispersion(),
+                "dispersion_vlm_lowpass": m_vlm.dispersion_transformed(),
+                "dispersion_llm_lowpass": m_llm.dispersion_transformed(),
+                "dispersion_vlm_lowpass_ref": refs(vlm, vpos, lb, m_vlm, c_v),
+                "dispersion_llm_lowpass_ref": refs(llm, position, la, m_llm, c_l),
+            }
+        )
+    return {
+        "llm_model": llm.model,
+        "vlm_model": vlm.model,
+        "position": position,
+        "vlm_position": vpos,
+        "layer_matching": {
+            "rule": "relative depth: round(l * (n_vlm - 1) / (n_llm - 1))",
+            "pairs": [[a, b] for a, b in pairs],
+        },
+        "dispersion_cutoff": dispersion_cutoff,
+        "n_perm": n_perm,
+        "layers": out_layers,
+    }

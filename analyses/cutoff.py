@@ -16,15 +16,16 @@ record stored beside every result (what was asked for, the bins it meant at that
 >>> describe_cutoff(200, 3584)["fraction_of_bins"]
 0.1115
 """
+
 from __future__ import annotations
 
 import math
 import re
-from typing import Any, Union
+from typing import Any
 
 from cotscope.analyses.spectral import CutoffError, cutoff_bins, n_bins
 
-Cutoff = Union[int, float]
+Cutoff = int | float
 
 _BINS = re.compile(r"^(?:bins?\s*[:=]\s*)?([0-9]+)\s*(?:b|bins?)?$", re.I)
 _FRAC = re.compile(r"^(?:frac(?:tion)?\s*[:=]\s*)?([0-9]*\.[0-9]+|[0-9]+\.[0-9]*|[0-9]+(?:\.[0-9]*)?e-?[0-9]+)$", re.I)
@@ -39,8 +40,10 @@ def parse_cutoff(value: Any) -> Cutoff:
     >>> parse_cutoff(0.25), parse_cutoff("200 bins"), parse_cutoff("frac:0.05")
     (0.25, 200, 0.05)
     """
-    forms = ("a bin count (200, '200', '200b', 'bins:200') or a fraction of the rfft bins in (0, 1] "
-             "(0.1, '0.1', '10%', 'frac:0.1')")
+    forms = (
+        "a bin count (200, '200', '200b', 'bins:200') or a fraction of the rfft bins in (0, 1] "
+        "(0.1, '0.1', '10%', 'frac:0.1')"
+    )
     if isinstance(value, bool) or value is None:
         raise CutoffError(f"cutoff {value!r} is not a cutoff; pass {forms}")
     if isinstance(value, int) or (hasattr(value, "dtype") and getattr(value.dtype, "kind", "") in "iu"):
@@ -87,8 +90,14 @@ def describe_cutoff(cutoff: Any, d: int) -> dict[str, Any]:
     c = parse_cutoff(cutoff)
     b = cutoff_bins(int(d), c)
     nb = n_bins(int(d))
-    return {"cutoff": c, "kind": cutoff_kind(c), "bins": b, "n_bins": nb, "fraction_of_bins": round(b / nb, 4),
-            "hidden_size": int(d)}
+    return {
+        "cutoff": c,
+        "kind": cutoff_kind(c),
+        "bins": b,
+        "n_bins": nb,
+        "fraction_of_bins": round(b / nb, 4),
+        "hidden_size": int(d),
+    }
 
 
 def argparse_cutoff(text: str) -> Cutoff:

@@ -19,10 +19,11 @@ whatever the input dtype.
 >>> float(abs(cosine(lat_direction(cot, direct).direction, v))) > 0.99
 True
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -34,16 +35,19 @@ class PairError(CotscopeError):
     """Paired arrays that cannot be analysed together."""
 
 
-def check_pairs(cot: np.ndarray, direct: np.ndarray, min_pairs: int = 1, as_float64: bool = True
-                ) -> tuple[np.ndarray, np.ndarray]:
+def check_pairs(
+    cot: np.ndarray, direct: np.ndarray, min_pairs: int = 1, as_float64: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Validate two ``[n_pairs, d]`` arrays; returns them as float64 (or unchanged with ``as_float64=False``)."""
     cot = np.asarray(cot, dtype=np.float64) if as_float64 else np.asarray(cot)
     direct = np.asarray(direct, dtype=np.float64) if as_float64 else np.asarray(direct)
     if cot.ndim != 2 or direct.ndim != 2:
         raise PairError(f"expected 2-D [n_pairs, d] arrays, got {cot.shape} and {direct.shape}")
     if cot.shape != direct.shape:
-        raise PairError(f"pairs of unequal count or width: CoT {cot.shape} vs direct {direct.shape}; "
-                        "every CoT row needs the direct row of the same pair")
+        raise PairError(
+            f"pairs of unequal count or width: CoT {cot.shape} vs direct {direct.shape}; "
+            "every CoT row needs the direct row of the same pair"
+        )
     if cot.shape[0] < min_pairs:
         raise PairError(f"need at least {min_pairs} pairs, got {cot.shape[0]} (empty set?)")
     return cot, direct
@@ -75,9 +79,9 @@ def mean_difference(cot: np.ndarray, direct: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class LatResult:
-    direction: np.ndarray          # unit vector, sign: CoT scores higher
+    direction: np.ndarray  # unit vector, sign: CoT scores higher
     explained_variance_ratio: float
-    sign_agreement: float          # fraction of pairs where CoT projects above direct
+    sign_agreement: float  # fraction of pairs where CoT projects above direct
     n_pairs: int
 
 
@@ -87,8 +91,9 @@ def lat_from_moments(moments: PairMoments, pairs: Callable[[], Iterable[tuple[np
     agree = sign_agreement(pairs(), comp, moments.centre())
     if agree < 0.5:
         comp, agree = -comp, 1.0 - agree
-    return LatResult(direction=comp / np.linalg.norm(comp), explained_variance_ratio=ratio, sign_agreement=agree,
-                     n_pairs=moments.n)
+    return LatResult(
+        direction=comp / np.linalg.norm(comp), explained_variance_ratio=ratio, sign_agreement=agree, n_pairs=moments.n
+    )
 
 
 def lat_direction(cot: np.ndarray, direct: np.ndarray, seed: int = 0) -> LatResult:
@@ -100,7 +105,9 @@ def lat_direction(cot: np.ndarray, direct: np.ndarray, seed: int = 0) -> LatResu
     return lat_from_moments(m, lambda: chunks(cot, direct))
 
 
-def dispersion(cot: np.ndarray, direct: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> float:
+def dispersion(
+    cot: np.ndarray, direct: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> float:
     """Trace of the covariance of per-pair differences = Σ_j var(δ_j), never forming the d×d covariance.
 
     ``transform`` (optional) maps chunks of difference rows row-wise first, e.g. a low-pass.
@@ -122,8 +129,9 @@ def pair_split(n_pairs: int, test_fraction: float = 0.3, seed: int = 0) -> tuple
     return np.sort(idx[n_test:]), np.sort(idx[:n_test])
 
 
-def probe_accuracy(cot: np.ndarray, direct: np.ndarray, test_fraction: float = 0.3, seed: int = 0,
-                   C: float = 1.0) -> dict:
+def probe_accuracy(
+    cot: np.ndarray, direct: np.ndarray, test_fraction: float = 0.3, seed: int = 0, C: float = 1.0
+) -> dict:
     """Logistic-probe accuracy on held-out pairs (features standardised on the training split)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -138,12 +146,20 @@ def probe_accuracy(cot: np.ndarray, direct: np.ndarray, test_fraction: float = 0
     yte = np.r_[np.ones(len(te)), np.zeros(len(te))]
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
     clf.fit(Xtr, ytr)
-    return {"train_accuracy": float(clf.score(Xtr, ytr)), "test_accuracy": float(clf.score(Xte, yte)),
-            "n_train_pairs": int(len(tr)), "n_test_pairs": int(len(te))}
+    return {
+        "train_accuracy": float(clf.score(Xtr, ytr)),
+        "test_accuracy": float(clf.score(Xte, yte)),
+        "n_train_pairs": int(len(tr)),
+        "n_test_pairs": int(len(te)),
+    }
 
 
-def layer_directions(get_pair: Callable[[int], tuple[np.ndarray, np.ndarray]], layers: Sequence[int],
-                     method: str = "mean_diff", seed: int = 0) -> dict[int, np.ndarray]:
+def layer_directions(
+    get_pair: Callable[[int], tuple[np.ndarray, np.ndarray]],
+    layers: Sequence[int],
+    method: str = "mean_diff",
+    seed: int = 0,
+) -> dict[int, np.ndarray]:
     """Directions for many layers; ``get_pair(layer) -> (cot, direct)``."""
     out = {}
     for l in layers:

@@ -20,9 +20,11 @@ coordinates) is the same under every permutation, so differences with a large co
 >>> abs(r["kept_fraction"] - r["isotropic_fraction"]) < 0.05, r["p_value"] > 0.05
 (True, True)
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -56,10 +58,18 @@ def _kept(Dt: np.ndarray, w: np.ndarray) -> float:
     return float(np.einsum("kn,k->", P, w.astype(P.dtype), dtype=np.float64) / d)
 
 
-def dispersion_references(dispersion: float, dispersion_lowpass: float, d: int, cutoff: int | float, *,
-                          chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]] | None = None,
-                          mean_diff: np.ndarray | None = None, n_pairs: int | None = None, n_perm: int = 200,
-                          seed: int = 0) -> dict[str, Any]:
+def dispersion_references(
+    dispersion: float,
+    dispersion_lowpass: float,
+    d: int,
+    cutoff: int | float,
+    *,
+    chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]] | None = None,
+    mean_diff: np.ndarray | None = None,
+    n_pairs: int | None = None,
+    n_perm: int = 200,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The references of a low-passed dispersion already measured (e.g. by a streaming pass).
 
     The isotropic expectation needs only the trace. The permutation null streams the pairs once more:
@@ -69,10 +79,18 @@ def dispersion_references(dispersion: float, dispersion_lowpass: float, d: int, 
     iso = isotropic_lowpass_fraction(d, cutoff)
     total, obs = float(dispersion), float(dispersion_lowpass)
     out: dict[str, Any] = {
-        "cutoff": cutoff, "cutoff_bins": cutoff_bins(d, cutoff), "hidden_size": int(d), "n_pairs": n_pairs,
-        "dispersion": total, "dispersion_lowpass": obs, "kept_fraction": obs / total if total > 0 else float("nan"),
-        "isotropic_fraction": iso, "isotropic_expected": total * iso,
-        "ratio_to_isotropic": obs / (total * iso) if total > 0 else float("nan"), "n_perm": int(n_perm), "seed": seed,
+        "cutoff": cutoff,
+        "cutoff_bins": cutoff_bins(d, cutoff),
+        "hidden_size": int(d),
+        "n_pairs": n_pairs,
+        "dispersion": total,
+        "dispersion_lowpass": obs,
+        "kept_fraction": obs / total if total > 0 else float("nan"),
+        "isotropic_fraction": iso,
+        "isotropic_expected": total * iso,
+        "ratio_to_isotropic": obs / (total * iso) if total > 0 else float("nan"),
+        "n_perm": int(n_perm),
+        "seed": seed,
     }
     if chunks is None or n_perm <= 0:
         return out
@@ -84,19 +102,26 @@ def dispersion_references(dispersion: float, dispersion_lowpass: float, d: int, 
     kept = np.zeros(int(n_perm))
     mu = np.asarray(mean_diff, dtype=np.float64)
     for cot, direct in chunks():
-        Dt32 = np.ascontiguousarray((np.asarray(cot, np.float64) - np.asarray(direct, np.float64) - mu).T,
-                                    dtype=np.float32)
+        Dt32 = np.ascontiguousarray(
+            (np.asarray(cot, np.float64) - np.asarray(direct, np.float64) - mu).T, dtype=np.float32
+        )
         for k, p in enumerate(perms):
             kept[k] += _kept(Dt32[p], w)
     null = kept / (n_pairs - 1)
-    out.update({"null_mean": float(null.mean()), "null_q05": float(np.quantile(null, 0.05)),
-                "null_q95": float(np.quantile(null, 0.95)),
-                "p_value": float((1 + np.sum(null >= obs)) / (1 + n_perm))})
+    out.update(
+        {
+            "null_mean": float(null.mean()),
+            "null_q05": float(np.quantile(null, 0.05)),
+            "null_q95": float(np.quantile(null, 0.95)),
+            "p_value": float((1 + np.sum(null >= obs)) / (1 + n_perm)),
+        }
+    )
     return out
 
 
-def lowpass_dispersion(cot: np.ndarray, direct: np.ndarray, cutoff: int | float, *, n_perm: int = 200,
-                       seed: int = 0) -> dict[str, Any]:
+def lowpass_dispersion(
+    cot: np.ndarray, direct: np.ndarray, cutoff: int | float, *, n_perm: int = 200, seed: int = 0
+) -> dict[str, Any]:
     """Dispersion of the per-pair differences before and after :func:`~analyses.spectral.lowpass`, with references.
 
     Returns ``dispersion``, ``dispersion_lowpass``, ``kept_fraction`` (their ratio), ``isotropic_fraction`` and
@@ -112,12 +137,24 @@ def lowpass_dispersion(cot: np.ndarray, direct: np.ndarray, cutoff: int | float,
     Dc = D - mu
     total = float((Dc * Dc).sum() / (n - 1))
     obs = _kept(np.ascontiguousarray(Dc.T), _rfft_weights(d, cutoff)) / (n - 1)
-    return dispersion_references(total, obs, d, cutoff, chunks=lambda: [(cot, direct)], mean_diff=mu, n_pairs=n,
-                                 n_perm=n_perm, seed=seed)
+    return dispersion_references(
+        total, obs, d, cutoff, chunks=lambda: [(cot, direct)], mean_diff=mu, n_pairs=n, n_perm=n_perm, seed=seed
+    )
 
 
 def compact(ref: dict[str, Any], digits: int = 4) -> dict[str, Any]:
     """The rounded subset of :func:`lowpass_dispersion` that goes into ``summary.json``."""
-    keys = ("dispersion", "dispersion_lowpass", "kept_fraction", "isotropic_fraction", "isotropic_expected",
-            "ratio_to_isotropic", "null_mean", "null_q05", "null_q95", "p_value", "cutoff_bins")
+    keys = (
+        "dispersion",
+        "dispersion_lowpass",
+        "kept_fraction",
+        "isotropic_fraction",
+        "isotropic_expected",
+        "ratio_to_isotropic",
+        "null_mean",
+        "null_q05",
+        "null_q95",
+        "p_value",
+        "cutoff_bins",
+    )
     return {k: (round(float(ref[k]), digits) if isinstance(ref[k], float) else ref[k]) for k in keys if k in ref}

@@ -4,24 +4,33 @@
 >>> res.layers[12]["probe"]["test_accuracy"], res.best_layer                       # doctest: +SKIP
 >>> res.directions["mean_diff"][12]          # layer 12's mean-difference vector   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from cotscope.analyses.artifacts import DirectionMeta, DirectionSet
-from cotscope.analyses.results import AnalysisResult
 from cotscope.analyses.directions import check_pairs, cosine, lat_from_moments, probe_accuracy
 from cotscope.analyses.io.store import ActivationStore
+from cotscope.analyses.results import AnalysisResult
 from cotscope.analyses.spectral import cutoff_bins, lowpass, lowpass_energy_fraction, permutation_null
 from cotscope.analyses.streaming import CHUNK_PAIRS, PairMoments, chunks, lat_flips
 
 DEFAULT_CUTOFFS = (0.05, 0.1, 0.2, 0.3, 0.5)
 
 
-def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: int | float = 0.1, n_perm: int = 200, seed: int = 0,
-                  chunk_pairs: int = CHUNK_PAIRS, n_perm_dispersion: int | None = None) -> dict:
+def analyse_layer(
+    cot: np.ndarray,
+    direct: np.ndarray,
+    cutoff: int | float = 0.1,
+    n_perm: int = 200,
+    seed: int = 0,
+    chunk_pairs: int = CHUNK_PAIRS,
+    n_perm_dispersion: int | None = None,
+) -> dict:
     """Numbers for one layer; returns plain floats (JSON-ready) plus the two directions.
 
     One pass over chunks of pairs accumulates the mean difference, the dispersions (raw and low-passed;
@@ -42,9 +51,17 @@ def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: int | float = 0.1
     md = mom.mean_difference()
     lat = lat_from_moments(mom, lambda: chunks(cot, direct, chunk_pairs))
     lp_null = permutation_null(lambda v: lowpass_energy_fraction(v, c), md, n_perm=n_perm, seed=seed)
-    disp = dispersion_references(mom.dispersion(), mom.dispersion_transformed(), d, c,
-                                 chunks=lambda: chunks(cot, direct, chunk_pairs), mean_diff=md, n_pairs=n,
-                                 n_perm=n_perm if n_perm_dispersion is None else n_perm_dispersion, seed=seed)
+    disp = dispersion_references(
+        mom.dispersion(),
+        mom.dispersion_transformed(),
+        d,
+        c,
+        chunks=lambda: chunks(cot, direct, chunk_pairs),
+        mean_diff=md,
+        n_pairs=n,
+        n_perm=n_perm if n_perm_dispersion is None else n_perm_dispersion,
+        seed=seed,
+    )
     return {
         "probe": probe_accuracy(cot, direct, seed=seed),
         "lat_vs_mean_diff_cosine": cosine(lat.direction, md),
@@ -57,13 +74,22 @@ def analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: int | float = 0.1
         "cutoff_bins": c,
         "lowpass_energy_fraction": lp_null["observed"],
         "lowpass_energy_null": {k: lp_null[k] for k in ("null_mean", "null_q05", "null_q95", "p_value", "z")},
-        "_mean_diff": md, "_lat": lat.direction,
+        "_mean_diff": md,
+        "_lat": lat.direction,
     }
 
 
-def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] | None = None,
-                  cutoff: int | float = 0.1, n_perm: int = 200, seed: int = 0, progress: bool = True,
-                  chunk_pairs: int = CHUNK_PAIRS, n_perm_dispersion: int | None = None) -> AnalysisResult:
+def analyse_store(
+    store: ActivationStore,
+    position: str,
+    layers: Sequence[int] | None = None,
+    cutoff: int | float = 0.1,
+    n_perm: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+    chunk_pairs: int = CHUNK_PAIRS,
+    n_perm_dispersion: int | None = None,
+) -> AnalysisResult:
     """Run :func:`analyse_layer` on every stored layer; also a layer×layer cosine matrix of directions.
 
     ``cutoff`` is a bin count (int) or a fraction of the rfft bins (float).
@@ -81,8 +107,15 @@ def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] |
     buffers = (np.empty((n, d), np.float32), np.empty((n, d), np.float32))
     for l in tqdm(layers, desc=f"analyse {position}", disable=not progress):
         cot, direct = store.paired(position, l, out=buffers)
-        r = analyse_layer(cot, direct, cutoff=cutoff, n_perm=n_perm, seed=seed, chunk_pairs=chunk_pairs,
-                          n_perm_dispersion=n_perm_dispersion)
+        r = analyse_layer(
+            cot,
+            direct,
+            cutoff=cutoff,
+            n_perm=n_perm,
+            seed=seed,
+            chunk_pairs=chunk_pairs,
+            n_perm_dispersion=n_perm_dispersion,
+        )
         md[l], lat[l] = r.pop("_mean_diff"), r.pop("_lat")
         per_layer[l] = r
     del buffers
@@ -90,11 +123,22 @@ def analyse_store(store: ActivationStore, position: str, layers: Sequence[int] |
     U = M / np.linalg.norm(M, axis=1, keepdims=True)
     best = max(layers, key=lambda l: (per_layer[l]["probe"]["test_accuracy"], -abs(l - len(layers) / 2)))
     return AnalysisResult.from_dict(
-        {"position": position, "layers": per_layer, "layer_cosine": (U @ U.T).tolist(), "layer_order": layers,
-         "best_layer": int(best), "n_pairs": int(n), "_directions": {"mean_diff": md, "lat": lat}}, store=store)
+        {
+            "position": position,
+            "layers": per_layer,
+            "layer_cosine": (U @ U.T).tolist(),
+            "layer_order": layers,
+            "best_layer": int(best),
+            "n_pairs": int(n),
+            "_directions": {"mean_diff": md, "lat": lat},
+        },
+        store=store,
+    )
 
 
-def directions_to_sets(result: dict[str, Any], store: ActivationStore, normalise: bool = False) -> dict[str, DirectionSet]:
+def directions_to_sets(
+    result: dict[str, Any], store: ActivationStore, normalise: bool = False
+) -> dict[str, DirectionSet]:
     """Turn an :func:`analyse_store` result into direction files' in-memory form, with provenance."""
     if isinstance(result, AnalysisResult):
         result = result.to_private_dict()
@@ -102,12 +146,21 @@ def directions_to_sets(result: dict[str, Any], store: ActivationStore, normalise
     out = {}
     for method, vecs in result["_directions"].items():
         v = {l: (x / np.linalg.norm(x) if normalise else x) for l, x in vecs.items()}
-        meta = DirectionMeta(model_id=model["model_id"], model_revision=model["revision"], model_type=model["model_type"],
-                             hidden_size=model["hidden_size"], n_layers=model["n_layers"], token_rule=result["position"],
-                             pairing=",".join(store.manifest.get("pairings", [])), method=method,
-                             normalisation="unit" if (normalise or method == "lat") else "none",
-                             sign="cot_positive", stimulus_hash=store.manifest["stimulus_hash"],
-                             n_pairs=result["n_pairs"], extra={"store": str(store.path)})
+        meta = DirectionMeta(
+            model_id=model["model_id"],
+            model_revision=model["revision"],
+            model_type=model["model_type"],
+            hidden_size=model["hidden_size"],
+            n_layers=model["n_layers"],
+            token_rule=result["position"],
+            pairing=",".join(store.manifest.get("pairings", [])),
+            method=method,
+            normalisation="unit" if (normalise or method == "lat") else "none",
+            sign="cot_positive",
+            stimulus_hash=store.manifest["stimulus_hash"],
+            n_pairs=result["n_pairs"],
+            extra={"store": str(store.path)},
+        )
         out[method] = DirectionSet(v, meta)
     return out
 

@@ -22,6 +22,7 @@ numbering: its ``ControlModel`` wraps ``model.layers[k]`` and ``read_representat
 >>> block_to_llamacpp(29, 30), llamacpp_to_block(29, 30)
 (29, 29)
 """
+
 from __future__ import annotations
 
 import operator
@@ -29,8 +30,16 @@ import operator
 from cotscope.errors import CotscopeError
 
 __all__ = [
-    "LayerIndexError", "CONVENTIONS", "CONVENTIONS_TABLE", "normalize_layer", "hf_hidden_index_to_block",
-    "block_to_hf_hidden_index", "block_to_llamacpp", "llamacpp_to_block", "block_to_tl_hook", "convert_layer",
+    "LayerIndexError",
+    "CONVENTIONS",
+    "CONVENTIONS_TABLE",
+    "normalize_layer",
+    "hf_hidden_index_to_block",
+    "block_to_hf_hidden_index",
+    "block_to_llamacpp",
+    "llamacpp_to_block",
+    "block_to_tl_hook",
+    "convert_layer",
 ]
 
 CONVENTIONS = ("block_output", "hf_hidden", "llamacpp", "negative")
@@ -65,8 +74,10 @@ def normalize_layer(i: int, n_layers: int) -> int:
     n = _check_n_layers(n_layers)
     i = _int(i, "layer index")
     if not -n <= i < n:
-        raise LayerIndexError(f"layer {i} is out of range for a model with {n} decoder blocks: valid block indices "
-                              f"are 0..{n - 1}, or {-n}..-1 counted from the end")
+        raise LayerIndexError(
+            f"layer {i} is out of range for a model with {n} decoder blocks: valid block indices "
+            f"are 0..{n - 1}, or {-n}..-1 counted from the end"
+        )
     return i + n if i < 0 else i
 
 
@@ -85,13 +96,17 @@ def hf_hidden_index_to_block(j: int, n_layers: int) -> int:
     n = _check_n_layers(n_layers)
     j = _int(j, "hidden_states index")
     if not -(n + 1) <= j <= n:
-        raise LayerIndexError(f"hidden_states[{j}] does not exist for a model with {n} decoder blocks: valid indices "
-                              f"are 0..{n} (0 = embeddings), or {-(n + 1)}..-1 counted from the end")
+        raise LayerIndexError(
+            f"hidden_states[{j}] does not exist for a model with {n} decoder blocks: valid indices "
+            f"are 0..{n} (0 = embeddings), or {-(n + 1)}..-1 counted from the end"
+        )
     if j < 0:
         j += n + 1
     if j == 0:
-        raise LayerIndexError("hidden_states[0] is the embedding output, not the output of any decoder block; "
-                              "cotscope directions live at block outputs (hidden_states[1..n_layers])")
+        raise LayerIndexError(
+            "hidden_states[0] is the embedding output, not the output of any decoder block; "
+            "cotscope directions live at block outputs (hidden_states[1..n_layers])"
+        )
     return j - 1
 
 
@@ -115,9 +130,11 @@ def block_to_llamacpp(i: int, n_layers: int) -> int:
     """
     b = normalize_layer(i, n_layers)
     if b == 0:
-        raise LayerIndexError(f"block 0's output cannot be steered by llama.cpp: its loader rejects direction.0. "
-                              f"Valid llama.cpp indices for this model are 1..{_int(n_layers, 'n_layers') - 1}; "
-                              "drop layer 0 (DirectionSet.select) before exporting")
+        raise LayerIndexError(
+            f"block 0's output cannot be steered by llama.cpp: its loader rejects direction.0. "
+            f"Valid llama.cpp indices for this model are 1..{_int(n_layers, 'n_layers') - 1}; "
+            "drop layer 0 (DirectionSet.select) before exporting"
+        )
     return b
 
 
@@ -130,8 +147,10 @@ def llamacpp_to_block(k: int, n_layers: int | None = None) -> int:
     k = _int(k, "llama.cpp direction index")
     hi = f"{_check_n_layers(n_layers) - 1}" if n_layers is not None else "n_layers-1"
     if k < 1 or (n_layers is not None and k >= n_layers):
-        raise LayerIndexError(f"direction.{k} is not a valid llama.cpp control-vector index: valid indices are 1..{hi} "
-                              "(0 is rejected by llama.cpp's loader; negative indices do not exist in GGUF files)")
+        raise LayerIndexError(
+            f"direction.{k} is not a valid llama.cpp control-vector index: valid indices are 1..{hi} "
+            "(0 is rejected by llama.cpp's loader; negative indices do not exist in GGUF files)"
+        )
     return k
 
 

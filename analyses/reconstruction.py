@@ -16,10 +16,12 @@ Arrays in, numbers out: no model is loaded here (see :mod:`probes.vision_latents
 >>> res.rows[0]["cos"] > 0.95 > res.rows[0]["cos_shuffled"]
 True
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,8 +64,9 @@ def _as_store(hidden: Mapping[int, np.ndarray] | np.ndarray) -> dict[int, np.nda
         return {int(k): np.asarray(v) for k, v in hidden.items()}
     h = np.asarray(hidden)
     if h.ndim != 3:
-        raise ReconstructionError(f"hidden states must be a {{layer: [N, D]}} mapping or an [N, layers, D] array; "
-                                  f"got shape {h.shape}")
+        raise ReconstructionError(
+            f"hidden states must be a {{layer: [N, D]}} mapping or an [N, layers, D] array; got shape {h.shape}"
+        )
     return {i: h[:, i] for i in range(h.shape[1])}
 
 
@@ -75,8 +78,10 @@ def check_layers(available: Sequence[int], requested: Sequence[int] | None) -> l
     req = [int(l) for l in requested]
     missing = [l for l in req if l not in avail]
     if missing:
-        raise ReconstructionError(f"layers {missing} are not in the hidden-state store (it has {avail}); collect them "
-                                  "first or request only stored layers")
+        raise ReconstructionError(
+            f"layers {missing} are not in the hidden-state store (it has {avail}); collect them "
+            "first or request only stored layers"
+        )
     return req
 
 
@@ -91,7 +96,9 @@ def _split(n: int, groups: np.ndarray | None, test_fraction: float, seed: int) -
     n_img = len(np.unique(g))
     if n_img < 4:
         raise ReconstructionError(f"need at least 4 distinct images for a held-out score, got {n_img}")
-    tr, te = next(GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed).split(np.zeros(n), groups=g))
+    tr, te = next(
+        GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed).split(np.zeros(n), groups=g)
+    )
     return tr, te
 
 
@@ -107,8 +114,12 @@ def _scores(Y: np.ndarray, P: np.ndarray, mean: np.ndarray, n_tokens: int) -> di
         den = np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + 1e-12
         return float((num / den).mean())
 
-    return {"cos": cos(y, p), "cos_centered": cos(y - m, p - m), "mse": float(((Y - P) ** 2).mean()),
-            "r2": float(r2_score(Y, P, multioutput="variance_weighted"))}
+    return {
+        "cos": cos(y, p),
+        "cos_centered": cos(y - m, p - m),
+        "mse": float(((Y - P) ** 2).mean()),
+        "r2": float(r2_score(Y, P, multioutput="variance_weighted")),
+    }
 
 
 @dataclasses.dataclass
@@ -122,28 +133,50 @@ class ReconstructionResult:
     settings: dict
 
     def to_dict(self) -> dict:
-        return {"format": "cotscope.reconstruction", "rows": self.rows, "n_tokens": self.n_tokens,
-                "n_train": self.n_train, "n_test": self.n_test, "settings": self.settings}
+        return {
+            "format": "cotscope.reconstruction",
+            "rows": self.rows,
+            "n_tokens": self.n_tokens,
+            "n_train": self.n_train,
+            "n_test": self.n_test,
+            "settings": self.settings,
+        }
 
     def summary(self) -> dict:
         """Best layer by held-out R² and its margin over the shuffled baseline (for summary.json)."""
         best = max(self.rows, key=lambda r: r["r2"])
-        out = {"recon_best_layer": best["layer"], "recon_best_cos": best["cos"],
-               "recon_best_cos_centered": best["cos_centered"], "recon_best_r2": best["r2"],
-               "recon_n_train": self.n_train, "recon_n_test": self.n_test, "recon_n_tokens": self.n_tokens}
+        out = {
+            "recon_best_layer": best["layer"],
+            "recon_best_cos": best["cos"],
+            "recon_best_cos_centered": best["cos_centered"],
+            "recon_best_r2": best["r2"],
+            "recon_n_train": self.n_train,
+            "recon_n_test": self.n_test,
+            "recon_n_tokens": self.n_tokens,
+        }
         if "cos_centered_shuffled" in best:
-            out.update(recon_best_cos_shuffled=best["cos_shuffled"],
-                       recon_best_cos_centered_shuffled=best["cos_centered_shuffled"],
-                       recon_best_r2_shuffled=best["r2_shuffled"])
+            out.update(
+                recon_best_cos_shuffled=best["cos_shuffled"],
+                recon_best_cos_centered_shuffled=best["cos_centered_shuffled"],
+                recon_best_r2_shuffled=best["r2_shuffled"],
+            )
         return out
 
 
-def fit_reconstruction_probes(hidden: Mapping[int, np.ndarray] | np.ndarray, targets: np.ndarray,
-                              layers: Sequence[int] | None = None, *, n_tokens: int = 32,
-                              test_fraction: float = 0.25, groups: Sequence[Any] | None = None,
-                              alphas: Sequence[float] = DEFAULT_ALPHAS, standardize: bool = True,
-                              shuffle_baseline: bool = True, seed: int = 0, progress: bool = True
-                              ) -> ReconstructionResult:
+def fit_reconstruction_probes(
+    hidden: Mapping[int, np.ndarray] | np.ndarray,
+    targets: np.ndarray,
+    layers: Sequence[int] | None = None,
+    *,
+    n_tokens: int = 32,
+    test_fraction: float = 0.25,
+    groups: Sequence[Any] | None = None,
+    alphas: Sequence[float] = DEFAULT_ALPHAS,
+    standardize: bool = True,
+    shuffle_baseline: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+) -> ReconstructionResult:
     """Fit one ridge probe per layer from hidden states to pooled connector outputs.
 
     ``hidden``: ``{layer: [N, D]}`` or ``[N, layers, D]``; ``targets``: connector outputs
@@ -169,8 +202,9 @@ def fit_reconstruction_probes(hidden: Mapping[int, np.ndarray] | np.ndarray, tar
         raise ReconstructionError("targets contain NaN or inf")
     for l in layers:
         if store[l].ndim != 2 or store[l].shape[0] != n:
-            raise ReconstructionError(f"hidden states of layer {l} have shape {store[l].shape}; expected [{n}, D] "
-                                      "(one row per target image)")
+            raise ReconstructionError(
+                f"hidden states of layer {l} have shape {store[l].shape}; expected [{n}, D] (one row per target image)"
+            )
     tr, te = _split(n, None if groups is None else np.asarray(groups), test_fraction, seed)
     rng = np.random.default_rng(seed)
     shuf = tr[rng.permutation(len(tr))]
@@ -197,13 +231,29 @@ def fit_reconstruction_probes(hidden: Mapping[int, np.ndarray] | np.ndarray, tar
         if shuffle_baseline:
             ms = probe().fit(X[tr], Y[shuf])
             row.update({f"{k}_shuffled": v for k, v in _scores(Y[te], ms.predict(X[te]), mean, n_tokens).items()})
-        row.update({f"{k}_mean_baseline": v for k, v in
-                    _scores(Y[te], np.broadcast_to(mean, Y[te].shape), mean, n_tokens).items() if k in ("cos", "mse")})
+        row.update(
+            {
+                f"{k}_mean_baseline": v
+                for k, v in _scores(Y[te], np.broadcast_to(mean, Y[te].shape), mean, n_tokens).items()
+                if k in ("cos", "mse")
+            }
+        )
         rows.append(row)
-    return ReconstructionResult(rows, n_tokens, len(tr), len(te),
-                                {"alphas": list(alphas), "standardize": standardize, "seed": seed,
-                                 "test_fraction": test_fraction, "grouped": groups is not None,
-                                 "target_tokens": int(V.shape[1]), "target_dim": int(V.shape[2])})
+    return ReconstructionResult(
+        rows,
+        n_tokens,
+        len(tr),
+        len(te),
+        {
+            "alphas": list(alphas),
+            "standardize": standardize,
+            "seed": seed,
+            "test_fraction": test_fraction,
+            "grouped": groups is not None,
+            "target_tokens": int(V.shape[1]),
+            "target_dim": int(V.shape[2]),
+        },
+    )
 
 
 def patch_similarity(hidden: np.ndarray, patches: np.ndarray, grid: tuple[int, int] | None = None) -> np.ndarray:
@@ -221,11 +271,13 @@ def patch_similarity(hidden: np.ndarray, patches: np.ndarray, grid: tuple[int, i
     if p.ndim != 2:
         raise ReconstructionError(f"patch embeddings must be [patches, dim], got shape {p.shape}")
     if h.shape[-1] != p.shape[-1]:
-        raise ReconstructionError(f"hidden size {h.shape[-1]} differs from patch-embedding size {p.shape[-1]}; use the "
-                                  "connector outputs (already in the language model's space), not the vision tower's")
+        raise ReconstructionError(
+            f"hidden size {h.shape[-1]} differs from patch-embedding size {p.shape[-1]}; use the "
+            "connector outputs (already in the language model's space), not the vision tower's"
+        )
     P = p.shape[0]
     if grid is None:
-        s = int(round(P ** 0.5))
+        s = int(round(P**0.5))
         grid = (s, s) if s * s == P else (1, P)
     if grid[0] * grid[1] != P:
         raise ReconstructionError(f"grid {grid} does not hold {P} patches")

@@ -21,13 +21,15 @@ SweepResult(table='sweep.csv', rows=8, rows_expected=8, complete=True, batches=2
 >>> old, w[0].category.__name__
 (8, 'DeprecationWarning')
 """
+
 from __future__ import annotations
 
 import dataclasses
 import functools
 import html
 import warnings
-from typing import Any, ClassVar, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -76,13 +78,16 @@ class ResultMixin:
     """
 
     _legacy: ClassVar[dict[str, str]] = {}
-    _hints: ClassVar[dict[str, str]] = {}        # old key -> what to use instead, when not just ``res.<key>``
+    _hints: ClassVar[dict[str, str]] = {}  # old key -> what to use instead, when not just ``res.<key>``
 
     # ------------------------------------------------------------------ dict form
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict (the keys of the old result dict)."""
-        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)  # type: ignore[arg-type]
-               if not f.metadata.get("private") and f.name != "extra"}
+        out = {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if not f.metadata.get("private") and f.name != "extra"
+        }
         out.update(getattr(self, "extra", None) or {})
         return out
 
@@ -95,29 +100,38 @@ class ResultMixin:
         try:
             import pandas as pd
         except ImportError:
-            raise ResultError(f"{type(self).__name__}.to_pandas() needs pandas, which is not installed: "
-                              "`pip install pandas`, or use .to_dict() for plain data") from None
+            raise ResultError(
+                f"{type(self).__name__}.to_pandas() needs pandas, which is not installed: "
+                "`pip install pandas`, or use .to_dict() for plain data"
+            ) from None
         return pd.DataFrame(self._rows())
 
     # ------------------------------------------------------------------ display
     def _headline(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)  # type: ignore[arg-type]
-                if not f.metadata.get("private") and f.repr and f.name != "extra"}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)  # type: ignore[arg-type]
+            if not f.metadata.get("private") and f.repr and f.name != "extra"
+        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(" + ", ".join(f"{k}={_short(v)}" for k, v in self._headline().items()) + ")"
 
     def _repr_html_(self) -> str:
         esc = html.escape
-        head = "".join(f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>{esc(_short(v))}</td></tr>"
-                       for k, v in self._headline().items())
+        head = "".join(
+            f"<tr><th style='text-align:left'>{esc(k)}</th><td style='text-align:left'>{esc(_short(v))}</td></tr>"
+            for k, v in self._headline().items()
+        )
         parts = [f"<div><b>{esc(type(self).__name__)}</b>", f"<table>{head}</table>"]
         rows = self._rows()
         if rows:
             cols = list(dict.fromkeys(k for r in rows[:_PREVIEW_ROWS] for k in r))
             th = "".join(f"<th>{esc(c)}</th>" for c in cols)
-            body = "".join("<tr>" + "".join(f"<td>{esc(_short(r.get(c, '')))}</td>" for c in cols) + "</tr>"
-                           for r in rows[:_PREVIEW_ROWS])
+            body = "".join(
+                "<tr>" + "".join(f"<td>{esc(_short(r.get(c, '')))}</td>" for c in cols) + "</tr>"
+                for r in rows[:_PREVIEW_ROWS]
+            )
             more = f"<p>… {len(rows) - _PREVIEW_ROWS} more rows (.to_pandas())</p>" if len(rows) > _PREVIEW_ROWS else ""
             parts.append(f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>{more}")
         return "".join(parts) + "</div>"
@@ -132,8 +146,11 @@ class ResultMixin:
 
     def _warn(self, how: str, key: Any = None) -> None:
         use = (self._hints.get(key) or f"res.{self._legacy.get(key, key)}") if isinstance(key, str) else "res.to_dict()"
-        warnings.warn(f"{type(self).__name__}{how} (dict-style access) is deprecated and will be removed in "
-                      f"{REMOVAL}; use {use}", DeprecationWarning, stacklevel=3)
+        warnings.warn(
+            f"{type(self).__name__}{how} (dict-style access) is deprecated and will be removed in {REMOVAL}; use {use}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
 
     def __getitem__(self, key: str) -> Any:
         self._warn(f"[{key!r}]", key)
@@ -199,18 +216,26 @@ class AnalysisResult(ResultMixin):
     best_layer: int
     n_pairs: int
     raw_directions: dict[str, dict[int, np.ndarray]] = dataclasses.field(
-        default_factory=dict, metadata={"private": True}, repr=False)
+        default_factory=dict, metadata={"private": True}, repr=False
+    )
     store: Any = dataclasses.field(default=None, metadata={"private": True}, repr=False)
 
     _legacy: ClassVar[dict[str, str]] = {"_directions": "raw_directions"}
     _hints: ClassVar[dict[str, str]] = {"_directions": "res.directions[method] (a DirectionSet) or res.raw_directions"}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], store: Any = None) -> "AnalysisResult":
+    def from_dict(cls, d: Mapping[str, Any], store: Any = None) -> AnalysisResult:
         """From the dict :func:`~analyses.layer_sweep.analyse_store` builds (``_directions`` holds the arrays)."""
-        return cls(position=d["position"], layers=dict(d["layers"]), layer_cosine=d["layer_cosine"],
-                   layer_order=list(d["layer_order"]), best_layer=int(d["best_layer"]), n_pairs=int(d["n_pairs"]),
-                   raw_directions=dict(d.get("_directions") or {}), store=store)
+        return cls(
+            position=d["position"],
+            layers=dict(d["layers"]),
+            layer_cosine=d["layer_cosine"],
+            layer_order=list(d["layer_order"]),
+            best_layer=int(d["best_layer"]),
+            n_pairs=int(d["n_pairs"]),
+            raw_directions=dict(d.get("_directions") or {}),
+            store=store,
+        )
 
     @functools.cached_property
     def directions(self) -> dict[str, Any]:
@@ -218,14 +243,18 @@ class AnalysisResult(ResultMixin):
         from cotscope.analyses.artifacts import DirectionMeta, DirectionSet
 
         if not self.raw_directions:
-            raise ResultError("this result holds no direction vectors (it was read back from JSON); rerun "
-                              "analyse_store, or load the saved direction files with DirectionSet.load")
+            raise ResultError(
+                "this result holds no direction vectors (it was read back from JSON); rerun "
+                "analyse_store, or load the saved direction files with DirectionSet.load"
+            )
         if self.store is not None:
             from cotscope.analyses.layer_sweep import directions_to_sets
 
             return directions_to_sets(self, self.store)
-        return {m: DirectionSet(dict(v), DirectionMeta(method=m, token_rule=self.position, n_pairs=self.n_pairs))
-                for m, v in self.raw_directions.items()}
+        return {
+            m: DirectionSet(dict(v), DirectionMeta(method=m, token_rule=self.position, n_pairs=self.n_pairs))
+            for m, v in self.raw_directions.items()
+        }
 
     def _rows(self) -> list[dict[str, Any]]:
         return [{"layer": int(l), **flatten(self.layers[l])} for l in self.layer_order]
@@ -282,7 +311,7 @@ class AttentionResult(ResultMixin):
     max_steps: int | None
     aggregate: dict[str, dict[str, Any]]
     traces: list[dict[str, Any]] = dataclasses.field(default_factory=list, repr=False)
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)   # keys added later (summary …)
+    extra: dict[str, Any] = dataclasses.field(default_factory=dict, repr=False)  # keys added later (summary …)
 
     def _rows(self) -> list[dict[str, Any]]:
         out = []
@@ -290,6 +319,15 @@ class AttentionResult(ResultMixin):
             a = self.aggregate.get(cond, {})
             for metric, band in a.get("step", {}).items():
                 for j, m in enumerate(band.get("mean", [])):
-                    out.append({"condition": cond, "metric": metric, "step": j, "mean": m, "lo": band["lo"][j],
-                                "hi": band["hi"][j], "n": band["n"][j]})
+                    out.append(
+                        {
+                            "condition": cond,
+                            "metric": metric,
+                            "step": j,
+                            "mean": m,
+                            "lo": band["lo"][j],
+                            "hi": band["hi"][j],
+                            "n": band["n"][j],
+                        }
+                    )
         return out

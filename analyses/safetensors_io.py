@@ -11,12 +11,13 @@ metadata keys and the tensors in data order. Readers see an ordinary safetensors
 >>> open(p, "rb").read()[8:61]
 b'{"__metadata__":{"a":"2","z":"1"},"a":{"dtype":"F32",'
 """
+
 from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import numpy as np
 
@@ -27,18 +28,19 @@ def serialize(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str] | N
 
     blob = save(dict(tensors), metadata=dict(metadata) if metadata is not None else None)
     n = struct.unpack("<Q", blob[:8])[0]
-    header = json.loads(blob[8:8 + n])
+    header = json.loads(blob[8 : 8 + n])
     fixed: dict = {}
     if "__metadata__" in header:
         fixed["__metadata__"] = dict(sorted(header.pop("__metadata__").items()))
     fixed.update(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"], kv[0])))
     text = json.dumps(fixed, separators=(",", ":"), ensure_ascii=False).encode()
     text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + blob[8 + n:]
+    return struct.pack("<Q", len(text)) + text + blob[8 + n :]
 
 
-def save_file(tensors: Mapping[str, np.ndarray], filename: str | Path,
-              metadata: Mapping[str, str] | None = None) -> None:
+def save_file(
+    tensors: Mapping[str, np.ndarray], filename: str | Path, metadata: Mapping[str, str] | None = None
+) -> None:
     """Drop-in for ``safetensors.numpy.save_file`` with a deterministic header (see the module docstring)."""
     data = serialize(tensors, metadata)
     with open(filename, "wb") as fh:

@@ -12,9 +12,10 @@
 >>> float(np.abs(lowpass(v, 4) - v).max()) < 1e-12
 True
 """
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -42,13 +43,16 @@ def cutoff_bins(d: int, cutoff: int | float) -> int:
     if isinstance(cutoff, (int, np.integer)):
         c = int(cutoff)
         if not 1 <= c <= nb:
-            raise CutoffError(f"cutoff of {c} bins is outside the spectrum of a {d}-dim vector "
-                              f"(valid 1..{nb} bins, or a fraction in (0, 1])")
+            raise CutoffError(
+                f"cutoff of {c} bins is outside the spectrum of a {d}-dim vector "
+                f"(valid 1..{nb} bins, or a fraction in (0, 1])"
+            )
         return c
     f = float(cutoff)
     if not (0.0 < f <= 1.0) or not np.isfinite(f):
-        raise CutoffError(f"cutoff fraction {cutoff} is outside (0, 1]; pass a fraction like 0.1 or a bin count "
-                          f"in 1..{nb}")
+        raise CutoffError(
+            f"cutoff fraction {cutoff} is outside (0, 1]; pass a fraction like 0.1 or a bin count in 1..{nb}"
+        )
     return max(1, min(nb, int(round(f * nb))))
 
 
@@ -57,7 +61,7 @@ def lowpass_mask(d: int, cutoff: int | float) -> np.ndarray:
     c = cutoff_bins(d, cutoff)
     mask = np.zeros(d, dtype=bool)
     mask[:c] = True
-    mask[d - c:] = True
+    mask[d - c :] = True
     return mask
 
 
@@ -173,8 +177,9 @@ def resample(v: np.ndarray, n_out: int, cutoff: int | float | None = None, keep_
     return out
 
 
-def permutation_null(stat: Callable[[np.ndarray], float], *vectors: np.ndarray, n_perm: int = 200,
-                     seed: int = 0) -> dict:
+def permutation_null(
+    stat: Callable[[np.ndarray], float], *vectors: np.ndarray, n_perm: int = 200, seed: int = 0
+) -> dict:
     """Null distribution of ``stat(*permuted_vectors)`` under random coordinate permutations.
 
     The same permutation is applied to every vector in a call (so cosines between two directions
@@ -191,8 +196,13 @@ def permutation_null(stat: Callable[[np.ndarray], float], *vectors: np.ndarray, 
         p = rng.permutation(d)
         null[i] = stat(*[np.asarray(v)[..., p] for v in vectors])
     return {
-        "observed": observed, "null_mean": float(null.mean()), "null_std": float(null.std(ddof=1)) if n_perm > 1 else 0.0,
-        "null_q05": float(np.quantile(null, 0.05)), "null_q95": float(np.quantile(null, 0.95)),
-        "p_value": float((1 + np.sum(null >= observed)) / (1 + n_perm)), "n_perm": n_perm, "seed": seed,
+        "observed": observed,
+        "null_mean": float(null.mean()),
+        "null_std": float(null.std(ddof=1)) if n_perm > 1 else 0.0,
+        "null_q05": float(np.quantile(null, 0.05)),
+        "null_q95": float(np.quantile(null, 0.95)),
+        "p_value": float((1 + np.sum(null >= observed)) / (1 + n_perm)),
+        "n_perm": n_perm,
+        "seed": seed,
         "z": float((observed - null.mean()) / (null.std(ddof=1) + 1e-12)) if n_perm > 1 else 0.0,
     }

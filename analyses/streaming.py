@@ -21,9 +21,10 @@ True
 >>> bool(np.isclose(m.dispersion(), np.trace(np.cov(cot - direct, rowvar=False))))
 True
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -68,8 +69,13 @@ class PairMoments:
             accumulate the LAT scatter.
     """
 
-    def __init__(self, d: int, *, transform: Callable[[np.ndarray], np.ndarray] | None = None,
-                 lat_flips: np.ndarray | None = None) -> None:
+    def __init__(
+        self,
+        d: int,
+        *,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
+        lat_flips: np.ndarray | None = None,
+    ) -> None:
         self.d = d
         self.n = 0
         self.sum_delta = np.zeros(d)
@@ -96,7 +102,7 @@ class PairMoments:
         if self.transformed is not None:
             self.transformed.update(np.asarray(self.transform(delta), dtype=np.float64))
         if self.lat is not None:
-            flips = self.lat_flips[self.n: self.n + m]
+            flips = self.lat_flips[self.n : self.n + m]
             if len(flips) != m:
                 raise ValueError(f"lat_flips has {len(self.lat_flips)} entries but more pairs arrived")
             self.lat.update(np.where(flips[:, None], -delta, delta))
@@ -144,7 +150,7 @@ class PairMoments:
 def chunks(cot: np.ndarray, direct: np.ndarray, size: int = CHUNK_PAIRS) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Chunks of ``size`` pairs of two in-memory arrays."""
     for s in range(0, cot.shape[0], size):
-        yield cot[s: s + size], direct[s: s + size]
+        yield cot[s : s + size], direct[s : s + size]
 
 
 def lat_flips(n_pairs: int, seed: int = 0) -> np.ndarray:

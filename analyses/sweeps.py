@@ -11,19 +11,31 @@ Statistics (numpy + stdlib):
 >>> t.append([{"cell_id": "none", "prompt_id": "p0", ...}])                                     # doctest: +SKIP
 >>> paired_gains(read_table("runs/x/sweep.csv"), "gold_logprob")                                # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from cotscope.analyses.io.atomic import atomic_path
-from cotscope.analyses.io.tables import (FORMAT_NAME, FORMAT_VERSION, TYPES, SweepTable, SweepTableError,  # noqa: F401
-                                         config_hash, free_name, meta_path, read_table, table_config)
+from cotscope.analyses.io.tables import (  # noqa: F401
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    TYPES,
+    SweepTable,
+    SweepTableError,
+    config_hash,
+    free_name,
+    meta_path,
+    read_table,
+    table_config,
+)
 
 
 # ----------------------------------------------------------------------------------------- statistics
@@ -36,11 +48,12 @@ def _t_quantile(q: float, df: int) -> float:
         from statistics import NormalDist
 
         z = NormalDist().inv_cdf(q)
-        return z + (z ** 3 + z) / (4 * df) if df > 0 else float("inf")
+        return z + (z**3 + z) / (4 * df) if df > 0 else float("inf")
 
 
-def mean_ci(x: Sequence[float], *, method: str = "bootstrap", level: float = 0.95, n_boot: int = 2000,
-            seed: int = 0) -> tuple[float, float, float]:
+def mean_ci(
+    x: Sequence[float], *, method: str = "bootstrap", level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """``(mean, low, high)`` of ``x`` with a percentile-bootstrap or Student-t interval.
 
     >>> m, lo, hi = mean_ci([1.0, 2.0, 3.0, 4.0], method="t")
@@ -72,8 +85,14 @@ def _metric(row: Mapping[str, Any], metric: str) -> float:
     return float(v)
 
 
-def cell_means(rows: Sequence[Mapping[str, Any]], metric: str, *, cell: str = "cell_id",
-               carry: Sequence[str] = ("control", "layer", "lam"), **ci_kw: Any) -> list[dict[str, Any]]:
+def cell_means(
+    rows: Sequence[Mapping[str, Any]],
+    metric: str,
+    *,
+    cell: str = "cell_id",
+    carry: Sequence[str] = ("control", "layer", "lam"),
+    **ci_kw: Any,
+) -> list[dict[str, Any]]:
     """Mean of ``metric`` per cell with a CI over prompts; ``carry`` columns are copied from the cell's rows."""
     groups: dict[Any, list[Mapping[str, Any]]] = {}
     for r in rows:
@@ -81,16 +100,32 @@ def cell_means(rows: Sequence[Mapping[str, Any]], metric: str, *, cell: str = "c
     out = []
     for c, rs in groups.items():
         m, lo, hi = mean_ci([_metric(r, metric) for r in rs], **ci_kw)
-        rec = {cell: c, **{k: rs[0].get(k) for k in carry}, "metric": metric, "n": len(rs), "mean": m,
-               "ci_low": lo, "ci_high": hi}
+        rec = {
+            cell: c,
+            **{k: rs[0].get(k) for k in carry},
+            "metric": metric,
+            "n": len(rs),
+            "mean": m,
+            "ci_low": lo,
+            "ci_high": hi,
+        }
         out.append(rec)
     return out
 
 
-def paired_gains(rows: Sequence[Mapping[str, Any]], metric: str, *, baseline: str = "none", cell: str = "cell_id",
-                 pair_by: Sequence[str] = ("prompt_id", "seed"), carry: Sequence[str] = ("control", "layer", "lam"),
-                 method: str = "bootstrap", level: float = 0.95, n_boot: int = 2000,
-                 seed: int = 0) -> list[dict[str, Any]]:
+def paired_gains(
+    rows: Sequence[Mapping[str, Any]],
+    metric: str,
+    *,
+    baseline: str = "none",
+    cell: str = "cell_id",
+    pair_by: Sequence[str] = ("prompt_id", "seed"),
+    carry: Sequence[str] = ("control", "layer", "lam"),
+    method: str = "bootstrap",
+    level: float = 0.95,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> list[dict[str, Any]]:
     """Gain of ``metric`` in every cell over the ``baseline`` cell, paired by prompt.
 
     For each non-baseline cell: ``gain_p = metric(cell, p) − metric(baseline, p)`` over prompts ``p`` present
@@ -114,8 +149,9 @@ def paired_gains(rows: Sequence[Mapping[str, Any]], metric: str, *, baseline: st
         else:
             cells.setdefault(r[cell], []).append(r)
     if not base:
-        raise SweepTableError(f"no baseline rows (cell {baseline!r}) with a value for {metric!r}; include the "
-                              "'none' control in the sweep")
+        raise SweepTableError(
+            f"no baseline rows (cell {baseline!r}) with a value for {metric!r}; include the 'none' control in the sweep"
+        )
     out = []
     for c, rs in cells.items():
         diffs, vals, bvals = [], [], []
@@ -127,10 +163,21 @@ def paired_gains(rows: Sequence[Mapping[str, Any]], metric: str, *, baseline: st
                 vals.append(v)
                 bvals.append(base[k])
         g, lo, hi = mean_ci(diffs, method=method, level=level, n_boot=n_boot, seed=seed)
-        out.append({cell: c, **{k: rs[0].get(k) for k in carry}, "metric": metric, "n": len(diffs),
-                    "mean": float(np.mean(vals)) if vals else float("nan"),
-                    "baseline_mean": float(np.mean(bvals)) if bvals else float("nan"),
-                    "gain": g, "ci_low": lo, "ci_high": hi, "ci_method": method, "level": level})
+        out.append(
+            {
+                cell: c,
+                **{k: rs[0].get(k) for k in carry},
+                "metric": metric,
+                "n": len(diffs),
+                "mean": float(np.mean(vals)) if vals else float("nan"),
+                "baseline_mean": float(np.mean(bvals)) if bvals else float("nan"),
+                "gain": g,
+                "ci_low": lo,
+                "ci_high": hi,
+                "ci_method": method,
+                "level": level,
+            }
+        )
     return out
 
 

@@ -20,6 +20,7 @@ The ``sel-*`` children also verify that unrequested layers produced no attention
     .venv/bin/python benchmarks/bench_attention.py                 # full table (a few minutes)
     .venv/bin/python benchmarks/bench_attention.py --quick         # 2 lengths, 1 repeat
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 CONFIGS = ("sdpa", "sel-eager", "sel-rows", "all-eager", "all-rows", "hf-all")
-TEXT = ("The quick brown fox jumps over the lazy dog while the committee reviews the annual budget, "
-        "counting every red circle and blue square drawn on the whiteboard before lunch. ")
+TEXT = (
+    "The quick brown fox jumps over the lazy dog while the committee reviews the annual budget, "
+    "counting every red circle and blue square drawn on the whiteboard before lunch. "
+)
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -64,7 +67,7 @@ class PeakSampler:
             self.peak = max(self.peak, _rss())
             time.sleep(self.dt)
 
-    def __enter__(self) -> "PeakSampler":
+    def __enter__(self) -> PeakSampler:
         self._t.start()
         return self
 
@@ -96,8 +99,9 @@ def _runner(lm, ids, config: str, new_tokens: int, layers: list[int]):
     from cotscope.probes.attention import recording
 
     mask = torch.ones_like(ids)
-    kw = dict(max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
-              pad_token_id=lm.tokenizer.eos_token_id)
+    kw = dict(
+        max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False, pad_token_id=lm.tokenizer.eos_token_id
+    )
 
     def run():
         with torch.no_grad():
@@ -107,13 +111,17 @@ def _runner(lm, ids, config: str, new_tokens: int, layers: list[int]):
             if config == "hf-all":
                 lm.hf.set_attn_implementation("eager")
                 try:
-                    out = lm.hf.generate(ids, attention_mask=mask, output_attentions=True, return_dict_in_generate=True,
-                                         **kw)
+                    out = lm.hf.generate(
+                        ids, attention_mask=mask, output_attentions=True, return_dict_in_generate=True, **kw
+                    )
                 finally:
                     lm.hf.set_attn_implementation("sdpa")
                 return sum(a.numel() * a.element_size() for step in out.attentions for a in step), out
-            with recording(lm, layers=layers if config.startswith("sel") else None,
-                           switch="rows" if config.endswith("rows") else "layers") as rec:
+            with recording(
+                lm,
+                layers=layers if config.startswith("sel") else None,
+                switch="rows" if config.endswith("rows") else "layers",
+            ) as rec:
                 lm.hf.generate(ids, attention_mask=mask, **kw)
             return rec.held_bytes(), rec
 
@@ -125,8 +133,16 @@ def child_memory(config: str, length: int, new_tokens: int, layers: list[int]) -
     lm, ids = _setup(length)
     attn = [layer.self_attn for layer in lm.layers()]
     produced = {i: 0 for i in range(len(attn))}
-    hooks = [m.register_forward_hook(lambda _m, _a, out, i=i: produced.__setitem__(i, produced[i] + (out[1] is not None)))
-             for i, m in enumerate(attn)] if config.startswith("sel") else []
+    hooks = (
+        [
+            m.register_forward_hook(
+                lambda _m, _a, out, i=i: produced.__setitem__(i, produced[i] + (out[1] is not None))
+            )
+            for i, m in enumerate(attn)
+        ]
+        if config.startswith("sel")
+        else []
+    )
     run = _runner(lm, ids, config, new_tokens, layers)
     base = _rss()
     with PeakSampler() as ps:
@@ -173,11 +189,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--new-tokens", type=int, default=8)
     ap.add_argument("--layers", type=int, nargs="+", default=[5, 15, 25])
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--hf-max-length", type=int, default=1024,
-                    help="skip hf-all above this length (it holds 30 full T×T matrices per prompt)")
+    ap.add_argument(
+        "--hf-max-length",
+        type=int,
+        default=1024,
+        help="skip hf-all above this length (it holds 30 full T×T matrices per prompt)",
+    )
     ap.add_argument("--quick", action="store_true", help="lengths 128 and 512, one repeat")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads per child (1: on a shared, oversubscribed machine 2 threads were 4-15x slower)")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads per child (1: on a shared, oversubscribed machine 2 threads were 4-15x slower)",
+    )
     ap.add_argument("--child-memory", nargs=2, metavar=("CONFIG", "LENGTH"), help=argparse.SUPPRESS)
     ap.add_argument("--child-time", nargs="+", metavar="LENGTH CONFIG", help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -185,13 +209,20 @@ def main(argv: list[str] | None = None) -> int:
         print("RESULT " + json.dumps(child_memory(a.child_memory[0], int(a.child_memory[1]), a.new_tokens, a.layers)))
         return 0
     if a.child_time:
-        print("RESULT " + json.dumps(child_time(a.child_time[1:], int(a.child_time[0]), a.new_tokens, a.layers,
-                                                a.repeats)))
+        print(
+            "RESULT "
+            + json.dumps(child_time(a.child_time[1:], int(a.child_time[0]), a.new_tokens, a.layers, a.repeats))
+        )
         return 0
     if a.quick:
         a.lengths, a.repeats = [128, 512], 1
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               COTSCOPE_BENCH_THREADS=str(a.threads))
+    env = dict(
+        os.environ,
+        HF_HUB_OFFLINE="1",
+        TRANSFORMERS_OFFLINE="1",
+        TOKENIZERS_PARALLELISM="false",
+        COTSCOPE_BENCH_THREADS=str(a.threads),
+    )
     common = ["--new-tokens", str(a.new_tokens), "--repeats", str(a.repeats), "--layers", *map(str, a.layers)]
     rows: dict[tuple[int, str], dict] = {}
     for length in a.lengths:
@@ -203,9 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         for config in configs:
             rows[(length, config)]["time_s"] = t[config]
         print(f"  time   T={length:5d}", file=sys.stderr, flush=True)
-    print(f"\nAttention capture, SmolLM2-135M (30 layers x 9 heads), {a.new_tokens} new tokens, selected layers "
-          f"{a.layers}, {a.threads} torch thread(s). time = median of {a.repeats} round-robin calls in one process; peak = RSS above the "
-          "post-warm-up level during one call (fresh process); held = what the capture keeps\n")
+    print(
+        f"\nAttention capture, SmolLM2-135M (30 layers x 9 heads), {a.new_tokens} new tokens, selected layers "
+        f"{a.layers}, {a.threads} torch thread(s). time = median of {a.repeats} round-robin calls in one process; peak = RSS above the "
+        "post-warm-up level during one call (fresh process); held = what the capture keeps\n"
+    )
     print("| prompt T | config | time s | x sdpa | peak MB | held MB | unrequested layers hold nothing |")
     print("|---|---|---|---|---|---|---|")
     for length in a.lengths:
@@ -216,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"| {length} | {config} | skipped (> --hf-max-length {a.hf_max_length}) | | | | |")
                 continue
             chk = {True: "yes", False: "NO"}.get(r.get("unrequested_hold_nothing"), "")
-            print(f"| {length} | {config} | {r['time_s']:.2f} | {r['time_s'] / base:.2f} | {r['peak_mb']:.0f} | "
-                  f"{r['held_mb']:.2f} | {chk} |")
+            print(
+                f"| {length} | {config} | {r['time_s']:.2f} | {r['time_s'] / base:.2f} | {r['peak_mb']:.0f} | "
+                f"{r['held_mb']:.2f} | {chk} |"
+            )
     bad = [r for r in rows.values() if r.get("unrequested_hold_nothing") is False]
     if bad:
         print(f"\nFAILED: unrequested layers produced attention weights: {bad}")

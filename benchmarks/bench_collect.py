@@ -6,6 +6,7 @@ Peak memory is measured in a fresh process per pair count (``--pairs``; the targ
 
     .venv/bin/python benchmarks/bench_collect.py [--batch 32] [--rounds 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ def timing(batch: int, rounds: int) -> dict:
     n_ans = torch.zeros(len(items), dtype=torch.long)
     layers = list(range(lm.n_layers))
 
-    def bare():   # no KV cache: one forward never reads it (collection turns it off too)
+    def bare():  # no KV cache: one forward never reads it (collection turns it off too)
         with torch.no_grad():
             lm.hf.model(**enc, use_cache=False)
 
@@ -53,10 +54,15 @@ def timing(batch: int, rounds: int) -> dict:
             out = lm.hf.model(**enc, output_hidden_states=True, use_cache=False)
             torch.stack([h[:, -1] for h in out.hidden_states[1:]], 1)
 
-    methods = {"bare backbone forward (baseline)": bare, "full forward incl. lm_head": bare_full,
-               "HF output_hidden_states": hf_hidden, "cotscope nnsight collect (30 layers, stop)": cotscope}
+    methods = {
+        "bare backbone forward (baseline)": bare,
+        "full forward incl. lm_head": bare_full,
+        "HF output_hidden_states": hf_hidden,
+        "cotscope nnsight collect (30 layers, stop)": cotscope,
+    }
     for f in methods.values():  # warm-up
-        f(); f()
+        f()
+        f()
     times = {k: [] for k in methods}
     for _ in range(rounds):
         for k, f in methods.items():
@@ -65,9 +71,19 @@ def timing(batch: int, rounds: int) -> dict:
             times[k].append(time.perf_counter() - t)
     base = statistics.median(times["bare backbone forward (baseline)"])
     n_tok = int(enc["attention_mask"].sum())
-    return {"batch": len(items), "tokens": n_tok, "padded_shape": list(enc["input_ids"].shape),
-            "rows": {k: {"median_ms": 1000 * statistics.median(v), "ratio": statistics.median(v) / base,
-                         "tokens_per_s": n_tok / statistics.median(v)} for k, v in times.items()}}
+    return {
+        "batch": len(items),
+        "tokens": n_tok,
+        "padded_shape": list(enc["input_ids"].shape),
+        "rows": {
+            k: {
+                "median_ms": 1000 * statistics.median(v),
+                "ratio": statistics.median(v) / base,
+                "tokens_per_s": n_tok / statistics.median(v),
+            }
+            for k, v in times.items()
+        },
+    }
 
 
 def memory_child(n_pairs: int) -> None:
@@ -82,12 +98,21 @@ def memory_child(n_pairs: int) -> None:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with tempfile.TemporaryDirectory() as d:
         t = time.perf_counter()
-        collect_pairs(lm, make_pairs(generate_problems(n_pairs, seed=1), "cue"), d, positions=("last_prompt",),
-                      batch_size=32, progress=False)
+        collect_pairs(
+            lm,
+            make_pairs(generate_problems(n_pairs, seed=1), "cue"),
+            d,
+            positions=("last_prompt",),
+            batch_size=32,
+            progress=False,
+        )
         dt = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"n_pairs": n_pairs, "peak_rss_mb": after / 1024, "model_loaded_rss_mb": before / 1024,
-                      "seconds": dt}))
+    print(
+        json.dumps(
+            {"n_pairs": n_pairs, "peak_rss_mb": after / 1024, "model_loaded_rss_mb": before / 1024, "seconds": dt}
+        )
+    )
 
 
 def main() -> None:
@@ -101,9 +126,11 @@ def main() -> None:
         memory_child(a.child)
         return
     res = timing(a.batch, a.rounds)
-    print(f"\nCollection cost at batch {res['batch']} ({res['padded_shape']} padded, {res['tokens']} real tokens), "
-          f"median of {a.rounds} round-robin rounds:")
-    print(f"| method | median ms | ratio vs bare backbone | tokens/s |\n|---|---|---|---|")
+    print(
+        f"\nCollection cost at batch {res['batch']} ({res['padded_shape']} padded, {res['tokens']} real tokens), "
+        f"median of {a.rounds} round-robin rounds:"
+    )
+    print("| method | median ms | ratio vs bare backbone | tokens/s |\n|---|---|---|---|")
     for k, r in res["rows"].items():
         print(f"| {k} | {r['median_ms']:.0f} | {r['ratio']:.3f} | {r['tokens_per_s']:.0f} |")
     print("\nPeak memory as the number of pairs grows (fresh process each; streaming to disk):")

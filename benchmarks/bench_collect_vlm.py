@@ -23,6 +23,7 @@ to ``PASSIVE`` here (see the comment below); pass ``OMP_WAIT_POLICY=ACTIVE`` in 
 
     .venv/bin/python benchmarks/bench_collect_vlm.py [--batch 16] [--rounds 7]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,7 +51,7 @@ def peak_rss_above_now(fn) -> int:
     """Bytes of RSS high-water mark reached by ``fn()`` above the RSS just before it (Linux ``clear_refs``)."""
     try:
         with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")                      # reset VmHWM to the current RSS
+            fh.write("5")  # reset VmHWM to the current RSS
     except OSError:
         return -1
     before = _status_kb("VmRSS")
@@ -68,11 +69,19 @@ def build_batch(batch: int):
     items = generate_visual_items(n, seed=0, kinds=("problem",))
     pairs = []
     for i, (p, it) in enumerate(zip(problems, items)):
+
         def msg(prompt: str) -> list[dict]:
             return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "\n" + prompt}]}]
 
-        pairs.append(PromptPair(i, p, "cue", Prompt(msg(it.cot_prompt), worked_answer(p), it.image),
-                                Prompt(msg(it.direct_prompt), short_answer(p), it.image)))
+        pairs.append(
+            PromptPair(
+                i,
+                p,
+                "cue",
+                Prompt(msg(it.cot_prompt), worked_answer(p), it.image),
+                Prompt(msg(it.direct_prompt), short_answer(p), it.image),
+            )
+        )
     return pairs
 
 
@@ -130,13 +139,17 @@ def main() -> None:
         _reduce_batch(lm, e, layers, positions, n_ans, m, False)
 
     base_name = "bare forward (vision + LM backbone), baseline"
-    methods = {base_name: bare, "full forward incl. lm_head": full, "HF output_hidden_states + reductions": hf_hidden,
-               f"cotscope collect ({len(layers)} layers x {len(positions)} positions)": cotscope,
-               "cotscope collect + checks + processor encode": cotscope_encode}
+    methods = {
+        base_name: bare,
+        "full forward incl. lm_head": full,
+        "HF output_hidden_states + reductions": hf_hidden,
+        f"cotscope collect ({len(layers)} layers x {len(positions)} positions)": cotscope,
+        "cotscope collect + checks + processor encode": cotscope_encode,
+    }
     names = list(methods)
     if a.child:
         f = methods[names[int(a.child)]]
-        with torch.no_grad():                  # page the memory-mapped weights in without running any method
+        with torch.no_grad():  # page the memory-mapped weights in without running any method
             sum(float(p.float().sum()) for p in lm.hf.parameters())
         print(json.dumps({"peak": peak_rss_above_now(f), "hwm": _status_kb("VmHWM") * 1024}))
         return
@@ -150,28 +163,40 @@ def main() -> None:
             times[k].append(time.perf_counter() - t)
     peaks = {}
     for i, k in enumerate(names):
-        out = subprocess.run([sys.executable, __file__, "--batch", str(a.batch), "--threads", str(a.threads),
-                              "--child", str(i)], capture_output=True, text=True, check=True,
-                             env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+        out = subprocess.run(
+            [sys.executable, __file__, "--batch", str(a.batch), "--threads", str(a.threads), "--child", str(i)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env={**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"},
+        )
         peaks[k] = json.loads(out.stdout.strip().splitlines()[-1])
     base = statistics.median(times[base_name])
     n_tok = int(enc["attention_mask"].sum())
     n_img = int(img_mask.sum())
-    print(f"\nLLaVA-SmolLM2 ({lm.n_layers} layers, d={lm.hidden_size}), batch {len(texts)}: padded "
-          f"{list(enc['input_ids'].shape)}, {n_tok} real tokens of which {n_img} image tokens; "
-          f"{a.threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, median of {a.rounds} round-robin "
-          "rounds.")
-    print("| method | median ms | ratio of medians | median per-round ratio | tokens/s | call peak RSS MB | "
-          "process peak RSS MB |")
+    print(
+        f"\nLLaVA-SmolLM2 ({lm.n_layers} layers, d={lm.hidden_size}), batch {len(texts)}: padded "
+        f"{list(enc['input_ids'].shape)}, {n_tok} real tokens of which {n_img} image tokens; "
+        f"{a.threads} threads, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, median of {a.rounds} round-robin "
+        "rounds."
+    )
+    print(
+        "| method | median ms | ratio of medians | median per-round ratio | tokens/s | call peak RSS MB | "
+        "process peak RSS MB |"
+    )
     print("|---|---|---|---|---|---|---|")
     for k in methods:
         med = statistics.median(times[k])
         paired = statistics.median(t / b for t, b in zip(times[k], times[base_name]))
-        print(f"| {k} | {1000 * med:.0f} | {med / base:.3f} | {paired:.3f} | {n_tok / med:.0f} | "
-              f"{peaks[k]['peak'] / 2**20:.0f} | {peaks[k]['hwm'] / 2**20:.0f} |")
+        print(
+            f"| {k} | {1000 * med:.0f} | {med / base:.3f} | {paired:.3f} | {n_tok / med:.0f} | "
+            f"{peaks[k]['peak'] / 2**20:.0f} | {peaks[k]['hwm'] / 2**20:.0f} |"
+        )
     spread = (max(times[base_name]) - min(times[base_name])) / base
-    print(f"\nbaseline spread (max-min)/median over rounds: {spread:.1%} (machine load makes ratios unreliable when this "
-          "is above ~10%); the issue's target is cotscope collect <= 1.05x the bare forward.")
+    print(
+        f"\nbaseline spread (max-min)/median over rounds: {spread:.1%} (machine load makes ratios unreliable when this "
+        "is above ~10%); the issue's target is cotscope collect <= 1.05x the bare forward."
+    )
 
 
 if __name__ == "__main__":

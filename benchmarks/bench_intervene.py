@@ -26,6 +26,7 @@ drift on a shared machine spreads over every method. Prints one table; ratios co
     .venv/bin/python benchmarks/bench_intervene.py               # 3 rounds (several minutes on 2 busy cores)
     .venv/bin/python benchmarks/bench_intervene.py --rounds 1 --prompts 1 --tokens 6    # quick look
 """
+
 from __future__ import annotations
 
 import argparse
@@ -72,19 +73,23 @@ def main(argv: list[str] | None = None) -> int:
         enc = encode_batch(lm, prompts)
         handles = []
         for l in sorted({l for s in steers for l in s.vectors}):
-            add = torch.stack([torch.as_tensor(s.lam * s.vectors[l]) if l in s.vectors else torch.zeros(lm.hidden_size)
-                               for s in steers])
+            add = torch.stack(
+                [
+                    torch.as_tensor(s.lam * s.vectors[l]) if l in s.vectors else torch.zeros(lm.hidden_size)
+                    for s in steers
+                ]
+            )
             on = torch.tensor([l in s.vectors for s in steers])
             calls = [0]
 
             first = enc["attention_mask"].shape[1] - enc["attention_mask"].sum(1)
 
             def hook(m, a, out, add=add, on=on, calls=calls, first=first):
-                if calls[0] == 0:       # prompt pass: the first real token of each row
+                if calls[0] == 0:  # prompt pass: the first real token of each row
                     mask = torch.zeros(out.shape[:2], dtype=torch.bool)
                     mask[torch.arange(out.shape[0]), first] = True
                     mask &= on[:, None]
-                else:                   # every generated token
+                else:  # every generated token
                     mask = on[:, None].expand(out.shape[0], out.shape[1])
                 calls[0] += 1
                 new = out + add[:, None]
@@ -100,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
                 h.remove()
 
     def sweep(positions="first", share=False):
-        return lambda: generate_steered(lm, rows_t, rows_s, positions=positions, budget=k, stop_at_eos=False,
-                                        share_prefix=share)
+        return lambda: generate_steered(
+            lm, rows_t, rows_s, positions=positions, budget=k, stop_at_eos=False, share_prefix=share
+        )
 
     def naive_hook():
         for t, s in zip(rows_t, rows_s):
@@ -120,15 +126,22 @@ def main(argv: list[str] | None = None) -> int:
             lm.hf.generate(**enc, max_new_tokens=k, min_new_tokens=k, do_sample=False)
 
     methods = {
-        "sweep": sweep("first"), "sweep-unshared": sweep("generated", False), "sweep-shared": sweep("generated", True),
-        "naive-hook": naive_hook, "naive-nnsight": naive_nnsight,
-        "hf-plain": hf_plain, "hf-hook": lambda: hook_generate(rows_t, rows_s),
+        "sweep": sweep("first"),
+        "sweep-unshared": sweep("generated", False),
+        "sweep-shared": sweep("generated", True),
+        "naive-hook": naive_hook,
+        "naive-nnsight": naive_nnsight,
+        "hf-plain": hf_plain,
+        "hf-hook": lambda: hook_generate(rows_t, rows_s),
         "cs-unsteered": lambda: generate_steered(lm, rows_t, [None] * n_rows, budget=k, stop_at_eos=False),
         "cs-steered": sweep("first"),
     }
     times: dict[str, list[float]] = {m: [] for m in methods}
-    print(f"SmolLM2-135M, {args.prompts} prompts × {n_cells} cells = {n_rows} rows, {k} new tokens each, "
-          f"{args.rounds} rounds (+1 warm-up), {torch.get_num_threads()} threads", flush=True)
+    print(
+        f"SmolLM2-135M, {args.prompts} prompts × {n_cells} cells = {n_rows} rows, {k} new tokens each, "
+        f"{args.rounds} rounds (+1 warm-up), {torch.get_num_threads()} threads",
+        flush=True,
+    )
     for r in range(args.rounds + 1):
         for name, fn in methods.items():
             t0 = time.perf_counter()
@@ -136,29 +149,45 @@ def main(argv: list[str] | None = None) -> int:
             dt = time.perf_counter() - t0
             if r > 0:
                 times[name].append(dt)
-        print(f"  round {r}{' (warm-up)' if r == 0 else ''}: " +
-              " ".join(f"{m}={times[m][-1]:.1f}s" for m in methods if r > 0 and times[m]), flush=True)
+        print(
+            f"  round {r}{' (warm-up)' if r == 0 else ''}: "
+            + " ".join(f"{m}={times[m][-1]:.1f}s" for m in methods if r > 0 and times[m]),
+            flush=True,
+        )
     med = {m: statistics.median(v) for m, v in times.items()}
 
     print(f"\n{'method':16s} {'median s':>9s} {'min':>7s} {'max':>7s} {'s/row':>7s} {'s/cell':>7s} {'ratio':>7s}")
-    groups = [("sweep cost (ratio vs naive-hook)", ["sweep", "sweep-unshared", "sweep-shared", "naive-hook",
-                                                     "naive-nnsight"], "naive-hook"),
-              ("steering overhead (ratio vs hf-plain)", ["hf-plain", "hf-hook", "cs-unsteered", "cs-steered"], "hf-plain")]
+    groups = [
+        (
+            "sweep cost (ratio vs naive-hook)",
+            ["sweep", "sweep-unshared", "sweep-shared", "naive-hook", "naive-nnsight"],
+            "naive-hook",
+        ),
+        ("steering overhead (ratio vs hf-plain)", ["hf-plain", "hf-hook", "cs-unsteered", "cs-steered"], "hf-plain"),
+    ]
     for title, names, base in groups:
         print(f"-- {title}")
         for m in names:
             v = times[m]
-            print(f"{m:16s} {med[m]:9.2f} {min(v):7.2f} {max(v):7.2f} {med[m] / n_rows:7.3f} "
-                  f"{med[m] / n_cells:7.2f} {med[m] / med[base]:7.3f}")
+            print(
+                f"{m:16s} {med[m]:9.2f} {min(v):7.2f} {max(v):7.2f} {med[m] / n_rows:7.3f} "
+                f"{med[m] / n_cells:7.2f} {med[m] / med[base]:7.3f}"
+            )
     print("\nderived ratios (medians of this run):")
-    print(f"  naive-hook / sweep                = {med['naive-hook'] / med['sweep']:.2f}x  (speed-up of batched per-row injection)")
+    print(
+        f"  naive-hook / sweep                = {med['naive-hook'] / med['sweep']:.2f}x  (speed-up of batched per-row injection)"
+    )
     print(f"  naive-nnsight / sweep             = {med['naive-nnsight'] / med['sweep']:.2f}x")
     print(f"  sweep-unshared / sweep-shared     = {med['sweep-unshared'] / med['sweep-shared']:.2f}x  (prefix sharing)")
     print(f"  cs-steered / hf-plain             = {med['cs-steered'] / med['hf-plain']:.3f}x  (target <= 1.05)")
     print(f"  cs-steered / hf-hook              = {med['cs-steered'] / med['hf-hook']:.3f}x  (nnsight vs a plain hook)")
-    print(f"  cs-steered / cs-unsteered         = {med['cs-steered'] / med['cs-unsteered']:.3f}x  (nnsight injection alone)")
-    print(f"  cost per sweep cell ({args.prompts} prompts, {k} tokens): sweep {med['sweep'] / n_cells:.2f} s, "
-          f"naive-hook {med['naive-hook'] / n_cells:.2f} s")
+    print(
+        f"  cs-steered / cs-unsteered         = {med['cs-steered'] / med['cs-unsteered']:.3f}x  (nnsight injection alone)"
+    )
+    print(
+        f"  cost per sweep cell ({args.prompts} prompts, {k} tokens): sweep {med['sweep'] / n_cells:.2f} s, "
+        f"naive-hook {med['naive-hook'] / n_cells:.2f} s"
+    )
     return 0
 
 

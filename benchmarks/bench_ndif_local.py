@@ -9,6 +9,7 @@ client-side and server-side (de)serialisation cost, not the network. Printed, ne
     .venv/bin/python benchmarks/bench_ndif_local.py                       # 3 rounds
     .venv/bin/python benchmarks/bench_ndif_local.py --rounds 1 --batch 4  # quick look
 """
+
 from __future__ import annotations
 
 import argparse
@@ -44,42 +45,50 @@ def main(argv: list[str] | None = None) -> int:
     items, _ = plan_items(lm, make_pairs(generate_problems(args.batch * args.session // 2, seed=0), "cue"))
     batches = []
     for k in range(args.session):
-        b = items[k * args.batch:(k + 1) * args.batch]
+        b = items[k * args.batch : (k + 1) * args.batch]
         enc = encode_batch(lm, [it["text"] for it in b])
         batches.append((enc, torch.tensor([it["n_answer_tokens"] for it in b]), None))
     layers, pos = list(range(lm.n_layers)), ["last_prompt", "answer_mean"]
-    prompts = [lm.tokenizer.apply_chat_template([{"role": "user", "content": p.question + " Answer directly."}],
-                                                tokenize=False, add_generation_prompt=True)
-               for p in generate_problems(max(args.batch // 4, 1), seed=1)]
-    prompts = [p for p in prompts for _ in range(4)][:args.batch]
+    prompts = [
+        lm.tokenizer.apply_chat_template(
+            [{"role": "user", "content": p.question + " Answer directly."}], tokenize=False, add_generation_prompt=True
+        )
+        for p in generate_problems(max(args.batch // 4, 1), seed=1)
+    ]
+    prompts = [p for p in prompts for _ in range(4)][: args.batch]
     v = (np.random.default_rng(0).standard_normal(lm.hidden_size) * 4).astype(np.float32)
-    rows = [RowSteer.none() if i % 4 == 0 else RowSteer({8 + 4 * (i % 4): v}, 0.5 * (i % 4)) for i in range(len(prompts))]
+    rows = [
+        RowSteer.none() if i % 4 == 0 else RowSteer({8 + 4 * (i % 4): v}, 0.5 * (i % 4)) for i in range(len(prompts))
+    ]
     sizes: dict[str, list[dict]] = {}
 
     def collect(remote, group):
         def f():
             with payload_log() as sent:
                 for g in range(0, len(batches), group):
-                    _reduce_batches(lm, batches[g:g + group], layers, pos, False, remote)
+                    _reduce_batches(lm, batches[g : g + group], layers, pos, False, remote)
             sizes.setdefault(f"collect {remote} x{group}", sent)
+
         return f
 
     def inject(remote):
         def f():
             with payload_log() as sent:
-                generate_steered(lm, prompts, rows, budget=args.tokens, stop_at_eos=False, share_prefix=False,
-                                 remote=remote)
+                generate_steered(
+                    lm, prompts, rows, budget=args.tokens, stop_at_eos=False, share_prefix=False, remote=remote
+                )
             sizes.setdefault(f"inject {remote}", sent)
+
         return f
 
     methods = {
         f"collect: local trace, {args.session} batches (baseline)": collect(False, 1),
-        f"collect: remote='local', 1 batch per request": collect("local", 1),
+        "collect: remote='local', 1 batch per request": collect("local", 1),
         f"collect: remote='local', {args.session} batches per session": collect("local", args.session),
         f"inject: local generate, {len(prompts)} rows x {args.tokens} tokens (baseline)": inject(False),
         "inject: remote='local', one request": inject("local"),
     }
-    for f in methods.values():   # warm-up
+    for f in methods.values():  # warm-up
         f()
     times = {k: [] for k in methods}
     for _ in range(args.rounds):
@@ -90,11 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     med = {k: statistics.median(v) for k, v in times.items()}
     keys = list(methods)
     base = {k: med[keys[0]] if k.startswith("collect") else med[keys[3]] for k in keys}
-    print(f"\nNDIF simulation on SmolLM2-135M (CPU, {args.threads} threads), median of {args.rounds} round-robin rounds:")
+    print(
+        f"\nNDIF simulation on SmolLM2-135M (CPU, {args.threads} threads), median of {args.rounds} round-robin rounds:"
+    )
     print("| method | median s | ratio vs local | requests | payload bytes per request (raw / zstd) |")
     print("|---|---|---|---|---|")
-    size_keys = [f"collect False x1", "collect local x1", f"collect local x{args.session}", "inject False",
-                 "inject local"]
+    size_keys = [
+        "collect False x1",
+        "collect local x1",
+        f"collect local x{args.session}",
+        "inject False",
+        "inject local",
+    ]
     for k, sk in zip(keys, size_keys):
         sent = sizes.get(sk, [])
         pay = ", ".join(f"{p['bytes']:,} / {p.get('bytes_zstd', 0):,}" for p in sent[:4]) or "(local: none)"

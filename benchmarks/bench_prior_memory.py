@@ -9,6 +9,7 @@ wall time, and the ratio full / streaming. Both methods compute Δ for every lan
 
     .venv/bin/python benchmarks/bench_prior_memory.py [--keep DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,7 +24,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 
-CHILD = r'''
+CHILD = r"""
 import json, resource, sys, time, tracemalloc
 sys.path.insert(0, {root!r})
 import numpy as np
@@ -47,7 +48,7 @@ cur, peak = tracemalloc.get_traced_memory()
 # VmHWM is this process's own RSS high-water mark (ru_maxrss survives exec and would include the parent's)
 hwm = [int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmHWM")][0]
 print(json.dumps({{"mode": mode, "seconds": dt, "tracemalloc_peak": peak, "maxrss": hwm}}))
-'''
+"""
 
 
 def make_perturbed_copy(src: Path, dst: Path, rank: int = 8, noise: float = 1e-3, seed: int = 0) -> None:
@@ -74,8 +75,9 @@ def make_perturbed_copy(src: Path, dst: Path, rank: int = 8, noise: float = 1e-3
 
 def run(mode: str, reason: Path, vl: Path, out: Path) -> dict:
     code = CHILD.format(root=str(ROOT))
-    r = subprocess.run([sys.executable, "-c", code, mode, str(reason), str(vl), str(out)], capture_output=True,
-                       text=True, check=True)
+    r = subprocess.run(
+        [sys.executable, "-c", code, mode, str(reason), str(vl), str(out)], capture_output=True, text=True, check=True
+    )
     return json.loads(r.stdout.strip().splitlines()[-1])
 
 
@@ -92,21 +94,29 @@ def main(argv: list[str] | None = None) -> None:
         vl = work / "smollm2_perturbed"
         if not (vl / "model.safetensors").is_file():
             make_perturbed_copy(src, vl)
-        model_mb = (src / "model.safetensors").stat().st_size / 2 ** 20
+        model_mb = (src / "model.safetensors").stat().st_size / 2**20
         base = run("baseline", src, vl, work / "none")
-        rows = [run(m, src, vl, work / f"delta_{m}.safetensors") for m in ("stream", "stream_spectrum", "full_state_dict")]
-        print(f"SmolLM2-135M: {model_mb:.0f} MiB per checkpoint; largest tensor (embed_tokens) "
-              f"{49152 * 576 * 4 / 2 ** 20:.0f} MiB")
-        print(f"baseline subprocess (imports only): maxrss {base['maxrss'] / 2 ** 20:.0f} MiB")
+        rows = [
+            run(m, src, vl, work / f"delta_{m}.safetensors") for m in ("stream", "stream_spectrum", "full_state_dict")
+        ]
+        print(
+            f"SmolLM2-135M: {model_mb:.0f} MiB per checkpoint; largest tensor (embed_tokens) "
+            f"{49152 * 576 * 4 / 2**20:.0f} MiB"
+        )
+        print(f"baseline subprocess (imports only): maxrss {base['maxrss'] / 2**20:.0f} MiB")
         print(f"{'method':<18}{'peak RSS - base (MiB)':>24}{'tracemalloc peak (MiB)':>25}{'seconds':>10}")
         for r in rows:
-            print(f"{r['mode']:<18}{(r['maxrss'] - base['maxrss']) / 2 ** 20:>24.0f}"
-                  f"{r['tracemalloc_peak'] / 2 ** 20:>25.0f}{r['seconds']:>10.1f}")
+            print(
+                f"{r['mode']:<18}{(r['maxrss'] - base['maxrss']) / 2**20:>24.0f}"
+                f"{r['tracemalloc_peak'] / 2**20:>25.0f}{r['seconds']:>10.1f}"
+            )
         s, f = rows[0], rows[2]
-        print(f"ratio full-state-dict / streaming: peak RSS above baseline "
-              f"{(f['maxrss'] - base['maxrss']) / max(1, s['maxrss'] - base['maxrss']):.1f}x, "
-              f"tracemalloc {f['tracemalloc_peak'] / max(1, s['tracemalloc_peak']):.1f}x, "
-              f"time {f['seconds'] / s['seconds']:.2f}x")
+        print(
+            f"ratio full-state-dict / streaming: peak RSS above baseline "
+            f"{(f['maxrss'] - base['maxrss']) / max(1, s['maxrss'] - base['maxrss']):.1f}x, "
+            f"tracemalloc {f['tracemalloc_peak'] / max(1, s['tracemalloc_peak']):.1f}x, "
+            f"time {f['seconds'] / s['seconds']:.2f}x"
+        )
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)

@@ -19,6 +19,7 @@ store size under ``--dir`` (deleted afterwards unless ``--keep``). Run it smalle
 
     .venv/bin/python benchmarks/bench_store_scale.py [--pairs 20000] [--layers 30] [--d 576] [--dir /tmp]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,11 +36,16 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-       "PYTHONWARNINGS": "ignore"}
+ENV = {
+    **os.environ,
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+    "MKL_NUM_THREADS": "1",
+    "PYTHONWARNINGS": "ignore",
+}
 ENV.pop("COTSCOPE_TRUST_STORE", None)
 
-CHILD = r'''
+CHILD = r"""
 import json, os, sys, time
 sys.path.insert(0, {tests!r})
 import numpy as np
@@ -110,13 +116,18 @@ out["seconds"] = time.perf_counter() - t0
 out["peak_rss"] = hwm()
 out["base_rss"] = base_rss
 print("RESULT " + json.dumps(out))
-'''
+"""
 
 
 def child(mode: str, path: Path, **arg) -> dict:
     code = CHILD.format(tests=str(ROOT / "tests"))
-    r = subprocess.run([sys.executable, "-c", code, mode, str(path), json.dumps(arg)], capture_output=True, text=True,
-                       env=ENV, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-c", code, mode, str(path), json.dumps(arg)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=ROOT,
+    )
     line = [l for l in r.stdout.splitlines() if l.startswith("RESULT ")]
     if r.returncode != 0 or not line:
         raise RuntimeError(f"child {mode} failed ({r.returncode}):\n{r.stderr[-3000:]}")
@@ -158,23 +169,46 @@ def shard_data(k: int, rows: int, layers: int, d: int, planted: np.ndarray, shif
     n_p = rows // 2
     base = rng.standard_normal((n_p, layers, d), dtype=np.float32)
     X = np.empty((rows, layers, d), np.float32)
-    X[0::2] = base + 0.5 * rng.standard_normal((n_p, layers, d), dtype=np.float32) + (shift * planted).astype(np.float32)
+    X[0::2] = (
+        base + 0.5 * rng.standard_normal((n_p, layers, d), dtype=np.float32) + (shift * planted).astype(np.float32)
+    )
     X[1::2] = base + 0.5 * rng.standard_normal((n_p, layers, d), dtype=np.float32)
     return X
 
 
-def write_synthetic(path: Path, n_pairs: int, layers: int, d: int, rows_per_shard: int, planted: np.ndarray,
-                    dtype: str = "float32", seed: int = 0, shift: float = 1.5, v1: bool = False,
-                    timing: bool = False) -> dict:
+def write_synthetic(
+    path: Path,
+    n_pairs: int,
+    layers: int,
+    d: int,
+    rows_per_shard: int,
+    planted: np.ndarray,
+    dtype: str = "float32",
+    seed: int = 0,
+    shift: float = 1.5,
+    v1: bool = False,
+    timing: bool = False,
+) -> dict:
     """Write a store shard by shard (data generated per shard; generation is not timed)."""
     from cotscope.analyses.io import resumable
     from cotscope.analyses.io.store import StoreWriter
 
     n = 2 * n_pairs
     items = [{"row": i, "pair_id": i // 2, "label": 1 - i % 2} for i in range(n)]
-    cfg = {"model": {"model_id": "synthetic", "revision": "none", "model_type": "toy", "n_layers": layers,
-                     "hidden_size": d}, "layers": list(range(layers)), "positions": ["last_prompt"],
-           "stimulus_hash": "synthetic", "pairings": ["cue"], "batch_size": rows_per_shard}
+    cfg = {
+        "model": {
+            "model_id": "synthetic",
+            "revision": "none",
+            "model_type": "toy",
+            "n_layers": layers,
+            "hidden_size": d,
+        },
+        "layers": list(range(layers)),
+        "positions": ["last_prompt"],
+        "stimulus_hash": "synthetic",
+        "pairings": ["cue"],
+        "batch_size": rows_per_shard,
+    }
     t = {"array": 0.0, "index": 0.0, "manifest": 0.0, "total_write": 0.0}
     real_append = resumable.UnitLog.append
     real_header = resumable.Output.write_header
@@ -242,8 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-perm", type=int, default=200)
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--skip", default="", help="comma list of sections to skip: io (the big store; implies "
-                    "analyse,bf16), analyse, bf16, v1, write")
+    ap.add_argument(
+        "--skip",
+        default="",
+        help="comma list of sections to skip: io (the big store; implies analyse,bf16), analyse, bf16, v1, write",
+    )
     args = ap.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     if "io" in skip:
@@ -253,8 +290,10 @@ def main(argv: list[str] | None = None) -> int:
     np.save(root / "planted.npy", planted)
     P, L, d = args.pairs, args.layers, args.d
     report: dict = {"config": vars(args) | {"dir": str(root)}}
-    print(f"store: {P} pairs x {L} layers x d={d}, {args.rows_per_shard} rows/shard "
-          f"({-(-2 * P // args.rows_per_shard)} shards), float32 {gb(2 * P * L * d * 4)} per token rule; 1 thread")
+    print(
+        f"store: {P} pairs x {L} layers x d={d}, {args.rows_per_shard} rows/shard "
+        f"({-(-2 * P // args.rows_per_shard)} shards), float32 {gb(2 * P * L * d * 4)} per token rule; 1 thread"
+    )
     try:
         if "io" not in skip:
             # ------------------------------------------------------------------ write + sequential read
@@ -262,14 +301,18 @@ def main(argv: list[str] | None = None) -> int:
             t = time.perf_counter()
             wt = write_synthetic(s32, P, L, d, args.rows_per_shard, planted)
             size32 = store_bytes(s32)
-            print(f"\n[write] v2 float32: {gb(size32)} in {time.perf_counter() - t:.1f}s (of which store writes "
-                  f"{wt['total_write']:.1f}s: arrays {wt['array']:.1f}s, index appends {wt['index']:.3f}s, manifest "
-                  f"{wt['manifest_create']:.3f}s, finish {wt['finish']:.2f}s)")
+            print(
+                f"\n[write] v2 float32: {gb(size32)} in {time.perf_counter() - t:.1f}s (of which store writes "
+                f"{wt['total_write']:.1f}s: arrays {wt['array']:.1f}s, index appends {wt['index']:.3f}s, manifest "
+                f"{wt['manifest_create']:.3f}s, finish {wt['finish']:.2f}s)"
+            )
             drop_cache(s32)
             cold, nbytes = sequential_read(s32)
             warm, _ = sequential_read(s32)
-            print(f"[read] one sequential read of all shards: cold {cold:.2f}s ({nbytes / cold / 1e9:.2f} GB/s), "
-                  f"warm {warm:.2f}s ({nbytes / warm / 1e9:.2f} GB/s)")
+            print(
+                f"[read] one sequential read of all shards: cold {cold:.2f}s ({nbytes / cold / 1e9:.2f} GB/s), "
+                f"warm {warm:.2f}s ({nbytes / warm / 1e9:.2f} GB/s)"
+            )
             report["sequential_read"] = {"cold_s": cold, "warm_s": warm, "bytes": nbytes}
             # ------------------------------------------------------------------ I/O of the streaming analysis
             res = {}
@@ -280,29 +323,39 @@ def main(argv: list[str] | None = None) -> int:
             report["io"] = res
             print(f"[io] all {L} slices, one layer at a time (what analyse_store reads):")
             for k, r in res.items():
-                print(f"     {k:17s} {r['seconds']:7.2f}s  = {r['seconds'] / (cold if 'cold' in k else warm):5.2f}x one "
-                      f"sequential read ({'cold' if 'cold' in k else 'warm'}); sha256 {r['verify_seconds']:.2f}s over "
-                      f"{gb(r['verify_bytes'])}; peak RSS {r['peak_rss'] / 1e6:.0f} MB")
+                print(
+                    f"     {k:17s} {r['seconds']:7.2f}s  = {r['seconds'] / (cold if 'cold' in k else warm):5.2f}x one "
+                    f"sequential read ({'cold' if 'cold' in k else 'warm'}); sha256 {r['verify_seconds']:.2f}s over "
+                    f"{gb(r['verify_bytes'])}; peak RSS {r['peak_rss'] / 1e6:.0f} MB"
+                )
             vc = res["io_cold"]["seconds"] - res["io_trusted_cold"]["seconds"]
             vw = res["io_warm"]["seconds"] - res["io_trusted_warm"]["seconds"]
-            print(f"[verify] first-read sha256 verification costs {vc:+.2f}s cold / {vw:+.2f}s warm on this store "
-                  f"({res['io_warm']['verify_bytes'] / max(res['io_warm']['verify_seconds'], 1e-9) / 1e9:.2f} GB/s hashing); "
-                  "opt out with trust=True or COTSCOPE_TRUST_STORE=1")
+            print(
+                f"[verify] first-read sha256 verification costs {vc:+.2f}s cold / {vw:+.2f}s warm on this store "
+                f"({res['io_warm']['verify_bytes'] / max(res['io_warm']['verify_seconds'], 1e-9) / 1e9:.2f} GB/s hashing); "
+                "opt out with trust=True or COTSCOPE_TRUST_STORE=1"
+            )
             # ------------------------------------------------------------------ the analysis
             if "analyse" not in skip:
                 drop_cache(s32)
                 a = child("analyse", s32, position="last_prompt", n_perm=args.n_perm, planted=str(root / "planted.npy"))
                 report["analyse"] = a
-                print(f"[analyse_store] wall {a['seconds']:.1f}s = {a['seconds'] / cold:.1f}x one cold sequential read "
-                      f"({a['seconds'] / warm:.1f}x warm); of it reading slices {a['io_seconds']:.1f}s "
-                      f"({a['io_seconds'] / cold:.2f}x cold read, incl. sha256 {a['verify_seconds']:.1f}s) and computing "
-                      f"{a['seconds'] - a['io_seconds']:.1f}s ({(a['seconds'] - a['io_seconds']) / L:.1f}s per layer: "
-                      "probe, LAT scatter, FFTs, nulls)")
-                print(f"                peak RSS {a['peak_rss'] / 1e9:.2f} GB (interpreter+imports {a['base_rss'] / 1e9:.2f} GB; "
-                      f"store {gb(size32)}, one slice {gb(2 * P * d * 4)})")
-                print(f"                planted direction: cos(mean diff, planted) min {min(a['cos_mean_diff']):.4f}, "
-                      f"cos(LAT, planted) min {min(a['cos_lat']):.4f}, median {np.median(a['cos_lat']):.4f}; probe "
-                      f"test accuracy {np.mean(a['probe_test_acc']):.3f}")
+                print(
+                    f"[analyse_store] wall {a['seconds']:.1f}s = {a['seconds'] / cold:.1f}x one cold sequential read "
+                    f"({a['seconds'] / warm:.1f}x warm); of it reading slices {a['io_seconds']:.1f}s "
+                    f"({a['io_seconds'] / cold:.2f}x cold read, incl. sha256 {a['verify_seconds']:.1f}s) and computing "
+                    f"{a['seconds'] - a['io_seconds']:.1f}s ({(a['seconds'] - a['io_seconds']) / L:.1f}s per layer: "
+                    "probe, LAT scatter, FFTs, nulls)"
+                )
+                print(
+                    f"                peak RSS {a['peak_rss'] / 1e9:.2f} GB (interpreter+imports {a['base_rss'] / 1e9:.2f} GB; "
+                    f"store {gb(size32)}, one slice {gb(2 * P * d * 4)})"
+                )
+                print(
+                    f"                planted direction: cos(mean diff, planted) min {min(a['cos_mean_diff']):.4f}, "
+                    f"cos(LAT, planted) min {min(a['cos_lat']):.4f}, median {np.median(a['cos_lat']):.4f}; probe "
+                    f"test accuracy {np.mean(a['probe_test_acc']):.3f}"
+                )
             # ------------------------------------------------------------------ bf16
             if "bf16" not in skip:
                 sbf = root / "v2_bf16"
@@ -315,16 +368,25 @@ def main(argv: list[str] | None = None) -> int:
                     times[name + "_warm"] = child("io_trusted", p, position="last_prompt")["seconds"]
                 d32 = child("directions", s32, position="last_prompt")
                 dbf = child("directions", sbf, position="last_prompt")
-                cos = lambda a, b: float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))   # noqa: E731
+                cos = lambda a, b: float(np.dot(a, b) / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
                 c_md = [cos(np.array(d32["mean_diff"][k]), np.array(dbf["mean_diff"][k])) for k in d32["mean_diff"]]
                 c_lat = [cos(np.array(d32["lat"][k]), np.array(dbf["lat"][k])) for k in d32["lat"]]
-                report["bf16"] = {"size_ratio": sizebf / size32, "times": times, "cos_mean_diff": c_md, "cos_lat": c_lat}
-                print(f"\n[bf16] size {gb(sizebf)} = {sizebf / size32:.3f}x float32; reading all slices: cold "
-                      f"{times['bfloat16_cold']:.2f}s vs {times['float32_cold']:.2f}s "
-                      f"({times['bfloat16_cold'] / times['float32_cold']:.2f}x), warm {times['bfloat16_warm']:.2f}s vs "
-                      f"{times['float32_warm']:.2f}s ({times['bfloat16_warm'] / times['float32_warm']:.2f}x)")
-                print(f"       cos(direction bf16, direction float32): mean difference min {min(c_md):.6f}, "
-                      f"LAT min {min(c_lat):.6f} (target >= 0.999)")
+                report["bf16"] = {
+                    "size_ratio": sizebf / size32,
+                    "times": times,
+                    "cos_mean_diff": c_md,
+                    "cos_lat": c_lat,
+                }
+                print(
+                    f"\n[bf16] size {gb(sizebf)} = {sizebf / size32:.3f}x float32; reading all slices: cold "
+                    f"{times['bfloat16_cold']:.2f}s vs {times['float32_cold']:.2f}s "
+                    f"({times['bfloat16_cold'] / times['float32_cold']:.2f}x), warm {times['bfloat16_warm']:.2f}s vs "
+                    f"{times['float32_warm']:.2f}s ({times['bfloat16_warm'] / times['float32_warm']:.2f}x)"
+                )
+                print(
+                    f"       cos(direction bf16, direction float32): mean difference min {min(c_md):.6f}, "
+                    f"LAT min {min(c_lat):.6f} (target >= 0.999)"
+                )
                 if not args.keep:
                     shutil.rmtree(sbf)
             if not args.keep:
@@ -343,15 +405,23 @@ def main(argv: list[str] | None = None) -> int:
             small = store_bytes(s1)
             extra1 = r1["peak_rss"] - r1["base_rss"]
             extra2 = r2["peak_rss"] - r2["base_rss"]
-            print(f"\n[v1 vs v2] at {P1} pairs ({gb(small)} per token rule; v1 at the full size would hold the whole "
-                  f"{gb(2 * P * L * d * 4)} in memory):")
-            print(f"     v1 (pre-v2 store + analysis): wall {r1['seconds']:.1f}s, peak RSS {r1['peak_rss'] / 1e9:.2f} GB "
-                  f"({extra1 / 1e9:.2f} GB above imports = {extra1 / small:.2f}x the store)")
-            print(f"     v2 (streaming):               wall {r2['seconds']:.1f}s, peak RSS {r2['peak_rss'] / 1e9:.2f} GB "
-                  f"({extra2 / 1e9:.2f} GB above imports)")
-            print(f"     ratios v1/v2: wall {r1['seconds'] / r2['seconds']:.2f}x, peak RSS {r1['peak_rss'] / r2['peak_rss']:.2f}x; "
-                  f"v1 extrapolated to {P} pairs: about {(r1['base_rss'] + extra1 * P / P1) / 1e9:.1f} GB peak RSS "
-                  f"(v2 measured above: {report.get('analyse', {}).get('peak_rss', float('nan')) / 1e9:.2f} GB)")
+            print(
+                f"\n[v1 vs v2] at {P1} pairs ({gb(small)} per token rule; v1 at the full size would hold the whole "
+                f"{gb(2 * P * L * d * 4)} in memory):"
+            )
+            print(
+                f"     v1 (pre-v2 store + analysis): wall {r1['seconds']:.1f}s, peak RSS {r1['peak_rss'] / 1e9:.2f} GB "
+                f"({extra1 / 1e9:.2f} GB above imports = {extra1 / small:.2f}x the store)"
+            )
+            print(
+                f"     v2 (streaming):               wall {r2['seconds']:.1f}s, peak RSS {r2['peak_rss'] / 1e9:.2f} GB "
+                f"({extra2 / 1e9:.2f} GB above imports)"
+            )
+            print(
+                f"     ratios v1/v2: wall {r1['seconds'] / r2['seconds']:.2f}x, peak RSS {r1['peak_rss'] / r2['peak_rss']:.2f}x; "
+                f"v1 extrapolated to {P} pairs: about {(r1['base_rss'] + extra1 * P / P1) / 1e9:.1f} GB peak RSS "
+                f"(v2 measured above: {report.get('analyse', {}).get('peak_rss', float('nan')) / 1e9:.2f} GB)"
+            )
             if not args.keep:
                 shutil.rmtree(s1)
                 shutil.rmtree(s2)
@@ -360,12 +430,16 @@ def main(argv: list[str] | None = None) -> int:
             K = args.small_shards
             rows = 2
             wv2 = write_synthetic(root / "small_v2", K * rows // 2, L, d, rows, planted)
-            print(f"\n[write {K} small shards] ({rows} rows x {L} layers x d={d} = "
-                  f"{rows * L * d * 4 / 1e3:.0f} KB each, each fsynced)")
+            print(
+                f"\n[write {K} small shards] ({rows} rows x {L} layers x d={d} = "
+                f"{rows * L * d * 4 / 1e3:.0f} KB each, each fsynced)"
+            )
             mi = wv2["index"] + wv2["manifest_create"] + wv2["finish"]
-            print(f"     v2: arrays {wv2['array']:.2f}s, index appends {wv2['index']:.3f}s, manifest {wv2['manifest_create']:.3f}s, "
-                  f"finish (compacted index + manifest) {wv2['finish']:.3f}s -> manifest+index = "
-                  f"{100 * mi / wv2['array']:.1f}% of the array writes (target <= 10%)")
+            print(
+                f"     v2: arrays {wv2['array']:.2f}s, index appends {wv2['index']:.3f}s, manifest {wv2['manifest_create']:.3f}s, "
+                f"finish (compacted index + manifest) {wv2['finish']:.3f}s -> manifest+index = "
+                f"{100 * mi / wv2['array']:.1f}% of the array writes (target <= 10%)"
+            )
             K1 = min(K, 2000)
             import store_oracle as O
 
@@ -383,10 +457,16 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 O.write_json_atomic = real_write
             first, last = np.mean(times[1:51]), np.mean(times[-51:-1])
-            print(f"     v1 ({K1} shards): total {wv1['total_write']:.2f}s; manifest rewrite per shard {1e3 * first:.2f} ms "
-                  f"(shards 1-50) -> {1e3 * last:.2f} ms (last 50): grows with k; plus a re-read to hash each shard")
-            report["write"] = {"v2": wv2, "v1_total": wv1["total_write"], "v1_manifest_ms_first": 1e3 * first,
-                               "v1_manifest_ms_last": 1e3 * last}
+            print(
+                f"     v1 ({K1} shards): total {wv1['total_write']:.2f}s; manifest rewrite per shard {1e3 * first:.2f} ms "
+                f"(shards 1-50) -> {1e3 * last:.2f} ms (last 50): grows with k; plus a re-read to hash each shard"
+            )
+            report["write"] = {
+                "v2": wv2,
+                "v1_total": wv1["total_write"],
+                "v1_manifest_ms_first": 1e3 * first,
+                "v1_manifest_ms_last": 1e3 * last,
+            }
     finally:
         if not args.keep:
             shutil.rmtree(root, ignore_errors=True)

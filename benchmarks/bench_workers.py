@@ -16,6 +16,7 @@ order in torch's CPU kernels; the test suite compares equal-thread runs), and th
     .venv/bin/python benchmarks/bench_workers.py              # 512 pairs (the issue's size; ~10+ min on 2 cores)
     .venv/bin/python benchmarks/bench_workers.py --pairs 64   # quick
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,24 +81,41 @@ def main() -> int:
                 max_abs = max(max_abs, float(abs(base.get(pos, layer) - st.get(pos, layer)).max()))
         shard_bytes = sum(f.stat().st_size for f in base.path.glob("shard-*.safetensors"))
         per = shard_bytes / (n * len(base.layers) * len(base.positions))
-        out = {"pairs": a.pairs, "items": n, "layers": len(base.layers), "d": base.hidden_size,
-               "baseline_seconds": round(t_base, 2), "baseline_load_seconds": round(t_load, 2),
-               "ray_init_seconds": round(t_init, 2), "ray_seconds": round(t_ray, 2),
-               "ray_parts": st.worker_reports,
-               "baseline_items_per_s": round(n / t_base, 2), "ray_items_per_s": round(n / t_ray, 2),
-               "throughput_ratio": round(t_base / t_ray, 3), "stores_identical": identical,
-               "max_abs_diff": max_abs, "store_bytes": shard_bytes,
-               "bytes_per_item_layer_rule": round(per, 1), "bytes_per_item_layer_rule_over_d": round(per / base.hidden_size, 3)}
+        out = {
+            "pairs": a.pairs,
+            "items": n,
+            "layers": len(base.layers),
+            "d": base.hidden_size,
+            "baseline_seconds": round(t_base, 2),
+            "baseline_load_seconds": round(t_load, 2),
+            "ray_init_seconds": round(t_init, 2),
+            "ray_seconds": round(t_ray, 2),
+            "ray_parts": st.worker_reports,
+            "baseline_items_per_s": round(n / t_base, 2),
+            "ray_items_per_s": round(n / t_ray, 2),
+            "throughput_ratio": round(t_base / t_ray, 3),
+            "stores_identical": identical,
+            "max_abs_diff": max_abs,
+            "store_bytes": shard_bytes,
+            "bytes_per_item_layer_rule": round(per, 1),
+            "bytes_per_item_layer_rule_over_d": round(per / base.hidden_size, 3),
+        }
         print(f"{a.pairs} pairs ({n} items), SmolLM2 30 layers × d {base.hidden_size}, batch {a.batch_size}")
-        print(f"  1 process × 2 threads : {t_base:7.1f} s  ({n / t_base:.2f} items/s; model load {t_load:.1f} s not counted)")
-        print(f"  2 Ray workers × 1 thr : {t_ray:7.1f} s  ({n / t_ray:.2f} items/s; incl. actor start, 2 model loads, "
-              f"merge; ray.init {t_init:.1f} s not counted)")
+        print(
+            f"  1 process × 2 threads : {t_base:7.1f} s  ({n / t_base:.2f} items/s; model load {t_load:.1f} s not counted)"
+        )
+        print(
+            f"  2 Ray workers × 1 thr : {t_ray:7.1f} s  ({n / t_ray:.2f} items/s; incl. actor start, 2 model loads, "
+            f"merge; ray.init {t_init:.1f} s not counted)"
+        )
         for r in st.worker_reports:
             print(f"    part {r['part']}: {r['seconds']:.1f} s in pid {r['pid']}")
         print(f"  throughput ratio ray / baseline = {t_base / t_ray:.3f}   (issue target >= 0.9)")
         print(f"  stores byte-identical: {identical}   max |diff| = {max_abs:.3g}")
-        print(f"  store: {shard_bytes / 1e6:.1f} MB = {per:.0f} B per item × layer × token rule "
-              f"({per / base.hidden_size:.2f} × d)")
+        print(
+            f"  store: {shard_bytes / 1e6:.1f} MB = {per:.0f} B per item × layer × token rule "
+            f"({per / base.hidden_size:.2f} × d)"
+        )
         if a.json:
             a.json.write_text(json.dumps(out, indent=2))
     finally:

@@ -12,6 +12,7 @@ The layers underneath stay importable on their own: ``cotscope.probes`` (touches
 ``cotscope.analyses`` (arrays in, numbers out), ``cotscope.figures`` (draws stored results), and the
 orchestration above them: ``cotscope.stages``, ``cotscope.demo``, ``cotscope.report``, ``cotscope.cli``.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -78,7 +79,7 @@ def __getattr__(name: str) -> Any:
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)
-    globals()[name] = obj          # cache: the next access is a plain attribute
+    globals()[name] = obj  # cache: the next access is a plain attribute
     return obj
 
 

@@ -7,6 +7,7 @@ the new module, never a second copy, so classes and ``isinstance`` checks stay t
 Modules that moved to the orchestration layer (``probes.pipeline`` → ``cotscope.stages`` …) keep a
 forwarding module of their old name; see :func:`forward`.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,8 +24,11 @@ REMOVAL = "cotscope 0.3"
 
 
 def _warn(old: str, new: str, stacklevel: int = 3) -> None:
-    warnings.warn(f"`{old}` is deprecated and will be removed in {REMOVAL}; import `{new}` instead",
-                  DeprecationWarning, stacklevel=stacklevel)
+    warnings.warn(
+        f"`{old}` is deprecated and will be removed in {REMOVAL}; import `{new}` instead",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
 
 
 class _AliasLoader(importlib.abc.Loader):
@@ -38,7 +42,7 @@ class _AliasLoader(importlib.abc.Loader):
         return module
 
     def exec_module(self, module: ModuleType) -> None:
-        module.__spec__ = self._spec            # the import system overwrote it with the alias's spec
+        module.__spec__ = self._spec  # the import system overwrote it with the alias's spec
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder):
@@ -68,6 +72,7 @@ def forward(old: str, targets: dict[str, str]):
 
     ``targets`` maps each moved name to its new module; reading it warns and returns the new object.
     """
+
     def __getattr__(attr: str) -> Any:
         if attr not in targets:
             raise AttributeError(f"module {old!r} has no attribute {attr!r}")

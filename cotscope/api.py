@@ -4,16 +4,19 @@
 >>> len(cs.pairs(4)), cs.pairs(4)[0].cot.messages[0]["role"]
 (4, 'user')
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cotscope.errors import CotscopeError
 
 
-def pairs(source: int | str | Path | Sequence[Any] = 128, *, pairing: str = "cue", seed: int = 0,
-          with_answers: bool = True) -> list[Any]:
+def pairs(
+    source: int | str | Path | Sequence[Any] = 128, *, pairing: str = "cue", seed: int = 0, with_answers: bool = True
+) -> list[Any]:
     """CoT / direct prompt pairs from ``source``: a number of seeded arithmetic problems, a JSONL file of your
     own problems, or a list of :class:`~cotscope.probes.stimuli.Problem`. ``pairing``: ``"cue"`` (CoT vs direct
     instruction) or ``"answer"`` (same question, worked vs short answer)."""
@@ -30,9 +33,19 @@ def pairs(source: int | str | Path | Sequence[Any] = 128, *, pairing: str = "cue
     return make_pairs(problems, pairing=pairing, with_answers=with_answers)
 
 
-def collect(model: Any, pairs: Sequence[Any], out: str | Path, *, layers: Sequence[int] | None = None,
-            positions: Sequence[str] = ("last_prompt", "last", "answer_mean"), batch_size: int = 16,
-            progress: bool = True, workers: int = 1, ray_address: str | None = None, **kw: Any) -> Any:
+def collect(
+    model: Any,
+    pairs: Sequence[Any],
+    out: str | Path,
+    *,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[str] = ("last_prompt", "last", "answer_mean"),
+    batch_size: int = 16,
+    progress: bool = True,
+    workers: int = 1,
+    ray_address: str | None = None,
+    **kw: Any,
+) -> Any:
     """Paired activations of ``model`` (a LoadedModel or a spec for :func:`cotscope.load`) into the store ``out``.
 
     ``workers=N > 1`` spreads the batches over N Ray actors (one model replica each; ``ray_address`` joins an
@@ -44,15 +57,35 @@ def collect(model: Any, pairs: Sequence[Any], out: str | Path, *, layers: Sequen
     if workers != 1 or ray_address is not None:
         from cotscope.workers import collect_distributed
 
-        return collect_distributed(model, pairs, out, workers=workers, ray_address=ray_address, layers=layers,
-                                   positions=positions, batch_size=batch_size, progress=progress, **kw)
+        return collect_distributed(
+            model,
+            pairs,
+            out,
+            workers=workers,
+            ray_address=ray_address,
+            layers=layers,
+            positions=positions,
+            batch_size=batch_size,
+            progress=progress,
+            **kw,
+        )
     lm = model if isinstance(model, LoadedModel) else load_model(model)
-    return collect_pairs(lm, pairs, out, layers=layers, positions=positions, batch_size=batch_size,
-                         progress=progress, **kw)
+    return collect_pairs(
+        lm, pairs, out, layers=layers, positions=positions, batch_size=batch_size, progress=progress, **kw
+    )
 
 
-def sweep(model: Any, direction: Any, prompts: Sequence[Any], table: str | Path, cfg: Any = None, *,
-          workers: int = 1, ray_address: str | None = None, **kw: Any) -> Any:
+def sweep(
+    model: Any,
+    direction: Any,
+    prompts: Sequence[Any],
+    table: str | Path,
+    cfg: Any = None,
+    *,
+    workers: int = 1,
+    ray_address: str | None = None,
+    **kw: Any,
+) -> Any:
     """:func:`cotscope.probes.sweep.run_sweep` of ``model`` (a LoadedModel or a spec); returns its SweepResult.
 
     ``workers=N > 1`` spreads the sweep's batches over N Ray actors (:func:`cotscope.workers.sweep_distributed`);
@@ -72,8 +105,17 @@ def sweep(model: Any, direction: Any, prompts: Sequence[Any], table: str | Path,
     return run_sweep(lm, direction, prompts, table, cfg, **kw)
 
 
-def analyse(store: Any, position: str = "last_prompt", *, layers: Sequence[int] | None = None, cutoff: float = 0.1,
-            n_perm: int = 200, seed: int = 0, out: str | Path | None = None, progress: bool = True) -> Any:
+def analyse(
+    store: Any,
+    position: str = "last_prompt",
+    *,
+    layers: Sequence[int] | None = None,
+    cutoff: float = 0.1,
+    n_perm: int = 200,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: bool = True,
+) -> Any:
     """Per-layer mean difference, LAT, probe, spectrum and nulls of a store (a path or an ActivationStore).
 
     The result's ``.directions`` holds one DirectionSet per method (``"mean_diff"``, ``"lat"``). With ``out``,
@@ -86,6 +128,7 @@ def analyse(store: Any, position: str = "last_prompt", *, layers: Sequence[int] 
     res = analyse_store(st, position, layers=layers, cutoff=cutoff, n_perm=n_perm, seed=seed, progress=progress)
     if out is not None:
         from cotscope.analyses.atomic import write_json_atomic
+
         out = Path(out)
         name = Path(st.path).name
         for method, ds in res.directions.items():
@@ -94,8 +137,9 @@ def analyse(store: Any, position: str = "last_prompt", *, layers: Sequence[int] 
     return res
 
 
-def generate(model: Any, prompts: str | Sequence[str], *, max_new_tokens: int = 64, chat: bool = True,
-             **kw: Any) -> str | list[str]:
+def generate(
+    model: Any, prompts: str | Sequence[str], *, max_new_tokens: int = 64, chat: bool = True, **kw: Any
+) -> str | list[str]:
     """Greedy continuations of ``prompts`` (chat-templated when ``chat``); steered when called inside
     :func:`cotscope.steer`. Returns one string per prompt (a string for a string)."""
     import torch
@@ -104,8 +148,10 @@ def generate(model: Any, prompts: str | Sequence[str], *, max_new_tokens: int = 
     texts = [prompts] if single else list(prompts)
     tok = model.tokenizer
     if chat:
-        texts = [tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
-                 for t in texts]
+        texts = [
+            tok.apply_chat_template([{"role": "user", "content": t}], tokenize=False, add_generation_prompt=True)
+            for t in texts
+        ]
     side = tok.padding_side
     tok.padding_side = "left"
     try:
@@ -113,9 +159,14 @@ def generate(model: Any, prompts: str | Sequence[str], *, max_new_tokens: int = 
     finally:
         tok.padding_side = side
     with torch.no_grad():
-        ids = model.hf.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=tok.pad_token_id or tok.eos_token_id, **kw)
-    outs = tok.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        ids = model.hf.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=tok.pad_token_id or tok.eos_token_id,
+            **kw,
+        )
+    outs = tok.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     return outs[0] if single else outs
 
 

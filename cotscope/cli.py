@@ -9,6 +9,7 @@
     cotscope export runs/mine/directions/llm_mean_diff.safetensors --to gguf --out runs/mine/cot.gguf
     cotscope figures runs/mine && cotscope report runs/mine
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,8 +20,9 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 log = logging.getLogger("cotscope.cli")
 
@@ -45,8 +47,14 @@ def _load(args: argparse.Namespace, spec: str | None = None) -> Any:
     kw: dict[str, Any] = {}
     if getattr(args, "revision", None):
         kw["revision"] = args.revision
-    return load_model(spec or args.model, device=args.device, dtype=args.dtype, device_map=args.device_map,
-                      trust_remote_code=args.trust_remote_code, **kw)
+    return load_model(
+        spec or args.model,
+        device=args.device,
+        dtype=args.dtype,
+        device_map=args.device_map,
+        trust_remote_code=args.trust_remote_code,
+        **kw,
+    )
 
 
 def _model_options(p: argparse.ArgumentParser, default: str | None = "embedded:smollm2") -> None:
@@ -93,8 +101,12 @@ def _collect(args: argparse.Namespace) -> int:
     lm = _load(args)
     source: Any = args.stimuli if args.stimuli else args.n
     out = Path(args.out) if args.out else Path(args.run_dir) / "stores" / args.name
-    kw = dict(layers=_ints(args.layers), positions=args.positions.split(","), batch_size=args.batch_size,
-              **({"overwrite": True} if args.overwrite else {}))
+    kw = dict(
+        layers=_ints(args.layers),
+        positions=args.positions.split(","),
+        batch_size=args.batch_size,
+        **({"overwrite": True} if args.overwrite else {}),
+    )
     if args.shard or args.workers > 1 or args.ray_address:
         from cotscope.workers import run_collect_command
 
@@ -104,16 +116,20 @@ def _collect(args: argparse.Namespace) -> int:
     if args.run_dir:
         from cotscope.runlog import record_stage
 
-        record_stage(args.run_dir, f"collect_{args.name}", {"store": str(store.path), "model": lm.model_id,
-                                                            "n_items": store.n_items, "pairing": args.pairing},
-                     args.command_line, time.perf_counter() - t0)
+        record_stage(
+            args.run_dir,
+            f"collect_{args.name}",
+            {"store": str(store.path), "model": lm.model_id, "n_items": store.n_items, "pairing": args.pairing},
+            args.command_line,
+            time.perf_counter() - t0,
+        )
     return 0
 
 
 def _analyse(args: argparse.Namespace) -> int:
     from cotscope.analyses.atomic import write_json_atomic
-    from cotscope.api import analyse
     from cotscope.analyses.store import ActivationStore
+    from cotscope.api import analyse
 
     if not args.out and not args.run_dir:
         raise SystemExit("cotscope analyse: pass --out DIR or --run-dir RUN")
@@ -127,9 +143,15 @@ def _analyse(args: argparse.Namespace) -> int:
 
         run = Path(args.run_dir)
         paths = {m: str(ds.save(run / "directions" / f"{name}_{m}.safetensors")) for m, ds in res.directions.items()}
-        full = {**res.to_dict(), "model_id": store.model["model_id"], "cutoff": args.cutoff,
-                "pairing": ",".join(store.manifest.get("pairings", [])), "directions": paths, "store": str(store.path),
-                "timings_s": {"analyse": time.perf_counter() - t0}}
+        full = {
+            **res.to_dict(),
+            "model_id": store.model["model_id"],
+            "cutoff": args.cutoff,
+            "pairing": ",".join(store.manifest.get("pairings", [])),
+            "directions": paths,
+            "store": str(store.path),
+            "timings_s": {"analyse": time.perf_counter() - t0},
+        }
         write_json_atomic(run / "analysis" / f"{name}.json", full)
         record_stage(run, name, llm_summary(full), args.command_line, time.perf_counter() - t0)
         print(f"analysis: {run / 'analysis' / f'{name}.json'} (best layer {res.best_layer})")
@@ -145,8 +167,15 @@ def _analyse(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from cotscope.analyses.export.dispatch import STEERING_FORMATS, export_direction, parse_layers
 
-    path, layers = export_direction(args.direction, args.to, args.out, layers=parse_layers(args.layers),
-                                    target=args.target, model_hint=args.model_hint, normalise=args.normalise)
+    path, layers = export_direction(
+        args.direction,
+        args.to,
+        args.out,
+        layers=parse_layers(args.layers),
+        target=args.target,
+        model_hint=args.model_hint,
+        normalise=args.normalise,
+    )
     note = " (block 0 left out: llama.cpp cannot steer it)" if args.to in STEERING_FORMATS and not args.layers else ""
     print(f"{args.to}: {path} — layers {layers[0]}..{layers[-1]} ({len(layers)}){note}")
     return 0
@@ -157,8 +186,12 @@ def _prompts(args: argparse.Namespace, lm: Any) -> list[str]:
     from cotscope.probes.sweep import direct_prompts
 
     if args.prompt:
-        return [lm.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
-                                                 add_generation_prompt=True) for p in args.prompt]
+        return [
+            lm.tokenizer.apply_chat_template(
+                [{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True
+            )
+            for p in args.prompt
+        ]
     return [p.render(lm) for p in direct_prompts(generate_problems(args.n, seed=args.seed))]
 
 
@@ -172,10 +205,16 @@ def _inject(args: argparse.Namespace) -> int:
     if not layers:
         raise SystemExit("cotscope inject: pass --layers, e.g. --layers 12 or --layers 8-16")
     prompts = _prompts(args, lm)
-    rows = inject_generate(lm, prompts, args.direction, layers, args.lam, positions=args.positions.split(","),
-                           budget=args.budget)
-    base = inject_generate(lm, prompts, args.direction, layers, 0.0, positions=args.positions.split(","),
-                           budget=args.budget) if args.compare else None
+    rows = inject_generate(
+        lm, prompts, args.direction, layers, args.lam, positions=args.positions.split(","), budget=args.budget
+    )
+    base = (
+        inject_generate(
+            lm, prompts, args.direction, layers, 0.0, positions=args.positions.split(","), budget=args.budget
+        )
+        if args.compare
+        else None
+    )
     for i, r in enumerate(rows):
         print(f"--- prompt {i} (λ={args.lam}): {r.text!r}")
         if base:
@@ -185,10 +224,20 @@ def _inject(args: argparse.Namespace) -> int:
         from cotscope.runlog import record_stage
 
         out = Path(args.run_dir) / "inject" / f"{args.name}.jsonl"
-        write_text_atomic(out, "".join(json.dumps({"prompt": p, "lam": args.lam, "layers": layers, "text": r.text,
-                                                   "n_tokens": r.n_tokens}) + "\n" for p, r in zip(prompts, rows)))
-        record_stage(args.run_dir, f"inject_{args.name}", {"file": str(out), "lam": args.lam, "layers": layers,
-                                                           "n_prompts": len(prompts)}, args.command_line)
+        write_text_atomic(
+            out,
+            "".join(
+                json.dumps({"prompt": p, "lam": args.lam, "layers": layers, "text": r.text, "n_tokens": r.n_tokens})
+                + "\n"
+                for p, r in zip(prompts, rows)
+            ),
+        )
+        record_stage(
+            args.run_dir,
+            f"inject_{args.name}",
+            {"file": str(out), "lam": args.lam, "layers": layers, "n_prompts": len(prompts)},
+            args.command_line,
+        )
     return 0
 
 
@@ -200,13 +249,24 @@ def _sweep(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     lm = _load(args)
-    cfg = SweepConfig(layers=tuple(_ints(args.layers) or (lm.n_layers // 2,)), lams=tuple(_floats(args.lams)),
-                      controls=tuple(args.controls.split(",")), positions=tuple(args.positions.split(",")),
-                      budget=args.budget, cutoff=args.cutoff, seed=args.seed)
+    cfg = SweepConfig(
+        layers=tuple(_ints(args.layers) or (lm.n_layers // 2,)),
+        lams=tuple(_floats(args.lams)),
+        controls=tuple(args.controls.split(",")),
+        positions=tuple(args.positions.split(",")),
+        budget=args.budget,
+        cutoff=args.cutoff,
+        seed=args.seed,
+    )
     table = Path(args.run_dir) / "intervention" / f"sweep_{args.name}.csv"
-    res = run_sweep(lm, args.direction, direct_prompts(generate_problems(args.n, seed=args.seed + 1000,
-                                                                         difficulties=("easy",))),
-                    table, cfg, overwrite=args.overwrite)
+    res = run_sweep(
+        lm,
+        args.direction,
+        direct_prompts(generate_problems(args.n, seed=args.seed + 1000, difficulties=("easy",))),
+        table,
+        cfg,
+        overwrite=args.overwrite,
+    )
     s = summarise_table(table, res)
     s["model"] = lm.model_id
     record_stage(args.run_dir, f"sweep_{args.name}", s, args.command_line, time.perf_counter() - t0)
@@ -219,8 +279,16 @@ def _attention(args: argparse.Namespace) -> int:
     from cotscope.stages.attention import run_attention_demo
 
     t0 = time.perf_counter()
-    s = run_attention_demo(_load(args), None, args.run_dir, n_items=args.n_items, max_new_tokens=args.max_new_tokens,
-                           seed=args.seed, figures=False, overwrite=args.overwrite)
+    s = run_attention_demo(
+        _load(args),
+        None,
+        args.run_dir,
+        n_items=args.n_items,
+        max_new_tokens=args.max_new_tokens,
+        seed=args.seed,
+        figures=False,
+        overwrite=args.overwrite,
+    )
     record_stage(args.run_dir, "attention", s, args.command_line, time.perf_counter() - t0)
     print(f"attention: {args.run_dir}/analysis/attention_shift.json")
     return 0
@@ -253,6 +321,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
     """A subcommand whose parsing lives in ``cotscope.commands.<module>`` (it gets the remaining argv)."""
+
     def run(args: argparse.Namespace) -> int:
         return int(importlib.import_module(f"cotscope.commands.{module}").main(args.rest) or 0)
 
@@ -260,13 +329,17 @@ def _delegate(module: str) -> Callable[[argparse.Namespace], int]:
 
 
 # ------------------------------------------------------------------------------------------------ parser
-DELEGATED = {"store": "store maintenance: merge A B … --out C | migrate DIR | verify DIR | info DIR",
-             "run": "run a recipe (recipes/*.toml); --dry-run prints the plan",
-             "eval": "evaluate a model on a benchmark in its published schema"}
+DELEGATED = {
+    "store": "store maintenance: merge A B … --out C | migrate DIR | verify DIR | info DIR",
+    "run": "run a recipe (recipes/*.toml); --dry-run prints the plan",
+    "eval": "evaluate a model on a benchmark in its published schema",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cotscope", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="cotscope", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log progress at INFO level")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
 
@@ -293,7 +366,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--overwrite", action="store_true", help="discard an existing store of another configuration")
     s.add_argument("--workers", type=int, default=1, help="Ray actors, one model replica each (needs cotscope[ray])")
     s.add_argument("--ray-address", help="join this Ray cluster ('auto', 'ray://head:10001'); default: a local one")
-    s.add_argument("--shard", help="i/N: collect only part i of N into --out (SLURM arrays); then `cotscope store merge`")
+    s.add_argument(
+        "--shard", help="i/N: collect only part i of N into --out (SLURM arrays); then `cotscope store merge`"
+    )
     s.set_defaults(fn=_collect)
 
     s = sub.add_parser("analyse", help="per-layer directions, probes, spectra and nulls of a store")
@@ -315,9 +390,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--layers", default="", help="block indices, e.g. '1-29' or '8,12,16' (default: all steerable)")
     s.add_argument("--target", default=None, help="model name or folder to check the fit against")
     s.add_argument("--model-hint", default=None, help="llama.cpp architecture name (default: the target's)")
-    s.add_argument("--normalise", action="store_true",
-                   help="scale each layer to unit norm, as llama.cpp's cvector generator and repeng write "
-                        "(default: as measured; the file records which)")
+    s.add_argument(
+        "--normalise",
+        action="store_true",
+        help="scale each layer to unit norm, as llama.cpp's cvector generator and repeng write "
+        "(default: as measured; the file records which)",
+    )
     s.set_defaults(fn=_export)
 
     s = sub.add_parser("inject", help="generate with a direction injected (h' = h + λ·v, norm-preserving)")
@@ -386,13 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv and argv[0] in DELEGATED and importlib.util.find_spec(f"cotscope.commands.{argv[0]}") is not None:
-        argv = [argv[0], "--", *argv[1:]]          # the subcommand parses its own options, --help included
+        argv = [argv[0], "--", *argv[1:]]  # the subcommand parses its own options, --help included
     args = build_parser().parse_args(argv)
     if getattr(args, "rest", None) and args.rest[0] == "--":
         args.rest = args.rest[1:]
     args.command_line = _command_line(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="[%(name)s] %(message)s")
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="[%(name)s] %(message)s")
     from cotscope.errors import CotscopeError
 
     try:
@@ -400,8 +477,10 @@ def main(argv: list[str] | None = None) -> int:
     except (CotscopeError, ValueError, FileNotFoundError, RuntimeError) as e:  # input errors name problem and fix
         if os.environ.get("COTSCOPE_TRACEBACK"):
             raise
-        print(f"cotscope {args.cmd}: {type(e).__name__}: {e}\n(set COTSCOPE_TRACEBACK=1 for the traceback)",
-              file=sys.stderr)
+        print(
+            f"cotscope {args.cmd}: {type(e).__name__}: {e}\n(set COTSCOPE_TRACEBACK=1 for the traceback)",
+            file=sys.stderr,
+        )
         return 2
 
 

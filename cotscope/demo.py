@@ -8,6 +8,7 @@ Stages (each reuses stored results when they exist; see :mod:`cotscope.stages`):
 >>> [s.name for s in demo_stages()][:3]
 ['llm', 'llm_answer', 'exports']
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,17 +24,37 @@ def _llm(ctx: RunContext) -> dict:
     from cotscope.stages.llm import llm_summary, run_llm_stage
 
     c = ctx.config
-    return llm_summary(run_llm_stage(ctx.run_dir, ctx.model(EMBEDDED_LLM), n_problems=c["n_problems"], seed=c["seed"],
-                                     batch_size=c["batch_size"], cutoff=c["cutoff"], n_perm=c["n_perm"]))
+    return llm_summary(
+        run_llm_stage(
+            ctx.run_dir,
+            ctx.model(EMBEDDED_LLM),
+            n_problems=c["n_problems"],
+            seed=c["seed"],
+            batch_size=c["batch_size"],
+            cutoff=c["cutoff"],
+            n_perm=c["n_perm"],
+        )
+    )
 
 
 def _answer_pairing(ctx: RunContext) -> dict:
     from cotscope.stages.llm import answer_pairing_summary, llm_summary, run_llm_stage
 
     c = ctx.config
-    res = llm_summary(run_llm_stage(ctx.run_dir, ctx.model(EMBEDDED_LLM), n_problems=c["n_problems"], seed=c["seed"],
-                                    batch_size=c["batch_size"], cutoff=c["cutoff"], n_perm=c["n_perm"],
-                                    pairing="answer", position="answer_mean", name="llm_answer"))
+    res = llm_summary(
+        run_llm_stage(
+            ctx.run_dir,
+            ctx.model(EMBEDDED_LLM),
+            n_problems=c["n_problems"],
+            seed=c["seed"],
+            batch_size=c["batch_size"],
+            cutoff=c["cutoff"],
+            n_perm=c["n_perm"],
+            pairing="answer",
+            position="answer_mean",
+            name="llm_answer",
+        )
+    )
     return answer_pairing_summary(res)
 
 
@@ -47,8 +68,14 @@ def _crossmodel(ctx: RunContext) -> dict:
     from cotscope.stages.crossmodel import crossmodel_summary, default_vlm_spec, run_vlm_stage
 
     c = ctx.config
-    res = run_vlm_stage(ctx.run_dir, ctx.model(default_vlm_spec()), n_problems=c["n_problems"], seed=c["seed"],
-                        batch_size=c["batch_size"], n_perm=c["n_perm"])
+    res = run_vlm_stage(
+        ctx.run_dir,
+        ctx.model(default_vlm_spec()),
+        n_problems=c["n_problems"],
+        seed=c["seed"],
+        batch_size=c["batch_size"],
+        n_perm=c["n_perm"],
+    )
     return crossmodel_summary(res, cutoff=c["cutoff"])
 
 
@@ -58,10 +85,16 @@ def _intervention(ctx: RunContext) -> dict:
 
     c = ctx.config
     own = ctx.run_dir / "directions" / "vlm_image_mean_diff.safetensors"  # from the crossmodel stage, when it ran
-    return run_demo_sweep(ctx.model(EMBEDDED_LLM), ctx.model(default_vlm_spec()),
-                          ctx.run_dir / "directions" / "llm_mean_diff.safetensors", ctx.run_dir / "intervention",
-                          n_prompts=int(c.get("sweep_prompts", 8)), seed=c["seed"], cutoff=c["cutoff"],
-                          target_own=own if own.is_file() else None)
+    return run_demo_sweep(
+        ctx.model(EMBEDDED_LLM),
+        ctx.model(default_vlm_spec()),
+        ctx.run_dir / "directions" / "llm_mean_diff.safetensors",
+        ctx.run_dir / "intervention",
+        n_prompts=int(c.get("sweep_prompts", 8)),
+        seed=c["seed"],
+        cutoff=c["cutoff"],
+        target_own=own if own.is_file() else None,
+    )
 
 
 def _attention(ctx: RunContext) -> dict:
@@ -86,18 +119,25 @@ def _reconstruction(ctx: RunContext) -> dict:
 def demo_stages() -> list[Stage]:
     """The demo's stages. Only ``llm`` is required; the VLM stages use the shipped reference VLM
     (``embedded:smolvlm``), else the LLaVA-SmolLM2 stand-in; prior and reconstruction need the reference VLM."""
-    return [Stage("llm", _llm, required=True),
-            Stage("llm_answer", _answer_pairing),
-            Stage("exports", _exports, needs=("llm",)),
-            Stage("crossmodel", _crossmodel, needs=("llm",)),
-            Stage("intervention", _intervention, needs=("llm",)),
-            Stage("attention", _attention),
-            Stage("prior", _prior),
-            Stage("reconstruction", _reconstruction)]
+    return [
+        Stage("llm", _llm, required=True),
+        Stage("llm_answer", _answer_pairing),
+        Stage("exports", _exports, needs=("llm",)),
+        Stage("crossmodel", _crossmodel, needs=("llm",)),
+        Stage("intervention", _intervention, needs=("llm",)),
+        Stage("attention", _attention),
+        Stage("prior", _prior),
+        Stage("reconstruction", _reconstruction),
+    ]
 
 
 def run_demo(run_dir: str | Path = "runs/demo", **overrides: Any) -> dict[str, Any]:
     """Run every demo stage into ``run_dir`` (``overrides`` change :data:`DEMO_DEFAULTS`); returns the summary."""
     cfg = {**DEMO_DEFAULTS, **overrides}
-    return run_stages(run_dir, demo_stages(), cfg, title="cotscope demo: chain-of-thought directions in SmolLM2 "
-                      "and the reference VLM", commands=["make demo", f"cotscope demo --run-dir {run_dir}"])
+    return run_stages(
+        run_dir,
+        demo_stages(),
+        cfg,
+        title="cotscope demo: chain-of-thought directions in SmolLM2 and the reference VLM",
+        commands=["make demo", f"cotscope demo --run-dir {run_dir}"],
+    )

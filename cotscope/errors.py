@@ -19,6 +19,7 @@ True
 ...     print(type(e).__name__, "-", e)
 CutoffError - cutoff must lie in [0, 1]
 """
+
 from __future__ import annotations
 
 __all__ = ["CotscopeError"]

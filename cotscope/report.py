@@ -10,13 +10,15 @@ CLI commands or the API alone do not, and get their numbers from the stored resu
 >>> sorted(p.name for p in paths)
 ['report.html', 'report.md']
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import logging
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -54,40 +56,58 @@ def _llm_section(llm: dict[str, Any]) -> str:
     cos = {int(k): v for k, v in llm["lat_vs_mean_diff_cosine"].items()}
     n_sig = sum(1 for l in layers if pv[l] < 0.05)
     best = llm["best_layer"]
-    return "\n".join([
-        f"Model: **{llm['model']}**, {llm['n_pairs']} CoT/direct pairs ({llm['pairing']} pairing), "
-        f"token rule `{llm['position']}`.", "",
-        f"- Held-out logistic-probe accuracy per layer: {', '.join(f'L{l} {acc[l]:.2f}' for l in show)}. "
-        f"Best layer: {best}.",
-        f"- LAT direction vs mean-difference direction, cosine: {', '.join(f'L{l} {cos[l]:.3f}' for l in show)}.",
-        f"- Low-pass energy fraction of the mean-difference direction (cutoff {llm['lowpass_cutoff_bins']} bins ≈ 10%): "
-        f"{', '.join(f'L{l} {lpf[l]:.3f} (null {nul[l]:.3f}, p={pv[l]:.2f})' for l in show)}.",
-        f"- Layers where the low-frequency share beats the random-permutation null at p<0.05: {n_sig} of {len(layers)}. "
-        + ("The CoT direction is **not** concentrated at low frequencies in this model at this scale."
-           if n_sig <= max(1, len(layers) // 10) else "The CoT direction carries more low-frequency energy than the null."),
-        f"- Dispersion (trace of the covariance of per-pair differences) at layer {best}: "
-        f"{_get(llm['dispersion'], best)}, after low-pass {_get(llm['dispersion_lowpass'], best)}.",
-        "- Timings: " + ", ".join(f"{k} {fmt_number(v)} s" for k, v in llm["timings_s"].items()) + ".",
-    ])
+    return "\n".join(
+        [
+            f"Model: **{llm['model']}**, {llm['n_pairs']} CoT/direct pairs ({llm['pairing']} pairing), "
+            f"token rule `{llm['position']}`.",
+            "",
+            f"- Held-out logistic-probe accuracy per layer: {', '.join(f'L{l} {acc[l]:.2f}' for l in show)}. "
+            f"Best layer: {best}.",
+            f"- LAT direction vs mean-difference direction, cosine: {', '.join(f'L{l} {cos[l]:.3f}' for l in show)}.",
+            f"- Low-pass energy fraction of the mean-difference direction (cutoff {llm['lowpass_cutoff_bins']} bins ≈ 10%): "
+            f"{', '.join(f'L{l} {lpf[l]:.3f} (null {nul[l]:.3f}, p={pv[l]:.2f})' for l in show)}.",
+            f"- Layers where the low-frequency share beats the random-permutation null at p<0.05: {n_sig} of {len(layers)}. "
+            + (
+                "The CoT direction is **not** concentrated at low frequencies in this model at this scale."
+                if n_sig <= max(1, len(layers) // 10)
+                else "The CoT direction carries more low-frequency energy than the null."
+            ),
+            f"- Dispersion (trace of the covariance of per-pair differences) at layer {best}: "
+            f"{_get(llm['dispersion'], best)}, after low-pass {_get(llm['dispersion_lowpass'], best)}.",
+            "- Timings: " + ", ".join(f"{k} {fmt_number(v)} s" for k, v in llm["timings_s"].items()) + ".",
+        ]
+    )
 
 
 def _crossmodel_section(cm: dict[str, Any]) -> str:
-    lines = [f"VLM: **{cm['vlm_model']}**; layers matched by relative depth. Cutoff {cm['image']['cutoff']} of the "
-             "bins.", ""]
-    for cond, what in (("text", "text-only input through the VLM's language model (released L2V-CoT reading)"),
-                       ("image", "the same problems rendered as images")):
+    lines = [
+        f"VLM: **{cm['vlm_model']}**; layers matched by relative depth. Cutoff {cm['image']['cutoff']} of the bins.",
+        "",
+    ]
+    for cond, what in (
+        ("text", "text-only input through the VLM's language model (released L2V-CoT reading)"),
+        ("image", "the same problems rendered as images"),
+    ):
         if cond not in cm:
             continue
         pl = {int(k): v for k, v in cm[cond]["per_layer"].items()}
         ks = sorted(pl)
         pick = sorted({ks[0], ks[len(ks) // 2], ks[-1]})
-        lines.append(f"- **{what}**: " + "; ".join(
-            f"L{l}: raw cos {pl[l]['raw_cosine']:.3f}, low-pass {pl[l]['lowpass_cosine']:.3f} "
-            f"(null 95% {pl[l]['lowpass_null_q95']:.3f}, p={pl[l]['lowpass_p_value']:.2f}), high-pass "
-            f"{pl[l]['highpass_cosine']:.3f}; dispersion LLM {pl[l]['dispersion_llm']:.1f} / VLM "
-            f"{pl[l]['dispersion_vlm']:.1f} / VLM low-pass {pl[l]['dispersion_vlm_lowpass']:.1f}" for l in pick) + ".")
-        lines.append(f"  Layers where the low-pass cosine beats both the raw cosine and the permutation null (p<0.05): "
-                     f"{cm[cond]['layers_lowpass_beats_null_and_raw']} of {cm[cond]['n_layers']}.")
+        lines.append(
+            f"- **{what}**: "
+            + "; ".join(
+                f"L{l}: raw cos {pl[l]['raw_cosine']:.3f}, low-pass {pl[l]['lowpass_cosine']:.3f} "
+                f"(null 95% {pl[l]['lowpass_null_q95']:.3f}, p={pl[l]['lowpass_p_value']:.2f}), high-pass "
+                f"{pl[l]['highpass_cosine']:.3f}; dispersion LLM {pl[l]['dispersion_llm']:.1f} / VLM "
+                f"{pl[l]['dispersion_vlm']:.1f} / VLM low-pass {pl[l]['dispersion_vlm_lowpass']:.1f}"
+                for l in pick
+            )
+            + "."
+        )
+        lines.append(
+            f"  Layers where the low-pass cosine beats both the raw cosine and the permutation null (p<0.05): "
+            f"{cm[cond]['layers_lowpass_beats_null_and_raw']} of {cm[cond]['n_layers']}."
+        )
     return "\n".join(lines)
 
 
@@ -95,7 +115,7 @@ def findings(s: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(title, markdown)`` per finding of a run summary: the LLM and cross-model numbers in words, then every
     stage's own ``report`` paragraph."""
     out: list[tuple[str, str]] = []
-    for name, block in s.items():   # per-layer analyses without a paragraph of their own (demo llm, cotscope analyse)
+    for name, block in s.items():  # per-layer analyses without a paragraph of their own (demo llm, cotscope analyse)
         if isinstance(block, dict) and "probe_test_accuracy" in block and not isinstance(block.get("report"), str):
             title = "CoT vs direct in the LLM" if name == "llm" else f"CoT vs direct: {name}"
             out.append((title, _llm_section(block)))
@@ -114,12 +134,20 @@ def analysis_rows(a: Any) -> list[dict[str, Any]]:
     for l in sorted(a.data["layers"], key=int):
         r = a.data["layers"][l]
         null = r.get("lowpass_energy_null") or {}
-        rows.append({"layer": int(l), "probe test acc": r["probe"].get("test_accuracy"),
-                     "probe train acc": r["probe"].get("train_accuracy"),
-                     "cos(LAT, mean diff)": r.get("lat_vs_mean_diff_cosine"), "‖mean diff‖": r.get("mean_diff_norm"),
-                     "low-pass energy": r.get("lowpass_energy_fraction"), "null mean": null.get("null_mean"),
-                     "p": null.get("p_value"), "dispersion": r.get("dispersion"),
-                     "dispersion low-pass": r.get("dispersion_lowpass")})
+        rows.append(
+            {
+                "layer": int(l),
+                "probe test acc": r["probe"].get("test_accuracy"),
+                "probe train acc": r["probe"].get("train_accuracy"),
+                "cos(LAT, mean diff)": r.get("lat_vs_mean_diff_cosine"),
+                "‖mean diff‖": r.get("mean_diff_norm"),
+                "low-pass energy": r.get("lowpass_energy_fraction"),
+                "null mean": null.get("null_mean"),
+                "p": null.get("p_value"),
+                "dispersion": r.get("dispersion"),
+                "dispersion low-pass": r.get("dispersion_lowpass"),
+            }
+        )
     return rows
 
 
@@ -134,12 +162,27 @@ def sweep_rows(path: str | Path) -> list[dict[str, Any]]:
         cells.setdefault(r["cell_id"], []).append(r)
     out = []
     for cid, rs in cells.items():
-        out.append({"cell": cid, "control": rs[0]["control"], "layer": rs[0]["layer"], "λ": rs[0]["lam"], "n": len(rs),
-                    "accuracy": float(np.mean([bool(r["correct"]) for r in rs])),
-                    "log p(gold)": float(np.nanmean([r["gold_logprob"] for r in rs])),
-                    "tokens": float(np.mean([r["n_tokens"] for r in rs]))})
-    return sorted(out, key=lambda r: (r["control"] != "none", r["control"], r["layer"] if r["layer"] is not None else -1,
-                                      r["λ"] or 0.0))
+        out.append(
+            {
+                "cell": cid,
+                "control": rs[0]["control"],
+                "layer": rs[0]["layer"],
+                "λ": rs[0]["lam"],
+                "n": len(rs),
+                "accuracy": float(np.mean([bool(r["correct"]) for r in rs])),
+                "log p(gold)": float(np.nanmean([r["gold_logprob"] for r in rs])),
+                "tokens": float(np.mean([r["n_tokens"] for r in rs])),
+            }
+        )
+    return sorted(
+        out,
+        key=lambda r: (
+            r["control"] != "none",
+            r["control"],
+            r["layer"] if r["layer"] is not None else -1,
+            r["λ"] or 0.0,
+        ),
+    )
 
 
 def reproduce_commands(run_dir: str | Path, s: Mapping[str, Any]) -> list[str]:
@@ -161,8 +204,9 @@ def _md_table(rows: Sequence[Mapping[str, Any]], cols: Sequence[str] | None = No
         text = ", ".join(fmt_number(x) for x in v) if isinstance(v, (list, tuple)) else fmt_number(v)
         return text.replace("|", "\\|").replace("\n", " ")
 
-    return (["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-            + ["| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows])
+    return ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"] + [
+        "| " + " | ".join(cell(r.get(c)) for c in cols) + " |" for r in rows
+    ]
 
 
 def render_markdown(s: Mapping[str, Any], info: Any = None, skipped: Mapping[str, str] | None = None) -> str:
@@ -172,17 +216,24 @@ def render_markdown(s: Mapping[str, Any], info: Any = None, skipped: Mapping[str
     from cotscope.run_info import SECTIONS
 
     run_dir = s.get("run_dir", info.run_dir if info is not None else ".")
-    lines = [f"# {s.get('title', 'cotscope run')}", "",
-             f"Run `{run_dir}`; report written {_now()} by cotscope {_version()}. Every number is measured in this run "
-             "(`summary.json` and the stored results); `report.html` beside this file has every figure, static and "
-             "interactive, and every number of `summary.json`.", ""]
+    lines = [
+        f"# {s.get('title', 'cotscope run')}",
+        "",
+        f"Run `{run_dir}`; report written {_now()} by cotscope {_version()}. Every number is measured in this run "
+        "(`summary.json` and the stored results); `report.html` beside this file has every figure, static and "
+        "interactive, and every number of `summary.json`.",
+        "",
+    ]
     for title, body in findings(s):
         lines += [f"## {title}", "", body.strip(), ""]
     if info is not None and info.analyses:
         lines += ["## Stored per-layer analyses", ""]
         for a in info.analyses:
-            lines += [f"**{a.name}** (`{_rel(info.run_dir, a.path)}`): {a.model_id}, token rule `{a.data['position']}`, "
-                      f"{a.data.get('n_pairs', '?')} pairs, best layer {a.data['best_layer']}.", ""]
+            lines += [
+                f"**{a.name}** (`{_rel(info.run_dir, a.path)}`): {a.model_id}, token rule `{a.data['position']}`, "
+                f"{a.data.get('n_pairs', '?')} pairs, best layer {a.data['best_layer']}.",
+                "",
+            ]
             lines += _md_table(analysis_rows(a)) + [""]
     lines += ["## Figures", ""]
     if info is not None:
@@ -210,8 +261,12 @@ def render_markdown(s: Mapping[str, Any], info: Any = None, skipped: Mapping[str
         lines += ["### Figures not drawn", ""] + [f"- `{k}`: {v}" for k, v in skipped.items()] + [""]
     if s.get("stages"):
         lines += ["## Stages", ""]
-        lines += _md_table([{"stage": n, "status": st.get("status"), "seconds": st.get("seconds"),
-                             "note": st.get("error", "")} for n, st in s["stages"].items()])
+        lines += _md_table(
+            [
+                {"stage": n, "status": st.get("status"), "seconds": st.get("seconds"), "note": st.get("error", "")}
+                for n, st in s["stages"].items()
+            ]
+        )
         if "total_seconds" in s:
             lines += ["", f"Total: {fmt_number(s['total_seconds'])} s."]
         lines.append("")
@@ -230,22 +285,63 @@ def _md_provenance(info: Any, s: Mapping[str, Any]) -> list[str]:
         lines += ["### Models", ""] + _md_table(models) + [""]
     if info.directions:
         lines += ["### Direction files", ""]
-        lines += _md_table([{"file": a.path, **{k: a.meta.get(k) for k in (
-            "model_id", "method", "token_rule", "pairing", "layers", "normalisation", "n_pairs", "created")}}
-            for a in info.directions]) + [""]
+        lines += _md_table(
+            [
+                {
+                    "file": a.path,
+                    **{
+                        k: a.meta.get(k)
+                        for k in (
+                            "model_id",
+                            "method",
+                            "token_rule",
+                            "pairing",
+                            "layers",
+                            "normalisation",
+                            "n_pairs",
+                            "created",
+                        )
+                    },
+                }
+                for a in info.directions
+            ]
+        ) + [""]
     if info.stores:
         lines += ["### Stores and runs", ""]
-        lines += _md_table([{"folder": a.path, **{k: a.meta.get(k) for k in (
-            "format", "model_id", "n_items", "n_traces", "layers", "positions", "stimulus_hash")}}
-            for a in info.stores]) + [""]
+        lines += _md_table(
+            [
+                {
+                    "folder": a.path,
+                    **{
+                        k: a.meta.get(k)
+                        for k in ("format", "model_id", "n_items", "n_traces", "layers", "positions", "stimulus_hash")
+                    },
+                }
+                for a in info.stores
+            ]
+        ) + [""]
     if info.tables:
         lines += ["### Sweep tables", ""]
-        lines += _md_table([{"table": a.path, **{k: a.meta.get(k) for k in (
-            "rows", "direction_model", "target_model", "config_hash")}} for a in info.tables]) + [""]
+        lines += _md_table(
+            [
+                {
+                    "table": a.path,
+                    **{k: a.meta.get(k) for k in ("rows", "direction_model", "target_model", "config_hash")},
+                }
+                for a in info.tables
+            ]
+        ) + [""]
     if info.exports:
         lines += ["### Exports", ""]
-        lines += _md_table([{"file": a.path, **{k: a.meta.get(k) for k in (
-            "format", "bytes", "model_id", "method", "normalisation")}} for a in info.exports]) + [""]
+        lines += _md_table(
+            [
+                {
+                    "file": a.path,
+                    **{k: a.meta.get(k) for k in ("format", "bytes", "model_id", "method", "normalisation")},
+                }
+                for a in info.exports
+            ]
+        ) + [""]
     if info.others:
         lines += ["### Other artifacts", ""] + [f"- `{a.path}`: {a.meta.get('format')}" for a in info.others] + [""]
     env = (s.get("environment") or {}).get("libraries") or {}
@@ -296,15 +392,16 @@ def load_summary(run_dir: str | Path) -> dict[str, Any]:
     return {"title": f"cotscope run: {Path(run_dir).resolve().name}", "run_dir": str(run_dir)}
 
 
-def write_reports(run_dir: str | Path, summary: Mapping[str, Any] | None = None,
-                  skipped: Mapping[str, str] | None = None) -> list[Path]:
+def write_reports(
+    run_dir: str | Path, summary: Mapping[str, Any] | None = None, skipped: Mapping[str, str] | None = None
+) -> list[Path]:
     """Write ``report.md`` and ``report.html`` for ``summary`` (default: ``RUN/summary.json``) and the figures
     already drawn into ``RUN/figures``; returns the files written. ``skipped``: figure → why it was not drawn."""
+    import json
+
     from cotscope.analyses.atomic import write_text_atomic
     from cotscope.report_html import render_html
     from cotscope.run_info import collect
-
-    import json
 
     run_dir = Path(run_dir)
     # as summary.json stores it (tuples become lists, paths strings): the reports show what is on disk
@@ -324,8 +421,9 @@ def report_run(run_dir: str | Path, *, figures: bool = True) -> list[Path]:
     if not run_dir.is_dir():
         from cotscope.errors import CotscopeError
 
-        raise CotscopeError(f"no run directory at {run_dir}; run `cotscope demo`, `cotscope collect` … or the "
-                            "stages into it first")
+        raise CotscopeError(
+            f"no run directory at {run_dir}; run `cotscope demo`, `cotscope collect` … or the stages into it first"
+        )
     s = load_summary(run_dir)
     skipped = None
     if figures:
@@ -340,4 +438,3 @@ def report_run(run_dir: str | Path, *, figures: bool = True) -> list[Path]:
 def write_report(s: dict[str, Any]) -> str:
     """Deprecated name of :func:`render_markdown`."""
     return render_markdown(s)
-

@@ -11,24 +11,36 @@
 >>> md_to_html("A **b** `c`.\\n\\n- one\\n- two")
 '<p>A <strong>b</strong> <code>c</code>.</p>\\n<ul><li>one</li><li>two</li></ul>'
 """
+
 from __future__ import annotations
 
 import base64
 import html
 import json
 import re
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
-from cotscope.report import (_libraries_now, _now, _version, analysis_rows, findings, fmt_number,
-                             reproduce_commands, sweep_rows)
+from cotscope.report import (
+    _libraries_now,
+    _now,
+    _version,
+    analysis_rows,
+    findings,
+    fmt_number,
+    reproduce_commands,
+    sweep_rows,
+)
 
 esc = html.escape
 
 # ----------------------------------------------------------------------------------------- markdown subset
-_INLINE = [(re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
-           (re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"),
-           (re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)"), r'<a href="\2">\1</a>')]
+_INLINE = [
+    (re.compile(r"`([^`]+)`"), r"<code>\1</code>"),
+    (re.compile(r"\*\*(.+?)\*\*"), r"<strong>\1</strong>"),
+    (re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)"), r'<a href="\2">\1</a>'),
+]
 
 
 def _inline(text: str) -> str:
@@ -103,7 +115,7 @@ def _value(v: Any) -> tuple[str, str]:
     if isinstance(v, dict):
         return "json", f"<code>{esc(json.dumps(v, default=str))}</code>"
     text = str(v)
-    if _HASH.search(text):   # long hashes: a prefix, the full value on hover
+    if _HASH.search(text):  # long hashes: a prefix, the full value on hover
         return "hash", f'<span title="{esc(text)}">{esc(_HASH.sub(lambda m: m.group(1) + "…", text))}</span>'
     return "", esc(text)
 
@@ -130,7 +142,7 @@ def _kv(d: Mapping[str, Any]) -> str:
     return f'<div class="tablewrap"><table class="kv"><tbody>{body}</tbody></table></div>'
 
 
-SKIP_KEYS = frozenset({"report"})   # markdown paragraphs: shown under Findings, not as numbers
+SKIP_KEYS = frozenset({"report"})  # markdown paragraphs: shown under Findings, not as numbers
 
 
 def tree(obj: Any, depth: int = 0) -> str:
@@ -162,7 +174,9 @@ def tree(obj: Any, depth: int = 0) -> str:
     for keys, names in groups.items():
         if len(names) >= 2:
             rows = [{"key": k, **{n: rest[n][k] for n in names}} for k in keys]
-            parts.append(f'<details open><summary>{esc(", ".join(names))}</summary>{table(rows, first="key")}</details>')
+            parts.append(
+                f"<details open><summary>{esc(', '.join(names))}</summary>{table(rows, first='key')}</details>"
+            )
             grouped.update(names)
     for k, v in rest.items():
         if k in grouped:
@@ -195,24 +209,32 @@ def _figure_cards(info: Any) -> tuple[str, list[str], bool]:
             out.append(f'<h3 id="figs-{esc(section)}">{esc(SECTIONS.get(section, section))}</h3><div class="cards">')
         inst = f' <span class="inst">{esc(f.instance)}</span>' if f.instance else ""
         tabs = '<button class="tab on" data-view="static">Image</button>'
-        panes = (f'<div class="pane" data-view="static"><img class="fig-img" alt="{esc(f.title)}" '
-                 f'src="data:image/png;base64,{_b64(f.png)}"></div>')
+        panes = (
+            f'<div class="pane" data-view="static"><img class="fig-img" alt="{esc(f.title)}" '
+            f'src="data:image/png;base64,{_b64(f.png)}"></div>'
+        )
         if f.plotly is not None:
             interactive = True
             did = f"plotly-{i}"
             data.append(f'<script type="application/json" id="{did}">{_json_script(f.plotly.read_text())}</script>')
             tabs += '<button class="tab" data-view="interactive">Interactive</button>'
-            panes += (f'<div class="pane" data-view="interactive" hidden><div class="plotly-fig" data-src="{did}">'
-                      "</div></div>")
-        files = " · ".join(f'<a href="figures/{esc(p.name)}">{esc(p.suffix.lstrip(".").upper())}</a>'
-                           for p in (f.png, f.pdf, f.html) if p is not None)
+            panes += (
+                f'<div class="pane" data-view="interactive" hidden><div class="plotly-fig" data-src="{did}">'
+                "</div></div>"
+            )
+        files = " · ".join(
+            f'<a href="figures/{esc(p.name)}">{esc(p.suffix.lstrip(".").upper())}</a>'
+            for p in (f.png, f.pdf, f.html)
+            if p is not None
+        )
         src = ", ".join(f"<code>{esc(s)}</code>" for s in f.sources)
         out.append(
             f'<figure class="card" id="fig-{esc(f.name)}" data-fig="{esc(f.name)}">'
             f'<div class="cardhead"><h4>{esc(f.title)}{inst}</h4><div class="tabs">{tabs}</div></div>{panes}'
             f"<figcaption><p>{_inline(f.description)}</p>"
             + (f'<p class="src">Drawn from {src}.</p>' if src else "")
-            + f'<p class="files"><code>figures/{esc(f.name)}</code>: {files}</p></figcaption></figure>')
+            + f'<p class="files"><code>figures/{esc(f.name)}</code>: {files}</p></figcaption></figure>'
+        )
     if section is not None:
         out.append("</div>")
     return "".join(out), data, interactive
@@ -228,14 +250,21 @@ def _provenance(info: Any, s: Mapping[str, Any]) -> str:
         if not arts:
             return
         rows = [{"file": a.path, **{c: a.meta.get(c) for c in cols}} for a in arts]
-        detail = "".join(f"<details><summary><code>{esc(a.path)}</code></summary>{tree(a.meta, 1)}</details>"
-                         for a in arts)
+        detail = "".join(
+            f"<details><summary><code>{esc(a.path)}</code></summary>{tree(a.meta, 1)}</details>" for a in arts
+        )
         parts.append(f"<h3>{esc(title)}</h3>{table(rows)}<div class='more'>{detail}</div>")
 
-    block("Direction files", info.directions, ("model_id", "method", "token_rule", "pairing", "layers",
-                                               "normalisation", "n_pairs"))
-    block("Activation stores and attention runs", info.stores, ("format", "model_id", "n_items", "n_traces",
-                                                               "layers", "positions", "pairings", "stimulus_hash"))
+    block(
+        "Direction files",
+        info.directions,
+        ("model_id", "method", "token_rule", "pairing", "layers", "normalisation", "n_pairs"),
+    )
+    block(
+        "Activation stores and attention runs",
+        info.stores,
+        ("format", "model_id", "n_items", "n_traces", "layers", "positions", "pairings", "stimulus_hash"),
+    )
     block("Sweep tables", info.tables, ("rows", "direction_model", "target_model", "config_hash"))
     block("Exports", info.exports, ("format", "bytes", "model_id", "method", "normalisation"))
     block("Other artifacts", info.others, ("format", "format_version", "created"))
@@ -244,8 +273,15 @@ def _provenance(info: Any, s: Mapping[str, Any]) -> str:
     seen = info.libraries()
     names = sorted(set(env) | set(now) | set(seen))
     if names:
-        rows = [{"library": n, "run (summary.json)": env.get(n), "artifacts": ", ".join(sorted(seen.get(n, ()))) or None,
-                 "this report": now.get(n)} for n in names]
+        rows = [
+            {
+                "library": n,
+                "run (summary.json)": env.get(n),
+                "artifacts": ", ".join(sorted(seen.get(n, ()))) or None,
+                "this report": now.get(n),
+            }
+            for n in names
+        ]
         parts.append("<h3>Libraries</h3>" + table(rows))
     if (s.get("environment") or {}).get("python"):
         e = s["environment"]
@@ -258,19 +294,22 @@ def _stored(info: Any) -> str:
 
     parts = []
     for a in info.analyses:
-        parts.append(f"<h3>{esc(a.name)} <span class='inst'>{esc(rel(info.run_dir, a.path))}</span></h3>"
-                     f"<p>{esc(a.model_id)}; token rule <code>{esc(str(a.data['position']))}</code>; "
-                     f"{esc(str(a.data.get('n_pairs', '?')))} pairs; best layer {esc(str(a.data['best_layer']))}.</p>"
-                     + table(analysis_rows(a)))
+        parts.append(
+            f"<h3>{esc(a.name)} <span class='inst'>{esc(rel(info.run_dir, a.path))}</span></h3>"
+            f"<p>{esc(a.model_id)}; token rule <code>{esc(str(a.data['position']))}</code>; "
+            f"{esc(str(a.data.get('n_pairs', '?')))} pairs; best layer {esc(str(a.data['best_layer']))}.</p>"
+            + table(analysis_rows(a))
+        )
     for t in info.tables:
         try:
             rows = sweep_rows(info.run_dir / t.path)
         except Exception as e:  # a table we cannot read is reported, not fatal
             parts.append(f"<h3>{esc(t.path)}</h3><p class='err'>not readable: {esc(str(e))}</p>")
             continue
-        parts.append(f"<h3>{esc(t.path)}</h3><p>Per-cell means over prompts ({esc(str(t.meta.get('rows')))} rows; "
-                     f"{esc(str(t.meta.get('direction_model')))} → {esc(str(t.meta.get('target_model')))}).</p>"
-                     + table(rows))
+        parts.append(
+            f"<h3>{esc(t.path)}</h3><p>Per-cell means over prompts ({esc(str(t.meta.get('rows')))} rows; "
+            f"{esc(str(t.meta.get('direction_model')))} → {esc(str(t.meta.get('target_model')))}).</p>" + table(rows)
+        )
     return "".join(parts)
 
 
@@ -278,10 +317,13 @@ def _stages(s: Mapping[str, Any]) -> str:
     st = s.get("stages") or {}
     if not st:
         return ""
-    chips = "".join(f'<span class="chip {esc(v.get("status", ""))}" title="{esc(str(v.get("error", "")))}">'
-                    f'{esc(k)}: {esc(v.get("status", "?"))}'
-                    + (f' · {esc(fmt_number(v["seconds"]))} s' if "seconds" in v else "") + "</span>"
-                    for k, v in st.items())
+    chips = "".join(
+        f'<span class="chip {esc(v.get("status", ""))}" title="{esc(str(v.get("error", "")))}">'
+        f"{esc(k)}: {esc(v.get('status', '?'))}"
+        + (f" · {esc(fmt_number(v['seconds']))} s" if "seconds" in v else "")
+        + "</span>"
+        for k, v in st.items()
+    )
     return f'<div class="chips">{chips}</div>'
 
 
@@ -394,40 +436,63 @@ def render_html(s: Mapping[str, Any], info: Any, skipped: Mapping[str, str] | No
     found = findings(s)
     if found:
         toc.append(("findings", "Findings", False))
-        body.append('<section id="findings"><h2>Findings</h2>' + "".join(
-            f'<div class="finding"><h3>{esc(t)}</h3>{md_to_html(m)}</div>' for t, m in found) + "</section>")
+        body.append(
+            '<section id="findings"><h2>Findings</h2>'
+            + "".join(f'<div class="finding"><h3>{esc(t)}</h3>{md_to_html(m)}</div>' for t, m in found)
+            + "</section>"
+        )
 
     cards, data, interactive = _figure_cards(info)
     skipped = dict(skipped if skipped is not None else s.get("figures_skipped") or {})
     toc.append(("figures", f"Figures ({len(info.figures)})", False))
     for sec in dict.fromkeys(f.section for f in info.figures):
         toc.append((f"figs-{sec}", SECTIONS.get(sec, sec), True))
-    toolbar = ('<div class="toolbar">Show every figure as <button data-all="static" class="on">image</button>'
-               '<button data-all="interactive">interactive</button></div>') if interactive else ""
-    skip_html = ("<details><summary>Figures not drawn (" + str(len(skipped)) + ")</summary><ul class='skipped'>"
-                 + "".join(f"<li><code>{esc(k)}</code>: {esc(v)}</li>" for k, v in skipped.items())
-                 + "</ul></details>") if skipped else ""
-    body.append(f'<section id="figures"><h2>Figures</h2>{toolbar}'
-                + (cards or "<p>No figures were drawn: no stored result any figure reads was found.</p>")
-                + skip_html + "</section>")
+    toolbar = (
+        (
+            '<div class="toolbar">Show every figure as <button data-all="static" class="on">image</button>'
+            '<button data-all="interactive">interactive</button></div>'
+        )
+        if interactive
+        else ""
+    )
+    skip_html = (
+        (
+            "<details><summary>Figures not drawn ("
+            + str(len(skipped))
+            + ")</summary><ul class='skipped'>"
+            + "".join(f"<li><code>{esc(k)}</code>: {esc(v)}</li>" for k, v in skipped.items())
+            + "</ul></details>"
+        )
+        if skipped
+        else ""
+    )
+    body.append(
+        f'<section id="figures"><h2>Figures</h2>{toolbar}'
+        + (cards or "<p>No figures were drawn: no stored result any figure reads was found.</p>")
+        + skip_html
+        + "</section>"
+    )
 
     stored = _stored(info)
     if stored:
         toc.append(("stored", "Stored results", False))
-        body.append('<section id="stored"><h2>Stored results</h2><p>The per-layer analyses and sweep tables of this '
-                    "run, read from their files.</p>" + stored + "</section>")
+        body.append(
+            '<section id="stored"><h2>Stored results</h2><p>The per-layer analyses and sweep tables of this '
+            "run, read from their files.</p>" + stored + "</section>"
+        )
 
     nums = {k: v for k, v in s.items() if k not in ("title", "run_dir", "commands", "figures", "figures_skipped")}
     if nums:
         toc.append(("numbers", "Numbers (summary.json)", False))
         raw = esc(json.dumps(s, indent=2, default=str))
-        body.append('<section id="numbers"><h2>Numbers</h2><p>Every value of <code>summary.json</code>; maps keyed '
-                    "the same way (e.g. by layer) share one table.</p>"
-                    + "".join(f"<details open><summary>{esc(str(k))}</summary>{tree(v, 1)}</details>"
-                              for k, v in nums.items())
-                    + '<details id="raw-summary"><summary>summary.json as stored</summary>'
-                    f"<pre><code>{raw}</code></pre></details>"
-                    "</section>")
+        body.append(
+            '<section id="numbers"><h2>Numbers</h2><p>Every value of <code>summary.json</code>; maps keyed '
+            "the same way (e.g. by layer) share one table.</p>"
+            + "".join(f"<details open><summary>{esc(str(k))}</summary>{tree(v, 1)}</details>" for k, v in nums.items())
+            + '<details id="raw-summary"><summary>summary.json as stored</summary>'
+            f"<pre><code>{raw}</code></pre></details>"
+            "</section>"
+        )
 
     toc.append(("provenance", "Provenance", False))
     body.append(f'<section id="provenance"><h2>Provenance</h2>{_provenance(info, s)}</section>')
@@ -435,15 +500,21 @@ def render_html(s: Mapping[str, Any], info: Any, skipped: Mapping[str, str] | No
     toc.append(("reproduce", "Reproduce", False))
     cmds = "\n".join(reproduce_commands(run_dir, s))
     cfg = _kv(s["config"]) if s.get("config") else ""
-    body.append(f'<section id="reproduce"><h2>Reproduce</h2><p>The commands that made this run (as recorded), then '
-                f"the ones that redraw its figures and this report from the stored results:</p>"
-                f"<pre><code>{esc(cmds)}</code></pre>"
-                + ("" if s.get("commands") else "<p>This run recorded no commands (it has no <code>summary.json</code> "
-                   "from <code>cotscope demo</code>, <code>cotscope run</code> or a recipe): the provenance above lists "
-                   "each artifact's model, layers, token rules and stimulus hash.</p>")
-                + (f"<h3>Configuration</h3>{cfg}" if cfg else "")
-                + "<p>Install the same versions: <code>make setup</code> in a checkout (pinned by "
-                "<code>requirements/lock.txt</code>), or the library versions listed under Provenance.</p></section>")
+    body.append(
+        f'<section id="reproduce"><h2>Reproduce</h2><p>The commands that made this run (as recorded), then '
+        f"the ones that redraw its figures and this report from the stored results:</p>"
+        f"<pre><code>{esc(cmds)}</code></pre>"
+        + (
+            ""
+            if s.get("commands")
+            else "<p>This run recorded no commands (it has no <code>summary.json</code> "
+            "from <code>cotscope demo</code>, <code>cotscope run</code> or a recipe): the provenance above lists "
+            "each artifact's model, layers, token rules and stimulus hash.</p>"
+        )
+        + (f"<h3>Configuration</h3>{cfg}" if cfg else "")
+        + "<p>Install the same versions: <code>make setup</code> in a checkout (pinned by "
+        "<code>requirements/lock.txt</code>), or the library versions listed under Provenance.</p></section>"
+    )
 
     nav = "".join(f'<a href="#{esc(i)}"{" class=sub" if sub else ""}>{esc(t)}</a>' for i, t, sub in toc)
     total = f" · {fmt_number(s['total_seconds'])} s" if "total_seconds" in s else ""
@@ -460,4 +531,6 @@ def render_html(s: Mapping[str, Any], info: Any, skipped: Mapping[str, str] | No
         f"report written {esc(_now())} by cotscope {esc(_version())}</div>{_stages(s)}</header>"
         f'<div class="layout"><nav class="toc">{nav}</nav><main>{"".join(body)}</main></div>'
         f"<footer>cotscope report · self-contained: figures, plotly.js and data are embedded in this file</footer>"
-        + "".join(data) + f"<script>{JS}</script></body></html>\n")
+        + "".join(data)
+        + f"<script>{JS}</script></body></html>\n"
+    )

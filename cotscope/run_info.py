@@ -7,6 +7,7 @@ Everything here reads stored files only (headers, manifests, sidecars); nothing 
 >>> info.figures, info.directions, info.stores
 ([], [], [])
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -29,10 +30,26 @@ SECTIONS = {  # report sections of the figures, in reading order
     "reconstruction": "Vision latents in the residual stream",
     "other": "Other figures",
 }
-FIGURE_ORDER = ("probe_accuracy", "spectrum", "pca_scatter", "crossmodel_cosine", "dispersion_bars",
-                "injection_layers", "injection_strength", "injection_controls", "length_vs_accuracy",
-                "attention_ratio_focus", "attention_layer_step", "selected_patches", "prior_norms", "prior_modules",
-                "prior_spectrum", "drift_cosine", "reconstruction", "patch_similarity")
+FIGURE_ORDER = (
+    "probe_accuracy",
+    "spectrum",
+    "pca_scatter",
+    "crossmodel_cosine",
+    "dispersion_bars",
+    "injection_layers",
+    "injection_strength",
+    "injection_controls",
+    "length_vs_accuracy",
+    "attention_ratio_focus",
+    "attention_layer_step",
+    "selected_patches",
+    "prior_norms",
+    "prior_modules",
+    "prior_spectrum",
+    "drift_cosine",
+    "reconstruction",
+    "patch_similarity",
+)
 
 
 @dataclasses.dataclass
@@ -100,8 +117,8 @@ class RunInfo:
                     h = ", ".join(str(v)[:12] for v in h.values()) if isinstance(h, dict) else str(h)[:12]
                     add(Path(s["path"]).name, f"safetensors header sha256 {h}", a.path)
         known = {m for (m, r) in seen if r != "unknown"}
-        for (m, r) in [k for k in seen if k[1] == "unknown" and k[0] in known]:   # one row per model when any
-            where = seen.pop((m, r))                                              # artifact knows its revision
+        for m, r in [k for k in seen if k[1] == "unknown" and k[0] in known]:  # one row per model when any
+            where = seen.pop((m, r))  # artifact knows its revision
             for k in seen:
                 if k[0] == m:
                     seen[k] |= where
@@ -131,13 +148,21 @@ def figures(run_dir: str | Path) -> list[Figure]:
         stem = png.stem
         meta = read_json(png.with_name(stem + META_SUFFIX)) or {}
         side = {ext: png.with_name(stem + ext) for ext in (PLOTLY_SUFFIX, ".html", ".pdf")}
-        out.append(Figure(name=stem, png=png, title=meta.get("title") or stem.replace("_", " "),
-                          description=meta.get("description", ""), section=meta.get("section") or "other",
-                          figure=meta.get("figure", stem), instance=meta.get("instance", ""),
-                          sources=list(meta.get("sources", [])),
-                          plotly=side[PLOTLY_SUFFIX] if side[PLOTLY_SUFFIX].is_file() else None,
-                          html=side[".html"] if side[".html"].is_file() else None,
-                          pdf=side[".pdf"] if side[".pdf"].is_file() else None))
+        out.append(
+            Figure(
+                name=stem,
+                png=png,
+                title=meta.get("title") or stem.replace("_", " "),
+                description=meta.get("description", ""),
+                section=meta.get("section") or "other",
+                figure=meta.get("figure", stem),
+                instance=meta.get("instance", ""),
+                sources=list(meta.get("sources", [])),
+                plotly=side[PLOTLY_SUFFIX] if side[PLOTLY_SUFFIX].is_file() else None,
+                html=side[".html"] if side[".html"].is_file() else None,
+                pdf=side[".pdf"] if side[".pdf"].is_file() else None,
+            )
+        )
     return sorted(out, key=Figure.sort_key)
 
 
@@ -151,9 +176,24 @@ def _short(v: Any, n: int = 8) -> Any:
 
 
 def _direction(run_dir: Path, p: Path, meta: dict[str, Any]) -> Artifact:
-    keep = ("model_id", "model_revision", "model_type", "hidden_size", "n_layers", "layer_convention", "token_rule",
-            "pairing", "method", "normalisation", "sign", "filter", "stimulus_hash", "n_pairs", "created",
-            "format_version")
+    keep = (
+        "model_id",
+        "model_revision",
+        "model_type",
+        "hidden_size",
+        "n_layers",
+        "layer_convention",
+        "token_rule",
+        "pairing",
+        "method",
+        "normalisation",
+        "sign",
+        "filter",
+        "stimulus_hash",
+        "n_pairs",
+        "created",
+        "format_version",
+    )
     m = {k: meta[k] for k in keep if k in meta}
     try:
         from safetensors import safe_open
@@ -197,12 +237,26 @@ def _safetensors_other(run_dir: Path, p: Path) -> Artifact | None:
 
 def _manifest(run_dir: Path, p: Path, man: dict[str, Any]) -> Artifact:
     model = man.get("model") or {}
-    m: dict[str, Any] = {"format": f"{man.get('format')} v{man.get('format_version')}",
-                         "model_id": model.get("model_id"), "revision": model.get("revision"),
-                         "model_type": model.get("model_type"), "n_layers": model.get("n_layers"),
-                         "hidden_size": model.get("hidden_size")}
-    for k in ("n_items", "layers", "positions", "pairings", "stimulus_hash", "config_hash", "complete", "heads",
-              "has_images", "batch_size"):
+    m: dict[str, Any] = {
+        "format": f"{man.get('format')} v{man.get('format_version')}",
+        "model_id": model.get("model_id"),
+        "revision": model.get("revision"),
+        "model_type": model.get("model_type"),
+        "n_layers": model.get("n_layers"),
+        "hidden_size": model.get("hidden_size"),
+    }
+    for k in (
+        "n_items",
+        "layers",
+        "positions",
+        "pairings",
+        "stimulus_hash",
+        "config_hash",
+        "complete",
+        "heads",
+        "has_images",
+        "batch_size",
+    ):
         if k in man:
             m[k] = _short(man[k])
     if "traces" in man:
@@ -218,8 +272,11 @@ def _table(run_dir: Path, csv: Path) -> Artifact:
     meta = read_json(csv.with_name(csv.name + ".meta.json")) or {}
     cfg = meta.get("config") or {}
     n_rows = max(0, sum(1 for _ in open(csv, encoding="utf-8")) - 1)
-    m: dict[str, Any] = {"format": f"{meta.get('format')} v{meta.get('format_version')}", "rows": n_rows,
-                         "config_hash": meta.get("config_hash")}
+    m: dict[str, Any] = {
+        "format": f"{meta.get('format')} v{meta.get('format_version')}",
+        "rows": n_rows,
+        "config_hash": meta.get("config_hash"),
+    }
     for side in ("direction", "target"):
         s = cfg.get(side) or {}
         m[f"{side}_model"] = s.get("model_id")

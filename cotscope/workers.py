@@ -23,14 +23,16 @@ Two ways to run the parts:
 >>> parse_shard("2/8")
 (2, 8)
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cotscope.errors import CotscopeError
 
@@ -54,8 +56,10 @@ def parse_shard(text: str | Sequence[int]) -> tuple[int, int]:
         try:
             i, n = (int(p) for p in parts)
         except ValueError:
-            raise WorkerError(f"--shard {text!r} is not of the form i/N (e.g. 0/4 for the first of 4 jobs; "
-                              "with SLURM: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)") from None
+            raise WorkerError(
+                f"--shard {text!r} is not of the form i/N (e.g. 0/4 for the first of 4 jobs; "
+                "with SLURM: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT)"
+            ) from None
     else:
         i, n = (int(x) for x in text)
     if not (n >= 1 and 0 <= i < n):
@@ -75,8 +79,10 @@ def _spec_of(model: Any) -> str:
 
     if isinstance(model, LoadedModel):
         if model.source == "in-memory":
-            raise WorkerError("workers load their own model replica, so pass a model spec (e.g. 'embedded:smollm2', "
-                              "a local directory or a hub name) instead of a model built in memory")
+            raise WorkerError(
+                "workers load their own model replica, so pass a model spec (e.g. 'embedded:smollm2', "
+                "a local directory or a hub name) instead of a model built in memory"
+            )
         # the spec load_model was given: its model_id, except for the embedded aliases
         return {MODEL_ID: EMBEDDED_LLM, "cotscope-smolvlm": EMBEDDED_VLM}.get(model.model_id, model.model_id)
     if isinstance(model, (str, Path)):
@@ -84,8 +90,15 @@ def _spec_of(model: Any) -> str:
     raise WorkerError(f"model must be a spec string, a path or a LoadedModel, got {type(model).__name__}")
 
 
-def collect_shard(model: Any, pairs: Sequence[Any], out: str | Path, shard: str | Sequence[int], *,
-                  load_kwargs: dict[str, Any] | None = None, **collect_kw: Any) -> Path:
+def collect_shard(
+    model: Any,
+    pairs: Sequence[Any],
+    out: str | Path,
+    shard: str | Sequence[int],
+    *,
+    load_kwargs: dict[str, Any] | None = None,
+    **collect_kw: Any,
+) -> Path:
     """Collect part ``shard = "i/N"`` of a job into its own store ``out`` (one SLURM array task / torchrun rank).
 
     Every part must get the same ``pairs``, layers, token rules, dtype and batch size; merge the finished parts
@@ -105,16 +118,19 @@ def _require_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise WorkerError("workers > 1 needs Ray: pip install 'cotscope[ray]' (or run the parts as separate jobs "
-                          "with --shard i/N and merge them with `cotscope store merge`)") from None
+        raise WorkerError(
+            "workers > 1 needs Ray: pip install 'cotscope[ray]' (or run the parts as separate jobs "
+            "with --shard i/N and merge them with `cotscope store merge`)"
+        ) from None
     return ray
 
 
 class _CollectWorker:
     """One model replica in one process; collects parts of a job into sub-stores (a Ray actor)."""
 
-    def __init__(self, spec: str, load_kwargs: dict[str, Any], torch_threads: int | None,
-                 expect: dict[str, Any] | None) -> None:
+    def __init__(
+        self, spec: str, load_kwargs: dict[str, Any], torch_threads: int | None, expect: dict[str, Any] | None
+    ) -> None:
         import torch
 
         from cotscope.probes.models.loading import load_model
@@ -123,8 +139,10 @@ class _CollectWorker:
             torch.set_num_threads(int(torch_threads))
         self.model = load_model(spec, **load_kwargs)
         if expect is not None and self.model.provenance() != expect:
-            raise WorkerError(f"worker pid {os.getpid()} loaded {self.model.provenance()} from {spec!r}, but the "
-                              f"driver's model is {expect}; give every node the same model files")
+            raise WorkerError(
+                f"worker pid {os.getpid()} loaded {self.model.provenance()} from {spec!r}, but the "
+                f"driver's model is {expect}; give every node the same model files"
+            )
 
     def collect(self, pairs: Sequence[Any], out: str, part: tuple[int, int], kw: dict[str, Any]) -> dict[str, Any]:
         """Collect (or resume) part ``part`` into ``out``; reports the pid and how many shards were already there."""
@@ -136,22 +154,38 @@ class _CollectWorker:
         collect_pairs(self.model, pairs, out, part=part, progress=False, **kw)
         return {"part": list(part), "pid": os.getpid(), "resumed_shards": before, "seconds": time.perf_counter() - t0}
 
-    def sweep(self, direction: Any, prompts: Sequence[Any], table: str, cfg: Any, part: tuple[int, int],
-              kw: dict[str, Any]) -> dict[str, Any]:
+    def sweep(
+        self, direction: Any, prompts: Sequence[Any], table: str, cfg: Any, part: tuple[int, int], kw: dict[str, Any]
+    ) -> dict[str, Any]:
         """Run (or resume) part ``part`` of a sweep into its own table."""
         from cotscope.probes.sweep import run_sweep
 
         t0 = time.perf_counter()
         res = run_sweep(self.model, direction, prompts, table, cfg, part=part, progress=False, **kw)
-        return {"part": list(part), "pid": os.getpid(), "batches_run": res.batches_run,
-                "seconds": time.perf_counter() - t0}
+        return {
+            "part": list(part),
+            "pid": os.getpid(),
+            "batches_run": res.batches_run,
+            "seconds": time.perf_counter() - t0,
+        }
 
 
-def collect_distributed(model: Any, pairs: Sequence[Any], out: str | Path, *, workers: int,
-                        ray_address: str | None = None, load_kwargs: dict[str, Any] | None = None,
-                        torch_threads: int | None = 1, gpus_per_worker: float = 0, max_restarts: int = 3,
-                        keep_parts: bool = False, overwrite: bool = False, progress: bool = True,
-                        **collect_kw: Any) -> Any:
+def collect_distributed(
+    model: Any,
+    pairs: Sequence[Any],
+    out: str | Path,
+    *,
+    workers: int,
+    ray_address: str | None = None,
+    load_kwargs: dict[str, Any] | None = None,
+    torch_threads: int | None = 1,
+    gpus_per_worker: float = 0,
+    max_restarts: int = 3,
+    keep_parts: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    **collect_kw: Any,
+) -> Any:
     """Collect ``pairs`` with ``workers`` Ray actors and merge their parts into ``out``; returns the store.
 
     Args:
@@ -186,20 +220,22 @@ def collect_distributed(model: Any, pairs: Sequence[Any], out: str | Path, *, wo
     out = Path(out)
     parts = [part_dir(out, i, workers) for i in range(workers)]
     if not overwrite and out.is_dir() and any(out.iterdir()):
-        raise WorkerError(f"{out} exists and is not empty; a distributed collection writes a new store. Use a new "
-                          "directory, or pass overwrite=True (--overwrite) to replace it")
+        raise WorkerError(
+            f"{out} exists and is not empty; a distributed collection writes a new store. Use a new "
+            "directory, or pass overwrite=True (--overwrite) to replace it"
+        )
     if overwrite:
         for p in (out, out.parent / (out.name + PARTS_SUFFIX)):
             if p.exists():
                 shutil.rmtree(p)
     started_here = False
     if not ray.is_initialized():
-        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.WARNING)
+        ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         started_here = True
     try:
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=max_restarts,
-                               max_task_retries=max_restarts)(_CollectWorker)
+        actor_cls = ray.remote(
+            num_cpus=1, num_gpus=gpus_per_worker, max_restarts=max_restarts, max_task_retries=max_restarts
+        )(_CollectWorker)
         load_kwargs = dict(load_kwargs or {})
         actors = [actor_cls.remote(spec, load_kwargs, torch_threads, expect) for _ in range(workers)]
         pairs_ref = ray.put(pairs)
@@ -218,8 +254,10 @@ def collect_distributed(model: Any, pairs: Sequence[Any], out: str | Path, *, wo
                     cause = getattr(e, "cause", None)
                     if isinstance(cause, CotscopeError):
                         raise cause from None
-                    raise WorkerError(f"a worker failed after {max_restarts} restarts: {e}. Finished parts stay in "
-                                      f"{parts[0].parent}; run the same command again to resume") from None
+                    raise WorkerError(
+                        f"a worker failed after {max_restarts} restarts: {e}. Finished parts stay in "
+                        f"{parts[0].parent}; run the same command again to resume"
+                    ) from None
                 bar.update(1)
         for a in actors:
             ray.kill(a)
@@ -238,23 +276,38 @@ def collect_distributed(model: Any, pairs: Sequence[Any], out: str | Path, *, wo
 def run_collect_command(model: Any, pairs: Sequence[Any], out: str | Path, args: Any, **collect_kw: Any) -> int:
     """The ``--shard`` / ``--workers`` / ``--ray-address`` branch of ``cotscope collect`` (prints one line)."""
     if args.shard and (args.workers > 1 or args.ray_address):
-        raise WorkerError("--shard i/N runs one part in this process; it cannot be combined with --workers or "
-                          "--ray-address (use one or the other)")
+        raise WorkerError(
+            "--shard i/N runs one part in this process; it cannot be combined with --workers or "
+            "--ray-address (use one or the other)"
+        )
     if args.shard:
         i, n = parse_shard(args.shard)
         collect_shard(model, pairs, out, (i, n), **collect_kw)
         print(f"part {i}/{n}: {out} (merge all parts with `cotscope store merge PART... --out STORE`)")
         return 0
     device = str(getattr(args, "device", "cpu") or "cpu")
-    load_kwargs = {"device": device, "dtype": getattr(args, "dtype", "float32"),
-                   "trust_remote_code": bool(getattr(args, "trust_remote_code", False))}
+    load_kwargs = {
+        "device": device,
+        "dtype": getattr(args, "dtype", "float32"),
+        "trust_remote_code": bool(getattr(args, "trust_remote_code", False)),
+    }
     if getattr(args, "revision", None):
         load_kwargs["revision"] = args.revision
-    store = collect_distributed(model, pairs, out, workers=max(int(args.workers), 1), ray_address=args.ray_address,
-                                load_kwargs=load_kwargs, gpus_per_worker=1 if device.startswith("cuda") else 0,
-                                torch_threads=None if device.startswith("cuda") else 1, **collect_kw)
-    print(f"store: {store.path} ({store.n_items} items, layers {store.layers[0]}..{store.layers[-1]}; "
-          f"{len(store.worker_reports)} workers)")
+    store = collect_distributed(
+        model,
+        pairs,
+        out,
+        workers=max(int(args.workers), 1),
+        ray_address=args.ray_address,
+        load_kwargs=load_kwargs,
+        gpus_per_worker=1 if device.startswith("cuda") else 0,
+        torch_threads=None if device.startswith("cuda") else 1,
+        **collect_kw,
+    )
+    print(
+        f"store: {store.path} ({store.n_items} items, layers {store.layers[0]}..{store.layers[-1]}; "
+        f"{len(store.worker_reports)} workers)"
+    )
     return 0
 
 
@@ -283,12 +336,14 @@ def merge_sweep_tables(parts: Sequence[str | Path], out: str | Path) -> Path:
         raise WorkerError("nothing to merge: pass at least one part table")
     metas = [meta_path(p).read_text() if meta_path(p).is_file() else None for p in parts]
     if metas[0] is None or any(m != metas[0] for m in metas):
-        raise WorkerError(f"cannot merge sweep tables {[str(p) for p in parts]}: they were written by different "
-                          "configurations (their .meta.json differ or are missing); merge parts of one sweep only")
+        raise WorkerError(
+            f"cannot merge sweep tables {[str(p) for p in parts]}: they were written by different "
+            "configurations (their .meta.json differ or are missing); merge parts of one sweep only"
+        )
     header, lines = None, []
     for p in parts:
         text = p.read_text()
-        if text and not text.endswith("\n"):              # a torn last row of an interrupted part
+        if text and not text.endswith("\n"):  # a torn last row of an interrupted part
             text = text[: text.rfind("\n") + 1]
         rows = text.splitlines(keepends=True)
         if header is None:
@@ -300,7 +355,7 @@ def merge_sweep_tables(parts: Sequence[str | Path], out: str | Path) -> Path:
     keys = [(r[ki], r[pi]) for r, _ in parsed]
     if len(set(keys)) != len(keys):
         raise WorkerError("the part tables share rows (same cell and prompt); merge the parts of one --workers run")
-    parsed.sort(key=lambda rl: int(rl[0][bi]))            # stable: rows of a batch keep their order
+    parsed.sort(key=lambda rl: int(rl[0][bi]))  # stable: rows of a batch keep their order
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(meta_path(out), metas[0])
@@ -308,10 +363,22 @@ def merge_sweep_tables(parts: Sequence[str | Path], out: str | Path) -> Path:
     return out
 
 
-def sweep_distributed(model: Any, direction: Any, prompts: Sequence[Any], table: str | Path, cfg: Any = None, *,
-                      workers: int, ray_address: str | None = None, load_kwargs: dict[str, Any] | None = None,
-                      torch_threads: int | None = 1, gpus_per_worker: float = 0, max_restarts: int = 3,
-                      keep_parts: bool = False, **sweep_kw: Any) -> Path:
+def sweep_distributed(
+    model: Any,
+    direction: Any,
+    prompts: Sequence[Any],
+    table: str | Path,
+    cfg: Any = None,
+    *,
+    workers: int,
+    ray_address: str | None = None,
+    load_kwargs: dict[str, Any] | None = None,
+    torch_threads: int | None = 1,
+    gpus_per_worker: float = 0,
+    max_restarts: int = 3,
+    keep_parts: bool = False,
+    **sweep_kw: Any,
+) -> Path:
     """Spread a sweep's batches over ``workers`` Ray actors; their part tables merge into ``table``.
 
     Each actor runs ``run_sweep(..., part=(i, workers))`` on its own model replica (rows are seeded per
@@ -336,20 +403,25 @@ def sweep_distributed(model: Any, direction: Any, prompts: Sequence[Any], table:
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
         started_here = True
     try:
-        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus_per_worker, max_restarts=max_restarts,
-                               max_task_retries=max_restarts)(_CollectWorker)
+        actor_cls = ray.remote(
+            num_cpus=1, num_gpus=gpus_per_worker, max_restarts=max_restarts, max_task_retries=max_restarts
+        )(_CollectWorker)
         actors = [actor_cls.remote(spec, dict(load_kwargs or {}), torch_threads, expect) for _ in range(workers)]
         d_ref, p_ref = ray.put(direction), ray.put(list(prompts))
-        futures = [a.sweep.remote(d_ref, p_ref, str(p), cfg, (i, workers), dict(sweep_kw))
-                   for i, (a, p) in enumerate(zip(actors, parts))]
+        futures = [
+            a.sweep.remote(d_ref, p_ref, str(p), cfg, (i, workers), dict(sweep_kw))
+            for i, (a, p) in enumerate(zip(actors, parts))
+        ]
         try:
             reports = ray.get(futures)
         except ray.exceptions.RayError as e:
             cause = getattr(e, "cause", None)
             if isinstance(cause, CotscopeError):
                 raise cause from None
-            raise WorkerError(f"a sweep worker failed after {max_restarts} restarts: {e}. Finished rows stay in "
-                              f"{parts[0].parent}; run the same call again to resume") from None
+            raise WorkerError(
+                f"a sweep worker failed after {max_restarts} restarts: {e}. Finished rows stay in "
+                f"{parts[0].parent}; run the same call again to resume"
+            ) from None
         for a in actors:
             ray.kill(a)
     finally:

@@ -9,6 +9,7 @@ are skipped with the reason (logged, and listed in the result). Activations are 
 >>> len(res), res.skipped[0].figure, res.skipped[0].reason.startswith("no stored file matches")
 (0, 'attention_layer_step', True)
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -84,15 +85,16 @@ def render_all(run_dir: str | Path, verbose: bool = True, strict: bool = False) 
             log.exception("figure %s failed", name)
         finally:
             _SKIPPED.reset(token)
-        result.skipped += [Skipped(n, r) for n, r in notes]     # instances not drawn (others may be)
+        result.skipped += [Skipped(n, r) for n, r in notes]  # instances not drawn (others may be)
         if paths is None:
             result.skipped.append(Skipped(name, reason))
             continue
         for p in paths:
             result.append(str(p))
             log.log(level, "%s: %s", name, p)
-    log.info("figures: %d files written into %s, %d figures skipped", len(result), run_dir / "figures",
-             len(result.skipped))
+    log.info(
+        "figures: %d files written into %s, %d figures skipped", len(result), run_dir / "figures", len(result.skipped)
+    )
     return result
 
 

@@ -17,14 +17,16 @@ whose ``INPUTS`` match (:func:`cotscope.figures.__main__.render_all`). Each draw
 >>> instance_name("probe_accuracy", "llm", default="llm"), instance_name("probe_accuracy", "mine", default="llm")
 ('probe_accuracy', 'probe_accuracy_mine')
 """
+
 from __future__ import annotations
 
 import contextvars
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import matplotlib
 
@@ -43,8 +45,9 @@ class MissingInputs(CotscopeError, FileNotFoundError):
     """The run directory lacks the stored results this figure draws from."""
 
 
-_SKIPPED: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar("cotscope_figure_skips",
-                                                                                       default=None)
+_SKIPPED: contextvars.ContextVar[list[tuple[str, str]] | None] = contextvars.ContextVar(
+    "cotscope_figure_skips", default=None
+)
 
 
 def skip_instance(name: str, reason: str) -> None:
@@ -87,6 +90,7 @@ def describe(module: Any) -> str:
 def save_matplotlib(fig: Any, out_dir: str | Path, name: str, pdf: bool = True) -> list[Path]:
     """Save ``name.png`` (150 dpi) and ``name.pdf``; closes the figure."""
     import matplotlib.pyplot as plt
+
     from cotscope.analyses.atomic import atomic_path
 
     out_dir = Path(out_dir)
@@ -115,8 +119,17 @@ def save_plotly(fig: Any, out_dir: str | Path, name: str) -> Path:
     return p
 
 
-def write_meta(out_dir: str | Path, name: str, *, figure: str, title: str = "", description: str = "",
-               sources: Sequence[str | Path] = (), section: str = "", instance: str = "") -> Path:
+def write_meta(
+    out_dir: str | Path,
+    name: str,
+    *,
+    figure: str,
+    title: str = "",
+    description: str = "",
+    sources: Sequence[str | Path] = (),
+    section: str = "",
+    instance: str = "",
+) -> Path:
     """``<name>.meta.json``: which figure script drew it, from which stored files (paths relative to the run)."""
     from cotscope.analyses.atomic import write_json_atomic
 
@@ -127,32 +140,65 @@ def write_meta(out_dir: str | Path, name: str, *, figure: str, title: str = "", 
         p = Path(s).resolve()
         rel.append(str(p.relative_to(run_dir)) if p.is_relative_to(run_dir) else str(p))
     p = out_dir / f"{name}{META_SUFFIX}"
-    write_json_atomic(p, {"name": name, "figure": figure, "title": title or name.replace("_", " "),
-                          "description": description, "section": section, "instance": instance,
-                          "sources": sorted(set(rel))})
+    write_json_atomic(
+        p,
+        {
+            "name": name,
+            "figure": figure,
+            "title": title or name.replace("_", " "),
+            "description": description,
+            "section": section,
+            "instance": instance,
+            "sources": sorted(set(rel)),
+        },
+    )
     return p
 
 
-def save_pair(fig: Any, pfig: Any, out_dir: str | Path, name: str, *, module: Any, sources: Sequence[str | Path],
-              title: str = "", instance: str = "", pdf: bool = True) -> list[Path]:
+def save_pair(
+    fig: Any,
+    pfig: Any,
+    out_dir: str | Path,
+    name: str,
+    *,
+    module: Any,
+    sources: Sequence[str | Path],
+    title: str = "",
+    instance: str = "",
+    pdf: bool = True,
+) -> list[Path]:
     """Save a matplotlib figure and its plotly twin under ``name`` plus ``<name>.meta.json`` (drawn by
     ``module``, from ``sources``); returns the PNG/PDF/HTML paths."""
     paths = save_matplotlib(fig, out_dir, name, pdf=pdf) + [save_plotly(pfig, out_dir, name)]
-    write_meta(out_dir, name, figure=module.NAME, title=title or getattr(module, "TITLE", ""),
-               description=describe(module), sources=sources, section=getattr(module, "SECTION", ""),
-               instance=instance)
+    write_meta(
+        out_dir,
+        name,
+        figure=module.NAME,
+        title=title or getattr(module, "TITLE", ""),
+        description=describe(module),
+        sources=sources,
+        section=getattr(module, "SECTION", ""),
+        instance=instance,
+    )
     return paths
 
 
-def save_figure(data: Any, out_dir: str | Path, name: str, draw: Callable[[Any], Any],
-                draw_plotly: Callable[[Any], Any]) -> list[Path]:
+def save_figure(
+    data: Any, out_dir: str | Path, name: str, draw: Callable[[Any], Any], draw_plotly: Callable[[Any], Any]
+) -> list[Path]:
     """Write ``<name>.png``/``.pdf`` from ``draw(data)`` (matplotlib) and ``<name>.html`` from ``draw_plotly(data)``."""
     return save_matplotlib(draw(data), out_dir, name) + [save_plotly(draw_plotly(data), out_dir, name)]
 
 
-def render_each(run_dir: str | Path, module: Any, default: str, save: Callable[[Any, Path, str], list[Path]],
-                what: str, load: Callable[[Path], Any] = load_json,
-                check: Callable[[Any], str | None] = lambda data: None) -> list[Path]:
+def render_each(
+    run_dir: str | Path,
+    module: Any,
+    default: str,
+    save: Callable[[Any, Path, str], list[Path]],
+    what: str,
+    load: Callable[[Path], Any] = load_json,
+    check: Callable[[Any], str | None] = lambda data: None,
+) -> list[Path]:
     """Draw one figure per stored file matching ``module.INPUTS`` (the instance in folder ``default`` keeps
     the plain ``module.NAME``; others get ``_<folder>``); ``save(data, out_dir, name)`` writes the files.
 
@@ -176,15 +222,28 @@ def render_each(run_dir: str | Path, module: Any, default: str, save: Callable[[
             skip_instance(name, f"{src}: {why}")
             continue
         paths += save(data, out, name)
-        write_meta(out, name, figure=module.NAME, title=getattr(module, "TITLE", ""), description=describe(module),
-                   sources=[src], section=getattr(module, "SECTION", ""), instance="" if key == default else key)
+        write_meta(
+            out,
+            name,
+            figure=module.NAME,
+            title=getattr(module, "TITLE", ""),
+            description=describe(module),
+            sources=[src],
+            section=getattr(module, "SECTION", ""),
+            instance="" if key == default else key,
+        )
     if not paths:
         raise MissingInputs(f"none of {', '.join(map(str, found))} can be drawn (see the warnings above)")
     return paths
 
 
-def render_stored(run_dir: str | Path, source: tuple[str, str], save: Callable[[Any, Path], list[Path]],
-                  what: str, load: Callable[[Path], Any] = load_json) -> list[Path]:
+def render_stored(
+    run_dir: str | Path,
+    source: tuple[str, str],
+    save: Callable[[Any, Path], list[Path]],
+    what: str,
+    load: Callable[[Path], Any] = load_json,
+) -> list[Path]:
     """Load ``RUN/<dir>/<file>`` (``source``; JSON unless ``load`` is given) and ``save`` it into ``RUN/figures``.
 
     ``what`` tells how to produce the input; it is the hint of the :class:`MissingInputs` raised when it is absent.

@@ -6,6 +6,7 @@ Reads every attention-shift analysis of the run (``analysis/attention_shift.json
 
 >>> python -m cotscope.figures.fig_attention_ratio_focus runs/demo          # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,11 +22,16 @@ NAME = "attention_ratio_focus"
 TITLE = "Attention ratio and focus per reasoning step"
 SECTION = "attention"
 INPUTS = ATTENTION_INPUTS
-DEFAULT = "attention_shift"        # the attention stage's analysis keeps the plain file names
+DEFAULT = "attention_shift"  # the attention stage's analysis keeps the plain file names
 COLORS = {"cot": "#d62728", "direct": "#1f77b4"}
-PANELS = (("R", "ratio R = image / text attention"), ("R_question", "R against question text only"),
-          ("F", "focus F = 1 / (H + ε)"), ("F_norm", "focus with H / log N"),
-          ("F_image", "focus F, H over image keys only"), ("image_share", "image share of attention"))
+PANELS = (
+    ("R", "ratio R = image / text attention"),
+    ("R_question", "R against question text only"),
+    ("F", "focus F = 1 / (H + ε)"),
+    ("F_norm", "focus with H / log N"),
+    ("F_image", "focus F, H over image keys only"),
+    ("image_share", "image share of attention"),
+)
 
 
 def _arr(v: list) -> np.ndarray:
@@ -35,8 +41,8 @@ def _arr(v: list) -> np.ndarray:
 def draw(analysis: dict[str, Any], level: str = "step", title: str = ""):
     """``level``: ``"step"`` (reasoning steps) or ``"token"`` (generated tokens). Returns (matplotlib, plotly)."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
     import plotly.graph_objects as go
+    from matplotlib.ticker import MaxNLocator
     from plotly.subplots import make_subplots
 
     agg = analysis["aggregate"]
@@ -54,15 +60,40 @@ def draw(analysis: dict[str, Any], level: str = "step", title: str = ""):
             name = f"{cond} (n={a['n_traces']})"
             ax.plot(x, m, "-o", ms=3, color=c, label=name)
             ax.fill_between(x, lo, hi, color=c, alpha=0.2, lw=0)
-            pfig.add_trace(go.Scatter(x=x, y=hi, line=dict(width=0), showlegend=False, hoverinfo="skip",
-                                      legendgroup=cond), row=1, col=j + 1)
-            pfig.add_trace(go.Scatter(x=x, y=lo, fill="tonexty", line=dict(width=0), showlegend=False,
-                                      fillcolor="rgba(214,39,40,0.2)" if cond == "cot" else "rgba(31,119,180,0.2)",
-                                      hoverinfo="skip", legendgroup=cond), row=1, col=j + 1)
-            pfig.add_trace(go.Scatter(x=x, y=m, mode="lines+markers", name=name, legendgroup=cond, showlegend=j == 0,
-                                      line=dict(color=c), customdata=n,
-                                      hovertemplate=f"{cond} {xlabel} %{{x}}: %{{y:.4f}} (prompts: %{{customdata}})"),
-                           row=1, col=j + 1)
+            pfig.add_trace(
+                go.Scatter(x=x, y=hi, line=dict(width=0), showlegend=False, hoverinfo="skip", legendgroup=cond),
+                row=1,
+                col=j + 1,
+            )
+            pfig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=lo,
+                    fill="tonexty",
+                    line=dict(width=0),
+                    showlegend=False,
+                    fillcolor="rgba(214,39,40,0.2)" if cond == "cot" else "rgba(31,119,180,0.2)",
+                    hoverinfo="skip",
+                    legendgroup=cond,
+                ),
+                row=1,
+                col=j + 1,
+            )
+            pfig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=m,
+                    mode="lines+markers",
+                    name=name,
+                    legendgroup=cond,
+                    showlegend=j == 0,
+                    line=dict(color=c),
+                    customdata=n,
+                    hovertemplate=f"{cond} {xlabel} %{{x}}: %{{y:.4f}} (prompts: %{{customdata}})",
+                ),
+                row=1,
+                col=j + 1,
+            )
         if metric in ("R", "R_question"):
             ax.axhline(1.0, color="k", lw=0.6, ls=":")
         ax.set_xlabel(xlabel)
@@ -75,12 +106,15 @@ def draw(analysis: dict[str, Any], level: str = "step", title: str = ""):
         pfig.update_xaxes(title_text=xlabel, row=1, col=j + 1)
     axes[0].legend(fontsize=8)
     ch = analysis.get("choice", {})
-    sub = (f"layers {_short(ch.get('layers'))}, heads {_short(ch.get('heads'))}, F: H over {ch.get('entropy_over')} "
-           f"keys, ε={ch.get('eps')}; band: {analysis.get('band', '')}")
+    sub = (
+        f"layers {_short(ch.get('layers'))}, heads {_short(ch.get('heads'))}, F: H over {ch.get('entropy_over')} "
+        f"keys, ε={ch.get('eps')}; band: {analysis.get('band', '')}"
+    )
     fig.suptitle((title + "\n" if title else "") + sub, fontsize=9)
     fig.tight_layout()
-    pfig.update_layout(title=(title + "<br>" if title else "") + f"<sub>{sub}</sub>", height=420,
-                       width=430 * len(panels))
+    pfig.update_layout(
+        title=(title + "<br>" if title else "") + f"<sub>{sub}</sub>", height=420, width=430 * len(panels)
+    )
     return fig, pfig
 
 
@@ -102,8 +136,10 @@ def found(run_dir: str | Path) -> list[tuple[str, Path, dict[str, Any]]]:
     """The run's attention-shift analyses; raises :class:`MissingInputs` if there is none."""
     res = attention_analyses(run_dir)
     if not res:
-        raise MissingInputs(f"no attention-shift analysis under {run_dir}: run the attention stage "
-                            "(cotscope attention, or analyses.attention_shift.analyse_run on a captured run) first")
+        raise MissingInputs(
+            f"no attention-shift analysis under {run_dir}: run the attention stage "
+            "(cotscope attention, or analyses.attention_shift.analyse_run on a captured run) first"
+        )
     return res
 
 
@@ -116,9 +152,17 @@ def render(run_dir: str | Path) -> list[Path]:
         for level in ("step", "token"):
             fig, pfig = draw(analysis, level, title=f"Attention shift, {model}")
             name = base if level == "step" else f"{base}_tokens"
-            paths += save_pair(fig, pfig, out, name, module=sys.modules[__name__], sources=[src], pdf=False,
-                               title=TITLE if level == "step" else "Attention ratio and focus per generated token",
-                               instance="" if key == DEFAULT else key)
+            paths += save_pair(
+                fig,
+                pfig,
+                out,
+                name,
+                module=sys.modules[__name__],
+                sources=[src],
+                pdf=False,
+                title=TITLE if level == "step" else "Attention ratio and focus per generated token",
+                instance="" if key == DEFAULT else key,
+            )
     return paths
 
 

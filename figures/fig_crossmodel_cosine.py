@@ -6,6 +6,7 @@ Reads ``analysis/crossmodel_<condition>.json`` (the cross-model stage); other fo
 
 >>> python -m cotscope.figures.fig_crossmodel_cosine runs/demo          # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import sys
@@ -44,14 +45,33 @@ def draw(results: dict[str, dict[str, Any]]):
             col = colors[j % len(colors)]
             lab = f"LLM L{L['llm_layer']} ↔ VLM L{L['vlm_layer']}"
             ax.plot(x, [r["lowpass_cosine"] for r in L["cutoffs"]], "o-", color=col, label=f"{lab} low-pass")
-            ax.plot(x, [r["highpass_cosine"] for r in L["cutoffs"]], "x:", color=col, alpha=0.7, label=f"{lab} high-pass")
-            ax.fill_between(x, [r["null_q05"] for r in L["cutoffs"]], [r["null_q95"] for r in L["cutoffs"]],
-                            color=col, alpha=0.12)
+            ax.plot(
+                x, [r["highpass_cosine"] for r in L["cutoffs"]], "x:", color=col, alpha=0.7, label=f"{lab} high-pass"
+            )
+            ax.fill_between(
+                x, [r["null_q05"] for r in L["cutoffs"]], [r["null_q95"] for r in L["cutoffs"]], color=col, alpha=0.12
+            )
             ax.axhline(L["raw_cosine"], color=col, lw=0.7, ls="--")
-            pfig.add_trace(go.Scatter(x=x, y=[r["lowpass_cosine"] for r in L["cutoffs"]], name=f"{lab} low-pass ({cond})",
-                                      line=dict(color=col)), row=1, col=k + 1)
-            pfig.add_trace(go.Scatter(x=x, y=[r["null_q95"] for r in L["cutoffs"]], name=f"{lab} null 95% ({cond})",
-                                      line=dict(color=col, dash="dot")), row=1, col=k + 1)
+            pfig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=[r["lowpass_cosine"] for r in L["cutoffs"]],
+                    name=f"{lab} low-pass ({cond})",
+                    line=dict(color=col),
+                ),
+                row=1,
+                col=k + 1,
+            )
+            pfig.add_trace(
+                go.Scatter(
+                    x=x,
+                    y=[r["null_q95"] for r in L["cutoffs"]],
+                    name=f"{lab} null 95% ({cond})",
+                    line=dict(color=col, dash="dot"),
+                ),
+                row=1,
+                col=k + 1,
+            )
         ax.set_xscale("log")
         ticks = [r.get("fraction_of_bins", r["cutoff"]) for r in results[cond]["layers"][0]["cutoffs"]]
         ax.set_xticks(ticks)
@@ -81,8 +101,15 @@ def render_groups(run_dir: str | Path, module: Any, draw_fn: Any) -> list[Path]:
     paths: list[Path] = []
     for key, (results, sources) in load_groups(run_dir).items():
         fig, pfig = draw_fn(results)
-        paths += save_pair(fig, pfig, out, instance_name(module.NAME, key, "run"), module=module, sources=sources,
-                           instance="" if key == "run" else key)
+        paths += save_pair(
+            fig,
+            pfig,
+            out,
+            instance_name(module.NAME, key, "run"),
+            module=module,
+            sources=sources,
+            instance="" if key == "run" else key,
+        )
     return paths
 
 

@@ -4,6 +4,7 @@ low-pass keeps by itself (black tick, ``trace × (2c − ½)/d``) and the permut
 
 Reads ``analysis/crossmodel_<condition>.json`` (the cross-model stage).
 """
+
 from __future__ import annotations
 
 import sys
@@ -17,13 +18,12 @@ TITLE = "Dispersion of per-pair CoT differences"
 SECTION = "crossmodel"
 INPUTS = CROSSMODEL_INPUTS
 PAPER = {"LLM": 176.7, "VLM": 1117.8, "VLM low-pass": 197.7}
-PAPER_ISOTROPIC = 1117.8 * (2 * 200 - 0.5) / 3584   # c = 200 bins at d = 3584 (released cutoff, Qwen2-VL-7B)
+PAPER_ISOTROPIC = 1117.8 * (2 * 200 - 0.5) / 3584  # c = 200 bins at d = 3584 (released cutoff, Qwen2-VL-7B)
 
 
 def draw(results: dict[str, dict[str, Any]]):
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
-    import numpy as np
 
     conds = list(results)
     fig, axes = plt.subplots(1, len(conds) + 1, figsize=(4.2 * (len(conds) + 1), 3.6))
@@ -40,18 +40,39 @@ def draw(results: dict[str, dict[str, Any]]):
             axes[k].text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
         ref = mid.get("dispersion_vlm_lowpass_ref")
         if ref:
-            axes[k].hlines(ref["isotropic_expected"], 1.6, 2.4, color="black", lw=2,
-                           label=f"isotropic expectation ({ref['isotropic_fraction']:.3f} × trace)")
+            axes[k].hlines(
+                ref["isotropic_expected"],
+                1.6,
+                2.4,
+                color="black",
+                lw=2,
+                label=f"isotropic expectation ({ref['isotropic_fraction']:.3f} × trace)",
+            )
             if "null_q05" in ref:
-                axes[k].errorbar([2.25], [ref["null_mean"]], yerr=[[ref["null_mean"] - ref["null_q05"]],
-                                                                    [ref["null_q95"] - ref["null_mean"]]],
-                                 fmt="o", color="black", ms=3, capsize=3, label=f"permutation null (p = {ref['p_value']:.2f})")
+                axes[k].errorbar(
+                    [2.25],
+                    [ref["null_mean"]],
+                    yerr=[[ref["null_mean"] - ref["null_q05"]], [ref["null_q95"] - ref["null_mean"]]],
+                    fmt="o",
+                    color="black",
+                    ms=3,
+                    capsize=3,
+                    label=f"permutation null (p = {ref['p_value']:.2f})",
+                )
             axes[k].legend(fontsize=7, loc="upper left")
-            pfig.add_trace(go.Scatter(x=["VLM low-pass"], y=[ref["isotropic_expected"]], mode="markers",
-                                      marker=dict(symbol="line-ew-open", size=30, color="black"),
-                                      name=f"{cond}: isotropic expectation"))
+            pfig.add_trace(
+                go.Scatter(
+                    x=["VLM low-pass"],
+                    y=[ref["isotropic_expected"]],
+                    mode="markers",
+                    marker=dict(symbol="line-ew-open", size=30, color="black"),
+                    name=f"{cond}: isotropic expectation",
+                )
+            )
     axes[-1].bar(list(PAPER), list(PAPER.values()), color="grey")
-    axes[-1].hlines(PAPER_ISOTROPIC, 1.6, 2.4, color="black", lw=2, label=f"isotropic expectation {PAPER_ISOTROPIC:.0f}")
+    axes[-1].hlines(
+        PAPER_ISOTROPIC, 1.6, 2.4, color="black", lw=2, label=f"isotropic expectation {PAPER_ISOTROPIC:.0f}"
+    )
     axes[-1].legend(fontsize=7, loc="upper left")
     axes[-1].set_title("L2V-CoT paper (7B-scale models)", fontsize=9)
     axes[0].set_ylabel("trace of covariance of CoT−direct differences")

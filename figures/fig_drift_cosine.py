@@ -4,14 +4,16 @@ Input: the tidy table from :func:`probes.drift.log_gradient_alignment` (``.json`
 
     python -m cotscope.figures.fig_drift_cosine runs/demo        # or: python -m cotscope.figures runs/demo
 """
+
 from __future__ import annotations
 
 import collections
 import csv
 import json
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -19,7 +21,7 @@ from matplotlib.figure import Figure
 from cotscope.figures.common import figure_main, render_each, save_figure
 
 NAME = "drift_cosine"
-SOURCE = ("prior", "drift_cos.csv")   # the stage's RUN/<dir>/<file>; INPUTS finds others
+SOURCE = ("prior", "drift_cos.csv")  # the stage's RUN/<dir>/<file>; INPUTS finds others
 TITLE = "cos(g, Δ) over fine-tuning steps"
 SECTION = "prior"
 INPUTS = ("drift_cos.csv", "*/drift_cos.csv")
@@ -29,8 +31,10 @@ def load_table(path: str | Path) -> list[dict]:
     path = Path(path)
     if path.suffix == ".csv":
         with open(path, newline="") as fh:
-            return [{k: (float(v) if k not in ("param", "module") and v not in ("", "None") else v) for k, v in r.items()}
-                    for r in csv.DictReader(fh)]
+            return [
+                {k: (float(v) if k not in ("param", "module") and v not in ("", "None") else v) for k, v in r.items()}
+                for r in csv.DictReader(fh)
+            ]
     return json.loads(path.read_text())
 
 
@@ -45,8 +49,12 @@ def _series(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[str, 
     for m, steps in sorted(by.items()):
         s = sorted(steps)
         v = [steps[i] for i in s]
-        out[m] = {"step": np.array(s), "mean": np.array([np.mean(x) for x in v]),
-                  "lo": np.array([np.min(x) for x in v]), "hi": np.array([np.max(x) for x in v])}
+        out[m] = {
+            "step": np.array(s),
+            "mean": np.array([np.mean(x) for x in v]),
+            "lo": np.array([np.min(x) for x in v]),
+            "hi": np.array([np.max(x) for x in v]),
+        }
     return out
 
 
@@ -55,7 +63,9 @@ def draw(rows: Sequence[Mapping[str, Any]]) -> Figure:
     guided = any("cos_guided" in r for r in rows)
     fig = Figure(figsize=(11 if guided else 6, 4), constrained_layout=True)
     axes = fig.subplots(1, 2 if guided else 1, squeeze=False)[0]
-    for ax, key, title in zip(axes, ("cos", "cos_guided"), ("cos(g, Δ) of the raw gradient", "cos(g̃, Δ) after the rule")):
+    for ax, key, title in zip(
+        axes, ("cos", "cos_guided"), ("cos(g, Δ) of the raw gradient", "cos(g̃, Δ) after the rule")
+    ):
         for i, (m, s) in enumerate(_series(rows, key).items()):
             ax.plot(s["step"], s["mean"], color=f"C{i}", label=m, marker="o", ms=3)
             ax.fill_between(s["step"], s["lo"], s["hi"], color=f"C{i}", alpha=0.15)
@@ -87,8 +97,14 @@ def save(rows: Sequence[Mapping[str, Any]], out_dir: str | Path, name: str = NAM
 def render(run_dir: str | Path) -> list[Path]:
     """Regenerate from every ``RUN/<dir>/drift_cos.csv`` (``prior/`` for the stage) into ``RUN/figures``
     (``python -m cotscope.figures RUN``)."""
-    return render_each(run_dir, sys.modules[__name__], "prior", save, "run probes.drift.run_drift_alignment(vlm_dir, "
-                       "RUN/prior/prior.safetensors, RUN/prior) first", load=load_table)
+    return render_each(
+        run_dir,
+        sys.modules[__name__],
+        "prior",
+        save,
+        "run probes.drift.run_drift_alignment(vlm_dir, RUN/prior/prior.safetensors, RUN/prior) first",
+        load=load_table,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

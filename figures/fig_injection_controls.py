@@ -5,11 +5,12 @@ vector kind over no injection, with 95% bootstrap CIs over prompts. Draws from s
 
 >>> render_tables(["runs/demo/intervention/sweep_llm.csv"], "runs/demo/figures")   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -22,10 +23,20 @@ TITLE = "Low-pass vs high-pass vs random injection"
 SECTION = "intervention"
 INPUTS = SWEEP_INPUTS
 ORDER = ("real", "own_lowpass", "highpass", "unfiltered", "random")
-LABEL = {"real": "low-pass (real)", "own_lowpass": "own low-pass", "highpass": "high-pass", "unfiltered": "unfiltered",
-         "random": "random (equal norm)"}
-COLORS = {"real": "tab:blue", "own_lowpass": "tab:green", "highpass": "tab:orange", "unfiltered": "tab:purple",
-          "random": "tab:grey"}
+LABEL = {
+    "real": "low-pass (real)",
+    "own_lowpass": "own low-pass",
+    "highpass": "high-pass",
+    "unfiltered": "unfiltered",
+    "random": "random (equal norm)",
+}
+COLORS = {
+    "real": "tab:blue",
+    "own_lowpass": "tab:green",
+    "highpass": "tab:orange",
+    "unfiltered": "tab:purple",
+    "random": "tab:grey",
+}
 
 
 def control_lam(gains: Sequence[dict]) -> float | None:
@@ -55,13 +66,28 @@ def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logpr
                 by = {g["layer"]: g for g in sel if g["control"] == kind}
                 xs = np.arange(len(layers)) + (k - (len(kinds) - 1) / 2) * w
                 y = [by[l]["gain"] if l in by else np.nan for l in layers]
-                lo = [by[l]["gain"] - by[l]["ci_low"] if l in by and by[l]["ci_low"] == by[l]["ci_low"] else 0 for l in layers]
-                hi = [by[l]["ci_high"] - by[l]["gain"] if l in by and by[l]["ci_high"] == by[l]["ci_high"] else 0 for l in layers]
+                lo = [
+                    by[l]["gain"] - by[l]["ci_low"] if l in by and by[l]["ci_low"] == by[l]["ci_low"] else 0
+                    for l in layers
+                ]
+                hi = [
+                    by[l]["ci_high"] - by[l]["gain"] if l in by and by[l]["ci_high"] == by[l]["ci_high"] else 0
+                    for l in layers
+                ]
                 ax.bar(xs, y, width=w, yerr=[lo, hi], capsize=2, color=COLORS[kind], label=LABEL[kind])
-                pfig.add_trace(go.Bar(x=[f"L{l}" for l in layers], y=y, name=LABEL[kind], legendgroup=kind,
-                                      marker_color=COLORS[kind].replace("tab:", ""), showlegend=(i == 0 and j == 0),
-                                      error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo)),
-                               row=i + 1, col=j + 1)
+                pfig.add_trace(
+                    go.Bar(
+                        x=[f"L{l}" for l in layers],
+                        y=y,
+                        name=LABEL[kind],
+                        legendgroup=kind,
+                        marker_color=COLORS[kind].replace("tab:", ""),
+                        showlegend=(i == 0 and j == 0),
+                        error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo),
+                    ),
+                    row=i + 1,
+                    col=j + 1,
+                )
             ax.axhline(0, color="k", lw=0.8)
             ax.set_xticks(np.arange(len(layers)), [f"L{l}" for l in layers])
             ax.set_xlabel("injection layer")

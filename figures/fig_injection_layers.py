@@ -8,15 +8,24 @@ CIs over prompts (paired with the no-injection row of the same prompt). Draws fr
 
 >>> figs = render_tables(["runs/demo/intervention/sweep_llm.csv"], "runs/demo/figures")   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from cotscope.analyses.sweeps import paired_gains, read_table, table_config
-from cotscope.figures.common import MissingInputs, figure_main, figures_dir, instance_name, save_matplotlib, \
-    save_pair, save_plotly
+from cotscope.figures.common import (
+    MissingInputs,
+    figure_main,
+    figures_dir,
+    instance_name,
+    save_matplotlib,
+    save_pair,
+    save_plotly,
+)
 from cotscope.figures.inputs import SWEEP_INPUTS, sweep_tables
 
 NAME = "injection_layers"
@@ -53,20 +62,23 @@ def find_tables(run_dir: str | Path) -> dict[str, list[Path]]:
     """The run's sweep tables by folder (``intervention`` for the demo's); raises :class:`MissingInputs` if none."""
     groups = sweep_tables(run_dir)
     if not groups:
-        raise MissingInputs(f"no injection sweep table (<table>.csv + .csv.meta.json) under {run_dir}; "
-                            "run a sweep first (cotscope sweep, cs.sweep or the intervention stage)")
+        raise MissingInputs(
+            f"no injection sweep table (<table>.csv + .csv.meta.json) under {run_dir}; "
+            "run a sweep first (cotscope sweep, cs.sweep or the intervention stage)"
+        )
     return groups
 
 
-def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logprob", "correct"),
-         control: str = "real"):
+def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logprob", "correct"), control: str = "real"):
     import matplotlib.pyplot as plt
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     labels = list(tables)
     fig, axes = plt.subplots(len(metrics), len(labels), figsize=(5.2 * len(labels), 3.3 * len(metrics)), squeeze=False)
-    pfig = make_subplots(rows=len(metrics), cols=len(labels), subplot_titles=[f"{lab}" for m in metrics for lab in labels])
+    pfig = make_subplots(
+        rows=len(metrics), cols=len(labels), subplot_titles=[f"{lab}" for m in metrics for lab in labels]
+    )
     for j, lab in enumerate(labels):
         rows = tables[lab]
         for i, m in enumerate(metrics):
@@ -80,10 +92,20 @@ def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logpr
                 lo = [g["gain"] - g["ci_low"] if g["ci_low"] == g["ci_low"] else 0 for g in gs]
                 hi = [g["ci_high"] - g["gain"] if g["ci_high"] == g["ci_high"] else 0 for g in gs]
                 ax.errorbar(x, y, yerr=[lo, hi], marker="o", ms=4, capsize=3, lw=1.2, label=f"λ={lam:g}")
-                pfig.add_trace(go.Scatter(x=[g["layer"] for g in gs], y=y, mode="lines+markers", name=f"λ={lam:g}",
-                                          legendgroup=f"{lam}", showlegend=(i == 0 and j == 0),
-                                          error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo),
-                                          hovertext=[f"{g['cell_id']} n={g['n']}" for g in gs]), row=i + 1, col=j + 1)
+                pfig.add_trace(
+                    go.Scatter(
+                        x=[g["layer"] for g in gs],
+                        y=y,
+                        mode="lines+markers",
+                        name=f"λ={lam:g}",
+                        legendgroup=f"{lam}",
+                        showlegend=(i == 0 and j == 0),
+                        error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo),
+                        hovertext=[f"{g['cell_id']} n={g['n']}" for g in gs],
+                    ),
+                    row=i + 1,
+                    col=j + 1,
+                )
             ax.axhline(0, color="k", lw=0.8, ls="--")
             ax.set_xlabel("injection layer")
             ax.set_ylabel(METRICS.get(m, f"Δ {m}"))
@@ -99,8 +121,9 @@ def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logpr
     return fig, pfig
 
 
-def render_sweep_figure(draw_fn, name: str, paths: Sequence[str | Path], out_dir: str | Path,
-                        module: Any = None, instance: str = "") -> list[Path]:
+def render_sweep_figure(
+    draw_fn, name: str, paths: Sequence[str | Path], out_dir: str | Path, module: Any = None, instance: str = ""
+) -> list[Path]:
     """Draw one sweep figure from stored tables and save PNG + HTML (shared by the four injection figures);
     with ``module``, also ``<name>.meta.json`` naming the tables."""
     if not paths:
@@ -108,16 +131,33 @@ def render_sweep_figure(draw_fn, name: str, paths: Sequence[str | Path], out_dir
     fig, pfig = draw_fn(load_tables(paths))
     if module is None:
         return save_matplotlib(fig, out_dir, name, pdf=False) + [save_plotly(pfig, out_dir, name)]
-    return save_pair(fig, pfig, out_dir, name, module=module, instance=instance, pdf=False,
-                     sources=[q for p in paths for q in (Path(p), Path(f"{p}.meta.json"))])
+    return save_pair(
+        fig,
+        pfig,
+        out_dir,
+        name,
+        module=module,
+        instance=instance,
+        pdf=False,
+        sources=[q for p in paths for q in (Path(p), Path(f"{p}.meta.json"))],
+    )
 
 
 def render_run(run_dir: str | Path, module: Any) -> list[Path]:
     """One figure of ``module`` per folder of sweep tables in the run."""
     out = figures_dir(run_dir)
-    return [p for key, tables in find_tables(run_dir).items()
-            for p in render_sweep_figure(module.draw, instance_name(module.NAME, key, "intervention"), tables, out,
-                                         module=module, instance="" if key == "intervention" else key)]
+    return [
+        p
+        for key, tables in find_tables(run_dir).items()
+        for p in render_sweep_figure(
+            module.draw,
+            instance_name(module.NAME, key, "intervention"),
+            tables,
+            out,
+            module=module,
+            instance="" if key == "intervention" else key,
+        )
+    ]
 
 
 def render_tables(paths: Sequence[str | Path], out_dir: str | Path) -> list[Path]:

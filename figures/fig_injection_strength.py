@@ -5,11 +5,12 @@ Draws from stored sweep tables only.
 
 >>> render_tables(["runs/demo/intervention/sweep_llm.csv"], "runs/demo/figures")   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from cotscope.analyses.sweeps import paired_gains
 from cotscope.figures.common import figure_main
@@ -39,10 +40,19 @@ def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("gold_logpr
                 lo = [g["gain"] - g["ci_low"] if g["ci_low"] == g["ci_low"] else 0 for g in gs]
                 hi = [g["ci_high"] - g["gain"] if g["ci_high"] == g["ci_high"] else 0 for g in gs]
                 ax.errorbar(x, y, yerr=[lo, hi], marker="o", ms=4, capsize=3, lw=1.2, label=f"layer {layer}")
-                pfig.add_trace(go.Scatter(x=x, y=y, mode="lines+markers", name=f"layer {layer}", legendgroup=str(layer),
-                                          showlegend=(i == 0 and j == 0),
-                                          error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo)),
-                               row=i + 1, col=j + 1)
+                pfig.add_trace(
+                    go.Scatter(
+                        x=x,
+                        y=y,
+                        mode="lines+markers",
+                        name=f"layer {layer}",
+                        legendgroup=str(layer),
+                        showlegend=(i == 0 and j == 0),
+                        error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo),
+                    ),
+                    row=i + 1,
+                    col=j + 1,
+                )
             ax.axhline(0, color="k", lw=0.8, ls="--")
             ax.set_xlabel("strength λ")
             ax.set_ylabel(METRICS.get(m, f"Δ {m}"))

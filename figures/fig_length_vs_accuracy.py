@@ -6,11 +6,12 @@ CIs over prompts. Draws from stored sweep tables only.
 
 >>> render_tables(["runs/demo/intervention/sweep_llm.csv"], "runs/demo/figures")   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 from cotscope.analyses.sweeps import cell_means
 from cotscope.figures.common import figure_main
@@ -20,8 +21,14 @@ NAME = "length_vs_accuracy"
 TITLE = "Response length vs accuracy per sweep cell"
 SECTION = "intervention"
 INPUTS = SWEEP_INPUTS
-COLORS = {"real": "tab:blue", "unfiltered": "tab:purple", "highpass": "tab:orange", "random": "tab:grey",
-          "own_lowpass": "tab:green", "none": "black"}
+COLORS = {
+    "real": "tab:blue",
+    "unfiltered": "tab:purple",
+    "highpass": "tab:orange",
+    "random": "tab:grey",
+    "own_lowpass": "tab:green",
+    "none": "black",
+}
 YLAB = {"correct": "accuracy", "gold_logprob": "log p(gold) after budget"}
 
 
@@ -49,10 +56,21 @@ def draw(tables: Mapping[str, list[dict]], metrics: Sequence[str] = ("correct", 
                 yhi = [ys[c]["ci_high"] - ys[c]["mean"] if ys[c]["ci_high"] == ys[c]["ci_high"] else 0 for c in ids]
                 kw = dict(marker="*", ms=12, zorder=5) if ctrl == "none" else dict(marker="o", ms=5)
                 ax.errorbar(x, y, yerr=[ylo, yhi], ls="none", color=COLORS[ctrl], capsize=2, label=ctrl, **kw)
-                pfig.add_trace(go.Scatter(x=x, y=y, mode="markers", name=ctrl, legendgroup=ctrl,
-                                          showlegend=(i == 0 and j == 0), marker=dict(color=COLORS[ctrl].replace("tab:", "")),
-                                          error_y=dict(type="data", symmetric=False, array=yhi, arrayminus=ylo),
-                                          hovertext=ids), row=i + 1, col=j + 1)
+                pfig.add_trace(
+                    go.Scatter(
+                        x=x,
+                        y=y,
+                        mode="markers",
+                        name=ctrl,
+                        legendgroup=ctrl,
+                        showlegend=(i == 0 and j == 0),
+                        marker=dict(color=COLORS[ctrl].replace("tab:", "")),
+                        error_y=dict(type="data", symmetric=False, array=yhi, arrayminus=ylo),
+                        hovertext=ids,
+                    ),
+                    row=i + 1,
+                    col=j + 1,
+                )
             ax.set_xlabel("mean response length (tokens)")
             ax.set_ylabel(YLAB.get(m, m))
             ax.set_title(lab, fontsize=9)

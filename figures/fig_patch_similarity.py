@@ -6,11 +6,13 @@ come from :func:`analyses.reconstruction.patch_similarity`.
 
     python -m cotscope.figures.fig_patch_similarity runs/demo        # or: python -m cotscope.figures runs/demo
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -18,7 +20,7 @@ from matplotlib.figure import Figure
 from cotscope.figures.common import figure_main, render_each, save_figure
 
 NAME = "patch_similarity"
-SOURCE = ("reconstruction", "reconstruction.json")   # the stage's RUN/<dir>/<file>; INPUTS finds others
+SOURCE = ("reconstruction", "reconstruction.json")  # the stage's RUN/<dir>/<file>; INPUTS finds others
 TITLE = "Hidden state vs image patches"
 SECTION = "reconstruction"
 INPUTS = ("reconstruction.json", "*/reconstruction.json")
@@ -43,14 +45,17 @@ def draw(data: Mapping[str, Any]) -> Figure:
         ax.set(title=f"layer {l}", xticks=[], yticks=[])
     fig.colorbar(im, ax=list(axes), shrink=0.8, label="cos(hidden, patch)")
     ps = data.get("patch_similarity", data)
-    fig.suptitle(f"Hidden state vs each connector token (image {ps.get('image_index', 0)}, "
-                 f"token rule {data.get('token_rule', '?')})", fontsize=11)
+    fig.suptitle(
+        f"Hidden state vs each connector token (image {ps.get('image_index', 0)}, "
+        f"token rule {data.get('token_rule', '?')})",
+        fontsize=11,
+    )
     return fig
 
 
 def draw_plotly(data: Mapping[str, Any]):
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     layers, cos = _maps(data)
     lim = float(np.abs(cos).max()) or 1.0
@@ -69,9 +74,14 @@ def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list
 def render(run_dir: str | Path) -> list[Path]:
     """Regenerate from every ``RUN/<dir>/reconstruction.json`` (``reconstruction/`` for the stage) into ``RUN/figures``
     (``python -m cotscope.figures RUN``)."""
-    return render_each(run_dir, sys.modules[__name__], "reconstruction", save,
-                       "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first",
-                       check=lambda d: None if "patch_similarity" in d else "it has no patch_similarity maps")
+    return render_each(
+        run_dir,
+        sys.modules[__name__],
+        "reconstruction",
+        save,
+        "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first",
+        check=lambda d: None if "patch_similarity" in d else "it has no patch_similarity maps",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,7 @@ side by side for the demo's ``llm`` analysis when the cross-model stage ran.
 
 >>> python -m cotscope.figures.fig_pca_scatter runs/demo          # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import sys
@@ -42,8 +43,13 @@ def draw(panels: list[tuple[str, np.ndarray, np.ndarray]]):
         for lab, name, col in ((1, "CoT", "#d62728"), (0, "direct", "#1f77b4")):
             m = y == lab
             ax.scatter(Z[m, 0], Z[m, 1], s=14, alpha=0.7, c=col, label=name)
-            pfig.add_trace(go.Scatter(x=Z[m, 0], y=Z[m, 1], mode="markers", name=f"{name} ({title})",
-                                      marker=dict(color=col, size=6)), row=1, col=k + 1)
+            pfig.add_trace(
+                go.Scatter(
+                    x=Z[m, 0], y=Z[m, 1], mode="markers", name=f"{name} ({title})", marker=dict(color=col, size=6)
+                ),
+                row=1,
+                col=k + 1,
+            )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"PC1 ({evr[0]:.0%} var)")
         ax.set_ylabel(f"PC2 ({evr[1]:.0%} var)")
@@ -78,8 +84,12 @@ def render(run_dir: str | Path) -> list[Path]:
                 vs = ActivationStore(vdir)
                 if pos not in vs.positions:
                     continue
-                vl = min(vs.layers, key=lambda l: abs(l / max(1, vs.model["n_layers"] - 1)
-                                                      - layer / max(1, store.model["n_layers"] - 1)))
+                vl = min(
+                    vs.layers,
+                    key=lambda l: abs(
+                        l / max(1, vs.model["n_layers"] - 1) - layer / max(1, store.model["n_layers"] - 1)
+                    ),
+                )
                 panels.append((f"VLM ({cond} input) layer {vl}", vs.get(pos, vl), vs.labels))
                 sources.append(vdir / "manifest.json")
         fig, pfig = draw(panels)

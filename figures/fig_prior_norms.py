@@ -4,19 +4,21 @@ Input: ``prior_analysis.json`` from :func:`analyses.prior.run_prior_analysis`.
 
     python -m cotscope.figures.fig_prior_norms runs/demo        # or: python -m cotscope.figures runs/demo
 """
+
 from __future__ import annotations
 
 import collections
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from matplotlib.figure import Figure
 
 from cotscope.figures.common import figure_main, render_each, save_figure
 
 NAME = "prior_norms"
-SOURCE = ("prior", "prior_analysis.json")   # the stage's RUN/<dir>/<file>; INPUTS finds others
+SOURCE = ("prior", "prior_analysis.json")  # the stage's RUN/<dir>/<file>; INPUTS finds others
 TITLE = "Reasoning prior per layer"
 SECTION = "prior"
 INPUTS = ("prior_analysis.json", "*/prior_analysis.json")
@@ -53,14 +55,17 @@ def draw(data: Mapping[str, Any]) -> Figure:
 
 def draw_plotly(data: Mapping[str, Any]):
     """Interactive version of :func:`draw`."""
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     layers = data["layers"]
     x = [r["layer"] for r in layers]
     fig = make_subplots(1, 2, subplot_titles=("‖Δ‖ per layer", "1 − cos(θ_reason, θ_VL)"))
-    fig.add_trace(go.Scatter(x=x, y=[r["delta_norm"] for r in layers], name="layer total",
-                             line=dict(color="black", width=3)), 1, 1)
+    fig.add_trace(
+        go.Scatter(x=x, y=[r["delta_norm"] for r in layers], name="layer total", line=dict(color="black", width=3)),
+        1,
+        1,
+    )
     for m, (lx, ly) in _per_module(data).items():
         fig.add_trace(go.Scatter(x=lx, y=ly, name=m, mode="lines"), 1, 1)
     fig.add_trace(go.Scatter(x=x, y=[1 - r["cos"] for r in layers], name="1 − cos", mode="lines+markers"), 1, 2)
@@ -77,8 +82,13 @@ def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list
 def render(run_dir: str | Path) -> list[Path]:
     """Regenerate from every ``RUN/<dir>/prior_analysis.json`` (``prior/`` for the stage) into ``RUN/figures``
     (``python -m cotscope.figures RUN``)."""
-    return render_each(run_dir, sys.modules[__name__], "prior", save,
-                       "run analyses.prior.run_prior_analysis(reason_dir, vl_dir, RUN/prior) first")
+    return render_each(
+        run_dir,
+        sys.modules[__name__],
+        "prior",
+        save,
+        "run analyses.prior.run_prior_analysis(reason_dir, vl_dir, RUN/prior) first",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

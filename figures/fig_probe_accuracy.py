@@ -6,6 +6,7 @@ demo's ``llm`` analysis draws ``probe_accuracy.png``, any other ``probe_accuracy
 
 >>> python -m cotscope.figures.fig_probe_accuracy runs/demo          # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,10 +38,15 @@ def draw(result: dict[str, Any], title: str = ""):
     ax.set_ylim(0, 1.05)
     ax.set_title(title or f"CoT vs direct separability per layer ({result['position']})")
     ax.legend(loc="lower right", fontsize=8)
-    pfig = go.Figure([go.Scatter(x=layers, y=acc, mode="lines+markers", name="probe accuracy"),
-                      go.Scatter(x=layers, y=[abs(c) for c in cos], mode="lines+markers", name="|cos(LAT, mean diff)|")])
-    pfig.update_layout(title=title or "CoT vs direct separability per layer", xaxis_title="decoder block",
-                       yaxis_range=[0, 1.05])
+    pfig = go.Figure(
+        [
+            go.Scatter(x=layers, y=acc, mode="lines+markers", name="probe accuracy"),
+            go.Scatter(x=layers, y=[abs(c) for c in cos], mode="lines+markers", name="|cos(LAT, mean diff)|"),
+        ]
+    )
+    pfig.update_layout(
+        title=title or "CoT vs direct separability per layer", xaxis_title="decoder block", yaxis_range=[0, 1.05]
+    )
     return fig, pfig
 
 
@@ -52,8 +58,15 @@ def render(run_dir: str | Path) -> list[Path]:
     paths: list[Path] = []
     for a in found:
         fig, pfig = draw(a.data, title=f"{a.model_short} ({a.name}, {a.data['position']}): CoT vs direct per layer")
-        paths += save_pair(fig, pfig, out, instance_name(NAME, a.name, "llm"), module=sys.modules[__name__],
-                           sources=[a.path], instance=a.name)
+        paths += save_pair(
+            fig,
+            pfig,
+            out,
+            instance_name(NAME, a.name, "llm"),
+            module=sys.modules[__name__],
+            sources=[a.path],
+            instance=a.name,
+        )
     return paths
 
 

@@ -8,18 +8,20 @@ Input: ``reconstruction.json`` from :func:`probes.vision_latents.run_reconstruct
 
     python -m cotscope.figures.fig_reconstruction runs/demo        # or: python -m cotscope.figures runs/demo
 """
+
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from matplotlib.figure import Figure
 
 from cotscope.figures.common import figure_main, render_each, save_figure
 
 NAME = "reconstruction"
-SOURCE = ("reconstruction", "reconstruction.json")   # the stage's RUN/<dir>/<file>; INPUTS finds others
+SOURCE = ("reconstruction", "reconstruction.json")  # the stage's RUN/<dir>/<file>; INPUTS finds others
 TITLE = "Vision-latent reconstruction per layer"
 SECTION = "reconstruction"
 INPUTS = ("reconstruction.json", "*/reconstruction.json")
@@ -49,14 +51,17 @@ def draw(data: Mapping[str, Any]) -> Figure:
         ax.xaxis.get_major_locator().set_params(integer=True)
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"Reconstructing {data['n_tokens']} pooled connector tokens from the residual stream "
-                 f"(train {data['n_train']}, held-out {data['n_test']} images)", fontsize=11)
+    fig.suptitle(
+        f"Reconstructing {data['n_tokens']} pooled connector tokens from the residual stream "
+        f"(train {data['n_train']}, held-out {data['n_test']} images)",
+        fontsize=11,
+    )
     return fig
 
 
 def draw_plotly(data: Mapping[str, Any]):
-    from plotly.subplots import make_subplots
     import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
 
     rows = _rows(data)
     x = [r["layer"] for r in rows]
@@ -64,8 +69,11 @@ def draw_plotly(data: Mapping[str, Any]):
     for i, (key, label) in enumerate(PANELS, start=1):
         fig.add_trace(go.Scatter(x=x, y=[r[key] for r in rows], name=f"probe {key}"), 1, i)
         if f"{key}_shuffled" in rows[0]:
-            fig.add_trace(go.Scatter(x=x, y=[r[f"{key}_shuffled"] for r in rows], name=f"shuffled {key}",
-                                     line=dict(dash="dash")), 1, i)
+            fig.add_trace(
+                go.Scatter(x=x, y=[r[f"{key}_shuffled"] for r in rows], name=f"shuffled {key}", line=dict(dash="dash")),
+                1,
+                i,
+            )
     fig.update_xaxes(title_text="layer")
     return fig
 
@@ -78,9 +86,14 @@ def save(data: Mapping[str, Any], out_dir: str | Path, name: str = NAME) -> list
 def render(run_dir: str | Path) -> list[Path]:
     """Regenerate from every ``RUN/<dir>/reconstruction.json`` (``reconstruction/`` for the stage) into ``RUN/figures``
     (``python -m cotscope.figures RUN``)."""
-    return render_each(run_dir, sys.modules[__name__], "reconstruction", save,
-                       "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first",
-                       check=lambda d: None if d.get("rows") else "it has no per-layer rows")
+    return render_each(
+        run_dir,
+        sys.modules[__name__],
+        "reconstruction",
+        save,
+        "run probes.vision_latents.run_reconstruction_demo(vlm_dir, RUN/reconstruction) first",
+        check=lambda d: None if d.get("rows") else "it has no per-layer rows",
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

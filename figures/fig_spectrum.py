@@ -4,6 +4,7 @@ analysis whose mean-difference direction file is present.
 
 >>> python -m cotscope.figures.fig_spectrum runs/demo          # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import sys
@@ -96,8 +97,9 @@ def render(run_dir: str | Path) -> list[Path]:
             continue
         ds = DirectionSet.load(f)
         layer = a.data["best_layer"]
-        fig, pfig = draw(ds[layer], cutoff=_cutoff(a),
-                         title=f"CoT direction (mean diff), {a.model_short} ({a.name}), layer {layer}")
+        fig, pfig = draw(
+            ds[layer], cutoff=_cutoff(a), title=f"CoT direction (mean diff), {a.model_short} ({a.name}), layer {layer}"
+        )
         paths += save_pair(fig, pfig, out, name, module=sys.modules[__name__], sources=[a.path, f], instance=a.name)
     if not paths:
         raise MissingInputs("no per-layer analysis has its mean-difference direction file beside it")

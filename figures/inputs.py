@@ -17,14 +17,16 @@ the same pattern is ignored, not misdrawn.
 >>> [(a.name, a.path.name) for a in layer_analyses(run)]
 [('mine', 'analysis.json')]
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import logging
 import re
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,7 @@ def _stored_path(run_dir: Path, stored: Any, anchor: str) -> list[Path]:
     p = Path(str(stored))
     out = [p]
     if anchor in p.parts:
-        out.append(run_dir.joinpath(*p.parts[p.parts.index(anchor):]))
+        out.append(run_dir.joinpath(*p.parts[p.parts.index(anchor) :]))
     return out
 
 
@@ -126,10 +128,14 @@ class LayerAnalysis:
         """The direction file this analysis wrote for ``method``, wherever the writer put it."""
         stored = (self.data.get("directions") or {}).get(method)
         stem = self.path.stem
-        return _existing([*_stored_path(self.run_dir, stored, "directions"),
-                          self.path.parent.parent / "directions" / f"{stem}_{method}.safetensors",   # stages, API
-                          self.path.parent / f"{method}.safetensors",                                # cotscope analyse
-                          self.path.parent / "directions" / f"{stem}_{method}.safetensors"])
+        return _existing(
+            [
+                *_stored_path(self.run_dir, stored, "directions"),
+                self.path.parent.parent / "directions" / f"{stem}_{method}.safetensors",  # stages, API
+                self.path.parent / f"{method}.safetensors",  # cotscope analyse
+                self.path.parent / "directions" / f"{stem}_{method}.safetensors",
+            ]
+        )
 
     def direction_meta(self) -> dict[str, Any]:
         for method in ("mean_diff", "lat"):
@@ -142,9 +148,14 @@ class LayerAnalysis:
     def store_dir(self) -> Path | None:
         """The activation store the analysis read (stored path, direction provenance, or ``stores/<name>``)."""
         extra = self.direction_meta().get("extra") or {}
-        return _existing([*_stored_path(self.run_dir, self.data.get("store"), "stores"),
-                          *_stored_path(self.run_dir, extra.get("store"), "stores"),
-                          self.run_dir / "stores" / self.path.stem], ok=_is_store)
+        return _existing(
+            [
+                *_stored_path(self.run_dir, self.data.get("store"), "stores"),
+                *_stored_path(self.run_dir, extra.get("store"), "stores"),
+                self.run_dir / "stores" / self.path.stem,
+            ],
+            ok=_is_store,
+        )
 
     @property
     def model_id(self) -> str:
@@ -164,17 +175,22 @@ class LayerAnalysis:
 
 def is_layer_analysis(d: Any) -> bool:
     layers = d.get("layers") if isinstance(d, dict) else None
-    return (isinstance(layers, dict) and bool(layers) and "best_layer" in d and "position" in d
-            and all(isinstance(v, dict) and "probe" in v for v in layers.values()))
+    return (
+        isinstance(layers, dict)
+        and bool(layers)
+        and "best_layer" in d
+        and "position" in d
+        and all(isinstance(v, dict) and "probe" in v for v in layers.values())
+    )
 
 
 def _analysis_name(run_dir: Path, path: Path) -> str:
     rel = path.resolve().relative_to(run_dir.resolve())
     if path.name == "analysis.json":
         return "analysis" if len(rel.parts) == 1 else slug(rel.parent)
-    if len(rel.parts) == 2:              # analysis/<name>.json
+    if len(rel.parts) == 2:  # analysis/<name>.json
         return slug(path.stem)
-    return slug(Path(*rel.parts[:-2]) / path.stem)   # <dir>/analysis/<name>.json
+    return slug(Path(*rel.parts[:-2]) / path.stem)  # <dir>/analysis/<name>.json
 
 
 def _unique(names: Sequence[str]) -> list[str]:
@@ -204,8 +220,12 @@ def attention_analyses(run_dir: str | Path) -> list[tuple[str, Path, dict[str, A
     ``attention_shift``."""
     run_dir = Path(run_dir)
     found = [(p, d) for p in glob_run(run_dir, ATTENTION_INPUTS) if is_attention_analysis(d := read_json(p))]
-    keys = _unique([_analysis_name(run_dir, p) if p.parent.name == "analysis" else slug(Path(folder_key(run_dir, p))
-                    / p.stem) for p, _ in found])
+    keys = _unique(
+        [
+            _analysis_name(run_dir, p) if p.parent.name == "analysis" else slug(Path(folder_key(run_dir, p)) / p.stem)
+            for p, _ in found
+        ]
+    )
     return [(k, p, d) for k, (p, d) in zip(keys, found)]
 
 
@@ -231,8 +251,7 @@ def crossmodel_groups(run_dir: str | Path) -> dict[str, dict[str, tuple[Path, di
 
 
 def is_sweep_meta(d: Any) -> bool:
-    return (isinstance(d, dict) and d.get("format") == "cotscope.sweep"
-            and SWEEP_COLUMNS <= set((d.get("columns") or {})))
+    return isinstance(d, dict) and d.get("format") == "cotscope.sweep" and SWEEP_COLUMNS <= set(d.get("columns") or {})
 
 
 def sweep_tables(run_dir: str | Path) -> dict[str, list[Path]]:

@@ -9,23 +9,30 @@ The result equals a PyTorch forward hook on ``model.layers[i]`` that returns ``o
 ...     logits = lm.output.logits.save()
 >>> bridge.run_with_hooks(ids, fwd_hooks=tl_hooks(ds, 4.0, model=bridge))   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
 from cotscope.analyses.layers import LayerIndexError, normalize_layer
-from cotscope.probes.models.registry import FALLBACK_LAYER_PATHS as LAYER_PATHS  # the old name
+from cotscope.probes.models.registry import FALLBACK_LAYER_PATHS as LAYER_PATHS  # noqa: F401  (the old name)
 from cotscope.probes.positions import Positions, PositionsError, PositionsLike
 
 
-def steering_vectors(direction: DirectionSet | np.ndarray | Any, layers: Sequence[int] | None = None, *,
-                     n_layers: int | None = None, hidden_size: int | None = None,
-                     normalize: bool = False) -> dict[int, np.ndarray]:
+def steering_vectors(
+    direction: DirectionSet | np.ndarray | Any,
+    layers: Sequence[int] | None = None,
+    *,
+    n_layers: int | None = None,
+    hidden_size: int | None = None,
+    normalize: bool = False,
+) -> dict[int, np.ndarray]:
     """Resolve ``direction`` + ``layers`` into ``{block index: float32 vector}`` (checked, optionally unit-norm).
 
     ``direction``: a :class:`DirectionSet` (``layers=None`` → all its layers), a 1-D vector (``layers`` required),
@@ -34,6 +41,7 @@ def steering_vectors(direction: DirectionSet | np.ndarray | Any, layers: Sequenc
     >>> steering_vectors(np.ones(4), layers=[-1], n_layers=3)
     {2: array([1., 1., 1., 1.], dtype=float32)}
     """
+
     def block(i: int) -> int:
         if n_layers is None:
             if i < 0:
@@ -48,7 +56,7 @@ def steering_vectors(direction: DirectionSet | np.ndarray | Any, layers: Sequenc
         if n_layers is None and direction.meta.n_layers:
             n_layers = direction.meta.n_layers
         if n_layers is not None:
-            direction = direction.resolved(n_layers)          # a key -1 is the last block
+            direction = direction.resolved(n_layers)  # a key -1 is the last block
         if layers is None:
             vecs = {block(l): direction.vectors[l] for l in direction.layers}
         else:
@@ -56,7 +64,9 @@ def steering_vectors(direction: DirectionSet | np.ndarray | Any, layers: Sequenc
             for l in layers:
                 b = block(l)
                 if b not in direction.vectors:
-                    raise DirectionFileError(f"layer {l} is not in this direction set (it has layers {direction.layers})")
+                    raise DirectionFileError(
+                        f"layer {l} is not in this direction set (it has layers {direction.layers})"
+                    )
                 vecs[b] = direction.vectors[b]
     else:
         arr = direction.detach().cpu().numpy() if isinstance(direction, torch.Tensor) else np.asarray(direction)
@@ -66,8 +76,10 @@ def steering_vectors(direction: DirectionSet | np.ndarray | Any, layers: Sequenc
             vecs = {block(l): arr for l in layers}
         elif arr.ndim == 2:
             if n_layers is not None and arr.shape[0] != n_layers:
-                raise DirectionFileError(f"a 2-D direction must have one row per block: got {arr.shape[0]} rows for a "
-                                         f"model with {n_layers} blocks")
+                raise DirectionFileError(
+                    f"a 2-D direction must have one row per block: got {arr.shape[0]} rows for a "
+                    f"model with {n_layers} blocks"
+                )
             chosen = range(arr.shape[0]) if layers is None else layers
             vecs = {block(l): arr[block(l)] for l in chosen}
         else:
@@ -76,11 +88,15 @@ def steering_vectors(direction: DirectionSet | np.ndarray | Any, layers: Sequenc
     for b, v in sorted(vecs.items()):
         v = np.asarray(v, dtype=np.float32).reshape(-1)
         if hidden_size is not None and v.shape[0] != hidden_size:
-            raise DirectionFileError(f"hidden-size mismatch: the direction has {v.shape[0]} dims, the model has {hidden_size}. "
-                                     "Fix: use a direction read from a model of the same width, or resample it "
-                                     "(analyses.spectral.resample)")
+            raise DirectionFileError(
+                f"hidden-size mismatch: the direction has {v.shape[0]} dims, the model has {hidden_size}. "
+                "Fix: use a direction read from a model of the same width, or resample it "
+                "(analyses.spectral.resample)"
+            )
         if n_layers is not None and not 0 <= b < n_layers:
-            raise DirectionFileError(f"layer {b} is out of range for a model with {n_layers} blocks (valid 0..{n_layers - 1})")
+            raise DirectionFileError(
+                f"layer {b} is out of range for a model with {n_layers} blocks (valid 0..{n_layers - 1})"
+            )
         if normalize:
             norm = float(np.linalg.norm(v))
             if norm == 0.0:
@@ -100,8 +116,9 @@ def _check_positions(positions: PositionsLike) -> str | int | slice | list[int]:
 def _delta(out: torch.Tensor, vec: np.ndarray, lam: float, positions: Any) -> torch.Tensor:
     """``lam * vec`` placed at ``positions`` of a ``[batch, seq, hidden]`` tensor (zeros elsewhere)."""
     if out.shape[-1] != vec.shape[0]:
-        raise DirectionFileError(f"hidden-size mismatch: the direction has {vec.shape[0]} dims, the block output has "
-                                 f"{out.shape[-1]}")
+        raise DirectionFileError(
+            f"hidden-size mismatch: the direction has {vec.shape[0]} dims, the block output has {out.shape[-1]}"
+        )
     v = torch.as_tensor(vec, dtype=out.dtype, device=out.device) * lam
     if isinstance(positions, str) and positions == "all":
         return v
@@ -153,15 +170,22 @@ class Applied:
     lam: float
     positions: str | int | slice | list[int]
 
-    def __enter__(self) -> "Applied":
+    def __enter__(self) -> Applied:
         return self
 
     def __exit__(self, *exc: object) -> None:
         return None
 
 
-def apply(direction: DirectionSet | np.ndarray | Any, model: Any, lam: float, positions: PositionsLike = "all",
-          layers: Sequence[int] | None = None, normalize: bool = False, layers_path: str | None = None) -> Applied:
+def apply(
+    direction: DirectionSet | np.ndarray | Any,
+    model: Any,
+    lam: float,
+    positions: PositionsLike = "all",
+    layers: Sequence[int] | None = None,
+    normalize: bool = False,
+    layers_path: str | None = None,
+) -> Applied:
     """Inside an nnsight trace, add ``lam * v[l]`` to the output of each block ``l`` at ``positions``.
 
     Call it before reading any later module (nnsight runs requests in execution order); it edits the
@@ -180,16 +204,22 @@ def apply(direction: DirectionSet | np.ndarray | Any, model: Any, lam: float, po
 
     positions = _check_positions(positions)
     blocks = decoder_layers(model, layers_path)
-    vecs = steering_vectors(direction, layers, n_layers=len(blocks), hidden_size=_hidden_size(model),
-                            normalize=normalize)
+    vecs = steering_vectors(
+        direction, layers, n_layers=len(blocks), hidden_size=_hidden_size(model), normalize=normalize
+    )
     for b, vec in vecs.items():
         blocks[b].output = _with_delta(blocks[b].output, vec, lam, positions)
-    return nnsight.save(Applied(list(vecs), lam, positions))   # saved, so the record outlives the trace
+    return nnsight.save(Applied(list(vecs), lam, positions))  # saved, so the record outlives the trace
 
 
-def tl_hooks(direction: DirectionSet | np.ndarray | Any, lam: float, layers: Sequence[int] | None = None,
-             positions: PositionsLike = "all", normalize: bool = False,
-             model: Any = None) -> list[tuple[str, Callable[..., torch.Tensor]]]:
+def tl_hooks(
+    direction: DirectionSet | np.ndarray | Any,
+    lam: float,
+    layers: Sequence[int] | None = None,
+    positions: PositionsLike = "all",
+    normalize: bool = False,
+    model: Any = None,
+) -> list[tuple[str, Callable[..., torch.Tensor]]]:
     """``[(hook_name, fn)]`` for ``TransformerBridge.run_with_hooks`` adding ``lam * v[l]`` at ``blocks.{l}.hook_out``.
 
     Pass ``model`` (the bridge) to check width and depth up front and to resolve negative layers.
@@ -198,12 +228,18 @@ def tl_hooks(direction: DirectionSet | np.ndarray | Any, lam: float, layers: Seq
     """
     positions = _check_positions(positions)
     cfg = getattr(model, "cfg", None)
-    vecs = steering_vectors(direction, layers, n_layers=getattr(cfg, "n_layers", None),
-                            hidden_size=getattr(cfg, "d_model", None), normalize=normalize)
+    vecs = steering_vectors(
+        direction,
+        layers,
+        n_layers=getattr(cfg, "n_layers", None),
+        hidden_size=getattr(cfg, "d_model", None),
+        normalize=normalize,
+    )
 
     def make(vec: np.ndarray) -> Callable[..., torch.Tensor]:
         def hook(x: torch.Tensor, hook: Any = None) -> torch.Tensor:
             return x + _delta(x, vec, lam, positions)
+
         return hook
 
     hooks = [(f"blocks.{b}.hook_out", make(v)) for b, v in vecs.items()]
@@ -211,5 +247,7 @@ def tl_hooks(direction: DirectionSet | np.ndarray | Any, lam: float, layers: Seq
     if names is not None:
         missing = [n for n, _ in hooks if n not in names]
         if missing:
-            raise ValueError(f"the model has no hook point(s) {missing}; is it a TransformerLens 4.x TransformerBridge?")
+            raise ValueError(
+                f"the model has no hook point(s) {missing}; is it a TransformerLens 4.x TransformerBridge?"
+            )
     return hooks

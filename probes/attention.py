@@ -22,6 +22,7 @@ exactly the uncaptured one), ``"model"`` (every layer eager, chosen layers recor
 >>> req = [CaptureRequest("a", "How many shapes?\\nLet's think step by step.", image=img)]   # doctest: +SKIP
 >>> run = capture_run(lm, req, "runs/x/attention/store", layers=[10, 20], max_new_tokens=64)  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -30,14 +31,22 @@ import dataclasses
 import math
 import sys
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
+from cotscope.analyses.attention_store import (
+    GENERATED,
+    IMAGE,
+    KEY_TYPES,
+    QUESTION,
+    TEMPLATE,
+    AttentionRun,
+    AttentionRunWriter,
+)
 from cotscope.errors import CotscopeError
-from cotscope.analyses.attention_store import (GENERATED, IMAGE, KEY_TYPES, QUESTION, TEMPLATE, AttentionRun,
-                                      AttentionRunWriter)
 from cotscope.probes.models.context import check_context
 from cotscope.probes.models.loading import LoadedModel
 
@@ -79,8 +88,14 @@ class CaptureRequest:
     def plan_record(self) -> dict[str, Any]:
         from cotscope.probes.collect import image_sha256
 
-        return {"id": self.id, "prompt": self.prompt, "question": self.question, "condition": self.condition,
-                "image_sha256": image_sha256(self.image), "meta": self.meta}
+        return {
+            "id": self.id,
+            "prompt": self.prompt,
+            "question": self.question,
+            "condition": self.condition,
+            "image_sha256": image_sha256(self.image),
+            "meta": self.meta,
+        }
 
 
 # ------------------------------------------------------------------------------------------- layer switching
@@ -99,7 +114,8 @@ def _module_eager(module: Any) -> Callable[..., Any]:
             raise EagerAttentionUnavailable(
                 f"{cls.__name__} ({cls.__module__}) has no eager_attention_forward, so cotscope cannot switch it to "
                 "eager per layer. Fix: load the model with attn_implementation='eager' "
-                "(load_model(spec, attn_implementation='eager')) and capture with switch='none'.")
+                "(load_model(spec, attn_implementation='eager')) and capture with switch='none'."
+            )
         _EAGER_FNS[cls] = fn
     return _EAGER_FNS[cls]
 
@@ -127,7 +143,8 @@ def additive_mask(mask: Any, query: Any, key: Any, module: Any = None) -> Any:
     if not isinstance(mask, torch.Tensor):
         raise EagerAttentionUnavailable(
             f"the model passes a {type(mask).__name__} attention mask (flex attention?), which eager attention "
-            "cannot use. Fix: load the model with attn_implementation='sdpa' or 'eager'.")
+            "cannot use. Fix: load the model with attn_implementation='sdpa' or 'eager'."
+        )
     if mask.dim() == 2:  # flash-style [B, kv] padding mask (1 = keep)
         keep = mask[:, None, None, -kv_len:].bool()
         if causal and q_len > 1:
@@ -169,7 +186,8 @@ def last_row_mask(mask: Any, query: Any, key: Any) -> Any:
     if not isinstance(mask, torch.Tensor):
         raise EagerAttentionUnavailable(
             f"the model passes a {type(mask).__name__} attention mask (flex attention?), which eager attention "
-            "cannot use. Fix: load the model with attn_implementation='sdpa' or 'eager'.")
+            "cannot use. Fix: load the model with attn_implementation='sdpa' or 'eager'."
+        )
     neg = torch.finfo(query.dtype).min
     kv_len = key.shape[-2]
     if mask.dim() == 2:
@@ -180,8 +198,9 @@ def last_row_mask(mask: Any, query: Any, key: Any) -> Any:
 
 def _recording_eager(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any):
     """``"cotscope_eager"``: eager attention on any incoming mask, recording the query row when active."""
-    out, weights = _module_eager(module)(module, query, key, value,
-                                         _cached_additive_mask(attention_mask, query, key, module), **kwargs)
+    out, weights = _module_eager(module)(
+        module, query, key, value, _cached_additive_mask(attention_mask, query, key, module), **kwargs
+    )
     callback = _ACTIVE.get(id(module))
     if callback is not None:
         callback(weights)
@@ -195,8 +214,9 @@ def _recording_row(module: Any, query: Any, key: Any, value: Any, attention_mask
     out = original(module, query, key, value, attention_mask, **kwargs)
     callback = _ACTIVE.get(id(module))
     if callback is not None:
-        _, weights = _module_eager(module)(module, query[:, :, -1:, :], key, value,
-                                           last_row_mask(attention_mask, query, key), **kwargs)
+        _, weights = _module_eager(module)(
+            module, query[:, :, -1:, :], key, value, last_row_mask(attention_mask, query, key), **kwargs
+        )
         callback(weights)
     return out
 
@@ -225,7 +245,8 @@ class RowRecorder:
         if weights is None:
             raise EagerAttentionUnavailable(
                 f"layer {layer} returned no attention weights. Fix: capture with switch='layers' (default), or load "
-                "the model with attn_implementation='eager' (load_model(spec, attn_implementation='eager')).")
+                "the model with attn_implementation='eager' (load_model(spec, attn_implementation='eager'))."
+            )
         if self._head_idx is None or self._head_idx.device != weights.device:
             self._head_idx = torch.tensor(self.heads, device=weights.device)
         row = weights[:, :, -1, :].index_select(1, self._head_idx)  # only the query row, only the chosen heads
@@ -247,12 +268,15 @@ def _attention_modules(loaded: LoadedModel, layers: Sequence[int]) -> list[Any]:
         if attn is None:
             raise EagerAttentionUnavailable(
                 f"decoder layer {i} of {loaded.model_id} has no .self_attn module, so cotscope cannot find its "
-                "attention. Fix: capture from a model family with standard HF decoder layers.")
+                "attention. Fix: capture from a model family with standard HF decoder layers."
+            )
         mods.append(attn)
     return mods
 
 
-def check_request(loaded: LoadedModel, layers: Sequence[int] | None, heads: Sequence[int] | None) -> tuple[list[int], list[int]]:
+def check_request(
+    loaded: LoadedModel, layers: Sequence[int] | None, heads: Sequence[int] | None
+) -> tuple[list[int], list[int]]:
     """Normalise ``layers`` / ``heads`` (``None`` = all); refuse out-of-range or empty selections."""
     n_layers = loaded.n_layers
     if layers is not None and len(list(layers)) == 0:
@@ -261,7 +285,7 @@ def check_request(loaded: LoadedModel, layers: Sequence[int] | None, heads: Sequ
         layers_ = loaded.check_layers(range(n_layers) if layers is None else layers)
     except ValueError as e:
         raise AttentionCaptureError(str(e)) from None
-    n_heads = int(getattr(loaded.text_config, "num_attention_heads"))
+    n_heads = int(loaded.text_config.num_attention_heads)
     if heads is None:
         heads_ = list(range(n_heads))
     else:
@@ -269,8 +293,10 @@ def check_request(loaded: LoadedModel, layers: Sequence[int] | None, heads: Sequ
         for h in heads:
             hi = int(h) + n_heads if int(h) < 0 else int(h)
             if not 0 <= hi < n_heads:
-                raise AttentionCaptureError(f"head {h} is out of range for {loaded.model_id} with {n_heads} query heads "
-                                            f"per layer (valid 0..{n_heads - 1}, or -{n_heads}..-1)")
+                raise AttentionCaptureError(
+                    f"head {h} is out of range for {loaded.model_id} with {n_heads} query heads "
+                    f"per layer (valid 0..{n_heads - 1}, or -{n_heads}..-1)"
+                )
             heads_.append(hi)
         heads_ = sorted(set(heads_))
         if not heads_:
@@ -279,8 +305,9 @@ def check_request(loaded: LoadedModel, layers: Sequence[int] | None, heads: Sequ
 
 
 @contextlib.contextmanager
-def eager_modules(modules: Sequence[Any], callbacks: Sequence[Callable[[Any], None]],
-                  row_only: bool = False) -> Iterator[None]:
+def eager_modules(
+    modules: Sequence[Any], callbacks: Sequence[Callable[[Any], None]], row_only: bool = False
+) -> Iterator[None]:
     """Switch just ``modules`` (attention modules) to eager attention, calling ``callbacks[i]`` with the weights
     ``[B, heads, q, k]`` of every forward of ``modules[i]``; each module gets a shallow config copy whose
     implementation is ``"cotscope_eager"``; everything is restored on exit (also after an error).
@@ -289,12 +316,14 @@ def eager_modules(modules: Sequence[Any], callbacks: Sequence[Callable[[Any], No
     only (``q = 1``): no ``T × T`` matrix, and the model computes exactly what it computes uncaptured.
     """
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
     _register()
     for m in modules:
         if not hasattr(m, "config") or not hasattr(m.config, "_attn_implementation"):
             raise EagerAttentionUnavailable(
                 f"{type(m).__name__} has no config with an attention implementation, so it cannot be switched per "
-                "layer. Fix: load the model with attn_implementation='eager' and capture with switch='none'.")
+                "layer. Fix: load the model with attn_implementation='eager' and capture with switch='none'."
+            )
         _module_eager(m)
     saved = []
     try:
@@ -302,8 +331,11 @@ def eager_modules(modules: Sequence[Any], callbacks: Sequence[Callable[[Any], No
             saved.append((m, m.config))
             if row_only:
                 impl = m.config._attn_implementation
-                _ORIGINAL[id(m)] = (_module_eager(m) if impl in (None, "eager", IMPL_NAME, ROW_IMPL_NAME)
-                                    else ALL_ATTENTION_FUNCTIONS[impl])
+                _ORIGINAL[id(m)] = (
+                    _module_eager(m)
+                    if impl in (None, "eager", IMPL_NAME, ROW_IMPL_NAME)
+                    else ALL_ATTENTION_FUNCTIONS[impl]
+                )
             new_cfg = copy.copy(m.config)
             new_cfg._attn_implementation_internal = ROW_IMPL_NAME if row_only else IMPL_NAME
             m.config = new_cfg
@@ -318,8 +350,9 @@ def eager_modules(modules: Sequence[Any], callbacks: Sequence[Callable[[Any], No
 
 
 @contextlib.contextmanager
-def recording(loaded: LoadedModel, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None,
-              switch: str = "layers") -> Iterator[RowRecorder]:
+def recording(
+    loaded: LoadedModel, layers: Sequence[int] | None = None, heads: Sequence[int] | None = None, switch: str = "layers"
+) -> Iterator[RowRecorder]:
     """Context in which every forward of ``loaded.hf`` records the query rows of ``layers`` × ``heads``.
 
     >>> with recording(lm, layers=[3], heads=[0, 1]) as rec:     # doctest: +SKIP
@@ -335,6 +368,7 @@ def recording(loaded: LoadedModel, layers: Sequence[int] | None = None, heads: S
     try:
         if switch == "none":
             for i, m in zip(layers_, mods):
+
                 def hook(_m, _a, out, _i=i):
                     w = out[1] if isinstance(out, tuple) and len(out) > 1 else None
                     if w is None:
@@ -342,8 +376,10 @@ def recording(loaded: LoadedModel, layers: Sequence[int] | None = None, heads: S
                         raise EagerAttentionUnavailable(
                             f"layer {_i} runs attention {impl!r}, which returns no weights. Fix: capture with "
                             "switch='layers' (the default switches only the chosen layers to eager), or load the "
-                            "model with attn_implementation='eager'.")
+                            "model with attn_implementation='eager'."
+                        )
                     rec.record(_i, w)
+
                 h = m.register_forward_hook(hook)
                 restore.append(h.remove)
         else:
@@ -355,8 +391,9 @@ def recording(loaded: LoadedModel, layers: Sequence[int] | None = None, heads: S
                     restore.append(lambda cfg=cfg, old=old: setattr(cfg, "_attn_implementation_internal", old))
             stack = contextlib.ExitStack()
             restore.append(stack.close)
-            stack.enter_context(eager_modules(mods, [lambda w, i=i: rec.record(i, w) for i in layers_],
-                                              row_only=switch == "rows"))
+            stack.enter_context(
+                eager_modules(mods, [lambda w, i=i: rec.record(i, w) for i in layers_], row_only=switch == "rows")
+            )
         yield rec
     finally:
         for fn in reversed(restore):
@@ -365,6 +402,7 @@ def recording(loaded: LoadedModel, layers: Sequence[int] | None = None, heads: S
 
 # ------------------------------------------------------------------------------------------- prompts and key types
 
+
 def render_prompt(loaded: LoadedModel, prompt: str, has_image: bool) -> str:
     """The chat-templated text (with the family's image placeholder when ``has_image``) ending in the generation prompt."""
     content = prompt
@@ -372,18 +410,23 @@ def render_prompt(loaded: LoadedModel, prompt: str, has_image: bool) -> str:
         from cotscope.probes.models.processors import image_prompt
 
         if loaded.processor is None:
-            raise AttentionCaptureError(f"{loaded.model_id} has no processor, so it cannot take images; load a VLM "
-                                        "or drop the image")
+            raise AttentionCaptureError(
+                f"{loaded.model_id} has no processor, so it cannot take images; load a VLM or drop the image"
+            )
         content = image_prompt(loaded.processor, prompt)
-    owner = loaded.processor if (loaded.processor is not None and getattr(loaded.processor, "chat_template", None)) \
+    owner = (
+        loaded.processor
+        if (loaded.processor is not None and getattr(loaded.processor, "chat_template", None))
         else loaded.tokenizer
+    )
     if getattr(owner, "chat_template", None) is None:
         return content
     return owner.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
 
 
-def classify_prompt_tokens(tokenizer: Any, ids: Sequence[int], text: str, question: str | None,
-                           image_mask: np.ndarray) -> tuple[np.ndarray, bool]:
+def classify_prompt_tokens(
+    tokenizer: Any, ids: Sequence[int], text: str, question: str | None, image_mask: np.ndarray
+) -> tuple[np.ndarray, bool]:
     """Key type of every prompt token: image (from ``image_mask``), question (tokens of ``question``'s span in
     ``text``), template (the rest). Returns ``(codes int8, question_found)``.
 
@@ -544,6 +587,7 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
 
 # ------------------------------------------------------------------------------------------- capture
 
+
 def refuse_remote(loaded: LoadedModel, remote: Any) -> None:
     """Attention capture runs here only: refuse ``remote=True``/``"local"`` (and weightless remote models) with why."""
     from cotscope.probes.remote import RemoteExecutionError, check_remote
@@ -556,12 +600,21 @@ def refuse_remote(loaded: LoadedModel, remote: Any) -> None:
             "function) and records each step's weights through Python callbacks; a remote server runs its own "
             "attention kernels (sdpa/flash return no weights) and has neither cotscope nor these callbacks. Capture "
             "attention locally: load the model with load_model(spec) (device_map='auto' on a GPU node) and pass "
-            "remote=False.")
+            "remote=False."
+        )
 
 
-def capture_batch(loaded: LoadedModel, requests: Sequence[CaptureRequest], *, layers: Sequence[int] | None = None,
-                  heads: Sequence[int] | None = None, max_new_tokens: int = 64, min_new_tokens: int = 0,
-                  switch: str = "layers", remote: Any = None) -> list[dict[str, Any]]:
+def capture_batch(
+    loaded: LoadedModel,
+    requests: Sequence[CaptureRequest],
+    *,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
+    switch: str = "layers",
+    remote: Any = None,
+) -> list[dict[str, Any]]:
     """Generate greedily from ``requests`` (one left-padded batch) and return one trace per request.
 
     Each trace: ``record`` (JSON-able) and ``tensors`` (numpy, the :mod:`analyses.attention_store` layout).
@@ -585,26 +638,35 @@ def capture_batch(loaded: LoadedModel, requests: Sequence[CaptureRequest], *, la
     ids = enc["input_ids"]
     B, T = ids.shape
     lens = enc["attention_mask"].sum(1).tolist()
-    check_context(loaded, lens, new_tokens=max_new_tokens, name=lambda i: f"capture request {requests[i].id!r}",
-                  fix=f"shorten the prompt, or lower max_new_tokens (now {max_new_tokens})")
+    check_context(
+        loaded,
+        lens,
+        new_tokens=max_new_tokens,
+        name=lambda i: f"capture request {requests[i].id!r}",
+        fix=f"shorten the prompt, or lower max_new_tokens (now {max_new_tokens})",
+    )
     img_mask = loaded.adapter.image_token_mask(ids, loaded.config).cpu().numpy() if images else np.zeros((B, T), bool)
     inputs = {k: (v.to(loaded.device) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
     tok = loaded.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     with torch.no_grad(), recording(loaded, layers, heads, switch) as rec:
-        seq = loaded.hf.generate(**inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                                 do_sample=False, pad_token_id=pad)
+        seq = loaded.hf.generate(
+            **inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False, pad_token_id=pad
+        )
     for l, v in rec.rows.items():
         if not v:
             raise EagerAttentionUnavailable(
                 f"layer {l} of {loaded.model_id} never called transformers' attention interface, so its weights "
                 "cannot be captured per layer. Fix: load the model with attn_implementation='eager' and capture with "
-                "switch='none'.")
+                "switch='none'."
+            )
     seq = seq.cpu()
     S = seq.shape[1] - T
     if rec.n_steps != S:
-        raise AttentionCaptureError(f"recorded {rec.n_steps} forward passes for {S} generated tokens; use plain "
-                                    "greedy generation (no assisted/speculative decoding)")
+        raise AttentionCaptureError(
+            f"recorded {rec.n_steps} forward passes for {S} generated tokens; use plain "
+            "greedy generation (no assisted/speculative decoding)"
+        )
     eos = _eos_ids(loaded)
     special = set(getattr(tok, "all_special_ids", []))
     out = []
@@ -618,8 +680,11 @@ def capture_batch(loaded: LoadedModel, requests: Sequence[CaptureRequest], *, la
         q_text = req.question if req.question is not None else req.prompt
         ktypes, q_found = classify_prompt_tokens(tok, prompt_ids, texts[r], q_text, img_mask[r, p:])
         if q_text and not q_found:
-            warnings.warn(f"trace {req.id!r}: could not locate the question text among the prompt tokens; its keys "
-                          "count as template text", stacklevel=2)
+            warnings.warn(
+                f"trace {req.id!r}: could not locate the question text among the prompt tokens; its keys "
+                "count as template text",
+                stacklevel=2,
+            )
         key_types = np.concatenate([ktypes, np.full(n, GENERATED, np.int8)])
         rows, offsets, mass = [], [0], []
         for s in range(n):
@@ -630,7 +695,7 @@ def capture_batch(loaded: LoadedModel, requests: Sequence[CaptureRequest], *, la
                 kv = full.shape[-1]
                 if kv < T + s:
                     full = torch.nn.functional.pad(full, (T + s - kv, 0))
-                per_layer.append(full[:, p: T + s].numpy())
+                per_layer.append(full[:, p : T + s].numpy())
             row = np.stack(per_layer)  # [L, h, K]
             assert row.shape[-1] == K
             rows.append(row)
@@ -646,13 +711,24 @@ def capture_batch(loaded: LoadedModel, requests: Sequence[CaptureRequest], *, la
             "token_ids": np.asarray(prompt_ids + gen, np.int64),
         }
         n_img = int((ktypes == IMAGE).sum())
-        record = {"id": req.id, "condition": req.condition, "prompt": req.prompt, "question": q_text,
-                  "question_found": bool(q_found), "meta": req.meta, "prompt_text": texts[r], "prompt_len": P,
-                  "n_steps": n, "finished": bool(n and gen[-1] in eos),
-                  "gen_text": tok.decode(gen, skip_special_tokens=True),
-                  "gen_tokens": ["" if t in special else tok.decode([t], skip_special_tokens=False) for t in gen],
-                  "n_keys_by_type": {k: int((ktypes == c).sum()) for c, k in enumerate(KEY_TYPES)},
-                  "image_layout": image_layout(loaded, enc, r, n_img, req.image) if images else {"kind": "none", "shape": [0, 0]}}
+        record = {
+            "id": req.id,
+            "condition": req.condition,
+            "prompt": req.prompt,
+            "question": q_text,
+            "question_found": bool(q_found),
+            "meta": req.meta,
+            "prompt_text": texts[r],
+            "prompt_len": P,
+            "n_steps": n,
+            "finished": bool(n and gen[-1] in eos),
+            "gen_text": tok.decode(gen, skip_special_tokens=True),
+            "gen_tokens": ["" if t in special else tok.decode([t], skip_special_tokens=False) for t in gen],
+            "n_keys_by_type": {k: int((ktypes == c).sum()) for c, k in enumerate(KEY_TYPES)},
+            "image_layout": image_layout(loaded, enc, r, n_img, req.image)
+            if images
+            else {"kind": "none", "shape": [0, 0]},
+        }
         if images and record["image_layout"]["kind"] == "latent":
             lmap = latent_patch_map(loaded, req.image)
             if lmap is not None and lmap.shape[0] == n_img:
@@ -662,10 +738,22 @@ def capture_batch(loaded: LoadedModel, requests: Sequence[CaptureRequest], *, la
     return out
 
 
-def capture_run(loaded: LoadedModel, requests: Sequence[CaptureRequest], out_dir: str | Path, *,
-                layers: Sequence[int] | None = None, heads: Sequence[int] | None = None, max_new_tokens: int = 64,
-                min_new_tokens: int = 0, switch: str = "layers", batch_size: int = 1, store_dtype: str = "float32",
-                overwrite: bool = False, progress: bool = True, remote: Any = None) -> AttentionRun:
+def capture_run(
+    loaded: LoadedModel,
+    requests: Sequence[CaptureRequest],
+    out_dir: str | Path,
+    *,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
+    switch: str = "layers",
+    batch_size: int = 1,
+    store_dtype: str = "float32",
+    overwrite: bool = False,
+    progress: bool = True,
+    remote: Any = None,
+) -> AttentionRun:
     """Capture every request into an attention run at ``out_dir`` (resumable; see :mod:`analyses.attention_store`).
 
     Args:
@@ -691,28 +779,53 @@ def capture_run(loaded: LoadedModel, requests: Sequence[CaptureRequest], out_dir
         raise AttentionCaptureError(f"request ids must be unique within a run; duplicated: {dup}")
     empty = [r.id for r in requests if not str(r.prompt).strip()]
     if empty:
-        raise AttentionCaptureError(f"requests {empty[:5]} have an empty prompt; there is nothing to attend to but the "
-                                    "chat template. Fix: give each CaptureRequest its question text")
+        raise AttentionCaptureError(
+            f"requests {empty[:5]} have an empty prompt; there is nothing to attend to but the "
+            "chat template. Fix: give each CaptureRequest its question text"
+        )
     if batch_size < 1:
         raise AttentionCaptureError(f"batch_size must be >= 1, got {batch_size}")
     if store_dtype not in ("float32", "float16"):
         raise AttentionCaptureError(f"store_dtype must be 'float32' or 'float16', got {store_dtype!r}")
     layers_, heads_ = check_request(loaded, layers, heads)
-    config = {"model": loaded.provenance(), "layers": layers_, "heads": heads_, "switch": switch,
-              "max_new_tokens": int(max_new_tokens), "min_new_tokens": int(min_new_tokens), "batch_size": batch_size,
-              "store_dtype": store_dtype, "decoding": "greedy", "step_convention": "step s = forward producing generated token s; query = last "
-                                                        "prompt token (s=0) or generated token s-1"}
+    config = {
+        "model": loaded.provenance(),
+        "layers": layers_,
+        "heads": heads_,
+        "switch": switch,
+        "max_new_tokens": int(max_new_tokens),
+        "min_new_tokens": int(min_new_tokens),
+        "batch_size": batch_size,
+        "store_dtype": store_dtype,
+        "decoding": "greedy",
+        "step_convention": "step s = forward producing generated token s; query = last "
+        "prompt token (s=0) or generated token s-1",
+    }
     plan = [r.plan_record() for r in requests]
     writer = AttentionRunWriter(out_dir, config, plan, overwrite=overwrite, extra={"library": library_versions()})
     done = writer.done()
     todo = [i for i in range(len(requests)) if i not in done]
-    bar = tqdm(total=len(requests), initial=len(requests) - len(todo), desc=f"attention {loaded.model_id[:28]}",
-               unit="trace", disable=not progress)
+    bar = tqdm(
+        total=len(requests),
+        initial=len(requests) - len(todo),
+        desc=f"attention {loaded.model_id[:28]}",
+        unit="trace",
+        disable=not progress,
+    )
     for b in range(0, len(todo), batch_size):
-        idx = todo[b: b + batch_size]
-        for i, tr in zip(idx, capture_batch(loaded, [requests[i] for i in idx], layers=layers_, heads=heads_,
-                                            max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens,
-                                            switch=switch)):
+        idx = todo[b : b + batch_size]
+        for i, tr in zip(
+            idx,
+            capture_batch(
+                loaded,
+                [requests[i] for i in idx],
+                layers=layers_,
+                heads=heads_,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens,
+                switch=switch,
+            ),
+        ):
             tensors = dict(tr["tensors"], rows=tr["tensors"]["rows"].astype(store_dtype))
             writer.write(i, tr["record"], tensors, image=tr["image"])
             bar.update(1)

@@ -22,26 +22,28 @@ requested layer. Each batch becomes one shard, so an interrupted run resumes exa
 >>> lm = load_model("embedded:smollm2")                                 # doctest: +SKIP
 >>> store = collect_pairs(lm, make_pairs(generate_problems(64)), "runs/x/store")   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from cotscope.errors import CotscopeError
 from cotscope.analyses.artifacts import library_versions
 from cotscope.analyses.io.store import ActivationStore, StoreWriter
+from cotscope.errors import CotscopeError
 from cotscope.probes.models.context import check_context
 from cotscope.probes.models.loading import LoadedModel
 from cotscope.probes.positions import TokenRuleError, parse_token_rules
 from cotscope.probes.remote import backend_for, resolve_remote
-from cotscope.probes.traced import reduce_positions
 from cotscope.probes.stimuli.pairs import PromptPair
+from cotscope.probes.traced import reduce_positions
 
-POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean", "eot", "turn_end")   # the TokenRule values read here
+POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean", "eot", "turn_end")  # the TokenRule values read here
 TURN_POSITIONS = ("eot", "turn_end")
 
 
@@ -66,7 +68,9 @@ def load_image(source: Any) -> Any:
             return im.copy()
     if callable(source):
         return source()
-    raise CollectionError(f"an image must be a PIL image, a path or a callable returning one; got {type(source).__name__}")
+    raise CollectionError(
+        f"an image must be a PIL image, a path or a callable returning one; got {type(source).__name__}"
+    )
 
 
 def image_sha256(image: Any) -> str | None:
@@ -88,12 +92,15 @@ def _count_tokens(loaded: LoadedModel, text: str) -> int:
 
 
 def _item_name(item: dict[str, Any]) -> str:
-    return (f"item {item['row']} (pair {item['pair_id']}, {'CoT' if item['label'] else 'direct'}, "
-            f"problem {item['problem_id']!r})")
+    return (
+        f"item {item['row']} (pair {item['pair_id']}, {'CoT' if item['label'] else 'direct'}, "
+        f"problem {item['problem_id']!r})"
+    )
 
 
-def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair],
-               positions: Sequence[str] = ()) -> tuple[list[dict[str, Any]], list[Any]]:
+def plan_items(
+    loaded: LoadedModel, pairs: Sequence[PromptPair], positions: Sequence[str] = ()
+) -> tuple[list[dict[str, Any]], list[Any]]:
     """Flatten pairs into rows (CoT then direct for each pair) with token bookkeeping.
 
     With a turn position (``eot``/``turn_end``) each row's text is the whole templated conversation including the
@@ -107,17 +114,21 @@ def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair],
     if any(has_img) and not all(has_img):
         raise CollectionError("some items have images and some do not; collect image and text-only sets separately")
     if any(has_img) and not loaded.is_vlm:
-        raise CollectionError(f"{loaded.model_id} is a text-only model but the stimuli carry images; collect them "
-                              "with a VLM, or build text pairs (make_visual_pairs(items, with_image=False))")
+        raise CollectionError(
+            f"{loaded.model_id} is a text-only model but the stimuli carry images; collect them "
+            "with a VLM, or build text pairs (make_visual_pairs(items, with_image=False))"
+        )
     items, images, n_tokens = [], [], []
     enc = _encoder(loaded)
     turns = any(p in TURN_POSITIONS for p in positions)
     for pair in pairs:
         question = getattr(pair.problem, "question", None)
         if isinstance(question, str) and not question.strip():
-            raise CollectionError(f"pair {pair.pair_id} (problem {pair.problem.id!r}) has an empty question "
-                                  f"({question!r}); its CoT and direct prompts would hold only the cues. Fix: drop "
-                                  "the problem or give it a question")
+            raise CollectionError(
+                f"pair {pair.pair_id} (problem {pair.problem.id!r}) has an empty question "
+                f"({question!r}); its CoT and direct prompts would hold only the cues. Fix: drop "
+                "the problem or give it a question"
+            )
         for label, prompt in pair.members():
             extra: dict[str, Any] = {}
             if turns:
@@ -141,14 +152,28 @@ def plan_items(loaded: LoadedModel, pairs: Sequence[PromptPair],
                     if n_ans <= 0:
                         raise CollectionError(f"pair {pair.pair_id}: the answer adds no tokens after the prompt")
             n_tokens.append(n_full)
-            items.append({"row": len(items), "pair_id": int(pair.pair_id), "label": int(label),
-                          "problem_id": pair.problem.id, "gold": pair.problem.answer, "pairing": pair.pairing,
-                          "text": full_text, "n_answer_tokens": int(n_ans), "image_sha256": image_sha256(prompt.image),
-                          **extra})
+            items.append(
+                {
+                    "row": len(items),
+                    "pair_id": int(pair.pair_id),
+                    "label": int(label),
+                    "problem_id": pair.problem.id,
+                    "gold": pair.problem.answer,
+                    "pairing": pair.pairing,
+                    "text": full_text,
+                    "n_answer_tokens": int(n_ans),
+                    "image_sha256": image_sha256(prompt.image),
+                    **extra,
+                }
+            )
             images.append(prompt.image)
     # text tokens only (image tokens are added by the processor and checked per batch before the forward)
-    check_context(loaded, n_tokens, name=lambda i: _item_name(items[i]),
-                  fix="shorten the question or answer of that pair, or drop it")
+    check_context(
+        loaded,
+        n_tokens,
+        name=lambda i: _item_name(items[i]),
+        fix="shorten the question or answer of that pair, or drop it",
+    )
     return items, images
 
 
@@ -163,8 +188,13 @@ def encode_batch(loaded: LoadedModel, texts: list[str], images: list[Any] | None
     # refuses placeholder/image mismatches (also stray placeholders in text-only rows) and converts images to RGB
     fixed = validate_batch(loaded, texts, list(images) if images is not None else None)
     if fixed is not None:
-        return loaded.processor(text=texts, images=[im if isinstance(im, (list, tuple)) else [im] for im in fixed],
-                                padding=True, return_tensors="pt", **loaded.adapter.processor_kwargs)
+        return loaded.processor(
+            text=texts,
+            images=[im if isinstance(im, (list, tuple)) else [im] for im in fixed],
+            padding=True,
+            return_tensors="pt",
+            **loaded.adapter.processor_kwargs,
+        )
     return tok(texts, padding=True, return_tensors="pt", add_special_tokens=False)
 
 
@@ -186,8 +216,9 @@ def trim_heap() -> None:
 _MALLOC_TRIM: Any = None
 
 
-def _aux(loaded: LoadedModel, layers: list[int], n_ans, img_mask, T: int, mode: bool | str, n_suffix=None,
-         eot_from_end=None) -> list[dict]:
+def _aux(
+    loaded: LoadedModel, layers: list[int], n_ans, img_mask, T: int, mode: bool | str, n_suffix=None, eot_from_end=None
+) -> list[dict]:
     """Index and mask tensors for each requested layer, created on that layer's own device (one set per device).
 
     ``n_suffix`` (tokens after the answer) and ``eot_from_end`` (offset of the end-of-turn token from the end) are
@@ -207,21 +238,24 @@ def _aux(loaded: LoadedModel, layers: list[int], n_ans, img_mask, T: int, mode: 
             suf = torch.zeros_like(n) if n_suffix is None else n_suffix.to(dev)
             tpos = torch.arange(T, device=dev)[None, :]
             by_dev[str(dev)] = {
-                "ar": torch.arange(len(n_ans), device=dev), "lp_idx": T - 1 - suf - n,
+                "ar": torch.arange(len(n_ans), device=dev),
+                "lp_idx": T - 1 - suf - n,
                 "eot_idx": (T - 1 - eot_from_end.to(dev)) if eot_from_end is not None else None,
                 "ans_mask": ((tpos >= (T - suf - n)[:, None]) & (tpos < (T - suf)[:, None])).float(),
-                "img": img_mask.float().to(dev) if img_mask is not None else None}
+                "img": img_mask.float().to(dev) if img_mask is not None else None,
+            }
         out.append(by_dev[str(dev)])
     return out
 
 
-def _batch_request(loaded: LoadedModel, enc, layers: list[int], n_ans, img_mask, mode: bool | str, n_suffix=None,
-                   eot_from_end=None) -> tuple[dict, list]:
+def _batch_request(
+    loaded: LoadedModel, enc, layers: list[int], n_ans, img_mask, mode: bool | str, n_suffix=None, eot_from_end=None
+) -> tuple[dict, list]:
     """Model inputs (on the input device) and per-layer auxiliary tensors for one batch."""
     B, T = enc["input_ids"].shape
     dev = loaded.device if not mode else "cpu"
     inputs = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
-    inputs["use_cache"] = False   # one forward: a KV cache would only cost memory (about 0.7 GB at 32 x 156 tokens)
+    inputs["use_cache"] = False  # one forward: a KV cache would only cost memory (about 0.7 GB at 32 x 156 tokens)
     return inputs, _aux(loaded, layers, n_ans, img_mask, T, mode, n_suffix, eot_from_end)
 
 
@@ -233,18 +267,35 @@ def _finish(out: dict, full: list, all_tokens: bool):
     return res, full_np
 
 
-def _reduce_batch(loaded: LoadedModel, enc, layers: list[int], positions: Sequence[str], n_ans, img_mask,
-                  all_tokens: bool, n_suffix=None, eot_from_end=None, remote: bool | str = False):
+def _reduce_batch(
+    loaded: LoadedModel,
+    enc,
+    layers: list[int],
+    positions: Sequence[str],
+    n_ans,
+    img_mask,
+    all_tokens: bool,
+    n_suffix=None,
+    eot_from_end=None,
+    remote: bool | str = False,
+):
     """One traced forward pass; returns {position: [B, L, d]} and optional full hidden states.
 
     ``n_suffix`` / ``eot_from_end``: see :func:`_aux`.
     """
-    return _reduce_batches(loaded, [(enc, n_ans, img_mask, n_suffix, eot_from_end)], layers, positions, all_tokens,
-                           remote)[0]
+    return _reduce_batches(
+        loaded, [(enc, n_ans, img_mask, n_suffix, eot_from_end)], layers, positions, all_tokens, remote
+    )[0]
 
 
-def _reduce_batches(loaded: LoadedModel, batches: Sequence[tuple], layers: list[int], positions: Sequence[str],
-                    all_tokens: bool, remote: bool | str = False) -> list[tuple]:
+def _reduce_batches(
+    loaded: LoadedModel,
+    batches: Sequence[tuple],
+    layers: list[int],
+    positions: Sequence[str],
+    all_tokens: bool,
+    remote: bool | str = False,
+) -> list[tuple]:
     """Traced forward passes for ``batches`` (``(enc, n_ans, img_mask[, n_suffix, eot_from_end])`` each): one trace
     per batch here, or one request (an nnsight session holding one trace per batch) remotely. The trace bodies
     only use tensors and :mod:`probes.traced`, so they run on a server without cotscope."""
@@ -289,12 +340,23 @@ def _reduce_batches(loaded: LoadedModel, batches: Sequence[tuple], layers: list[
     return [_finish(out, full, all_tokens) for out, full in results]
 
 
-def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: str | Path, *,
-                  layers: Sequence[int] | None = None, positions: Sequence[str] = ("last_prompt", "answer_mean"),
-                  batch_size: int = 16, all_tokens: bool = False, overwrite: bool = False, progress: bool = True,
-                  max_batches: int | None = None, store_dtype: str = "float32",
-                  part: tuple[int, int] | None = None, remote: bool | str | None = None,
-                  batches_per_request: int | None = None) -> ActivationStore | None:
+def collect_pairs(
+    loaded: LoadedModel,
+    pairs: Sequence[PromptPair],
+    store_dir: str | Path,
+    *,
+    layers: Sequence[int] | None = None,
+    positions: Sequence[str] = ("last_prompt", "answer_mean"),
+    batch_size: int = 16,
+    all_tokens: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+    max_batches: int | None = None,
+    store_dtype: str = "float32",
+    part: tuple[int, int] | None = None,
+    remote: bool | str | None = None,
+    batches_per_request: int | None = None,
+) -> ActivationStore | None:
     """Collect residuals for every member of ``pairs`` into ``store_dir`` and return the store.
 
     Resumes an interrupted collection of the same configuration; refuses a directory written by a
@@ -306,11 +368,11 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
     of the remote path); ``None`` = the model's default. Remotely, ``batches_per_request`` batches (default 4)
     travel as one request (an nnsight session), saving round trips; the store is the same either way.
     """
-    from tqdm.auto import tqdm
     import torch
+    from tqdm.auto import tqdm
 
     mode = resolve_remote(loaded, remote)
-    try:                                      # token rules: one vocabulary (probes.positions.TokenRule)
+    try:  # token rules: one vocabulary (probes.positions.TokenRule)
         positions = [r.value for r in parse_token_rules(positions, allowed=POSITIONS)]
     except TokenRuleError as e:
         raise CollectionError(f"unknown positions: {e}") from None
@@ -323,13 +385,27 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
         raise CollectionError("position 'image_mean' needs image stimuli")
     if "answer_mean" in positions and any(it["n_answer_tokens"] == 0 for it in items):
         raise CollectionError("position 'answer_mean' needs answers; build pairs with with_answers=True")
-    config = {"model": loaded.provenance(), "layers": layers, "positions": positions, "batch_size": batch_size,
-              "all_tokens": all_tokens, "layer_convention": "block_output", "has_images": has_images,
-              "pairings": sorted({it["pairing"] for it in items})}
+    config = {
+        "model": loaded.provenance(),
+        "layers": layers,
+        "positions": positions,
+        "batch_size": batch_size,
+        "all_tokens": all_tokens,
+        "layer_convention": "block_output",
+        "has_images": has_images,
+        "pairings": sorted({it["pairing"] for it in items}),
+    }
     stim_hash = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()[:16]
     config["stimulus_hash"] = stim_hash
-    writer = StoreWriter(store_dir, config, items, overwrite=overwrite, extra={"library": library_versions()},
-                         dtype=store_dtype, part=part)
+    writer = StoreWriter(
+        store_dir,
+        config,
+        items,
+        overwrite=overwrite,
+        extra={"library": library_versions()},
+        dtype=store_dtype,
+        part=part,
+    )
     n_assigned = len(writer.assigned())
     todo = writer.todo()
     if batches_per_request is not None and int(batches_per_request) < 1:
@@ -337,18 +413,27 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
     per_req = 1 if not mode else int(batches_per_request or 4)
     stop_early = max_batches is not None and len(todo) > max(int(max_batches), 0)
     if max_batches is not None:
-        todo = todo[:max(int(max_batches), 0)]
-    bar = tqdm(total=n_assigned, initial=n_assigned - len(writer.todo()), desc=f"collect {loaded.model_id[:30]}",
-               unit="batch", disable=not progress)
+        todo = todo[: max(int(max_batches), 0)]
+    bar = tqdm(
+        total=n_assigned,
+        initial=n_assigned - len(writer.todo()),
+        desc=f"collect {loaded.model_id[:30]}",
+        unit="batch",
+        disable=not progress,
+    )
     for g in range(0, len(todo), per_req):
         prepared = []
-        for b in todo[g: g + per_req]:
+        for b in todo[g : g + per_req]:
             sl = slice(*writer.batch_rows(b))
             batch_items = items[sl]
             texts = [it["text"] for it in batch_items]
             enc = encode_batch(loaded, texts, [load_image(im) for im in images[sl]] if has_images else None)
-            check_context(loaded, enc["attention_mask"].sum(1).tolist(), name=lambda i, bi=batch_items: _item_name(bi[i]),
-                          fix="shorten the question or answer of that pair, use smaller images, or drop it")
+            check_context(
+                loaded,
+                enc["attention_mask"].sum(1).tolist(),
+                name=lambda i, bi=batch_items: _item_name(bi[i]),
+                fix="shorten the question or answer of that pair, use smaller images, or drop it",
+            )
             n_ans = torch.tensor([it["n_answer_tokens"] for it in batch_items])
             img_mask = loaded.adapter.image_token_mask(enc["input_ids"], loaded.config) if has_images else None
             turns = "n_suffix_tokens" in batch_items[0]
@@ -367,7 +452,7 @@ def collect_pairs(loaded: LoadedModel, pairs: Sequence[PromptPair], store_dir: s
                 m = np.zeros((len(batch_items), T), dtype=np.uint8)
                 for r in range(len(batch_items)):
                     n = int(seq_len[r])
-                    m[r, :n] = img_mask[r, T - n:].numpy()
+                    m[r, :n] = img_mask[r, T - n :].numpy()
                 tensors["image_mask"] = m
             if full is not None:
                 for r, it in enumerate(batch_items):

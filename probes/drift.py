@@ -36,17 +36,19 @@ tensor([ 1., -1.])
 >>> hooks = register_drift_hooks(model, "out/prior.safetensors", "adaptive")   # doctest: +SKIP
 >>> ...; hooks.remove()                                                         # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import dataclasses
 import itertools
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 
-from cotscope.errors import CotscopeError
 from cotscope.analyses.prior import PriorArtifact, PriorFitError, canonical_name, layer_and_module
+from cotscope.errors import CotscopeError
 
 RULES = ("absolute", "grad_norm", "adaptive")
 EPS = 1e-12
@@ -67,8 +69,9 @@ def cosine(g: torch.Tensor, delta: torch.Tensor, eps: float = EPS) -> torch.Tens
     return (gf @ df) / (gf.norm() * df.norm() + eps)
 
 
-def guide_gradient(g: torch.Tensor, delta: torch.Tensor, rule: str, alpha: float = -1.0,
-                   eps: float = EPS) -> torch.Tensor:
+def guide_gradient(
+    g: torch.Tensor, delta: torch.Tensor, rule: str, alpha: float = -1.0, eps: float = EPS
+) -> torch.Tensor:
     """Apply one DRIFT rule to gradient ``g`` of one tensor with prior ``delta`` (same shape).
 
     Returns a new tensor of ``g``'s dtype; see the module docstring for the formulas.
@@ -76,9 +79,11 @@ def guide_gradient(g: torch.Tensor, delta: torch.Tensor, rule: str, alpha: float
     if rule not in RULES:
         raise DriftError(f"unknown DRIFT rule {rule!r}; use one of {RULES}")
     if g.shape != delta.shape:
-        raise DriftError(f"gradient shape {tuple(g.shape)} differs from Δ shape {tuple(delta.shape)}; the prior "
-                         "does not belong to this parameter")
-    wd = torch.promote_types(g.dtype, torch.float32)          # float32 or wider (float64 stays float64)
+        raise DriftError(
+            f"gradient shape {tuple(g.shape)} differs from Δ shape {tuple(delta.shape)}; the prior "
+            "does not belong to this parameter"
+        )
+    wd = torch.promote_types(g.dtype, torch.float32)  # float32 or wider (float64 stays float64)
     gf, df = g.to(wd), delta.to(device=g.device, dtype=wd)
     if rule == "absolute":
         out = gf + alpha * df
@@ -91,8 +96,9 @@ def guide_gradient(g: torch.Tensor, delta: torch.Tensor, rule: str, alpha: float
     return out.to(g.dtype)
 
 
-def normalize_deltas(model: torch.nn.Module, deltas: Mapping[str, torch.Tensor],
-                     eps: float = EPS) -> dict[str, torch.Tensor]:
+def normalize_deltas(
+    model: torch.nn.Module, deltas: Mapping[str, torch.Tensor], eps: float = EPS
+) -> dict[str, torch.Tensor]:
     """``Δ·‖θ‖/‖Δ‖`` per tensor, ``θ`` the model's current value of that parameter (the released
     ``normalize_delta_to_param=True``; both norms clamped below at ``eps`` as released). Norms in float32 or wider.
 
@@ -112,8 +118,9 @@ def normalize_deltas(model: torch.nn.Module, deltas: Mapping[str, torch.Tensor],
     return out
 
 
-def prior_tensors(model: torch.nn.Module, prior: PriorArtifact | str | Path | Mapping[str, Any],
-                  allow_partial: bool = False) -> dict[str, torch.Tensor]:
+def prior_tensors(
+    model: torch.nn.Module, prior: PriorArtifact | str | Path | Mapping[str, Any], allow_partial: bool = False
+) -> dict[str, torch.Tensor]:
     """``{parameter name: Δ tensor}`` on the parameters' devices and dtypes.
 
     ``prior`` is a :class:`~analyses.prior.PriorArtifact`, its path, or a mapping from parameter
@@ -134,14 +141,16 @@ def prior_tensors(model: torch.nn.Module, prior: PriorArtifact | str | Path | Ma
                 by_canon.setdefault(c[0], pn)
         raw, missing = {}, []
         for k, v in prior.items():
-            pn = k if k in params else by_canon.get(k)       # parameter names or canonical names
+            pn = k if k in params else by_canon.get(k)  # parameter names or canonical names
             if pn is None:
                 missing.append(k)
             else:
                 raw[pn] = v
         if missing:
-            raise PriorFitError(f"{len(missing)} Δ tensors name no parameter of this model, e.g. {missing[:4]}; "
-                                f"parameters look like {list(params)[:3]}")
+            raise PriorFitError(
+                f"{len(missing)} Δ tensors name no parameter of this model, e.g. {missing[:4]}; "
+                f"parameters look like {list(params)[:3]}"
+            )
     out = {}
     for n, d in raw.items():
         p = params[n]
@@ -165,16 +174,21 @@ class DriftHooks:
             h.remove()
         self.handles.clear()
 
-    def __enter__(self) -> "DriftHooks":
+    def __enter__(self) -> DriftHooks:
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.remove()
 
 
-def register_drift_hooks(model: torch.nn.Module, prior: PriorArtifact | str | Path | Mapping[str, Any],
-                         rule: str = "adaptive", alpha: float = -1.0, allow_partial: bool = False,
-                         normalize_delta_to_param: bool = True) -> DriftHooks:
+def register_drift_hooks(
+    model: torch.nn.Module,
+    prior: PriorArtifact | str | Path | Mapping[str, Any],
+    rule: str = "adaptive",
+    alpha: float = -1.0,
+    allow_partial: bool = False,
+    normalize_delta_to_param: bool = True,
+) -> DriftHooks:
     """Register a tensor hook on every parameter the prior covers that rewrites its gradient.
 
     The hook runs on each backward pass, before accumulation into ``.grad`` — with gradient
@@ -194,14 +208,21 @@ def register_drift_hooks(model: torch.nn.Module, prior: PriorArtifact | str | Pa
             continue
         handles.append(params[n].register_hook(lambda g, d=d: guide_gradient(g, d, rule, alpha)))
     if not handles:
-        raise DriftError("no parameter covered by the prior requires grad; unfreeze the language-model weights "
-                         "the prior covers (e.g. attention and MLP projections)")
+        raise DriftError(
+            "no parameter covered by the prior requires grad; unfreeze the language-model weights "
+            "the prior covers (e.g. attention and MLP projections)"
+        )
     return DriftHooks(handles, deltas, rule)
 
 
 @torch.no_grad()
-def apply_drift_(model: torch.nn.Module, deltas: Mapping[str, torch.Tensor], rule: str, alpha: float = -1.0,
-                 normalize_delta_to_param: bool = False) -> int:
+def apply_drift_(
+    model: torch.nn.Module,
+    deltas: Mapping[str, torch.Tensor],
+    rule: str,
+    alpha: float = -1.0,
+    normalize_delta_to_param: bool = False,
+) -> int:
     """Rewrite ``.grad`` in place for every parameter in ``deltas``; returns how many were changed.
 
     ``deltas`` are used as given (pass ``normalize_deltas(model, deltas)`` once, or ``normalize_delta_to_param=True``
@@ -222,17 +243,28 @@ def _default_loss(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Ten
     out = model(**batch)
     loss = getattr(out, "loss", None)
     if loss is None:
-        raise DriftError("the model returned no loss; put 'labels' in each batch or pass loss_fn=(model, batch) -> loss")
+        raise DriftError(
+            "the model returned no loss; put 'labels' in each batch or pass loss_fn=(model, batch) -> loss"
+        )
     return loss
 
 
-def log_gradient_alignment(model: torch.nn.Module, prior: PriorArtifact | str | Path | Mapping[str, Any],
-                           batches: Iterable[Mapping[str, Any]], n_steps: int, *, rule: str | None = None,
-                           alpha: float = -1.0, lr: float = 1e-4,
-                           optimizer: torch.optim.Optimizer | None = None,
-                           loss_fn: Callable[[torch.nn.Module, Mapping[str, Any]], torch.Tensor] | None = None,
-                           allow_partial: bool = False, out_path: str | Path | None = None,
-                           progress: bool = True, normalize_delta_to_param: bool = True) -> list[dict]:
+def log_gradient_alignment(
+    model: torch.nn.Module,
+    prior: PriorArtifact | str | Path | Mapping[str, Any],
+    batches: Iterable[Mapping[str, Any]],
+    n_steps: int,
+    *,
+    rule: str | None = None,
+    alpha: float = -1.0,
+    lr: float = 1e-4,
+    optimizer: torch.optim.Optimizer | None = None,
+    loss_fn: Callable[[torch.nn.Module, Mapping[str, Any]], torch.Tensor] | None = None,
+    allow_partial: bool = False,
+    out_path: str | Path | None = None,
+    progress: bool = True,
+    normalize_delta_to_param: bool = True,
+) -> list[dict]:
     """Run ``n_steps`` optimizer steps and log ``cos(g, Δ)`` per tensor per step (a tidy table).
 
     Each row: ``step, loss, param, layer, module, cos, grad_norm, delta_norm`` (raw ‖Δ‖),
@@ -250,8 +282,9 @@ def log_gradient_alignment(model: torch.nn.Module, prior: PriorArtifact | str | 
     deltas = prior_tensors(model, prior, allow_partial)
     raw_norms = {n: float(d.float().norm()) for n, d in deltas.items()}
     if normalize_delta_to_param:
-        deltas = normalize_deltas(model, {n: d for n, d in deltas.items() if raw_norms[n] > 0}) | \
-            {n: d for n, d in deltas.items() if raw_norms[n] == 0}
+        deltas = normalize_deltas(model, {n: d for n, d in deltas.items() if raw_norms[n] > 0}) | {
+            n: d for n, d in deltas.items() if raw_norms[n] == 0
+        }
     params = dict(model.named_parameters())
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not any(params[n].requires_grad for n in deltas):
@@ -272,7 +305,7 @@ def log_gradient_alignment(model: torch.nn.Module, prior: PriorArtifact | str | 
     used_norms = {n: float(d.float().norm()) for n, d in deltas.items()}
     if not any(delta_norms.values()):
         raise DriftError("Δ is zero on every tensor (identical backbones): cos(g, Δ) is undefined")
-    logged = {n: d for n, d in deltas.items() if delta_norms[n] > 0}      # cos(g, 0) is undefined: not logged
+    logged = {n: d for n, d in deltas.items() if delta_norms[n] > 0}  # cos(g, 0) is undefined: not logged
     for step, batch in zip(steps, itertools.cycle(batch_list)):
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model, batch)
@@ -283,9 +316,17 @@ def log_gradient_alignment(model: torch.nn.Module, prior: PriorArtifact | str | 
                 if g is None:
                     continue
                 layer, module = layer_and_module(_canon(n))
-                row = {"step": step, "loss": float(loss), "param": n, "layer": layer, "module": module,
-                       "cos": float(cosine(g, d)), "grad_norm": float(g.float().norm()), "delta_norm": delta_norms[n],
-                       "delta_norm_used": used_norms[n]}
+                row = {
+                    "step": step,
+                    "loss": float(loss),
+                    "param": n,
+                    "layer": layer,
+                    "module": module,
+                    "cos": float(cosine(g, d)),
+                    "grad_norm": float(g.float().norm()),
+                    "delta_norm": delta_norms[n],
+                    "delta_norm_used": used_norms[n],
+                }
                 if rule is not None:
                     gg = guide_gradient(g, d, rule, alpha)
                     row["cos_guided"] = float(cosine(gg, d))
@@ -353,10 +394,21 @@ def _on(batch: Mapping[str, Any], device: Any) -> dict:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in batch.items()}
 
 
-def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, out_dir: str | Path, *,
-                        n_steps: int = 6, batch_size: int = 2, lr: float = 1e-5, rule: str | None = None,
-                        seed: int = 0, kinds: tuple[str, ...] = ("expression", "counting", "bars"),
-                        dtype: Any = "float32", device: str | None = "cpu", device_map: Any = None) -> dict:
+def run_drift_alignment(
+    vlm_dir: str | Path,
+    prior: PriorArtifact | str | Path,
+    out_dir: str | Path,
+    *,
+    n_steps: int = 6,
+    batch_size: int = 2,
+    lr: float = 1e-5,
+    rule: str | None = None,
+    seed: int = 0,
+    kinds: tuple[str, ...] = ("expression", "counting", "bars"),
+    dtype: Any = "float32",
+    device: str | None = "cpu",
+    device_map: Any = None,
+) -> dict:
     """cos(g, Δ) during a few fine-tuning steps of a saved VLM on the bundled visual problems (for ``make demo``).
 
     Only the parameters the prior covers are trained (AdamW, ``lr``); each step averages the
@@ -378,31 +430,40 @@ def run_drift_alignment(vlm_dir: str | Path, prior: PriorArtifact | str | Path, 
     for n in deltas:
         params[n].requires_grad_(True)
     items = generate_visual_items(n_steps * batch_size, seed=seed, kinds=kinds)
-    examples = [_sft_example(processor, it.image, chat_prompt(processor, it.direct_prompt), str(it.answer))
-                for it in items]
-    batches = [{"examples": examples[i:i + batch_size]} for i in range(0, len(examples), batch_size)]
+    examples = [
+        _sft_example(processor, it.image, chat_prompt(processor, it.direct_prompt), str(it.answer)) for it in items
+    ]
+    batches = [{"examples": examples[i : i + batch_size]} for i in range(0, len(examples), batch_size)]
 
     def loss_fn(m: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
         return torch.stack([m(**_on(ex, in_dev)).loss.float() for ex in batch["examples"]]).mean()
 
     out_dir = Path(out_dir)
-    rows = log_gradient_alignment(model, deltas, batches, n_steps, rule=rule, lr=lr, loss_fn=loss_fn,
-                                  out_path=out_dir / "drift_cos.csv")
+    rows = log_gradient_alignment(
+        model, deltas, batches, n_steps, rule=rule, lr=lr, loss_fn=loss_fn, out_path=out_dir / "drift_cos.csv"
+    )
     cos = np.array([r["cos"] for r in rows])
     by_mod: dict[str, list[float]] = {}
     for r in rows:
         by_mod.setdefault(r["module"], []).append(r["cos"])
     losses = [r["loss"] for r in rows if r["param"] == rows[0]["param"]]
-    return {"drift_rule": rule or "none", "drift_n_steps": n_steps, "drift_n_tensors": len({r["param"] for r in rows}),
-            "drift_cos_mean": float(cos.mean()), "drift_cos_abs_mean": float(np.abs(cos).mean()),
-            "drift_frac_negative": float((cos < 0).mean()),
-            "drift_cos_by_module": {m: float(np.mean(v)) for m, v in sorted(by_mod.items())},
-            "drift_loss_first": losses[0], "drift_loss_last": losses[-1]}
+    return {
+        "drift_rule": rule or "none",
+        "drift_n_steps": n_steps,
+        "drift_n_tensors": len({r["param"] for r in rows}),
+        "drift_cos_mean": float(cos.mean()),
+        "drift_cos_abs_mean": float(np.abs(cos).mean()),
+        "drift_frac_negative": float((cos < 0).mean()),
+        "drift_cos_by_module": {m: float(np.mean(v)) for m, v in sorted(by_mod.items())},
+        "drift_loss_first": losses[0],
+        "drift_loss_last": losses[-1],
+    }
 
 
 @torch.no_grad()
-def _evaluate(model: torch.nn.Module, processor: Any, items: list, prompts: list[str], examples: list[dict],
-              device: Any = None) -> dict:
+def _evaluate(
+    model: torch.nn.Module, processor: Any, items: list, prompts: list[str], examples: list[dict], device: Any = None
+) -> dict:
     """Held-out answer-token loss (teacher forced) and greedy exact-match accuracy (inputs go to ``device``)."""
     losses = [float(model(**_on(ex, device)).loss) for ex in examples]
     correct = 0
@@ -410,16 +471,27 @@ def _evaluate(model: torch.nn.Module, processor: Any, items: list, prompts: list
     for it, prompt in zip(items, prompts):
         enc = processor(text=prompt, images=[it.image], return_tensors="pt")
         out = model.generate(**_on(enc, device), max_new_tokens=6, do_sample=False).cpu()
-        text = tok.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip()
+        text = tok.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
         correct += text.split()[0].rstrip(".,") == str(it.answer) if text else 0
     return {"eval_loss": float(sum(losses) / len(losses)), "eval_accuracy": correct / len(items)}
 
 
-def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, out_dir: str | Path, *,
-                       rules: tuple[str | None, ...] = (None, "adaptive"), n_steps: int = 20, batch_size: int = 4,
-                       lr: float = 1e-5, n_eval: int = 32, seed: int = 0,
-                       kinds: tuple[str, ...] = ("expression", "counting", "bars"), dtype: Any = "float32",
-                       device: str | None = "cpu", device_map: Any = None) -> list[dict]:
+def compare_finetuning(
+    vlm_dir: str | Path,
+    prior: PriorArtifact | str | Path,
+    out_dir: str | Path,
+    *,
+    rules: tuple[str | None, ...] = (None, "adaptive"),
+    n_steps: int = 20,
+    batch_size: int = 4,
+    lr: float = 1e-5,
+    n_eval: int = 32,
+    seed: int = 0,
+    kinds: tuple[str, ...] = ("expression", "counting", "bars"),
+    dtype: Any = "float32",
+    device: str | None = "cpu",
+    device_map: Any = None,
+) -> list[dict]:
     """Does the rule help? Fine-tune from the same start, data and order with each rule; score held-out items.
 
     For every entry of ``rules`` (``None`` = plain SFT) the VLM is reloaded from ``vlm_dir``, the
@@ -428,19 +500,19 @@ def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, o
     Writes ``finetune_compare.json`` into ``out_dir``; returns one row per rule.
     """
     from cotscope.analyses.atomic import write_json_atomic
+    from cotscope.probes.models.loading import load_processor
     from cotscope.probes.stimuli.visual import generate_visual_items
     from cotscope.probes.vision_latents import chat_prompt
-
-    from cotscope.probes.models.loading import load_processor
 
     processor = load_processor(vlm_dir)
     train = generate_visual_items(n_steps * batch_size, seed=seed, kinds=kinds)
     held = generate_visual_items(n_eval, seed=seed + 10_000, kinds=kinds)
-    train_ex = [_sft_example(processor, it.image, chat_prompt(processor, it.direct_prompt), str(it.answer))
-                for it in train]
+    train_ex = [
+        _sft_example(processor, it.image, chat_prompt(processor, it.direct_prompt), str(it.answer)) for it in train
+    ]
     held_prompts = [chat_prompt(processor, it.direct_prompt) for it in held]
     held_ex = [_sft_example(processor, it.image, p, str(it.answer)) for it, p in zip(held, held_prompts)]
-    batches = [{"examples": train_ex[i:i + batch_size]} for i in range(0, len(train_ex), batch_size)]
+    batches = [{"examples": train_ex[i : i + batch_size]} for i in range(0, len(train_ex), batch_size)]
 
     in_dev: Any = None
 
@@ -460,8 +532,7 @@ def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, o
         if before is None:
             before = _evaluate(model.eval(), processor, held, held_prompts, held_ex, in_dev)
         init = {n: params[n].detach().clone() for n in deltas}
-        log = log_gradient_alignment(model, deltas, batches, n_steps, rule=rule, lr=lr, loss_fn=loss_fn,
-                                     progress=True)
+        log = log_gradient_alignment(model, deltas, batches, n_steps, rule=rule, lr=lr, loss_fn=loss_fn, progress=True)
         after = _evaluate(model.eval(), processor, held, held_prompts, held_ex, in_dev)
         dot = upd2 = d2 = 0.0
         for n, d in deltas.items():
@@ -469,12 +540,24 @@ def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, o
             dot += float((u * d.double()).sum())
             upd2 += float((u * u).sum())
             d2 += float((d.double() ** 2).sum())
-        toward = {"update_along_delta": dot / d2 if d2 else None,          # fraction of Δ travelled
-                  "cos_update_delta": dot / (upd2 * d2) ** 0.5 if upd2 and d2 else None}
-        rows.append({"rule": rule or "none", "n_steps": n_steps, "batch_size": batch_size, "lr": lr,
-                     "train_loss_first": log[0]["loss"], "train_loss_last": log[-1]["loss"],
-                     "eval_loss_before": before["eval_loss"], "eval_accuracy_before": before["eval_accuracy"],
-                     **after, **toward})
+        toward = {
+            "update_along_delta": dot / d2 if d2 else None,  # fraction of Δ travelled
+            "cos_update_delta": dot / (upd2 * d2) ** 0.5 if upd2 and d2 else None,
+        }
+        rows.append(
+            {
+                "rule": rule or "none",
+                "n_steps": n_steps,
+                "batch_size": batch_size,
+                "lr": lr,
+                "train_loss_first": log[0]["loss"],
+                "train_loss_last": log[-1]["loss"],
+                "eval_loss_before": before["eval_loss"],
+                "eval_accuracy_before": before["eval_accuracy"],
+                **after,
+                **toward,
+            }
+        )
         del model
     write_json_atomic(Path(out_dir) / "finetune_compare.json", rows)
     return rows
@@ -483,4 +566,4 @@ def compare_finetuning(vlm_dir: str | Path, prior: PriorArtifact | str | Path, o
 # Moved to the orchestration layer (cotscope.stages); the old names warn for one release.
 from cotscope._compat import forward as _forward  # noqa: E402
 
-__getattr__ = _forward('probes.drift', {'prior_stage': 'cotscope.stages.prior'})
+__getattr__ = _forward("probes.drift", {"prior_stage": "cotscope.stages.prior"})

@@ -17,12 +17,14 @@ No torch here: only strings, token ids and the tokenizer.
 >>> is_correct("It is $19$.", 19)
 True
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from cotscope.errors import CotscopeError
 
@@ -43,7 +45,7 @@ def _boxed_contents(text: str) -> list[str]:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
         if depth == 0:
-            out.append(text[m.end():i - 1])
+            out.append(text[m.end() : i - 1])
     return out
 
 
@@ -150,8 +152,10 @@ def forced_answer(tokenizer: Any, gold: Any, template: str = DEFAULT_TEMPLATE) -
     '42'
     """
     if "{answer}" not in template:
-        raise AnswerTemplateError(f"answer template {template!r} has no '{{answer}}' field; "
-                                  "use e.g. ' The answer is \\\\boxed{{{answer}}}.'")
+        raise AnswerTemplateError(
+            f"answer template {template!r} has no '{{answer}}' field; "
+            "use e.g. ' The answer is \\\\boxed{{{answer}}}.'"
+        )
     g = normalize_answer(gold)
     if not g:
         raise AnswerTemplateError(f"gold answer {gold!r} is empty; every prompt needs a gold answer to score")

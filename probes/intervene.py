@@ -36,20 +36,22 @@ All bad input is refused before any generation starts (:class:`InjectionError`).
 >>> out = generate_steered(lm, [prompt, prompt], rows, budget=32)                  # doctest: +SKIP
 >>> out[1].text                                                                   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import copy
 import dataclasses
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from cotscope.errors import CotscopeError
-from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
 from cotscope.analyses import spectral
+from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
+from cotscope.errors import CotscopeError
 from cotscope.probes import traced
 from cotscope.probes.evaluate import ForcedAnswer
 from cotscope.probes.models.context import check_context
@@ -58,7 +60,7 @@ from cotscope.probes.positions import STEER_ATOMS, Positions, PositionsError, Po
 from cotscope.probes.remote import backend_for, resolve_remote
 from cotscope.probes.traced import decode_step, steer
 
-POSITIONS = STEER_ATOMS   # the position names; see probes.positions for shorthands ("all", "last")
+POSITIONS = STEER_ATOMS  # the position names; see probes.positions for shorthands ("all", "last")
 FILTERS = ("none", "lowpass", "highpass")
 CONTROLS = ("real", "unfiltered", "highpass", "random", "own_lowpass", "none")
 LAYER_MAPS = ("auto", "same", "relative")
@@ -93,11 +95,14 @@ def check_vector(v: Any, what: str = "direction") -> np.ndarray:
     if a.ndim != 1 or a.shape[0] < 2:
         raise InjectionError(f"{what} has shape {a.shape}; expected a 1-D vector [hidden_size]")
     if not np.all(np.isfinite(a)):
-        raise InjectionError(f"{what} contains NaN or inf ({int((~np.isfinite(a)).sum())} entries); "
-                             "recompute or re-export the direction")
+        raise InjectionError(
+            f"{what} contains NaN or inf ({int((~np.isfinite(a)).sum())} entries); recompute or re-export the direction"
+        )
     if not np.any(a):
-        raise InjectionError(f"{what} is all zeros, so injecting it does nothing; check the direction file "
-                             "(or the filter cutoff, if it was filtered)")
+        raise InjectionError(
+            f"{what} is all zeros, so injecting it does nothing; check the direction file "
+            "(or the filter cutoff, if it was filtered)"
+        )
     return a
 
 
@@ -116,8 +121,15 @@ def normalize_positions(positions: PositionsLike) -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------------------------------- vectors
-def prepare_vector(v: Any, hidden_size: int, *, resample: bool = True, filter: str = "none",
-                   cutoff: int | float | None = None, what: str = "direction") -> np.ndarray:
+def prepare_vector(
+    v: Any,
+    hidden_size: int,
+    *,
+    resample: bool = True,
+    filter: str = "none",
+    cutoff: int | float | None = None,
+    what: str = "direction",
+) -> np.ndarray:
     """Fit ``v`` to a model of width ``hidden_size``: Fourier-resample if needed, then filter.
 
     Resampling (:func:`analyses.spectral.resample`, norm kept) happens only when the sizes differ; with
@@ -137,7 +149,8 @@ def prepare_vector(v: Any, hidden_size: int, *, resample: bool = True, filter: s
         if not resample:
             raise DirectionFileError(
                 f"hidden-size mismatch: the {what} has {a.shape[0]} dims, the target model has {hidden_size}. "
-                "Fix: pass resample=True (Fourier resampling) or use a direction read from a model of that width.")
+                "Fix: pass resample=True (Fourier resampling) or use a direction read from a model of that width."
+            )
         a = spectral.resample(a, int(hidden_size))
     if filter != "none":
         if cutoff is None:
@@ -148,8 +161,10 @@ def prepare_vector(v: Any, hidden_size: int, *, resample: bool = True, filter: s
         except spectral.CutoffError as e:
             raise InjectionError(str(e)) from None
         if float(np.linalg.norm(a)) <= 1e-9 * before:
-            raise InjectionError(f"the {filter} part of the {what} at cutoff {cutoff} is all zeros; choose another "
-                                 "cutoff or filter='none'")
+            raise InjectionError(
+                f"the {filter} part of the {what} at cutoff {cutoff} is all zeros; choose another "
+                "cutoff or filter='none'"
+            )
     return a.astype(np.float32)
 
 
@@ -178,10 +193,13 @@ def as_direction_set(direction: Any, what: str = "direction") -> DirectionSet:
         return DirectionSet(vecs, DirectionMeta(model_id="array", method="array"))
     a = np.asarray(direction)
     if a.ndim == 1:
-        return DirectionSet({0: check_vector(a, what)},
-                            DirectionMeta(model_id="array", method="array", extra={"layer_agnostic": True}))
-    raise InjectionError(f"cannot use a {type(direction).__name__} of shape {getattr(a, 'shape', None)} as a "
-                         "direction; pass a direction file path, a DirectionSet, a 1-D array or {layer: array}")
+        return DirectionSet(
+            {0: check_vector(a, what)}, DirectionMeta(model_id="array", method="array", extra={"layer_agnostic": True})
+        )
+    raise InjectionError(
+        f"cannot use a {type(direction).__name__} of shape {getattr(a, 'shape', None)} as a "
+        "direction; pass a direction file path, a DirectionSet, a 1-D array or {layer: array}"
+    )
 
 
 def source_layer(target: int, available: Sequence[int], n_src: int, n_tgt: int, mode: str = "auto") -> int:
@@ -203,9 +221,11 @@ def source_layer(target: int, available: Sequence[int], n_src: int, n_tgt: int, 
         mode = "same" if n_src in (0, n_tgt) else "relative"
     src = target if mode == "same" or n_tgt < 2 else int(round(target * (n_src - 1) / (n_tgt - 1)))
     if src not in available:
-        raise InjectionError(f"the direction has no layer {src} for target layer {target} (layer_map={mode!r}); "
-                             f"it has layers {available}. Save directions for those layers, or inject at layers "
-                             "that map onto them")
+        raise InjectionError(
+            f"the direction has no layer {src} for target layer {target} (layer_map={mode!r}); "
+            f"it has layers {available}. Save directions for those layers, or inject at layers "
+            "that map onto them"
+        )
     return src
 
 
@@ -227,12 +247,22 @@ class InjectionVectors:
         return list(self.vectors)
 
 
-def build_controls(direction: Any, target: LoadedModel | tuple[int, int], layers: Sequence[int], *,
-                   controls: Sequence[str] = ("real", "unfiltered", "highpass", "random", "none"),
-                   filter: str = "lowpass", cutoff: int | float | None = 0.1, resample: bool = True,
-                   own: Any = None, seed: int = 0, layer_map: str = "auto",
-                   match_norm: bool = False, strength_reference: str = "source",
-                   reference: Any = None) -> InjectionVectors:
+def build_controls(
+    direction: Any,
+    target: LoadedModel | tuple[int, int],
+    layers: Sequence[int],
+    *,
+    controls: Sequence[str] = ("real", "unfiltered", "highpass", "random", "none"),
+    filter: str = "lowpass",
+    cutoff: int | float | None = 0.1,
+    resample: bool = True,
+    own: Any = None,
+    seed: int = 0,
+    layer_map: str = "auto",
+    match_norm: bool = False,
+    strength_reference: str = "source",
+    reference: Any = None,
+) -> InjectionVectors:
     """Prepare the real vector and its controls for ``target``'s ``layers``.
 
     * ``real``        — the direction, resampled to the target width and passed through ``filter``
@@ -265,8 +295,10 @@ def build_controls(direction: Any, target: LoadedModel | tuple[int, int], layers
         hidden, n_tgt = int(target[0]), int(target[1])
         bad = [l for l in layers if not -n_tgt <= int(l) < n_tgt]
         if bad:
-            raise InjectionError(f"layers {bad} are out of range for a model with {n_tgt} decoder blocks "
-                                 f"(valid 0..{n_tgt - 1}, or -{n_tgt}..-1)")
+            raise InjectionError(
+                f"layers {bad} are out of range for a model with {n_tgt} decoder blocks "
+                f"(valid 0..{n_tgt - 1}, or -{n_tgt}..-1)"
+            )
         layers = sorted({int(l) % n_tgt for l in layers})
     if not layers:
         raise InjectionError("no layers to inject at; pass at least one layer")
@@ -285,7 +317,7 @@ def build_controls(direction: Any, target: LoadedModel | tuple[int, int], layers
             raise InjectionError(str(e)) from None
     ds = as_direction_set(direction)
     n_src = int(ds.meta.n_layers or 0)
-    ds = ds.resolved(n_src or n_tgt)          # {-1: v} is the last block (of the source, else of the target)
+    ds = ds.resolved(n_src or n_tgt)  # {-1: v} is the last block (of the source, else of the target)
     own_ds = None
     if "own_lowpass" in controls:
         if own is None:
@@ -305,77 +337,147 @@ def build_controls(direction: Any, target: LoadedModel | tuple[int, int], layers
         if "unfiltered" in vecs:
             vecs["unfiltered"][l] = prepare_vector(base, hidden, resample=resample, what=what)
         if "highpass" in vecs:
-            vecs["highpass"][l] = prepare_vector(base, hidden, resample=resample, filter="highpass", cutoff=cutoff,
-                                                 what=what)
+            vecs["highpass"][l] = prepare_vector(
+                base, hidden, resample=resample, filter="highpass", cutoff=cutoff, what=what
+            )
         if "random" in vecs:
             vecs["random"][l] = random_like(real, seed, l)
         if "own_lowpass" in vecs:
             so = source_layer(l, own_ds.layers, int(own_ds.meta.n_layers or 0), n_tgt, layer_map)
-            vecs["own_lowpass"][l] = prepare_vector(own_ds.vectors[so], hidden, resample=resample, filter="lowpass",
-                                                    cutoff=cutoff, what=f"own direction (layer {so})")
+            vecs["own_lowpass"][l] = prepare_vector(
+                own_ds.vectors[so],
+                hidden,
+                resample=resample,
+                filter="lowpass",
+                cutoff=cutoff,
+                what=f"own direction (layer {so})",
+            )
     if match_norm:
         for c, per in vecs.items():
             for l, v in per.items():
-                ref = np.linalg.norm(prepare_vector(ds.vectors[src_map[l]], hidden, resample=resample, filter=filter,
-                                                    cutoff=cutoff))
+                ref = np.linalg.norm(
+                    prepare_vector(ds.vectors[src_map[l]], hidden, resample=resample, filter=filter, cutoff=cutoff)
+                )
                 per[l] = (v * (ref / np.linalg.norm(v))).astype(np.float32)
-    ref_norms, scales = _strength_scales(strength_reference, reference if reference is not None else own, layers,
-                                         vecs, ds, src_map, hidden, n_tgt, filter, cutoff, resample, layer_map)
+    ref_norms, scales = _strength_scales(
+        strength_reference,
+        reference if reference is not None else own,
+        layers,
+        vecs,
+        ds,
+        src_map,
+        hidden,
+        n_tgt,
+        filter,
+        cutoff,
+        resample,
+        layer_map,
+    )
     for per in vecs.values():
         for l in per:
             per[l] = (per[l] * np.float32(scales[l])).astype(np.float32)
     norms = {c: {l: float(np.linalg.norm(v)) for l, v in per.items()} for c, per in vecs.items()}
-    settings = {"filter": filter, "cutoff": cutoff, "resample": resample, "seed": seed, "layer_map": layer_map,
-                "match_norm": match_norm, "source_hidden_size": ds.hidden_size, "target_hidden_size": hidden,
-                "source_model": ds.meta.model_id, "cutoff_bins": spectral.cutoff_bins(hidden, cutoff) if needs_cut else None,
-                "strength_reference": strength_reference, "reference_norms": ref_norms, "scales": scales}
+    settings = {
+        "filter": filter,
+        "cutoff": cutoff,
+        "resample": resample,
+        "seed": seed,
+        "layer_map": layer_map,
+        "match_norm": match_norm,
+        "source_hidden_size": ds.hidden_size,
+        "target_hidden_size": hidden,
+        "source_model": ds.meta.model_id,
+        "cutoff_bins": spectral.cutoff_bins(hidden, cutoff) if needs_cut else None,
+        "strength_reference": strength_reference,
+        "reference_norms": ref_norms,
+        "scales": scales,
+    }
     if "none" in controls:
         vecs["none"] = {}
         norms["none"] = {}
     return InjectionVectors(vectors=vecs, src_layer=src_map, norms=norms, settings=settings)
 
 
-def _strength_scales(mode: str, reference: Any, layers: Sequence[int], vecs: dict[str, dict[int, np.ndarray]],
-                     ds: DirectionSet, src_map: dict[int, int], hidden: int, n_tgt: int, filter: str,
-                     cutoff: int | float | None, resample: bool, layer_map: str) -> tuple[dict[int, float], dict[int, float]]:
+def _strength_scales(
+    mode: str,
+    reference: Any,
+    layers: Sequence[int],
+    vecs: dict[str, dict[int, np.ndarray]],
+    ds: DirectionSet,
+    src_map: dict[int, int],
+    hidden: int,
+    n_tgt: int,
+    filter: str,
+    cutoff: int | float | None,
+    resample: bool,
+    layer_map: str,
+) -> tuple[dict[int, float], dict[int, float]]:
     """``({layer: reference norm}, {layer: factor})`` for :func:`build_controls`' ``strength_reference``."""
     if mode not in STRENGTH_REFERENCES:
         raise InjectionError(f"unknown strength_reference {mode!r}; choose from {STRENGTH_REFERENCES}")
-    base = {l: float(np.linalg.norm(prepare_vector(ds.vectors[src_map[l]], hidden, resample=resample, filter=filter,
-                                                   cutoff=cutoff))) for l in layers}
+    base = {
+        l: float(
+            np.linalg.norm(
+                prepare_vector(ds.vectors[src_map[l]], hidden, resample=resample, filter=filter, cutoff=cutoff)
+            )
+        )
+        for l in layers
+    }
     if mode == "source":
         return {l: base[l] for l in layers}, {l: 1.0 for l in layers}
     if reference is None:
-        need = ("the target model's own direction (reference= or own=: a direction file read from the target)"
-                if mode == "target_direction" else
-                "{layer: mean ‖h‖} of the target (reference=mean_hidden_norms(model, prompts, layers))")
+        need = (
+            "the target model's own direction (reference= or own=: a direction file read from the target)"
+            if mode == "target_direction"
+            else "{layer: mean ‖h‖} of the target (reference=mean_hidden_norms(model, prompts, layers))"
+        )
         raise InjectionError(f"strength_reference={mode!r} needs {need}")
     if mode == "target_direction":
         tds = as_direction_set(reference, "target direction")
         if tds.hidden_size not in (None, 0, hidden):
-            raise InjectionError(f"strength_reference='target_direction': the reference direction has "
-                                 f"{tds.hidden_size} dims, the target {hidden}; pass a direction read from the target")
+            raise InjectionError(
+                f"strength_reference='target_direction': the reference direction has "
+                f"{tds.hidden_size} dims, the target {hidden}; pass a direction read from the target"
+            )
         refs = {}
         for l in layers:
             so = source_layer(l, tds.layers, int(tds.meta.n_layers or 0), n_tgt, layer_map)
-            refs[l] = float(np.linalg.norm(prepare_vector(tds.vectors[so], hidden, resample=False, filter=filter,
-                                                          cutoff=cutoff, what=f"target direction (layer {so})")))
+            refs[l] = float(
+                np.linalg.norm(
+                    prepare_vector(
+                        tds.vectors[so],
+                        hidden,
+                        resample=False,
+                        filter=filter,
+                        cutoff=cutoff,
+                        what=f"target direction (layer {so})",
+                    )
+                )
+            )
     else:
         try:
             refs = {l: float(reference[l]) for l in layers}
         except (KeyError, TypeError, IndexError):
             have = sorted(reference) if isinstance(reference, Mapping) else type(reference).__name__
-            raise InjectionError(f"strength_reference='hidden_norm' needs a mean hidden-state norm for every "
-                                 f"injected layer {list(layers)}; got {have}") from None
+            raise InjectionError(
+                f"strength_reference='hidden_norm' needs a mean hidden-state norm for every "
+                f"injected layer {list(layers)}; got {have}"
+            ) from None
         bad = {l: v for l, v in refs.items() if not (math.isfinite(v) and v > 0)}
         if bad:
             raise InjectionError(f"mean hidden norms must be finite and positive, got {bad}")
     return refs, {l: refs[l] / base[l] for l in layers}
 
 
-def mean_hidden_norms(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[int], *,
-                      images: Sequence[Any] | None = None, batch_size: int = 8,
-                      remote: bool | str | None = None) -> dict[int, float]:
+def mean_hidden_norms(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    layers: Sequence[int],
+    *,
+    images: Sequence[Any] | None = None,
+    batch_size: int = 8,
+    remote: bool | str | None = None,
+) -> dict[int, float]:
     """Mean ``‖h_l‖`` over every real token of ``prompts`` (chat-templated strings) at each of ``layers``.
 
     The reference of ``strength_reference="hidden_norm"``: λ = 0.1 then adds a vector of 10% of a typical
@@ -394,9 +496,12 @@ def mean_hidden_norms(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[
     tot = {l: 0.0 for l in layers}
     count = 0
     for a in range(0, len(prompts), batch_size):
-        enc = _move(encode_batch(lm, list(prompts[a:a + batch_size]),
-                                 list(images[a:a + batch_size]) if images is not None else None),
-                    "cpu" if mode else lm.device)
+        enc = _move(
+            encode_batch(
+                lm, list(prompts[a : a + batch_size]), list(images[a : a + batch_size]) if images is not None else None
+            ),
+            "cpu" if mode else lm.device,
+        )
         am = enc["attention_mask"].bool()
         with torch.no_grad():
             with lm.nnsight.trace({**enc, "use_cache": False}, backend=backend_for(lm.nnsight, mode)) as tracer:
@@ -405,7 +510,7 @@ def mean_hidden_norms(lm: LoadedModel, prompts: Sequence[str], layers: Sequence[
                     out.append(torch.linalg.vector_norm(env.output.float(), dim=-1))
                 tracer.stop()
         for l, n in zip(layers, out):
-            tot[l] += float(n[am.to(n.device)].sum())       # each layer's norms live on that layer's device
+            tot[l] += float(n[am.to(n.device)].sum())  # each layer's norms live on that layer's device
         count += int(am.sum())
     return {l: tot[l] / count for l in layers}
 
@@ -419,12 +524,12 @@ class RowSteer:
     lam: float = 0.0
 
     @classmethod
-    def none(cls) -> "RowSteer":
+    def none(cls) -> RowSteer:
         """No injection."""
         return cls({}, 0.0)
 
     @classmethod
-    def at(cls, per_layer: Mapping[int, np.ndarray], layers: Sequence[int], lam: float) -> "RowSteer":
+    def at(cls, per_layer: Mapping[int, np.ndarray], layers: Sequence[int], lam: float) -> RowSteer:
         """Inject ``per_layer[l]`` at every ``l`` in ``layers`` with strength ``lam``."""
         missing = [l for l in layers if l not in per_layer]
         if missing:
@@ -443,12 +548,12 @@ class RowResult:
     text: str
     token_ids: list[int]
     n_tokens: int
-    stopped: bool                      # the model ended with EOS within the budget
-    logprob: float                     # sum of log p of the free (non-forced) tokens
+    stopped: bool  # the model ended with EOS within the budget
+    logprob: float  # sum of log p of the free (non-forced) tokens
     forced_logprobs: list[float] | None = None
     gold_logprob: float | None = None  # sum over the tokens that spell the gold value
     answer_logprob: float | None = None  # sum over the whole forced answer string
-    gold_argmax: bool | None = None    # every gold token was the model's top choice
+    gold_argmax: bool | None = None  # every gold token was the model's top choice
 
 
 def _validate_rows(lm: LoadedModel, steers: Sequence[RowSteer | None]) -> list[RowSteer]:
@@ -465,7 +570,8 @@ def _validate_rows(lm: LoadedModel, steers: Sequence[RowSteer | None]) -> list[R
             if a.shape[0] != d:
                 raise DirectionFileError(
                     f"hidden-size mismatch: row {r}'s vector at layer {l} has {a.shape[0]} dims, {lm.model_id} has "
-                    f"{d}. Fix: prepare it with prepare_vector(v, {d}) (Fourier resampling).")
+                    f"{d}. Fix: prepare it with prepare_vector(v, {d}) (Fourier resampling)."
+                )
         out.append(RowSteer({int(l) % n: v for l, v in s.vectors.items()}, float(s.lam)))
     return out
 
@@ -484,13 +590,29 @@ class BudgetDecoder:
     :meth:`results`; this class is the same decoding as an HF ``LogitsProcessor`` for plain ``generate`` calls.
     """
 
-    def __init__(self, n_rows: int, budget: int, eos_ids: Sequence[int], forced: Sequence[ForcedAnswer | None] | None,
-                 temperature: float = 0.0, top_p: float = 1.0, seeds: Sequence[int] | None = None,
-                 stop_at_eos: bool = True) -> None:
+    def __init__(
+        self,
+        n_rows: int,
+        budget: int,
+        eos_ids: Sequence[int],
+        forced: Sequence[ForcedAnswer | None] | None,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seeds: Sequence[int] | None = None,
+        stop_at_eos: bool = True,
+    ) -> None:
         self.B, self.budget = n_rows, int(budget)
         self.forced = list(forced) if forced is not None else [None] * n_rows
-        self.params = traced.decode_params(n_rows, budget, eos_ids, [None if f is None else f.ids for f in self.forced],
-                                           temperature=temperature, top_p=top_p, seeds=seeds, stop_at_eos=stop_at_eos)
+        self.params = traced.decode_params(
+            n_rows,
+            budget,
+            eos_ids,
+            [None if f is None else f.ids for f in self.forced],
+            temperature=temperature,
+            top_p=top_p,
+            seeds=seeds,
+            stop_at_eos=stop_at_eos,
+        )
         self.state: dict[str, Any] = {}
 
     def __call__(self, input_ids, scores):
@@ -507,14 +629,20 @@ class BudgetDecoder:
         for r in range(self.B):
             n = int(st["nfree"][r])
             ids = st["free"][r, :n].tolist()
-            res = RowResult(text=tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids, n_tokens=n,
-                            stopped=bool(st["stopped"][r]), logprob=float(st["free_lp"][r]))
+            res = RowResult(
+                text=tokenizer.decode(ids, skip_special_tokens=True),
+                token_ids=ids,
+                n_tokens=n,
+                stopped=bool(st["stopped"][r]),
+                logprob=float(st["free_lp"][r]),
+            )
             fa = self.forced[r]
             if fa is not None:
                 k = int(st["fidx"][r])
                 if k != len(fa.ids):
-                    raise RuntimeError(f"row {r}: forced answer was cut after {k} of {len(fa.ids)} tokens; raise "
-                                       "max_new_tokens")
+                    raise RuntimeError(
+                        f"row {r}: forced answer was cut after {k} of {len(fa.ids)} tokens; raise max_new_tokens"
+                    )
                 lps = [float(x) for x in st["forced_lp"][r, :k]]
                 top = [bool(x) for x in st["forced_top"][r, :k]]
                 res.forced_logprobs = lps
@@ -538,14 +666,41 @@ def eos_token_ids(lm: LoadedModel) -> list[int]:
     return ids
 
 
-_NEUTRAL = dict(do_sample=False, num_beams=1, temperature=None, top_k=None, top_p=None, min_p=None, typical_p=None,
-                epsilon_cutoff=None, eta_cutoff=None, repetition_penalty=None, encoder_repetition_penalty=None,
-                no_repeat_ngram_size=None, encoder_no_repeat_ngram_size=None, bad_words_ids=None, min_length=None,
-                min_new_tokens=None, suppress_tokens=None, begin_suppress_tokens=None, forced_bos_token_id=None,
-                forced_eos_token_id=None, sequence_bias=None, exponential_decay_length_penalty=None,
-                renormalize_logits=False, length_penalty=None, diversity_penalty=None, num_beam_groups=None,
-                guidance_scale=None, watermarking_config=None, max_length=None, stop_strings=None,
-                num_return_sequences=1, output_scores=False, return_dict_in_generate=False)
+_NEUTRAL = dict(
+    do_sample=False,
+    num_beams=1,
+    temperature=None,
+    top_k=None,
+    top_p=None,
+    min_p=None,
+    typical_p=None,
+    epsilon_cutoff=None,
+    eta_cutoff=None,
+    repetition_penalty=None,
+    encoder_repetition_penalty=None,
+    no_repeat_ngram_size=None,
+    encoder_no_repeat_ngram_size=None,
+    bad_words_ids=None,
+    min_length=None,
+    min_new_tokens=None,
+    suppress_tokens=None,
+    begin_suppress_tokens=None,
+    forced_bos_token_id=None,
+    forced_eos_token_id=None,
+    sequence_bias=None,
+    exponential_decay_length_penalty=None,
+    renormalize_logits=False,
+    length_penalty=None,
+    diversity_penalty=None,
+    num_beam_groups=None,
+    guidance_scale=None,
+    watermarking_config=None,
+    max_length=None,
+    stop_strings=None,
+    num_return_sequences=1,
+    output_scores=False,
+    return_dict_in_generate=False,
+)
 
 
 def _generation_config(lm: LoadedModel, max_new_tokens: int, eos: list[int] | None, pad: int):
@@ -571,8 +726,15 @@ class _Injector:
     remote model: the tensors stay on the CPU in float32 and :func:`probes.traced.steer` moves and casts them).
     """
 
-    def __init__(self, steers: Sequence[RowSteer], attention_mask, prompt_width: int, positions: tuple[str, ...],
-                 renorm: bool, placement: Mapping[int, tuple[Any, Any]]) -> None:
+    def __init__(
+        self,
+        steers: Sequence[RowSteer],
+        attention_mask,
+        prompt_width: int,
+        positions: tuple[str, ...],
+        renorm: bool,
+        placement: Mapping[int, tuple[Any, Any]],
+    ) -> None:
         import torch
 
         B = len(steers)
@@ -580,7 +742,7 @@ class _Injector:
         self.layers = sorted({l for s in steers for l in s.vectors})
         am_cpu = attention_mask.cpu().bool()
         T_full = am_cpu.shape[1]
-        T0 = prompt_width                          # width of the prompt pass (1 when the prefix is shared)
+        T0 = prompt_width  # width of the prompt pass (1 when the prefix is shared)
         lens = am_cpu.sum(1)
         m0 = torch.zeros(B, T0, dtype=torch.bool)
         if "first" in positions:
@@ -589,10 +751,10 @@ class _Injector:
         if "last_prompt" in positions:
             m0[:, -1] = True
         if "prompt" in positions:
-            m0 |= am_cpu[:, T_full - T0:]
+            m0 |= am_cpu[:, T_full - T0 :]
         gen = ("first" in positions) or ("generated" in positions)
         mask_gen = torch.full((B, 1), gen, dtype=torch.bool)
-        self.steps_needed = None if gen else 1   # prompt-only positions: only step 0 is touched
+        self.steps_needed = None if gen else 1  # prompt-only positions: only step 0 is touched
         self.add, self.masks, self.any = {}, {}, {}
         for l in self.layers:
             dev, dtype = placement.get(l, (None, None))
@@ -615,8 +777,14 @@ class _Injector:
         """Plain lists for the trace: layers, additive tensors, prompt-pass masks, later-step masks, and whether
         each layer is touched at all on the prompt pass / later steps."""
         ls = list(self.layers)
-        return (ls, [self.add[l] for l in ls], [self.masks[l][0] for l in ls], [self.masks[l][1] for l in ls],
-                [self.any[l][0] for l in ls], [self.any[l][1] for l in ls])
+        return (
+            ls,
+            [self.add[l] for l in ls],
+            [self.masks[l][0] for l in ls],
+            [self.masks[l][1] for l in ls],
+            [self.any[l][0] for l in ls],
+            [self.any[l][1] for l in ls],
+        )
 
 
 def steer_hidden(h, add, mask, renorm: bool = True):
@@ -641,12 +809,23 @@ def _move(enc: Mapping[str, Any], device: Any) -> dict[str, Any]:
     return {k: (v.to(device) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
 
 
-def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[RowSteer | None], *,
-                     images: Sequence[Any] | None = None, positions: PositionsLike = "first",
-                     renorm: bool = True, budget: int = 64, forced: Sequence[ForcedAnswer | None] | None = None,
-                     temperature: float = 0.0, top_p: float = 1.0, seeds: Sequence[int] | None = None,
-                     share_prefix: bool | str = "auto", stop_at_eos: bool = True,
-                     remote: bool | str | None = None) -> list[RowResult]:
+def generate_steered(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    steers: Sequence[RowSteer | None],
+    *,
+    images: Sequence[Any] | None = None,
+    positions: PositionsLike = "first",
+    renorm: bool = True,
+    budget: int = 64,
+    forced: Sequence[ForcedAnswer | None] | None = None,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seeds: Sequence[int] | None = None,
+    share_prefix: bool | str = "auto",
+    stop_at_eos: bool = True,
+    remote: bool | str | None = None,
+) -> list[RowResult]:
     """Generate for every row (one ``generate`` call), each row with its own injection.
 
     Args:
@@ -695,10 +874,12 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
         raise InjectionError(f"{lm.model_id} is a text-only model but images were given")
     can_share = (not has_img) and set(pos) <= _PREFIX_SAFE
     if share_prefix == "auto" and lm.is_vlm:
-        can_share = False   # VLM families keep per-call state (e.g. M-RoPE deltas); share only when asked
+        can_share = False  # VLM families keep per-call state (e.g. M-RoPE deltas); share only when asked
     if share_prefix is True and not can_share:
-        raise InjectionError(f"share_prefix=True needs text-only prompts and positions within "
-                             f"{sorted(_PREFIX_SAFE)} (got {pos}, images={'yes' if has_img else 'no'})")
+        raise InjectionError(
+            f"share_prefix=True needs text-only prompts and positions within "
+            f"{sorted(_PREFIX_SAFE)} (got {pos}, images={'yes' if has_img else 'no'})"
+        )
     share = can_share and share_prefix in (True, "auto")
     max_forced = max((len(f.ids) for f in (forced or []) if f is not None), default=0)
     max_new = int(budget) + max_forced
@@ -708,17 +889,24 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
     mode = resolve_remote(lm, remote)
     if mode and share:
         if share_prefix is True:
-            raise InjectionError("share_prefix=True runs the shared prompt prefix as a separate local forward; it "
-                                 "is not available with remote execution. Pass share_prefix=False (or 'auto').")
+            raise InjectionError(
+                "share_prefix=True runs the shared prompt prefix as a separate local forward; it "
+                "is not available with remote execution. Pass share_prefix=False (or 'auto')."
+            )
         share = False
     eos = eos_token_ids(lm)
     pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else eos[0]
     dev = lm.device
     enc = _move(encode_batch(lm, list(prompts), list(images) if has_img else None), dev)
     am = enc["attention_mask"]
-    check_context(lm, am.sum(1).tolist(), new_tokens=max_new, name=lambda i: f"prompt row {i}",
-                  fix=f"shorten the prompt, or lower budget (now {int(budget)} free tokens"
-                      + (f" + {max_forced} forced answer tokens)" if max_forced else ")"))
+    check_context(
+        lm,
+        am.sum(1).tolist(),
+        new_tokens=max_new,
+        name=lambda i: f"prompt row {i}",
+        fix=f"shorten the prompt, or lower budget (now {int(budget)} free tokens"
+        + (f" + {max_forced} forced answer tokens)" if max_forced else ")"),
+    )
     T_full = am.shape[1]
     gen_kwargs: dict[str, Any] = {}
     prompt_width = T_full
@@ -729,8 +917,9 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
         with torch.no_grad():
             pre_am = am[firsts, :-1]
             pos_ids = (pre_am.long().cumsum(-1) - 1).masked_fill(pre_am == 0, 0)
-            out = lm.hf(input_ids=enc["input_ids"][firsts, :-1], attention_mask=pre_am, position_ids=pos_ids,
-                        use_cache=True)
+            out = lm.hf(
+                input_ids=enc["input_ids"][firsts, :-1], attention_mask=pre_am, position_ids=pos_ids, use_cache=True
+            )
         cache = out.past_key_values
         cache.reorder_cache(torch.repeat_interleave(torch.arange(len(groups), device=dev), reps))
         gen_kwargs["past_key_values"] = cache
@@ -738,15 +927,17 @@ def generate_steered(lm: LoadedModel, prompts: Sequence[str], steers: Sequence[R
     touched = sorted({l for s in rows for l in s.vectors})
     placement = {} if mode else {l: (lm.layer_device(l), lm.layer_dtype(l)) for l in touched}
     inj = _Injector(rows, am, prompt_width, pos, renorm, placement)
-    dec = BudgetDecoder(n, budget, eos, forced, temperature=temperature, top_p=top_p, seeds=seeds,
-                        stop_at_eos=stop_at_eos)
+    dec = BudgetDecoder(
+        n, budget, eos, forced, temperature=temperature, top_p=top_p, seeds=seeds, stop_at_eos=stop_at_eos
+    )
     gc = _generation_config(lm, max_new, eos if stop_at_eos else None, pad)
     dec.state = _traced_generate(lm, enc, inj, gc, dec.params, gen_kwargs, mode)
     return dec.results(lm.tokenizer)
 
 
-def _traced_generate(lm: LoadedModel, enc: dict, inj: _Injector, gc: Any, params: dict, gen_kwargs: dict,
-                     remote: bool | str) -> dict:
+def _traced_generate(
+    lm: LoadedModel, enc: dict, inj: _Injector, gc: Any, params: dict, gen_kwargs: dict, remote: bool | str
+) -> dict:
     """The traced ``generate``: at every forward of the decode loop the chosen layers are steered
     (:func:`probes.traced.steer`) and the next token is chosen by :func:`probes.traced.decode_step` on the logits.
     Everything inside the trace is torch on tensors (no local objects), so it also runs remotely.
@@ -775,11 +966,25 @@ def _traced_generate(lm: LoadedModel, enc: dict, inj: _Injector, gc: Any, params
     return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
 
 
-def inject_generate(lm: LoadedModel, prompts: Sequence[str], direction: Any, layers: Sequence[int], lam: float, *,
-                    images: Sequence[Any] | None = None, positions: PositionsLike = "first", renorm: bool = True,
-                    resample: bool = True, filter: str = "none", cutoff: int | float | None = None,
-                    layer_map: str = "auto", budget: int = 64, strength_reference: str = "source",
-                    reference: Any = None, **kw: Any) -> list[RowResult]:
+def inject_generate(
+    lm: LoadedModel,
+    prompts: Sequence[str],
+    direction: Any,
+    layers: Sequence[int],
+    lam: float,
+    *,
+    images: Sequence[Any] | None = None,
+    positions: PositionsLike = "first",
+    renorm: bool = True,
+    resample: bool = True,
+    filter: str = "none",
+    cutoff: int | float | None = None,
+    layer_map: str = "auto",
+    budget: int = 64,
+    strength_reference: str = "source",
+    reference: Any = None,
+    **kw: Any,
+) -> list[RowResult]:
     """One setting for every prompt: inject ``direction`` at ``layers`` with strength ``lam``.
 
     ``strength_reference``/``reference``: what λ is relative to (see :func:`build_controls`); with
@@ -790,8 +995,19 @@ def inject_generate(lm: LoadedModel, prompts: Sequence[str], direction: Any, lay
     check_lam(lam)
     if strength_reference == "hidden_norm" and reference is None:
         reference = mean_hidden_norms(lm, prompts, layers, images=images)
-    iv = build_controls(direction, lm, layers, controls=("real",), filter=filter, cutoff=cutoff, resample=resample,
-                        layer_map=layer_map, strength_reference=strength_reference, reference=reference)
+    iv = build_controls(
+        direction,
+        lm,
+        layers,
+        controls=("real",),
+        filter=filter,
+        cutoff=cutoff,
+        resample=resample,
+        layer_map=layer_map,
+        strength_reference=strength_reference,
+        reference=reference,
+    )
     steer = RowSteer.at(iv.vectors["real"], lm.check_layers(layers), lam)
-    return generate_steered(lm, prompts, [steer] * len(prompts), images=images, positions=positions, renorm=renorm,
-                            budget=budget, **kw)
+    return generate_steered(
+        lm, prompts, [steer] * len(prompts), images=images, positions=positions, renorm=renorm, budget=budget, **kw
+    )

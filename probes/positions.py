@@ -34,16 +34,25 @@ True
 >>> TokenRule.parse("last").value
 'last'
 """
+
 from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Any, Sequence, Union
+from collections.abc import Sequence
 
 from cotscope.errors import CotscopeError
 
-__all__ = ["Positions", "PositionsError", "PositionsLike", "STEER_ATOMS", "SHORTHANDS", "TokenRule",
-           "TokenRuleError", "parse_token_rules"]
+__all__ = [
+    "Positions",
+    "PositionsError",
+    "PositionsLike",
+    "STEER_ATOMS",
+    "SHORTHANDS",
+    "TokenRule",
+    "TokenRuleError",
+    "parse_token_rules",
+]
 
 STEER_ATOMS = ("first", "last_prompt", "prompt", "generated")
 SHORTHANDS = {"all": ("prompt", "generated"), "last": ("last_prompt", "generated")}
@@ -69,7 +78,7 @@ class Positions:
             raise PositionsError(f"unknown position(s) {bad}; use {_SPELLINGS}")
 
     @classmethod
-    def parse(cls, spec: "PositionsLike", what: str = "position") -> "Positions":
+    def parse(cls, spec: PositionsLike, what: str = "position") -> Positions:
         """Read any accepted spelling (old ``apply`` and ``intervene`` spellings included).
 
         ``what`` names the positions in error messages (e.g. ``"injection position"``).
@@ -110,8 +119,10 @@ class Positions:
     def generation(self) -> tuple[str, ...]:
         """The position names, for steering during generation (:func:`probes.intervene.generate_steered`)."""
         if self.index is not None:
-            raise PositionsError(f"positions={self} are token indices, which mean nothing across generation steps; "
-                                 f"during generation use names: {', '.join(STEER_ATOMS)} (or 'all', 'last')")
+            raise PositionsError(
+                f"positions={self} are token indices, which mean nothing across generation steps; "
+                f"during generation use names: {', '.join(STEER_ATOMS)} (or 'all', 'last')"
+            )
         return self.names
 
     def forward(self) -> str | int | slice | list[int]:
@@ -119,14 +130,18 @@ class Positions:
         if self.index is not None:
             return list(self.index) if isinstance(self.index, tuple) else self.index
         if "first" in self.names:
-            raise PositionsError(f"positions='first' needs the attention mask of a generation call; use "
-                                 "probes.intervene.generate_steered, or token index 0 (positions=0) here")
+            raise PositionsError(
+                "positions='first' needs the attention mask of a generation call; use "
+                "probes.intervene.generate_steered, or token index 0 (positions=0) here"
+            )
         if "prompt" in self.names:
             return "all"
         if "last_prompt" in self.names:
             return "last"
-        raise PositionsError(f"positions={str(self)!r} steers only generated tokens, and one forward pass generates "
-                             "none; use 'all', 'last' or token indices here, or generate_steered for generation")
+        raise PositionsError(
+            f"positions={str(self)!r} steers only generated tokens, and one forward pass generates "
+            "none; use 'all', 'last' or token indices here, or generate_steered for generation"
+        )
 
     def __str__(self) -> str:
         if self.index is None:
@@ -139,7 +154,7 @@ class Positions:
         return f"Positions({str(self)!r})" if self.index is None else f"Positions(index={self.index!r})"
 
 
-PositionsLike = Union[Positions, str, int, slice, Sequence[str], Sequence[int]]
+PositionsLike = Positions | str | int | slice | Sequence[str] | Sequence[int]
 
 
 class TokenRuleError(CotscopeError):
@@ -149,19 +164,19 @@ class TokenRuleError(CotscopeError):
 class TokenRule(str, enum.Enum):
     """Which token(s) a collected activation is read from."""
 
-    LAST_PROMPT = "last_prompt"    # last token of the chat-templated prompt (after the generation prompt)
-    LAST = "last"                  # last token of the full text (prompt + answer; no end-of-turn suffix)
-    ANSWER_MEAN = "answer_mean"    # mean over the assistant-answer tokens
-    IMAGE_MEAN = "image_mean"      # mean over image-placeholder tokens (VLM inputs only)
-    MEAN = "mean"                  # mean over every token (probes.vision_latents)
-    EOT = "eot"                    # the end-of-turn token the chat template writes after the answer
-    TURN_END = "turn_end"          # last token of apply_chat_template([user, assistant]): the released L2V-CoT rule
+    LAST_PROMPT = "last_prompt"  # last token of the chat-templated prompt (after the generation prompt)
+    LAST = "last"  # last token of the full text (prompt + answer; no end-of-turn suffix)
+    ANSWER_MEAN = "answer_mean"  # mean over the assistant-answer tokens
+    IMAGE_MEAN = "image_mean"  # mean over image-placeholder tokens (VLM inputs only)
+    MEAN = "mean"  # mean over every token (probes.vision_latents)
+    EOT = "eot"  # the end-of-turn token the chat template writes after the answer
+    TURN_END = "turn_end"  # last token of apply_chat_template([user, assistant]): the released L2V-CoT rule
 
     def __str__(self) -> str:
         return self.value
 
     @classmethod
-    def parse(cls, rule: "TokenRule | str", allowed: Sequence["TokenRule | str"] | None = None) -> "TokenRule":
+    def parse(cls, rule: TokenRule | str, allowed: Sequence[TokenRule | str] | None = None) -> TokenRule:
         """A :class:`TokenRule` from its name; ``allowed`` restricts the rules a reader supports."""
         ok = [cls(a) for a in allowed] if allowed is not None else list(cls)
         try:
@@ -173,8 +188,9 @@ class TokenRule(str, enum.Enum):
         return r
 
 
-def parse_token_rules(rules: "str | TokenRule | Sequence[str | TokenRule]",
-                      allowed: Sequence["TokenRule | str"] | None = None) -> tuple[TokenRule, ...]:
+def parse_token_rules(
+    rules: str | TokenRule | Sequence[str | TokenRule], allowed: Sequence[TokenRule | str] | None = None
+) -> tuple[TokenRule, ...]:
     """De-duplicated token rules in the given order, from a list or a ``","``-separated string."""
     items = rules.split(",") if isinstance(rules, str) else ([rules] if isinstance(rules, TokenRule) else list(rules))
     if not items or not any(str(i).strip() for i in items):

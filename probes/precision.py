@@ -19,6 +19,7 @@ dtype's unit roundoff.
 >>> round(residual_tolerance("bfloat16", 29), 4), round(residual_tolerance("float32", 0), 9)
 (0.0856, 2.38e-07)
 """
+
 from __future__ import annotations
 
 import math

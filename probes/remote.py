@@ -13,15 +13,17 @@ Every request's payload size is recorded in :data:`PAYLOADS` (cleared by :func:`
 >>> check_remote("local"), check_remote(False)
 ('local', False)
 """
-from __future__ import annotations
 
-from cotscope.errors import CotscopeError
+from __future__ import annotations
 
 import contextlib
 import importlib.abc
 import logging
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
+
+from cotscope.errors import CotscopeError
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +43,10 @@ def check_remote(remote: Any) -> bool | str:
         return False
     if remote is True or remote == "local":
         return remote
-    raise RemoteExecutionError(f"remote={remote!r}; use False (run here), True (NDIF, through nnsight) or 'local' "
-                               "(nnsight's local simulation of the remote path)")
+    raise RemoteExecutionError(
+        f"remote={remote!r}; use False (run here), True (NDIF, through nnsight) or 'local' "
+        "(nnsight's local simulation of the remote path)"
+    )
 
 
 def resolve_remote(loaded: Any, remote: Any) -> bool | str:
@@ -51,7 +55,8 @@ def resolve_remote(loaded: Any, remote: Any) -> bool | str:
     if not mode and getattr(loaded, "is_remote", False):
         raise RemoteExecutionError(
             f"{loaded.model_id} was loaded with remote={loaded.remote!r}: it has no local weights, so it cannot run "
-            "here with remote=False. Pass remote=True (NDIF) or remote='local', or load it with load_model(spec).")
+            "here with remote=False. Pass remote=True (NDIF) or remote='local', or load it with load_model(spec)."
+        )
     return mode
 
 
@@ -69,8 +74,11 @@ class _RefusePrivate(importlib.abc.MetaPathFinder):
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> Any:
         if name.split(".")[0] in PRIVATE_ROOTS:
-            raise ModuleNotFoundError(f"No module named {name!r} (hidden: an NDIF server does not have cotscope; "
-                                      "code inside a trace may only use torch and probes.traced)", name=name)
+            raise ModuleNotFoundError(
+                f"No module named {name!r} (hidden: an NDIF server does not have cotscope; "
+                "code inside a trace may only use torch and probes.traced)",
+                name=name,
+            )
         return None
 
 

@@ -8,17 +8,26 @@ result as :func:`cotscope.probes.apply.apply` inside an nnsight trace.
 >>> with steer(lm, directions, 4.0, layers=[12]):                    # doctest: +SKIP
 ...     out = lm.hf.generate(**lm.tokenizer("Q: 12 + 7?", return_tensors="pt"), max_new_tokens=20)
 """
+
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 from cotscope.probes.apply import Positions, _check_positions, _with_delta, steering_vectors
 
 
 @contextlib.contextmanager
-def steer(lm: Any, direction: Any, lam: float, *, layers: Sequence[int] | None = None, positions: Positions = "all",
-          normalize: bool = False) -> Iterator[list[int]]:
+def steer(
+    lm: Any,
+    direction: Any,
+    lam: float,
+    *,
+    layers: Sequence[int] | None = None,
+    positions: Positions = "all",
+    normalize: bool = False,
+) -> Iterator[list[int]]:
     """Steer ``lm`` (a :class:`~cotscope.probes.models.loading.LoadedModel`) while the block is open.
 
     ``direction``: a DirectionSet (``layers=None`` → all its layers), a 1-D vector (``layers`` required) or one row
@@ -27,12 +36,13 @@ def steer(lm: Any, direction: Any, lam: float, *, layers: Sequence[int] | None =
     from cotscope.probes.intervene import check_lam
 
     lam = check_lam(lam)
-    positions = _check_positions(positions)     # any Positions spelling -> this forward pass's mask spec
+    positions = _check_positions(positions)  # any Positions spelling -> this forward pass's mask spec
     blocks = lm.layers()
     vecs = steering_vectors(direction, layers, n_layers=len(blocks), hidden_size=lm.hidden_size, normalize=normalize)
     handles = []
     try:
         for b, vec in vecs.items():
+
             def hook(module: Any, args: Any, output: Any, vec=vec) -> Any:
                 return _with_delta(output, vec, lam, positions)
 

@@ -11,36 +11,72 @@ table from a different configuration is refused before anything runs.
 >>> prompts = direct_prompts(generate_problems(8, seed=1))                          # doctest: +SKIP
 >>> run_sweep(lm, "runs/demo/directions/llm_mean_diff.safetensors", prompts, "runs/x/sweep.csv", cfg)  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from cotscope.analyses.artifacts import DirectionSet
 from cotscope.analyses.results import SweepResult
-from cotscope.analyses.sweeps import SweepTable, SweepTableError, meta_path, paired_gains, read_table
+from cotscope.analyses.sweeps import SweepTable
 from cotscope.probes.evaluate import DEFAULT_TEMPLATE, extract_answer, forced_answer, is_correct
-from cotscope.probes.intervene import (CONTROLS, InjectionError, RowSteer, as_direction_set, build_controls, check_lam,
-                              generate_steered, normalize_positions)
+from cotscope.probes.intervene import (
+    CONTROLS,
+    InjectionError,
+    RowSteer,
+    as_direction_set,
+    build_controls,
+    check_lam,
+    generate_steered,
+    normalize_positions,
+)
 from cotscope.probes.models.context import check_context
 from cotscope.probes.models.loading import LoadedModel
 from cotscope.probes.stimuli.pairs import DIRECT_CUE
 
 SCHEMA = {
-    "cell_id": "str", "control": "str", "layer": "int", "layers": "str", "lam": "float",
-    "prompt_id": "str", "prompt_idx": "int", "gold": "str", "seed": "int", "row_seed": "int", "batch": "int",
-    "target_model": "str", "source_model": "str", "src_layers": "str", "vec_norm": "float",
-    "positions": "str", "renorm": "bool", "filter": "str", "cutoff": "str", "strength_reference": "str",
+    "cell_id": "str",
+    "control": "str",
+    "layer": "int",
+    "layers": "str",
+    "lam": "float",
+    "prompt_id": "str",
+    "prompt_idx": "int",
+    "gold": "str",
+    "seed": "int",
+    "row_seed": "int",
+    "batch": "int",
+    "target_model": "str",
+    "source_model": "str",
+    "src_layers": "str",
+    "vec_norm": "float",
+    "positions": "str",
+    "renorm": "bool",
+    "filter": "str",
+    "cutoff": "str",
+    "strength_reference": "str",
     "ref_norm": "float",
-    "budget": "int", "max_new_tokens": "int", "temperature": "float", "top_p": "float",
-    "response": "json", "pred": "str", "correct": "bool", "n_tokens": "int", "stopped": "bool",
-    "logprob": "float", "gold_logprob": "float", "answer_logprob": "float", "gold_argmax": "bool",
+    "budget": "int",
+    "max_new_tokens": "int",
+    "temperature": "float",
+    "top_p": "float",
+    "response": "json",
+    "pred": "str",
+    "correct": "bool",
+    "n_tokens": "int",
+    "stopped": "bool",
+    "logprob": "float",
+    "gold_logprob": "float",
+    "answer_logprob": "float",
+    "gold_argmax": "bool",
 }
 KEY = ("cell_id", "prompt_id")
 
@@ -65,8 +101,9 @@ class EvalPrompt:
             q = image_prompt(lm.processor, q)
         tok = lm.tokenizer
         tmpl = getattr(tok, "chat_template", None) or getattr(lm.processor, "chat_template", None)
-        return tok.apply_chat_template([{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True,
-                                       chat_template=tmpl)
+        return tok.apply_chat_template(
+            [{"role": "user", "content": q}], tokenize=False, add_generation_prompt=True, chat_template=tmpl
+        )
 
     def image_hash(self) -> str | None:
         if self.image is None:
@@ -80,15 +117,19 @@ def direct_prompts(problems: Sequence[Any], cue: str = DIRECT_CUE) -> list[EvalP
     """Direct-answer text prompts from :class:`~probes.stimuli.arithmetic.Problem` objects."""
     empty = [p.id for p in problems if not str(p.question).strip()]
     if empty:
-        raise InjectionError(f"problems {empty[:5]} have an empty question; only the cue would be asked. Fix: drop "
-                             "them or give them a question")
+        raise InjectionError(
+            f"problems {empty[:5]} have an empty question; only the cue would be asked. Fix: drop "
+            "them or give them a question"
+        )
     return [EvalPrompt(id=p.id, question=f"{p.question} {cue}", gold=p.answer) for p in problems]
 
 
 def visual_prompts(items: Sequence[Any], cot: bool = False) -> list[EvalPrompt]:
     """Image prompts from :class:`~probes.stimuli.visual.VisualItem` objects (direct cue by default)."""
-    return [EvalPrompt(id=it.id, question=it.cot_prompt if cot else it.direct_prompt, gold=it.answer, image=it.image)
-            for it in items]
+    return [
+        EvalPrompt(id=it.id, question=it.cot_prompt if cot else it.direct_prompt, gold=it.answer, image=it.image)
+        for it in items
+    ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,8 +207,10 @@ def plan_cells(cfg: SweepConfig, n_layers: int) -> list[Cell]:
         out = []
         for l in _layer_tuple(entry):
             if not -n_layers <= l < n_layers:
-                raise InjectionError(f"layer {l} is out of range for a model with {n_layers} decoder blocks "
-                                     f"(valid 0..{n_layers - 1}, or -{n_layers}..-1)")
+                raise InjectionError(
+                    f"layer {l} is out of range for a model with {n_layers} decoder blocks "
+                    f"(valid 0..{n_layers - 1}, or -{n_layers}..-1)"
+                )
             out.append(l % n_layers)
         return tuple(sorted(set(out)))
 
@@ -214,9 +257,11 @@ def _row_seed(seed: int, prompt_id: str, cell_id: str) -> int:
     return int(hashlib.sha256(f"{seed}|{prompt_id}|{cell_id}".encode()).hexdigest()[:8], 16)
 
 
-def sweep_config_record(lm: LoadedModel, ds: DirectionSet, prompts: Sequence[EvalPrompt], cfg: SweepConfig,
-                        own: DirectionSet | None) -> dict[str, Any]:
+def sweep_config_record(
+    lm: LoadedModel, ds: DirectionSet, prompts: Sequence[EvalPrompt], cfg: SweepConfig, own: DirectionSet | None
+) -> dict[str, Any]:
     """Everything that determines a sweep table's values (stored in its sidecar, compared on resume)."""
+
     def dir_hash(d: DirectionSet | None) -> str | None:
         if d is None:
             return None
@@ -229,10 +274,17 @@ def sweep_config_record(lm: LoadedModel, ds: DirectionSet, prompts: Sequence[Eva
     return {
         "sweep": cfg.to_dict(),
         "target": {k: v for k, v in lm.provenance().items() if k != "source"},
-        "direction": {"model_id": ds.meta.model_id, "method": ds.meta.method, "layers": ds.layers,
-                      "hidden_size": ds.hidden_size, "hash": dir_hash(ds)},
+        "direction": {
+            "model_id": ds.meta.model_id,
+            "method": ds.meta.method,
+            "layers": ds.layers,
+            "hidden_size": ds.hidden_size,
+            "hash": dir_hash(ds),
+        },
         "own_direction": dir_hash(own),
-        "prompts": [{"id": p.id, "gold": str(p.gold), "question": p.question, "image": p.image_hash()} for p in prompts],
+        "prompts": [
+            {"id": p.id, "gold": str(p.gold), "question": p.question, "image": p.image_hash()} for p in prompts
+        ],
     }
 
 
@@ -240,10 +292,20 @@ def open_table(path: str | Path, config: dict[str, Any], overwrite: bool = False
     return SweepTable(path, config, SCHEMA, KEY, overwrite=overwrite)
 
 
-def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], table: str | Path,
-              cfg: SweepConfig = SweepConfig(), *, own: Any = None, overwrite: bool = False, progress: bool = True,
-              max_batches: int | None = None, part: tuple[int, int] | None = None,
-              reference: Any = None) -> SweepResult:
+def run_sweep(
+    lm: LoadedModel,
+    direction: Any,
+    prompts: Sequence[EvalPrompt],
+    table: str | Path,
+    cfg: SweepConfig = SweepConfig(),
+    *,
+    own: Any = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    max_batches: int | None = None,
+    part: tuple[int, int] | None = None,
+    reference: Any = None,
+) -> SweepResult:
     """Run (or resume) the sweep; returns a :class:`~analyses.results.SweepResult` (``.table``, ``.rows``,
     ``.complete``, ``.batches_run``, ``.seconds``, ``.cells`` …; ``.to_pandas()`` reads the table).
 
@@ -263,8 +325,10 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
         raise InjectionError("prompt ids repeat; every EvalPrompt needs a unique id")
     empty = [p.id for p in prompts if not str(p.question).strip()]
     if empty:
-        raise InjectionError(f"prompts {empty[:5]} have an empty question; the model would answer the chat template "
-                             "alone. Fix: drop them or give them a question")
+        raise InjectionError(
+            f"prompts {empty[:5]} have an empty question; the model would answer the chat template "
+            "alone. Fix: drop them or give them a question"
+        )
     normalize_positions(cfg.positions)
     cells = plan_cells(cfg, lm.n_layers)
     ds = as_direction_set(direction)
@@ -272,37 +336,65 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
     all_layers = sorted({l for c in cells for l in c.layers})
     kinds = ["real"] + [c for c in cfg.controls if c != "none"]
     if cfg.unit_norm and cfg.strength_reference != "source":
-        raise InjectionError(f"unit_norm=True and strength_reference={cfg.strength_reference!r} both set the vector "
-                             "norm; use one of them")
+        raise InjectionError(
+            f"unit_norm=True and strength_reference={cfg.strength_reference!r} both set the vector "
+            "norm; use one of them"
+        )
     rendered = [p.render(lm) for p in prompts]
     forced = [forced_answer(lm.tokenizer, p.gold, cfg.answer_template) if cfg.score else None for p in prompts]
     # before anything runs (text tokens; image tokens are added and checked per batch in generate_steered)
-    check_context(lm, [len(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rendered],
-                  new_tokens=cfg.budget + max((len(f.ids) for f in forced if f is not None), default=0),
-                  name=lambda i: f"prompt {ids[i]!r}", fix=f"shorten the question, or lower budget (now {cfg.budget})")
+    check_context(
+        lm,
+        [len(lm.tokenizer(r, add_special_tokens=False)["input_ids"]) for r in rendered],
+        new_tokens=cfg.budget + max((len(f.ids) for f in forced if f is not None), default=0),
+        name=lambda i: f"prompt {ids[i]!r}",
+        fix=f"shorten the question, or lower budget (now {cfg.budget})",
+    )
     if cfg.strength_reference == "hidden_norm" and reference is None:
         from cotscope.probes.intervene import mean_hidden_norms
 
-        reference = mean_hidden_norms(lm, rendered, all_layers,
-                                      images=[p.image for p in prompts] if prompts[0].image is not None else None)
-    iv = build_controls(ds, lm, all_layers, controls=kinds, filter=cfg.filter, cutoff=cfg.cutoff,
-                        resample=cfg.resample, own=own_ds, seed=cfg.seed, layer_map=cfg.layer_map,
-                        match_norm=cfg.match_norm, strength_reference=cfg.strength_reference, reference=reference)
+        reference = mean_hidden_norms(
+            lm, rendered, all_layers, images=[p.image for p in prompts] if prompts[0].image is not None else None
+        )
+    iv = build_controls(
+        ds,
+        lm,
+        all_layers,
+        controls=kinds,
+        filter=cfg.filter,
+        cutoff=cfg.cutoff,
+        resample=cfg.resample,
+        own=own_ds,
+        seed=cfg.seed,
+        layer_map=cfg.layer_map,
+        match_norm=cfg.match_norm,
+        strength_reference=cfg.strength_reference,
+        reference=reference,
+    )
     if cfg.unit_norm:
         for per in iv.vectors.values():
             for l in per:
                 per[l] = (per[l] / np.linalg.norm(per[l])).astype(np.float32)
     config = sweep_config_record(lm, ds, prompts, cfg, own_ds)
-    if cfg.strength_reference != "source":   # the reference norms decide the rows' vectors (rounded: stable on resume)
+    if cfg.strength_reference != "source":  # the reference norms decide the rows' vectors (rounded: stable on resume)
         config["reference_norms"] = {str(l): round(v, 3) for l, v in iv.settings["reference_norms"].items()}
     tab = open_table(table, config, overwrite=overwrite)
     done = tab.done_keys()
     batches = plan_batches(len(prompts), len(cells), cfg.rows_per_batch)
-    todo = [(bi, b) for bi, b in enumerate(batches) if (part is None or bi % part[1] == part[0]) and any((cells[c].cell_id, ids[p]) not in done for p, c in b)]
+    todo = [
+        (bi, b)
+        for bi, b in enumerate(batches)
+        if (part is None or bi % part[1] == part[0]) and any((cells[c].cell_id, ids[p]) not in done for p, c in b)
+    ]
     max_forced = max((len(f.ids) for f in forced if f is not None), default=0)
     timing_file = Path(str(tab.path) + ".timing.jsonl")
-    bar = tqdm(total=len(batches), initial=len(batches) - len(todo), unit="batch", disable=not progress,
-               desc=f"sweep {lm.model_id[:24]}")
+    bar = tqdm(
+        total=len(batches),
+        initial=len(batches) - len(todo),
+        unit="batch",
+        disable=not progress,
+        desc=f"sweep {lm.model_id[:24]}",
+    )
     t_all, ran = time.perf_counter(), 0
     for k, (bi, batch) in enumerate(todo):
         if max_batches is not None and k >= max_batches:
@@ -310,16 +402,26 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
         steers = []
         for p, c in batch:
             cell = cells[c]
-            steers.append(RowSteer.none() if cell.control == "none"
-                          else RowSteer.at(iv.vectors[cell.control], cell.layers, cell.lam))
+            steers.append(
+                RowSteer.none()
+                if cell.control == "none"
+                else RowSteer.at(iv.vectors[cell.control], cell.layers, cell.lam)
+            )
         t0 = time.perf_counter()
-        res = generate_steered(lm, [rendered[p] for p, _ in batch], steers,
-                               images=[prompts[p].image for p, _ in batch] if prompts[0].image is not None else None,
-                               positions=cfg.positions, renorm=cfg.renorm, budget=cfg.budget,
-                               forced=[forced[p] for p, _ in batch] if cfg.score else None,
-                               temperature=cfg.temperature, top_p=cfg.top_p,
-                               seeds=[_row_seed(cfg.seed, ids[p], cells[c].cell_id) for p, c in batch],
-                               share_prefix=cfg.share_prefix)
+        res = generate_steered(
+            lm,
+            [rendered[p] for p, _ in batch],
+            steers,
+            images=[prompts[p].image for p, _ in batch] if prompts[0].image is not None else None,
+            positions=cfg.positions,
+            renorm=cfg.renorm,
+            budget=cfg.budget,
+            forced=[forced[p] for p, _ in batch] if cfg.score else None,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            seeds=[_row_seed(cfg.seed, ids[p], cells[c].cell_id) for p, c in batch],
+            share_prefix=cfg.share_prefix,
+        )
         dt = time.perf_counter() - t0
         rows = []
         for (p, c), r in zip(batch, res):
@@ -328,39 +430,75 @@ def run_sweep(lm: LoadedModel, direction: Any, prompts: Sequence[EvalPrompt], ta
                 continue
             pred = extract_answer(r.text)
             norms = [iv.norms[cell.control][l] for l in cell.layers] if cell.control != "none" else []
-            rows.append({
-                "cell_id": cell.cell_id, "control": cell.control,
-                "layer": cell.layers[0] if len(cell.layers) == 1 else None, "layers": _label(cell.layers),
-                "lam": cell.lam if cell.control != "none" else None, "prompt_id": ids[p], "prompt_idx": p,
-                "gold": str(prompts[p].gold), "seed": cfg.seed, "row_seed": _row_seed(cfg.seed, ids[p], cell.cell_id),
-                "batch": bi, "target_model": lm.model_id, "source_model": ds.meta.model_id,
-                "src_layers": _label(tuple(iv.src_layer[l] for l in cell.layers)),
-                "vec_norm": float(np.sqrt(sum(n * n for n in norms))) if norms else 0.0,
-                "positions": "+".join(normalize_positions(cfg.positions)), "renorm": cfg.renorm,
-                "filter": cfg.filter, "cutoff": "" if cfg.cutoff is None else str(cfg.cutoff),
-                "strength_reference": cfg.strength_reference,
-                "ref_norm": (float(np.sqrt(sum(iv.settings["reference_norms"][l] ** 2 for l in cell.layers)))
-                             if cell.control != "none" else None),
-                "budget": cfg.budget, "max_new_tokens": cfg.budget + (max_forced if cfg.score else 0),
-                "temperature": cfg.temperature, "top_p": cfg.top_p,
-                "response": r.text, "pred": pred, "correct": is_correct(pred, prompts[p].gold, extracted=True),
-                "n_tokens": r.n_tokens, "stopped": r.stopped, "logprob": r.logprob,
-                "gold_logprob": r.gold_logprob, "answer_logprob": r.answer_logprob, "gold_argmax": r.gold_argmax,
-            })
+            rows.append(
+                {
+                    "cell_id": cell.cell_id,
+                    "control": cell.control,
+                    "layer": cell.layers[0] if len(cell.layers) == 1 else None,
+                    "layers": _label(cell.layers),
+                    "lam": cell.lam if cell.control != "none" else None,
+                    "prompt_id": ids[p],
+                    "prompt_idx": p,
+                    "gold": str(prompts[p].gold),
+                    "seed": cfg.seed,
+                    "row_seed": _row_seed(cfg.seed, ids[p], cell.cell_id),
+                    "batch": bi,
+                    "target_model": lm.model_id,
+                    "source_model": ds.meta.model_id,
+                    "src_layers": _label(tuple(iv.src_layer[l] for l in cell.layers)),
+                    "vec_norm": float(np.sqrt(sum(n * n for n in norms))) if norms else 0.0,
+                    "positions": "+".join(normalize_positions(cfg.positions)),
+                    "renorm": cfg.renorm,
+                    "filter": cfg.filter,
+                    "cutoff": "" if cfg.cutoff is None else str(cfg.cutoff),
+                    "strength_reference": cfg.strength_reference,
+                    "ref_norm": (
+                        float(np.sqrt(sum(iv.settings["reference_norms"][l] ** 2 for l in cell.layers)))
+                        if cell.control != "none"
+                        else None
+                    ),
+                    "budget": cfg.budget,
+                    "max_new_tokens": cfg.budget + (max_forced if cfg.score else 0),
+                    "temperature": cfg.temperature,
+                    "top_p": cfg.top_p,
+                    "response": r.text,
+                    "pred": pred,
+                    "correct": is_correct(pred, prompts[p].gold, extracted=True),
+                    "n_tokens": r.n_tokens,
+                    "stopped": r.stopped,
+                    "logprob": r.logprob,
+                    "gold_logprob": r.gold_logprob,
+                    "answer_logprob": r.answer_logprob,
+                    "gold_argmax": r.gold_argmax,
+                }
+            )
         tab.append(rows)
         with open(timing_file, "a") as fh:
-            fh.write(json.dumps({"batch": bi, "rows": len(batch), "seconds": round(dt, 3),
-                                 "prompts": len({p for p, _ in batch})}) + "\n")
+            fh.write(
+                json.dumps(
+                    {"batch": bi, "rows": len(batch), "seconds": round(dt, 3), "prompts": len({p for p, _ in batch})}
+                )
+                + "\n"
+            )
         done |= {(r["cell_id"], r["prompt_id"]) for r in rows}
         ran += 1
         bar.update(1)
     bar.close()
     seconds = time.perf_counter() - t_all
     n_rows = len(tab.done_keys())
-    return SweepResult(table=str(tab.path), rows=n_rows, rows_expected=len(prompts) * len(cells),
-                       complete=n_rows == len(prompts) * len(cells), batches=len(batches), batches_run=ran,
-                       seconds=seconds, cells=[c.cell_id for c in cells], vector_norms=iv.norms,
-                       src_layer=iv.src_layer, settings=iv.settings)
+    return SweepResult(
+        table=str(tab.path),
+        rows=n_rows,
+        rows_expected=len(prompts) * len(cells),
+        complete=n_rows == len(prompts) * len(cells),
+        batches=len(batches),
+        batches_run=ran,
+        seconds=seconds,
+        cells=[c.cell_id for c in cells],
+        vector_norms=iv.norms,
+        src_layer=iv.src_layer,
+        settings=iv.settings,
+    )
 
 
 def timing(table: str | Path) -> dict[str, float]:
@@ -378,11 +516,25 @@ def timing(table: str | Path) -> dict[str, float]:
         return {}
     secs = np.array([r["seconds"] for r in recs])
     rows = np.array([r["rows"] for r in recs])
-    return {"batches": len(recs), "rows": int(rows.sum()), "seconds": float(secs.sum()),
-            "median_batch_s": float(np.median(secs)), "seconds_per_row": float(secs.sum() / rows.sum())}
+    return {
+        "batches": len(recs),
+        "rows": int(rows.sum()),
+        "seconds": float(secs.sum()),
+        "median_batch_s": float(np.median(secs)),
+        "seconds_per_row": float(secs.sum() / rows.sum()),
+    }
 
 
 # Moved to the orchestration layer (cotscope.stages); the old names warn for one release.
 from cotscope._compat import forward as _forward  # noqa: E402
 
-__getattr__ = _forward('probes.sweep', {'ensure_direction': 'cotscope.stages.intervention', 'gains_by_layer': 'cotscope.stages.intervention', 'run_demo_sweep': 'cotscope.stages.intervention', 'render_figures': 'cotscope.stages.intervention', 'demo_report': 'cotscope.stages.intervention'})
+__getattr__ = _forward(
+    "probes.sweep",
+    {
+        "ensure_direction": "cotscope.stages.intervention",
+        "gains_by_layer": "cotscope.stages.intervention",
+        "run_demo_sweep": "cotscope.stages.intervention",
+        "render_figures": "cotscope.stages.intervention",
+        "demo_report": "cotscope.stages.intervention",
+    },
+)

@@ -15,6 +15,7 @@ output it works on: a no-op locally, where callers already create them there (se
 >>> steer(h, torch.full((1, 4), 2.0), torch.tensor([[False, True, False]]), renorm=False)[0, :, 0]
 tensor([1., 3., 1.])
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -55,8 +56,10 @@ def steer(h: Any, add: Any, mask: Any, renorm: bool = True) -> Any:
     """``h + add`` at the positions in ``mask`` (``h`` ``[B, T, d]``, ``add`` ``[B, d]`` = ``λ·v`` per row, ``mask``
     ``[B, T]`` bool); with ``renorm`` each steered token is rescaled (in float32) to its original norm."""
     if mask.shape[1] != h.shape[1]:
-        raise RuntimeError(f"injection mask width {mask.shape[1]} != hidden width {h.shape[1]}; the generation ran "
-                           "an unexpected forward")
+        raise RuntimeError(
+            f"injection mask width {mask.shape[1]} != hidden width {h.shape[1]}; the generation ran "
+            "an unexpected forward"
+        )
     add = add.to(device=h.device, dtype=h.dtype)
     mask = mask.to(h.device)
     hs = h + add[:, None, :]
@@ -68,8 +71,16 @@ def steer(h: Any, add: Any, mask: Any, renorm: bool = True) -> Any:
 
 
 # ----------------------------------------------------------------------------------------- decoding
-def decode_params(n_rows: int, budget: int, eos_ids: Any, forced_ids: Any, temperature: float = 0.0,
-                  top_p: float = 1.0, seeds: Any = None, stop_at_eos: bool = True) -> dict:
+def decode_params(
+    n_rows: int,
+    budget: int,
+    eos_ids: Any,
+    forced_ids: Any,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    seeds: Any = None,
+    stop_at_eos: bool = True,
+) -> dict:
     """Plain data describing the decoding (see :func:`decode_step`): budget, EOS ids, forced answers padded to
     ``[B, F]`` with their lengths, and per-row seeded generators when sampling."""
     F = max([len(f) for f in forced_ids if f is not None] + [0])
@@ -77,30 +88,43 @@ def decode_params(n_rows: int, budget: int, eos_ids: Any, forced_ids: Any, tempe
     flen = torch.zeros(n_rows, dtype=torch.long)
     for r, f in enumerate(forced_ids):
         if f is not None:
-            forced[r, :len(f)] = torch.as_tensor(list(f), dtype=torch.long)
+            forced[r, : len(f)] = torch.as_tensor(list(f), dtype=torch.long)
             flen[r] = len(f)
     gens = None
     if float(temperature) > 0:
         seeds = list(seeds) if seeds is not None else list(range(n_rows))
         gens = [torch.Generator().manual_seed(int(s) & 0x7FFFFFFFFFFFFFFF) for s in seeds]
-    return {"budget": int(budget), "eos": torch.as_tensor([int(e) for e in eos_ids], dtype=torch.long),
-            "forced": forced, "flen": flen, "has_forced": torch.tensor([f is not None for f in forced_ids]),
-            "temperature": float(temperature), "top_p": float(top_p), "gens": gens, "stop_at_eos": bool(stop_at_eos)}
+    return {
+        "budget": int(budget),
+        "eos": torch.as_tensor([int(e) for e in eos_ids], dtype=torch.long),
+        "forced": forced,
+        "flen": flen,
+        "has_forced": torch.tensor([f is not None for f in forced_ids]),
+        "temperature": float(temperature),
+        "top_p": float(top_p),
+        "gens": gens,
+        "stop_at_eos": bool(stop_at_eos),
+    }
 
 
 def decode_init(P: dict, device: Any) -> dict:
     """Fresh per-row decoding state on ``device`` (phase 0 = free tokens, 1 = forcing the answer, 2 = done)."""
     B, F = P["forced"].shape
-    return {"phase": torch.zeros(B, dtype=torch.long, device=device),
-            "nfree": torch.zeros(B, dtype=torch.long, device=device),
-            "free": torch.full((B, max(P["budget"], 1)), -1, dtype=torch.long, device=device),
-            "free_lp": torch.zeros(B, dtype=torch.float64, device=device),
-            "stopped": torch.zeros(B, dtype=torch.bool, device=device),
-            "fidx": torch.zeros(B, dtype=torch.long, device=device),
-            "forced_lp": torch.zeros(B, max(F, 1), dtype=torch.float32, device=device),
-            "forced_top": torch.zeros(B, max(F, 1), dtype=torch.bool, device=device),
-            "eos": P["eos"].to(device), "forced": P["forced"].to(device), "flen": P["flen"].to(device),
-            "has_forced": P["has_forced"].to(device), "steps": 0}
+    return {
+        "phase": torch.zeros(B, dtype=torch.long, device=device),
+        "nfree": torch.zeros(B, dtype=torch.long, device=device),
+        "free": torch.full((B, max(P["budget"], 1)), -1, dtype=torch.long, device=device),
+        "free_lp": torch.zeros(B, dtype=torch.float64, device=device),
+        "stopped": torch.zeros(B, dtype=torch.bool, device=device),
+        "fidx": torch.zeros(B, dtype=torch.long, device=device),
+        "forced_lp": torch.zeros(B, max(F, 1), dtype=torch.float32, device=device),
+        "forced_top": torch.zeros(B, max(F, 1), dtype=torch.bool, device=device),
+        "eos": P["eos"].to(device),
+        "forced": P["forced"].to(device),
+        "flen": P["flen"].to(device),
+        "has_forced": P["has_forced"].to(device),
+        "steps": 0,
+    }
 
 
 def _sample(logp_row: Any, temperature: float, top_p: float, gen: Any) -> int:
@@ -130,8 +154,11 @@ def decode_step(st: dict, scores: Any, P: dict) -> Any:
     if P["gens"] is None:
         tok0 = top
     else:
-        tok0 = torch.tensor([_sample(logp[r], P["temperature"], P["top_p"], P["gens"][r]) for r in range(B)],
-                            dtype=torch.long, device=logp.device)
+        tok0 = torch.tensor(
+            [_sample(logp[r], P["temperature"], P["top_p"], P["gens"][r]) for r in range(B)],
+            dtype=torch.long,
+            device=logp.device,
+        )
     phase, budget = st["phase"], P["budget"]
     p0 = phase == 0
     is_eos = torch.isin(tok0, st["eos"]) & P["stop_at_eos"]
@@ -152,8 +179,9 @@ def decode_step(st: dict, scores: Any, P: dict) -> Any:
         ftok = st["forced"].gather(1, fpos)[:, 0]
         flp = logp.gather(1, ftok[:, None])
         st["forced_lp"].scatter_(1, fpos, torch.where(p1[:, None], flp, st["forced_lp"].gather(1, fpos)))
-        st["forced_top"].scatter_(1, fpos, torch.where(p1[:, None], (top == ftok)[:, None],
-                                                       st["forced_top"].gather(1, fpos)))
+        st["forced_top"].scatter_(
+            1, fpos, torch.where(p1[:, None], (top == ftok)[:, None], st["forced_top"].gather(1, fpos))
+        )
         st["fidx"] += p1.long()
         phase.copy_(torch.where(p1 & (st["fidx"] >= st["flen"]), 2, phase))
         choose = torch.where(p1, ftok, choose)

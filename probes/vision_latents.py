@@ -10,10 +10,12 @@ on the decoder layers, so layer ``i`` is the raw output of block ``i`` (the proj
 >>> data["connector"].shape, data["hidden"][0].shape                                # doctest: +SKIP
 ((64, 16, 576), (64, 576))
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +24,7 @@ from cotscope.analyses.layers import LayerIndexError, normalize_layer
 from cotscope.errors import CotscopeError
 from cotscope.probes.positions import TokenRule, TokenRuleError
 
-TOKEN_RULES = ("last", "mean", "image_mean")    # probes.positions.TokenRule values this collector reads
+TOKEN_RULES = ("last", "mean", "image_mean")  # probes.positions.TokenRule values this collector reads
 
 
 class VisionLatentsError(CotscopeError):
@@ -33,10 +35,14 @@ def _module(model: torch.nn.Module, path: str, what: str) -> torch.nn.Module:
     try:
         return model.get_submodule(path)
     except AttributeError:
-        hints = [n for n, _ in model.named_modules() if n.count(".") <= 2 and
-                 any(w in n for w in ("connector", "projector", "layers"))][:8]
-        raise VisionLatentsError(f"{what} {path!r} is not a submodule of {type(model).__name__}; candidates: {hints}") \
-            from None
+        hints = [
+            n
+            for n, _ in model.named_modules()
+            if n.count(".") <= 2 and any(w in n for w in ("connector", "projector", "layers"))
+        ][:8]
+        raise VisionLatentsError(
+            f"{what} {path!r} is not a submodule of {type(model).__name__}; candidates: {hints}"
+        ) from None
 
 
 def find_decoder_layers(model: torch.nn.Module, layers_path: str | None = None) -> tuple[str, torch.nn.ModuleList]:
@@ -70,10 +76,18 @@ def image_token_id(model: torch.nn.Module) -> int | None:
 
 
 @torch.no_grad()
-def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Sequence[Any], prompts: Sequence[str] | str,
-                           connector_path: str, *, layers: Sequence[int] | None = None,
-                           layers_path: str | None = None, token_rule: str = "last",
-                           progress: bool = True) -> dict[str, Any]:
+def collect_vision_latents(
+    model: torch.nn.Module,
+    processor: Any,
+    images: Sequence[Any],
+    prompts: Sequence[str] | str,
+    connector_path: str,
+    *,
+    layers: Sequence[int] | None = None,
+    layers_path: str | None = None,
+    token_rule: str = "last",
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run the VLM on each ``(image, prompt)`` and return connector outputs and hidden states.
 
     Returns ``{"connector": [N, T, D] float32, "hidden": {layer: [N, D]}, "token_rule", "layers_path",
@@ -85,18 +99,20 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
         token_rule = TokenRule.parse(token_rule, allowed=TOKEN_RULES).value
     except TokenRuleError as e:
         raise VisionLatentsError(str(e)) from None
-    if hasattr(model, "hf") and hasattr(model, "adapter"):      # a LoadedModel: its HF module (and processor)
+    if hasattr(model, "hf") and hasattr(model, "adapter"):  # a LoadedModel: its HF module (and processor)
         processor = processor if processor is not None else model.processor
         model = model.hf
     if isinstance(prompts, str):
         prompts = [prompts] * len(images)
     if len(prompts) != len(images) or not images:
-        raise VisionLatentsError(f"got {len(images)} images and {len(prompts)} prompts; pass one prompt per image "
-                                 "(or a single prompt string) and at least one image")
+        raise VisionLatentsError(
+            f"got {len(images)} images and {len(prompts)} prompts; pass one prompt per image "
+            "(or a single prompt string) and at least one image"
+        )
     conn = _module(model, connector_path, "connector")
     lpath, mods = find_decoder_layers(model, layers_path)
     n_layers = len(mods)
-    try:                                              # -1 is the last block, as everywhere
+    try:  # -1 is the last block, as everywhere
         want = list(range(n_layers)) if layers is None else [normalize_layer(l, n_layers) for l in layers]
     except LayerIndexError as e:
         raise VisionLatentsError(f"{e} (decoder blocks at {lpath})") from None
@@ -129,19 +145,21 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
             if pixel_hw is None and hasattr(enc.get("pixel_values"), "shape"):
                 pixel_hw = (int(enc["pixel_values"].shape[-2]), int(enc["pixel_values"].shape[-1]))
             if "connector" not in seen:
-                raise VisionLatentsError(f"the connector {connector_path!r} did not run: the prompt has no image "
-                                         f"placeholder or the processor dropped the image (prompt: {prompt[:60]!r})")
+                raise VisionLatentsError(
+                    f"the connector {connector_path!r} did not run: the prompt has no image "
+                    f"placeholder or the processor dropped the image (prompt: {prompt[:60]!r})"
+                )
             c = seen["connector"].float()
             conns.append(c.reshape(-1, c.shape[-1]).cpu().numpy())
             ids = enc["input_ids"][0]
             for l in want:
-                h = seen[l][0].float()                      # [T, D], batch of one
+                h = seen[l][0].float()  # [T, D], batch of one
                 if token_rule == "last":
                     v = h[-1]
                 elif token_rule == "mean":
                     v = h.mean(0)
                 else:
-                    mask = (ids == img_id).to(h.device)       # indexes layer l's output: on that layer's device
+                    mask = (ids == img_id).to(h.device)  # indexes layer l's output: on that layer's device
                     if not bool(mask.any()):
                         raise VisionLatentsError("no image tokens in the input ids; check the prompt's placeholder")
                     v = h[mask].mean(0)
@@ -152,14 +170,23 @@ def collect_vision_latents(model: torch.nn.Module, processor: Any, images: Seque
         model.train(was_training)
     n_tok = {c.shape[0] for c in conns}
     if len(n_tok) != 1:
-        raise VisionLatentsError(f"connector outputs have different token counts {sorted(n_tok)} across images; "
-                                 "disable image splitting so every image gives the same number of tokens")
-    return {"connector": np.stack(conns).astype(np.float32), "hidden": {l: np.stack(v) for l, v in hid.items()},
-            "token_rule": token_rule, "layers_path": lpath, "connector_path": connector_path, "pixel_hw": pixel_hw}
+        raise VisionLatentsError(
+            f"connector outputs have different token counts {sorted(n_tok)} across images; "
+            "disable image splitting so every image gives the same number of tokens"
+        )
+    return {
+        "connector": np.stack(conns).astype(np.float32),
+        "hidden": {l: np.stack(v) for l, v in hid.items()},
+        "token_rule": token_rule,
+        "layers_path": lpath,
+        "connector_path": connector_path,
+        "pixel_hw": pixel_hw,
+    }
 
 
-def load_vlm(vlm_dir: str | Path, *, dtype: Any = "float32", device: str | None = "cpu", device_map: Any = None,
-             **kw: Any) -> tuple[torch.nn.Module, Any]:
+def load_vlm(
+    vlm_dir: str | Path, *, dtype: Any = "float32", device: str | None = "cpu", device_map: Any = None, **kw: Any
+) -> tuple[torch.nn.Module, Any]:
     """``(model, processor)`` of a saved VLM through :func:`probes.models.loading.load_model` (dtype and
     ``device_map`` passed through; e.g. ``dtype="bfloat16", device_map="auto"`` on a GPU node).
 
@@ -188,10 +215,20 @@ def patch_grid(n_tokens: int, pixel_hw: tuple[int, int] | None) -> tuple[int, in
     return None
 
 
-def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: Sequence[Any],
-                                prompts: Sequence[str] | str, connector_path: str, out_dir: str | Path, *,
-                                n_tokens: int = 32, groups: Sequence[Any] | None = None, token_rule: str = "last",
-                                heatmap_layers: Sequence[int] | None = None, seed: int = 0) -> dict:
+def run_reconstruction_analysis(
+    model: torch.nn.Module,
+    processor: Any,
+    images: Sequence[Any],
+    prompts: Sequence[str] | str,
+    connector_path: str,
+    out_dir: str | Path,
+    *,
+    n_tokens: int = 32,
+    groups: Sequence[Any] | None = None,
+    token_rule: str = "last",
+    heatmap_layers: Sequence[int] | None = None,
+    seed: int = 0,
+) -> dict:
     """Collect, fit the per-layer probes, write ``reconstruction.json``; return summary numbers.
 
     ``cotscope figures RUN`` draws the probe and patch-similarity figures from ``reconstruction.json``.
@@ -208,13 +245,22 @@ def run_reconstruction_analysis(model: torch.nn.Module, processor: Any, images: 
     k = min(n_tokens, T)
     res = fit_reconstruction_probes(data["hidden"], data["connector"], n_tokens=k, groups=groups, seed=seed)
     layers = sorted(data["hidden"])
-    hl = list(heatmap_layers) if heatmap_layers is not None else \
-        sorted({layers[int(round(i * (len(layers) - 1) / 3))] for i in range(4)})
-    heat = patch_similarity(np.stack([data["hidden"][l][0] for l in hl]), data["connector"][0],
-                            grid=patch_grid(T, data.get("pixel_hw")))
+    hl = (
+        list(heatmap_layers)
+        if heatmap_layers is not None
+        else sorted({layers[int(round(i * (len(layers) - 1) / 3))] for i in range(4)})
+    )
+    heat = patch_similarity(
+        np.stack([data["hidden"][l][0] for l in hl]), data["connector"][0], grid=patch_grid(T, data.get("pixel_hw"))
+    )
     out = res.to_dict()
-    out.update(token_rule=token_rule, connector_path=connector_path, layers_path=data["layers_path"],
-               n_tokens_requested=n_tokens, patch_similarity={"layers": hl, "image_index": 0, "cos": heat.tolist()})
+    out.update(
+        token_rule=token_rule,
+        connector_path=connector_path,
+        layers_path=data["layers_path"],
+        n_tokens_requested=n_tokens,
+        patch_similarity={"layers": hl, "image_index": 0, "cos": heat.tolist()},
+    )
     write_json_atomic(out_dir / "reconstruction.json", out)
     return {**res.summary(), "recon_token_rule": token_rule}
 
@@ -240,12 +286,19 @@ def chat_prompt(processor: Any, question: str) -> str:
     content = image_placeholder(processor) + "\n" + question
     tok = getattr(processor, "tokenizer", processor)
     if getattr(tok, "chat_template", None) or getattr(processor, "chat_template", None):
-        return tok.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                       add_generation_prompt=True)
+        return tok.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
     return content
 
 
 # Moved to the orchestration layer (cotscope.stages); the old names warn for one release.
 from cotscope._compat import forward as _forward  # noqa: E402
 
-__getattr__ = _forward('probes.vision_latents', {'run_reconstruction_demo': 'cotscope.stages.reconstruction', 'reconstruction_stage': 'cotscope.stages.reconstruction'})
+__getattr__ = _forward(
+    "probes.vision_latents",
+    {
+        "run_reconstruction_demo": "cotscope.stages.reconstruction",
+        "reconstruction_stage": "cotscope.stages.reconstruction",
+    },
+)

@@ -19,6 +19,7 @@ Prints the device of every layer, then a pass/fail table; exits 1 if any check f
     python scripts/gpu_check.py --model Qwen/Qwen2-VL-7B-Instruct  # any model load_model can load
     python scripts/gpu_check.py --device-map cpu                   # the same placement code on a CPU-only machine
 """
+
 from __future__ import annotations
 
 import argparse
@@ -80,16 +81,28 @@ def run(ref: Any, test: Any, n_pairs: int, n_layers_checked: int) -> list[dict]:
             for l in layers:
                 x, y = a.get(p, l), b.get(p, l)
                 rel = float((np.linalg.norm(x - y, axis=1) / np.linalg.norm(x, axis=1)).max())
-                rows.append({"check": f"collect {p}", "layer": l, "error": rel, "tol": residual_tolerance(dtype, l),
-                             "what": "max relative L2 error"})
+                rows.append(
+                    {
+                        "check": f"collect {p}",
+                        "layer": l,
+                        "error": rel,
+                        "tol": residual_tolerance(dtype, l),
+                        "what": "max relative L2 error",
+                    }
+                )
         mid = layers[len(layers) // 2]
         cot, direct = a.paired("last_prompt", mid)
         direction = (cot.mean(0) - direct.mean(0)).astype(np.float32)
     gold = [str(getattr(pr.problem, "answer", "")) for pr in pairs]
     fa = [forced_answer(ref.tokenizer, g, " The answer is {answer}.") for g in gold]
     steer = [RowSteer.none()] * len(prompts) + [RowSteer({mid: direction}, 4.0)] * len(prompts)
-    kwg = dict(images=(images + images) if images else None, budget=0, forced=fa + fa,
-               positions=("last_prompt", "generated"), share_prefix=False)
+    kwg = dict(
+        images=(images + images) if images else None,
+        budget=0,
+        forced=fa + fa,
+        positions=("last_prompt", "generated"),
+        share_prefix=False,
+    )
     want = generate_steered(ref, prompts + prompts, steer, **kwg)
     got = generate_steered(test, prompts + prompts, steer, **kwg)
     for label, sl in (("inject none", slice(0, len(prompts))), (f"inject λ=4 at {mid}", slice(len(prompts), None))):
@@ -99,17 +112,34 @@ def run(ref: Any, test: Any, n_pairs: int, n_layers_checked: int) -> list[dict]:
                 tol = logprob_tolerance(dtype, L, lw)
                 if abs(lg - lw) / tol > ratio:
                     worst, worst_tol, ratio = abs(lg - lw), tol, abs(lg - lw) / tol
-        rows.append({"check": label, "layer": L - 1, "error": worst, "tol": worst_tol,
-                     "what": "max |Δ log p| of forced answer tokens"})
-    reqs = [CaptureRequest(f"q{i}", pr, image=(images[i] if images else None)) for i, pr in
-            enumerate([p.problem.question for p in pairs])]
+        rows.append(
+            {
+                "check": label,
+                "layer": L - 1,
+                "error": worst,
+                "tol": worst_tol,
+                "what": "max |Δ log p| of forced answer tokens",
+            }
+        )
+    reqs = [
+        CaptureRequest(f"q{i}", pr, image=(images[i] if images else None))
+        for i, pr in enumerate([p.problem.question for p in pairs])
+    ]
     ra = capture_batch(ref, reqs, layers=layers, max_new_tokens=1)
     rb = capture_batch(test, reqs, layers=layers, max_new_tokens=1)
     for k, l in enumerate(layers):
-        tv = max(float(0.5 * np.abs(x["tensors"]["rows"][k] - y["tensors"]["rows"][k]).sum(-1).max())
-                 for x, y in zip(ra, rb))
-        rows.append({"check": "attention row", "layer": l, "error": tv, "tol": attention_tolerance(dtype, l),
-                     "what": "max total-variation distance"})
+        tv = max(
+            float(0.5 * np.abs(x["tensors"]["rows"][k] - y["tensors"]["rows"][k]).sum(-1).max()) for x, y in zip(ra, rb)
+        )
+        rows.append(
+            {
+                "check": "attention row",
+                "layer": l,
+                "error": tv,
+                "tol": attention_tolerance(dtype, l),
+                "what": "max total-variation distance",
+            }
+        )
     for r in rows:
         r["ok"] = bool(math.isfinite(r["error"]) and r["error"] <= r["tol"])
     return rows
@@ -117,10 +147,12 @@ def run(ref: Any, test: Any, n_pairs: int, n_layers_checked: int) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="embedded:smollm2", help="embedded:smollm2, embedded:smolvlm, a directory or "
-                                                                "a hub name")
-    ap.add_argument("--device-map", default="auto", help="accelerate device map for the model under test "
-                                                         "(auto, cpu, cuda:0, …)")
+    ap.add_argument(
+        "--model", default="embedded:smollm2", help="embedded:smollm2, embedded:smolvlm, a directory or a hub name"
+    )
+    ap.add_argument(
+        "--device-map", default="auto", help="accelerate device map for the model under test (auto, cpu, cuda:0, …)"
+    )
     ap.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     ap.add_argument("--pairs", type=int, default=4, help="stimulus pairs (each gives two collected rows)")
     ap.add_argument("--layers", type=int, default=5, help="how many layers (evenly spread) to check")
@@ -132,20 +164,26 @@ def main(argv: list[str] | None = None) -> int:
 
     t0 = time.perf_counter()
     print(f"cotscope gpu-check: {args.model}, device_map={args.device_map!r}, {args.dtype} against CPU float32")
-    print(f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}"
-          + (f" ({torch.cuda.device_count()} GPU)" if torch.cuda.is_available() else ""))
+    print(
+        f"torch {torch.__version__}, CUDA available: {torch.cuda.is_available()}"
+        + (f" ({torch.cuda.device_count()} GPU)" if torch.cuda.is_available() else "")
+    )
     ref = load_model(args.model, device="cpu", dtype="float32")
     test = load_model(args.model, dtype=args.dtype, device_map=args.device_map)
     devs = Counter(str(test.layer_device(i)) for i in range(test.n_layers))
     print(f"layer placement: {dict(devs)}; inputs on {test.device}")
     rows = run(ref, test, args.pairs, args.layers)
-    print(f"\n| check | layer | measured | tolerance | result | measure |\n|---|---|---|---|---|---|")
+    print("\n| check | layer | measured | tolerance | result | measure |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['check']} | {r['layer']} | {r['error']:.3g} | {r['tol']:.3g} | {'PASS' if r['ok'] else 'FAIL'} "
-              f"| {r['what']} |")
+        print(
+            f"| {r['check']} | {r['layer']} | {r['error']:.3g} | {r['tol']:.3g} | {'PASS' if r['ok'] else 'FAIL'} "
+            f"| {r['what']} |"
+        )
     n_fail = sum(not r["ok"] for r in rows)
-    print(f"\n{len(rows) - n_fail}/{len(rows)} checks passed in {time.perf_counter() - t0:.0f} s"
-          + ("" if not n_fail else f"; {n_fail} FAILED"))
+    print(
+        f"\n{len(rows) - n_fail}/{len(rows)} checks passed in {time.perf_counter() - t0:.0f} s"
+        + ("" if not n_fail else f"; {n_fail} FAILED")
+    )
     return 1 if n_fail else 0
 
 

@@ -6,6 +6,7 @@ Opens ``RUN/report.html``, waits for every figure image, and writes a PNG of the
 pixels of a 1400-px-wide window). Exits non-zero when the page logs console errors or an image does not decode.
 Uses the same DevTools driver as tests/test_report_html.py (Debian's ``chromium`` + ``websocket-client``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,8 +32,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     with Chromium(width=args.width, height=args.height) as page:
         page.open(html.resolve().as_uri())
-        bad = page.evaluate("Array.from(document.querySelectorAll('img.fig-img'))"
-                            ".filter(i => !(i.complete && i.naturalWidth > 0)).length")
+        bad = page.evaluate(
+            "Array.from(document.querySelectorAll('img.fig-img'))"
+            ".filter(i => !(i.complete && i.naturalWidth > 0)).length"
+        )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(args.out)
         errors = list(page.errors)

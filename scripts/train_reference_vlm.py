@@ -15,6 +15,7 @@ Stages (run all with ``--stage all``; each resumes from its last checkpoint in `
 
 Checkpoints live outside the repo (default ``~/.cache/cotscope/train/cotscope-smolvlm``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,9 +38,9 @@ from cotscope.probes.models import reference_vlm as R  # noqa: E402
 from cotscope.probes.models.embedded import GGUF_SHA256, cache_root, file_sha256, smollm2_dir  # noqa: E402
 from cotscope.probes.stimuli.visual import DEFAULT_KINDS, generate_visual_items, text_prompt  # noqa: E402
 
-READ_SEED_BASE = 1_000_000      # training items of step s: generate_visual_items(B, READ_SEED_BASE + s)
-TEACHER_SEED = 2_000_000        # the adaptation pool
-EVAL_SEED = 424_242             # held out (used by scripts/eval_reference_vlm.py and the tests)
+READ_SEED_BASE = 1_000_000  # training items of step s: generate_visual_items(B, READ_SEED_BASE + s)
+TEACHER_SEED = 2_000_000  # the adaptation pool
+EVAL_SEED = 424_242  # held out (used by scripts/eval_reference_vlm.py and the tests)
 
 
 def log(msg: str, logf: Path | None) -> None:
@@ -83,7 +84,7 @@ class Reader:
         self.pad_id = pad[0]
         pool = generate_visual_items(3000, seed=7, kinds=DEFAULT_KINDS)
         ids = sorted({i for it in pool for i in self.ids(it.description)} | {self.pad_id})
-        self.cand = torch.tensor(ids)          # reading vocabulary for the cross-entropy
+        self.cand = torch.tensor(ids)  # reading vocabulary for the cross-entropy
         self.cand_index = {t: k for k, t in enumerate(ids)}
 
     def ids(self, text: str) -> list[int]:
@@ -102,15 +103,16 @@ class Reader:
 
 def reading_loss(feat: torch.Tensor, tgt: torch.Tensor, reader: Reader, tau: float = 0.05, ce_w: float = 1.0):
     t = reader.E[tgt]
-    rel_mse = ((feat - t) ** 2).sum(-1) / (t ** 2).sum(-1)
+    rel_mse = ((feat - t) ** 2).sum(-1) / (t**2).sum(-1)
     cos = F.cosine_similarity(feat, t, dim=-1)
     cand = reader.E[reader.cand]
     logits = F.normalize(feat, dim=-1) @ F.normalize(cand, dim=-1).T / tau
     labels = torch.tensor([reader.cand_index.get(int(i), 0) for i in tgt.flatten()]).view_as(tgt)
     ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
     acc = (logits.argmax(-1) == labels).float().mean()
-    return rel_mse.mean() + (1 - cos).mean() + ce_w * ce, dict(mse=rel_mse.mean().item(), cos=cos.mean().item(),
-                                                               ce=ce.item(), acc=acc.item())
+    return rel_mse.mean() + (1 - cos).mean() + ce_w * ce, dict(
+        mse=rel_mse.mean().item(), cos=cos.mean().item(), ce=ce.item(), acc=acc.item()
+    )
 
 
 def vision_params(model):
@@ -158,8 +160,12 @@ def stage_read(args, model, tok, logf) -> None:
             curve.append(dict(step=step, t=round(time.time() - t0, 1), **{k: round(v, 4) for k, v in m.items()}))
             log(f"read step {step} {curve[-1]}", logf)
         if (step + 1) % args.ckpt_every == 0 or step == args.read_steps - 1:
-            save_ckpt(ck, dict(step=step + 1, vision={n: p.detach().clone() for n, p in params},
-                               opt=opt.state_dict(), curve=curve))
+            save_ckpt(
+                ck,
+                dict(
+                    step=step + 1, vision={n: p.detach().clone() for n, p in params}, opt=opt.state_dict(), curve=curve
+                ),
+            )
     model.eval()
     save_ckpt(done, dict(vision={n: p.detach().clone() for n, p in params}, curve=curve))
     log("read: finished", logf)
@@ -167,8 +173,7 @@ def stage_read(args, model, tok, logf) -> None:
 
 # ----------------------------------------------------------------------------------------------- teacher
 def chat_ids(tok, user: str) -> list[int]:
-    return tok.apply_chat_template(R.text_messages(user), tokenize=True, add_generation_prompt=True,
-                                   return_dict=False)
+    return tok.apply_chat_template(R.text_messages(user), tokenize=True, add_generation_prompt=True, return_dict=False)
 
 
 @torch.no_grad()
@@ -178,10 +183,16 @@ def greedy(lm, tok, prompts: list[list[int]], max_new: int) -> list[list[int]]:
     ids = torch.full((len(prompts), L), tok.pad_token_id)
     att = torch.zeros((len(prompts), L), dtype=torch.long)
     for i, p in enumerate(prompts):
-        ids[i, L - len(p):] = torch.tensor(p)
-        att[i, L - len(p):] = 1
-    out = lm.generate(input_ids=ids, attention_mask=att, max_new_tokens=max_new, do_sample=False,
-                      pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+        ids[i, L - len(p) :] = torch.tensor(p)
+        att[i, L - len(p) :] = 1
+    out = lm.generate(
+        input_ids=ids,
+        attention_mask=att,
+        max_new_tokens=max_new,
+        do_sample=False,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+    )
     res = []
     for row in out[:, L:].tolist():
         cut = row.index(tok.eos_token_id) + 1 if tok.eos_token_id in row else len(row)
@@ -204,7 +215,7 @@ def stage_teacher(args, tok, logf) -> list[dict]:
     bs = 32
     bar = tqdm(total=len(jobs), initial=len(pool), desc="teacher", dynamic_ncols=True)
     for s in range(len(pool), len(jobs), bs):
-        chunk = jobs[s:s + bs]
+        chunk = jobs[s : s + bs]
         for cot in (False, True):
             sub = [(k, c) for k, c in chunk if c == cot]
             if not sub:
@@ -268,8 +279,13 @@ def build_batch(tok, items, recs, image_token_ids: list[int]):
     for r in recs:
         it = items[r["k"]]
         prompt = it.cot_prompt if r["cot"] else it.direct_prompt
-        p = tok.apply_chat_template(R.vlm_messages(prompt), tokenize=True, add_generation_prompt=True,
-                                    return_dict=False, chat_template=R.CHAT_TEMPLATE)
+        p = tok.apply_chat_template(
+            R.vlm_messages(prompt),
+            tokenize=True,
+            add_generation_prompt=True,
+            return_dict=False,
+            chat_template=R.CHAT_TEMPLATE,
+        )
         p = _expand_image(p, image_token_ids)
         seqs.append(p + r["target"])
         ans_len.append(len(r["target"]))
@@ -279,10 +295,10 @@ def build_batch(tok, items, recs, image_token_ids: list[int]):
     att = torch.zeros((len(seqs), L), dtype=torch.long)
     labels = torch.full((len(seqs), K), -100)
     for i, (s, a) in enumerate(zip(seqs, ans_len)):
-        ids[i, L - len(s):] = torch.tensor(s)
-        att[i, L - len(s):] = 1
+        ids[i, L - len(s) :] = torch.tensor(s)
+        att[i, L - len(s) :] = 1
         # logits at positions L-K .. L-1 predict tokens at L-K+1 .. L; the answer is the last a tokens
-        labels[i, K - a - 1:K - 1] = torch.tensor(s[-a:])
+        labels[i, K - a - 1 : K - 1] = torch.tensor(s[-a:])
     pos = (att.cumsum(-1) - 1).clamp(min=0)
     return ids, att, pos, labels, K
 
@@ -290,7 +306,7 @@ def build_batch(tok, items, recs, image_token_ids: list[int]):
 def _expand_image(ids: list[int], image_ids: list[int]) -> list[int]:
     """Replace the single image placeholder by the processor's expansion (boundary, N image tokens, boundary)."""
     k = ids.index(R.IMAGE_TOKEN_ID)
-    return ids[:k] + image_ids + ids[k + 1:]
+    return ids[:k] + image_ids + ids[k + 1 :]
 
 
 def image_expansion(tok) -> list[int]:
@@ -302,8 +318,11 @@ def image_expansion(tok) -> list[int]:
 def stage_adapt(args, model, tok, pool, logf) -> dict[str, LoRALinear]:
     ck = args.ckpt_dir / "adapt.pt"
     items = generate_visual_items(args.n_teacher, seed=TEACHER_SEED + args.seed)
-    reader = Reader(tok, R.text_model(model).embed_tokens.weight.detach().clone(),
-                    args.read_align) if args.adapt_oracle else None
+    reader = (
+        Reader(tok, R.text_model(model).embed_tokens.weight.detach().clone(), args.read_align)
+        if args.adapt_oracle
+        else None
+    )
     # the reader is frozen exactly as shipped (fp16)
     with torch.no_grad():
         for _, p in vision_params(model):
@@ -356,7 +375,9 @@ def stage_adapt(args, model, tok, pool, logf) -> dict[str, LoRALinear]:
             tacc = (logits.argmax(-1)[m] == labels[m]).float().mean().item()
         bar.set_postfix(loss=f"{loss.item():.3f}", tok_acc=f"{tacc:.3f}")
         if step % 10 == 0 or step == args.adapt_steps - 1:
-            curve.append(dict(step=step, t=round(time.time() - t0, 1), loss=round(loss.item(), 4), tok_acc=round(tacc, 4)))
+            curve.append(
+                dict(step=step, t=round(time.time() - t0, 1), loss=round(loss.item(), 4), tok_acc=round(tacc, 4))
+            )
             log(f"adapt step {step} {curve[-1]}", logf)
         if (step + 1) % max(1, args.ckpt_every // 5) == 0 or step == args.adapt_steps - 1:
             save_ckpt(ck, dict(step=step + 1, lora=lora_state(loras), opt=opt.state_dict(), curve=curve))
@@ -379,23 +400,59 @@ def stage_export(args, model, loras, base_sd, logf, timings: dict) -> None:
     from transformers import AutoConfig
 
     cfg = AutoConfig.from_pretrained(smollm2_dir())
-    base_cfg = {k: getattr(cfg, k) for k in ("hidden_size", "num_hidden_layers", "vocab_size", "intermediate_size",
-                                             "num_attention_heads", "num_key_value_heads")}
+    base_cfg = {
+        k: getattr(cfg, k)
+        for k in (
+            "hidden_size",
+            "num_hidden_layers",
+            "vocab_size",
+            "intermediate_size",
+            "num_attention_heads",
+            "num_key_value_heads",
+        )
+    }
     fp_keys = sorted(base_sd)[:3]
-    meta = dict(format_version=R.FORMAT_VERSION, name=R.NAME, architecture=R.ARCHITECTURE,
-                base_gguf_sha256=GGUF_SHA256, base_config=base_cfg,
-                base_fingerprint=R._fingerprint({k: base_sd[k] for k in fp_keys}),
-                architecture_detail=dict(vision=R.VISION, perceiver=R.PERCEIVER, n_image_tokens=R.N_IMAGE_TOKENS,
-                                         image_side=R.IMAGE_SIDE, boundary_token=R.BOUNDARY_TOKEN),
-                image_token=R.IMAGE_TOKEN, read_pad_token=R.READ_PAD_TOKEN, read_align=args.read_align,
-                lora=dict(rank=R.LORA_RANK, alpha=R.LORA_ALPHA, targets=list(R.LORA_TARGETS),
-                          n_layers=len(R.text_model(model).layers)),
-                training=dict(seed=args.seed, read_steps=args.read_steps, read_batch=args.read_batch,
-                              lr_read=args.lr_read, read_decay=args.read_decay, lr_adapt=args.lr_adapt, threads=args.threads,
-                              adapt_steps=args.adapt_steps, adapt_batch=args.adapt_batch, n_teacher=args.n_teacher,
-                              cot_frac=args.cot_frac, adapt_oracle=args.adapt_oracle, timings_s=timings),
-                floors=dict(reading_exact_match=args.floor_exact, reading_token_accuracy=args.floor_token,
-                            note="reading floors on 50 held-out images, checked by tests/test_reference_vlm.py"))
+    meta = dict(
+        format_version=R.FORMAT_VERSION,
+        name=R.NAME,
+        architecture=R.ARCHITECTURE,
+        base_gguf_sha256=GGUF_SHA256,
+        base_config=base_cfg,
+        base_fingerprint=R._fingerprint({k: base_sd[k] for k in fp_keys}),
+        architecture_detail=dict(
+            vision=R.VISION,
+            perceiver=R.PERCEIVER,
+            n_image_tokens=R.N_IMAGE_TOKENS,
+            image_side=R.IMAGE_SIDE,
+            boundary_token=R.BOUNDARY_TOKEN,
+        ),
+        image_token=R.IMAGE_TOKEN,
+        read_pad_token=R.READ_PAD_TOKEN,
+        read_align=args.read_align,
+        lora=dict(
+            rank=R.LORA_RANK, alpha=R.LORA_ALPHA, targets=list(R.LORA_TARGETS), n_layers=len(R.text_model(model).layers)
+        ),
+        training=dict(
+            seed=args.seed,
+            read_steps=args.read_steps,
+            read_batch=args.read_batch,
+            lr_read=args.lr_read,
+            read_decay=args.read_decay,
+            lr_adapt=args.lr_adapt,
+            threads=args.threads,
+            adapt_steps=args.adapt_steps,
+            adapt_batch=args.adapt_batch,
+            n_teacher=args.n_teacher,
+            cot_frac=args.cot_frac,
+            adapt_oracle=args.adapt_oracle,
+            timings_s=timings,
+        ),
+        floors=dict(
+            reading_exact_match=args.floor_exact,
+            reading_token_accuracy=args.floor_token,
+            note="reading floors on 50 held-out images, checked by tests/test_reference_vlm.py",
+        ),
+    )
     write_json_atomic(out / R.META_FILE, meta)
     # per-layer language-model difference vs SmolLM2 (from the fp16 factors, as assembled)
     deltas = R.lm_deltas(out)
@@ -408,15 +465,19 @@ def stage_export(args, model, loras, base_sd, logf, timings: dict) -> None:
             d = deltas[name].norm().item()
             w = base_sd[name].norm().item()
             row[t] = dict(delta_fro=round(d, 5), rel=round(d / w, 6))
-            tot_d += d ** 2
-            tot_w += w ** 2
+            tot_d += d**2
+            tot_w += w**2
         row["delta_fro"] = round(math.sqrt(tot_d), 5)
         row["rel"] = round(math.sqrt(tot_d / tot_w), 6)
         per_layer.append(row)
-    write_json_atomic(out / "lm_delta.json", dict(
-        note="Frobenius norm of (VLM language-model weight - SmolLM2 weight) per layer and projection; "
-             "all other language-model weights (embeddings, norms, gate/up projections) are identical.",
-        per_layer=per_layer))
+    write_json_atomic(
+        out / "lm_delta.json",
+        dict(
+            note="Frobenius norm of (VLM language-model weight - SmolLM2 weight) per layer and projection; "
+            "all other language-model weights (embeddings, norms, gate/up projections) are identical.",
+            per_layer=per_layer,
+        ),
+    )
     for f in (*R.shipped_files(R.FORMAT_VERSION), "lm_delta.json"):
         os.chmod(out / f, 0o644)  # temp files are created 0600
     sums = "".join(f"{file_sha256(out / n)}  {n}\n" for n in R.shipped_files(R.FORMAT_VERSION))
@@ -433,13 +494,16 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=R.WEIGHTS_DIR)
     ap.add_argument("--ckpt-dir", type=Path, default=cache_root() / "train" / R.NAME)
-    ap.add_argument("--threads", type=int, default=2,
-                    help="torch threads (1 or 2)")
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (1 or 2)")
     ap.add_argument("--read-steps", type=int, default=1500)
     ap.add_argument("--read-batch", type=int, default=32)
     ap.add_argument("--lr-read", type=float, default=1.5e-3)
-    ap.add_argument("--read-align", default=R.READ_ALIGN, choices=["left", "right"],
-                    help="where the depicted tokens sit among the image slots")
+    ap.add_argument(
+        "--read-align",
+        default=R.READ_ALIGN,
+        choices=["left", "right"],
+        help="where the depicted tokens sit among the image slots",
+    )
     ap.add_argument("--read-decay", type=int, default=300, help="final steps of linear learning-rate decay")
     ap.add_argument("--n-teacher", type=int, default=320)
     ap.add_argument("--cot-frac", type=float, default=0.25)
@@ -448,9 +512,12 @@ def main(argv=None) -> int:
     ap.add_argument("--adapt-steps", type=int, default=80)
     ap.add_argument("--adapt-batch", type=int, default=8)
     ap.add_argument("--lr-adapt", type=float, default=1e-3)
-    ap.add_argument("--adapt-oracle", action="store_true",
-                    help="adapt the LM on exact text embeddings in the image slots (independent of the reader, so it "
-                         "can run in parallel with stage read)")
+    ap.add_argument(
+        "--adapt-oracle",
+        action="store_true",
+        help="adapt the LM on exact text embeddings in the image slots (independent of the reader, so it "
+        "can run in parallel with stage read)",
+    )
     ap.add_argument("--ckpt-every", type=int, default=50)
     ap.add_argument("--floor-exact", type=float, default=0.0, help="reading exact-match floor stated in the card")
     ap.add_argument("--floor-token", type=float, default=0.0, help="reading token-accuracy floor stated in the card")
@@ -470,7 +537,9 @@ def main(argv=None) -> int:
         t, load0, cpu0 = time.time(), os.getloadavg()[0], time.process_time()
         log(f"{name}: start, load average {os.getloadavg()}", logf)
         r = fn()
-        timings.update(json.loads(timings_path.read_text()) if timings_path.is_file() else {})  # stages may run in parallel
+        timings.update(
+            json.loads(timings_path.read_text()) if timings_path.is_file() else {}
+        )  # stages may run in parallel
         timings[name] = round(timings.get(name, 0.0) + time.time() - t, 1)
         timings[f"{name}_load1_start_end"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
         # CPU seconds of this process (all threads): what the stage costs whatever else shares the machine
@@ -484,8 +553,11 @@ def main(argv=None) -> int:
     tok = R.build_tokenizer(smol)
     model = R.build_model(smol)
     t_setup = time.time() - t0
-    base_sd = {k: v.detach().clone() for k, v in R.text_model(model).state_dict().items()
-               if any(t in k for t in R.LORA_TARGETS)}
+    base_sd = {
+        k: v.detach().clone()
+        for k, v in R.text_model(model).state_dict().items()
+        if any(t in k for t in R.LORA_TARGETS)
+    }
     stages = ["read", "teacher", "adapt", "export"] if args.stage == "all" else [args.stage]
     t_all = time.time()
     if "read" in stages:
@@ -495,8 +567,11 @@ def main(argv=None) -> int:
     if "adapt" in stages or "export" in stages:
         if "read" not in stages and (not args.adapt_oracle or "export" in stages):
             stage_read(args, model, tok, logf)  # loads the finished reader
-        pool = stage_teacher(args, tok, logf) if "teacher" not in stages else json.loads(
-            (args.ckpt_dir / "teacher.json").read_text())
+        pool = (
+            stage_teacher(args, tok, logf)
+            if "teacher" not in stages
+            else json.loads((args.ckpt_dir / "teacher.json").read_text())
+        )
         loras = timed("adapt", lambda: stage_adapt(args, model, tok, pool, logf)) if "adapt" in stages else None
         if "export" in stages:
             if loras is None:  # resumes from adapt.pt (the loop is empty when adaptation has finished)

@@ -5,6 +5,7 @@ console errors and exceptions, evaluate JavaScript, take screenshots. Used by th
 ...     page.open("file:///tmp/report.html")
 ...     page.evaluate("document.title"), page.errors
 """
+
 from __future__ import annotations
 
 import base64
@@ -41,18 +42,33 @@ class Chromium:
         self.errors: list[str] = []
         self._id = 0
 
-    def __enter__(self) -> "Chromium":
+    def __enter__(self) -> Chromium:
         import websocket
 
         exe = find_chromium()
         if exe is None:
-            raise FileNotFoundError("no chromium on PATH; install Debian's `chromium` package (scripts/setup_env.sh "
-                                    "does as root) or set COTSCOPE_CHROMIUM")
+            raise FileNotFoundError(
+                "no chromium on PATH; install Debian's `chromium` package (scripts/setup_env.sh "
+                "does as root) or set COTSCOPE_CHROMIUM"
+            )
         self._profile = tempfile.mkdtemp(prefix="cotscope-chromium-")
-        args = [exe, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--no-default-browser-check", "--disable-extensions", "--mute-audio",
-                "--hide-scrollbars", "--remote-debugging-port=0", "--remote-allow-origins=*",
-                f"--user-data-dir={self._profile}", f"--window-size={self.width},{self.height}", "about:blank"]
+        args = [
+            exe,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--mute-audio",
+            "--hide-scrollbars",
+            "--remote-debugging-port=0",
+            "--remote-allow-origins=*",
+            f"--user-data-dir={self._profile}",
+            f"--window-size={self.width},{self.height}",
+            "about:blank",
+        ]
         self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         port_file = Path(self._profile) / "DevToolsActivePort"
         deadline = time.monotonic() + self.timeout
@@ -64,12 +80,18 @@ class Chromium:
         port = int(port_file.read_text().split()[0])
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=self.timeout) as r:
             pages = [t for t in json.load(r) if t.get("type") == "page"]
-        self._ws = websocket.create_connection(pages[0]["webSocketDebuggerUrl"], timeout=self.timeout,
-                                               suppress_origin=True, max_size=None)
+        self._ws = websocket.create_connection(
+            pages[0]["webSocketDebuggerUrl"], timeout=self.timeout, suppress_origin=True, max_size=None
+        )
         for domain in ("Page", "Runtime", "Log"):
             self.send(f"{domain}.enable")
-        self.send("Emulation.setDeviceMetricsOverride", width=self.width, height=self.height, deviceScaleFactor=1,
-                  mobile=False)
+        self.send(
+            "Emulation.setDeviceMetricsOverride",
+            width=self.width,
+            height=self.height,
+            deviceScaleFactor=1,
+            mobile=False,
+        )
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -90,8 +112,9 @@ class Chromium:
     def _event(self, msg: dict[str, Any]) -> None:
         m, p = msg.get("method"), msg.get("params", {})
         if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-            self.errors.append("console.error: " + " ".join(str(a.get("value", a.get("description", "")))
-                                                           for a in p.get("args", [])))
+            self.errors.append(
+                "console.error: " + " ".join(str(a.get("value", a.get("description", ""))) for a in p.get("args", []))
+            )
         elif m == "Runtime.exceptionThrown":
             d = p.get("exceptionDetails", {})
             self.errors.append(f"exception: {d.get('text')} {d.get('exception', {}).get('description', '')}")

@@ -1,4 +1,5 @@
 """Shared fixtures: the real embedded SmolLM2, loaded once per session."""
+
 from __future__ import annotations
 
 import os

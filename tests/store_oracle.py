@@ -3,18 +3,20 @@
 Tests and ``benchmarks/bench_store_scale.py`` compare the streaming v2 code against it. Only names were
 changed (``V1StoreWriter``, ``V1Store``, ``old_*``); cotscope itself never writes format 1 any more.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
-from cotscope.analyses.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from cotscope.analyses.directions import PairError
+from cotscope.analyses.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from cotscope.analyses.io.store import StoreError, split_pairs
 from cotscope.analyses.spectral import cutoff_bins, lowpass, lowpass_energy_fraction, permutation_null
 
@@ -22,6 +24,7 @@ FORMAT_NAME = "cotscope.store"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ITEMS = "items.jsonl"
+
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.safetensors"
@@ -42,8 +45,15 @@ def config_hash(config: dict[str, Any]) -> str:
 class V1StoreWriter:
     """Create or resume a store. Use :meth:`done_shards` to skip finished work."""
 
-    def __init__(self, path: str | Path, config: dict[str, Any], items: Sequence[dict[str, Any]], *,
-                 overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        config: dict[str, Any],
+        items: Sequence[dict[str, Any]],
+        *,
+        overwrite: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.config = config
         self.items = list(items)
@@ -57,7 +67,8 @@ class V1StoreWriter:
                 raise StoreError(
                     f"{self.path} already holds a store written by a different configuration "
                     f"(config hash {old.get('config_hash')} != {self.hash}: model, layers, positions, batch size or "
-                    "stimuli differ). Use a new directory, or pass overwrite=True to replace it.")
+                    "stimuli differ). Use a new directory, or pass overwrite=True to replace it."
+                )
             self.manifest = old
             self._drop_bad_shards()
         else:
@@ -65,9 +76,16 @@ class V1StoreWriter:
                 for f in self.path.glob("shard-*.safetensors"):
                     f.unlink()
             self.path.mkdir(parents=True, exist_ok=True)
-            self.manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config_hash": self.hash,
-                             **config, "n_items": len(self.items), "shards": [], "complete": False,
-                             "extra": extra or {}}
+            self.manifest = {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "config_hash": self.hash,
+                **config,
+                "n_items": len(self.items),
+                "shards": [],
+                "complete": False,
+                "extra": extra or {},
+            }
             write_text_atomic(self.path / ITEMS, "".join(json.dumps(it, sort_keys=True) + "\n" for it in self.items))
             write_json_atomic(man, self.manifest)
 
@@ -90,13 +108,19 @@ class V1StoreWriter:
         target = self.path / shard_name(index)
         with atomic_path(target) as tmp:
             save_file(data, str(tmp), metadata={"format": FORMAT_NAME, "shard": str(index)})
-        entry = {"index": index, "file": target.name, "rows": [int(rows[0]), int(rows[-1]) + 1],
-                 "bytes": target.stat().st_size, "sha256": sha256_file(target)}
-        self.manifest["shards"] = sorted([s for s in self.manifest["shards"] if s["index"] != index] + [entry],
-                                         key=lambda s: s["index"])
+        entry = {
+            "index": index,
+            "file": target.name,
+            "rows": [int(rows[0]), int(rows[-1]) + 1],
+            "bytes": target.stat().st_size,
+            "sha256": sha256_file(target),
+        }
+        self.manifest["shards"] = sorted(
+            [s for s in self.manifest["shards"] if s["index"] != index] + [entry], key=lambda s: s["index"]
+        )
         write_json_atomic(self.path / MANIFEST, self.manifest)
 
-    def finish(self, **extra: Any) -> "V1Store":
+    def finish(self, **extra: Any) -> V1Store:
         covered = sum(s["rows"][1] - s["rows"][0] for s in self.manifest["shards"])
         if covered != len(self.items):
             raise StoreError(f"store {self.path} covers {covered} of {len(self.items)} items; collection is unfinished")
@@ -113,8 +137,10 @@ class V1Store:
         self.path = Path(path)
         man = self.path / MANIFEST
         if not man.is_file():
-            raise StoreError(f"no activation store at {self.path} (missing {MANIFEST}); collect one first "
-                             "with probes.collect.collect_pairs(...) or `cotscope collect`")
+            raise StoreError(
+                f"no activation store at {self.path} (missing {MANIFEST}); collect one first "
+                "with probes.collect.collect_pairs(...) or `cotscope collect`"
+            )
         try:
             self.manifest = json.loads(man.read_text())
         except json.JSONDecodeError as e:
@@ -122,8 +148,10 @@ class V1Store:
         if self.manifest.get("format") != FORMAT_NAME:
             raise StoreError(f"{self.path} is not a cotscope activation store")
         if not self.manifest.get("complete") and not allow_incomplete:
-            raise StoreError(f"store {self.path} is incomplete (an interrupted collection?); run the same "
-                             "collection again to resume it")
+            raise StoreError(
+                f"store {self.path} is incomplete (an interrupted collection?); run the same "
+                "collection again to resume it"
+            )
         self.items: list[dict[str, Any]] = [json.loads(l) for l in (self.path / ITEMS).read_text().splitlines() if l]
         self._cache: dict[str, np.ndarray] = {}
         if verify:
@@ -165,16 +193,19 @@ class V1Store:
             if not f.is_file():
                 raise StoreError(f"shard {f} is missing; re-run the collection to resume and rewrite it")
             if f.stat().st_size != s["bytes"] or sha256_file(f) != s["sha256"]:
-                raise StoreError(f"shard {f} is corrupt or truncated (size/sha256 mismatch); delete it and re-run the "
-                                 "same collection: only that shard will be recomputed")
+                raise StoreError(
+                    f"shard {f} is corrupt or truncated (size/sha256 mismatch); delete it and re-run the "
+                    "same collection: only that shard will be recomputed"
+                )
 
     # -- data -----------------------------------------------------------------------------------
     def _layer_index(self, layer: int) -> int:
         layers = self.layers
         li = layer + self.model["n_layers"] if layer < 0 else layer
         if li not in layers:
-            raise StoreError(f"layer {layer} is not in store {self.path} (stored layers: {layers}); "
-                             "collect again with that layer")
+            raise StoreError(
+                f"layer {layer} is not in store {self.path} (stored layers: {layers}); collect again with that layer"
+            )
         return layers.index(li)
 
     def _read(self, key: str) -> np.ndarray:
@@ -193,8 +224,10 @@ class V1Store:
             except StoreError:
                 raise
             except Exception as e:
-                raise StoreError(f"shard {f} is corrupt or truncated ({e}); delete it and re-run the same "
-                                 "collection to recompute just that shard") from None
+                raise StoreError(
+                    f"shard {f} is corrupt or truncated ({e}); delete it and re-run the same "
+                    "collection to recompute just that shard"
+                ) from None
         if len(parts) > 1 and parts[0].ndim == 2 and len({a.shape[1] for a in parts}) > 1:
             # per-shard token masks (image_mask) are as wide as their batch: right-pad (rows are left-aligned)
             width = max(a.shape[1] for a in parts)
@@ -236,7 +269,6 @@ class V1Store:
         raise StoreError(f"row {row} is not in store {self.path} (0..{self.n_items - 1})")
 
 
-
 # ------------------------------------------------------------------ analyses (old analyses/directions.py)
 def old_check_pairs(cot: np.ndarray, direct: np.ndarray, min_pairs: int = 1) -> tuple[np.ndarray, np.ndarray]:
     cot = np.asarray(cot, dtype=np.float64)
@@ -244,8 +276,10 @@ def old_check_pairs(cot: np.ndarray, direct: np.ndarray, min_pairs: int = 1) -> 
     if cot.ndim != 2 or direct.ndim != 2:
         raise PairError(f"expected 2-D [n_pairs, d] arrays, got {cot.shape} and {direct.shape}")
     if cot.shape != direct.shape:
-        raise PairError(f"pairs of unequal count or width: CoT {cot.shape} vs direct {direct.shape}; "
-                        "every CoT row needs the direct row of the same pair")
+        raise PairError(
+            f"pairs of unequal count or width: CoT {cot.shape} vs direct {direct.shape}; "
+            "every CoT row needs the direct row of the same pair"
+        )
     if cot.shape[0] < min_pairs:
         raise PairError(f"need at least {min_pairs} pairs, got {cot.shape[0]} (empty set?)")
     return cot, direct
@@ -273,9 +307,9 @@ def old_mean_difference(cot: np.ndarray, direct: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class LatResult:
-    direction: np.ndarray          # unit vector, sign: CoT scores higher
+    direction: np.ndarray  # unit vector, sign: CoT scores higher
     explained_variance_ratio: float
-    sign_agreement: float          # fraction of pairs where CoT projects above direct
+    sign_agreement: float  # fraction of pairs where CoT projects above direct
     n_pairs: int
 
 
@@ -302,11 +336,17 @@ def old_lat_direction(cot: np.ndarray, direct: np.ndarray, seed: int = 0) -> Lat
     agree = float(np.mean(s_cot > s_dir))
     if agree < 0.5:
         comp, agree = -comp, 1.0 - agree
-    return LatResult(direction=comp / np.linalg.norm(comp), explained_variance_ratio=float(pca.explained_variance_ratio_[0]),
-                     sign_agreement=agree, n_pairs=n)
+    return LatResult(
+        direction=comp / np.linalg.norm(comp),
+        explained_variance_ratio=float(pca.explained_variance_ratio_[0]),
+        sign_agreement=agree,
+        n_pairs=n,
+    )
 
 
-def old_dispersion(cot: np.ndarray, direct: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None) -> float:
+def old_dispersion(
+    cot: np.ndarray, direct: np.ndarray, transform: Callable[[np.ndarray], np.ndarray] | None = None
+) -> float:
     """Trace of the covariance of per-pair difference vectors (optionally after ``transform``, e.g. a low-pass)."""
     cot, direct = old_check_pairs(cot, direct, min_pairs=2)
     D = cot - direct
@@ -325,8 +365,9 @@ def pair_split(n_pairs: int, test_fraction: float = 0.3, seed: int = 0) -> tuple
     return np.sort(idx[n_test:]), np.sort(idx[:n_test])
 
 
-def old_probe_accuracy(cot: np.ndarray, direct: np.ndarray, test_fraction: float = 0.3, seed: int = 0,
-                   C: float = 1.0) -> dict:
+def old_probe_accuracy(
+    cot: np.ndarray, direct: np.ndarray, test_fraction: float = 0.3, seed: int = 0, C: float = 1.0
+) -> dict:
     """Logistic-probe accuracy on held-out pairs (features standardised on the training split)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -340,12 +381,18 @@ def old_probe_accuracy(cot: np.ndarray, direct: np.ndarray, test_fraction: float
     yte = np.r_[np.ones(len(te)), np.zeros(len(te))]
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=2000))
     clf.fit(Xtr, ytr)
-    return {"train_accuracy": float(clf.score(Xtr, ytr)), "test_accuracy": float(clf.score(Xte, yte)),
-            "n_train_pairs": int(len(tr)), "n_test_pairs": int(len(te))}
+    return {
+        "train_accuracy": float(clf.score(Xtr, ytr)),
+        "test_accuracy": float(clf.score(Xte, yte)),
+        "n_train_pairs": int(len(tr)),
+        "n_test_pairs": int(len(te)),
+    }
 
 
 # ------------------------------------------------------------------ old analyses/layer_sweep.py
-def old_analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: float = 0.1, n_perm: int = 200, seed: int = 0) -> dict:
+def old_analyse_layer(
+    cot: np.ndarray, direct: np.ndarray, cutoff: float = 0.1, n_perm: int = 200, seed: int = 0
+) -> dict:
     """Numbers for one layer; returns plain floats (JSON-ready) plus the two directions."""
     md = old_mean_difference(cot, direct)
     lat = old_lat_direction(cot, direct, seed=seed)
@@ -363,12 +410,20 @@ def old_analyse_layer(cot: np.ndarray, direct: np.ndarray, cutoff: float = 0.1, 
         "cutoff_bins": c,
         "lowpass_energy_fraction": lp_null["observed"],
         "lowpass_energy_null": {k: lp_null[k] for k in ("null_mean", "null_q05", "null_q95", "p_value", "z")},
-        "_mean_diff": md, "_lat": lat.direction,
+        "_mean_diff": md,
+        "_lat": lat.direction,
     }
 
 
-def old_analyse_store(store: "V1Store", position: str, layers: Sequence[int] | None = None, cutoff: float = 0.1,
-                  n_perm: int = 200, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+def old_analyse_store(
+    store: V1Store,
+    position: str,
+    layers: Sequence[int] | None = None,
+    cutoff: float = 0.1,
+    n_perm: int = 200,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Run :func:`analyse_layer` on every stored layer; also a layer×layer cosine matrix of directions."""
     from tqdm.auto import tqdm
 
@@ -382,8 +437,12 @@ def old_analyse_store(store: "V1Store", position: str, layers: Sequence[int] | N
     M = np.stack([md[l] for l in layers])
     U = M / np.linalg.norm(M, axis=1, keepdims=True)
     best = max(layers, key=lambda l: (per_layer[l]["probe"]["test_accuracy"], -abs(l - len(layers) / 2)))
-    return {"position": position, "layers": per_layer, "layer_cosine": (U @ U.T).tolist(), "layer_order": layers,
-            "best_layer": int(best), "n_pairs": int(store.paired(position, layers[0])[0].shape[0]),
-            "_directions": {"mean_diff": md, "lat": lat}}
-
-
+    return {
+        "position": position,
+        "layers": per_layer,
+        "layer_cosine": (U @ U.T).tolist(),
+        "layer_order": layers,
+        "best_layer": int(best),
+        "n_pairs": int(store.paired(position, layers[0])[0].shape[0]),
+        "_directions": {"mean_diff": md, "lat": lat},
+    }

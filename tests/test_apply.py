@@ -1,5 +1,6 @@
 """Steering helpers on the real SmolLM2: the nnsight helper and the TransformerLens hooks must change the logits
 exactly as a plain PyTorch forward hook on ``model.layers[i]`` does."""
+
 import contextlib
 
 import numpy as np
@@ -18,6 +19,7 @@ def smol():
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from cotscope.probes.models.embedded import smollm2_dir
+
     torch.set_num_threads(2)
     d = smollm2_dir()
     tok = AutoTokenizer.from_pretrained(d)
@@ -30,6 +32,7 @@ def smol():
 @pytest.fixture(scope="session")
 def lm(smol):
     import nnsight
+
     _, tok, hf = smol
     return nnsight.TransformersModel(hf, tokenizer=tok, task="text-generation")
 
@@ -37,8 +40,9 @@ def lm(smol):
 @pytest.fixture(scope="session")
 def bridge(smol):
     """TransformerBridge on its OWN copy of the model (boot_transformers mutates the model it wraps)."""
-    from transformers import AutoModelForCausalLM
     from transformer_lens.model_bridge import TransformerBridge
+    from transformers import AutoModelForCausalLM
+
     d, tok, _ = smol
     hf_tl = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     return TransformerBridge.boot_transformers(str(d), hf_model=hf_tl, tokenizer=tok, device="cpu")
@@ -47,8 +51,10 @@ def bridge(smol):
 @pytest.fixture(scope="session")
 def ds():
     rng = np.random.default_rng(0)
-    return DirectionSet({l: rng.standard_normal(H).astype(np.float32) for l in (3, 12, 29)},
-                        DirectionMeta(model_type="llama", n_layers=N))
+    return DirectionSet(
+        {l: rng.standard_normal(H).astype(np.float32) for l in (3, 12, 29)},
+        DirectionMeta(model_type="llama", n_layers=N),
+    )
 
 
 def enc_of(tok, prompts):
@@ -61,8 +67,10 @@ def enc_of(tok, prompts):
 @contextlib.contextmanager
 def hf_hooks(hf, vecs: dict, lam: float, positions="all"):
     """The oracle: plain PyTorch forward hooks returning ``output + lam * v`` on ``model.layers[l]``."""
+
     def make(v):
         v = torch.as_tensor(v)
+
         def hook(module, args, out):
             delta = torch.zeros_like(out)
             if positions == "all":
@@ -70,7 +78,9 @@ def hf_hooks(hf, vecs: dict, lam: float, positions="all"):
             else:
                 delta[:, positions] = lam * v
             return out + delta
+
         return hook
+
     handles = [hf.model.layers[l].register_forward_hook(make(v)) for l, v in vecs.items()]
     try:
         yield
@@ -80,7 +90,7 @@ def hf_hooks(hf, vecs: dict, lam: float, positions="all"):
 
 
 def hf_logits(hf, enc, vecs=None, lam=0.0, positions="all"):
-    with torch.no_grad(), (hf_hooks(hf, vecs, lam, positions) if vecs else contextlib.nullcontext()):
+    with torch.no_grad(), hf_hooks(hf, vecs, lam, positions) if vecs else contextlib.nullcontext():
         return hf(**enc).logits
 
 
@@ -97,7 +107,7 @@ def test_nnsight_all_positions_matches_forward_hook(smol, lm, ds):
     enc = enc_of(tok, PROMPTS)
     ref = hf_logits(hf, enc, ds.vectors, 4.0)
     base = hf_logits(hf, enc)
-    assert (ref - base).abs().max() > 1.0                        # the steering really changes the logits
+    assert (ref - base).abs().max() > 1.0  # the steering really changes the logits
     logits, applied = nnsight_logits(lm, enc, ds, lm, 4.0)
     assert applied.layers == [3, 12, 29]
     torch.testing.assert_close(logits, ref, atol=1e-5, rtol=0)
@@ -105,15 +115,15 @@ def test_nnsight_all_positions_matches_forward_hook(smol, lm, ds):
 
 def test_nnsight_last_position_layers_and_normalize(smol, lm, ds):
     _, tok, hf = smol
-    enc = enc_of(tok, PROMPTS)                                   # left-padded: -1 is each row's last real token
+    enc = enc_of(tok, PROMPTS)  # left-padded: -1 is each row's last real token
     v = ds[12] / np.linalg.norm(ds[12])
     ref = hf_logits(hf, enc, {12: v}, 30.0, positions=-1)
     logits, applied = nnsight_logits(lm, enc, ds, lm, 30.0, positions="last", layers=[12], normalize=True)
     assert applied.layers == [12]
     torch.testing.assert_close(logits, ref, atol=1e-5, rtol=0)
     base = hf_logits(hf, enc)
-    real = enc.attention_mask[:, :-1].bool()                    # (padded rows attend to everything; skip them)
-    torch.testing.assert_close(logits[:, :-1][real], base[:, :-1][real], atol=1e-5, rtol=0)   # earlier tokens untouched
+    real = enc.attention_mask[:, :-1].bool()  # (padded rows attend to everything; skip them)
+    torch.testing.assert_close(logits[:, :-1][real], base[:, :-1][real], atol=1e-5, rtol=0)  # earlier tokens untouched
     assert (logits[:, -1] - base[:, -1]).abs().max() > 0.1
 
 
@@ -139,13 +149,14 @@ def test_tl_hooks_match_forward_hook(smol, bridge, ds):
     with torch.no_grad():
         logits = bridge.run_with_hooks(enc.input_ids, fwd_hooks=hooks)
         base = bridge(enc.input_ids)
-    torch.testing.assert_close(base, hf_logits(hf, enc), atol=1e-4, rtol=0)   # same model without steering
+    torch.testing.assert_close(base, hf_logits(hf, enc), atol=1e-4, rtol=0)  # same model without steering
     torch.testing.assert_close(logits, ref, atol=1e-4, rtol=0)
 
     ref_last = hf_logits(hf, enc, {12: ds[12]}, 8.0, positions=-1)
     with torch.no_grad():
-        logits = bridge.run_with_hooks(enc.input_ids, fwd_hooks=tl_hooks(ds, 8.0, layers=[-18], positions="last",
-                                                                            model=bridge))
+        logits = bridge.run_with_hooks(
+            enc.input_ids, fwd_hooks=tl_hooks(ds, 8.0, layers=[-18], positions="last", model=bridge)
+        )
     torch.testing.assert_close(logits, ref_last, atol=1e-4, rtol=0)
 
 
@@ -162,7 +173,7 @@ def test_tl_hook_out_is_block_output(smol, bridge):
 
 def test_bad_inputs_get_clear_errors(smol, lm, bridge, ds):
     with pytest.raises(DirectionFileError, match="hidden-size mismatch.*64 dims.*576"):
-        apply(np.ones(64), lm, 1.0, layers=[3])                 # caught before the trace runs
+        apply(np.ones(64), lm, 1.0, layers=[3])  # caught before the trace runs
     with pytest.raises(DirectionFileError, match="hidden-size mismatch.*64 dims.*576"):
         tl_hooks(np.ones(64), 1.0, layers=[3], model=bridge)
     with pytest.raises(DirectionFileError, match=r"out of range.*0\.\.29"):
@@ -179,7 +190,7 @@ def test_bad_inputs_get_clear_errors(smol, lm, bridge, ds):
         tl_hooks(np.ones(H), 1.0, layers=[1], positions="first")
     with pytest.raises(ValueError, match="positions=2.5"):
         apply(np.ones(H), lm, 1.0, layers=[1], positions=2.5)
-    (_, fn), = tl_hooks(np.ones(H), 1.0, layers=[1], positions=[7])
+    ((_, fn),) = tl_hooks(np.ones(H), 1.0, layers=[1], positions=[7])
     with pytest.raises(ValueError, match="out of range for a sequence of length 4"):
         fn(torch.zeros(1, 4, H))
     with pytest.raises(ValueError, match="layers_path"):

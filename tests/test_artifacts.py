@@ -1,5 +1,3 @@
-import json
-
 import numpy as np
 import pytest
 
@@ -8,9 +6,18 @@ from cotscope.analyses.artifacts import DirectionFileError, DirectionMeta, Direc
 
 def make(d=8, layers=(1, 3)):
     rng = np.random.default_rng(0)
-    return DirectionSet({l: rng.normal(size=d).astype(np.float32) for l in layers},
-                        DirectionMeta(model_id="toy", hidden_size=d, n_layers=4, method="mean_diff", pairing="cue",
-                                      token_rule="last_prompt", stimulus_hash="abc"))
+    return DirectionSet(
+        {l: rng.normal(size=d).astype(np.float32) for l in layers},
+        DirectionMeta(
+            model_id="toy",
+            hidden_size=d,
+            n_layers=4,
+            method="mean_diff",
+            pairing="cue",
+            token_rule="last_prompt",
+            stimulus_hash="abc",
+        ),
+    )
 
 
 def test_round_trip_keeps_vectors_and_provenance(tmp_path):
@@ -71,10 +78,12 @@ def test_failed_save_leaves_previous_file_intact(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- DirectionSet as the API
 
+
 def make_two(d=16, layers=(0, 2, 3), n_layers=4):
     rng = np.random.default_rng(1)
-    meta = lambda m: DirectionMeta(model_id="toy", hidden_size=d, n_layers=n_layers, method=m, normalisation="none",
-                                   sign="cot_positive")
+    meta = lambda m: DirectionMeta(
+        model_id="toy", hidden_size=d, n_layers=n_layers, method=m, normalisation="none", sign="cot_positive"
+    )
     a = DirectionSet({l: rng.normal(size=d).astype(np.float32) for l in layers}, meta("mean_diff"))
     b = DirectionSet({l: rng.normal(size=d).astype(np.float32) for l in layers}, meta("lat"))
     return a, b
@@ -87,18 +96,20 @@ def f32(x):
 def test_arithmetic_matches_numpy_and_records_history():
     a, b = make_two()
     a_hist = list(a.meta.history)
-    cases = {"a+b": (a + b, lambda l: f32(a[l].astype(np.float64) + b[l])),
-             "a-b": (a - b, lambda l: f32(a[l].astype(np.float64) - b[l])),
-             "2.5a": (2.5 * a, lambda l: f32(a[l].astype(np.float64) * 2.5)),
-             "a*2.5": (a * 2.5, lambda l: f32(a[l].astype(np.float64) * 2.5)),
-             "a/4": (a / 4, lambda l: f32(a[l].astype(np.float64) * 0.25)),
-             "-a": (-a, lambda l: -a[l]),
-             "sum": (sum([a, b]), lambda l: f32(a[l].astype(np.float64) + b[l]))}
+    cases = {
+        "a+b": (a + b, lambda l: f32(a[l].astype(np.float64) + b[l])),
+        "a-b": (a - b, lambda l: f32(a[l].astype(np.float64) - b[l])),
+        "2.5a": (2.5 * a, lambda l: f32(a[l].astype(np.float64) * 2.5)),
+        "a*2.5": (a * 2.5, lambda l: f32(a[l].astype(np.float64) * 2.5)),
+        "a/4": (a / 4, lambda l: f32(a[l].astype(np.float64) * 0.25)),
+        "-a": (-a, lambda l: -a[l]),
+        "sum": (sum([a, b]), lambda l: f32(a[l].astype(np.float64) + b[l])),
+    }
     for name, (got, want) in cases.items():
         assert got.layers == a.layers, name
         for l in a.layers:
             assert np.array_equal(got[l], want(l)), (name, l)
-    assert a.meta.history == a_hist                           # operands are never modified
+    assert a.meta.history == a_hist  # operands are never modified
     assert (a + b).meta.history[-1]["op"] == "add" and (a + b).meta.method == "combination"
     assert (a + b).meta.history[-1]["other"]["method"] == "lat"
     assert (-a).meta.sign == "cot_negative" and (-(-a)).meta.sign == "cot_positive"
@@ -121,7 +132,7 @@ def test_arithmetic_refuses_what_does_not_fit():
     with pytest.raises(DirectionFileError, match="divide .* by zero"):
         a / 0
     with pytest.raises(TypeError):
-        a * np.ones(16)                                       # only scalars scale a direction set
+        a * np.ones(16)  # only scalars scale a direction set
     with pytest.raises(TypeError):
         np.ones(16) * a
     with pytest.raises(TypeError):
@@ -156,8 +167,8 @@ def test_lowpass_highpass_resample_use_spectral():
         a.lowpass(1.5)
     r = a.resample(96)
     assert r.hidden_size == 96 and r.meta.hidden_size == 96 and r.meta.resampled_from == 64
-    assert r.norms() == pytest.approx(a.norms(), rel=1e-6)                # resampling keeps each layer's norm
-    assert r.resample(128).meta.resampled_from == 64                      # the first width is remembered
+    assert r.norms() == pytest.approx(a.norms(), rel=1e-6)  # resampling keeps each layer's norm
+    assert r.resample(128).meta.resampled_from == 64  # the first width is remembered
     same = a.resample(64)
     assert all(np.allclose(same[l], a[l], atol=1e-6) for l in a.layers)  # same size, no cutoff: identity
     assert r.meta.history[-1] == {"op": "resample", "from": 64, "to": 96, "cutoff": None}
@@ -173,7 +184,7 @@ def test_steerable_and_negative_layers():
         a.select([0]).steerable()
     v = np.arange(8, dtype=np.float32)
     known = DirectionSet({-1: v}, DirectionMeta(n_layers=4))
-    assert known.layers == [3]                                # -1 is the last block, never "every layer"
+    assert known.layers == [3]  # -1 is the last block, never "every layer"
     unknown = DirectionSet({-1: v}, DirectionMeta())
     assert unknown.layers == [-1] and unknown.resolved(30).layers == [29]
     assert np.array_equal(a[-1], a[3]) and a.select([-2]).layers == [2]
@@ -213,7 +224,7 @@ def test_repeng_round_trip_through_the_real_package(tmp_path):
     assert all(abs(np.linalg.norm(cv.directions[l]) - 1) < 1e-6 for l in a.layers)
     back = DirectionSet.from_repeng(cv, n_layers=4)
     assert all(np.array_equal(back[l], a.normalised()[l]) for l in a.layers)
-    cv.export_gguf(str(tmp_path / "rp.gguf"))                # repeng's own writer, read by from_gguf
+    cv.export_gguf(str(tmp_path / "rp.gguf"))  # repeng's own writer, read by from_gguf
     assert DirectionSet.from_gguf(tmp_path / "rp.gguf", n_layers=4).layers == a.layers
 
 
@@ -229,8 +240,10 @@ def test_steering_vector_adds_at_the_same_block_as_cotscope(smollm2):
     sv_mod = pytest.importorskip("steering_vectors")
     hf, tok = smollm2.hf, smollm2.tokenizer
     rng = np.random.default_rng(0)
-    ds = DirectionSet({l: rng.normal(size=smollm2.hidden_size).astype(np.float32) for l in (5, 12)},
-                      DirectionMeta(model_id="rand", n_layers=smollm2.n_layers))
+    ds = DirectionSet(
+        {l: rng.normal(size=smollm2.hidden_size).astype(np.float32) for l in (5, 12)},
+        DirectionMeta(model_id="rand", n_layers=smollm2.n_layers),
+    )
     sv = ds.to_steering_vector()
     assert isinstance(sv, sv_mod.SteeringVector) and sv.layer_type == "decoder_block"
     assert sorted(sv.layer_activations) == [5, 12]
@@ -238,8 +251,10 @@ def test_steering_vector_adds_at_the_same_block_as_cotscope(smollm2):
     lam = 2.0
 
     def hooked(layer_map):
-        hs = [smollm2.layers()[b].register_forward_hook(
-            lambda m, i, o, v=torch.as_tensor(ds[l]): o + lam * v) for l, b in layer_map.items()]
+        hs = [
+            smollm2.layers()[b].register_forward_hook(lambda m, i, o, v=torch.as_tensor(ds[l]): o + lam * v)
+            for l, b in layer_map.items()
+        ]
         try:
             with torch.no_grad():
                 return hf(**ids).logits

@@ -1,4 +1,5 @@
 """Atomic writes: a failed write leaves the old file intact; new files get ordinary permissions."""
+
 from __future__ import annotations
 
 import os

@@ -5,18 +5,27 @@ reference is a full-eager teacher-forced forward of the same tokens with ``outpu
 computed by the tool (stored run → analyses.attention_shift) must equal R and F computed here directly from the
 HF weights. Then: batching, switch modes, what is (not) held, restoration, key types, the run store, bad input.
 """
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
+from tiny_vlms import build_tiny_vlm, sample_image
 
 from cotscope.analyses.attention_shift import token_metrics
 from cotscope.analyses.attention_store import IMAGE, QUESTION, AttentionRun, AttentionStoreError
-from cotscope.probes.attention import (AttentionCaptureError, CaptureRequest, EagerAttentionUnavailable, additive_mask,
-                              capture_batch, capture_run, recording, _module_eager)
+from cotscope.probes.attention import (
+    AttentionCaptureError,
+    CaptureRequest,
+    EagerAttentionUnavailable,
+    _module_eager,
+    additive_mask,
+    capture_batch,
+    capture_run,
+    recording,
+)
 from cotscope.probes.models.loading import wrap_model
-from tiny_vlms import build_tiny_vlm, sample_image
 
 torch.set_num_threads(2)
 FAMILIES = ("llava", "qwen2_vl", "idefics3", "gemma3", "idefics2")
@@ -61,8 +70,16 @@ def test_R_F_equal_hf_output_attentions(sdpa_vlm, tmp_path):
     v = sdpa_vlm
     lm = wrap_model(v.model, processor=v.processor)
     img = sample_image()
-    run = capture_run(lm, [CaptureRequest("a", PROMPT, image=img, question=QUESTION_TEXT, condition="cot")],
-                      tmp_path / "run", layers=LAYERS, heads=HEADS, max_new_tokens=5, min_new_tokens=5, progress=False)
+    run = capture_run(
+        lm,
+        [CaptureRequest("a", PROMPT, image=img, question=QUESTION_TEXT, condition="cot")],
+        tmp_path / "run",
+        layers=LAYERS,
+        heads=HEADS,
+        max_new_tokens=5,
+        min_new_tokens=5,
+        progress=False,
+    )
     tr = run.trace(0)
     assert tr.n_steps == 5 and tr.layers == LAYERS and tr.heads == HEADS
     att = _hf_reference(v, lm, tr.record, {"token_ids": tr.token_ids}, img)
@@ -75,9 +92,11 @@ def test_R_F_equal_hf_output_attentions(sdpa_vlm, tmp_path):
     for s in range(tr.n_steps):
         ref = np.stack([att[l][HEADS, P - 1 + s, : P + s] for l in LAYERS])  # [L, h, K]
         np.testing.assert_allclose(tr.step_row(s), ref, atol=2e-6)
-        for metrics, row, over, eps in ((tm, ref.mean((0, 1)), "all", 1e-6),
-                                        (tm_img, ref.mean((0, 1)), "image", 1e-4),
-                                        (tm_sub, att[3][2, P - 1 + s, : P + s], "all", 1e-6)):
+        for metrics, row, over, eps in (
+            (tm, ref.mean((0, 1)), "all", 1e-6),
+            (tm_img, ref.mean((0, 1)), "image", 1e-4),
+            (tm_sub, att[3][2, P - 1 + s, : P + s], "all", 1e-6),
+        ):
             row = row.astype(np.float64)
             m = img_mask[: P + s]
             R = row[m].sum() / row[~m].sum()
@@ -93,8 +112,10 @@ def test_R_F_equal_hf_output_attentions(sdpa_vlm, tmp_path):
 def test_batched_equals_single_and_question_keys(sdpa_vlm):
     v = sdpa_vlm
     lm = wrap_model(v.model, processor=v.processor)
-    reqs = [CaptureRequest("long", PROMPT, image=sample_image(), question=QUESTION_TEXT),
-            CaptureRequest("short", "How many?", image=sample_image(seed=1))]
+    reqs = [
+        CaptureRequest("long", PROMPT, image=sample_image(), question=QUESTION_TEXT),
+        CaptureRequest("short", "How many?", image=sample_image(seed=1)),
+    ]
     batch = capture_batch(lm, reqs, layers=[2], heads=[1], max_new_tokens=3, min_new_tokens=3)
     for req, b in zip(reqs, batch):
         single = capture_batch(lm, [req], layers=[2], heads=[1], max_new_tokens=3, min_new_tokens=3)[0]
@@ -105,7 +126,7 @@ def test_batched_equals_single_and_question_keys(sdpa_vlm):
         assert b["record"]["question_found"] and q.strip() == (req.question or req.prompt)
         # the rows are probability rows: they sum to 1 over the visible keys
         off = b["tensors"]["row_offsets"]
-        sums = [b["tensors"]["rows"][..., off[s]:off[s + 1]].sum(-1) for s in range(len(off) - 1)]
+        sums = [b["tensors"]["rows"][..., off[s] : off[s + 1]].sum(-1) for s in range(len(off) - 1)]
         np.testing.assert_allclose(np.stack(sums), 1.0, atol=1e-5)
         np.testing.assert_allclose(b["tensors"]["mass"].sum(-1), 1.0, atol=1e-5)
 
@@ -118,8 +139,9 @@ def test_switch_modes_agree_and_only_requested_layers_hold_weights():
     attn = [layer.self_attn for layer in lm.layers()]
     shared = attn[0].config
     seen: dict[int, list[bool]] = {i: [] for i in range(len(attn))}
-    hooks = [m.register_forward_hook(lambda _m, _a, out, i=i: seen[i].append(out[1] is not None))
-             for i, m in enumerate(attn)]
+    hooks = [
+        m.register_forward_hook(lambda _m, _a, out, i=i: seen[i].append(out[1] is not None)) for i, m in enumerate(attn)
+    ]
     try:
         with torch.no_grad(), recording(lm, layers=[1], heads=[0]) as rec:
             lm.hf(**dict(_enc(lm, req)))
@@ -135,11 +157,13 @@ def test_switch_modes_agree_and_only_requested_layers_hold_weights():
     np.testing.assert_allclose(whole["tensors"]["rows"], base, atol=2e-6)
     assert shared._attn_implementation == "sdpa"
     seen = {i: [] for i in range(len(attn))}
-    hooks = [m.register_forward_hook(lambda _m, _a, out, i=i: seen[i].append(out[1] is not None))
-             for i, m in enumerate(attn)]
+    hooks = [
+        m.register_forward_hook(lambda _m, _a, out, i=i: seen[i].append(out[1] is not None)) for i, m in enumerate(attn)
+    ]
     try:
-        plain = lm.hf.generate(**{k: v for k, v in dict(_enc(lm, req)).items()}, max_new_tokens=3, do_sample=False,
-                               pad_token_id=2)
+        plain = lm.hf.generate(
+            **{k: v for k, v in dict(_enc(lm, req)).items()}, max_new_tokens=3, do_sample=False, pad_token_id=2
+        )
         rows = capture_batch(lm, req, layers=[1, 2], max_new_tokens=3, min_new_tokens=3, switch="rows")[0]
     finally:
         for h in hooks:
@@ -199,8 +223,10 @@ def test_additive_mask_conversions():
     b = torch.tensor([[True, False, True, True, True]]).expand(3, 5)[None, None]
     np.testing.assert_array_equal((additive_mask(b, q, k)[0, 0] == 0).numpy(), b[0, 0].numpy())
     pad = torch.tensor([[0, 1, 1, 1, 1]])
-    np.testing.assert_array_equal((additive_mask(pad, q, k)[0, 0] == 0).numpy(),
-                                  np.tril(np.ones((3, 5), bool), k=2) & np.array([0, 1, 1, 1, 1], bool))
+    np.testing.assert_array_equal(
+        (additive_mask(pad, q, k)[0, 0] == 0).numpy(),
+        np.tril(np.ones((3, 5), bool), k=2) & np.array([0, 1, 1, 1, 1], bool),
+    )
     f = torch.zeros(1, 1, 3, 5)
     assert additive_mask(f, q, k) is f
     from cotscope.probes.attention import last_row_mask
@@ -239,8 +265,10 @@ def test_bad_inputs():
 def test_run_store_resume_and_config_guard(tmp_path):
     v = build_tiny_vlm("idefics3")
     lm = wrap_model(v.model, processor=v.processor)
-    reqs = [CaptureRequest(f"r{i}", PROMPT, image=sample_image(seed=i), condition=c)
-            for i, c in enumerate(["cot", "direct"])]
+    reqs = [
+        CaptureRequest(f"r{i}", PROMPT, image=sample_image(seed=i), condition=c)
+        for i, c in enumerate(["cot", "direct"])
+    ]
     run = capture_run(lm, reqs, tmp_path / "r", layers=[0], max_new_tokens=2, progress=False)
     assert len(run) == 2 and run.select(condition="direct") == [1] and run.image(0).size == sample_image().size
     mtime = (tmp_path / "r" / "trace-00000.safetensors").stat().st_mtime_ns
@@ -248,8 +276,9 @@ def test_run_store_resume_and_config_guard(tmp_path):
     assert (tmp_path / "r" / "trace-00000.safetensors").stat().st_mtime_ns == mtime and len(again) == 2
     with pytest.raises(AttentionStoreError, match="different configuration"):
         capture_run(lm, reqs, tmp_path / "r", layers=[1], max_new_tokens=2, progress=False)
-    half = capture_run(lm, reqs, tmp_path / "r", layers=[1], max_new_tokens=2, store_dtype="float16", overwrite=True,
-                       progress=False)
+    half = capture_run(
+        lm, reqs, tmp_path / "r", layers=[1], max_new_tokens=2, store_dtype="float16", overwrite=True, progress=False
+    )
     assert half.trace(1).rows.dtype == np.float16 and half.manifest["store_dtype"] == "float16"
     AttentionRun(tmp_path / "r", verify=True)
 
@@ -267,9 +296,16 @@ def test_reference_vlm_matches_hf(tmp_path):
 
     lm = load_model(d)
     item = generate_visual_items(1, seed=3)[0]
-    run = capture_run(lm, [CaptureRequest("x", item.cot_prompt, image=item.image, question=item.question)],
-                      tmp_path / "ref", layers=[0, 15, 29], heads=[0, 4, 8], max_new_tokens=4, min_new_tokens=4,
-                      progress=False)
+    run = capture_run(
+        lm,
+        [CaptureRequest("x", item.cot_prompt, image=item.image, question=item.question)],
+        tmp_path / "ref",
+        layers=[0, 15, 29],
+        heads=[0, 4, 8],
+        max_new_tokens=4,
+        min_new_tokens=4,
+        progress=False,
+    )
     tr = run.trace(0)
     enc_img = item.image
     lm.hf.set_attn_implementation("eager")
@@ -308,7 +344,9 @@ def test_latent_patch_map_equals_perceiver_attention():
     try:
         px = lm.processor.image_processor(images=[[img]], return_tensors="pt")
         with torch.no_grad():
-            lm.hf.model.get_image_features(pixel_values=px["pixel_values"], pixel_attention_mask=px["pixel_attention_mask"])
+            lm.hf.model.get_image_features(
+                pixel_values=px["pixel_values"], pixel_attention_mask=px["pixel_attention_mask"]
+            )
     finally:
         h.remove()
     v.model.set_attn_implementation("sdpa")  # the map must not depend on the model's own kernel
@@ -320,8 +358,8 @@ def test_latent_patch_map_equals_perceiver_attention():
 
 
 def test_demo_end_to_end_on_a_tiny_vlm(tmp_path):
-    from cotscope.stages.attention import run_attention_demo
     from cotscope.probes.stimuli.visual import generate_visual_items
+    from cotscope.stages.attention import run_attention_demo
 
     v = build_tiny_vlm("llava")
     lm = wrap_model(v.model, processor=v.processor)
@@ -339,8 +377,7 @@ def test_demo_end_to_end_on_a_tiny_vlm(tmp_path):
 
 def _text_lm(v):
     """A tiny text-only Llama with the VLM's tokenizer."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from tiny_vlms import TEXT
+    from transformers import LlamaConfig, LlamaForCausalLM
 
     return LlamaForCausalLM(LlamaConfig(**{**TEXT, "vocab_size": len(v.tokenizer)})).eval()

@@ -1,12 +1,13 @@
 """Length-robust attention-shift variants: R against question text only (template and sinks excluded) and H / log N."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_attention_shift import as_trace, synthetic_trace
 
 from cotscope.analyses.attention_shift import METRICS, analyse_trace, row_metrics, token_metrics
 from cotscope.analyses.attention_store import GENERATED, IMAGE, QUESTION, TEMPLATE
-from test_attention_shift import as_trace, synthetic_trace
 
 
 def test_by_hand():
@@ -30,8 +31,8 @@ def test_uniform_rows_have_normalised_entropy_one_at_any_length():
     for n in (8, 64, 512):
         kt = np.array([TEMPLATE] + [IMAGE] * 3 + [QUESTION] * 3 + [GENERATED] * (n - 7))
         m = row_metrics(np.full(n, 1.0 / n), kt)
-        assert m["H_norm"] == pytest.approx(1.0)                    # F_norm does not drift with N
-        assert m["F"] == pytest.approx(1 / (np.log(n) + 1e-6))       # F does
+        assert m["H_norm"] == pytest.approx(1.0)  # F_norm does not drift with N
+        assert m["F"] == pytest.approx(1 / (np.log(n) + 1e-6))  # F does
 
 
 def test_growing_generated_text_moves_R_but_not_R_question():
@@ -41,7 +42,7 @@ def test_growing_generated_text_moves_R_but_not_R_question():
     for n_gen in range(1, 8):
         kt = np.array([TEMPLATE, IMAGE, IMAGE, QUESTION] + [GENERATED] * n_gen)
         row = np.array([base[TEMPLATE], base[IMAGE] / 2, base[IMAGE] / 2, base[QUESTION]] + [0.4 / n_gen] * n_gen)
-        m = row_metrics(row * (1 + 0.1 * n_gen), kt)                 # an unnormalised row: ratios must not care
+        m = row_metrics(row * (1 + 0.1 * n_gen), kt)  # an unnormalised row: ratios must not care
         Rs.append(m["R"]), Rq.append(m["R_question"])
     assert np.allclose(Rq, 2.0) and np.allclose(Rs, 0.25)
     # now generated keys absorb mass from the template/sink: R rises, R_question is unmoved
@@ -52,7 +53,7 @@ def test_growing_generated_text_moves_R_but_not_R_question():
         row = np.array([0.5 - gen, 0.1, 0.1, 0.1] + [gen / n_gen] * n_gen)
         m = row_metrics(row, kt)
         Rs.append(m["R"]), Rq.append(m["R_question"])
-    assert np.allclose(Rq, 2.0) and np.ptp(Rs) < 1e-9   # same text mass overall here
+    assert np.allclose(Rq, 2.0) and np.ptp(Rs) < 1e-9  # same text mass overall here
     assert "R_question" in METRICS and "F_norm" in METRICS
 
 

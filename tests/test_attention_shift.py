@@ -1,5 +1,6 @@
 """analyses.attention_shift (numpy only): metrics, averaging subsets, segmentation, IVT-LR top-k selection,
 run aggregation, and the three attention figures drawn from a synthetic stored run."""
+
 from __future__ import annotations
 
 import warnings
@@ -7,44 +8,93 @@ import warnings
 import numpy as np
 import pytest
 
-from cotscope.analyses.attention_shift import (AttentionAnalysisError, analyse_run, analyse_trace, averaged_rows, entropy,
-                                      latent_patch_maps, layer_step_image_share, pooled_slope, row_metrics, segment_reasoning,
-                                      select_visual_tokens, selection_heatmap, step_values, token_metrics)
-from cotscope.analyses.attention_store import (GENERATED, IMAGE, QUESTION, TEMPLATE, AttentionRun, AttentionRunWriter,
-                                      AttentionStoreError, Trace)
+from cotscope.analyses.attention_shift import (
+    AttentionAnalysisError,
+    analyse_run,
+    analyse_trace,
+    averaged_rows,
+    entropy,
+    latent_patch_maps,
+    layer_step_image_share,
+    pooled_slope,
+    row_metrics,
+    segment_reasoning,
+    select_visual_tokens,
+    selection_heatmap,
+    step_values,
+    token_metrics,
+)
+from cotscope.analyses.attention_store import (
+    GENERATED,
+    IMAGE,
+    QUESTION,
+    TEMPLATE,
+    AttentionRun,
+    AttentionRunWriter,
+    AttentionStoreError,
+    Trace,
+)
 
 
-def synthetic_trace(n_steps: int = 6, P: int = 10, n_img: int = 4, L: int = 3, H: int = 2, seed: int = 0,
-                    tokens: list[str] | None = None, image_trend: float = 0.0) -> dict:
+def synthetic_trace(
+    n_steps: int = 6,
+    P: int = 10,
+    n_img: int = 4,
+    L: int = 3,
+    H: int = 2,
+    seed: int = 0,
+    tokens: list[str] | None = None,
+    image_trend: float = 0.0,
+) -> dict:
     """Random softmax rows with image keys at positions 2..2+n_img; ``image_trend`` shifts image mass per step."""
     rng = np.random.default_rng(seed)
-    kt = np.array([TEMPLATE, TEMPLATE] + [IMAGE] * n_img + [QUESTION] * (P - 2 - n_img) + [GENERATED] * n_steps, np.int8)
+    kt = np.array(
+        [TEMPLATE, TEMPLATE] + [IMAGE] * n_img + [QUESTION] * (P - 2 - n_img) + [GENERATED] * n_steps, np.int8
+    )
     rows, off, mass = [], [0], []
     for s in range(n_steps):
         logits = rng.normal(size=(L, H, P + s))
-        logits[..., 2:2 + n_img] += image_trend * s
+        logits[..., 2 : 2 + n_img] += image_trend * s
         r = np.exp(logits)
         r /= r.sum(-1, keepdims=True)
         rows.append(r)
         off.append(off[-1] + P + s)
-        mass.append(np.stack([r[..., kt[:P + s] == c].sum(-1) for c in range(4)], -1))
+        mass.append(np.stack([r[..., kt[: P + s] == c].sum(-1) for c in range(4)], -1))
     tokens = tokens if tokens is not None else ["First", " add", ".", " Then", " stop", "."][:n_steps]
-    record = {"id": f"t{seed}", "prompt_len": P, "n_steps": n_steps, "gen_tokens": tokens,
-              "image_layout": {"kind": "grid", "shape": [2, 2], "region": [0, 0, 8, 8]}}
-    tensors = {"rows": np.concatenate(rows, -1).astype(np.float32) if rows else np.zeros((L, H, 0), np.float32),
-               "row_offsets": np.array(off, np.int64),
-               "mass": np.stack(mass).astype(np.float32) if mass else np.zeros((0, L, H, 4), np.float32),
-               "key_types": kt, "token_ids": np.arange(P + n_steps, dtype=np.int64)}
+    record = {
+        "id": f"t{seed}",
+        "prompt_len": P,
+        "n_steps": n_steps,
+        "gen_tokens": tokens,
+        "image_layout": {"kind": "grid", "shape": [2, 2], "region": [0, 0, 8, 8]},
+    }
+    tensors = {
+        "rows": np.concatenate(rows, -1).astype(np.float32) if rows else np.zeros((L, H, 0), np.float32),
+        "row_offsets": np.array(off, np.int64),
+        "mass": np.stack(mass).astype(np.float32) if mass else np.zeros((0, L, H, 4), np.float32),
+        "key_types": kt,
+        "token_ids": np.arange(P + n_steps, dtype=np.int64),
+    }
     return {"record": record, "tensors": tensors}
 
 
 def as_trace(d: dict, layers=(0, 1, 2), heads=(0, 1)) -> Trace:
     t = d["tensors"]
-    return Trace(index=0, record=d["record"], rows=t["rows"], row_offsets=t["row_offsets"], mass=t["mass"],
-                 key_types=t["key_types"], token_ids=t["token_ids"], layers=list(layers), heads=list(heads))
+    return Trace(
+        index=0,
+        record=d["record"],
+        rows=t["rows"],
+        row_offsets=t["row_offsets"],
+        mass=t["mass"],
+        key_types=t["key_types"],
+        token_ids=t["token_ids"],
+        layers=list(layers),
+        heads=list(heads),
+    )
 
 
 # ------------------------------------------------------------------------------------------- metrics
+
 
 def test_row_metrics_by_hand():
     row = np.array([0.1, 0.2, 0.3, 0.4])
@@ -90,13 +140,44 @@ def test_token_metrics_average_rows_over_the_chosen_subset():
 # ------------------------------------------------------------------------------------------- segmentation
 
 SEGMENT_CASES = [
-    (["First", " we", " add", " 3", " and", " 4", ".", " That", " gives", " 7", ".\n", "So", " 7", ".", ""],
-     "sentence", ["First we add 3 and 4.", "That gives 7.", "So 7."], [(0, 7), (7, 11), (11, 15)]),
-    (["1", ".", " Count", " red", ".", "\n", "2", ")", " Count", " blue", " e", ".g", ".", " two", "."],
-     "sentence", ["1. Count red.", "2) Count blue e.g. two."], [(0, 6), (6, 15)]),
+    (
+        ["First", " we", " add", " 3", " and", " 4", ".", " That", " gives", " 7", ".\n", "So", " 7", ".", ""],
+        "sentence",
+        ["First we add 3 and 4.", "That gives 7.", "So 7."],
+        [(0, 7), (7, 11), (11, 15)],
+    ),
+    (
+        ["1", ".", " Count", " red", ".", "\n", "2", ")", " Count", " blue", " e", ".g", ".", " two", "."],
+        "sentence",
+        ["1. Count red.", "2) Count blue e.g. two."],
+        [(0, 6), (6, 15)],
+    ),
     (["The", " value", " is", " 3", ".", "5", " now", "."], "sentence", ["The value is 3.5 now."], [(0, 8)]),
-    (["Step", " 1", ":", " read", " 3", ".", " Then", " 4", ".\n", "Step", " 2", ":", " add", ".", "\n", "Answer",
-      ":", " 7"], "step", ["Step 1: read 3. Then 4.", "Step 2: add.\nAnswer: 7"], [(0, 9), (9, 18)]),
+    (
+        [
+            "Step",
+            " 1",
+            ":",
+            " read",
+            " 3",
+            ".",
+            " Then",
+            " 4",
+            ".\n",
+            "Step",
+            " 2",
+            ":",
+            " add",
+            ".",
+            "\n",
+            "Answer",
+            ":",
+            " 7",
+        ],
+        "step",
+        ["Step 1: read 3. Then 4.", "Step 2: add.\nAnswer: 7"],
+        [(0, 9), (9, 18)],
+    ),
     (["Look", ":", " a", "\n", "b", "\n\n", "c", "."], "sentence", ["Look: a", "b", "c."], [(0, 4), (4, 6), (6, 8)]),
     (["7"], "sentence", ["7"], [(0, 1)]),
 ]
@@ -132,6 +213,7 @@ def test_trace_without_steps_gives_empty_valid_result():
 
 
 # ------------------------------------------------------------------------------------------- visual token selection
+
 
 def direct_topk(rows: np.ndarray, k: int) -> np.ndarray:
     """Reference: repeatedly take the best unpicked position (lowest index on ties), k times per step."""
@@ -201,10 +283,12 @@ def test_latent_patch_maps_project_picks_onto_patches():
     tr.record["image_layout"] = {"kind": "latent", "shape": [1, 3]}
     sel = analyse_trace(tr, k=1)["selection"]
     assert sel["patch_grid"] == [2, 2] and np.asarray(sel["patch_read"]).sum() == pytest.approx(
-        sum(lmap[i].sum() for i in np.ravel(sel["indices"])))
+        sum(lmap[i].sum() for i in np.ravel(sel["indices"]))
+    )
 
 
 # ------------------------------------------------------------------------------------------- stored runs
+
 
 def write_run(path, n_prompts: int = 3, trend: dict | None = None) -> AttentionRun:
     trend = trend or {"cot": -0.4, "direct": 0.0}
@@ -213,8 +297,9 @@ def write_run(path, n_prompts: int = 3, trend: dict | None = None) -> AttentionR
     i = 0
     for c, tr in trend.items():
         for j in range(n_prompts):
-            d = synthetic_trace(n_steps=6, seed=10 * j + (c == "cot"), image_trend=tr,
-                                tokens=["A", ".", " B", ".", " C", "."])
+            d = synthetic_trace(
+                n_steps=6, seed=10 * j + (c == "cot"), image_trend=tr, tokens=["A", ".", " B", ".", " C", "."]
+            )
             w.write(i, {**d["record"], "id": f"{c}{j}", "condition": c}, d["tensors"])
             i += 1
     return w.finish()
@@ -223,7 +308,8 @@ def write_run(path, n_prompts: int = 3, trend: dict | None = None) -> AttentionR
 def test_analyse_run_aggregates_conditions(tmp_path):
     run = write_run(tmp_path / "run")
     res = analyse_run(run, conditions=["cot", "direct"], k=1)
-    cot, direct = res.aggregate["cot"], res.aggregate["direct"]
+    cot = res.aggregate["cot"]
+    assert "direct" in res.aggregate
     assert cot["n_traces"] == 3 and cot["n_steps"] == [3, 3, 3] and len(cot["step"]["R"]["mean"]) == 3
     per = np.array([t["step"]["R"] for t in res.traces if t["condition"] == "cot"])
     np.testing.assert_allclose(cot["step"]["R"]["mean"], per.mean(0))
@@ -275,7 +361,7 @@ def test_figures_render_png_and_html(tmp_path):
         paths += mod.render(tmp_path)
     assert {p.suffix for p in paths} == {".png", ".html"} and all(p.stat().st_size > 1000 for p in paths)
     fig, _ = fig_attention_ratio_focus.draw(res)
-    titles = [a.get_title() for a in fig.axes]      # R, R vs question text, F, F with H / log N, image share
+    titles = [a.get_title() for a in fig.axes]  # R, R vs question text, F, F with H / log N, image share
     assert len(fig.axes) == 5 and any("question text" in t for t in titles) and any("log N" in t for t in titles)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

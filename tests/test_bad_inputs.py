@@ -9,6 +9,7 @@ torch, else ``cotscope.cli.main(argv)`` in-process (stderr captured).
 The README's "What happens when…" table is generated from this table (``python tests/test_bad_inputs.py``
 prints it) and :func:`test_readme_table_matches_battery` keeps the two in sync.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,9 @@ import math
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,15 +34,15 @@ README_END = "<!-- end of bad-input table -->"
 @dataclasses.dataclass(frozen=True)
 class Case:
     id: str
-    when: str                    # README: "What happens when you…"
-    says: str                    # README: what cotscope says or does
-    run: Callable[["Ctx"], Any]  # the action
-    error: type | None = None    # expected exception type (None: must succeed, then ``check`` holds)
-    match: str = ""              # regex the message (or the CLI's stderr) must match
+    when: str  # README: "What happens when you…"
+    says: str  # README: what cotscope says or does
+    run: Callable[[Ctx], Any]  # the action
+    error: type | None = None  # expected exception type (None: must succeed, then ``check`` holds)
+    match: str = ""  # regex the message (or the CLI's stderr) must match
     check: Callable[[Any], bool] | None = None
-    model: bool = False          # needs the embedded SmolLM2
-    cli: bool = False            # a CLI case: ``run`` returns (returncode, stderr); ``error`` unused
-    rc: int = 2                  # the CLI's exit code
+    model: bool = False  # needs the embedded SmolLM2
+    cli: bool = False  # a CLI case: ``run`` returns (returncode, stderr); ``error`` unused
+    rc: int = 2  # the CLI's exit code
 
 
 class Ctx:
@@ -56,16 +58,25 @@ class Ctx:
 
 def _cli_sub(*argv: str) -> Callable[[Ctx], tuple[int, str]]:
     """``python -m cotscope argv…`` in a subprocess ({name} in argv = a file of the fixture folder)."""
+
     def run(ctx: Ctx) -> tuple[int, str]:
         args = [_sub(ctx, a) for a in argv]
-        r = subprocess.run([sys.executable, "-m", "cotscope", *args], capture_output=True, text=True, timeout=300,
-                           cwd=ctx.root, env={**__import__("os").environ, "COTSCOPE_TRACEBACK": ""})
+        r = subprocess.run(
+            [sys.executable, "-m", "cotscope", *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=ctx.root,
+            env={**__import__("os").environ, "COTSCOPE_TRACEBACK": ""},
+        )
         return r.returncode, r.stderr
+
     return run
 
 
 def _cli_inproc(*argv: str) -> Callable[[Ctx], tuple[int, str]]:
     """``cotscope.cli.main(argv)`` in this process, stderr captured."""
+
     def run(ctx: Ctx) -> tuple[int, str]:
         import contextlib
         import io
@@ -82,6 +93,7 @@ def _cli_inproc(*argv: str) -> Callable[[Ctx], tuple[int, str]]:
                 if not isinstance(e.code, int) and e.code:
                     print(e.code, file=err)
         return rc, err.getvalue()
+
     return run
 
 
@@ -90,14 +102,22 @@ def _err(name: str) -> type:
     import importlib
 
     where = {
-        "StimulusFormatError": "cotscope.probes.stimuli.textio", "StimulusEncodingError": "cotscope.probes.stimuli.textio",
-        "CollectionError": "cotscope.probes.collect", "StoreError": "cotscope.analyses.store",
-        "ContextLengthError": "cotscope.probes.models.context", "InjectionError": "cotscope.probes.intervene",
-        "DirectionFileError": "cotscope.analyses.artifacts", "ImageInputError": "cotscope.probes.stimuli.visual",
-        "CutoffError": "cotscope.analyses.spectral", "SweepTableError": "cotscope.analyses.sweeps",
-        "AttentionCaptureError": "cotscope.probes.attention", "PriorFitError": "cotscope.analyses.prior",
-        "ModuleMatchError": "cotscope.analyses.prior", "ModelLoadError": "cotscope.probes.models.loading",
-        "PriorError": "cotscope.analyses.prior", "CheckpointError": "cotscope.analyses.prior",
+        "StimulusFormatError": "cotscope.probes.stimuli.textio",
+        "StimulusEncodingError": "cotscope.probes.stimuli.textio",
+        "CollectionError": "cotscope.probes.collect",
+        "StoreError": "cotscope.analyses.store",
+        "ContextLengthError": "cotscope.probes.models.context",
+        "InjectionError": "cotscope.probes.intervene",
+        "DirectionFileError": "cotscope.analyses.artifacts",
+        "ImageInputError": "cotscope.probes.stimuli.visual",
+        "CutoffError": "cotscope.analyses.spectral",
+        "SweepTableError": "cotscope.analyses.sweeps",
+        "AttentionCaptureError": "cotscope.probes.attention",
+        "PriorFitError": "cotscope.analyses.prior",
+        "ModuleMatchError": "cotscope.analyses.prior",
+        "ModelLoadError": "cotscope.probes.models.loading",
+        "PriorError": "cotscope.analyses.prior",
+        "CheckpointError": "cotscope.analyses.prior",
     }
     return getattr(importlib.import_module(where[name]), name)
 
@@ -124,8 +144,9 @@ def _visual(name):
 def _problem(q="What is 2 + 3?", pid="p0"):
     from cotscope.probes.stimuli import Problem
 
-    return Problem(id=pid, question=q, answer=5, steps=("2 + 3 = 5.",), expression="2+3", template="t",
-                   difficulty="easy")
+    return Problem(
+        id=pid, question=q, answer=5, steps=("2 + 3 = 5.",), expression="2+3", template="t", difficulty="easy"
+    )
 
 
 def _pairs(c, n=2):
@@ -151,11 +172,16 @@ def _collect(c, pairs=None, **kw):
 
     kw.setdefault("layers", [1])
     kw.setdefault("positions", ("last_prompt",))
-    return collect_pairs(c.lm, pairs if pairs is not None else _pairs(c), c.root / f"col-{len(list(c.root.iterdir()))}",
-                         progress=False, **kw)
+    return collect_pairs(
+        c.lm,
+        pairs if pairs is not None else _pairs(c),
+        c.root / f"col-{len(list(c.root.iterdir()))}",
+        progress=False,
+        **kw,
+    )
 
 
-LONG = "Count the apples. " * 2100   # 8,400 tokens (4 per sentence): more than SmolLM2's 8,192-token window
+LONG = "Count the apples. " * 2100  # 8,400 tokens (4 per sentence): more than SmolLM2's 8,192-token window
 
 
 def _long_pair(c):
@@ -181,8 +207,9 @@ def _images_on_text_pairs(c):
 def _generate(c, prompt, **kw):
     from cotscope.probes.intervene import generate_steered
 
-    text = c.lm.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                              add_generation_prompt=True)
+    text = c.lm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
+    )
     return generate_steered(c.lm, [text], [None], **kw)
 
 
@@ -245,6 +272,7 @@ def _load(spec):
         from cotscope.probes.models.loading import load_model
 
         return load_model(_sub(c, spec))
+
     return run
 
 
@@ -280,163 +308,629 @@ def _analyse(c, **kw):
 
 CASES: list[Case] = [
     # -- stimulus files (JSONL) -----------------------------------------------------------------------------
-    Case("stimuli-missing", "load a stimulus file that does not exist", "`FileNotFoundError`: stimulus file … does not exist",
-         _stim("nope.jsonl"), FileNotFoundError, r"stimulus file .*nope\.jsonl does not exist"),
-    Case("stimuli-not-json", "give a JSONL line that is not JSON", "`StimulusFormatError`: `file:line: not valid JSON (…)` and an example line",
-         _stim("not_json.jsonl"), E.StimulusFormatError, r"not_json\.jsonl:2: not valid JSON .*\{\"question\""),
-    Case("stimuli-missing-keys", "leave out `question` or `answer`", "`StimulusFormatError`: `file:line: needs keys 'question' and 'answer'`",
-         _stim("missing_keys.jsonl"), E.StimulusFormatError, r"missing_keys\.jsonl:1: needs keys 'question' and 'answer'"),
-    Case("stimuli-answer-not-int", "give a non-integer answer", "`StimulusFormatError`: `file:line: answer 'twelve' is not an integer`",
-         _stim("not_int.jsonl"), E.StimulusFormatError, r"not_int\.jsonl:1: answer 'twelve' is not an integer"),
-    Case("stimuli-latin1", "give a stimulus file saved as Latin-1/Windows-1252", "`StimulusEncodingError`: `file:line: not UTF-8 (byte 0xe9 at column …)` and the `iconv -f WINDOWS-1252 -t UTF-8` command",
-         _stim("latin1.jsonl"), E.StimulusEncodingError, r"latin1\.jsonl:2: not UTF-8 \(byte 0xe9 at column \d+\).*iconv -f WINDOWS-1252 -t UTF-8 .*latin1\.jsonl"),
-    Case("stimuli-utf16", "give a stimulus file saved as UTF-16 (e.g. a PowerShell redirect)", "`StimulusEncodingError`: the file is UTF-16LE, with the `iconv -f UTF-16 -t UTF-8` command",
-         _stim("utf16.jsonl"), E.StimulusEncodingError, r"utf16\.jsonl: the stimulus file is UTF-16LE .*iconv -f UTF-16 -t UTF-8"),
-    Case("stimuli-utf8-bom", "give a UTF-8 file with a byte-order mark", "reads it (the mark is dropped)",
-         _stim("bom.jsonl"), check=lambda r: [p.answer for p in r] == [7] and r[0].question == "Café: 3 + 4?"),
-    Case("stimuli-empty-question", "give an empty question", "`StimulusFormatError`: `file:line: the question is empty ('')`",
-         _stim("empty_question.jsonl"), E.StimulusFormatError, r"empty_question\.jsonl:1: the question is empty \(''\)"),
-    Case("stimuli-blank-question", "give a whitespace-only question", "`StimulusFormatError`: `file:line: the question is empty (' \\t ')`",
-         _stim("blank_question.jsonl"), E.StimulusFormatError, r"blank_question\.jsonl:2: the question is empty"),
-    Case("stimuli-empty-file", "give an empty stimulus file", "`StimulusFormatError`: empty stimulus set; add at least one JSON line",
-         _stim("empty.jsonl"), E.StimulusFormatError, r"empty stimulus set"),
-    Case("pairs-unknown-pairing", "ask for an unknown pairing", "`ValueError`: unknown pairing 'both'; choose one of ('cue', 'answer')",
-         lambda c: __import__("cotscope.probes.stimuli", fromlist=["x"]).make_pairs([_problem()], "both"), ValueError, r"unknown pairing 'both'; choose one of"),
-    Case("pairs-empty", "build pairs from no problems", "`ValueError`: empty stimulus set: pass at least one problem",
-         lambda c: __import__("cotscope.probes.stimuli", fromlist=["x"]).make_pairs([]), ValueError, r"empty stimulus set"),
-    Case("pairs-blank-question", "build pairs from a `Problem` whose question is blank", "`ValueError`: problems ['p0'] have an empty question",
-         lambda c: __import__("cotscope.probes.stimuli", fromlist=["x"]).make_pairs([_problem(" \n")]), ValueError, r"problems \['p0'\] have an empty question"),
+    Case(
+        "stimuli-missing",
+        "load a stimulus file that does not exist",
+        "`FileNotFoundError`: stimulus file … does not exist",
+        _stim("nope.jsonl"),
+        FileNotFoundError,
+        r"stimulus file .*nope\.jsonl does not exist",
+    ),
+    Case(
+        "stimuli-not-json",
+        "give a JSONL line that is not JSON",
+        "`StimulusFormatError`: `file:line: not valid JSON (…)` and an example line",
+        _stim("not_json.jsonl"),
+        E.StimulusFormatError,
+        r"not_json\.jsonl:2: not valid JSON .*\{\"question\"",
+    ),
+    Case(
+        "stimuli-missing-keys",
+        "leave out `question` or `answer`",
+        "`StimulusFormatError`: `file:line: needs keys 'question' and 'answer'`",
+        _stim("missing_keys.jsonl"),
+        E.StimulusFormatError,
+        r"missing_keys\.jsonl:1: needs keys 'question' and 'answer'",
+    ),
+    Case(
+        "stimuli-answer-not-int",
+        "give a non-integer answer",
+        "`StimulusFormatError`: `file:line: answer 'twelve' is not an integer`",
+        _stim("not_int.jsonl"),
+        E.StimulusFormatError,
+        r"not_int\.jsonl:1: answer 'twelve' is not an integer",
+    ),
+    Case(
+        "stimuli-latin1",
+        "give a stimulus file saved as Latin-1/Windows-1252",
+        "`StimulusEncodingError`: `file:line: not UTF-8 (byte 0xe9 at column …)` and the `iconv -f WINDOWS-1252 -t UTF-8` command",
+        _stim("latin1.jsonl"),
+        E.StimulusEncodingError,
+        r"latin1\.jsonl:2: not UTF-8 \(byte 0xe9 at column \d+\).*iconv -f WINDOWS-1252 -t UTF-8 .*latin1\.jsonl",
+    ),
+    Case(
+        "stimuli-utf16",
+        "give a stimulus file saved as UTF-16 (e.g. a PowerShell redirect)",
+        "`StimulusEncodingError`: the file is UTF-16LE, with the `iconv -f UTF-16 -t UTF-8` command",
+        _stim("utf16.jsonl"),
+        E.StimulusEncodingError,
+        r"utf16\.jsonl: the stimulus file is UTF-16LE .*iconv -f UTF-16 -t UTF-8",
+    ),
+    Case(
+        "stimuli-utf8-bom",
+        "give a UTF-8 file with a byte-order mark",
+        "reads it (the mark is dropped)",
+        _stim("bom.jsonl"),
+        check=lambda r: [p.answer for p in r] == [7] and r[0].question == "Café: 3 + 4?",
+    ),
+    Case(
+        "stimuli-empty-question",
+        "give an empty question",
+        "`StimulusFormatError`: `file:line: the question is empty ('')`",
+        _stim("empty_question.jsonl"),
+        E.StimulusFormatError,
+        r"empty_question\.jsonl:1: the question is empty \(''\)",
+    ),
+    Case(
+        "stimuli-blank-question",
+        "give a whitespace-only question",
+        "`StimulusFormatError`: `file:line: the question is empty (' \\t ')`",
+        _stim("blank_question.jsonl"),
+        E.StimulusFormatError,
+        r"blank_question\.jsonl:2: the question is empty",
+    ),
+    Case(
+        "stimuli-empty-file",
+        "give an empty stimulus file",
+        "`StimulusFormatError`: empty stimulus set; add at least one JSON line",
+        _stim("empty.jsonl"),
+        E.StimulusFormatError,
+        r"empty stimulus set",
+    ),
+    Case(
+        "pairs-unknown-pairing",
+        "ask for an unknown pairing",
+        "`ValueError`: unknown pairing 'both'; choose one of ('cue', 'answer')",
+        lambda c: __import__("cotscope.probes.stimuli", fromlist=["x"]).make_pairs([_problem()], "both"),
+        ValueError,
+        r"unknown pairing 'both'; choose one of",
+    ),
+    Case(
+        "pairs-empty",
+        "build pairs from no problems",
+        "`ValueError`: empty stimulus set: pass at least one problem",
+        lambda c: __import__("cotscope.probes.stimuli", fromlist=["x"]).make_pairs([]),
+        ValueError,
+        r"empty stimulus set",
+    ),
+    Case(
+        "pairs-blank-question",
+        "build pairs from a `Problem` whose question is blank",
+        "`ValueError`: problems ['p0'] have an empty question",
+        lambda c: __import__("cotscope.probes.stimuli", fromlist=["x"]).make_pairs([_problem(" \n")]),
+        ValueError,
+        r"problems \['p0'\] have an empty question",
+    ),
     # -- visual stimuli -------------------------------------------------------------------------------------
-    Case("visual-image-missing", "point a visual item at an image that does not exist", "`ImageInputError`: image file not found: … Fix: check the path",
-         _visual("visual_missing.jsonl"), E.ImageInputError, r"image file not found: .*nothere\.png\. Fix: check the path"),
-    Case("visual-image-corrupt", "point a visual item at a corrupt image", "`ImageInputError`: cannot read image …. Fix: pass a valid PNG/JPEG file",
-         _visual("visual_corrupt.jsonl"), E.ImageInputError, r"cannot read image .*corrupt\.png.*Fix: pass a valid PNG/JPEG"),
-    Case("visual-image-empty", "point a visual item at a 0-byte image", "`ImageInputError`: image file is empty (0 bytes)",
-         _visual("visual_empty_image.jsonl"), E.ImageInputError, r"image file is empty \(0 bytes\)"),
-    Case("visual-image-tiny", "give a 2×2-pixel image", "`ImageInputError`: image is 2x2 px, smaller than …; it carries no readable content",
-         _visual("visual_tiny.jsonl"), E.ImageInputError, r"image is 2x2 px, smaller than"),
-    Case("visual-not-utf8", "give a visual stimulus file that is not UTF-8", "`StimulusEncodingError`: `file:line: not UTF-8 …` with the `iconv` fix",
-         _visual("visual_latin1.jsonl"), E.StimulusEncodingError, r"visual_latin1\.jsonl:1: not UTF-8 .*iconv"),
-    Case("visual-empty-question", "give a visual item an empty question", "`StimulusFormatError`: `file:line: the question is empty`",
-         _visual("visual_empty_question.jsonl"), E.StimulusFormatError, r"visual_empty_question\.jsonl:1: the question is empty"),
+    Case(
+        "visual-image-missing",
+        "point a visual item at an image that does not exist",
+        "`ImageInputError`: image file not found: … Fix: check the path",
+        _visual("visual_missing.jsonl"),
+        E.ImageInputError,
+        r"image file not found: .*nothere\.png\. Fix: check the path",
+    ),
+    Case(
+        "visual-image-corrupt",
+        "point a visual item at a corrupt image",
+        "`ImageInputError`: cannot read image …. Fix: pass a valid PNG/JPEG file",
+        _visual("visual_corrupt.jsonl"),
+        E.ImageInputError,
+        r"cannot read image .*corrupt\.png.*Fix: pass a valid PNG/JPEG",
+    ),
+    Case(
+        "visual-image-empty",
+        "point a visual item at a 0-byte image",
+        "`ImageInputError`: image file is empty (0 bytes)",
+        _visual("visual_empty_image.jsonl"),
+        E.ImageInputError,
+        r"image file is empty \(0 bytes\)",
+    ),
+    Case(
+        "visual-image-tiny",
+        "give a 2×2-pixel image",
+        "`ImageInputError`: image is 2x2 px, smaller than …; it carries no readable content",
+        _visual("visual_tiny.jsonl"),
+        E.ImageInputError,
+        r"image is 2x2 px, smaller than",
+    ),
+    Case(
+        "visual-not-utf8",
+        "give a visual stimulus file that is not UTF-8",
+        "`StimulusEncodingError`: `file:line: not UTF-8 …` with the `iconv` fix",
+        _visual("visual_latin1.jsonl"),
+        E.StimulusEncodingError,
+        r"visual_latin1\.jsonl:1: not UTF-8 .*iconv",
+    ),
+    Case(
+        "visual-empty-question",
+        "give a visual item an empty question",
+        "`StimulusFormatError`: `file:line: the question is empty`",
+        _visual("visual_empty_question.jsonl"),
+        E.StimulusFormatError,
+        r"visual_empty_question\.jsonl:1: the question is empty",
+    ),
     # -- stores and pairs -----------------------------------------------------------------------------------
-    Case("store-missing", "open a store folder that does not exist", "`StoreError`: no activation store at … (missing manifest.json); collect one first",
-         lambda c: _store(c, "nowhere"), E.StoreError, r"no activation store at .*nowhere \(missing manifest\.json\); collect one first"),
-    Case("store-corrupt-manifest", "open a store whose manifest is not JSON", "`StoreError`: … manifest.json is corrupt (…); delete the store and collect again",
-         lambda c: _store(c, "store_corrupt"), E.StoreError, r"manifest\.json is corrupt .*delete the store and collect again"),
-    Case("store-incomplete", "open an interrupted (incomplete) store", "`StoreError`: store … is incomplete; run the same collection again to resume it",
-         lambda c: _store(c, "store_incomplete"), E.StoreError, r"is incomplete .*run the same collection again to resume it"),
-    Case("store-layer-absent", "read a layer the store does not hold", "`StoreError`: layer 7 is not in store … (stored layers: [0, 1, 2]); collect again with that layer",
-         lambda c: _store(c).get("last_prompt", 7), E.StoreError, r"layer 7 is not in store .*\(stored layers: \[0, 1, 2\]\)"),
-    Case("store-position-absent", "read a token position the store does not hold", "`StoreError`: position 'middle' is not in store … (has ['last_prompt'])",
-         lambda c: _store(c).get("middle"), E.StoreError, r"position 'middle' is not in store .*has \['last_prompt'\]"),
-    Case("pairs-unequal", "split a set with more CoT than direct items", "`StoreError`: pairs of unequal count: 3 CoT items vs 2 direct items (unmatched pair ids …)",
-         lambda c: _split([1, 0, 1, 0, 1], [0, 0, 1, 1, 2]), E.StoreError, r"pairs of unequal count: 3 CoT items vs 2 direct items \(unmatched pair ids e\.g\. \[2\]\)"),
-    Case("pairs-empty-set", "split an empty set", "`StoreError`: empty set: no pairs to split",
-         lambda c: _split([], []), E.StoreError, r"empty set: no pairs to split"),
-    Case("analyse-bad-cutoff", "analyse with a spectral cutoff outside (0, 1]", "`CutoffError`: cutoff fraction 1.5 is outside (0, 1]",
-         lambda c: _analyse(c, cutoff=1.5), E.CutoffError, r"cutoff.*1\.5.*\(0, 1\]"),
-    Case("cli-analyse-missing-store", "`cotscope analyse` a folder without a store", "exit 2, `StoreError`: no activation store at …",
-         _cli_sub("analyse", "{nowhere}", "--out", "{out}"), match=r"cotscope analyse: StoreError: no activation store at .*nowhere", cli=True),
-    Case("cli-analyse-bad-position", "`cotscope analyse --position middle`", "exit 2, `StoreError`: position 'middle' is not in store …",
-         _cli_inproc("analyse", "{store}", "--position", "middle", "--out", "{out}", "--n-perm", "5"), match=r"StoreError: position 'middle' is not in store", cli=True),
+    Case(
+        "store-missing",
+        "open a store folder that does not exist",
+        "`StoreError`: no activation store at … (missing manifest.json); collect one first",
+        lambda c: _store(c, "nowhere"),
+        E.StoreError,
+        r"no activation store at .*nowhere \(missing manifest\.json\); collect one first",
+    ),
+    Case(
+        "store-corrupt-manifest",
+        "open a store whose manifest is not JSON",
+        "`StoreError`: … manifest.json is corrupt (…); delete the store and collect again",
+        lambda c: _store(c, "store_corrupt"),
+        E.StoreError,
+        r"manifest\.json is corrupt .*delete the store and collect again",
+    ),
+    Case(
+        "store-incomplete",
+        "open an interrupted (incomplete) store",
+        "`StoreError`: store … is incomplete; run the same collection again to resume it",
+        lambda c: _store(c, "store_incomplete"),
+        E.StoreError,
+        r"is incomplete .*run the same collection again to resume it",
+    ),
+    Case(
+        "store-layer-absent",
+        "read a layer the store does not hold",
+        "`StoreError`: layer 7 is not in store … (stored layers: [0, 1, 2]); collect again with that layer",
+        lambda c: _store(c).get("last_prompt", 7),
+        E.StoreError,
+        r"layer 7 is not in store .*\(stored layers: \[0, 1, 2\]\)",
+    ),
+    Case(
+        "store-position-absent",
+        "read a token position the store does not hold",
+        "`StoreError`: position 'middle' is not in store … (has ['last_prompt'])",
+        lambda c: _store(c).get("middle"),
+        E.StoreError,
+        r"position 'middle' is not in store .*has \['last_prompt'\]",
+    ),
+    Case(
+        "pairs-unequal",
+        "split a set with more CoT than direct items",
+        "`StoreError`: pairs of unequal count: 3 CoT items vs 2 direct items (unmatched pair ids …)",
+        lambda c: _split([1, 0, 1, 0, 1], [0, 0, 1, 1, 2]),
+        E.StoreError,
+        r"pairs of unequal count: 3 CoT items vs 2 direct items \(unmatched pair ids e\.g\. \[2\]\)",
+    ),
+    Case(
+        "pairs-empty-set",
+        "split an empty set",
+        "`StoreError`: empty set: no pairs to split",
+        lambda c: _split([], []),
+        E.StoreError,
+        r"empty set: no pairs to split",
+    ),
+    Case(
+        "analyse-bad-cutoff",
+        "analyse with a spectral cutoff outside (0, 1]",
+        "`CutoffError`: cutoff fraction 1.5 is outside (0, 1]",
+        lambda c: _analyse(c, cutoff=1.5),
+        E.CutoffError,
+        r"cutoff.*1\.5.*\(0, 1\]",
+    ),
+    Case(
+        "cli-analyse-missing-store",
+        "`cotscope analyse` a folder without a store",
+        "exit 2, `StoreError`: no activation store at …",
+        _cli_sub("analyse", "{nowhere}", "--out", "{out}"),
+        match=r"cotscope analyse: StoreError: no activation store at .*nowhere",
+        cli=True,
+    ),
+    Case(
+        "cli-analyse-bad-position",
+        "`cotscope analyse --position middle`",
+        "exit 2, `StoreError`: position 'middle' is not in store …",
+        _cli_inproc("analyse", "{store}", "--position", "middle", "--out", "{out}", "--n-perm", "5"),
+        match=r"StoreError: position 'middle' is not in store",
+        cli=True,
+    ),
     # -- direction files and export -------------------------------------------------------------------------
-    Case("direction-missing", "load a direction file that does not exist", "`DirectionFileError`: direction file … does not exist",
-         lambda c: _direction(c, "nope.safetensors"), E.DirectionFileError, r"direction file .*nope\.safetensors does not exist"),
-    Case("direction-corrupt", "load a direction file with random bytes", "`DirectionFileError`: … is not a readable safetensors file",
-         lambda c: _direction(c, "corrupt.safetensors"), E.DirectionFileError, r"corrupt\.safetensors"),
-    Case("direction-not-cotscope", "load a safetensors file that is not a direction file", "`DirectionFileError`: … is not a cotscope direction file",
-         lambda c: _direction(c, "plain.safetensors"), E.DirectionFileError, r"plain\.safetensors.*not a cotscope direction"),
-    Case("cli-export-missing", "`cotscope export` a missing direction file", "exit 2, `DirectionFileError`: direction file … does not exist",
-         _cli_sub("export", "nope.safetensors", "--to", "gguf", "--out", "x.gguf"), match=r"cotscope export: DirectionFileError: direction file nope\.safetensors does not exist", cli=True),
-    Case("cli-export-unknown-format", "`cotscope export --to onnx`", "exit 2, argparse: invalid choice: 'onnx' (choose from …)",
-         _cli_sub("export", "{direction.safetensors}", "--to", "onnx", "--out", "x.onnx"), match=r"invalid choice: 'onnx'", cli=True),
-    Case("export-unknown-format", "call `export_direction(…, 'onnx', …)`", "`ValueError`: unknown export format 'onnx'; choose from …",
-         lambda c: _export(c, "onnx"), ValueError, r"unknown export format 'onnx'; choose from"),
-    Case("export-layer-absent", "export a layer the direction file does not hold", "`DirectionFileError`: layers [9] are not in the direction file (it has [0, 1, 2])",
-         lambda c: _export(c, "npz", [9]), E.DirectionFileError, r"layers \[9\] are not in the direction file \(it has \[0, 1, 2\]\)"),
-    Case("cli-export-reversed-layers", "`cotscope export --layers 5-2`", "exit 2: layer range '5-2' is reversed; write '2-5'",
-         _cli_sub("export", "{direction.safetensors}", "--to", "npz", "--out", "x.npz", "--layers", "5-2"), match=r"layer range '5-2' is reversed; write '2-5'", cli=True),
-    Case("cli-export-bad-layers", "`cotscope export --layers one`", "exit 2: cannot read layer spec 'one': use block indices such as '1-29' or '4,8,12'",
-         _cli_sub("export", "{direction.safetensors}", "--to", "npz", "--out", "x.npz", "--layers", "one"), match=r"cannot read layer spec 'one'", cli=True),
+    Case(
+        "direction-missing",
+        "load a direction file that does not exist",
+        "`DirectionFileError`: direction file … does not exist",
+        lambda c: _direction(c, "nope.safetensors"),
+        E.DirectionFileError,
+        r"direction file .*nope\.safetensors does not exist",
+    ),
+    Case(
+        "direction-corrupt",
+        "load a direction file with random bytes",
+        "`DirectionFileError`: … is not a readable safetensors file",
+        lambda c: _direction(c, "corrupt.safetensors"),
+        E.DirectionFileError,
+        r"corrupt\.safetensors",
+    ),
+    Case(
+        "direction-not-cotscope",
+        "load a safetensors file that is not a direction file",
+        "`DirectionFileError`: … is not a cotscope direction file",
+        lambda c: _direction(c, "plain.safetensors"),
+        E.DirectionFileError,
+        r"plain\.safetensors.*not a cotscope direction",
+    ),
+    Case(
+        "cli-export-missing",
+        "`cotscope export` a missing direction file",
+        "exit 2, `DirectionFileError`: direction file … does not exist",
+        _cli_sub("export", "nope.safetensors", "--to", "gguf", "--out", "x.gguf"),
+        match=r"cotscope export: DirectionFileError: direction file nope\.safetensors does not exist",
+        cli=True,
+    ),
+    Case(
+        "cli-export-unknown-format",
+        "`cotscope export --to onnx`",
+        "exit 2, argparse: invalid choice: 'onnx' (choose from …)",
+        _cli_sub("export", "{direction.safetensors}", "--to", "onnx", "--out", "x.onnx"),
+        match=r"invalid choice: 'onnx'",
+        cli=True,
+    ),
+    Case(
+        "export-unknown-format",
+        "call `export_direction(…, 'onnx', …)`",
+        "`ValueError`: unknown export format 'onnx'; choose from …",
+        lambda c: _export(c, "onnx"),
+        ValueError,
+        r"unknown export format 'onnx'; choose from",
+    ),
+    Case(
+        "export-layer-absent",
+        "export a layer the direction file does not hold",
+        "`DirectionFileError`: layers [9] are not in the direction file (it has [0, 1, 2])",
+        lambda c: _export(c, "npz", [9]),
+        E.DirectionFileError,
+        r"layers \[9\] are not in the direction file \(it has \[0, 1, 2\]\)",
+    ),
+    Case(
+        "cli-export-reversed-layers",
+        "`cotscope export --layers 5-2`",
+        "exit 2: layer range '5-2' is reversed; write '2-5'",
+        _cli_sub("export", "{direction.safetensors}", "--to", "npz", "--out", "x.npz", "--layers", "5-2"),
+        match=r"layer range '5-2' is reversed; write '2-5'",
+        cli=True,
+    ),
+    Case(
+        "cli-export-bad-layers",
+        "`cotscope export --layers one`",
+        "exit 2: cannot read layer spec 'one': use block indices such as '1-29' or '4,8,12'",
+        _cli_sub("export", "{direction.safetensors}", "--to", "npz", "--out", "x.npz", "--layers", "one"),
+        match=r"cannot read layer spec 'one'",
+        cli=True,
+    ),
     # -- injection settings ---------------------------------------------------------------------------------
-    Case("hidden-size-mismatch", "inject a 16-dim direction into a 32-dim model with `resample=False`", "`DirectionFileError`: hidden-size mismatch: the direction has 16 dims, the target model has 32. Fix: pass resample=True …",
-         lambda c: _prep(np.ones(16), 32, resample=False), E.DirectionFileError, r"hidden-size mismatch: the direction has 16 dims, the target model has 32\. Fix: pass resample=True"),
-    Case("hidden-size-resampled", "inject a 16-dim direction into a 32-dim model (default)", "Fourier-resamples it to 32 dims, norm kept",
-         lambda c: _prep(np.arange(1.0, 17.0), 32), check=lambda v: v.shape == (32,) and math.isclose(float(np.linalg.norm(v)), float(np.linalg.norm(np.arange(1.0, 17.0))), rel_tol=1e-5)),
-    Case("lambda-nan", "pass λ = NaN", "`InjectionError`: strength λ=nan is not finite; pass a finite float such as 0.5",
-         lambda c: _lam(float("nan")), E.InjectionError, r"strength λ=nan is not finite"),
-    Case("lambda-text", "pass λ = 'strong'", "`InjectionError`: strength λ='strong' is not a number",
-         lambda c: _lam("strong"), E.InjectionError, r"strength λ='strong' is not a number"),
-    Case("cli-lambda-text", "`cotscope inject --lam strong`", "exit 2, argparse: argument --lam: invalid float value: 'strong'",
-         _cli_sub("inject", "--direction", "d.safetensors", "--layers", "3", "--lam", "strong"), match=r"argument --lam: invalid float value: 'strong'", cli=True),
-    Case("positions-unknown", "inject at an unknown position", "`InjectionError`: unknown injection position 'middle' …; use 'first', 'last_prompt', …",
-         lambda c: _positions(("middle",)), E.InjectionError, r"unknown injection position 'middle' .*; use 'first'"),
-    Case("direction-zeros", "inject an all-zero direction", "`InjectionError`: direction is all zeros, so injecting it does nothing",
-         lambda c: _vec(np.zeros(8)), E.InjectionError, r"all zeros, so injecting it does nothing"),
-    Case("direction-nan", "inject a direction containing NaN", "`InjectionError`: direction contains NaN or inf (1 entries); recompute or re-export",
-         lambda c: _vec(np.array([1.0, float("nan"), 2.0])), E.InjectionError, r"contains NaN or inf \(1 entries\)"),
-    Case("cutoff-out-of-range", "low-pass with cutoff 1.5", "`CutoffError`: cutoff fraction 1.5 is outside (0, 1]",
-         lambda c: _lowpass(1.5), E.CutoffError, r"1\.5.*\(0, 1\]"),
-    Case("sweep-duplicate-cells", "repeat a layer in a sweep grid", "`InjectionError`: the grid repeats a (layers, λ) cell",
-         lambda c: _cells(layers=(3, 3)), E.InjectionError, r"the grid repeats a \(layers, λ\) cell"),
-    Case("sweep-layer-out-of-range", "sweep layer 40 of a 30-block model", "`InjectionError`: layer 40 is out of range for a model with 30 decoder blocks (valid 0..29, or -30..-1)",
-         lambda c: _cells(layers=(40,)), E.InjectionError, r"layer 40 is out of range for a model with 30 decoder blocks \(valid 0\.\.29"),
-    Case("sweep-table-other-config", "resume a sweep table with a different configuration", "`SweepTableError`: … was written by a different configuration (config hash …; differs in: a). Use a new file (e.g. sweep-2.csv)",
-         lambda c: (_table(c, {"a": 1}), _table(c, {"a": 2})), E.SweepTableError, r"different configuration \(.*differs in: a\).*sweep-2\.csv"),
-    Case("own-lowpass-without-own", "ask for the `own_lowpass` control without the target's own direction", "`InjectionError`: control 'own_lowpass' needs own= (a direction read from the target model itself)",
-         lambda c: _controls(controls=("own_lowpass",)), E.InjectionError, r"control 'own_lowpass' needs own="),
+    Case(
+        "hidden-size-mismatch",
+        "inject a 16-dim direction into a 32-dim model with `resample=False`",
+        "`DirectionFileError`: hidden-size mismatch: the direction has 16 dims, the target model has 32. Fix: pass resample=True …",
+        lambda c: _prep(np.ones(16), 32, resample=False),
+        E.DirectionFileError,
+        r"hidden-size mismatch: the direction has 16 dims, the target model has 32\. Fix: pass resample=True",
+    ),
+    Case(
+        "hidden-size-resampled",
+        "inject a 16-dim direction into a 32-dim model (default)",
+        "Fourier-resamples it to 32 dims, norm kept",
+        lambda c: _prep(np.arange(1.0, 17.0), 32),
+        check=lambda v: (
+            v.shape == (32,)
+            and math.isclose(float(np.linalg.norm(v)), float(np.linalg.norm(np.arange(1.0, 17.0))), rel_tol=1e-5)
+        ),
+    ),
+    Case(
+        "lambda-nan",
+        "pass λ = NaN",
+        "`InjectionError`: strength λ=nan is not finite; pass a finite float such as 0.5",
+        lambda c: _lam(float("nan")),
+        E.InjectionError,
+        r"strength λ=nan is not finite",
+    ),
+    Case(
+        "lambda-text",
+        "pass λ = 'strong'",
+        "`InjectionError`: strength λ='strong' is not a number",
+        lambda c: _lam("strong"),
+        E.InjectionError,
+        r"strength λ='strong' is not a number",
+    ),
+    Case(
+        "cli-lambda-text",
+        "`cotscope inject --lam strong`",
+        "exit 2, argparse: argument --lam: invalid float value: 'strong'",
+        _cli_sub("inject", "--direction", "d.safetensors", "--layers", "3", "--lam", "strong"),
+        match=r"argument --lam: invalid float value: 'strong'",
+        cli=True,
+    ),
+    Case(
+        "positions-unknown",
+        "inject at an unknown position",
+        "`InjectionError`: unknown injection position 'middle' …; use 'first', 'last_prompt', …",
+        lambda c: _positions(("middle",)),
+        E.InjectionError,
+        r"unknown injection position 'middle' .*; use 'first'",
+    ),
+    Case(
+        "direction-zeros",
+        "inject an all-zero direction",
+        "`InjectionError`: direction is all zeros, so injecting it does nothing",
+        lambda c: _vec(np.zeros(8)),
+        E.InjectionError,
+        r"all zeros, so injecting it does nothing",
+    ),
+    Case(
+        "direction-nan",
+        "inject a direction containing NaN",
+        "`InjectionError`: direction contains NaN or inf (1 entries); recompute or re-export",
+        lambda c: _vec(np.array([1.0, float("nan"), 2.0])),
+        E.InjectionError,
+        r"contains NaN or inf \(1 entries\)",
+    ),
+    Case(
+        "cutoff-out-of-range",
+        "low-pass with cutoff 1.5",
+        "`CutoffError`: cutoff fraction 1.5 is outside (0, 1]",
+        lambda c: _lowpass(1.5),
+        E.CutoffError,
+        r"1\.5.*\(0, 1\]",
+    ),
+    Case(
+        "sweep-duplicate-cells",
+        "repeat a layer in a sweep grid",
+        "`InjectionError`: the grid repeats a (layers, λ) cell",
+        lambda c: _cells(layers=(3, 3)),
+        E.InjectionError,
+        r"the grid repeats a \(layers, λ\) cell",
+    ),
+    Case(
+        "sweep-layer-out-of-range",
+        "sweep layer 40 of a 30-block model",
+        "`InjectionError`: layer 40 is out of range for a model with 30 decoder blocks (valid 0..29, or -30..-1)",
+        lambda c: _cells(layers=(40,)),
+        E.InjectionError,
+        r"layer 40 is out of range for a model with 30 decoder blocks \(valid 0\.\.29",
+    ),
+    Case(
+        "sweep-table-other-config",
+        "resume a sweep table with a different configuration",
+        "`SweepTableError`: … was written by a different configuration (config hash …; differs in: a). Use a new file (e.g. sweep-2.csv)",
+        lambda c: (_table(c, {"a": 1}), _table(c, {"a": 2})),
+        E.SweepTableError,
+        r"different configuration \(.*differs in: a\).*sweep-2\.csv",
+    ),
+    Case(
+        "own-lowpass-without-own",
+        "ask for the `own_lowpass` control without the target's own direction",
+        "`InjectionError`: control 'own_lowpass' needs own= (a direction read from the target model itself)",
+        lambda c: _controls(controls=("own_lowpass",)),
+        E.InjectionError,
+        r"control 'own_lowpass' needs own=",
+    ),
     # -- prior ----------------------------------------------------------------------------------------------
-    Case("prior-missing", "load a prior file that does not exist", "`PriorFitError`: prior file … does not exist; create it with compute_prior",
-         lambda c: _prior(c, "nope_prior.safetensors"), E.PriorFitError, r"prior file .*nope_prior\.safetensors does not exist"),
-    Case("prior-not-a-prior", "load a direction file as a prior", "`PriorFitError`: … is not a cotscope prior file",
-         lambda c: _prior(c, "direction.safetensors"), E.PriorFitError, r"is not a cotscope prior file"),
-    Case("prior-hidden-size-mismatch", "compute a prior between checkpoints of different widths", "`ModuleMatchError`: the match report, with the shape mismatches listed",
-         _match, E.ModuleMatchError, r"shape"),
+    Case(
+        "prior-missing",
+        "load a prior file that does not exist",
+        "`PriorFitError`: prior file … does not exist; create it with compute_prior",
+        lambda c: _prior(c, "nope_prior.safetensors"),
+        E.PriorFitError,
+        r"prior file .*nope_prior\.safetensors does not exist",
+    ),
+    Case(
+        "prior-not-a-prior",
+        "load a direction file as a prior",
+        "`PriorFitError`: … is not a cotscope prior file",
+        lambda c: _prior(c, "direction.safetensors"),
+        E.PriorFitError,
+        r"is not a cotscope prior file",
+    ),
+    Case(
+        "prior-hidden-size-mismatch",
+        "compute a prior between checkpoints of different widths",
+        "`ModuleMatchError`: the match report, with the shape mismatches listed",
+        _match,
+        E.ModuleMatchError,
+        r"shape",
+    ),
     # -- models ---------------------------------------------------------------------------------------------
-    Case("model-unknown-embedded", "load `embedded:nope`", "`ModelLoadError`: unknown embedded model 'embedded:nope'; choose one of […]",
-         _load("embedded:nope"), E.ModelLoadError, r"unknown embedded model 'embedded:nope'; choose one of"),
-    Case("model-folder-without-config", "load a folder that is not a model", "`ModelLoadError`: … exists but has no config.json; point at a saved HF model directory",
-         _load("{notamodel}"), E.ModelLoadError, r"notamodel exists but has no config\.json"),
-    Case("model-hub-offline", "load a hub name on a machine without network", "`ModelLoadError`: could not load a config for '…' …; hub names need network access",
-         _load("nobody/no-such-model"), E.ModelLoadError, r"could not load a config for 'nobody/no-such-model'"),
-    Case("cli-collect-no-output", "`cotscope collect` without `--out` or `--run-dir`", "exit 1: pass --out STORE_DIR or --run-dir RUN",
-         _cli_sub("collect"), match=r"pass --out STORE_DIR or --run-dir RUN", cli=True, rc=1),
-    Case("cli-unknown-command", "`cotscope frobnicate`", "exit 2, argparse: invalid choice: 'frobnicate'",
-         _cli_sub("frobnicate"), match=r"invalid choice: 'frobnicate'", cli=True),
+    Case(
+        "model-unknown-embedded",
+        "load `embedded:nope`",
+        "`ModelLoadError`: unknown embedded model 'embedded:nope'; choose one of […]",
+        _load("embedded:nope"),
+        E.ModelLoadError,
+        r"unknown embedded model 'embedded:nope'; choose one of",
+    ),
+    Case(
+        "model-folder-without-config",
+        "load a folder that is not a model",
+        "`ModelLoadError`: … exists but has no config.json; point at a saved HF model directory",
+        _load("{notamodel}"),
+        E.ModelLoadError,
+        r"notamodel exists but has no config\.json",
+    ),
+    Case(
+        "model-hub-offline",
+        "load a hub name on a machine without network",
+        "`ModelLoadError`: could not load a config for '…' …; hub names need network access",
+        _load("nobody/no-such-model"),
+        E.ModelLoadError,
+        r"could not load a config for 'nobody/no-such-model'",
+    ),
+    Case(
+        "cli-collect-no-output",
+        "`cotscope collect` without `--out` or `--run-dir`",
+        "exit 1: pass --out STORE_DIR or --run-dir RUN",
+        _cli_sub("collect"),
+        match=r"pass --out STORE_DIR or --run-dir RUN",
+        cli=True,
+        rc=1,
+    ),
+    Case(
+        "cli-unknown-command",
+        "`cotscope frobnicate`",
+        "exit 2, argparse: invalid choice: 'frobnicate'",
+        _cli_sub("frobnicate"),
+        match=r"invalid choice: 'frobnicate'",
+        cli=True,
+    ),
     # -- with the model: collection, generation, attention ---------------------------------------------------
-    Case("collect-layer-out-of-range", "collect layer 30 of SmolLM2 (30 blocks)", "`ValueError`: layer 30 is out of range for … with 30 decoder blocks (valid 0..29, or -30..-1)",
-         lambda c: _collect(c, layers=[30]), ValueError, r"layer 30 is out of range .*valid 0\.\.29", model=True),
-    Case("collect-negative-layer", "collect layer -1", "collects the last block (29): negative layers count from the end",
-         lambda c: _collect(c, layers=[-1]), check=lambda s: s.layers == [29], model=True),
-    Case("collect-unknown-position", "collect at an unknown token position", "`CollectionError`: unknown positions: unknown token rule 'middle'; choose from […]",
-         lambda c: _collect(c, positions=("middle",)), E.CollectionError, r"unknown token rule 'middle'; choose from", model=True),
-    Case("collect-image-position-text", "collect `image_mean` from text stimuli", "`CollectionError`: position 'image_mean' needs image stimuli",
-         lambda c: _collect(c, positions=("image_mean",)), E.CollectionError, r"position 'image_mean' needs image stimuli", model=True),
-    Case("collect-images-on-llm", "collect image stimuli with a text-only model", "`CollectionError`: … is a text-only model but the stimuli carry images",
-         lambda c: _collect(c, _images_on_text_pairs(c)), E.CollectionError, r"text-only model but the stimuli carry images", model=True),
-    Case("collect-too-long", "collect a prompt longer than the context window", "`ContextLengthError`: item 0 (pair 0, CoT, …) is N tokens > …'s context window of 8192 tokens (max_position_embeddings) …. Fix: shorten …",
-         lambda c: _collect(c, _long_pair(c)), E.ContextLengthError, r"item 0 \(pair 0, CoT, problem 'p0'\) is \d+ tokens > .*context window of 8192 tokens \(max_position_embeddings\).*Fix: shorten", model=True),
-    Case("collect-blank-question", "collect a hand-built pair whose question is blank", "`CollectionError`: pair 0 (problem 'p0') has an empty question",
-         lambda c: _collect(c, _empty_question_pair(c)), E.CollectionError, r"pair 0 \(problem 'p0'\) has an empty question", model=True),
-    Case("collect-other-config", "collect into a store written with other settings", "`StoreError`: … already holds a store written by a different configuration …. Use a new directory, or pass overwrite=True",
-         lambda c: (_collect_into(c, [1]), _collect_into(c, [2])), E.StoreError, r"different configuration .*Use a new directory, or pass overwrite=True", model=True),
-    Case("cli-collect-latin1", "`cotscope collect --stimuli` a Latin-1 file", "exit 2, `StimulusEncodingError`: `file:line: not UTF-8 …` with the `iconv` fix",
-         _cli_inproc("collect", "--stimuli", "{latin1.jsonl}", "--out", "{cli_store}", "--layers", "1"), match=r"StimulusEncodingError: .*latin1\.jsonl:2: not UTF-8.*iconv", cli=True, model=True),
-    Case("generate-too-long", "generate from a prompt longer than the context window", "`ContextLengthError`: prompt row 0 is N tokens + up to 4 new tokens = … > …'s context window of 8192 tokens …",
-         lambda c: _generate(c, LONG, budget=4), E.ContextLengthError, r"prompt row 0 is \d+ tokens \+ up to 4 new tokens = \d+ > .*8192 tokens.*lower budget", model=True),
-    Case("generate-budget-past-window", "generate so many tokens that prompt + budget pass the window", "`ContextLengthError`: prompt row 0 is N tokens + up to 9000 new tokens … Fix: … lower budget (now 9000 …)",
-         lambda c: _generate(c, "What is 2 + 3?", budget=9000), E.ContextLengthError, r"up to 9000 new tokens .*lower budget \(now 9000", model=True),
-    Case("generate-images-on-llm", "pass images to a text-only model", "`InjectionError`: … is a text-only model but images were given",
-         lambda c: _generate(c, "Hi", images=[_images_on_text_pairs(c)[0].cot.image], budget=2), E.InjectionError, r"text-only model but images were given", model=True),
-    Case("generate-negative-budget", "pass a negative budget", "`InjectionError`: budget must be >= 0 tokens, got -1",
-         lambda c: _generate(c, "Hi", budget=-1), E.InjectionError, r"budget must be >= 0 tokens, got -1", model=True),
-    Case("sweep-blank-question", "sweep problems whose question is blank", "`InjectionError`: problems ['p0'] have an empty question",
-         lambda c: __import__("cotscope.probes.sweep", fromlist=["x"]).direct_prompts([_problem("")]), E.InjectionError, r"problems \['p0'\] have an empty question"),
-    Case("attention-too-long", "capture attention on a prompt longer than the context window", "`ContextLengthError`: capture request 'q' is N tokens + up to 2 new tokens … > … 8192 …",
-         lambda c: _capture(c, LONG, max_new_tokens=2), E.ContextLengthError, r"capture request 'q' is \d+ tokens \+ up to 2 new tokens.*8192.*lower max_new_tokens", model=True),
-    Case("attention-empty-prompt", "capture attention on an empty prompt", "`AttentionCaptureError`: requests ['q'] have an empty prompt",
-         lambda c: _capture(c, " "), E.AttentionCaptureError, r"requests \['q'\] have an empty prompt", model=True),
+    Case(
+        "collect-layer-out-of-range",
+        "collect layer 30 of SmolLM2 (30 blocks)",
+        "`ValueError`: layer 30 is out of range for … with 30 decoder blocks (valid 0..29, or -30..-1)",
+        lambda c: _collect(c, layers=[30]),
+        ValueError,
+        r"layer 30 is out of range .*valid 0\.\.29",
+        model=True,
+    ),
+    Case(
+        "collect-negative-layer",
+        "collect layer -1",
+        "collects the last block (29): negative layers count from the end",
+        lambda c: _collect(c, layers=[-1]),
+        check=lambda s: s.layers == [29],
+        model=True,
+    ),
+    Case(
+        "collect-unknown-position",
+        "collect at an unknown token position",
+        "`CollectionError`: unknown positions: unknown token rule 'middle'; choose from […]",
+        lambda c: _collect(c, positions=("middle",)),
+        E.CollectionError,
+        r"unknown token rule 'middle'; choose from",
+        model=True,
+    ),
+    Case(
+        "collect-image-position-text",
+        "collect `image_mean` from text stimuli",
+        "`CollectionError`: position 'image_mean' needs image stimuli",
+        lambda c: _collect(c, positions=("image_mean",)),
+        E.CollectionError,
+        r"position 'image_mean' needs image stimuli",
+        model=True,
+    ),
+    Case(
+        "collect-images-on-llm",
+        "collect image stimuli with a text-only model",
+        "`CollectionError`: … is a text-only model but the stimuli carry images",
+        lambda c: _collect(c, _images_on_text_pairs(c)),
+        E.CollectionError,
+        r"text-only model but the stimuli carry images",
+        model=True,
+    ),
+    Case(
+        "collect-too-long",
+        "collect a prompt longer than the context window",
+        "`ContextLengthError`: item 0 (pair 0, CoT, …) is N tokens > …'s context window of 8192 tokens (max_position_embeddings) …. Fix: shorten …",
+        lambda c: _collect(c, _long_pair(c)),
+        E.ContextLengthError,
+        r"item 0 \(pair 0, CoT, problem 'p0'\) is \d+ tokens > .*context window of 8192 tokens \(max_position_embeddings\).*Fix: shorten",
+        model=True,
+    ),
+    Case(
+        "collect-blank-question",
+        "collect a hand-built pair whose question is blank",
+        "`CollectionError`: pair 0 (problem 'p0') has an empty question",
+        lambda c: _collect(c, _empty_question_pair(c)),
+        E.CollectionError,
+        r"pair 0 \(problem 'p0'\) has an empty question",
+        model=True,
+    ),
+    Case(
+        "collect-other-config",
+        "collect into a store written with other settings",
+        "`StoreError`: … already holds a store written by a different configuration …. Use a new directory, or pass overwrite=True",
+        lambda c: (_collect_into(c, [1]), _collect_into(c, [2])),
+        E.StoreError,
+        r"different configuration .*Use a new directory, or pass overwrite=True",
+        model=True,
+    ),
+    Case(
+        "cli-collect-latin1",
+        "`cotscope collect --stimuli` a Latin-1 file",
+        "exit 2, `StimulusEncodingError`: `file:line: not UTF-8 …` with the `iconv` fix",
+        _cli_inproc("collect", "--stimuli", "{latin1.jsonl}", "--out", "{cli_store}", "--layers", "1"),
+        match=r"StimulusEncodingError: .*latin1\.jsonl:2: not UTF-8.*iconv",
+        cli=True,
+        model=True,
+    ),
+    Case(
+        "generate-too-long",
+        "generate from a prompt longer than the context window",
+        "`ContextLengthError`: prompt row 0 is N tokens + up to 4 new tokens = … > …'s context window of 8192 tokens …",
+        lambda c: _generate(c, LONG, budget=4),
+        E.ContextLengthError,
+        r"prompt row 0 is \d+ tokens \+ up to 4 new tokens = \d+ > .*8192 tokens.*lower budget",
+        model=True,
+    ),
+    Case(
+        "generate-budget-past-window",
+        "generate so many tokens that prompt + budget pass the window",
+        "`ContextLengthError`: prompt row 0 is N tokens + up to 9000 new tokens … Fix: … lower budget (now 9000 …)",
+        lambda c: _generate(c, "What is 2 + 3?", budget=9000),
+        E.ContextLengthError,
+        r"up to 9000 new tokens .*lower budget \(now 9000",
+        model=True,
+    ),
+    Case(
+        "generate-images-on-llm",
+        "pass images to a text-only model",
+        "`InjectionError`: … is a text-only model but images were given",
+        lambda c: _generate(c, "Hi", images=[_images_on_text_pairs(c)[0].cot.image], budget=2),
+        E.InjectionError,
+        r"text-only model but images were given",
+        model=True,
+    ),
+    Case(
+        "generate-negative-budget",
+        "pass a negative budget",
+        "`InjectionError`: budget must be >= 0 tokens, got -1",
+        lambda c: _generate(c, "Hi", budget=-1),
+        E.InjectionError,
+        r"budget must be >= 0 tokens, got -1",
+        model=True,
+    ),
+    Case(
+        "sweep-blank-question",
+        "sweep problems whose question is blank",
+        "`InjectionError`: problems ['p0'] have an empty question",
+        lambda c: __import__("cotscope.probes.sweep", fromlist=["x"]).direct_prompts([_problem("")]),
+        E.InjectionError,
+        r"problems \['p0'\] have an empty question",
+    ),
+    Case(
+        "attention-too-long",
+        "capture attention on a prompt longer than the context window",
+        "`ContextLengthError`: capture request 'q' is N tokens + up to 2 new tokens … > … 8192 …",
+        lambda c: _capture(c, LONG, max_new_tokens=2),
+        E.ContextLengthError,
+        r"capture request 'q' is \d+ tokens \+ up to 2 new tokens.*8192.*lower max_new_tokens",
+        model=True,
+    ),
+    Case(
+        "attention-empty-prompt",
+        "capture attention on an empty prompt",
+        "`AttentionCaptureError`: requests ['q'] have an empty prompt",
+        lambda c: _capture(c, " "),
+        E.AttentionCaptureError,
+        r"requests \['q'\] have an empty prompt",
+        model=True,
+    ),
 ]
 
 
@@ -476,20 +970,54 @@ def _write_fixture_files(root: Path) -> None:
     Image.new("RGB", (2, 2), "white").save(root / "tiny.png")
     (root / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"not really a png" * 8)
     (root / "empty.png").write_bytes(b"")
-    for name, rec in {"visual_missing": {"image": "nothere.png"}, "visual_corrupt": {"image": "corrupt.png"},
-                      "visual_empty_image": {"image": "empty.png"}, "visual_tiny": {"image": "tiny.png"},
-                      "visual_empty_question": {"image": "good.png", "question": ""}}.items():
+    for name, rec in {
+        "visual_missing": {"image": "nothere.png"},
+        "visual_corrupt": {"image": "corrupt.png"},
+        "visual_empty_image": {"image": "empty.png"},
+        "visual_tiny": {"image": "tiny.png"},
+        "visual_empty_question": {"image": "good.png", "question": ""},
+    }.items():
         (root / f"{name}.jsonl").write_text(jl({"question": "How many shapes?", "answer": 3, **rec}))
-    (root / "visual_latin1.jsonl").write_bytes(jl({"image": "good.png", "question": "Combien de carrés ?",
-                                                   "answer": 2}).encode("latin-1"))
+    (root / "visual_latin1.jsonl").write_bytes(
+        jl({"image": "good.png", "question": "Combien de carrés ?", "answer": 2}).encode("latin-1")
+    )
     # a small synthetic store (3 layers, 16 dims, 6 pairs) and its corrupt / incomplete siblings
     rng = np.random.default_rng(0)
-    items = [{"row": 2 * i + k, "pair_id": i, "label": 1 - k, "problem_id": f"p{i}", "gold": i, "pairing": "cue",
-              "text": "t", "n_answer_tokens": 0, "image_sha256": None} for i in range(6) for k in (0, 1)]
-    cfg = {"model": {"model_id": "synthetic", "revision": "r", "model_type": "llama", "n_layers": 3, "hidden_size": 16,
-                     "dtype": "float32", "family": "llama", "source": "-"},
-           "layers": [0, 1, 2], "positions": ["last_prompt"], "batch_size": 12, "all_tokens": False,
-           "layer_convention": "block_output", "has_images": False, "pairings": ["cue"], "stimulus_hash": "0"}
+    items = [
+        {
+            "row": 2 * i + k,
+            "pair_id": i,
+            "label": 1 - k,
+            "problem_id": f"p{i}",
+            "gold": i,
+            "pairing": "cue",
+            "text": "t",
+            "n_answer_tokens": 0,
+            "image_sha256": None,
+        }
+        for i in range(6)
+        for k in (0, 1)
+    ]
+    cfg = {
+        "model": {
+            "model_id": "synthetic",
+            "revision": "r",
+            "model_type": "llama",
+            "n_layers": 3,
+            "hidden_size": 16,
+            "dtype": "float32",
+            "family": "llama",
+            "source": "-",
+        },
+        "layers": [0, 1, 2],
+        "positions": ["last_prompt"],
+        "batch_size": 12,
+        "all_tokens": False,
+        "layer_convention": "block_output",
+        "has_images": False,
+        "pairings": ["cue"],
+        "stimulus_hash": "0",
+    }
     w = StoreWriter(root / "store", cfg, items)
     X = rng.normal(size=(12, 3, 16)).astype(np.float32)
     X[::2] += 1.0  # CoT rows shifted: a separable toy
@@ -498,8 +1026,10 @@ def _write_fixture_files(root: Path) -> None:
     StoreWriter(root / "store_incomplete", cfg, items)
     (root / "store_corrupt").mkdir()
     (root / "store_corrupt" / "manifest.json").write_text('{"format": "cotscope.store", ')
-    DirectionSet({l: rng.normal(size=16).astype(np.float32) for l in range(3)},
-                 DirectionMeta(model_id="synthetic", hidden_size=16, n_layers=3)).save(root / "direction.safetensors")
+    DirectionSet(
+        {l: rng.normal(size=16).astype(np.float32) for l in range(3)},
+        DirectionMeta(model_id="synthetic", hidden_size=16, n_layers=3),
+    ).save(root / "direction.safetensors")
     (root / "corrupt.safetensors").write_bytes(rng.bytes(200))
     save_file({"w": np.ones(3, np.float32)}, root / "plain.safetensors")
     (root / "notamodel").mkdir()
@@ -513,8 +1043,16 @@ def _tiny_checkpoint(d: Path, hidden: int) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=hidden, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=4, num_key_value_heads=2)).save_pretrained(d)
+    LlamaForCausalLM(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=hidden,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    ).save_pretrained(d)
 
 
 @pytest.fixture(scope="module")
@@ -552,6 +1090,7 @@ def test_battery_size_and_unique_ids() -> None:
 
 def readme_table() -> str:
     """The README's "What happens when…" table, one row per case."""
+
     def esc(s: str) -> str:
         return s.replace("|", "\\|")
 
@@ -562,9 +1101,13 @@ def readme_table() -> str:
 
 def test_readme_table_matches_battery() -> None:
     text = (ROOT / "README.md").read_text()
-    assert README_BEGIN in text and README_END in text, "README lacks the bad-input table; run python tests/test_bad_inputs.py"
-    block = text[text.index(README_BEGIN): text.index(README_END) + len(README_END)]
-    assert block == readme_table(), "README's 'What happens when…' table is out of date: python tests/test_bad_inputs.py --write"
+    assert README_BEGIN in text and README_END in text, (
+        "README lacks the bad-input table; run python tests/test_bad_inputs.py"
+    )
+    block = text[text.index(README_BEGIN) : text.index(README_END) + len(README_END)]
+    assert block == readme_table(), (
+        "README's 'What happens when…' table is out of date: python tests/test_bad_inputs.py --write"
+    )
 
 
 if __name__ == "__main__":  # print (or --write into README.md) the table generated from CASES
@@ -572,7 +1115,7 @@ if __name__ == "__main__":  # print (or --write into README.md) the table genera
     if "--write" in sys.argv:
         path = ROOT / "README.md"
         text = path.read_text()
-        text = text[: text.index(README_BEGIN)] + table + text[text.index(README_END) + len(README_END):]
+        text = text[: text.index(README_BEGIN)] + table + text[text.index(README_END) + len(README_END) :]
         path.write_text(text)
         print(f"updated {path}")
     else:

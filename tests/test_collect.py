@@ -14,8 +14,15 @@ def pairs():
 
 def test_residuals_equal_hf_hidden_states(smollm2, pairs, tmp_path):
     layers = [0, 7, 28, 29]
-    store = collect_pairs(smollm2, pairs, tmp_path / "s", layers=layers,
-                          positions=("last_prompt", "last", "answer_mean"), batch_size=10, progress=False)
+    store = collect_pairs(
+        smollm2,
+        pairs,
+        tmp_path / "s",
+        layers=layers,
+        positions=("last_prompt", "last", "answer_mean"),
+        batch_size=10,
+        progress=False,
+    )
     texts = [it["text"] for it in store.items]
     enc = encode_batch(smollm2, texts)
     with torch.no_grad():
@@ -27,7 +34,7 @@ def test_residuals_equal_hf_hidden_states(smollm2, pairs, tmp_path):
         assert torch.allclose(torch.from_numpy(store.get("last", l)), ref[:, -1], atol=1e-4)
         lp = ref[torch.arange(len(texts)), T - 1 - n_ans]
         assert torch.allclose(torch.from_numpy(store.get("last_prompt", l)), lp, atol=1e-4)
-        am = torch.stack([ref[r, T - n:].mean(0) for r, n in enumerate(n_ans.tolist())])
+        am = torch.stack([ref[r, T - n :].mean(0) for r, n in enumerate(n_ans.tolist())])
         assert torch.allclose(torch.from_numpy(store.get("answer_mean", l)), am, atol=1e-4)
     # the last block's raw output is the final norm's input
     with torch.no_grad():
@@ -81,8 +88,9 @@ def test_bad_requests_get_clear_errors(smollm2, pairs, tmp_path):
 
 
 def test_negative_layers_and_all_tokens(smollm2, pairs, tmp_path):
-    store = collect_pairs(smollm2, pairs[:1], tmp_path / "s", layers=[-1, 0], positions=("last",), all_tokens=True,
-                          progress=False)
+    store = collect_pairs(
+        smollm2, pairs[:1], tmp_path / "s", layers=[-1, 0], positions=("last",), all_tokens=True, progress=False
+    )
     assert store.layers == [0, 29]
     a = store.all_tokens(0)
     assert a.shape[0] == 2 and np.allclose(a[:, -1], store.get("last")[0], atol=1e-5)

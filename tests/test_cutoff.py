@@ -1,4 +1,5 @@
 """Cutoffs as bins or fractions (analyses.cutoff) and the released L2V-CoT values."""
+
 import numpy as np
 import pytest
 
@@ -6,9 +7,22 @@ from cotscope.analyses.cutoff import argparse_cutoff, cutoff_kind, describe_cuto
 from cotscope.analyses.spectral import CutoffError, cutoff_bins, lowpass
 
 
-@pytest.mark.parametrize("text,expected", [("200", 200), ("200b", 200), ("200 bins", 200), ("bins:900", 900),
-                                           ("bin=1", 1), ("0.1", 0.1), (".25", 0.25), ("10%", 0.1),
-                                           ("frac:0.05", 0.05), ("fraction=1.0", 1.0), ("1e-1", 0.1)])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("200", 200),
+        ("200b", 200),
+        ("200 bins", 200),
+        ("bins:900", 900),
+        ("bin=1", 1),
+        ("0.1", 0.1),
+        (".25", 0.25),
+        ("10%", 0.1),
+        ("frac:0.05", 0.05),
+        ("fraction=1.0", 1.0),
+        ("1e-1", 0.1),
+    ],
+)
 def test_strings(text, expected):
     got = parse_cutoff(text)
     assert got == expected and type(got) is type(expected)
@@ -20,9 +34,20 @@ def test_python_values_keep_their_kind():
     assert cutoff_kind(1) == "bins" and cutoff_kind(1.0) == "fraction"
 
 
-@pytest.mark.parametrize("bad,words", [(0, "keeps nothing"), (-3, "keeps nothing"), (1.5, "outside (0, 1]"),
-                                       (200.0, "pass the integer 200"), ("abc", "cannot read"), (True, "not a cutoff"),
-                                       (None, "not a cutoff"), ([1], "not supported"), ("0%", "outside")])
+@pytest.mark.parametrize(
+    "bad,words",
+    [
+        (0, "keeps nothing"),
+        (-3, "keeps nothing"),
+        (1.5, "outside (0, 1]"),
+        (200.0, "pass the integer 200"),
+        ("abc", "cannot read"),
+        (True, "not a cutoff"),
+        (None, "not a cutoff"),
+        ([1], "not supported"),
+        ("0%", "outside"),
+    ],
+)
 def test_errors_name_the_forms(bad, words):
     with pytest.raises(CutoffError, match="bin count") as e:
         parse_cutoff(bad)

@@ -1,8 +1,15 @@
 import numpy as np
 import pytest
 
-from cotscope.analyses.directions import (PairError, cosine, cosine_matrix, dispersion, lat_direction, mean_difference,
-                                 probe_accuracy)
+from cotscope.analyses.directions import (
+    PairError,
+    cosine,
+    cosine_matrix,
+    dispersion,
+    lat_direction,
+    mean_difference,
+    probe_accuracy,
+)
 from cotscope.analyses.spectral import lowpass
 
 

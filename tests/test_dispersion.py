@@ -1,4 +1,5 @@
 """Dispersion after a low-pass with its isotropic expectation and permutation null (analyses.dispersion)."""
+
 import numpy as np
 import pytest
 
@@ -12,7 +13,7 @@ def test_isotropic_fraction_is_exact(d, c):
     # closed form for 2c < d, and equal to the trace of the low-pass operator built column by column
     assert isotropic_lowpass_fraction(d, c) == pytest.approx((2 * c - 0.5) / d, abs=1e-12) if c > 0 else True
     if d <= 600:
-        P = lowpass(np.eye(d), c, axis=0)          # the operator's matrix
+        P = lowpass(np.eye(d), c, axis=0)  # the operator's matrix
         assert np.trace(P.T @ P) / d == pytest.approx(isotropic_lowpass_fraction(d, c), abs=1e-10)
 
 
@@ -41,7 +42,7 @@ def test_isotropic_differences_sit_at_both_references():
 
 def test_smooth_differences_beat_the_null():
     rng = np.random.default_rng(1)
-    smooth = np.cumsum(rng.normal(size=(60, 256)), axis=1)     # random walks: energy at low frequency
+    smooth = np.cumsum(rng.normal(size=(60, 256)), axis=1)  # random walks: energy at low frequency
     r = lowpass_dispersion(smooth, np.zeros_like(smooth), 0.1, n_perm=100)
     assert r["kept_fraction"] > 0.8 > r["null_q95"] / r["dispersion"]
     assert r["p_value"] == pytest.approx(1 / 101)

@@ -3,7 +3,12 @@ import importlib.util
 import pytest
 
 from cotscope.probes.models import embedded
-from cotscope.probes.models.embedded import EmbeddedModelMissing, EmbeddedModelVersionError, find_smollm2_gguf, smollm2_dir
+from cotscope.probes.models.embedded import (
+    EmbeddedModelMissing,
+    EmbeddedModelVersionError,
+    find_smollm2_gguf,
+    smollm2_dir,
+)
 
 
 def test_gguf_found_without_importing_package():

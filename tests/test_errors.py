@@ -1,4 +1,5 @@
 """Every error type cotscope defines derives from CotscopeError and stays ValueError-compatible."""
+
 from __future__ import annotations
 
 import importlib
@@ -34,15 +35,14 @@ def _project_exceptions() -> dict[str, type]:
     found: dict[str, type] = {}
     for module in _project_modules():
         for name, obj in vars(module).items():
-            if (inspect.isclass(obj) and issubclass(obj, BaseException)
-                    and obj.__module__ == module.__name__):
+            if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == module.__name__:
                 found[f"{module.__name__}.{name}"] = obj
     return found
 
 
 def test_every_project_error_is_a_cotscope_error():
     found = _project_exceptions()
-    assert len(found) >= 25, sorted(found)           # the walk really reached the modules that define them
+    assert len(found) >= 25, sorted(found)  # the walk really reached the modules that define them
     not_based = [name for name, cls in found.items() if not issubclass(cls, CotscopeError)]
     assert not_based == [], f"subclass cotscope.errors.CotscopeError: {not_based}"
     assert all(issubclass(cls, ValueError) for cls in found.values())

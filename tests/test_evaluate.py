@@ -1,10 +1,19 @@
 """Answer extraction, normalisation, accuracy, response length and forced-answer tokens (SmolLM2 tokenizer)."""
+
 from __future__ import annotations
 
 import pytest
 
-from cotscope.probes.evaluate import (AnswerTemplateError, accuracy, extract_answer, forced_answer, is_correct,
-                             normalize_answer, response_length, summarize)
+from cotscope.probes.evaluate import (
+    AnswerTemplateError,
+    accuracy,
+    extract_answer,
+    forced_answer,
+    is_correct,
+    normalize_answer,
+    response_length,
+    summarize,
+)
 
 
 @pytest.fixture(scope="module")
@@ -14,19 +23,22 @@ def tok(smollm2_path):
     return AutoTokenizer.from_pretrained(smollm2_path)
 
 
-@pytest.mark.parametrize("text,expected", [
-    ("The answer is \\boxed{42}.", "42"),
-    ("first \\boxed{3} then \\boxed{ 1,204.0 }", "1204"),           # last box wins, normalised
-    ("\\boxed{\\frac{1}{2}} and 7", "\\frac{1}{2}"),                # nested braces kept intact
-    ("\\boxed{} but the total is 19 apples.", "19"),                # empty box → number fallback
-    ("She has $1,250 left", "1250"),
-    ("so 12 + 7 = 19.", "19"),
-    ("x = -5", "-5"),
-    ("It costs 3.50 dollars", "3.5"),
-    ("The result is 7.0", "7"),
-    ("no numbers here", None),
-    ("\\boxed{\\text{12}}", "12"),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        ("The answer is \\boxed{42}.", "42"),
+        ("first \\boxed{3} then \\boxed{ 1,204.0 }", "1204"),  # last box wins, normalised
+        ("\\boxed{\\frac{1}{2}} and 7", "\\frac{1}{2}"),  # nested braces kept intact
+        ("\\boxed{} but the total is 19 apples.", "19"),  # empty box → number fallback
+        ("She has $1,250 left", "1250"),
+        ("so 12 + 7 = 19.", "19"),
+        ("x = -5", "-5"),
+        ("It costs 3.50 dollars", "3.5"),
+        ("The result is 7.0", "7"),
+        ("no numbers here", None),
+        ("\\boxed{\\text{12}}", "12"),
+    ],
+)
 def test_extract_answer(text, expected):
     assert extract_answer(text) == expected
 
@@ -58,7 +70,7 @@ def test_forced_answer_marks_exactly_the_gold_tokens(tok):
     assert fa.text == " The answer is \\boxed{1204}."
     assert tok.decode(list(fa.ids)) == fa.text
     assert tok.decode([t for t, g in zip(fa.ids, fa.gold_mask) if g]) == "1204"
-    assert fa.n_gold == 4                                             # SmolLM2 splits digits
+    assert fa.n_gold == 4  # SmolLM2 splits digits
     short = forced_answer(tok, "7", template="Answer: {answer}")
     assert tok.decode([t for t, g in zip(short.ids, short.gold_mask) if g]).strip() == "7"
     with pytest.raises(AnswerTemplateError, match="answer"):

@@ -1,5 +1,6 @@
 """Exporters/importers: llama.cpp GGUF control vectors, repeng, plain arrays. Peer tools are the oracles:
 the ``gguf`` reader checks llama.cpp's loader rules and ``repeng.ControlVector`` reads/writes real files."""
+
 import json
 import re
 
@@ -8,9 +9,20 @@ import numpy as np
 import pytest
 
 from cotscope.analyses.artifacts import UNKNOWN, DirectionFileError, DirectionMeta, DirectionSet
-from cotscope.analyses.export import (TargetModel, export_gguf_cv, export_npz, export_repeng_cv, export_safetensors_arrays,
-                             from_repeng, import_arrays, import_gguf_cv, import_repeng_cv, resolve_target, sidecar_path,
-                             to_repeng)
+from cotscope.analyses.export import (
+    TargetModel,
+    export_gguf_cv,
+    export_npz,
+    export_repeng_cv,
+    export_safetensors_arrays,
+    from_repeng,
+    import_arrays,
+    import_gguf_cv,
+    import_repeng_cv,
+    resolve_target,
+    sidecar_path,
+    to_repeng,
+)
 
 H, N = 576, 30  # SmolLM2-135M
 
@@ -24,9 +36,18 @@ def repeng():
 
 def make_ds(layers=(1, 5, 12, 29), hidden=H, n_layers=N, seed=0):
     rng = np.random.default_rng(seed)
-    meta = DirectionMeta(model_id="HuggingFaceTB/SmolLM2-135M-Instruct", model_revision="abc123", model_type="llama",
-                         n_layers=n_layers, token_rule="last_prompt", pairing="cue", method="mean_diff",
-                         sign="cot_positive", stimulus_hash="deadbeef", n_pairs=64)
+    meta = DirectionMeta(
+        model_id="HuggingFaceTB/SmolLM2-135M-Instruct",
+        model_revision="abc123",
+        model_type="llama",
+        n_layers=n_layers,
+        token_rule="last_prompt",
+        pairing="cue",
+        method="mean_diff",
+        sign="cot_positive",
+        stimulus_hash="deadbeef",
+        n_pairs=64,
+    )
     return DirectionSet({l: rng.standard_normal(hidden).astype(np.float32) for l in layers}, meta)
 
 
@@ -41,7 +62,7 @@ def write_gguf(path, tensors, arch="controlvector", kv=None):
     """A GGUF written straight with the gguf package (as llama.cpp's generator or another tool would)."""
     w = gguf.GGUFWriter(str(path), arch or "x")
     if arch is None:
-        w.kv_data[0].pop("general.architecture")          # GGUFWriter always adds it; a file without the key
+        w.kv_data[0].pop("general.architecture")  # GGUFWriter always adds it; a file without the key
     for k, v in (kv or {}).items():
         w.add_string(k, v)
     for name, arr in tensors.items():
@@ -55,12 +76,13 @@ def write_gguf(path, tensors, arch="controlvector", kv=None):
 
 # ---------------------------------------------------------------- llama.cpp GGUF
 
+
 def test_gguf_round_trip_identical_arrays_and_provenance(tmp_path):
     ds = make_ds()
     p = export_gguf_cv(ds, tmp_path / "cot.gguf", target="embedded:smollm2")
     back = import_gguf_cv(p)
     assert_same_arrays(ds, back)
-    assert back.meta == ds.meta                      # full provenance travels inside the GGUF
+    assert back.meta == ds.meta  # full provenance travels inside the GGUF
 
 
 def test_gguf_passes_llamacpp_loader_rules(tmp_path):
@@ -75,13 +97,13 @@ def test_gguf_passes_llamacpp_loader_rules(tmp_path):
     seen = set()
     for t in r.tensors:
         m = re.fullmatch(r"direction\.(\d+)", t.name)
-        assert m, t.name                                             # name must parse as direction.<int>
+        assert m, t.name  # name must parse as direction.<int>
         k = int(m.group(1))
-        assert 1 <= k < N                                            # 0 rejected; tensors exist for 1..n_layer-1 only
-        assert t.tensor_type == gguf.GGMLQuantizationType.F32        # non-F32 rejected
-        assert len(t.shape) == 1 and int(t.shape[0]) == H            # 1-D, n_embd must equal the model's
+        assert 1 <= k < N  # 0 rejected; tensors exist for 1..n_layer-1 only
+        assert t.tensor_type == gguf.GGMLQuantizationType.F32  # non-F32 rejected
+        assert len(t.shape) == 1 and int(t.shape[0]) == H  # 1-D, n_embd must equal the model's
         assert t.n_elements == H
-        assert np.array_equal(np.asarray(t.data), ds[k])             # direction.k == cotscope layer k
+        assert np.array_equal(np.asarray(t.data), ds[k])  # direction.k == cotscope layer k
         seen.add(k)
     assert seen == set(ds.layers)
     prov = json.loads(r.get_field("cotscope.provenance").contents())
@@ -92,7 +114,7 @@ def test_gguf_export_refuses_block0(tmp_path):
     ds = make_ds(layers=(0, 3))
     with pytest.raises(DirectionFileError, match=r"layer 0.*direction\.0.*select\(\[3\]\)"):
         export_gguf_cv(ds, tmp_path / "x.gguf", target="embedded:smollm2")
-    assert list(tmp_path.iterdir()) == []                            # nothing (not even a temp file) left behind
+    assert list(tmp_path.iterdir()) == []  # nothing (not even a temp file) left behind
 
 
 def test_gguf_export_checks_target_fit(tmp_path):
@@ -123,36 +145,52 @@ def test_target_from_config_dict_and_folder(tmp_path):
 def test_import_foreign_gguf_marks_provenance_unknown(tmp_path):
     rng = np.random.default_rng(1)
     vecs = {k: rng.standard_normal(H).astype(np.float32) for k in (2, 9)}
-    p = write_gguf(tmp_path / "foreign.gguf", {f"direction.{k}": v for k, v in vecs.items()},
-                   kv={"controlvector.model_hint": "llama"})
+    p = write_gguf(
+        tmp_path / "foreign.gguf",
+        {f"direction.{k}": v for k, v in vecs.items()},
+        kv={"controlvector.model_hint": "llama"},
+    )
     ds = import_gguf_cv(p, n_layers=N)
     assert ds.layers == [2, 9] and all(np.array_equal(ds[k], vecs[k]) for k in vecs)
     m = ds.meta
     assert m.model_type == "llama" and m.n_layers == N and m.hidden_size == H
-    for field in ("model_id", "model_revision", "token_rule", "pairing", "sign", "stimulus_hash", "normalisation", "created"):
+    for field in (
+        "model_id",
+        "model_revision",
+        "token_rule",
+        "pairing",
+        "sign",
+        "stimulus_hash",
+        "normalisation",
+        "created",
+    ):
         assert getattr(m, field) == UNKNOWN, field
     assert m.method == "imported" and m.extra["imported_from"].startswith("llama.cpp")
     with pytest.raises(DirectionFileError, match="1..7"):
-        import_gguf_cv(p, n_layers=8)                         # direction.9 does not exist in an 8-block model
+        import_gguf_cv(p, n_layers=8)  # direction.9 does not exist in an 8-block model
     with pytest.raises(DirectionFileError, match="hidden-size mismatch"):
         import_gguf_cv(p, expect_hidden_size=960)
 
 
 def test_import_rejects_a_model_gguf():
     from cotscope.probes.models.embedded import find_smollm2_gguf
+
     with pytest.raises(DirectionFileError, match="general.architecture='llama', not a control vector"):
         import_gguf_cv(find_smollm2_gguf())
 
 
-@pytest.mark.parametrize("tensors,kv_arch,msg", [
-    ({"direction.3": np.ones(H, np.float16)}, "controlvector", "F16.*must be F32"),
-    ({"direction.3": np.ones(H, np.float64)}, "controlvector", "F64.*must be F32"),
-    ({"direction.3": np.ones((4, H), np.float32)}, "controlvector", r"shape \[4, 576\].*1-D"),
-    ({"direction.0": np.ones(H, np.float32)}, "controlvector", r"direction\.0 is invalid"),
-    ({"direction.x": np.ones(H, np.float32)}, "controlvector", "not named direction"),
-    ({"direction.1": np.ones(H, np.float32), "direction.2": np.ones(8, np.float32)}, "controlvector", "8 elements"),
-    ({"blk.0.attn_q.weight": np.ones(H, np.float32)}, None, "no general.architecture"),
-])
+@pytest.mark.parametrize(
+    "tensors,kv_arch,msg",
+    [
+        ({"direction.3": np.ones(H, np.float16)}, "controlvector", "F16.*must be F32"),
+        ({"direction.3": np.ones(H, np.float64)}, "controlvector", "F64.*must be F32"),
+        ({"direction.3": np.ones((4, H), np.float32)}, "controlvector", r"shape \[4, 576\].*1-D"),
+        ({"direction.0": np.ones(H, np.float32)}, "controlvector", r"direction\.0 is invalid"),
+        ({"direction.x": np.ones(H, np.float32)}, "controlvector", "not named direction"),
+        ({"direction.1": np.ones(H, np.float32), "direction.2": np.ones(8, np.float32)}, "controlvector", "8 elements"),
+        ({"blk.0.attn_q.weight": np.ones(H, np.float32)}, None, "no general.architecture"),
+    ],
+)
 def test_import_rejects_bad_control_vectors(tmp_path, tensors, kv_arch, msg):
     p = tmp_path / "bad.gguf"
     write_gguf(p, tensors, arch=kv_arch)
@@ -171,6 +209,7 @@ def test_import_rejects_non_gguf_and_missing(tmp_path):
 
 # ---------------------------------------------------------------- repeng
 
+
 def test_repeng_reads_exported_file(tmp_path, repeng):
     ds = make_ds()
     p = export_repeng_cv(ds, tmp_path / "cot.gguf", target="embedded:smollm2")
@@ -179,22 +218,22 @@ def test_repeng_reads_exported_file(tmp_path, repeng):
     assert sorted(cv.directions) == ds.layers
     for l in ds.layers:
         assert np.array_equal(cv.directions[l], ds[l])
-    back = from_repeng(cv, n_layers=N)                          # cotscope -> repeng -> cotscope
+    back = from_repeng(cv, n_layers=N)  # cotscope -> repeng -> cotscope
     assert_same_arrays(ds, back)
     assert back.meta.model_type == "llama" and back.meta.method == "imported"
-    assert_same_arrays(ds, import_repeng_cv(p))                 # and straight from the file
+    assert_same_arrays(ds, import_repeng_cv(p))  # and straight from the file
 
 
 def test_repeng_written_file_imports(tmp_path, repeng):
     ds = make_ds(layers=(0, 4, 20))
     cv = repeng.ControlVector(**to_repeng(ds))
     p = tmp_path / "from_repeng.gguf"
-    cv.export_gguf(str(p))                                       # repeng's own writer
+    cv.export_gguf(str(p))  # repeng's own writer
     back = import_repeng_cv(p, n_layers=N)
     assert_same_arrays(ds, back)
     assert back.meta.model_type == "llama" and back.meta.model_id == UNKNOWN
     with pytest.raises(DirectionFileError, match=r"direction\.0"):
-        import_gguf_cv(p)                                        # llama.cpp would skip this file: layer 0
+        import_gguf_cv(p)  # llama.cpp would skip this file: layer 0
     only_ok = repeng.ControlVector(**to_repeng(ds.select([4, 20])))
     only_ok.export_gguf(str(tmp_path / "ok.gguf"))
     assert import_gguf_cv(tmp_path / "ok.gguf").layers == [4, 20]
@@ -213,6 +252,7 @@ def test_from_repeng_negative_layers_and_bad_input():
     class CV:  # the two fields repeng.ControlVector has
         model_type = "llama"
         directions = {-1: np.ones(H), 3: np.zeros(H)}
+
     ds = from_repeng(CV(), n_layers=N)
     assert ds.layers == [3, 29] and ds[29].dtype == np.float32
     with pytest.raises(DirectionFileError, match="pass n_layers"):
@@ -222,6 +262,7 @@ def test_from_repeng_negative_layers_and_bad_input():
 
 
 # ---------------------------------------------------------------- plain arrays
+
 
 @pytest.mark.parametrize("export,name", [(export_npz, "cot.npz"), (export_safetensors_arrays, "cot.safetensors")])
 def test_arrays_round_trip(tmp_path, export, name):
@@ -234,10 +275,10 @@ def test_arrays_round_trip(tmp_path, export, name):
     assert_same_arrays(ds, back)
     assert back.meta == ds.meta
     sidecar_path(p).unlink()
-    bare = import_arrays(p)                                      # arrays still self-describe their layers
+    bare = import_arrays(p)  # arrays still self-describe their layers
     assert_same_arrays(ds, bare)
     if p.suffix == ".safetensors":
-        assert bare.meta == ds.meta                              # provenance also in the safetensors header
+        assert bare.meta == ds.meta  # provenance also in the safetensors header
     else:
         assert bare.meta.model_id == UNKNOWN and bare.meta.method == "imported"
 
@@ -293,7 +334,7 @@ def test_export_direction_leaves_out_block0_for_control_vectors(tmp_path):
     path, layers = export_direction(src, "gguf", tmp_path / "d.gguf", target="embedded:smollm2")
     assert layers == [1, 5, 29]
     assert_same_arrays(DirectionSet.load(src).select([1, 5, 29]), import_gguf_cv(path))
-    path, layers = export_direction(src, "npz", tmp_path / "d.npz")         # arrays keep block 0
+    path, layers = export_direction(src, "npz", tmp_path / "d.npz")  # arrays keep block 0
     assert layers == [0, 1, 5, 29] and import_arrays(path).layers == [0, 1, 5, 29]
     with pytest.raises(DirectionFileError, match="block 0"):
         export_direction(src, "gguf", tmp_path / "e.gguf", layers=[0, 1])
@@ -317,8 +358,8 @@ def test_export_direction_normalise_writes_unit_vectors_and_says_so(tmp_path, fm
     for l in ds.layers:
         n = float(np.linalg.norm(ds[l].astype(np.float64)))
         assert abs(np.linalg.norm(unit[l]) - 1) < 1e-6
-        assert np.allclose(unit[l] * n, ds[l], rtol=0, atol=1e-5 * n)       # same direction, float32 rounding
-        assert unit.meta.history[-1]["norms"][str(l)] == pytest.approx(n)    # the scale can be recovered
+        assert np.allclose(unit[l] * n, ds[l], rtol=0, atol=1e-5 * n)  # same direction, float32 rounding
+        assert unit.meta.history[-1]["norms"][str(l)] == pytest.approx(n)  # the scale can be recovered
     if fmt == "gguf":
         kv = gguf.GGUFReader(str(tmp_path / "unit.gguf")).fields["cotscope.normalisation"].contents()
         assert kv == "unit"

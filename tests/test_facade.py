@@ -1,4 +1,5 @@
 """``import cotscope as cs``: lazy (no torch on import), every advertised name resolves, old paths warn."""
+
 from __future__ import annotations
 
 import subprocess
@@ -45,10 +46,12 @@ def test_moved_names_forward_with_a_deprecation_warning():
 
 def test_old_top_level_names_alias_the_new_modules(tmp_path):
     """From a checkout, ``import probes.collect`` is the same module object as ``cotscope.probes.collect``."""
-    code = ("import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
-            "try:\n    import probes.collect\nexcept DeprecationWarning as e:\n    print('warned', e)\n"
-            "warnings.simplefilter('ignore')\nimport probes.collect as old, cotscope.probes.collect as new\n"
-            "print(old is new)")
+    code = (
+        "import warnings; warnings.simplefilter('error', DeprecationWarning)\n"
+        "try:\n    import probes.collect\nexcept DeprecationWarning as e:\n    print('warned', e)\n"
+        "warnings.simplefilter('ignore')\nimport probes.collect as old, cotscope.probes.collect as new\n"
+        "print(old is new)"
+    )
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent

@@ -15,6 +15,7 @@ drawn by ``numpy.random.default_rng(SEED + k)``; change ``SEED`` to draw other p
 ``write()`` in a forked child (``RLIMIT_FSIZE``: the kernel refuses the write with EFBIG), must leave the previous
 file valid and raise an error that names the file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,8 +26,8 @@ import resource
 import shutil
 import signal
 import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pytest
@@ -36,7 +37,7 @@ from cotscope.analyses import atomic
 from cotscope.analyses.prior import artifact as prior_artifact
 
 SEED = 20261129
-POINTS = {"collect": 6, "sweep": 6, "attention": 5, "prior": 5}   # 22 kill -9 interruptions
+POINTS = {"collect": 6, "sweep": 6, "attention": 5, "prior": 5}  # 22 kill -9 interruptions
 HIT: dict[str, list[str]] = {}  # writer -> event names the kills landed on (printed at the end, for the record)
 
 
@@ -65,7 +66,7 @@ class FaultPoints:
             os.kill(os.getpid(), signal.SIGKILL)
 
     @contextlib.contextmanager
-    def installed(self) -> Iterator["FaultPoints"]:
+    def installed(self) -> Iterator[FaultPoints]:
         real_fsync, real_replace = os.fsync, os.replace
         real_chunk = prior_artifact._StreamingWriter.write
 
@@ -114,16 +115,20 @@ def killed_child(run: Callable[[], object], kill_at: int, tear: bool, seed: int)
             code = 3
         os._exit(code)
     _, status = os.waitpid(pid, 0)
-    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, \
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (
         f"the child was to be killed at event {kill_at} but ended with status {status}"
+    )
 
 
 def snapshot(d: Path) -> dict[str, bytes]:
     """Every output file under ``d`` (relative path -> bytes), without temp files and timing logs."""
     out = {}
     for f in sorted(d.rglob("*")):
-        if f.is_file() and not (f.name.startswith(".") and f.name.endswith(".tmp")) \
-                and not f.name.endswith((".timing.jsonl", ".lock")):  # timings and lock files (pid, host) differ
+        if (
+            f.is_file()
+            and not (f.name.startswith(".") and f.name.endswith(".tmp"))
+            and not f.name.endswith((".timing.jsonl", ".lock"))
+        ):  # timings and lock files (pid, host) differ
             out[str(f.relative_to(d))] = f.read_bytes()
     return out
 
@@ -147,8 +152,13 @@ def assert_same(got: dict[str, bytes], ref: dict[str, bytes], what: str) -> None
     assert not bad, f"{what}: bytes differ in {bad}"
 
 
-def interrupt_and_resume(name: str, run: Callable[[], object], out: Path, check_partial: Callable[[Path, dict], None],
-                         prepare: Callable[[], None] = lambda: None) -> None:
+def interrupt_and_resume(
+    name: str,
+    run: Callable[[], object],
+    out: Path,
+    check_partial: Callable[[Path, dict], None],
+    prepare: Callable[[], None] = lambda: None,
+) -> None:
     """The reference run, then ``POINTS[name]`` kill/resume trials at distinct seeded events."""
     prepare()
     with FaultPoints().installed() as fp:
@@ -199,8 +209,9 @@ def test_collect_pairs_resumes_bit_identically_after_kill(smollm2, tmp_path):
     out = tmp_path / "store"
 
     def run():
-        return collect_pairs(smollm2, pairs, out, layers=[2, 9], positions=("last_prompt", "answer_mean"),
-                             batch_size=2, progress=False)
+        return collect_pairs(
+            smollm2, pairs, out, layers=[2, 9], positions=("last_prompt", "answer_mean"), batch_size=2, progress=False
+        )
 
     def check(d: Path, ref: dict) -> None:
         if not (d / MANIFEST).exists():
@@ -238,16 +249,25 @@ def test_sweep_table_resumes_bit_identically_after_kill(smollm2, tmp_path):
 
 @pytest.mark.slow
 def test_attention_capture_resumes_bit_identically_after_kill(tmp_path):
+    from tiny_vlms import build_tiny_vlm, sample_image
+
     from cotscope.analyses.attention_store import MANIFEST
     from cotscope.analyses.store import sha256_file as _sha256
     from cotscope.probes.attention import CaptureRequest, capture_run
     from cotscope.probes.models.loading import wrap_model
-    from tiny_vlms import build_tiny_vlm, sample_image
 
     v = build_tiny_vlm("idefics3")
     lm = wrap_model(v.model, processor=v.processor)
-    reqs = [CaptureRequest(f"r{i}", "What is in this picture?\nLet's think step by step.", image=sample_image(seed=i),
-                           question="What is in this picture?", condition=c) for i, c in enumerate("abc")]
+    reqs = [
+        CaptureRequest(
+            f"r{i}",
+            "What is in this picture?\nLet's think step by step.",
+            image=sample_image(seed=i),
+            question="What is in this picture?",
+            condition=c,
+        )
+        for i, c in enumerate("abc")
+    ]
     out = tmp_path / "attn"
 
     def run():
@@ -266,8 +286,15 @@ def test_attention_capture_resumes_bit_identically_after_kill(tmp_path):
 def _tiny_checkpoints(root: Path) -> tuple[Path, Path]:
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, tie_word_embeddings=False)
+    cfg = LlamaConfig(
+        vocab_size=64,
+        hidden_size=32,
+        intermediate_size=48,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        tie_word_embeddings=False,
+    )
     dirs = []
     for seed in (0, 1):
         torch.manual_seed(seed)
@@ -319,11 +346,13 @@ def test_kill_points_cover_every_writer():
 def _raise(code: int):
     def fail(*a, **k):
         raise OSError(code, os.strerror(code))
+
     return fail
 
 
-@pytest.mark.parametrize("call,code", [("fsync", errno.ENOSPC), ("fsync", errno.EIO), ("replace", errno.ENOSPC),
-                                       ("replace", errno.EIO)])
+@pytest.mark.parametrize(
+    "call,code", [("fsync", errno.ENOSPC), ("fsync", errno.EIO), ("replace", errno.ENOSPC), ("replace", errno.EIO)]
+)
 def test_failed_atomic_write_keeps_previous_file_and_names_it(tmp_path, monkeypatch, call, code):
     target = tmp_path / "manifest.json"
     atomic.write_json_atomic(target, {"version": 1})
@@ -371,7 +400,7 @@ def _in_child_with_file_size_limit(limit: int, fn: Callable[[], object], report:
 
 def test_real_failed_write_in_collection_keeps_store_resumable(smollm2, tmp_path):
     """A shard write the kernel refuses (safetensors' own writer) names the shard; the store resumes exactly."""
-    from cotscope.analyses.store import ActivationStore, MANIFEST
+    from cotscope.analyses.store import MANIFEST, ActivationStore
     from cotscope.probes.collect import collect_pairs
     from cotscope.probes.stimuli import generate_problems, make_pairs
 
@@ -396,8 +425,11 @@ def test_real_failed_write_of_prior_keeps_previous_artifact(tmp_path):
     compute_prior(reason, vl, out_path=target, out_dtype="float16", spectrum=False, verbose=False, progress=False)
     before = target.read_bytes()
     report = tmp_path / "report.json"
-    _in_child_with_file_size_limit(len(before) + 512, lambda: compute_prior(
-        reason, vl, out_path=target, spectrum=False, verbose=False, progress=False), report)
+    _in_child_with_file_size_limit(
+        len(before) + 512,
+        lambda: compute_prior(reason, vl, out_path=target, spectrum=False, verbose=False, progress=False),
+        report,
+    )
     err = json.loads(report.read_text())
     assert err["errno"] == errno.EFBIG and str(target) in err["msg"] and "previous version" in err["msg"], err
     assert target.read_bytes() == before

@@ -3,6 +3,7 @@ spectral preparation, controls, and bad input refused before any generation.
 
 Real models only: the embedded SmolLM2 (short generations) and tiny random VLMs of every family.
 """
+
 from __future__ import annotations
 
 import sys
@@ -18,19 +19,30 @@ from cotscope.analyses import spectral
 from cotscope.analyses.artifacts import DirectionFileError, DirectionMeta, DirectionSet
 from cotscope.probes.collect import encode_batch
 from cotscope.probes.evaluate import forced_answer
-from cotscope.probes.intervene import (BudgetDecoder, InjectionError, RowSteer, build_controls, generate_steered,
-                              inject_generate, normalize_positions, prepare_vector, random_like, source_layer,
-                              steer_hidden)
+from cotscope.probes.intervene import (
+    BudgetDecoder,
+    InjectionError,
+    RowSteer,
+    build_controls,
+    generate_steered,
+    inject_generate,
+    normalize_positions,
+    prepare_vector,
+    random_like,
+    source_layer,
+    steer_hidden,
+)
 from cotscope.probes.models.loading import wrap_model
 
 D = 576
 N_NEW = 5
-SHORT = " {answer}"   # a short forced answer keeps the tests fast
+SHORT = " {answer}"  # a short forced answer keeps the tests fast
 
 
 def chat(lm, text: str) -> str:
-    return lm.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                            add_generation_prompt=True)
+    return lm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +65,12 @@ def reference_generate(lm, texts, rows, positions, n_new, images=None):
     T, lens = am.shape[1], am.sum(1)
     handles, calls = [], {}
     for l in sorted({l for s in rows for l in s.vectors}):
-        add = torch.stack([torch.as_tensor(s.lam * np.asarray(s.vectors[l])) if l in s.vectors else torch.zeros(lm.hidden_size)
-                           for s in rows]).float()
+        add = torch.stack(
+            [
+                torch.as_tensor(s.lam * np.asarray(s.vectors[l])) if l in s.vectors else torch.zeros(lm.hidden_size)
+                for s in rows
+            ]
+        ).float()
         on = [l in s.vectors for s in rows]
 
         def hook(mod, args, out, l=l, add=add, on=on):
@@ -70,7 +86,7 @@ def reference_generate(lm, texts, rows, positions, n_new, images=None):
                     if "last_prompt" in positions:
                         mask[b, -1] = True
                     if "prompt" in positions:
-                        mask[b, T - int(lens[b]):] = True
+                        mask[b, T - int(lens[b]) :] = True
                 elif "first" in positions or "generated" in positions:
                     mask[b, :] = True
             new = out + add[:, None, :]
@@ -90,8 +106,12 @@ def reference_generate(lm, texts, rows, positions, n_new, images=None):
 
 @pytest.mark.parametrize("positions", ["first", ("last_prompt", "generated")])
 def test_nnsight_injection_equals_forward_hook(smollm2, prompts, vecs, positions):
-    rows = [RowSteer.none(), RowSteer({8: vecs[8]}, 4.0), RowSteer({8: vecs[8], 10: vecs[10]}, 2.0),
-            RowSteer({20: vecs[20]}, 6.0)]
+    rows = [
+        RowSteer.none(),
+        RowSteer({8: vecs[8]}, 4.0),
+        RowSteer({8: vecs[8], 10: vecs[10]}, 2.0),
+        RowSteer({20: vecs[20]}, 6.0),
+    ]
     texts = [prompts[0], prompts[0], prompts[1], prompts[1]]
     got = generate_steered(smollm2, texts, rows, positions=positions, budget=N_NEW, share_prefix=False)
     ref = reference_generate(smollm2, texts, rows, positions, N_NEW)
@@ -144,7 +164,7 @@ def test_lam_zero_matches_plain_generation(smollm2, prompts, vecs):
     plain = generate_steered(smollm2, [prompts[0]] * 2, [None, None], budget=4, forced=[fa, fa])
     tol_free = _fp32_noise_floor(plain[0].logprob, plain[1].logprob)
     tol_gold = _fp32_noise_floor(plain[0].gold_logprob, plain[1].gold_logprob)
-    for a, b in zip(steered, plain):                       # row i against row i: same batch position
+    for a, b in zip(steered, plain):  # row i against row i: same batch position
         assert a.token_ids == b.token_ids
         assert abs(a.logprob - b.logprob) <= tol_free
         assert abs(a.gold_logprob - b.gold_logprob) <= tol_gold
@@ -158,8 +178,12 @@ def test_steered_generation_is_deterministic(smollm2, prompts, vecs):
     a = generate_steered(smollm2, prompts, rows, budget=4, forced=[fa, fa])
     b = generate_steered(smollm2, prompts, rows, budget=4, forced=[fa, fa])
     for x, y in zip(a, b):
-        assert (x.token_ids, x.logprob, x.forced_logprobs, x.gold_logprob) == \
-               (y.token_ids, y.logprob, y.forced_logprobs, y.gold_logprob)
+        assert (x.token_ids, x.logprob, x.forced_logprobs, x.gold_logprob) == (
+            y.token_ids,
+            y.logprob,
+            y.forced_logprobs,
+            y.gold_logprob,
+        )
 
 
 def _capture_next_layer_input(lm, layer):
@@ -182,13 +206,20 @@ def test_norm_preserved_when_requested(smollm2, prompts, vecs, renorm):
     h_plain = h_all[-1]
     seen, handle = _capture_next_layer_input(smollm2, L)
     try:
-        generate_steered(smollm2, [prompts[0]], [RowSteer({L: vecs[L]}, 8.0)], positions="last_prompt", budget=1,
-                         renorm=renorm, share_prefix=False)
+        generate_steered(
+            smollm2,
+            [prompts[0]],
+            [RowSteer({L: vecs[L]}, 8.0)],
+            positions="last_prompt",
+            budget=1,
+            renorm=renorm,
+            share_prefix=False,
+        )
     finally:
         handle.remove()
     h_steered = seen[0][0, -1]
-    assert not torch.allclose(h_steered, h_plain)               # the vector was added
-    torch.testing.assert_close(seen[0][0, :-1], h_all[:-1])          # other positions untouched
+    assert not torch.allclose(h_steered, h_plain)  # the vector was added
+    torch.testing.assert_close(seen[0][0, :-1], h_all[:-1])  # other positions untouched
     ratio = float(h_steered.norm() / h_plain.norm())
     if renorm:
         assert abs(ratio - 1) < 1e-5
@@ -204,7 +235,7 @@ def test_steer_hidden_formula_and_mask():
     mask[0, 1] = mask[1, 4] = True
     out = steer_hidden(h, add, mask, renorm=True)
     torch.testing.assert_close(out.norm(dim=-1), h.norm(dim=-1))
-    assert torch.equal(out[~mask], h[~mask])                      # untouched tokens are bit-identical
+    assert torch.equal(out[~mask], h[~mask])  # untouched tokens are bit-identical
     expect = (h[0, 1] + add[0]) * h[0, 1].norm() / (h[0, 1] + add[0]).norm()
     torch.testing.assert_close(out[0, 1], expect)
     raw = steer_hidden(h, add, mask, renorm=False)
@@ -225,16 +256,23 @@ def test_resample_plus_lowpass_at_full_cutoff_is_lossless():
 
 def test_controls(vecs):
     ds = DirectionSet({8: vecs[8], 20: vecs[20]}, DirectionMeta(model_id="src", n_layers=30))
-    iv = build_controls(ds, (D, 30), [8, 20], controls=("real", "unfiltered", "highpass", "random", "none"),
-                        filter="lowpass", cutoff=0.1, seed=3)
+    iv = build_controls(
+        ds,
+        (D, 30),
+        [8, 20],
+        controls=("real", "unfiltered", "highpass", "random", "none"),
+        filter="lowpass",
+        cutoff=0.1,
+        seed=3,
+    )
     for l in (8, 20):
         real, hp, un = iv.vectors["real"][l], iv.vectors["highpass"][l], iv.vectors["unfiltered"][l]
-        np.testing.assert_allclose(real + hp, un, atol=1e-5)               # low + high = unfiltered
+        np.testing.assert_allclose(real + hp, un, atol=1e-5)  # low + high = unfiltered
         np.testing.assert_allclose(un, vecs[l], atol=1e-6)
         assert abs(np.linalg.norm(iv.vectors["random"][l]) - np.linalg.norm(real)) < 1e-3
         assert abs(np.dot(iv.vectors["random"][l], real)) / np.linalg.norm(real) ** 2 < 0.3
     again = build_controls(ds, (D, 30), [8], controls=("random",), cutoff=0.1, seed=3)
-    assert np.array_equal(again.vectors["random"][8], iv.vectors["random"][8])   # seeded
+    assert np.array_equal(again.vectors["random"][8], iv.vectors["random"][8])  # seeded
     assert not np.array_equal(random_like(vecs[8], 4, 8), iv.vectors["random"][8])
     own = {8: vecs[20]}
     iv2 = build_controls(ds, (D, 30), [8], controls=("own_lowpass",), cutoff=0.1, own=own)
@@ -242,7 +280,7 @@ def test_controls(vecs):
 
 
 def test_relative_layer_map_and_single_layer_files():
-    assert source_layer(59, [29], 30, 60) == 29                    # one layer feeds every target layer
+    assert source_layer(59, [29], 30, 60) == 29  # one layer feeds every target layer
     assert source_layer(40, [10, 20], 30, 60, "relative") == 20
     with pytest.raises(InjectionError, match="has layers"):
         source_layer(40, [10, 12], 30, 60, "relative")
@@ -286,7 +324,7 @@ def test_bad_directions_refused(no_generation, prompts, vecs):
     with pytest.raises(InjectionError, match="one RowSteer"):
         generate_steered(lm, prompts, [None], budget=2)
     with pytest.raises(InjectionError, match="high|all zeros"):
-        prepare_vector(np.ones(D), D, filter="highpass", cutoff=0.1)     # a constant has no high-pass part
+        prepare_vector(np.ones(D), D, filter="highpass", cutoff=0.1)  # a constant has no high-pass part
 
 
 def test_budget_decoder_budget_eos_and_forcing():
@@ -294,18 +332,22 @@ def test_budget_decoder_budget_eos_and_forcing():
     fa = type("FA", (), {"ids": (7, 8), "gold_mask": (False, True)})()
     dec = BudgetDecoder(2, budget=2, eos_ids=[0], forced=[fa, None])
     ids = torch.zeros(2, 1, dtype=torch.long)
-    steps = [torch.tensor([[0, 5, 1, 0, 0, 0, 0, 0, 0, 0.]] * 2),     # both pick 1
-             torch.tensor([[9, 0, 0, 0, 0, 0, 0, 0, 0, 0.], [0, 0, 0, 0, 0, 9, 0, 0, 0, 0.]]),  # row0 EOS, row1 5
-             torch.tensor([[0.] * V, [0, 0, 0, 9, 0, 0, 0, 0, 0, 0.]]), torch.zeros(2, V), torch.zeros(2, V)]
+    steps = [
+        torch.tensor([[0, 5, 1, 0, 0, 0, 0, 0, 0, 0.0]] * 2),  # both pick 1
+        torch.tensor([[9, 0, 0, 0, 0, 0, 0, 0, 0, 0.0], [0, 0, 0, 0, 0, 9, 0, 0, 0, 0.0]]),  # row0 EOS, row1 5
+        torch.tensor([[0.0] * V, [0, 0, 0, 9, 0, 0, 0, 0, 0, 0.0]]),
+        torch.zeros(2, V),
+        torch.zeros(2, V),
+    ]
     chosen = [dec(ids, s).argmax(-1).tolist() for s in steps]
     assert chosen[0] == [1, 1]
-    assert chosen[1] == [7, 5]          # row 0 wanted EOS → forced answer starts; row 1 continues
-    assert chosen[2] == [8, 0]          # row 1 hit its budget of 2 (wanted 3, not EOS) → cut, EOS emitted
+    assert chosen[1] == [7, 5]  # row 0 wanted EOS → forced answer starts; row 1 continues
+    assert chosen[2] == [8, 0]  # row 1 hit its budget of 2 (wanted 3, not EOS) → cut, EOS emitted
     assert chosen[3] == [0, 0]
     res = dec.results(type("T", (), {"decode": staticmethod(lambda t, skip_special_tokens=True: str(t))})())
     assert res[0].token_ids == [1] and res[0].stopped and res[0].n_tokens == 1
     assert res[1].token_ids == [1, 5] and not res[1].stopped
-    assert res[0].gold_logprob == pytest.approx(-np.log(V))          # uniform scores at the forced step
+    assert res[0].gold_logprob == pytest.approx(-np.log(V))  # uniform scores at the forced step
     assert res[0].answer_logprob == pytest.approx(float(torch.log_softmax(steps[1][0], -1)[7]) - np.log(V))
     assert res[1].gold_logprob is None
 
@@ -325,8 +367,10 @@ def _vlm_case(family):
     return lm, vlm.prompt(), sample_image(), rows
 
 
-@pytest.mark.parametrize("family", [pytest.param(f, marks=() if f in VLM_FAST else pytest.mark.slow)
-                                    for f in __import__("tiny_vlms").FAMILIES])
+@pytest.mark.parametrize(
+    "family",
+    [pytest.param(f, marks=() if f in VLM_FAST else pytest.mark.slow) for f in __import__("tiny_vlms").FAMILIES],
+)
 def test_vlm_injection_with_image_equals_forward_hook(family):
     lm, prompt, img, rows = _vlm_case(family)
     for positions in ("first", "prompt"):

@@ -1,9 +1,20 @@
 """Layer-index converters: round trips, the llama.cpp block-0 rule, clear errors for out-of-range indices."""
+
 import numpy as np
 import pytest
 
-from cotscope.analyses.layers import (CONVENTIONS, CONVENTIONS_TABLE, LayerIndexError, block_to_hf_hidden_index, block_to_llamacpp,
-                             block_to_tl_hook, convert_layer, hf_hidden_index_to_block, llamacpp_to_block, normalize_layer)
+from cotscope.analyses.layers import (
+    CONVENTIONS,
+    CONVENTIONS_TABLE,
+    LayerIndexError,
+    block_to_hf_hidden_index,
+    block_to_llamacpp,
+    block_to_tl_hook,
+    convert_layer,
+    hf_hidden_index_to_block,
+    llamacpp_to_block,
+    normalize_layer,
+)
 
 N = 30
 
@@ -32,8 +43,8 @@ def test_hf_hidden_round_trip_and_embeddings():
     for i in range(N):
         assert hf_hidden_index_to_block(block_to_hf_hidden_index(i, N), N) == i
     assert block_to_hf_hidden_index(0, N) == 1
-    assert hf_hidden_index_to_block(-1, N) == N - 1          # hidden_states[-1] is the last block (post-norm in HF)
-    assert hf_hidden_index_to_block(-N, N) == 0               # hidden_states[-N] == hidden_states[1]
+    assert hf_hidden_index_to_block(-1, N) == N - 1  # hidden_states[-1] is the last block (post-norm in HF)
+    assert hf_hidden_index_to_block(-N, N) == 0  # hidden_states[-N] == hidden_states[1]
     with pytest.raises(LayerIndexError, match="embedding"):
         hf_hidden_index_to_block(0, N)
     with pytest.raises(LayerIndexError, match="embedding"):
@@ -61,7 +72,7 @@ def test_llamacpp_is_identity_except_block0():
         llamacpp_to_block(0, N)
     with pytest.raises(LayerIndexError, match="1\\.\\.29"):
         llamacpp_to_block(N, N)
-    assert llamacpp_to_block(500) == 500                      # depth unknown: only k >= 1 is enforced
+    assert llamacpp_to_block(500) == 500  # depth unknown: only k >= 1 is enforced
     with pytest.raises(LayerIndexError):
         llamacpp_to_block(-2)
 
@@ -85,4 +96,4 @@ def test_tl_hook_name_and_table():
     for word in ("block_output", "hidden_states", "direction.k", "hook_out", "-1"):
         assert word in CONVENTIONS_TABLE
     rows = [l for l in CONVENTIONS_TABLE.splitlines() if l.startswith("|")]
-    assert len({r.count("|") for r in rows}) == 1             # a well-formed markdown table
+    assert len({r.count("|") for r in rows}) == 1  # a well-formed markdown table

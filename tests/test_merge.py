@@ -1,4 +1,5 @@
 """Merging stores of one collection (analyses.io.merge): bit-identical to a one-process run; refusals."""
+
 from __future__ import annotations
 
 import sys
@@ -39,7 +40,7 @@ def test_merged_parts_equal_a_one_process_store_bit_for_bit(tmp_path):
 
 def test_parts_of_different_batch_sizes_merge_into_a_valid_store(tmp_path):
     cfg, items, arrays = synth(n_pairs=20, d=8)
-    write_store(tmp_path / "a", cfg, items, {k: v for k, v in arrays.items()}, batch_size=40)      # one shard
+    write_store(tmp_path / "a", cfg, items, {k: v for k, v in arrays.items()}, batch_size=40)  # one shard
     # a store from rows 0..39 in 8-row batches is a full store too; merging two full stores of different cuts refuses
     write_store(tmp_path / "b", cfg, items, arrays, batch_size=8)
     with pytest.raises(StoreError, match="overlap"):

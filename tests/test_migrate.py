@@ -1,4 +1,5 @@
 """Store migration v1 → v2 (analyses.io.migrate) and the `cotscope store` command (cotscope.commands.store)."""
+
 from __future__ import annotations
 
 import json
@@ -33,14 +34,14 @@ def test_migrated_store_gives_identical_arrays_and_analysis(tmp_path):
     st = ActivationStore(tmp_path / "s")
     assert st.manifest["format_version"] == 2 and st.manifest["batch_size"] == 8
     for p in arrays:
-        assert np.array_equal(st.get(p), ref[p])                                  # bit-identical arrays
+        assert np.array_equal(st.get(p), ref[p])  # bit-identical arrays
     direct = write_store(tmp_path / "v2", cfg, items, arrays, batch_size=8)
-    assert files(tmp_path / "s") == files(tmp_path / "v2")                        # = a store written as v2
+    assert files(tmp_path / "s") == files(tmp_path / "v2")  # = a store written as v2
     a = analyse_store(st, "last", n_perm=20, progress=False)
     b = analyse_store(direct, "last", n_perm=20, progress=False)
-    assert json.dumps(a.to_dict()) == json.dumps(b.to_dict())                     # identical analysis
-    assert migrate_store(tmp_path / "s") == tmp_path / "s"                       # v2: nothing to do
-    assert sorted(os.listdir(tmp_path)) == ["s", "v2"]                           # no leftovers
+    assert json.dumps(a.to_dict()) == json.dumps(b.to_dict())  # identical analysis
+    assert migrate_store(tmp_path / "s") == tmp_path / "s"  # v2: nothing to do
+    assert sorted(os.listdir(tmp_path)) == ["s", "v2"]  # no leftovers
 
 
 def test_interrupted_migration_resumes_and_a_crash_between_renames_is_finished(tmp_path, monkeypatch):
@@ -61,11 +62,12 @@ def test_interrupted_migration_resumes_and_a_crash_between_renames_is_finished(t
     monkeypatch.setattr(StoreWriter, "write_shard", real)
     assert (tmp_path / ".s.v2-migrating").is_dir()
     with pytest.raises(StoreError, match="store migrate"):
-        ActivationStore(tmp_path / "s")                                          # still v1 until the swap
+        ActivationStore(tmp_path / "s")  # still v1 until the swap
     done = []
     monkeypatch.setattr(StoreWriter, "write_shard", lambda self, i, *a, **k: (done.append(i), real(self, i, *a, **k)))
     real_replace = os.replace
-    def crash_second_rename(src, dst):          # old store moved aside; the new one not yet moved in
+
+    def crash_second_rename(src, dst):  # old store moved aside; the new one not yet moved in
         if str(src).endswith(".v2-migrating"):
             raise OSError("power cut")
         return real_replace(src, dst)
@@ -73,7 +75,7 @@ def test_interrupted_migration_resumes_and_a_crash_between_renames_is_finished(t
     monkeypatch.setattr(migrate_mod.os, "replace", crash_second_rename)
     with pytest.raises(OSError, match="power cut"):
         migrate_store(tmp_path / "s")
-    assert done == list(range(2, 8)) and not (tmp_path / "s").exists()                    # resumed: only the rest written
+    assert done == list(range(2, 8)) and not (tmp_path / "s").exists()  # resumed: only the rest written
     monkeypatch.setattr(migrate_mod.os, "replace", real_replace)
     migrate_store(tmp_path / "s")
     assert np.array_equal(ActivationStore(tmp_path / "s").get("last"), arrays["last"])
@@ -87,7 +89,7 @@ def test_incomplete_v1_store_becomes_a_resumable_v2_store(tmp_path):
     migrate_store(tmp_path / "s")
     with pytest.raises(StoreError, match="incomplete"):
         ActivationStore(tmp_path / "s")
-    w2 = StoreWriter(tmp_path / "s", {**cfg, "batch_size": 8}, items)             # the same collection resumes
+    w2 = StoreWriter(tmp_path / "s", {**cfg, "batch_size": 8}, items)  # the same collection resumes
     assert w2.todo() == [1, 2]
     for b in w2.todo():
         a, e = w2.batch_rows(b)
@@ -111,7 +113,8 @@ def test_store_command_merge_migrate_verify_info(tmp_path, capsys):
     shard.write_bytes(bytes(data))
     assert main(["verify", str(tmp_path / "m")]) == 2
     assert "shard-00001.safetensors is corrupt" in capsys.readouterr().err
-    write_store(tmp_path / "x", {**cfg, "layers": [0, 1]}, items, {"last": arrays["last"][:, :2]}, batch_size=4,
-                part=(1, 2))
+    write_store(
+        tmp_path / "x", {**cfg, "layers": [0, 1]}, items, {"last": arrays["last"][:, :2]}, batch_size=4, part=(1, 2)
+    )
     assert main(["merge", str(tmp_path / "p0"), str(tmp_path / "x"), "--out", str(tmp_path / "m2")]) == 2
     assert "differ in: layers" in capsys.readouterr().err

@@ -1,4 +1,5 @@
 """Execute every notebook top to bottom (outputs are not written back; git keeps them cleared)."""
+
 from __future__ import annotations
 
 import json

@@ -19,7 +19,9 @@ def test_llm_stage_end_to_end_and_reuse(smollm2, tmp_path):
     mtime = shard.stat().st_mtime_ns
     again = run_llm_stage(tmp_path, smollm2, **kw)
     assert shard.stat().st_mtime_ns == mtime  # activations reused, not recomputed
-    assert np.array_equal(DirectionSet.load(again["directions"]["lat"])[10], DirectionSet.load(res["directions"]["lat"])[10])
+    assert np.array_equal(
+        DirectionSet.load(again["directions"]["lat"])[10], DirectionSet.load(res["directions"]["lat"])[10]
+    )
     s = llm_summary(json.loads((tmp_path / "analysis" / "llm.json").read_text()))
     assert s["best_layer"] in (2, 10, 20)
     from cotscope.figures.__main__ import render_all

@@ -5,6 +5,7 @@ No GPU here, so the placement code is exercised with accelerate's disk offload: 
 where it runs; cotscope asks each layer for its execution device, and a spy checks it asks *each* requested layer. bf16 and fp16 models run collection, injection and attention end to end
 and stay within the tolerances derived in :mod:`probes.precision` of the float32 model.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,7 +22,7 @@ from cotscope.probes.models.loading import LoadedModel, ModelLoadError, load_mod
 from cotscope.probes.precision import attention_tolerance, logprob_tolerance, residual_tolerance
 from cotscope.probes.stimuli import generate_problems, make_pairs
 
-LAYERS = [3, 22]          # one block in memory, one offloaded to disk
+LAYERS = [3, 22]  # one block in memory, one offloaded to disk
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +38,9 @@ def offloaded(tmp_path_factory):
 
 
 def _chat(lm, text):
-    return lm.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                            add_generation_prompt=True)
+    return lm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def _vec(d, seed=0):
@@ -47,15 +49,20 @@ def _vec(d, seed=0):
 
 def test_offloaded_layers_report_their_execution_device(offloaded, tmp_path):
     assert next(offloaded.layers()[22].parameters()).device.type == "meta"
-    assert offloaded.layer_device(22) == torch.device("cpu")              # accelerate's execution device
+    assert offloaded.layer_device(22) == torch.device("cpu")  # accelerate's execution device
     assert offloaded.layer_device(3) == torch.device("cpu")
-    assert offloaded.device == torch.device("cpu")                        # inputs go to the embedding's device
+    assert offloaded.device == torch.device("cpu")  # inputs go to the embedding's device
     assert offloaded.layer_dtype(22) == torch.float32
     # an offloaded *embedding* cannot work with nnsight 0.8 (it moves inputs to the first parameter's device): refused
-    dm = {"model.embed_tokens": "disk", "lm_head": "disk", "model.layers": "cpu", "model.norm": "cpu",
-          "model.rotary_emb": "cpu"}
+    dm = {
+        "model.embed_tokens": "disk",
+        "lm_head": "disk",
+        "model.layers": "cpu",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+    }
     emb_off = load_model("embedded:smollm2", device_map=dm, offload_folder=str(tmp_path))
-    assert emb_off.device == torch.device("cpu")          # inputs belong on the embedding's execution device
+    assert emb_off.device == torch.device("cpu")  # inputs belong on the embedding's execution device
     with pytest.raises(ModelLoadError, match="input embedding"):
         emb_off.nnsight
 
@@ -72,7 +79,7 @@ def test_offloaded_model_collects_injects_and_captures_like_the_plain_one(smollm
     x = generate_steered(smollm2, prompts, rows, budget=3, share_prefix=False)
     y = generate_steered(offloaded, prompts, rows, budget=3, share_prefix=False)
     assert [(r.token_ids, r.logprob) for r in x] == [(r.token_ids, r.logprob) for r in y]
-    assert x[0].logprob != x[1].logprob                                  # the offloaded layer 22 was steered
+    assert x[0].logprob != x[1].logprob  # the offloaded layer 22 was steered
     # apply() inside a user's trace: the steering term is made from the block output itself (its device, dtype)
     enc = dict(smollm2.tokenizer(["The answer is"], return_tensors="pt"))
     got = []
@@ -115,8 +122,9 @@ def float32_reference(smollm2, pairs, tmp_path_factory):
     kw = dict(layers=PREC_LAYERS, positions=("last_prompt", "answer_mean"), batch_size=4, progress=False)
     store = collect_pairs(smollm2, pairs[:1], tmp_path_factory.mktemp("f32") / "s", **kw)
     gen = _generate(smollm2, _inject_case(smollm2))
-    rows = capture_batch(smollm2, [CaptureRequest("q", "What is 12 + 7?")], layers=[0, 29],
-                         max_new_tokens=1)[0]["tensors"]["rows"]
+    rows = capture_batch(smollm2, [CaptureRequest("q", "What is 12 + 7?")], layers=[0, 29], max_new_tokens=1)[0][
+        "tensors"
+    ]["rows"]
     return kw, store, gen, rows
 
 
@@ -161,7 +169,9 @@ def test_reduced_precision_end_to_end(pairs, float32_reference, tmp_path, monkey
         for lg, lw in zip(g.forced_logprobs, w.forced_logprobs):
             assert abs(lg - lw) <= logprob_tolerance(dtype, 30, lw)
     # attention capture: rows are probabilities (sum 1) and within the derived total-variation bound
-    rb = capture_batch(lm, [CaptureRequest("q", "What is 12 + 7?")], layers=[0, 29], max_new_tokens=1)[0]["tensors"]["rows"]
+    rb = capture_batch(lm, [CaptureRequest("q", "What is 12 + 7?")], layers=[0, 29], max_new_tokens=1)[0]["tensors"][
+        "rows"
+    ]
     np.testing.assert_allclose(rb.sum(-1), 1.0, atol=1e-2)
     for k, l in enumerate([0, 29]):
         assert 0.5 * np.abs(ra[k] - rb[k]).sum(-1).max() <= attention_tolerance(dtype, l)
@@ -172,8 +182,14 @@ def test_injector_places_tensors_per_layer():
     placement (remote) keeps float32 on the CPU for the trace to move."""
     am = torch.ones(2, 5, dtype=torch.long)
     rows = [RowSteer({1: _vec(8), 3: _vec(8, 1)}, 1.0), RowSteer.none()]
-    inj = intervene._Injector(rows, am, 5, ("first",), True,
-                              {1: (torch.device("cpu"), torch.bfloat16), 3: (torch.device("cpu"), torch.float16)})
+    inj = intervene._Injector(
+        rows,
+        am,
+        5,
+        ("first",),
+        True,
+        {1: (torch.device("cpu"), torch.bfloat16), 3: (torch.device("cpu"), torch.float16)},
+    )
     assert inj.add[1].dtype == torch.bfloat16 and inj.add[3].dtype == torch.float16
     remote = intervene._Injector(rows, am, 5, ("first",), True, {})
     assert remote.add[1].dtype == torch.float32 and remote.add[1].device.type == "cpu"

@@ -1,32 +1,37 @@
 """One vocabulary: Positions (steering), TokenRule (reading), the layer convention and the layer resolver."""
+
 import numpy as np
 import pytest
 import torch
 
 from cotscope.errors import CotscopeError
-from cotscope.probes.positions import (Positions, PositionsError, TokenRule, TokenRuleError, parse_token_rules)
-
+from cotscope.probes.positions import Positions, PositionsError, TokenRule, TokenRuleError, parse_token_rules
 
 # ---------------------------------------------------------------- Positions: one parser, old spellings accepted
 
-@pytest.mark.parametrize("spec,names", [
-    ("first", ("first",)),
-    (("generated", "last_prompt"), ("last_prompt", "generated")),           # intervene's tuple form
-    ("last_prompt+generated", ("last_prompt", "generated")),                # the sweep table's spelling
-    ("prompt, generated", ("prompt", "generated")),
-    ("all", ("prompt", "generated")),                                       # apply's spellings
-    ("last", ("last_prompt", "generated")),
-    (["last", "first"], ("first", "last_prompt", "generated")),
-])
+
+@pytest.mark.parametrize(
+    "spec,names",
+    [
+        ("first", ("first",)),
+        (("generated", "last_prompt"), ("last_prompt", "generated")),  # intervene's tuple form
+        ("last_prompt+generated", ("last_prompt", "generated")),  # the sweep table's spelling
+        ("prompt, generated", ("prompt", "generated")),
+        ("all", ("prompt", "generated")),  # apply's spellings
+        ("last", ("last_prompt", "generated")),
+        (["last", "first"], ("first", "last_prompt", "generated")),
+    ],
+)
 def test_names_parse_to_canonical_atoms(spec, names):
     p = Positions.parse(spec)
     assert p.names == names and p.index is None
-    assert Positions.parse(str(p)) == p                      # str() is itself a valid spelling
+    assert Positions.parse(str(p)) == p  # str() is itself a valid spelling
     assert Positions.parse(p) is p
 
 
-@pytest.mark.parametrize("spec,forward", [(3, 3), (-1, -1), ([1, 2], [1, 2]), (np.int64(2), 2),
-                                          (slice(1, None), slice(1, None))])
+@pytest.mark.parametrize(
+    "spec,forward", [(3, 3), (-1, -1), ([1, 2], [1, 2]), (np.int64(2), 2), (slice(1, None), slice(1, None))]
+)
 def test_indices_parse_for_one_forward_pass(spec, forward):
     assert Positions.parse(spec).forward() == forward
 
@@ -42,9 +47,17 @@ def test_forward_and_generation_views():
         Positions.parse([0, 1]).generation()
 
 
-@pytest.mark.parametrize("bad,msg", [("middle", "unknown position 'middle'"), (2.5, "positions=2.5"),
-                                     (True, "is a bool"), ((), "no positions given"), (["first", 1], "mixes"),
-                                     (None, "cannot be read")])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        ("middle", "unknown position 'middle'"),
+        (2.5, "positions=2.5"),
+        (True, "is a bool"),
+        ((), "no positions given"),
+        (["first", 1], "mixes"),
+        (None, "cannot be read"),
+    ],
+)
 def test_bad_positions_name_the_valid_spellings(bad, msg):
     with pytest.raises(PositionsError, match=msg) as e:
         Positions.parse(bad)
@@ -56,9 +69,9 @@ def test_intervene_and_apply_read_the_same_type():
     from cotscope.probes.apply import _check_positions
     from cotscope.probes.intervene import InjectionError, normalize_positions
 
-    assert normalize_positions("last") == ("last_prompt", "generated")     # apply's spelling, during generation
+    assert normalize_positions("last") == ("last_prompt", "generated")  # apply's spelling, during generation
     assert normalize_positions(Positions.parse("all")) == ("prompt", "generated")
-    assert _check_positions("last_prompt") == "last"                       # intervene's spelling, one forward pass
+    assert _check_positions("last_prompt") == "last"  # intervene's spelling, one forward pass
     assert _check_positions(Positions.parse([4])) == [4]
     with pytest.raises(InjectionError, match="unknown injection position 'middle'"):
         normalize_positions("middle")
@@ -68,11 +81,12 @@ def test_intervene_and_apply_read_the_same_type():
 
 # ---------------------------------------------------------------- token rules: one type for reading
 
+
 def test_token_rules():
     assert parse_token_rules("last_prompt, answer_mean,last_prompt") == (TokenRule.LAST_PROMPT, TokenRule.ANSWER_MEAN)
     assert parse_token_rules(["last", TokenRule.IMAGE_MEAN]) == (TokenRule.LAST, TokenRule.IMAGE_MEAN)
     assert TokenRule.parse("mean") is TokenRule.MEAN and str(TokenRule.LAST) == "last"
-    assert TokenRule.LAST_PROMPT == "last_prompt"            # a str: stored metadata compares equal
+    assert TokenRule.LAST_PROMPT == "last_prompt"  # a str: stored metadata compares equal
     with pytest.raises(TokenRuleError, match=r"unknown token rule 'mean'.*\['last_prompt', 'last'"):
         parse_token_rules(["mean"], allowed=("last_prompt", "last"))
     with pytest.raises(TokenRuleError, match="no token rules"):
@@ -94,6 +108,7 @@ def test_collect_refuses_unknown_token_rules(smollm2):
 
 
 # ---------------------------------------------------------------- layer convention: -1 is the last block everywhere
+
 
 def test_minus_one_is_the_last_block_everywhere(smollm2):
     from cotscope.analyses.artifacts import DirectionMeta, DirectionSet
@@ -136,6 +151,7 @@ def test_vision_latents_accepts_negative_layers():
 
 # ---------------------------------------------------------------- one layer resolver, on the adapter
 
+
 def test_one_layer_resolver(smollm2):
     from cotscope.probes.apply import decoder_layers
     from cotscope.probes.models.registry import LayerPathError, ModelAdapter
@@ -146,16 +162,18 @@ def test_one_layer_resolver(smollm2):
     assert path == smollm2.adapter.layers_path == "model.layers" and blocks is hf.model.layers
     assert decoder_layers(hf) is blocks and find_decoder_layers(hf) == (path, blocks)
     assert smollm2.layers() is blocks
-    assert len(decoder_layers(smollm2.nnsight)) == smollm2.n_layers          # nnsight envoys too
+    assert len(decoder_layers(smollm2.nnsight)) == smollm2.n_layers  # nnsight envoys too
     # an unregistered architecture falls back to known layouts
     gpt2 = torch.nn.Module()
     gpt2.transformer = torch.nn.Module()
     gpt2.transformer.h = torch.nn.ModuleList([torch.nn.Linear(2, 2) for _ in range(3)])
     assert ModelAdapter.find_layers(gpt2)[0] == "transformer.h"
     assert ModelAdapter.find_layers(hf, "model.layers")[1] is blocks
-    for call, err in ((lambda: ModelAdapter.find_layers(torch.nn.Linear(2, 2)), LayerPathError),
-                      (lambda: decoder_layers(torch.nn.Linear(2, 2)), LayerPathError),
-                      (lambda: find_decoder_layers(torch.nn.Linear(2, 2)), VisionLatentsError)):
+    for call, err in (
+        (lambda: ModelAdapter.find_layers(torch.nn.Linear(2, 2)), LayerPathError),
+        (lambda: decoder_layers(torch.nn.Linear(2, 2)), LayerPathError),
+        (lambda: find_decoder_layers(torch.nn.Linear(2, 2)), VisionLatentsError),
+    ):
         with pytest.raises(err, match="layers_path"):
             call()
     with pytest.raises(LayerPathError, match="'model.nope' does not name"):

@@ -1,4 +1,5 @@
 """analyses.prior: Δ between checkpoints, the match report, streaming, the spectrum, the artifact."""
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,15 @@ from cotscope.analyses import prior as P
 from cotscope.analyses import spectral
 
 torch.set_num_threads(2)
-TEXT = dict(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=3, num_attention_heads=4,
-            num_key_value_heads=2, tie_word_embeddings=False)
+TEXT = dict(
+    vocab_size=64,
+    hidden_size=32,
+    intermediate_size=48,
+    num_hidden_layers=3,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    tie_word_embeddings=False,
+)
 
 
 def _llama(seed: int = 0, **over):
@@ -33,11 +41,26 @@ def _perturbed_text_state(lm, seed: int = 1, scale: float = 0.01) -> dict[str, t
 def _idefics2(lm):
     from transformers import Idefics2Config, Idefics2ForConditionalGeneration, LlamaConfig
 
-    cfg = Idefics2Config(vision_config=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                            num_attention_heads=2, image_size=16, patch_size=8),
-                         perceiver_config=dict(hidden_size=32, resampler_n_latents=4, resampler_depth=1,
-                                               resampler_n_heads=2, resampler_head_dim=8, num_key_value_heads=1),
-                         text_config=LlamaConfig(**TEXT).to_dict(), image_token_id=63)
+    cfg = Idefics2Config(
+        vision_config=dict(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=8,
+        ),
+        perceiver_config=dict(
+            hidden_size=32,
+            resampler_n_latents=4,
+            resampler_depth=1,
+            resampler_n_heads=2,
+            resampler_head_dim=8,
+            num_key_value_heads=1,
+        ),
+        text_config=LlamaConfig(**TEXT).to_dict(),
+        image_token_id=63,
+    )
     torch.manual_seed(5)
     vlm = Idefics2ForConditionalGeneration(cfg).eval()
     vlm.model.text_model.load_state_dict(_perturbed_text_state(lm))
@@ -48,9 +71,18 @@ def _idefics2(lm):
 def _llava(lm):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
-    cfg = LlavaConfig(vision_config=CLIPVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
-                                                     num_attention_heads=2, image_size=16, patch_size=8),
-                      text_config=LlamaConfig(**TEXT), image_token_index=63)
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(
+            hidden_size=16,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=16,
+            patch_size=8,
+        ),
+        text_config=LlamaConfig(**TEXT),
+        image_token_index=63,
+    )
     torch.manual_seed(6)
     vlm = LlavaForConditionalGeneration(cfg).eval()
     vlm.model.language_model.load_state_dict(_perturbed_text_state(lm, seed=2))
@@ -65,9 +97,9 @@ def pair(tmp_path_factory):
     lm = _llama()
     lm.save_pretrained(root / "lm")
     idefics = _idefics2(lm)
-    idefics.save_pretrained(root / "idefics2", max_shard_size="40KB")     # several shards + index json
+    idefics.save_pretrained(root / "idefics2", max_shard_size="40KB")  # several shards + index json
     llava = _llava(lm)
-    llava.save_pretrained(root / "llava")                                  # legacy layout language_model.model.*
+    llava.save_pretrained(root / "llava")  # legacy layout language_model.model.*
     return {"root": root, "lm": lm, "idefics2": idefics, "llava": llava}
 
 
@@ -82,8 +114,16 @@ def _direct_delta(lm, vlm, text_attr: str) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("vl,text_attr", [("idefics2", "model.text_model"), ("llava", "model.language_model")])
 def test_delta_equals_direct_state_dict_subtraction(pair, vl, text_attr, tmp_path):
     out = tmp_path / "prior.safetensors"
-    res = P.compute_prior(pair["root"] / "lm", pair["root"] / vl, "full", out_path=out, n_perm=10,
-                          progress=False, verbose=False, chunk_mb=0.002)           # tiny chunks: many row blocks
+    res = P.compute_prior(
+        pair["root"] / "lm",
+        pair["root"] / vl,
+        "full",
+        out_path=out,
+        n_perm=10,
+        progress=False,
+        verbose=False,
+        chunk_mb=0.002,
+    )  # tiny chunks: many row blocks
     oracle = _direct_delta(pair["lm"], pair[vl], text_attr)
     art = P.PriorArtifact.load(out)
     assert sorted(art.names) == sorted(oracle)
@@ -110,7 +150,7 @@ def test_delta_equals_direct_state_dict_subtraction(pair, vl, text_attr, tmp_pat
 
 def test_match_report_counts_layouts_and_vision(pair):
     pairs, rep = P.match_checkpoints(pair["root"] / "lm", pair["root"] / "idefics2")
-    assert rep.n_matched == len(pairs) == 3 * 7                  # attn(4) + mlp(3) per layer
+    assert rep.n_matched == len(pairs) == 3 * 7  # attn(4) + mlp(3) per layer
     assert rep.matched_mapped == {"model -> model.text_model": 21} and rep.matched_exact == 0
     assert rep.n_vision["vl"] > 0 and rep.n_other["vl"] > 0 and rep.n_vision["reason"] == 0
     assert not rep.unmatched_reason and not rep.unmatched_vl and rep.ok
@@ -119,7 +159,7 @@ def test_match_report_counts_layouts_and_vision(pair):
     # legacy LLaVA save layout is mapped too
     _, rep2 = P.match_checkpoints(pair["root"] / "lm", pair["root"] / "llava", "full")
     assert rep2.matched_mapped.get("model -> language_model.model") == 29
-    assert rep2.matched_mapped.get("<bare> -> language_model") == 1      # lm_head
+    assert rep2.matched_mapped.get("<bare> -> language_model") == 1  # lm_head
 
 
 def _renamed_copy(src: Path, dst: Path, old: str, new: str) -> None:
@@ -131,8 +171,12 @@ def _renamed_copy(src: Path, dst: Path, old: str, new: str) -> None:
 
 
 def test_renamed_module_is_counted_unmatched(pair, tmp_path):
-    _renamed_copy(pair["root"] / "lm", tmp_path / "renamed", "model.layers.1.mlp.up_proj.weight",
-                  "model.layers.1.mlp.upp_proj.weight")
+    _renamed_copy(
+        pair["root"] / "lm",
+        tmp_path / "renamed",
+        "model.layers.1.mlp.up_proj.weight",
+        "model.layers.1.mlp.upp_proj.weight",
+    )
     with pytest.raises(P.ModuleMatchError) as ei:
         P.match_checkpoints(tmp_path / "renamed", pair["root"] / "idefics2", "full")
     rep = ei.value.report
@@ -185,8 +229,15 @@ def test_pattern_matching_nothing_is_an_error(pair):
 
 
 def test_presets_select_the_drift_module_sets():
-    names = ["layers.0.self_attn.q_proj.weight", "layers.0.self_attn.q_proj.bias", "layers.0.mlp.down_proj.weight",
-             "layers.0.input_layernorm.weight", "norm.weight", "embed_tokens.weight", "lm_head.weight"]
+    names = [
+        "layers.0.self_attn.q_proj.weight",
+        "layers.0.self_attn.q_proj.bias",
+        "layers.0.mlp.down_proj.weight",
+        "layers.0.input_layernorm.weight",
+        "norm.weight",
+        "embed_tokens.weight",
+        "lm_head.weight",
+    ]
 
     def sel(m):
         return [n for n in names if any(rx.search(n) for _, rx in P.resolve_modules(m))]
@@ -261,8 +312,11 @@ def test_spectrum_test_verdicts():
     rng = np.random.default_rng(1)
     smooth = np.array([np.cos(2 * np.pi * k * t / 64 + rng.uniform(0, 6)) for k in rng.integers(1, 4, 30)])
     rough = smooth * (-1.0) ** t
-    for X, verdict in ((smooth, "low-frequency"), (rough, "high-frequency"),
-                       (rng.normal(size=(200, 64)), "no frequency structure beyond the permutation null")):
+    for X, verdict in (
+        (smooth, "low-frequency"),
+        (rough, "high-frequency"),
+        (rng.normal(size=(200, 64)), "no frequency structure beyond the permutation null"),
+    ):
         gs = P.GramSpectrum(64)
         gs.add(X)
         assert P.spectrum_test(gs, n_perm=100)["verdict"] == verdict
@@ -276,14 +330,21 @@ def test_planted_high_frequency_drift_is_detected(pair, tmp_path):
     alt = (-1.0) ** np.arange(32)
     out = {}
     for k, v in sd.items():
-        if ".mlp.up_proj." in k or ".self_attn.q_proj." in k:           # hidden axis last
+        if ".mlp.up_proj." in k or ".self_attn.q_proj." in k:  # hidden axis last
             v = v - 0.05 * rng.normal(size=(v.shape[0], 1)) * alt[None, :] * rng.uniform(0.5, 1, size=(1, 32))
         out[k] = v.astype(np.float32)
     (tmp_path / "hf").mkdir()
     save_file(out, str(tmp_path / "hf" / "model.safetensors"))
     (tmp_path / "hf" / "config.json").write_text((src / "config.json").read_text())
-    res = P.compute_prior(src, tmp_path / "hf", [r"mlp\.up_proj", r"self_attn\.q_proj"], n_perm=100,
-                          n_perm_layer=50, progress=False, verbose=False)
+    res = P.compute_prior(
+        src,
+        tmp_path / "hf",
+        [r"mlp\.up_proj", r"self_attn\.q_proj"],
+        n_perm=100,
+        n_perm_layer=50,
+        progress=False,
+        verbose=False,
+    )
     assert res.spectrum["total"]["verdict"] == "high-frequency"
     assert res.spectrum["total"]["centroid"] > 0.9
     assert all(r["verdict"] == "high-frequency" for r in res.layers)
@@ -291,21 +352,26 @@ def test_planted_high_frequency_drift_is_detected(pair, tmp_path):
 
 def test_artifact_fits_its_model_and_refuses_others(pair, tmp_path):
     out = tmp_path / "p.safetensors"
-    P.compute_prior(pair["root"] / "lm", pair["root"] / "idefics2", out_path=out, spectrum=False, progress=False,
-                    verbose=False)
+    P.compute_prior(
+        pair["root"] / "lm", pair["root"] / "idefics2", out_path=out, spectrum=False, progress=False, verbose=False
+    )
     art = P.PriorArtifact.load(out)
     assert art.meta["sign"] == P.SIGN_CONVENTION and art.meta["vl"]["model_type"] == "idefics2"
-    assert art.meta["tensors"]["layers.0.self_attn.q_proj.weight"]["vl_key"] == \
-        "model.text_model.layers.0.self_attn.q_proj.weight"
+    assert (
+        art.meta["tensors"]["layers.0.self_attn.q_proj.weight"]["vl_key"]
+        == "model.text_model.layers.0.self_attn.q_proj.weight"
+    )
     m = art.fit({n: tuple(p.shape) for n, p in pair["idefics2"].named_parameters()})
     assert len(m) == 21 and m["model.text_model.layers.2.mlp.down_proj.weight"] == "layers.2.mlp.down_proj.weight"
     with pytest.raises(P.PriorFitError, match="shape mismatch"):
         art.fit({n: tuple(p.shape) for n, p in _llama(hidden_size=48).named_parameters()})
     with pytest.raises(P.PriorFitError, match="have no parameter"):
         art.fit({n: tuple(p.shape) for n, p in _llama(num_hidden_layers=2).named_parameters()})
-    assert len(art.fit({n: tuple(p.shape) for n, p in _llama(num_hidden_layers=2).named_parameters()},
-                       allow_partial=True)) == 14
-    with safe_open(str(out), "numpy") as fh:                              # a standard safetensors file
+    assert (
+        len(art.fit({n: tuple(p.shape) for n, p in _llama(num_hidden_layers=2).named_parameters()}, allow_partial=True))
+        == 14
+    )
+    with safe_open(str(out), "numpy") as fh:  # a standard safetensors file
         assert fh.metadata()["format"] == P.PRIOR_FORMAT
 
 
@@ -323,17 +389,31 @@ def test_artifact_load_rejects_foreign_and_corrupt_files(pair, tmp_path):
 def test_run_prior_analysis_writes_artifact_json_and_figures(pair, tmp_path):
     from cotscope.figures.__main__ import render_all
 
-    s = P.run_prior_analysis(pair["root"] / "lm", pair["root"] / "idefics2", tmp_path, n_perm=20, n_perm_layer=10,
-                             progress=False, verbose=False)
+    s = P.run_prior_analysis(
+        pair["root"] / "lm",
+        pair["root"] / "idefics2",
+        tmp_path,
+        n_perm=20,
+        n_perm_layer=10,
+        progress=False,
+        verbose=False,
+    )
     assert s["n_matched"] == 21 and s["n_unmatched_vl"] == 0 and s["delta_norm_total"] > 0
-    assert s["spectral_verdict"] in ("high-frequency", "low-frequency",
-                                     "no frequency structure beyond the permutation null")
+    assert s["spectral_verdict"] in (
+        "high-frequency",
+        "low-frequency",
+        "no frequency structure beyond the permutation null",
+    )
     data = json.loads((tmp_path / P.ANALYSIS_FILENAME).read_text())
     assert len(data["layers"]) == 3 and data["sign"] == P.SIGN_CONVENTION
-    assert [r["module"] for r in data["modules"]][:4] == ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                                                          "self_attn.o_proj"]
+    assert [r["module"] for r in data["modules"]][:4] == [
+        "self_attn.q_proj",
+        "self_attn.k_proj",
+        "self_attn.v_proj",
+        "self_attn.o_proj",
+    ]
     (tmp_path / "prior").mkdir()
-    for f in tmp_path.glob("prior*"):                             # lay the files out as a run: RUN/prior/…
+    for f in tmp_path.glob("prior*"):  # lay the files out as a run: RUN/prior/…
         if f.is_file():
             f.rename(tmp_path / "prior" / f.name)
     figs = [f for f in render_all(tmp_path, verbose=False) if Path(f).name.startswith("prior_")]
@@ -346,17 +426,25 @@ def test_run_prior_analysis_writes_artifact_json_and_figures(pair, tmp_path):
 def test_identical_backbones_give_zero_delta_and_no_spectrum(pair, tmp_path):
     from cotscope.figures.__main__ import render_all
 
-    s = P.run_prior_analysis(pair["root"] / "lm", pair["root"] / "lm", tmp_path / "prior", "full", write_artifact=False,
-                             progress=False, verbose=False)
+    s = P.run_prior_analysis(
+        pair["root"] / "lm",
+        pair["root"] / "lm",
+        tmp_path / "prior",
+        "full",
+        write_artifact=False,
+        progress=False,
+        verbose=False,
+    )
     assert s["delta_norm_total"] == 0.0 and s["cos_min"] == pytest.approx(1.0) and s["delta_norm_max_layer"] is None
     assert s["spectral_verdict"] == P.ZERO_VERDICT and s["spectral_centroid"] is None
+
     def no_nan(c):
         raise AssertionError(f"non-standard JSON constant {c}")
 
     data = json.loads((tmp_path / "prior" / P.ANALYSIS_FILENAME).read_text(), parse_constant=no_nan)
     assert all(r["verdict"] == P.ZERO_VERDICT for r in data["layers"])
     figs = [f for f in render_all(tmp_path, verbose=False) if Path(f).name.startswith("prior_")]
-    assert sum(f.endswith(".png") for f in figs) == 3           # the zero-Δ figures still draw
+    assert sum(f.endswith(".png") for f in figs) == 3  # the zero-Δ figures still draw
 
 
 @pytest.mark.slow
@@ -391,15 +479,23 @@ def test_user_regex_can_pair_non_lm_tensors_by_exact_name(pair):
     assert not any("connector" in p.canonical or "vision" in p.canonical for p in full)
     with pytest.raises(P.PatternError):
         P.match_checkpoints(pair["root"] / "idefics2", pair["root"] / "idefics2", r"raw:vision_model")
-    with pytest.raises(P.PatternError):                     # plain regexes see only the language model
+    with pytest.raises(P.PatternError):  # plain regexes see only the language model
         P.match_checkpoints(pair["root"] / "idefics2", pair["root"] / "idefics2", r"^model\.connector\.")
 
 
 def test_figures_regenerate_from_the_run_directory(pair, tmp_path):
     from cotscope.figures.__main__ import render_all
 
-    P.run_prior_analysis(pair["root"] / "lm", pair["root"] / "idefics2", tmp_path / "prior", write_artifact=False,
-                         n_perm=10, n_perm_layer=10, progress=False, verbose=False)
+    P.run_prior_analysis(
+        pair["root"] / "lm",
+        pair["root"] / "idefics2",
+        tmp_path / "prior",
+        write_artifact=False,
+        n_perm=10,
+        n_perm_layer=10,
+        progress=False,
+        verbose=False,
+    )
     written = render_all(tmp_path, verbose=False)
     names = {Path(p).name for p in written}
     assert {"prior_norms.png", "prior_modules.html", "prior_spectrum.pdf"} <= names
@@ -408,8 +504,16 @@ def test_figures_regenerate_from_the_run_directory(pair, tmp_path):
 
 def test_float16_artifact_round_trips(pair, tmp_path):
     out = tmp_path / "p16.safetensors"
-    P.compute_prior(pair["root"] / "lm", pair["root"] / "idefics2", "mlp", out_path=out, out_dtype="float16",
-                    spectrum=False, progress=False, verbose=False)
+    P.compute_prior(
+        pair["root"] / "lm",
+        pair["root"] / "idefics2",
+        "mlp",
+        out_path=out,
+        out_dtype="float16",
+        spectrum=False,
+        progress=False,
+        verbose=False,
+    )
     art = P.PriorArtifact.load(out)
     oracle = _direct_delta(pair["lm"], pair["idefics2"], "model.text_model")
     for name, d in art.items():

@@ -1,4 +1,5 @@
 """Merging baselines (analyses.prior.merge) and putting merged weights into a model (probes.merge)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -44,16 +45,20 @@ def test_dare_is_seeded_unbiased_and_sparse():
     kept = (a - vl) != 0
     assert 0.08 < kept.mean() < 0.12
     assert np.allclose((a - vl)[kept], (reason - vl)[kept] / 0.1, rtol=1e-5)
-    assert abs((a - vl).sum() - (reason - vl).sum()) < 5 * np.abs(reason - vl).sum() ** 0.5   # E[DARE(τ)] = τ
+    assert abs((a - vl).sum() - (reason - vl).sum()) < 5 * np.abs(reason - vl).sum() ** 0.5  # E[DARE(τ)] = τ
 
 
 def test_layer_swap_and_bad_requests():
     _, vl, reason = _pair()
     assert np.array_equal(merge_tensor("layer_swap", vl, reason, layer=3, swap_layers=[3, 4]), reason)
     assert np.array_equal(merge_tensor("layer_swap", vl, reason, layer=2, swap_layers=[3, 4]), vl)
-    for m, kw, words in [("soup", {}, "unknown merge method"), ("ties", {"density": 0}, "density"),
-                         ("dare", {"drop": 1.0}, "drop"), ("layer_swap", {}, "swap_layers"),
-                         ("ties", {"drop": 0.5}, "takes")]:
+    for m, kw, words in [
+        ("soup", {}, "unknown merge method"),
+        ("ties", {"density": 0}, "density"),
+        ("dare", {"drop": 1.0}, "drop"),
+        ("layer_swap", {}, "swap_layers"),
+        ("ties", {"drop": 0.5}, "takes"),
+    ]:
         with pytest.raises(MergeError, match=words):
             check_params(m, kw)
     with pytest.raises(MergeError, match="shapes differ"):
@@ -64,8 +69,14 @@ def test_layer_swap_and_bad_requests():
 def tiny_pair(tmp_path_factory):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    cfg = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-                      num_key_value_heads=2, vocab_size=50)
+    cfg = LlamaConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=50,
+    )
     d = tmp_path_factory.mktemp("pair")
     torch.manual_seed(0)
     vl = LlamaForCausalLM(cfg)
@@ -78,8 +89,15 @@ def tiny_pair(tmp_path_factory):
     return d / "reason", d / "vl", vl
 
 
-@pytest.mark.parametrize("method,kw", [("task_arithmetic", {"lam": 0.5}), ("ties", {"density": 0.3}),
-                                       ("dare", {"drop": 0.5}), ("layer_swap", {"swap_layers": [1, 2]})])
+@pytest.mark.parametrize(
+    "method,kw",
+    [
+        ("task_arithmetic", {"lam": 0.5}),
+        ("ties", {"density": 0.3}),
+        ("dare", {"drop": 0.5}),
+        ("layer_swap", {"swap_layers": [1, 2]}),
+    ],
+)
 def test_streamed_file_equals_in_memory_merge_and_restores(tiny_pair, tmp_path, method, kw):
     reason, vl_dir, model = tiny_pair
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -87,12 +105,14 @@ def test_streamed_file_equals_in_memory_merge_and_restores(tiny_pair, tmp_path, 
     assert res.n_tensors == 21 and read_merged_meta(tmp_path / "m.safetensors")["method"] == method
     with merged_weights(model, path=tmp_path / "m.safetensors") as rec:
         from_file = {n: p.detach().clone() for n, p in model.named_parameters()}
-    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())          # restored exactly
+    assert all(torch.equal(before[n], p) for n, p in model.named_parameters())  # restored exactly
     with merged_weights(model, method=method, reason_dir=reason, vl_dir=vl_dir, **kw) as rec2:
         in_mem = {n: p.detach().clone() for n, p in model.named_parameters()}
     assert all(torch.equal(from_file[n], in_mem[n]) for n in before)
-    assert rec["n_tensors"] == rec2["n_tensors"] == 21 and rec["change_norm"] == pytest.approx(res.change_norm, rel=1e-5)
-    assert torch.equal(in_mem["model.embed_tokens.weight"], before["model.embed_tokens.weight"])   # only LM blocks
+    assert rec["n_tensors"] == rec2["n_tensors"] == 21 and rec["change_norm"] == pytest.approx(
+        res.change_norm, rel=1e-5
+    )
+    assert torch.equal(in_mem["model.embed_tokens.weight"], before["model.embed_tokens.weight"])  # only LM blocks
     if method == "layer_swap":
         assert torch.equal(in_mem["model.layers.0.mlp.up_proj.weight"], before["model.layers.0.mlp.up_proj.weight"])
     with pytest.raises(MergeError, match="not a cotscope merged-weights file"):

@@ -1,4 +1,5 @@
 """The README's Python quickstart runs as written, with at most 3 imports."""
+
 from __future__ import annotations
 
 import re
@@ -13,7 +14,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 def quickstart() -> str:
     text = README.read_text()
-    section = text[text.index("## Python API"):]
+    section = text[text.index("## Python API") :]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
@@ -24,9 +25,15 @@ def test_quickstart_needs_at_most_three_imports():
 
 @pytest.mark.slow
 def test_quickstart_runs_as_written(tmp_path):
-    r = subprocess.run([sys.executable, "-c", quickstart()], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=900, env={**__import__("os").environ, "OMP_NUM_THREADS": "2"})
+    r = subprocess.run(
+        [sys.executable, "-c", quickstart()],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "2"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "runs/quick/cot.gguf").stat().st_size > 1000
     assert (tmp_path / "runs/quick/cot.safetensors").is_file()
-    assert r.stdout.strip()                                     # the steered generation printed something
+    assert r.stdout.strip()  # the steered generation printed something

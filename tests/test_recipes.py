@@ -1,4 +1,5 @@
 """Recipe files: validation, compilation into stages, the dry-run plan, demo.toml == make demo, and a real run."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,28 +37,39 @@ def test_paper_recipes_carry_the_released_cutoffs():
     r = load_recipe(ROOT / "recipes" / "l2v_cot_main.toml")
     cut = {st["name"]: st.get("cutoff") for st in r.stages if st["kind"] == "directions"}
     assert cut["qwen2vl_own"] == 200 and cut["llava_next_own"] == 900 and cut["internvl2_own"] == 200
-    assert all(isinstance(c, int) for n, c in cut.items() if n != "source")          # bins, not fractions
-    assert all(st.get("token_rule") == "turn_end" and st.get("pairing") == "answer"
-               for st in r.stages if st["kind"] == "directions")
+    assert all(isinstance(c, int) for n, c in cut.items() if n != "source")  # bins, not fractions
+    assert all(
+        st.get("token_rule") == "turn_end" and st.get("pairing") == "answer"
+        for st in r.stages
+        if st["kind"] == "directions"
+    )
     pl = plan(r)
     notes = {s["stage"]: s["notes"] for s in pl["stages"]}
     assert "cutoff 900 of 2049 bins (43.9%)" in notes["llava_next_own"]
     assert pl["models"]["source"]["n_layers"] == 64 and pl["gpu_memory_gb"] > pl["gpu_memory_one_model_at_a_time_gb"]
 
 
-@pytest.mark.parametrize("text,words", [
-    ("[run]\nname='x'\n", r"no \[\[stage\]\] tables"),
-    ("[[stage]]\nkind='sweeep'\nname='a'\n", "unknown kind"),
-    ("[models.m]\nspec='embedded:smollm2'\n[[stage]]\nkind='directions'\nname='a'\nmodel='m'\ntoken='eot'\n",
-     "unknown keys \\['token'\\]"),
-    ("[[stage]]\nkind='directions'\nname='a'\nmodel='nope'\n", "model 'nope' is not declared"),
-    ("[models.m]\nspec='x'\n[[stage]]\nkind='directions'\nname='a'\nmodel='m'\ncutoff=2.0\n", "pass the integer 2"),
-    ("[models.m]\nspec='x'\n[[stage]]\nkind='sweep'\nname='a'\nmodel='m'\ndirection='b'\n", "names no stage"),
-    ("[models.m]\nspec='x'\n[[stage]]\nkind='compare'\nname='a'\n[[stage]]\nkind='compare'\nname='a'\n", "used twice"),
-    ("[[stage]]\nkind='demo'\nname='llmm'\n", "does not exist"),
-    ("[models.m]\n[[stage]]\nkind='demo'\nname='llm'\n", "needs spec"),
-    ("[stage\n", "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text,words",
+    [
+        ("[run]\nname='x'\n", r"no \[\[stage\]\] tables"),
+        ("[[stage]]\nkind='sweeep'\nname='a'\n", "unknown kind"),
+        (
+            "[models.m]\nspec='embedded:smollm2'\n[[stage]]\nkind='directions'\nname='a'\nmodel='m'\ntoken='eot'\n",
+            "unknown keys \\['token'\\]",
+        ),
+        ("[[stage]]\nkind='directions'\nname='a'\nmodel='nope'\n", "model 'nope' is not declared"),
+        ("[models.m]\nspec='x'\n[[stage]]\nkind='directions'\nname='a'\nmodel='m'\ncutoff=2.0\n", "pass the integer 2"),
+        ("[models.m]\nspec='x'\n[[stage]]\nkind='sweep'\nname='a'\nmodel='m'\ndirection='b'\n", "names no stage"),
+        (
+            "[models.m]\nspec='x'\n[[stage]]\nkind='compare'\nname='a'\n[[stage]]\nkind='compare'\nname='a'\n",
+            "used twice",
+        ),
+        ("[[stage]]\nkind='demo'\nname='llmm'\n", "does not exist"),
+        ("[models.m]\n[[stage]]\nkind='demo'\nname='llm'\n", "needs spec"),
+        ("[stage\n", "not valid TOML"),
+    ],
+)
 def test_bad_recipes_are_refused_before_anything_runs(tmp_path, text, words):
     p = tmp_path / "r.toml"
     p.write_text(text)
@@ -108,7 +120,7 @@ kind = "eval"
 name = "eval_fixture"
 model = "llm"
 bench = "mcq"
-data = "{ROOT / 'tests/fixtures/bench/scienceqa/test.parquet'}"
+data = "{ROOT / "tests/fixtures/bench/scienceqa/test.parquet"}"
 text_only = true
 max_new_tokens = 4
 settings = [{{ name = "base" }}, {{ name = "inject", inject = {{ direction = "released", layers = [12], lam = 0.5, cutoff = 29 }} }}]

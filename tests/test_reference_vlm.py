@@ -1,4 +1,5 @@
 """cotscope-smolvlm: offline loading, the recorded LM delta, reading floor, eval machinery, ablation, bad input."""
+
 from __future__ import annotations
 
 import json
@@ -10,8 +11,9 @@ import torch
 from cotscope.probes.models import reference_vlm as R
 from cotscope.probes.models.embedded import EmbeddedModelVersionError
 
-pytestmark = pytest.mark.skipif(not (R.WEIGHTS_DIR / R.SUMS_FILE).is_file(),
-                                reason="weights/cotscope-smolvlm not shipped yet")
+pytestmark = pytest.mark.skipif(
+    not (R.WEIGHTS_DIR / R.SUMS_FILE).is_file(), reason="weights/cotscope-smolvlm not shipped yet"
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +27,12 @@ def _card_floors() -> dict:
 
 
 def test_loads_offline_through_auto_classes(vlm):
-    from transformers import (Idefics2ForConditionalGeneration, Idefics2Processor, LlavaForConditionalGeneration,
-                              LlavaProcessor)
+    from transformers import (
+        Idefics2ForConditionalGeneration,
+        Idefics2Processor,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
 
     from cotscope.probes.stimuli.visual import generate_visual_items
 
@@ -49,7 +55,7 @@ def test_loads_offline_through_auto_classes(vlm):
         assert model.config.perceiver_config.resampler_n_latents == R.N_IMAGE_TOKENS
         k = ids.index(R.IMAGE_TOKEN_ID)
         b = proc.tokenizer.convert_tokens_to_ids(R.BOUNDARY_TOKEN)
-        assert ids[k - 1:k + R.N_IMAGE_TOKENS + 1] == [b] + [R.IMAGE_TOKEN_ID] * R.N_IMAGE_TOKENS + [b]
+        assert ids[k - 1 : k + R.N_IMAGE_TOKENS + 1] == [b] + [R.IMAGE_TOKEN_ID] * R.N_IMAGE_TOKENS + [b]
     with torch.no_grad():
         out = model(**enc)
     assert out.logits.shape[-1] == 49152 and torch.isfinite(out.logits).all()
@@ -61,7 +67,7 @@ def test_fast_pixel_path_equals_processor(vlm):
     _, proc = vlm
     imgs = [it.image for it in generate_visual_items(6, seed=3)]
     pv = R.vlm_batch(proc, imgs, ["x"] * 6)["pixel_values"]
-    assert pv.numel() == 6 * 3 * R.IMAGE_SIDE ** 2  # one 96x96 image per row, no splitting
+    assert pv.numel() == 6 * 3 * R.IMAGE_SIDE**2  # one 96x96 image per row, no splitting
     assert torch.equal(R.pixel_tensor(imgs), pv.reshape(6, 3, R.IMAGE_SIDE, R.IMAGE_SIDE))
 
 
@@ -88,8 +94,9 @@ def test_lm_equals_smollm2_plus_recorded_delta(vlm):
 def _eval_module():
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("eval_reference_vlm", R.WEIGHTS_DIR.parents[1] / "scripts" /
-                                                  "eval_reference_vlm.py")
+    spec = importlib.util.spec_from_file_location(
+        "eval_reference_vlm", R.WEIGHTS_DIR.parents[1] / "scripts" / "eval_reference_vlm.py"
+    )
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -121,12 +128,18 @@ def test_blank_image_drops_agreement(vlm):
     tok = AutoTokenizer.from_pretrained(d)
     lm = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     prompts = [it.direct_prompt for it in items]
-    llm = [ev.extract_answer(t) for t in ev.generate_text(lm, tok, [text_prompt(it, False) for it in items], 8, 24, "llm")]
-    img = [ev.extract_answer(t) for t in ev.generate_vlm(model, proc, [it.image for it in items], prompts, 8, 24, "vlm")]
+    llm = [
+        ev.extract_answer(t) for t in ev.generate_text(lm, tok, [text_prompt(it, False) for it in items], 8, 24, "llm")
+    ]
+    img = [
+        ev.extract_answer(t) for t in ev.generate_vlm(model, proc, [it.image for it in items], prompts, 8, 24, "vlm")
+    ]
     from PIL import Image
 
-    blank = [ev.extract_answer(t) for t in ev.generate_vlm(model, proc, [Image.new("RGB", (96, 96), "white")] * 24,
-                                                           prompts, 8, 24, "blank")]
+    blank = [
+        ev.extract_answer(t)
+        for t in ev.generate_vlm(model, proc, [Image.new("RGB", (96, 96), "white")] * 24, prompts, 8, 24, "blank")
+    ]
     agree = sum(a == b for a, b in zip(img, llm)) / 24
     agree_blank = sum(a == b for a, b in zip(blank, llm)) / 24
     assert agree >= agree_blank + 0.1, (agree, agree_blank)  # measured on 96 items: 0.365 vs 0.135
@@ -170,7 +183,9 @@ def test_oracle_slots_hold_the_depicted_text(vlm):
     for it, row in zip(items, ids.tolist()):
         n = len(tok(it.description, add_special_tokens=False).input_ids)
         assert tok.decode(row[R.read_slots(n, R.read_alignment())]) == it.description
-        assert set(row) - set(row[R.read_slots(n, R.read_alignment())]) <= set(tok(R.READ_PAD_TOKEN, add_special_tokens=False).input_ids)
+        assert set(row) - set(row[R.read_slots(n, R.read_alignment())]) <= set(
+            tok(R.READ_PAD_TOKEN, add_special_tokens=False).input_ids
+        )
 
 
 def test_answer_ids_score_only_the_number(vlm):
@@ -193,17 +208,25 @@ def test_training_layout_equals_processor(vlm):
 
     from cotscope.probes.stimuli.visual import generate_visual_items
 
-    spec = importlib.util.spec_from_file_location("train_reference_vlm", R.WEIGHTS_DIR.parents[1] / "scripts" /
-                                                  "train_reference_vlm.py")
+    spec = importlib.util.spec_from_file_location(
+        "train_reference_vlm", R.WEIGHTS_DIR.parents[1] / "scripts" / "train_reference_vlm.py"
+    )
     tr = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tr)
     _, proc = vlm
     tok = proc.tokenizer
     it = generate_visual_items(1, seed=2)[0]
-    ids = tok.apply_chat_template(R.vlm_messages(it.direct_prompt), tokenize=True, add_generation_prompt=True,
-                                  return_dict=False, chat_template=R.CHAT_TEMPLATE)
-    assert tr._expand_image(ids, tr.image_expansion(tok)) == R.vlm_batch(proc, [it.image], [it.direct_prompt])[
-        "input_ids"][0].tolist()
+    ids = tok.apply_chat_template(
+        R.vlm_messages(it.direct_prompt),
+        tokenize=True,
+        add_generation_prompt=True,
+        return_dict=False,
+        chat_template=R.CHAT_TEMPLATE,
+    )
+    assert (
+        tr._expand_image(ids, tr.image_expansion(tok))
+        == R.vlm_batch(proc, [it.image], [it.direct_prompt])["input_ids"][0].tolist()
+    )
 
 
 # ----------------------------------------------------------------------------------------------- bad input

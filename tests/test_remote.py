@@ -4,6 +4,7 @@ hides cotscope itself, which the server does not have) and must give the local r
 
 Payload sizes per request are printed (``pytest -s``) and bounded: the weights never travel.
 """
+
 from __future__ import annotations
 
 import sys
@@ -21,7 +22,7 @@ from cotscope.probes.models.loading import load_model, wrap_model
 from cotscope.probes.remote import RemoteExecutionError, backend_for, check_remote, payload_log
 from cotscope.probes.stimuli import generate_problems, make_pairs
 
-MAX_PAYLOAD = 1 << 20   # 1 MiB: the requests carry inputs and code, never the (135M-parameter) weights
+MAX_PAYLOAD = 1 << 20  # 1 MiB: the requests carry inputs and code, never the (135M-parameter) weights
 
 
 def _same_store(a, b, positions):
@@ -37,18 +38,19 @@ def _report(what, sent):
 
 
 def _chat(lm, text):
-    return lm.tokenizer.apply_chat_template([{"role": "user", "content": text}], tokenize=False,
-                                            add_generation_prompt=True)
+    return lm.tokenizer.apply_chat_template(
+        [{"role": "user", "content": text}], tokenize=False, add_generation_prompt=True
+    )
 
 
 def test_collection_through_the_remote_path_equals_local(smollm2, tmp_path):
-    pairs = make_pairs(generate_problems(5, seed=2), "cue")          # 10 rows -> 3 batches of 4
+    pairs = make_pairs(generate_problems(5, seed=2), "cue")  # 10 rows -> 3 batches of 4
     kw = dict(layers=[0, 13, 29], positions=("last_prompt", "answer_mean"), batch_size=4, progress=False)
     local = collect_pairs(smollm2, pairs, tmp_path / "local", **kw)
     with payload_log() as sent:
         remote = collect_pairs(smollm2, pairs, tmp_path / "remote", remote="local", batches_per_request=2, **kw)
     _same_store(local, remote, kw["positions"])
-    assert [p["kind"] for p in sent] == ["collect", "collect"]      # 3 batches in 2 sessions
+    assert [p["kind"] for p in sent] == ["collect", "collect"]  # 3 batches in 2 sessions
     _report("collection (session of 2 batches, then 1)", sent)
 
 
@@ -59,7 +61,10 @@ def test_injection_during_generation_through_the_remote_path_equals_local(smollm
     v = (rng.standard_normal(smollm2.hidden_size) * 4).astype(np.float32)
     prompts = [_chat(smollm2, "What is 12 + 7? Answer directly.")] * 2 + [_chat(smollm2, "Name a colour.")] * 2
     rows = [RowSteer.none(), RowSteer({8: v, 20: v}, 3.0), RowSteer({8: v}, 6.0), RowSteer.none()]
-    fa = [forced_answer(smollm2.tokenizer, 19, " {answer}")] * 2 + [None, forced_answer(smollm2.tokenizer, 3, " {answer}")]
+    fa = [forced_answer(smollm2.tokenizer, 19, " {answer}")] * 2 + [
+        None,
+        forced_answer(smollm2.tokenizer, 3, " {answer}"),
+    ]
     kw = dict(budget=4, forced=fa, positions=("last_prompt", "generated"), share_prefix=False)
     local = generate_steered(smollm2, prompts, rows, **kw)
     with payload_log() as sent:
@@ -67,7 +72,7 @@ def test_injection_during_generation_through_the_remote_path_equals_local(smollm
     assert [r.token_ids for r in remote] == [r.token_ids for r in local]
     assert [r.logprob for r in remote] == [r.logprob for r in local]
     assert [r.forced_logprobs for r in remote] == [r.forced_logprobs for r in local]
-    assert local[1].token_ids != local[0].token_ids                  # the injection changed the generation
+    assert local[1].token_ids != local[0].token_ids  # the injection changed the generation
     _report("injection during generation (4 rows, one request)", sent)
     # sampling (per-row seeded generators travel with the request) is reproduced too
     samp = dict(budget=3, temperature=0.8, seeds=[1, 2, 3, 4], share_prefix=False)
@@ -90,8 +95,10 @@ def test_tiny_vlm_collection_and_injection_with_images(tmp_path):
     def member(text, image):
         return Prompt([{"role": "user", "content": image_prompt(vlm.processor, "<image>\n" + text)}], " 42", image)
 
-    pairs = [PromptPair(i, p, "cue", member(p.question + " Think.", imgs[2 * i]), member(p.question, imgs[2 * i + 1]))
-             for i, p in enumerate(probs)]
+    pairs = [
+        PromptPair(i, p, "cue", member(p.question + " Think.", imgs[2 * i]), member(p.question, imgs[2 * i + 1]))
+        for i, p in enumerate(probs)
+    ]
     kw = dict(positions=("last_prompt", "image_mean", "answer_mean"), batch_size=2, progress=False)
     local = collect_pairs(lm, pairs, tmp_path / "local", **kw)
     with payload_log() as sent:
@@ -117,9 +124,9 @@ def test_remote_load_builds_the_model_on_meta_from_the_config(smollm2, tmp_path)
 
     lm = load_model(smollm2_dir(), remote=True)
     assert lm.is_remote and lm.remote is True
-    assert {p.device.type for p in lm.hf.parameters()} == {"meta"}   # nothing downloaded or loaded
+    assert {p.device.type for p in lm.hf.parameters()} == {"meta"}  # nothing downloaded or loaded
     assert (lm.n_layers, lm.hidden_size) == (30, 576)
-    assert lm.layer_device(3) is None                                # the server decides placement
+    assert lm.layer_device(3) is None  # the server decides placement
     with pytest.raises(RemoteExecutionError, match="no local weights"):
         collect_pairs(lm, make_pairs(generate_problems(1), "cue"), tmp_path / "x", remote=False, progress=False)
     vl = load_model(tiny_vlm_dir("llava"), remote=True)
@@ -130,13 +137,16 @@ def test_remote_load_builds_the_model_on_meta_from_the_config(smollm2, tmp_path)
     sim = load_model("embedded:smollm2", remote="local")
     pairs = make_pairs(generate_problems(2, seed=5), "cue")
     kw = dict(layers=[4, 29], positions=("last_prompt",), batch_size=4, progress=False)
-    _same_store(collect_pairs(smollm2, pairs, tmp_path / "a", **kw), collect_pairs(sim, pairs, tmp_path / "b", **kw),
-                kw["positions"])
+    _same_store(
+        collect_pairs(smollm2, pairs, tmp_path / "a", **kw),
+        collect_pairs(sim, pairs, tmp_path / "b", **kw),
+        kw["positions"],
+    )
 
 
 def test_trace_code_that_needs_cotscope_fails_like_on_a_server(smollm2):
     """The strict simulation hides cotscope: a trace calling a cotscope function (not probes.traced) is refused."""
-    from cotscope.probes.intervene import steer_hidden      # a cotscope function that is not shipped by value
+    from cotscope.probes.intervene import steer_hidden  # a cotscope function that is not shipped by value
 
     nm = smollm2.nnsight
     enc = dict(smollm2.tokenizer(["Hello there"], return_tensors="pt"))
@@ -155,5 +165,6 @@ def test_attention_capture_refuses_remote_with_the_reason(smollm2):
     with pytest.raises(RemoteExecutionError, match="remote="):
         check_remote("ndif")
     with pytest.raises(Exception, match="share_prefix=True"):
-        generate_steered(smollm2, [_chat(smollm2, "Hi")], [None], budget=1, positions="generated", share_prefix=True,
-                         remote="local")
+        generate_steered(
+            smollm2, [_chat(smollm2, "Hi")], [None], budget=1, positions="generated", share_prefix=True, remote="local"
+        )

@@ -1,6 +1,7 @@
 """The resumable-writer protocol (analyses.io.resumable) and the writers ported onto it: attention runs and
 sweep/eval tables leave exactly the files their pre-protocol versions (``writers_oracle``) wrote, and an
 interrupted run resumes to the same bytes."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,7 @@ import writers_oracle as W  # noqa: E402
 
 from cotscope.analyses.io.attention_runs import AttentionRun, AttentionRunWriter, AttentionStoreError  # noqa: E402
 from cotscope.analyses.io.resumable import UnitLog, check_unit_file, diff_keys, open_output, write_unit_file  # noqa: E402
-from cotscope.analyses.io.tables import SweepTable, SweepTableError, read_table  # noqa: E402
+from cotscope.analyses.io.tables import SweepTable, read_table  # noqa: E402
 
 
 def files(path: Path) -> dict[str, bytes]:
@@ -37,8 +38,8 @@ def same_run(new: Path, old: Path) -> None:
     for name in a:
         if name.endswith(".safetensors"):
             na, nb = (int.from_bytes(x[:8], "little") for x in (a[name], b[name]))
-            assert na == nb and json.loads(a[name][8:8 + na]) == json.loads(b[name][8:8 + nb])
-            assert a[name][8 + na:] == b[name][8 + nb:]
+            assert na == nb and json.loads(a[name][8 : 8 + na]) == json.loads(b[name][8 : 8 + nb])
+            assert a[name][8 + na :] == b[name][8 + nb :]
     ma, mb = json.loads(a["manifest.json"]), json.loads(b["manifest.json"])
     for t in ma["traces"]:
         assert t["sha256"] == sha256_file(new / t["file"])
@@ -51,11 +52,20 @@ def same_run(new: Path, old: Path) -> None:
 
 def trace(i: int) -> tuple[dict, dict]:
     rng = np.random.default_rng(i)
-    rec = {"id": f"t{i}", "condition": "cot" if i % 2 else "direct", "prompt_len": 4, "gen_tokens": ["a", "b"],
-           "layout": {"shape": (1, 3)}}
-    tens = {"rows": rng.random((2, 2, 9)).astype(np.float32), "row_offsets": np.array([0, 4, 9]),
-            "mass": rng.random((2, 2, 2, 4)).astype(np.float32), "key_types": np.array([0, 1, 2, 2, 3, 3], np.int8),
-            "token_ids": np.arange(6)}
+    rec = {
+        "id": f"t{i}",
+        "condition": "cot" if i % 2 else "direct",
+        "prompt_len": 4,
+        "gen_tokens": ["a", "b"],
+        "layout": {"shape": (1, 3)},
+    }
+    tens = {
+        "rows": rng.random((2, 2, 9)).astype(np.float32),
+        "row_offsets": np.array([0, 4, 9]),
+        "mass": rng.random((2, 2, 2, 4)).astype(np.float32),
+        "key_types": np.array([0, 1, 2, 2, 3, 3], np.int8),
+        "token_ids": np.arange(6),
+    }
     return rec, tens
 
 
@@ -86,7 +96,7 @@ def test_attention_run_files_equal_the_pre_protocol_writer_and_resume_bit_identi
     for i in (1, 3):
         res.write(i, *trace(i))
     res.finish()
-    assert files(tmp_path / "res") == files(tmp_path / "new")                  # resumed = uninterrupted, bit for bit
+    assert files(tmp_path / "res") == files(tmp_path / "new")  # resumed = uninterrupted, bit for bit
 
 
 def test_attention_run_first_read_verification(tmp_path, monkeypatch):
@@ -107,8 +117,10 @@ SCHEMA = {"cell_id": "str", "prompt_id": "str", "x": "float", "ok": "bool", "tex
 
 
 def test_sweep_table_files_equal_the_pre_protocol_table(tmp_path):
-    rows = [[{"cell_id": "none", "prompt_id": f"p{i}", "x": i / 3, "ok": i % 2 == 0, "text": {"a": [i, "q\n"]}}]
-            for i in range(3)]
+    rows = [
+        [{"cell_id": "none", "prompt_id": f"p{i}", "x": i / 3, "ok": i % 2 == 0, "text": {"a": [i, "q\n"]}}]
+        for i in range(3)
+    ]
     old = W.OldSweepTable(tmp_path / "old" / "s.csv", {"lams": [0.1]}, SCHEMA, ("cell_id", "prompt_id"))
     new = SweepTable(tmp_path / "new" / "s.csv", {"lams": [0.1]}, SCHEMA, ("cell_id", "prompt_id"))
     for r in rows:
@@ -121,10 +133,14 @@ def test_sweep_table_files_equal_the_pre_protocol_table(tmp_path):
 
 def test_second_process_cannot_append_to_a_table_being_written(tmp_path):
     t = SweepTable(tmp_path / "s.csv", {"a": 1}, SCHEMA, ("cell_id", "prompt_id"))
-    code = ("import sys; from cotscope.analyses.io.tables import SweepTable; "
-            "SweepTable(sys.argv[1], {'a': 1}, {'cell_id': 'str', 'prompt_id': 'str', 'x': 'float', 'ok': 'bool', "
-            "'text': 'json'}, ('cell_id', 'prompt_id'))")
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=60)
+    code = (
+        "import sys; from cotscope.analyses.io.tables import SweepTable; "
+        "SweepTable(sys.argv[1], {'a': 1}, {'cell_id': 'str', 'prompt_id': 'str', 'x': 'float', 'ok': 'bool', "
+        "'text': 'json'}, ('cell_id', 'prompt_id'))"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s.csv")], capture_output=True, text=True, timeout=60
+    )
     assert r.returncode != 0 and "being written by another process" in r.stderr and "s.csv.lock" in r.stderr
     t.close()
     assert subprocess.run([sys.executable, "-c", code, str(tmp_path / "s.csv")], timeout=60).returncode == 0
@@ -141,16 +157,48 @@ def test_protocol_pieces(tmp_path):
         log.append("x")
     assert diff_keys({"a": {"b": 1}, "c": 2}, {"a": {"b": 2}, "c": 2}) == ["a.b"]
     fresh = {"format": "demo", "format_version": 2, "config_hash": "h1", "config": {"k": 1}}
-    out = open_output(tmp_path / "o", "head.json", "log", "o.lock", fresh=fresh, fmt="demo", version=2,
-                      error=ValueError, what="demo output", fix="Use another directory.", config_of=lambda h: h["config"])
+    out = open_output(
+        tmp_path / "o",
+        "head.json",
+        "log",
+        "o.lock",
+        fresh=fresh,
+        fmt="demo",
+        version=2,
+        error=ValueError,
+        what="demo output",
+        fix="Use another directory.",
+        config_of=lambda h: h["config"],
+    )
     out.close()
     with pytest.raises(ValueError, match=r"differs in: k\)\. Use another directory"):
-        open_output(tmp_path / "o", "head.json", "log", "o.lock", fresh={**fresh, "config_hash": "h2", "config": {"k": 2}},
-                    fmt="demo", version=2, error=ValueError, what="demo output", fix="Use another directory.",
-                    config_of=lambda h: h["config"])
+        open_output(
+            tmp_path / "o",
+            "head.json",
+            "log",
+            "o.lock",
+            fresh={**fresh, "config_hash": "h2", "config": {"k": 2}},
+            fmt="demo",
+            version=2,
+            error=ValueError,
+            what="demo output",
+            fix="Use another directory.",
+            config_of=lambda h: h["config"],
+        )
     with pytest.raises(ValueError, match="format version 2.*run `demo migrate o`"):
-        open_output(tmp_path / "o", "head.json", "log", "o.lock", fresh={**fresh, "format_version": 3}, fmt="demo",
-                    version=3, error=ValueError, what="demo output", fix="", migrate="demo migrate o")
+        open_output(
+            tmp_path / "o",
+            "head.json",
+            "log",
+            "o.lock",
+            fresh={**fresh, "format_version": 3},
+            fmt="demo",
+            version=3,
+            error=ValueError,
+            what="demo output",
+            fix="",
+            migrate="demo migrate o",
+        )
     nbytes, sha = write_unit_file(tmp_path / "u.bin", lambda p: p.write_bytes(b"abc") and None)
     entry = {"file": "u.bin", "bytes": nbytes, "sha256": sha}
     assert check_unit_file(tmp_path, entry, full=True) is None

@@ -1,8 +1,18 @@
 import numpy as np
 import pytest
 
-from cotscope.analyses.spectral import (CutoffError, cumulative_energy, cutoff_bins, energy_spectrum, highpass, lowpass,
-                               lowpass_energy_fraction, lowpass_mask, permutation_null, resample)
+from cotscope.analyses.spectral import (
+    CutoffError,
+    cumulative_energy,
+    cutoff_bins,
+    energy_spectrum,
+    highpass,
+    lowpass,
+    lowpass_energy_fraction,
+    lowpass_mask,
+    permutation_null,
+    resample,
+)
 
 
 def released_lowpass(v, c):

@@ -1,4 +1,5 @@
 """The demo stage bodies added with the recipes work: released reading and the benchmark fixtures stage."""
+
 from __future__ import annotations
 
 import pytest
@@ -12,8 +13,9 @@ def test_released_reading_stage(smollm2, tmp_path):
     assert out["n_pairs"] == 6 and len(out["cos_eot_vs_turn_end"]) == 30
     # both dispersion references are in the summary, and the isotropic one is (2c - 1/2)/d of the trace
     l = out["best_layer"]
-    assert out["dispersion_lowpass_isotropic"][l] == pytest.approx(out["dispersion"][l] * (2 * 29 - 0.5) / 576,
-                                                                   abs=0.02)
+    assert out["dispersion_lowpass_isotropic"][l] == pytest.approx(
+        out["dispersion"][l] * (2 * 29 - 0.5) / 576, abs=0.02
+    )
     assert l in out["dispersion_lowpass_null_mean"] and "report" in out and "cos_released_vs_cue" not in out
     assert (tmp_path / "directions" / "llm_released_mean_diff.safetensors").is_file()
 

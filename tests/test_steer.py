@@ -1,4 +1,5 @@
 """``cotscope.steer``: the context manager adds λ·v to block outputs, equals a hand-written hook, and cleans up."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -21,6 +22,7 @@ def _logits(lm, text="What is 12 + 7?"):
 
 def test_steer_equals_a_plain_forward_hook(smollm2, vec):
     """Same code path as the reference (a forward hook adding λ·v to block 10's output): exact equality."""
+
     def ref(module, args, out):
         return out + 2.0 * torch.from_numpy(vec)
 
@@ -36,7 +38,7 @@ def test_steer_equals_a_plain_forward_hook(smollm2, vec):
 
 
 def test_hooks_are_removed_on_exit_and_on_error(smollm2, vec):
-    hooks_before = [len(blk._forward_hooks) for blk in smollm2.layers()]   # the shared model may carry others' hooks
+    hooks_before = [len(blk._forward_hooks) for blk in smollm2.layers()]  # the shared model may carry others' hooks
     before = _logits(smollm2)
     with cs.steer(smollm2, vec, 3.0, layers=[-1]):
         assert not torch.equal(_logits(smollm2), before)

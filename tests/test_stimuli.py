@@ -40,7 +40,9 @@ def test_pairings_and_chat_template(smollm2):
 
 def test_jsonl_loader_and_line_numbers(tmp_path):
     good = tmp_path / "good.jsonl"
-    good.write_text(json.dumps({"question": "2+3?", "answer": 5}) + "\n\n" + json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
+    good.write_text(
+        json.dumps({"question": "2+3?", "answer": 5}) + "\n\n" + json.dumps({"question": "1+1?", "answer": "2"}) + "\n"
+    )
     probs = load_problems_jsonl(good)
     assert [p.answer for p in probs] == [5, 2]
     bad = tmp_path / "bad.jsonl"

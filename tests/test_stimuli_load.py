@@ -1,4 +1,5 @@
 """One loader for stimuli in any shape (probes.stimuli.load) and typed answers (analyses.answers)."""
+
 from __future__ import annotations
 
 import base64
@@ -10,16 +11,32 @@ import pytest
 from PIL import Image
 
 from cotscope.analyses.answers import AnswerError, AnswerSpec
-from cotscope.probes.stimuli.load import (StimulusLoadError, bundled_thoughts_path, load_stimuli, load_thought_pairs,
-                                          stimulus_pairs)
+from cotscope.probes.stimuli.load import (
+    StimulusLoadError,
+    bundled_thoughts_path,
+    load_stimuli,
+    load_thought_pairs,
+    stimulus_pairs,
+)
 
 ROWS = [
     {"id": "a", "question": "What is 2 + 3?", "answer": "5", "cot": "2 + 3 = 5. The answer is 5.", "direct": "5."},
-    {"id": "b", "question": "Which is a fruit?", "choices": ["car", "apple", "rock"], "answer": "B",
-     "cot": "An apple grows on a tree.", "direct": "B."},
+    {
+        "id": "b",
+        "question": "Which is a fruit?",
+        "choices": ["car", "apple", "rock"],
+        "answer": "B",
+        "cot": "An apple grows on a tree.",
+        "direct": "B.",
+    },
     {"id": "c", "question": "Half of 7?", "answer": "3.5", "cot": "7 / 2 = 3.5.", "direct": "3.5."},
-    {"id": "d", "question": "Capital of France?", "answer": "Paris", "cot": "France's capital is Paris.",
-     "direct": "Paris."},
+    {
+        "id": "d",
+        "question": "Capital of France?",
+        "answer": "Paris",
+        "cot": "France's capital is Paris.",
+        "direct": "Paris.",
+    },
 ]
 
 
@@ -44,7 +61,9 @@ def _write_all(tmp_path, rows):
         w = csv.DictWriter(fh, fieldnames=cols)
         w.writeheader()
         for r in rows:
-            w.writerow({**{c: r.get(c, "") for c in cols}, "choices": json.dumps(r["choices"]) if "choices" in r else ""})
+            w.writerow(
+                {**{c: r.get(c, "") for c in cols}, "choices": json.dumps(r["choices"]) if "choices" in r else ""}
+            )
     flat = [{**{c: r.get(c) for c in cols}, "choices": r.get("choices", [])} for r in rows]
     pq.write_table(pa.Table.from_pylist(flat), tmp_path / "s.parquet")
     datasets.Dataset.from_list(flat).save_to_disk(str(tmp_path / "hf"))
@@ -68,17 +87,22 @@ def test_answer_types_and_matching():
     assert not AnswerSpec.build("12", "integer").match("12.5")
     f = AnswerSpec.build("2.718", "float", tolerance=0.01)
     assert f.match("2.71") and not f.match("2.6")
-    assert AnswerSpec.build("1.5", "float", precision=1).match("1.54") and AnswerSpec.build("0.333", "float").match("0.333")
+    assert AnswerSpec.build("1.5", "float", precision=1).match("1.54") and AnswerSpec.build("0.333", "float").match(
+        "0.333"
+    )
     c = AnswerSpec.build("(C)", "choice", choices=["1", "2", "3", "4"])
     assert c.gold == 2 and c.match("C") and c.match("(c)") and c.match("3") and not c.match("B")
-    assert AnswerSpec.build("2", "choice", choices=["x", "y", "z"]).gold == 2          # a 0-based index (ScienceQA)
+    assert AnswerSpec.build("2", "choice", choices=["x", "y", "z"]).gold == 2  # a 0-based index (ScienceQA)
     t = AnswerSpec.build("The Eiffel Tower", "text")
     assert t.match("eiffel tower!") and not t.match("tower")
-    for bad, kw, words in [("12.5", {"answer_type": "integer"}, "not an integer"),
-                           ("abc", {"answer_type": "float"}, "not a number"),
-                           ("E", {"answer_type": "choice", "choices": ["a", "b"]}, "neither an option letter"),
-                           ("A", {"answer_type": "choice", "choices": ["a"]}, "at least two options"),
-                           ("", {}, "empty"), ("1", {"answer_type": "bool"}, "unknown answer type")]:
+    for bad, kw, words in [
+        ("12.5", {"answer_type": "integer"}, "not an integer"),
+        ("abc", {"answer_type": "float"}, "not a number"),
+        ("E", {"answer_type": "choice", "choices": ["a", "b"]}, "neither an option letter"),
+        ("A", {"answer_type": "choice", "choices": ["a"]}, "at least two options"),
+        ("", {}, "empty"),
+        ("1", {"answer_type": "bool"}, "unknown answer type"),
+    ]:
         with pytest.raises(AnswerError, match=words):
             AnswerSpec.build(bad, **kw)
 
@@ -88,9 +112,11 @@ def test_images_as_paths_bytes_base64_and_hf_images(tmp_path):
 
     (tmp_path / "img").mkdir()
     Image.new("RGB", (8, 6), "blue").save(tmp_path / "img" / "q1.png")
-    rows = [{"question": "q1", "answer": 1, "image": "img/q1.png"},
-            {"question": "q2", "answer": 2, "image": base64.b64encode(_png("green")).decode()},
-            {"question": "q3", "answer": 3, "image": ["img/q1.png", "img/q1.png"]}]
+    rows = [
+        {"question": "q1", "answer": 1, "image": "img/q1.png"},
+        {"question": "q2", "answer": 2, "image": base64.b64encode(_png("green")).decode()},
+        {"question": "q3", "answer": 3, "image": ["img/q1.png", "img/q1.png"]},
+    ]
     (tmp_path / "i.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     st = load_stimuli(tmp_path / "i.jsonl")
     assert st[0].image.size == (8, 6) and st[0].image.convert("RGB").getpixel((0, 0)) == (0, 0, 255)
@@ -106,8 +132,10 @@ def test_images_as_paths_bytes_base64_and_hf_images(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(pa.Table.from_pylist([{"query": "y", "answer": "1", "image": {"bytes": _png(), "path": None}}]),
-                   tmp_path / "b.parquet")
+    pq.write_table(
+        pa.Table.from_pylist([{"query": "y", "answer": "1", "image": {"bytes": _png(), "path": None}}]),
+        tmp_path / "b.parquet",
+    )
     s = load_stimuli(tmp_path / "b.parquet", {"question": "query"})[0]
     assert s.image.size == (8, 6) and s.question == "y" and "image" not in s.meta
 
@@ -131,7 +159,7 @@ def test_errors_name_file_row_and_column(tmp_path):
     with pytest.raises(StimulusEncodingError, match=r"e\.jsonl:1: not UTF-8 .*iconv"):
         load_stimuli(p)
     (tmp_path / "e.csv").write_bytes("question,answer\ncaf\xe9,1\n".encode("latin-1"))
-    with pytest.raises(StimulusEncodingError, match=r"e\.csv:2: not UTF-8"):       # CSV goes through the same reader
+    with pytest.raises(StimulusEncodingError, match=r"e\.csv:2: not UTF-8"):  # CSV goes through the same reader
         load_stimuli(tmp_path / "e.csv")
     p.write_text('{"id": 1, "question": "a"}\n{"id": 1, "question": "b"}\n')
     with pytest.raises(StimulusLoadError, match="id '1' repeats"):
@@ -147,9 +175,11 @@ def test_errors_name_file_row_and_column(tmp_path):
 
 
 def test_vlmevalkit_style_tsv_with_letter_columns(tmp_path):
-    tsv = ("index\tquestion\tA\tB\tC\tD\tanswer\tcategory\n"
-           f"0\tWhich colour?\tred\tblue\t\t\tB\tperception\n"
-           f"1\tHow many?\t1\t2\t3\t4\tD\treasoning\n")
+    tsv = (
+        "index\tquestion\tA\tB\tC\tD\tanswer\tcategory\n"
+        "0\tWhich colour?\tred\tblue\t\t\tB\tperception\n"
+        "1\tHow many?\t1\t2\t3\t4\tD\treasoning\n"
+    )
     (tmp_path / "m.tsv").write_text(tsv)
     st = load_stimuli(tmp_path / "m.tsv", {"choices": ["A", "B", "C", "D"]})
     assert st[0].choices == ("red", "blue") and st[0].answer.gold == 1 and st[0].category == "perception"
@@ -160,15 +190,17 @@ def test_vlmevalkit_style_tsv_with_letter_columns(tmp_path):
 def test_bundled_thought_pairs_and_the_released_reading(smollm2, tmp_path):
     rows = load_thought_pairs()
     assert 95 <= len(rows) <= 110 and bundled_thoughts_path().is_file()
-    assert all(s.answer.match(s.answer.display) and s.answer.display in s.cot and s.answer.display in s.direct
-               for s in rows)
+    assert all(
+        s.answer.match(s.answer.display) and s.answer.display in s.cot and s.answer.display in s.direct for s in rows
+    )
     assert all(len(s.cot) > 2 * len(s.direct) for s in rows)
     pairs = stimulus_pairs(rows[:4], pairing="answer")
     assert pairs[0].cot.messages == pairs[0].direct.messages and pairs[0].cot.answer == rows[0].cot
     from cotscope.probes.collect import collect_pairs
 
-    store = collect_pairs(smollm2, pairs, tmp_path / "st", layers=[3, 12], positions=("eot", "turn_end"),
-                          batch_size=8, progress=False)
+    store = collect_pairs(
+        smollm2, pairs, tmp_path / "st", layers=[3, 12], positions=("eot", "turn_end"), batch_size=8, progress=False
+    )
     assert {it["eot_token"] for it in store.items} == {"<|im_end|>"}
     cot, direct = store.paired("eot", 12)
     assert cot.shape == (4, 576) and not np.allclose(cot, direct)

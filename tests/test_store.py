@@ -50,22 +50,24 @@ from cotscope.analyses.io.store import INDEX, MANIFEST, tensor_name  # noqa: E40
 
 def test_slice_read_equals_full_read_and_reads_only_that_slice(tmp_path, monkeypatch):
     cfg, items, arrays = synth(n_pairs=23, layers=(0, 3, 5), d=12, positions=("last", "last_prompt"))
-    st = write_store(tmp_path / "s", cfg, items, arrays, batch_size=7)       # uneven shards: 7,7,7,…,4
+    st = write_store(tmp_path / "s", cfg, items, arrays, batch_size=7)  # uneven shards: 7,7,7,…,4
     for p, X in arrays.items():
-        assert np.array_equal(st.get(p), X)                                   # all layers
+        assert np.array_equal(st.get(p), X)  # all layers
         for li, l in enumerate(cfg["layers"]):
-            assert np.array_equal(st.read_slice(p, l), X[:, li])              # one slice
-            assert np.array_equal(st.read_rows(p, l, 5, 30), X[5:30, li])    # a row range across shards
+            assert np.array_equal(st.read_slice(p, l), X[:, li])  # one slice
+            assert np.array_equal(st.read_rows(p, l, 5, 30), X[5:30, li])  # a row range across shards
             cot, direct = st.paired(p, l)
             ref_c, ref_d = split_pairs(X[:, li], st.labels, st.pair_ids)
             assert np.array_equal(cot, ref_c) and np.array_equal(direct, ref_d)
             chunks = list(st.iter_pairs(p, l, chunk_pairs=5))
             assert np.array_equal(np.concatenate([c for _, c, _ in chunks]), ref_c)
-    assert st.get("last", -1).shape == (46, 12)                              # negative layer: counted from n_layers
+    assert st.get("last", -1).shape == (46, 12)  # negative layer: counted from n_layers
     # reading one slice reads exactly that slice's bytes of array data, nothing of the other layers/rules
     seen = []
     real = tf._pread_exact
-    monkeypatch.setattr(tf, "_pread_exact", lambda fd, buf, off, path: (seen.append(len(buf)), real(fd, buf, off, path)))
+    monkeypatch.setattr(
+        tf, "_pread_exact", lambda fd, buf, off, path: (seen.append(len(buf)), real(fd, buf, off, path))
+    )
     st.read_slice("last_prompt", 3)
     assert sum(seen) == 46 * 12 * 4
 
@@ -78,22 +80,24 @@ def test_float16_and_bfloat16_round_trip(tmp_path):
     X = arrays["last"]
     X[0, 0, :3] = [np.nan, np.inf, -0.0]
     f32 = write_store(tmp_path / "f32", cfg, items, arrays, batch_size=8)
-    for dtype, ref in [("float16", X.astype(np.float16).astype(np.float32)),
-                       ("bfloat16", torch.from_numpy(X).to(torch.bfloat16).float().numpy())]:
+    for dtype, ref in [
+        ("float16", X.astype(np.float16).astype(np.float32)),
+        ("bfloat16", torch.from_numpy(X).to(torch.bfloat16).float().numpy()),
+    ]:
         st = write_store(tmp_path / dtype, cfg, items, arrays, batch_size=8, dtype=dtype)
         assert st.dtype == dtype and json.loads((tmp_path / dtype / MANIFEST).read_text())["dtype"] == dtype
         got = st.get("last")
         assert got.dtype == np.float32
-        np.testing.assert_array_equal(got, ref)                              # NaN == NaN for assert_array_equal
+        np.testing.assert_array_equal(got, ref)  # NaN == NaN for assert_array_equal
         size = sum(f.stat().st_size for f in (tmp_path / dtype).glob("shard-*"))
         size32 = sum(f.stat().st_size for f in (tmp_path / "f32").glob("shard-*"))
         assert size < 0.6 * size32
-        with safe_open(str(tmp_path / dtype / "shard-00000.safetensors"), framework="pt") as fh:   # standard reader
+        with safe_open(str(tmp_path / dtype / "shard-00000.safetensors"), framework="pt") as fh:  # standard reader
             t = fh.get_tensor(tensor_name("last", 1))
             assert t.dtype == getattr(torch, dtype) and torch.equal(t.float(), torch.from_numpy(ref[:8, 1]))
     assert f32.dtype == "float32"
     hashes = {json.loads((tmp_path / d / MANIFEST).read_text())["config_hash"] for d in ("f32", "float16", "bfloat16")}
-    assert len(hashes) == 3                                                  # the storage dtype is configuration
+    assert len(hashes) == 3  # the storage dtype is configuration
 
 
 def test_index_append_costs_o1_and_manifest_is_not_rewritten(tmp_path):
@@ -107,10 +111,10 @@ def test_index_append_costs_o1_and_manifest_is_not_rewritten(tmp_path):
         a, e = w.batch_rows(b)
         w.write_shard(b, np.arange(a, e), {"last": arrays["last"][a:e]})
         grown.append((tmp_path / "s" / INDEX).stat().st_size - before)
-    assert len(grown) == 120 and max(grown) <= 200                           # one short line per shard …
-    assert max(grown[-10:]) - min(grown[:10]) <= 8                           # … whatever k is (only digits grow)
+    assert len(grown) == 120 and max(grown) <= 200  # one short line per shard …
+    assert max(grown[-10:]) - min(grown[:10]) <= 8  # … whatever k is (only digits grow)
     assert w.out.log.bytes_written == sum(grown)
-    assert (man.stat().st_ino, man.stat().st_mtime_ns) == (ino, mtime)      # manifest untouched per shard
+    assert (man.stat().st_ino, man.stat().st_mtime_ns) == (ino, mtime)  # manifest untouched per shard
     w.finish()
     assert man.stat().st_mtime_ns != mtime and ActivationStore(tmp_path / "s").n_items == 240
 
@@ -127,17 +131,17 @@ def test_first_read_checksum_catches_a_flipped_byte_and_opt_out_skips_it(tmp_pat
     write_store(tmp_path / "s", cfg, items, arrays, batch_size=8)
     shard = tmp_path / "s" / "shard-00001.safetensors"
     info = tf.read_header(shard).tensors[tensor_name("last", 2)]
-    _flip_byte(shard, info.begin + 5)                                       # same size, one bit of layer 2 changed
+    _flip_byte(shard, info.begin + 5)  # same size, one bit of layer 2 changed
     verify_mod.forget()
-    st = ActivationStore(tmp_path / "s")                                     # opening is cheap: nothing hashed yet
+    st = ActivationStore(tmp_path / "s")  # opening is cheap: nothing hashed yet
     with pytest.raises(StoreError, match=r"shard-00001\.safetensors.*sha256.*trust=True.*COTSCOPE_TRUST_STORE=1"):
-        st.read_slice("last", 0)                                             # any read of that shard checks it
+        st.read_slice("last", 0)  # any read of that shard checks it
     trusted = ActivationStore(tmp_path / "s", trust=True)
-    assert not np.array_equal(trusted.read_slice("last", 2), arrays["last"][:, 2])   # read as is, unchecked
+    assert not np.array_equal(trusted.read_slice("last", 2), arrays["last"][:, 2])  # read as is, unchecked
     monkeypatch.setenv("COTSCOPE_TRUST_STORE", "1")
     assert ActivationStore(tmp_path / "s").read_slice("last", 0).shape == (24, 8)
     with pytest.raises(StoreError, match="corrupt"):
-        ActivationStore(tmp_path / "s", verify=True)                         # asked: always checks
+        ActivationStore(tmp_path / "s", verify=True)  # asked: always checks
     monkeypatch.delenv("COTSCOPE_TRUST_STORE")
     # an intact store is hashed once per process, not once per read
     write_store(tmp_path / "ok", cfg, items, arrays, batch_size=8)
@@ -170,13 +174,13 @@ def test_resume_checks_sizes_drops_bad_shards_and_torn_index_lines(tmp_path):
     with open(tmp_path / "s" / "shard-00001.safetensors", "r+b") as fh:
         fh.truncate(50)
     with open(tmp_path / "s" / INDEX, "a") as fh:
-        fh.write('{"bytes":12,"file":"shard-0000')                         # a torn append
+        fh.write('{"bytes":12,"file":"shard-0000')  # a torn append
     verify_mod.reset_stats()
     w2 = StoreWriter(tmp_path / "s", {**cfg, "batch_size": 8}, items)
     assert w2.done_shards() == {0, 2, 3} and w2.todo() == [1, 4]
-    assert verify_mod.STATS["files"] == 0                                    # resume stats files, never hashes
+    assert verify_mod.STATS["files"] == 0  # resume stats files, never hashes
     assert (tmp_path / "s" / INDEX).read_text().endswith("\n")
-    with pytest.raises(StoreError, match="batch_size=8"):                  # shards are batches: same size to resume
+    with pytest.raises(StoreError, match="batch_size=8"):  # shards are batches: same size to resume
         StoreWriter(tmp_path / "s", {**cfg, "batch_size": 4}, items)
     for b in w2.todo():
         a, e = w2.batch_rows(b)
@@ -202,15 +206,20 @@ print("got the lock")
 
 
 def _child(path: Path, mode: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", LOCK_CHILD, str(path), mode], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", LOCK_CHILD, str(path), mode], capture_output=True, text=True, timeout=120
+    )
 
 
 def test_second_writer_process_gets_an_error_naming_the_holder(tmp_path):
     import socket
 
-    cfg = {"model": {"model_id": "synthetic", "n_layers": 1, "hidden_size": 4}, "layers": [0], "positions": ["last"],
-           "batch_size": 2}
+    cfg = {
+        "model": {"model_id": "synthetic", "n_layers": 1, "hidden_size": 4},
+        "layers": [0],
+        "positions": ["last"],
+        "batch_size": 2,
+    }
     items = [{"row": i, "pair_id": i // 2, "label": 1 - i % 2} for i in range(4)]
     w = StoreWriter(tmp_path / "s", cfg, items)
     r = _child(tmp_path / "s", "wait")
@@ -229,8 +238,12 @@ def test_stale_lock_of_a_killed_writer_is_taken_over_and_resumed(tmp_path, caplo
     r = _child(tmp_path / "s", "die")
     assert r.returncode == -9
     holder = json.loads((tmp_path / "s" / "store.lock").read_text())
-    cfg = {"model": {"model_id": "synthetic", "n_layers": 1, "hidden_size": 4}, "layers": [0], "positions": ["last"],
-           "batch_size": 2}
+    cfg = {
+        "model": {"model_id": "synthetic", "n_layers": 1, "hidden_size": 4},
+        "layers": [0],
+        "positions": ["last"],
+        "batch_size": 2,
+    }
     items = [{"row": i, "pair_id": i // 2, "label": 1 - i % 2} for i in range(4)]
     with caplog.at_level("WARNING"):
         w = StoreWriter(tmp_path / "s", cfg, items)
@@ -245,7 +258,7 @@ def test_stale_lock_of_a_killed_writer_is_taken_over_and_resumed(tmp_path, caplo
 def test_lock_is_reentrant_in_one_process_and_released(tmp_path):
     cfg, items, arrays = synth(n_pairs=4, d=4)
     a = StoreWriter(tmp_path / "s", {**cfg, "batch_size": 4}, items)
-    b = StoreWriter(tmp_path / "s", {**cfg, "batch_size": 4}, items)    # same process: shares the lock
+    b = StoreWriter(tmp_path / "s", {**cfg, "batch_size": 4}, items)  # same process: shares the lock
     a.close()
     assert (tmp_path / "s" / "store.lock").exists()
     b.close()

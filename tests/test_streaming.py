@@ -17,6 +17,7 @@ Notation: ``u = 2**-53`` (float64 unit roundoff), ``γ(k) = k·u / (1 − k·u)`
   with constant ``4/‖v‖`` (energy fraction) or ``2/‖v‖`` (cosine).
 * Probe: both paths give sklearn bit-identical float64 inputs, so its numbers are compared exactly.
 """
+
 from __future__ import annotations
 
 import sys
@@ -37,7 +38,7 @@ from cotscope.analyses.layer_sweep import analyse_layer, analyse_store  # noqa: 
 from cotscope.analyses.spectral import cutoff_bins, lowpass  # noqa: E402
 from cotscope.analyses.streaming import PairMoments  # noqa: E402
 
-U = 2.0 ** -53
+U = 2.0**-53
 
 
 def gamma(k: float) -> float:
@@ -59,36 +60,50 @@ def bounds(cot: np.ndarray, direct: np.ndarray, chunk: int, cutoff: float = 0.1,
     flip = np.random.default_rng(seed).random(n) < 0.5
     D = np.where(flip[:, None], -delta, delta)
     s = np.linalg.svd(D - D.mean(0), compute_uv=False)
-    lam = s ** 2
+    lam = s**2
     lat_b = 4 * (n + d) * U * lam.sum() / (lam[0] - lam[1])
     v_rel = np.linalg.norm(md_b) / np.linalg.norm(md)
-    return {"md": md_b, "md_rel": v_rel, "disp_rel": 2 * gamma(n + d + 3 * k + 8),
-            "disp_lp_abs": 2 * gamma(n + d + 3 * k + 8) * s_lp / (n - 1)
-            + 2 * eps * np.sqrt(s_lp * (delta ** 2).sum()) / (n - 1) + eps ** 2 * (delta ** 2).sum() / (n - 1),
-            "lat": lat_b, "energy": 4 * v_rel + 4 * eps, "delta_norms": np.linalg.norm(delta, axis=1), "n": n}
+    return {
+        "md": md_b,
+        "md_rel": v_rel,
+        "disp_rel": 2 * gamma(n + d + 3 * k + 8),
+        "disp_lp_abs": 2 * gamma(n + d + 3 * k + 8) * s_lp / (n - 1)
+        + 2 * eps * np.sqrt(s_lp * (delta**2).sum()) / (n - 1)
+        + eps**2 * (delta**2).sum() / (n - 1),
+        "lat": lat_b,
+        "energy": 4 * v_rel + 4 * eps,
+        "delta_norms": np.linalg.norm(delta, axis=1),
+        "n": n,
+    }
 
 
 def assert_layer_matches_oracle(new: dict, old: dict, cot: np.ndarray, direct: np.ndarray, chunk: int, seed: int = 0):
     b = bounds(cot, direct, chunk, seed=seed)
-    assert new["probe"] == old["probe"]                                                   # same inputs: exact
+    assert new["probe"] == old["probe"]  # same inputs: exact
     assert new["cutoff_bins"] == old["cutoff_bins"]
     assert np.all(np.abs(new["_mean_diff"] - old["_mean_diff"]) <= b["md"])
-    assert abs(new["mean_diff_norm"] - old["mean_diff_norm"]) <= np.linalg.norm(b["md"]) + 64 * U * old["mean_diff_norm"]
+    assert (
+        abs(new["mean_diff_norm"] - old["mean_diff_norm"]) <= np.linalg.norm(b["md"]) + 64 * U * old["mean_diff_norm"]
+    )
     assert abs(new["dispersion"] - old["dispersion"]) <= b["disp_rel"] * old["dispersion"]
     assert abs(new["dispersion_lowpass"] - old["dispersion_lowpass"]) <= b["disp_lp_abs"]
     dv = np.linalg.norm(new["_lat"] - old["_lat"])
     assert dv <= 2 * b["lat"], (dv, b["lat"])
     assert abs(new["lat_explained_variance"] - old["lat_explained_variance"]) <= 8 * (b["n"] + len(cot[0])) * U
-    assert abs(new["lat_vs_mean_diff_cosine"] - old["lat_vs_mean_diff_cosine"]) <= 2 * b["lat"] + 2 * b["md_rel"] + 1e-14
+    assert (
+        abs(new["lat_vs_mean_diff_cosine"] - old["lat_vs_mean_diff_cosine"]) <= 2 * b["lat"] + 2 * b["md_rel"] + 1e-14
+    )
     # sign vote: may differ only by pairs whose margin lies within the direction's error
-    ties = int(np.sum(np.abs((cot.astype(np.float64) - direct) @ old["_lat"]) <= b["delta_norms"] * 2 * b["lat"] + 1e-12))
+    ties = int(
+        np.sum(np.abs((cot.astype(np.float64) - direct) @ old["_lat"]) <= b["delta_norms"] * 2 * b["lat"] + 1e-12)
+    )
     assert abs(new["lat_sign_agreement"] - old["lat_sign_agreement"]) <= ties / b["n"]
     e = b["energy"]
     assert abs(new["lowpass_energy_fraction"] - old["lowpass_energy_fraction"]) <= e
     nn, no = new["lowpass_energy_null"], old["lowpass_energy_null"]
     for k in ("null_mean", "null_q05", "null_q95"):
         assert abs(nn[k] - no[k]) <= e
-    if nn["p_value"] != no["p_value"]:        # only if a null value lies within the error of the observed one
+    if nn["p_value"] != no["p_value"]:  # only if a null value lies within the error of the observed one
         pytest.fail(f"p-value changed: {nn['p_value']} vs {no['p_value']}")
     std = abs(no["null_mean"] - no["null_q95"]) / 1.6 + 1e-300
     assert abs(nn["z"] - no["z"]) <= 3 * e / std * (1 + abs(no["z"])) + 1e-9
@@ -103,7 +118,7 @@ def test_analyse_layer_matches_the_oracle(chunk):
         new = analyse_layer(cot, direct, n_perm=50, chunk_pairs=chunk)
         old = O.old_analyse_layer(cot, direct, n_perm=50)
         assert_layer_matches_oracle(new, old, cot, direct, chunk)
-    if chunk == 4096:   # one chunk: the mean difference is summed exactly as (cot - direct).mean(0) sums it
+    if chunk == 4096:  # one chunk: the mean difference is summed exactly as (cot - direct).mean(0) sums it
         assert np.array_equal(mean_difference(cot, direct), O.old_mean_difference(cot, direct))
 
 
@@ -115,13 +130,18 @@ def test_directions_functions_match_the_oracle():
     assert np.all(np.abs(mean_difference(cot, direct) - O.old_mean_difference(cot, direct)) <= b["md"])
     assert abs(dispersion(cot, direct) - O.old_dispersion(cot, direct)) <= b["disp_rel"] * O.old_dispersion(cot, direct)
     c = cutoff_bins(24, 0.3)
-    lp = lambda D: lowpass(D, c)   # noqa: E731
-    assert abs(dispersion(cot, direct, lp) - O.old_dispersion(cot, direct, lp)) <= bounds(cot, direct, 4096, 0.3)["disp_lp_abs"]
+    lp = lambda D: lowpass(D, c)  # noqa: E731
+    assert (
+        abs(dispersion(cot, direct, lp) - O.old_dispersion(cot, direct, lp))
+        <= bounds(cot, direct, 4096, 0.3)["disp_lp_abs"]
+    )
     new, old = lat_direction(cot, direct, seed=4), O.old_lat_direction(cot, direct, seed=4)
     assert np.linalg.norm(new.direction - old.direction) <= 2 * bounds(cot, direct, 4096, seed=4)["lat"]
     assert new.sign_agreement == old.sign_agreement and new.n_pairs == old.n_pairs
     # one column: the oracle used np.var instead of the covariance trace; the stream needs no special case
-    assert dispersion(cot[:, :1], direct[:, :1]) == pytest.approx(O.old_dispersion(cot[:, :1], direct[:, :1]), rel=1e-12)
+    assert dispersion(cot[:, :1], direct[:, :1]) == pytest.approx(
+        O.old_dispersion(cot[:, :1], direct[:, :1]), rel=1e-12
+    )
 
 
 def test_analyse_store_streams_v2_and_matches_the_oracle_on_v1(tmp_path):
@@ -134,14 +154,24 @@ def test_analyse_store_streams_v2_and_matches_the_oracle_on_v1(tmp_path):
     assert new["layer_order"] == old["layer_order"]
     X = arrays["last"]
     for li, l in enumerate(cfg["layers"]):
-        n_l = {**new["layers"][l], "_mean_diff": new["_directions"]["mean_diff"][l], "_lat": new["_directions"]["lat"][l]}
-        o_l = {**old["layers"][l], "_mean_diff": old["_directions"]["mean_diff"][l], "_lat": old["_directions"]["lat"][l]}
+        n_l = {
+            **new["layers"][l],
+            "_mean_diff": new["_directions"]["mean_diff"][l],
+            "_lat": new["_directions"]["lat"][l],
+        }
+        o_l = {
+            **old["layers"][l],
+            "_mean_diff": old["_directions"]["mean_diff"][l],
+            "_lat": old["_directions"]["lat"][l],
+        }
         assert_layer_matches_oracle(n_l, o_l, X[0::2, li], X[1::2, li], chunk=32)
     rel = max(bounds(X[0::2, li], X[1::2, li], 32)["md_rel"] for li in range(4))
     np.testing.assert_allclose(new["layer_cosine"], old["layer_cosine"], rtol=0, atol=4 * rel + 1e-14)
     # same code path on the same arrays: a store read equals in-memory arrays exactly
     again = analyse_layer(X[0::2, 1], X[1::2, 1], n_perm=40, chunk_pairs=32)
-    assert again["dispersion"] == new["layers"][2]["dispersion"] and np.array_equal(again["_lat"], new["_directions"]["lat"][2])
+    assert again["dispersion"] == new["layers"][2]["dispersion"] and np.array_equal(
+        again["_lat"], new["_directions"]["lat"][2]
+    )
 
 
 def test_crossmodel_streams_and_matches_the_oracle(tmp_path):
@@ -162,6 +192,7 @@ def test_crossmodel_streams_and_matches_the_oracle(tmp_path):
         old_lp = O.old_dispersion(vc, vd, transform=lambda D: lowpass(D, c))
         assert abs(row["dispersion_vlm_lowpass"] - old_lp) <= bv["disp_lp_abs"]
         from cotscope.analyses.crossmodel import compare_directions
+
         ref = compare_directions(O.old_mean_difference(lc, ld), O.old_mean_difference(vc, vd), n_perm=20)
         assert abs(row["raw_cosine"] - ref["raw_cosine"]) <= 2 * (bl["md_rel"] + bv["md_rel"]) + 1e-14
 
@@ -174,9 +205,9 @@ def test_pair_moments_are_chunk_size_independent_and_never_build_dxd_for_dispers
     for size in (1, 33, 999):
         m = PairMoments(300)
         for s in range(0, 1000, size):
-            m.update(cot[s:s + size], direct[s:s + size])
+            m.update(cot[s : s + size], direct[s : s + size])
         assert m.dispersion() == pytest.approx(ref.dispersion(), rel=2 * gamma(1000 + 300 + 3 * 1000 + 8))
-        assert m.delta.m2.shape == (300,)                    # per-coordinate: no 300×300 matrix
+        assert m.delta.m2.shape == (300,)  # per-coordinate: no 300×300 matrix
 
 
 def _peak_traced(fn) -> int:
@@ -194,7 +225,7 @@ def test_analyse_store_memory_does_not_grow_with_the_number_of_layers(tmp_path):
     for n_layers in (3, 24):
         cfg, items, arrays = synth(n_pairs=1500, layers=tuple(range(n_layers)), d=32, seed=8)
         st = write_store(tmp_path / f"s{n_layers}", cfg, items, arrays, batch_size=64)
-        analyse_store(st, "last", layers=[0], n_perm=5, progress=False)          # warm caches/imports
+        analyse_store(st, "last", layers=[0], n_perm=5, progress=False)  # warm caches/imports
         peaks[n_layers] = _peak_traced(lambda: analyse_store(st, "last", n_perm=5, progress=False))
     slice_bytes = 3000 * 32 * 4
     store_bytes = 24 * slice_bytes

@@ -1,4 +1,5 @@
 """Visual stimuli: determinism, exact answers, image validation and the JSONL loader."""
+
 from __future__ import annotations
 
 import json
@@ -8,9 +9,19 @@ import pytest
 from PIL import Image
 
 from cotscope.probes.stimuli.arithmetic import generate_problems
-from cotscope.probes.stimuli.visual import (ALL_KINDS, ImageInputError, bar_chart_item, check_image, counting_item,
-                                   generate_visual_items, load_image, load_visual_jsonl, render_problem,
-                                   save_visual_jsonl, text_prompt)
+from cotscope.probes.stimuli.visual import (
+    ALL_KINDS,
+    ImageInputError,
+    bar_chart_item,
+    check_image,
+    counting_item,
+    generate_visual_items,
+    load_image,
+    load_visual_jsonl,
+    render_problem,
+    save_visual_jsonl,
+    text_prompt,
+)
 
 
 def test_deterministic_pixels_and_seed_sensitivity():

@@ -6,14 +6,17 @@ a padded batch of image+text items equals per-item collection; text-only input t
 language model matches HF too. Then the clear errors: unknown family, placeholder mismatches, bad images.
 The last test prints the family × check table (``pytest -s`` or ``-rA`` shows it).
 """
+
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_vlms import FAMILIES, sample_image, scratch_dir, tiny_vlm, tiny_vlm_dir
 
 from cotscope.probes.collect import collect_pairs
 from cotscope.probes.models import UnsupportedModelError, adapter_for, registered_families
@@ -22,7 +25,6 @@ from cotscope.probes.models.loading import load_model, wrap_model
 from cotscope.probes.stimuli.arithmetic import generate_problems
 from cotscope.probes.stimuli.pairs import Prompt, PromptPair, short_answer, worked_answer
 from cotscope.probes.stimuli.visual import generate_visual_items
-from tiny_vlms import FAMILIES, sample_image, scratch_dir, tiny_vlm, tiny_vlm_dir
 
 torch.set_num_threads(2)
 POSITIONS = ("last_prompt", "answer_mean", "image_mean")
@@ -49,17 +51,25 @@ def _pairs(family: str, with_images: bool = True) -> list[PromptPair]:
     items = generate_visual_items(2, seed=3, kinds=("expression", "bars"))
     out = []
     for i, (prob, item) in enumerate(zip(generate_problems(2, seed=3), items)):
+
         def member(prompt: str, answer: str, image) -> Prompt:
             text = P.image_prompt(proc, "<image>\n" + prompt) if with_images else prompt
             return Prompt([{"role": "user", "content": text}], answer, image if with_images else None)
 
         other = sample_image(*((48, 64), (80, 40))[i], seed=i)
-        out.append(PromptPair(i, prob, "cue", member(item.cot_prompt, worked_answer(prob), item.image),
-                              member(item.direct_prompt, short_answer(prob), other)))
+        out.append(
+            PromptPair(
+                i,
+                prob,
+                "cue",
+                member(item.cot_prompt, worked_answer(prob), item.image),
+                member(item.direct_prompt, short_answer(prob), other),
+            )
+        )
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _collected(family: str, with_images: bool = True):
     """Stores collected per item (batch 1) and as one padded batch (batch 4), every token kept."""
     vlm = tiny_vlm(family)
@@ -85,7 +95,7 @@ def _hf_item(family: str, text: str, image):
     return enc, hs
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _hf_rows(family: str, with_images: bool = True) -> list:
     """``(encoding, hidden_states)`` of every collected row, computed once per family."""
     loaded, pairs, _, _ = _collected(family, with_images)
@@ -112,10 +122,21 @@ def processor_image_mask(processor, enc) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------------- per family
 
+
 def test_every_family_has_an_adapter():
     fams = set(registered_families())
-    assert {"llava", "llava_next", "llava_onevision", "qwen2_vl", "qwen2_5_vl", "idefics2", "idefics3", "smolvlm",
-            "gemma3", "internvl"} <= fams
+    assert {
+        "llava",
+        "llava_next",
+        "llava_onevision",
+        "qwen2_vl",
+        "qwen2_5_vl",
+        "idefics2",
+        "idefics3",
+        "smolvlm",
+        "gemma3",
+        "internvl",
+    } <= fams
     for f in FAMILIES:
         a = adapter_for(tiny_vlm(f).model)
         assert a.family == f and a.is_vlm
@@ -131,13 +152,13 @@ def test_residuals_equal_hf_hidden_states(family):
     _, _, one, _ = _collected(family)
     worst = 0.0
     for row, (enc, hs) in enumerate(_hf_rows(family)):
-        stored = one.all_tokens(row)                        # [L, T, d]
+        stored = one.all_tokens(row)  # [L, T, d]
         worst = max(worst, _matches_hidden_states(family, stored, hs))
         T = enc["input_ids"].shape[1]
-        lp = one.get("last_prompt")[row]                    # [L, d]
+        lp = one.get("last_prompt")[row]  # [L, d]
         k = T - 1 - int(one.items[row]["n_answer_tokens"])
         assert k > 0
-        _close(lp[:-1], np.stack([h[0, k].numpy() for h in hs[1:-1]]))     # the token rule picks row k
+        _close(lp[:-1], np.stack([h[0, k].numpy() for h in hs[1:-1]]))  # the token rule picks row k
         _close(lp, stored[:, k])
     _record(family, "residuals==HF", f"{worst:.0e}")
 
@@ -203,6 +224,7 @@ def test_load_model_from_saved_dir(family):
 
 # --------------------------------------------------------------------------------------------- clear errors
 
+
 def test_unknown_family_error_lists_families_and_how_to_add():
     from transformers import PretrainedConfig
 
@@ -242,8 +264,15 @@ def test_collector_refuses_prompt_without_placeholder_before_the_processor():
     loaded = wrap_model(vlm.model, processor=vlm.processor)
     prob = generate_problems(1, seed=0)[0]
     img = sample_image()
-    bad = [PromptPair(0, prob, "cue", Prompt([{"role": "user", "content": "no image here"}], "x", img),
-                      Prompt([{"role": "user", "content": "none here either"}], "y", img))]
+    bad = [
+        PromptPair(
+            0,
+            prob,
+            "cue",
+            Prompt([{"role": "user", "content": "no image here"}], "x", img),
+            Prompt([{"role": "user", "content": "none here either"}], "y", img),
+        )
+    ]
     with pytest.raises(P.PromptImageError, match="no image placeholder"):
         collect_pairs(loaded, bad, scratch_dir("vlmbad-"), positions=("last_prompt",), progress=False)
 
@@ -254,8 +283,15 @@ def test_collector_refuses_stray_placeholder_in_text_only_rows():
     loaded = wrap_model(vlm.model, processor=vlm.processor)
     prob = generate_problems(1, seed=0)[0]
     text = P.image_prompt(vlm.processor, "What is 2+2?")
-    bad = [PromptPair(0, prob, "cue", Prompt([{"role": "user", "content": text}], "x"),
-                      Prompt([{"role": "user", "content": "fine"}], "y"))]
+    bad = [
+        PromptPair(
+            0,
+            prob,
+            "cue",
+            Prompt([{"role": "user", "content": text}], "x"),
+            Prompt([{"role": "user", "content": "fine"}], "y"),
+        )
+    ]
     with pytest.raises(P.PromptImageError, match="image placeholder"):
         collect_pairs(loaded, bad, scratch_dir("vlmstray-"), positions=("last_prompt",), progress=False)
 
@@ -274,7 +310,7 @@ def _png(path: Path, img: Image.Image) -> Path:
 
 
 def test_bad_images_are_converted_or_refused(tmp_path):
-    rgba = Image.new("RGBA", (40, 30), (255, 0, 0, 0))           # fully transparent red → white
+    rgba = Image.new("RGBA", (40, 30), (255, 0, 0, 0))  # fully transparent red → white
     pal = Image.new("RGB", (40, 30), (10, 200, 30)).convert("P")
     gray = Image.new("L", (40, 30), 77)
     conv = P.check_images([rgba, pal, gray, _png(tmp_path / "g.png", gray)])
@@ -307,12 +343,26 @@ def test_odd_images_collect_through_every_processor(family, tmp_path):
     text = P.image_prompt(vlm.processor, "What is this?")
     rgba = sample_image().convert("RGBA")
     gray = sample_image(seed=1).convert("L")
-    pairs = [PromptPair(0, prob, "cue", Prompt([{"role": "user", "content": text}], "a", rgba),
-                        Prompt([{"role": "user", "content": text}], "b", gray))]
+    pairs = [
+        PromptPair(
+            0,
+            prob,
+            "cue",
+            Prompt([{"role": "user", "content": text}], "a", rgba),
+            Prompt([{"role": "user", "content": text}], "b", gray),
+        )
+    ]
     store = collect_pairs(loaded, pairs, tmp_path / "ok", positions=("image_mean",), progress=False)
     assert np.isfinite(store.get("image_mean")).all()
-    tiny = [PromptPair(0, prob, "cue", Prompt([{"role": "user", "content": text}], "a", Image.new("RGB", (1, 1))),
-                       Prompt([{"role": "user", "content": text}], "b", gray))]
+    tiny = [
+        PromptPair(
+            0,
+            prob,
+            "cue",
+            Prompt([{"role": "user", "content": text}], "a", Image.new("RGB", (1, 1))),
+            Prompt([{"role": "user", "content": text}], "b", gray),
+        )
+    ]
     with pytest.raises(P.ImageInputError, match="1x1"):
         collect_pairs(loaded, tiny, tmp_path / "bad", positions=("image_mean",), progress=False)
 
@@ -324,7 +374,7 @@ def test_add_image_tokens_round_trips_named_tokens(tmp_path):
     tok = smol_tokenizer()
     n0 = len(tok)
     P.add_image_tokens(tok, ["<a-tok>"], named={"image_token": "<img-tok>"})
-    P.add_image_tokens(tok, ["<a-tok>"], named={"image_token": "<img-tok>"})   # idempotent
+    P.add_image_tokens(tok, ["<a-tok>"], named={"image_token": "<img-tok>"})  # idempotent
     assert len(tok) == n0 + 2 and tok.image_token == "<img-tok>"
     tok.save_pretrained(tmp_path)
     back = AutoTokenizer.from_pretrained(tmp_path)
@@ -333,6 +383,7 @@ def test_add_image_tokens_round_trips_named_tokens(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- LLaVA-SmolLM2
+
 
 def _fp32_noise_floor(model, enc, ref: torch.Tensor) -> float:
     """Tolerance for logits compared across two code paths that do the same float32 math.
@@ -372,8 +423,9 @@ def test_llava_smol_is_smollm2_on_text_and_collects_images(tmp_path):
     prob = generate_problems(1, seed=0)[0]
     item = generate_visual_items(1, seed=0)[0]
     pairs = [PromptPair(0, prob, "cue", Prompt(msgs, None, item.image), Prompt(msgs, None, sample_image()))]
-    store = collect_pairs(lm, pairs, tmp_path / "store", layers=[0, 15, 29], positions=("last_prompt", "image_mean"),
-                          progress=False)
+    store = collect_pairs(
+        lm, pairs, tmp_path / "store", layers=[0, 15, 29], positions=("last_prompt", "image_mean"), progress=False
+    )
     assert [int(m.sum()) for m in store.image_masks()] == [16, 16]
     assert store.get("image_mean").shape == (2, 3, 576)
 
@@ -395,6 +447,7 @@ def test_llava_smol_is_deterministic_for_a_seed(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------- the table
+
 
 def test_zz_compatibility_table():
     """Print family × check (run after the per-family tests; cells show max |diff| or the detail)."""

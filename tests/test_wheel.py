@@ -10,6 +10,7 @@ this venv's site-packages: nothing is downloaded (torch alone is ~200 MB), and o
 editable install of the checkout stays invisible; the test checks that ``cotscope`` is imported from the wheel.
 The build runs on a copy of the tracked files, so the checkout gets no ``build/`` or ``*.egg-info``.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,9 +42,14 @@ def _source_files() -> list[str]:
         return [n for n in files.decode().split("\0") if n and (ROOT / n).is_file()]
     except (OSError, subprocess.CalledProcessError):
         skip = {".git", "runs", "build", "dist", "__pycache__"}
-        return [p.relative_to(ROOT).as_posix() for p in ROOT.rglob("*") if p.is_file()
-                and not any(x in skip or x.startswith(".venv") or x.endswith(".egg-info")
-                            for x in p.relative_to(ROOT).parts)]
+        return [
+            p.relative_to(ROOT).as_posix()
+            for p in ROOT.rglob("*")
+            if p.is_file()
+            and not any(
+                x in skip or x.startswith(".venv") or x.endswith(".egg-info") for x in p.relative_to(ROOT).parts
+            )
+        ]
 
 
 def _source_copy(dst: Path) -> Path:
@@ -57,8 +63,12 @@ def _source_copy(dst: Path) -> Path:
 def wheel(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     src = _source_copy(tmp / "src")
-    out = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp / "dist")], cwd=src,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "build", "--no-isolation", "--outdir", str(tmp / "dist")],
+        cwd=src,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     wheels = list((tmp / "dist").glob("cotscope-*.whl"))
     assert len(wheels) == 1 and list((tmp / "dist").glob("cotscope-*.tar.gz")), list((tmp / "dist").iterdir())
@@ -75,9 +85,9 @@ def test_wheel_contents(wheel):
         assert {r.split("/")[0] for r in record} == {"cotscope", info}
         shipped = sorted(p.name for p in WEIGHTS.iterdir() if p.is_file())
         assert shipped, "weights/cotscope-smolvlm is empty in the checkout"
-        for name in shipped:                       # byte-identical package data
+        for name in shipped:  # byte-identical package data
             assert _sha(z.read(f"cotscope/weights/cotscope-smolvlm/{name}")) == _sha(WEIGHTS / name), name
-        for src in _source_files():                  # every module, so no subpackage is left out
+        for src in _source_files():  # every module, so no subpackage is left out
             top = src.split("/")[0]
             if src.endswith(".py") and top in ("cotscope", "probes", "analyses", "figures"):
                 assert (src if top == "cotscope" else f"cotscope/{src}") in names, src
@@ -89,13 +99,21 @@ def test_installed_wheel_runs(wheel, tmp_path):
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
-                    str(wheel)], check=True)
-    site = Path(subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                               check=True, capture_output=True, text=True).stdout.strip())
+    subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        check=True,
+    )
+    site = Path(
+        subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    )
     ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (site / "_cotscope_test_deps.pth").write_text("\n".join(ours) + "\n")
-    work = tmp_path / "work"                        # not the checkout: its folders must not shadow the wheel
+    work = tmp_path / "work"  # not the checkout: its folders must not shadow the wheel
     work.mkdir()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     env.pop("PYTHONPATH", None)
@@ -107,16 +125,32 @@ def test_installed_wheel_runs(wheel, tmp_path):
 
     cotscope = venv / "bin" / "cotscope"
     assert "collect" in run(cotscope, "--help") and "report" in run(cotscope, "--help")
-    probe = run(py, "-c", "import sys, json, cotscope\n"
-                "from cotscope.probes.models import reference_vlm as R\n"
-                "R.verify_shipped()\n"
-                "print(json.dumps({'file': cotscope.__file__, 'weights': str(R.WEIGHTS_DIR), "
-                "'torch_loaded': 'torch' in sys.modules}))")
+    probe = run(
+        py,
+        "-c",
+        "import sys, json, cotscope\n"
+        "from cotscope.probes.models import reference_vlm as R\n"
+        "R.verify_shipped()\n"
+        "print(json.dumps({'file': cotscope.__file__, 'weights': str(R.WEIGHTS_DIR), "
+        "'torch_loaded': 'torch' in sys.modules}))",
+    )
     got = json.loads(probe.strip().splitlines()[-1])
     assert Path(got["file"]).is_relative_to(venv) and Path(got["weights"]).is_relative_to(venv), got
     assert Path(got["weights"]).parts[-3:] == ("cotscope", "weights", "cotscope-smolvlm")
-    run(cotscope, "collect", "--run-dir", "run", "--n", "4", "--layers", "0,15,29", "--positions", "last_prompt",
-        "--batch-size", "8")
+    run(
+        cotscope,
+        "collect",
+        "--run-dir",
+        "run",
+        "--n",
+        "4",
+        "--layers",
+        "0,15,29",
+        "--positions",
+        "last_prompt",
+        "--batch-size",
+        "8",
+    )
     run(cotscope, "analyse", "run/stores/llm", "--run-dir", "run", "--n-perm", "10")
     run(cotscope, "export", "run/directions/llm_mean_diff.safetensors", "--to", "gguf", "--out", "run/cot.gguf")
     from cotscope.analyses.artifacts import DirectionSet
@@ -125,7 +159,7 @@ def test_installed_wheel_runs(wheel, tmp_path):
     ds = DirectionSet.load(work / "run" / "directions" / "llm_mean_diff.safetensors")
     assert ds.layers == [0, 15, 29] and ds.meta.model_id.startswith("HuggingFaceTB/SmolLM2-135M-Instruct")
     cv = import_gguf_cv(work / "run" / "cot.gguf")
-    assert cv.layers == [15, 29]                    # block 0 left out: llama.cpp cannot steer it
+    assert cv.layers == [15, 29]  # block 0 left out: llama.cpp cannot steer it
     for l in cv.layers:
         assert cv[l].tobytes() == ds[l].astype("float32").tobytes()
     summary = json.loads((work / "run" / "summary.json").read_text())

@@ -4,6 +4,7 @@ A local Ray cluster (``ray.init(num_cpus=2)``) runs two actors, each loading its
 embedded SmolLM2 with one torch thread. The one-process reference runs in this process, also with one torch
 thread, so both paths run the same kernels on the same batches and must agree byte for byte.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -106,7 +107,7 @@ def test_two_ray_workers_write_the_one_process_store(cluster, smollm2, job, one_
     assert files(st.path) == files(one_process)
     assert not (tmp_path / "store.parts").exists()
     pids = {r["pid"] for r in st.worker_reports}
-    assert len(pids) == 2 and os.getpid() not in pids            # two actor processes did the work
+    assert len(pids) == 2 and os.getpid() not in pids  # two actor processes did the work
     assert analysis(st.path) == analysis(one_process)
 
 
@@ -136,10 +137,10 @@ def test_a_killed_worker_is_restarted_and_resumes_its_part(cluster, smollm2, job
     t.join()
     assert killed, "the worker finished before it could be killed"
     rep0 = st.worker_reports[0]
-    assert rep0["pid"] != killed["pid"]                           # a new process finished part 0 …
-    assert rep0["resumed_shards"] >= killed["shards_before"]     # … from the shards the dead one wrote
+    assert rep0["pid"] != killed["pid"]  # a new process finished part 0 …
+    assert rep0["resumed_shards"] >= killed["shards_before"]  # … from the shards the dead one wrote
     assert files(st.path) == files(one_process)
-    assert len(read_index(st.path)) == 8                          # 8 batches of 2 items, none lost or duplicated
+    assert len(read_index(st.path)) == 8  # 8 batches of 2 items, none lost or duplicated
 
 
 def test_sweep_on_two_workers_equals_the_one_process_table(cluster, smollm2, tmp_path):
@@ -153,10 +154,21 @@ def test_sweep_on_two_workers_equals_the_one_process_table(cluster, smollm2, tmp
     from cotscope.workers import merge_sweep_tables
 
     rng = np.random.default_rng(0)
-    direction = DirectionSet({l: (rng.standard_normal(576) * 20).astype(np.float32) for l in (6, 20)},
-                             DirectionMeta(model_id="test-direction", n_layers=30, method="random"))
-    cfg = SweepConfig(layers=(6, 20), lams=(0.9,), controls=("none", "random"), control_layers=(20,), budget=3,
-                      score=True, answer_template=" {answer}", rows_per_batch=4, cutoff=0.25)
+    direction = DirectionSet(
+        {l: (rng.standard_normal(576) * 20).astype(np.float32) for l in (6, 20)},
+        DirectionMeta(model_id="test-direction", n_layers=30, method="random"),
+    )
+    cfg = SweepConfig(
+        layers=(6, 20),
+        lams=(0.9,),
+        controls=("none", "random"),
+        control_layers=(20,),
+        budget=3,
+        score=True,
+        answer_template=" {answer}",
+        rows_per_batch=4,
+        cutoff=0.25,
+    )
     prompts = direct_prompts(generate_problems(2, seed=3, difficulties=("easy",)))
     before = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -166,7 +178,7 @@ def test_sweep_on_two_workers_equals_the_one_process_table(cluster, smollm2, tmp
         torch.set_num_threads(before)
     res = cs.sweep("embedded:smollm2", direction, prompts, tmp_path / "two.csv", cfg, workers=2, progress=False)
     assert one.complete and one.batches == 2
-    assert res.complete and res.batches_run == 0                  # the driver only read the merged table
+    assert res.complete and res.batches_run == 0  # the driver only read the merged table
     assert (tmp_path / "two.csv").read_bytes() == (tmp_path / "one.csv").read_bytes()
     assert (tmp_path / "two.csv.meta.json").read_bytes() == (tmp_path / "one.csv.meta.json").read_bytes()
     assert not (tmp_path / "two.csv.parts").exists()

@@ -7,6 +7,7 @@ Models are deterministic for a seed and cached per test session (:func:`tiny_vlm
 >>> vlm = tiny_vlm("llava")                            # doctest: +SKIP
 >>> enc = vlm.encode(["<image>\\nWhat is this?"], [img]) # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import atexit
@@ -15,8 +16,9 @@ import functools
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -25,17 +27,31 @@ from PIL import Image, ImageDraw
 
 from cotscope.probes.models import processors as P
 
-TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4, num_key_value_heads=2,
-            max_position_embeddings=512, bos_token_id=1, eos_token_id=2, pad_token_id=2)
+TEXT = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=512,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=2,
+)
 VISION = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
 IMG, PATCH = 32, 8
 PINPOINTS = [[32, 32], [32, 64], [64, 32], [64, 64]]
 MODEL_CLASS = {
-    "llava": "LlavaForConditionalGeneration", "llava_next": "LlavaNextForConditionalGeneration",
-    "llava_onevision": "LlavaOnevisionForConditionalGeneration", "qwen2_vl": "Qwen2VLForConditionalGeneration",
-    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration", "idefics2": "Idefics2ForConditionalGeneration",
-    "idefics3": "Idefics3ForConditionalGeneration", "smolvlm": "SmolVLMForConditionalGeneration",
-    "gemma3": "Gemma3ForConditionalGeneration", "internvl": "InternVLForConditionalGeneration",
+    "llava": "LlavaForConditionalGeneration",
+    "llava_next": "LlavaNextForConditionalGeneration",
+    "llava_onevision": "LlavaOnevisionForConditionalGeneration",
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "idefics2": "Idefics2ForConditionalGeneration",
+    "idefics3": "Idefics3ForConditionalGeneration",
+    "smolvlm": "SmolVLMForConditionalGeneration",
+    "gemma3": "Gemma3ForConditionalGeneration",
+    "internvl": "InternVLForConditionalGeneration",
 }
 FAMILIES = tuple(MODEL_CLASS)
 
@@ -59,8 +75,9 @@ class TinyVLM:
     def prompt(self, question: str = "What is in this picture?", n_images: int = 1) -> str:
         """A chat-templated user turn with ``n_images`` placeholders (``n_images=0``: text only)."""
         content = (self.placeholder * n_images + "\n" if n_images else "") + question
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
-                                                  add_generation_prompt=True)
+        return self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
+        )
 
 
 def smol_tokenizer() -> Any:
@@ -93,10 +110,14 @@ def _llava(tok):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig
 
     proc = P.llava_processor(tok, image_size=IMG, patch_size=PATCH)
-    cfg = LlavaConfig(vision_config=CLIPVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
-                      text_config=LlamaConfig(**_text(tok)), image_token_index=proc.image_token_id,
-                      vision_feature_select_strategy="default", vision_feature_layer=-2,
-                      image_seq_length=(IMG // PATCH) ** 2)
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
+        text_config=LlamaConfig(**_text(tok)),
+        image_token_index=proc.image_token_id,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        image_seq_length=(IMG // PATCH) ** 2,
+    )
     return cfg, proc
 
 
@@ -104,10 +125,15 @@ def _llava_next(tok):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextConfig
 
     proc = P.llava_next_processor(tok, image_size=IMG, patch_size=PATCH, grid_pinpoints=PINPOINTS)
-    cfg = LlavaNextConfig(vision_config=CLIPVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
-                          text_config=LlamaConfig(**_text(tok)), image_token_index=proc.image_token_id,
-                          image_grid_pinpoints=PINPOINTS, vision_feature_select_strategy="default",
-                          vision_feature_layer=-2, image_seq_length=(IMG // PATCH) ** 2)
+    cfg = LlavaNextConfig(
+        vision_config=CLIPVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
+        text_config=LlamaConfig(**_text(tok)),
+        image_token_index=proc.image_token_id,
+        image_grid_pinpoints=PINPOINTS,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        image_seq_length=(IMG // PATCH) ** 2,
+    )
     return cfg, proc
 
 
@@ -115,10 +141,15 @@ def _llava_onevision(tok):
     from transformers import LlavaOnevisionConfig, Qwen2Config, SiglipVisionConfig
 
     proc = P.llava_onevision_processor(tok, image_size=IMG, patch_size=PATCH, grid_pinpoints=PINPOINTS)
-    cfg = LlavaOnevisionConfig(vision_config=SiglipVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
-                               text_config=Qwen2Config(**_text(tok)), image_token_index=proc.image_token_id,
-                               video_token_index=proc.video_token_id, image_grid_pinpoints=PINPOINTS,
-                               vision_feature_select_strategy="full", vision_feature_layer=-1)
+    cfg = LlavaOnevisionConfig(
+        vision_config=SiglipVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
+        text_config=Qwen2Config(**_text(tok)),
+        image_token_index=proc.image_token_id,
+        video_token_index=proc.video_token_id,
+        image_grid_pinpoints=PINPOINTS,
+        vision_feature_select_strategy="full",
+        vision_feature_layer=-1,
+    )
     return cfg, proc
 
 
@@ -126,15 +157,21 @@ def _qwen(tok, v25: bool):
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig
 
     proc = (P.qwen2_5_vl_processor if v25 else P.qwen2_vl_processor)(tok)
-    vcfg = dict(depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14, spatial_merge_size=2,
-                temporal_patch_size=2)
+    vcfg = dict(
+        depth=2, embed_dim=32, hidden_size=64, num_heads=2, patch_size=14, spatial_merge_size=2, temporal_patch_size=2
+    )
     if v25:
         vcfg.update(intermediate_size=64, out_hidden_size=64, fullatt_block_indexes=[1], window_size=56)
         vcfg.pop("embed_dim")
     tcfg = _text(tok, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
-    ids = {k: tok.convert_tokens_to_ids(t) for k, t in [("vision_start_token_id", "<|vision_start|>"),
-                                                        ("vision_end_token_id", "<|vision_end|>"),
-                                                        ("video_token_id", "<|video_pad|>")]}
+    ids = {
+        k: tok.convert_tokens_to_ids(t)
+        for k, t in [
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+            ("video_token_id", "<|video_pad|>"),
+        ]
+    }
     cls = Qwen2_5_VLConfig if v25 else Qwen2VLConfig
     cfg = cls(text_config=tcfg, vision_config=vcfg, image_token_id=proc.image_token_id, **ids)
     return cfg, proc
@@ -144,10 +181,19 @@ def _idefics2(tok):
     from transformers import Idefics2Config, LlamaConfig
 
     proc = P.idefics2_processor(tok, image_size=IMG, image_seq_len=4)
-    cfg = Idefics2Config(vision_config=dict(**VISION, image_size=IMG, patch_size=PATCH),
-                         perceiver_config=dict(hidden_size=64, resampler_n_latents=4, resampler_depth=1,
-                                               resampler_n_heads=2, resampler_head_dim=16, num_key_value_heads=1),
-                         text_config=LlamaConfig(**_text(tok)).to_dict(), image_token_id=proc.image_token_id)
+    cfg = Idefics2Config(
+        vision_config=dict(**VISION, image_size=IMG, patch_size=PATCH),
+        perceiver_config=dict(
+            hidden_size=64,
+            resampler_n_latents=4,
+            resampler_depth=1,
+            resampler_n_heads=2,
+            resampler_head_dim=16,
+            num_key_value_heads=1,
+        ),
+        text_config=LlamaConfig(**_text(tok)).to_dict(),
+        image_token_id=proc.image_token_id,
+    )
     return cfg, proc
 
 
@@ -156,8 +202,12 @@ def _idefics3(tok, smol: bool):
 
     proc = P.idefics3_processor(tok, image_size=IMG, image_seq_len=4)  # adds tokens: vocab size after this
     cls = SmolVLMConfig if smol else Idefics3Config
-    cfg = cls(vision_config=dict(**VISION, image_size=IMG, patch_size=PATCH),
-              text_config=LlamaConfig(**_text(tok)).to_dict(), image_token_id=proc.image_token_id, scale_factor=2)
+    cfg = cls(
+        vision_config=dict(**VISION, image_size=IMG, patch_size=PATCH),
+        text_config=LlamaConfig(**_text(tok)).to_dict(),
+        image_token_id=proc.image_token_id,
+        scale_factor=2,
+    )
     return cfg, proc
 
 
@@ -166,9 +216,14 @@ def _gemma3(tok):
 
     proc = P.gemma3_processor(tok, image_size=IMG, image_seq_length=4)
     tcfg = Gemma3TextConfig(**_text(tok, head_dim=16), query_pre_attn_scalar=16, sliding_window=512)
-    cfg = Gemma3Config(text_config=tcfg, vision_config=SiglipVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
-                       mm_tokens_per_image=4, boi_token_index=tok.boi_token_id, eoi_token_index=tok.eoi_token_id,
-                       image_token_index=tok.image_token_id)
+    cfg = Gemma3Config(
+        text_config=tcfg,
+        vision_config=SiglipVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
+        mm_tokens_per_image=4,
+        boi_token_index=tok.boi_token_id,
+        eoi_token_index=tok.eoi_token_id,
+        image_token_index=tok.image_token_id,
+    )
     return cfg, proc
 
 
@@ -176,16 +231,26 @@ def _internvl(tok):
     from transformers import InternVLConfig, InternVLVisionConfig, Qwen2Config
 
     proc = P.internvl_processor(tok, image_size=IMG, image_seq_length=4)
-    cfg = InternVLConfig(vision_config=InternVLVisionConfig(**VISION, image_size=[IMG, IMG], patch_size=[PATCH, PATCH]),
-                         text_config=Qwen2Config(**_text(tok)), downsample_ratio=0.5, image_seq_length=4,
-                         image_token_id=proc.image_token_id)
+    cfg = InternVLConfig(
+        vision_config=InternVLVisionConfig(**VISION, image_size=[IMG, IMG], patch_size=[PATCH, PATCH]),
+        text_config=Qwen2Config(**_text(tok)),
+        downsample_ratio=0.5,
+        image_seq_length=4,
+        image_token_id=proc.image_token_id,
+    )
     return cfg, proc
 
 
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
-    "llava": _llava, "llava_next": _llava_next, "llava_onevision": _llava_onevision,
-    "qwen2_vl": lambda t: _qwen(t, False), "qwen2_5_vl": lambda t: _qwen(t, True), "idefics2": _idefics2,
-    "idefics3": lambda t: _idefics3(t, False), "smolvlm": lambda t: _idefics3(t, True), "gemma3": _gemma3,
+    "llava": _llava,
+    "llava_next": _llava_next,
+    "llava_onevision": _llava_onevision,
+    "qwen2_vl": lambda t: _qwen(t, False),
+    "qwen2_5_vl": lambda t: _qwen(t, True),
+    "idefics2": _idefics2,
+    "idefics3": lambda t: _idefics3(t, False),
+    "smolvlm": lambda t: _idefics3(t, True),
+    "gemma3": _gemma3,
     "internvl": _internvl,
 }
 
@@ -203,7 +268,7 @@ def build_tiny_vlm(family: str, seed: int = 0) -> TinyVLM:
     return TinyVLM(family, model, proc)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_vlm(family: str) -> TinyVLM:
     """Session-cached :func:`build_tiny_vlm` (seed 0). Do not modify the returned model."""
     return build_tiny_vlm(family)
@@ -216,7 +281,7 @@ def scratch_dir(prefix: str) -> Path:
     return d
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tiny_vlm_dir(family: str) -> Path:
     """The cached tiny model saved (model + processor) into a temporary directory, for ``load_model(dir)``."""
     vlm = tiny_vlm(family)

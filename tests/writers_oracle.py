@@ -3,6 +3,7 @@
 tests/test_resumable.py checks that the writers ported onto analyses.io.resumable leave exactly the files
 these wrote.
 """
+
 from __future__ import annotations
 
 import csv
@@ -10,16 +11,16 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
 from cotscope.analyses.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from cotscope.analyses.io.attention_runs import KEY_TYPES, AttentionStoreError, trace_name
 from cotscope.analyses.io.resumable import diff_keys as _diff_keys
-from cotscope.analyses.io.tables import TYPES, SweepTableError, _encode, free_name, meta_path
-from cotscope.analyses.io.tables import read_table
+from cotscope.analyses.io.tables import TYPES, SweepTableError, _encode, free_name, meta_path, read_table
 
 FORMAT_NAME = "cotscope.attention"
 FORMAT_VERSION = 1
@@ -42,8 +43,15 @@ def _config_hash(obj: Any) -> str:
 class OldAttentionRunWriter:
     """Create or resume a run directory; :meth:`done` lists finished trace indices."""
 
-    def __init__(self, path: str | Path, config: dict[str, Any], plan: Sequence[dict[str, Any]], *,
-                 overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        config: dict[str, Any],
+        plan: Sequence[dict[str, Any]],
+        *,
+        overwrite: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.path = Path(path)
         if not plan:
             raise AttentionStoreError("empty capture plan: pass at least one prompt to capture")
@@ -59,7 +67,8 @@ class OldAttentionRunWriter:
                 raise AttentionStoreError(
                     f"{self.path} already holds an attention run of a different configuration (hash "
                     f"{old.get('config_hash')} != {self.hash}: model, layers, heads, prompts or generation settings "
-                    "differ). Use a new directory, or pass overwrite=True to replace it.")
+                    "differ). Use a new directory, or pass overwrite=True to replace it."
+                )
             self.manifest = old
             self.manifest["traces"] = [t for t in old["traces"] if self._intact(t)]
         else:
@@ -67,9 +76,17 @@ class OldAttentionRunWriter:
                 for f in list(self.path.glob("trace-*.safetensors")) + list(self.path.glob("trace-*.png")):
                     f.unlink()
             self.path.mkdir(parents=True, exist_ok=True)
-            self.manifest = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config_hash": self.hash,
-                             **config, "key_types": list(KEY_TYPES), "n_traces": len(plan), "traces": [],
-                             "complete": False, "extra": extra or {}}
+            self.manifest = {
+                "format": FORMAT_NAME,
+                "format_version": FORMAT_VERSION,
+                "config_hash": self.hash,
+                **config,
+                "key_types": list(KEY_TYPES),
+                "n_traces": len(plan),
+                "traces": [],
+                "complete": False,
+                "extra": extra or {},
+            }
             write_text_atomic(self.path / TRACES, "")
             write_json_atomic(man, self.manifest)
 
@@ -94,12 +111,19 @@ class OldAttentionRunWriter:
         data = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         with atomic_path(target) as tmp:
             save_file(data, str(tmp), metadata={"format": FORMAT_NAME, "trace": str(index)})
-        entry = {"index": index, "file": target.name, "bytes": target.stat().st_size, "sha256": _sha256(target),
-                 "record": record}
-        self.manifest["traces"] = sorted([t for t in self.manifest["traces"] if t["index"] != index] + [entry],
-                                         key=lambda t: t["index"])
-        write_text_atomic(self.path / TRACES,
-                          "".join(json.dumps(t["record"], sort_keys=True) + "\n" for t in self.manifest["traces"]))
+        entry = {
+            "index": index,
+            "file": target.name,
+            "bytes": target.stat().st_size,
+            "sha256": _sha256(target),
+            "record": record,
+        }
+        self.manifest["traces"] = sorted(
+            [t for t in self.manifest["traces"] if t["index"] != index] + [entry], key=lambda t: t["index"]
+        )
+        write_text_atomic(
+            self.path / TRACES, "".join(json.dumps(t["record"], sort_keys=True) + "\n" for t in self.manifest["traces"])
+        )
         write_json_atomic(self.path / MANIFEST, self.manifest)
 
     def finish(self, **extra: Any) -> None:
@@ -128,8 +152,15 @@ class OldSweepTable:
         key: columns that identify a row (a finished row is never recomputed).
     """
 
-    def __init__(self, path: str | Path, config: Mapping[str, Any], schema: Mapping[str, str],
-                 key: Sequence[str], *, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        config: Mapping[str, Any],
+        schema: Mapping[str, str],
+        key: Sequence[str],
+        *,
+        overwrite: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.config = json.loads(json.dumps(dict(config), default=str))
         self.schema = dict(schema)
@@ -151,8 +182,14 @@ class OldSweepTable:
 
     # -- lifecycle ---------------------------------------------------------------------------
     def _create(self) -> None:
-        meta = {"format": SWEEP_FORMAT, "format_version": 1, "config_hash": self.hash,
-                "columns": self.schema, "key": list(self.key), "config": self.config}
+        meta = {
+            "format": SWEEP_FORMAT,
+            "format_version": 1,
+            "config_hash": self.hash,
+            "columns": self.schema,
+            "key": list(self.key),
+            "config": self.config,
+        }
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(list(self.schema))
         with atomic_path(self.path) as tmp:
@@ -160,10 +197,12 @@ class OldSweepTable:
         write_json_atomic(self.meta_file, meta)
 
     def _check_existing(self) -> None:
-        fix = (f"Use a new file (e.g. {free_name(self.path)}) or pass overwrite=True to replace this table.")
+        fix = f"Use a new file (e.g. {free_name(self.path)}) or pass overwrite=True to replace this table."
         if not self.meta_file.is_file():
-            raise SweepTableError(f"{self.path} exists but has no {self.meta_file.name}; it was not written by "
-                                  f"cotscope's SweepTable, so rows cannot be trusted to match. {fix}")
+            raise SweepTableError(
+                f"{self.path} exists but has no {self.meta_file.name}; it was not written by "
+                f"cotscope's SweepTable, so rows cannot be trusted to match. {fix}"
+            )
         try:
             meta = json.loads(self.meta_file.read_text())
         except json.JSONDecodeError as e:
@@ -171,8 +210,10 @@ class OldSweepTable:
         if meta.get("format") != SWEEP_FORMAT:
             raise SweepTableError(f"{self.meta_file} is not a cotscope sweep table. {fix}")
         if int(meta.get("format_version", 0)) > 1:
-            raise SweepTableError(f"{self.path} has format version {meta.get('format_version')}, newer than this "
-                                  f"cotscope ({FORMAT_VERSION}); upgrade cotscope. {fix}")
+            raise SweepTableError(
+                f"{self.path} has format version {meta.get('format_version')}, newer than this "
+                f"cotscope ({FORMAT_VERSION}); upgrade cotscope. {fix}"
+            )
         if meta.get("config_hash") != self.hash:
             diff = _diff_keys(meta.get("config", {}), self.config)
             if meta.get("columns") != self.schema:
@@ -181,7 +222,8 @@ class OldSweepTable:
                 diff.append("<key columns>")
             raise SweepTableError(
                 f"{self.path} was written by a different configuration (differs in: {', '.join(diff) or 'hash'}); "
-                f"refusing to mix rows from two configurations. {fix}")
+                f"refusing to mix rows from two configurations. {fix}"
+            )
         if not self.path.is_file():
             with atomic_path(self.path) as tmp:
                 buf = io.StringIO()
@@ -192,8 +234,9 @@ class OldSweepTable:
         """Cut a torn last line (an interrupted append) and check the header."""
         data = self.path.read_bytes()
         if not data:
-            raise SweepTableError(f"{self.path} is empty (no header); delete it and its .meta.json, or use "
-                                  f"{free_name(self.path)}")
+            raise SweepTableError(
+                f"{self.path} is empty (no header); delete it and its .meta.json, or use {free_name(self.path)}"
+            )
         if not data.endswith(b"\n"):
             cut = data.rfind(b"\n") + 1
             with open(self.path, "r+b") as fh:
@@ -203,8 +246,10 @@ class OldSweepTable:
         with open(self.path, newline="") as fh:
             header = next(csv.reader(fh), None)
         if header != list(self.schema):
-            raise SweepTableError(f"{self.path}: header {header} does not match the schema {list(self.schema)}; "
-                                  f"use {free_name(self.path)}")
+            raise SweepTableError(
+                f"{self.path}: header {header} does not match the schema {list(self.schema)}; "
+                f"use {free_name(self.path)}"
+            )
 
     # -- rows --------------------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
@@ -232,5 +277,3 @@ class OldSweepTable:
                 fh.flush()
                 os.fsync(fh.fileno())
         return n
-
-

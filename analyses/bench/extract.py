@@ -18,17 +18,22 @@ True
 >>> extract_number("3 + 4 = 7, so the answer is \\\\boxed{7}.")
 '7'
 """
+
 from __future__ import annotations
 
 import re
 import string
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cotscope.analyses.answers import AnswerSpec, normalize_text, parse_number
 
 LETTERS = string.ascii_uppercase
-_ANSWER_IS = re.compile(r"(?:final\s+answer|answer|correct\s+option|correct\s+choice|option|choice)\s*(?:is|:|=)?\s*"
-                        r"(?:option\s*)?[\(\[]?\s*([^\n]*)", re.I)
+_ANSWER_IS = re.compile(
+    r"(?:final\s+answer|answer|correct\s+option|correct\s+choice|option|choice)\s*(?:is|:|=)?\s*"
+    r"(?:option\s*)?[\(\[]?\s*([^\n]*)",
+    re.I,
+)
 _NUMBER = re.compile(r"[-+]?\$?\s?\d[\d,]*(?:\.\d+)?%?|[-+]?\.\d+")
 
 
@@ -41,7 +46,7 @@ def boxed(text: str) -> list[str]:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
         if depth == 0:
-            out.append(text[m.end():i - 1].strip())
+            out.append(text[m.end() : i - 1].strip())
     return out
 
 
@@ -101,9 +106,12 @@ def _option_text(text: str, choices: Sequence[str]) -> str | None:
     """The letter of the only option whose (normalised) text appears in ``text``; ``None`` if zero or several do."""
     t = f" {normalize_text(text)} "
     hits = [i for i, c in enumerate(choices) if normalize_text(c) and f" {normalize_text(c)} " in t]
-    if len(hits) > 1:      # keep only options not contained in another hit ("3" inside "13" is already excluded)
-        hits = [i for i in hits if not any(i != j and normalize_text(choices[i]) in normalize_text(choices[j])
-                                           for j in hits)]
+    if len(hits) > 1:  # keep only options not contained in another hit ("3" inside "13" is already excluded)
+        hits = [
+            i
+            for i in hits
+            if not any(i != j and normalize_text(choices[i]) in normalize_text(choices[j]) for j in hits)
+        ]
     return LETTERS[hits[0]] if len(hits) == 1 else None
 
 
@@ -153,10 +161,16 @@ def judge_prompt(question: str, response: str, spec: AnswerSpec) -> str:
     opts = ""
     if spec.type == "choice":
         opts = "\nOptions:\n" + "\n".join(f"{LETTERS[i]}. {c}" for i, c in enumerate(spec.choices))
-    want = {"choice": "the option letter only", "integer": "the integer only", "float": "the number only",
-            "text": "the short answer only"}[spec.type]
-    return (f"Read a model's response to a question and write its final answer ({want}). If it gives no answer, "
-            f"write NONE.\n\nQuestion: {question}{opts}\n\nResponse: {response}\n\nFinal answer:")
+    want = {
+        "choice": "the option letter only",
+        "integer": "the integer only",
+        "float": "the number only",
+        "text": "the short answer only",
+    }[spec.type]
+    return (
+        f"Read a model's response to a question and write its final answer ({want}). If it gives no answer, "
+        f"write NONE.\n\nQuestion: {question}{opts}\n\nResponse: {response}\n\nFinal answer:"
+    )
 
 
 def parse_judge_output(text: str, spec: AnswerSpec) -> str | None:

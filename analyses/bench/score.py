@@ -11,11 +11,13 @@ score interval (it stays inside [0, 1] and behaves at 0% or 100%, unlike the nor
 >>> s["accuracy"], s["by"]["category"]["a"]["accuracy"]
 (0.5, 1.0)
 """
+
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from typing import Any, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 Z95 = 1.959963984540054
 
@@ -65,8 +67,9 @@ def summarize(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("category"
     return out
 
 
-def summarize_settings(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("category", "question_type"),
-                       baseline: str | None = None) -> dict[str, Any]:
+def summarize_settings(
+    rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("category", "question_type"), baseline: str | None = None
+) -> dict[str, Any]:
     """:func:`summarize` per ``setting`` (e.g. ``base``, ``inject``, ``merge:ties``), plus the paired difference of
     each setting from ``baseline`` on the items both answered (McNemar-style counts and the accuracy gain)."""
     rows = list(rows)
@@ -84,6 +87,11 @@ def summarize_settings(rows: Iterable[Mapping[str, Any]], by: Sequence[str] = ("
                 n = len(common)
                 win = sum(1 for b, x in common if x and not b)
                 loss = sum(1 for b, x in common if b and not x)
-                out[s]["vs_baseline"] = {"baseline": baseline, "n": n, "gain": (win - loss) / n, "wins": win,
-                                         "losses": loss}
+                out[s]["vs_baseline"] = {
+                    "baseline": baseline,
+                    "n": n,
+                    "gain": (win - loss) / n,
+                    "wins": win,
+                    "losses": loss,
+                }
     return out

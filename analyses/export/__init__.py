@@ -18,16 +18,30 @@ converted with :mod:`analyses.layers`.
 >>> from cotscope.analyses.export import export_gguf_cv, import_gguf_cv
 >>> export_gguf_cv(ds, "cot.gguf", target="embedded:smollm2")     # doctest: +SKIP
 """
+
 from cotscope.analyses.export.arrays import export_npz, export_safetensors_arrays, import_arrays, sidecar_path
-from cotscope.analyses.export.dispatch import FORMATS, export_direction, parse_layers
 from cotscope.analyses.export.common import KNOWN_TARGETS, TargetModel, check_export_fits, resolve_target
+from cotscope.analyses.export.dispatch import FORMATS, export_direction, parse_layers
 from cotscope.analyses.export.gguf_cv import export_gguf_cv, import_gguf_cv, read_gguf_cv
 from cotscope.analyses.export.repeng_cv import export_repeng_cv, from_repeng, import_repeng_cv, to_repeng
 
 __all__ = [
-    "export_gguf_cv", "import_gguf_cv", "read_gguf_cv",
-    "export_repeng_cv", "import_repeng_cv", "to_repeng", "from_repeng",
-    "export_npz", "export_safetensors_arrays", "import_arrays", "sidecar_path",
-    "TargetModel", "KNOWN_TARGETS", "resolve_target", "check_export_fits",
-    "export_direction", "parse_layers", "FORMATS",
+    "export_gguf_cv",
+    "import_gguf_cv",
+    "read_gguf_cv",
+    "export_repeng_cv",
+    "import_repeng_cv",
+    "to_repeng",
+    "from_repeng",
+    "export_npz",
+    "export_safetensors_arrays",
+    "import_arrays",
+    "sidecar_path",
+    "TargetModel",
+    "KNOWN_TARGETS",
+    "resolve_target",
+    "check_export_fits",
+    "export_direction",
+    "parse_layers",
+    "FORMATS",
 ]

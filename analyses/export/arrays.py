@@ -8,12 +8,13 @@ block_output indices; see :mod:`analyses.layers`). The provenance goes to ``<fil
 >>> z = np.load("cot.npz"); z["directions"][list(z["layers"]).index(12)]   # doctest: +SKIP
 >>> import_arrays("theirs.npz", layers=[-1], layer_convention="negative", n_layers=30)   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -33,15 +34,25 @@ def sidecar_path(path: str | Path) -> Path:
 
 
 def _sidecar(ds: DirectionSet, fmt: str) -> dict:
-    return {"format": SIDECAR_FORMAT, "format_version": 1, "file_format": fmt, "layer_convention": LAYER_CONVENTION,
-            "layers": ds.layers, "arrays": {"directions": f"float32 [{len(ds.layers)}, {ds.hidden_size}]",
-                                            "layers": f"int64 [{len(ds.layers)}]"},
-            "meta": json.loads(ds.meta.to_json())}
+    return {
+        "format": SIDECAR_FORMAT,
+        "format_version": 1,
+        "file_format": fmt,
+        "layer_convention": LAYER_CONVENTION,
+        "layers": ds.layers,
+        "arrays": {
+            "directions": f"float32 [{len(ds.layers)}, {ds.hidden_size}]",
+            "layers": f"int64 [{len(ds.layers)}]",
+        },
+        "meta": json.loads(ds.meta.to_json()),
+    }
 
 
 def _arrays(ds: DirectionSet) -> dict[str, np.ndarray]:
-    return {"directions": np.stack([ds.vectors[l] for l in ds.layers]).astype(np.float32),
-            "layers": np.asarray(ds.layers, dtype=np.int64)}
+    return {
+        "directions": np.stack([ds.vectors[l] for l in ds.layers]).astype(np.float32),
+        "layers": np.asarray(ds.layers, dtype=np.int64),
+    }
 
 
 def export_npz(ds: DirectionSet, path: str | Path, *, target: TargetLike = None) -> Path:
@@ -49,7 +60,7 @@ def export_npz(ds: DirectionSet, path: str | Path, *, target: TargetLike = None)
     check_export_fits(ds, target)
     path = Path(path)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:                 # a file object, so numpy does not append ".npz" to the name
+        with open(tmp, "wb") as fh:  # a file object, so numpy does not append ".npz" to the name
             np.savez(fh, **_arrays(ds))
     write_json_atomic(sidecar_path(path), _sidecar(ds, "npz"))
     return path
@@ -78,14 +89,16 @@ def _load(path: Path) -> tuple[dict[str, np.ndarray], dict[str, str]]:
             with safe_open(str(path), framework="numpy") as fh:
                 return {k: fh.get_tensor(k) for k in fh.keys()}, dict(fh.metadata() or {})
         z = np.load(path, allow_pickle=False)
-        if not isinstance(z, np.lib.npyio.NpzFile):       # a bare .npy array
+        if not isinstance(z, np.lib.npyio.NpzFile):  # a bare .npy array
             return {"directions": np.asarray(z)}, {}
         with z:
             return {k: z[k] for k in z.files}, {}
     except DirectionFileError:
         raise
     except Exception as e:
-        raise DirectionFileError(f"{path} is not a readable .npz/.npy/.safetensors file ({type(e).__name__}: {e})") from None
+        raise DirectionFileError(
+            f"{path} is not a readable .npz/.npy/.safetensors file ({type(e).__name__}: {e})"
+        ) from None
 
 
 def _rows(arrays: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, list[int] | None]:
@@ -102,17 +115,27 @@ def _rows(arrays: dict[str, np.ndarray], path: Path) -> tuple[np.ndarray, list[i
     for k, v in arrays.items():
         m = _PER_LAYER.fullmatch(k)
         if not m or np.asarray(v).ndim != 1:
-            raise DirectionFileError(f"{path}: cannot tell which layer array {k!r} belongs to. Expected 'directions' "
-                                     "(+ 'layers'), one array, or 1-D arrays named like 'direction.12' / 'layer_12'")
+            raise DirectionFileError(
+                f"{path}: cannot tell which layer array {k!r} belongs to. Expected 'directions' "
+                "(+ 'layers'), one array, or 1-D arrays named like 'direction.12' / 'layer_12'"
+            )
         per_layer[int(m.group(1) or m.group(2))] = np.asarray(v)
     ks = sorted(per_layer)
     if len({per_layer[k].shape for k in ks}) != 1:
-        raise DirectionFileError(f"{path}: per-layer arrays have different lengths {sorted({per_layer[k].size for k in ks})}")
+        raise DirectionFileError(
+            f"{path}: per-layer arrays have different lengths {sorted({per_layer[k].size for k in ks})}"
+        )
     return np.stack([per_layer[k] for k in ks]), ks
 
 
-def import_arrays(path: str | Path, *, layers: Sequence[int] | None = None, layer_convention: str | None = None,
-                  n_layers: int | None = None, meta_path: str | Path | None = None) -> DirectionSet:
+def import_arrays(
+    path: str | Path,
+    *,
+    layers: Sequence[int] | None = None,
+    layer_convention: str | None = None,
+    n_layers: int | None = None,
+    meta_path: str | Path | None = None,
+) -> DirectionSet:
     """Read an ``.npz`` / ``.npy`` / plain safetensors file of direction vectors into a :class:`DirectionSet`.
 
     The layer of each row comes from the file (``layers`` array or per-layer array names) or from ``layers``.
@@ -143,15 +166,21 @@ def import_arrays(path: str | Path, *, layers: Sequence[int] | None = None, laye
     if file_layers is None and side is not None:
         file_layers = list(side.get("layers") or []) or None
     if file_layers is not None and layers is not None and list(layers) != file_layers:
-        raise DirectionFileError(f"{path} already names its layers {file_layers}; do not pass a different layers={list(layers)}")
+        raise DirectionFileError(
+            f"{path} already names its layers {file_layers}; do not pass a different layers={list(layers)}"
+        )
     rows = file_layers if file_layers is not None else (list(layers) if layers is not None else None)
     if rows is None:
-        raise DirectionFileError(f"{path} does not say which layer each of its {d.shape[0]} rows belongs to. "
-                                 "Fix: pass layers=[...] (and layer_convention= if they are not cotscope block indices)")
+        raise DirectionFileError(
+            f"{path} does not say which layer each of its {d.shape[0]} rows belongs to. "
+            "Fix: pass layers=[...] (and layer_convention= if they are not cotscope block indices)"
+        )
     if len(rows) != d.shape[0]:
         raise DirectionFileError(f"{path}: {d.shape[0]} direction rows but {len(rows)} layer indices {rows}")
 
-    conv = layer_convention or (side or {}).get("layer_convention") or header.get("layer_convention") or LAYER_CONVENTION
+    conv = (
+        layer_convention or (side or {}).get("layer_convention") or header.get("layer_convention") or LAYER_CONVENTION
+    )
     if conv not in CONVENTIONS:
         raise DirectionFileError(f"unknown layer_convention {conv!r}; use one of {', '.join(CONVENTIONS)}")
     depth = n_layers or meta.n_layers or None
@@ -165,7 +194,9 @@ def import_arrays(path: str | Path, *, layers: Sequence[int] | None = None, laye
             elif conv == LAYER_CONVENTION and r >= 0:
                 blocks.append(int(r))
             else:
-                raise DirectionFileError(f"{path}: layer {r} in convention {conv!r} needs the model depth; pass n_layers=")
+                raise DirectionFileError(
+                    f"{path}: layer {r} in convention {conv!r} needs the model depth; pass n_layers="
+                )
         except LayerIndexError as e:
             raise DirectionFileError(f"{path}: {e}") from None
     if len(set(blocks)) != len(blocks):

@@ -6,13 +6,15 @@
 >>> TargetModel.from_config({"model_type": "llama", "hidden_size": 64, "num_hidden_layers": 4}).n_layers
 4
 """
+
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cotscope.analyses.artifacts import LAYER_CONVENTION, UNKNOWN, DirectionFileError, DirectionMeta, DirectionSet
 
@@ -27,7 +29,7 @@ class TargetModel:
     n_layers: int
 
     @classmethod
-    def from_config(cls, config: Any, name: str | None = None) -> "TargetModel":
+    def from_config(cls, config: Any, name: str | None = None) -> TargetModel:
         """From an HF config object, a config dict, or a path to ``config.json`` (or its folder).
 
         VLM configs are read through their ``text_config``.
@@ -36,8 +38,10 @@ class TargetModel:
             p = Path(config)
             p = p / "config.json" if p.is_dir() else p
             if not p.is_file():
-                raise DirectionFileError(f"no model config at {p}; pass a model folder containing config.json, "
-                                         "a config.json path, an HF config object or a dict")
+                raise DirectionFileError(
+                    f"no model config at {p}; pass a model folder containing config.json, "
+                    "a config.json path, an HF config object or a dict"
+                )
             name = name or str(p.parent)
             config = json.loads(p.read_text())
 
@@ -49,11 +53,17 @@ class TargetModel:
             text = get(config, "text_config")
         hidden, layers = get(text, "hidden_size"), get(text, "num_hidden_layers")
         if not isinstance(hidden, int) or not isinstance(layers, int):
-            raise DirectionFileError(f"the config gives no integer hidden_size/num_hidden_layers (got {hidden!r}, {layers!r}); "
-                                     "pass TargetModel(name, model_type, hidden_size, n_layers) explicitly")
+            raise DirectionFileError(
+                f"the config gives no integer hidden_size/num_hidden_layers (got {hidden!r}, {layers!r}); "
+                "pass TargetModel(name, model_type, hidden_size, n_layers) explicitly"
+            )
         model_type = get(config, "model_type") or UNKNOWN
-        return cls(name=name or get(config, "_name_or_path") or model_type, model_type=str(model_type),
-                   hidden_size=hidden, n_layers=layers)
+        return cls(
+            name=name or get(config, "_name_or_path") or model_type,
+            model_type=str(model_type),
+            hidden_size=hidden,
+            n_layers=layers,
+        )
 
 
 # Targets known by name. The embedded LLM is SmolLM2-135M-Instruct (LlamaConfig, 30 blocks, 576 wide).
@@ -73,8 +83,10 @@ def resolve_target(target: TargetLike) -> TargetModel | None:
     if isinstance(target, str) and target in KNOWN_TARGETS:
         return KNOWN_TARGETS[target]
     if isinstance(target, (str, Path)) and not Path(target).exists():
-        raise DirectionFileError(f"unknown target model {str(target)!r}: not a known name ({', '.join(KNOWN_TARGETS)}) "
-                                 "and not an existing model folder or config.json; pass TargetModel(...) or an HF config")
+        raise DirectionFileError(
+            f"unknown target model {str(target)!r}: not a known name ({', '.join(KNOWN_TARGETS)}) "
+            "and not an existing model folder or config.json; pass TargetModel(...) or an HF config"
+        )
     return TargetModel.from_config(target)
 
 
@@ -85,8 +97,10 @@ def check_export_fits(ds: DirectionSet, target: TargetLike) -> TargetModel | Non
     read from a model of the same depth (block indices only transfer between models of equal depth).
     """
     if ds.meta.layer_convention != LAYER_CONVENTION:
-        raise DirectionFileError(f"this direction set uses layer convention {ds.meta.layer_convention!r}; exporters expect "
-                                 f"{LAYER_CONVENTION!r}. Convert its layer keys with analyses.layers first")
+        raise DirectionFileError(
+            f"this direction set uses layer convention {ds.meta.layer_convention!r}; exporters expect "
+            f"{LAYER_CONVENTION!r}. Convert its layer keys with analyses.layers first"
+        )
     t = resolve_target(target)
     if t is None:
         if ds.meta.n_layers:
@@ -95,17 +109,30 @@ def check_export_fits(ds: DirectionSet, target: TargetLike) -> TargetModel | Non
     what = f"target model {t.name!r}"
     ds.check_fits(t.hidden_size, t.n_layers, what=what)
     if ds.meta.n_layers and ds.meta.n_layers != t.n_layers:
-        raise DirectionFileError(f"layer-count mismatch: the direction was read from a model with {ds.meta.n_layers} decoder "
-                                 f"blocks, {what} has {t.n_layers}, so block indices mean different depths. Fix: map the "
-                                 "layers by relative depth and record the new n_layers before exporting")
+        raise DirectionFileError(
+            f"layer-count mismatch: the direction was read from a model with {ds.meta.n_layers} decoder "
+            f"blocks, {what} has {t.n_layers}, so block indices mean different depths. Fix: map the "
+            "layers by relative depth and record the new n_layers before exporting"
+        )
     return t
 
 
-def imported_meta(source_format: str, path: str | Path, *, model_type: str = UNKNOWN, n_layers: int = 0,
-                  **extra: Any) -> DirectionMeta:
+def imported_meta(
+    source_format: str, path: str | Path, *, model_type: str = UNKNOWN, n_layers: int = 0, **extra: Any
+) -> DirectionMeta:
     """Provenance for a direction imported from a format that records none: everything it lacks is ``"unknown"``."""
     return DirectionMeta(
-        model_type=model_type or UNKNOWN, n_layers=int(n_layers or 0), method="imported", normalisation=UNKNOWN,
-        filter={"kind": UNKNOWN}, library={}, created=UNKNOWN,
-        extra={"imported_from": source_format, "source_file": str(path),
-               "imported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), **extra})
+        model_type=model_type or UNKNOWN,
+        n_layers=int(n_layers or 0),
+        method="imported",
+        normalisation=UNKNOWN,
+        filter={"kind": UNKNOWN},
+        library={},
+        created=UNKNOWN,
+        extra={
+            "imported_from": source_format,
+            "source_file": str(path),
+            "imported_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            **extra,
+        },
+    )

@@ -17,10 +17,12 @@ directions are unit already.
 >>> export_direction("runs/demo/directions/llm_mean_diff.safetensors", "gguf", "cot-unit.gguf",
 ...                  normalise=True)                                                         # doctest: +SKIP
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cotscope.analyses.artifacts import DirectionFileError, DirectionSet
 
@@ -28,9 +30,16 @@ FORMATS = ("gguf", "repeng", "npz", "safetensors")
 STEERING_FORMATS = ("gguf", "repeng")  # llama.cpp control vectors: block 0 cannot be steered
 
 
-def export_direction(direction: str | Path | DirectionSet, fmt: str, out: str | Path, *,
-                     layers: Sequence[int] | None = None, target: Any = None,
-                     model_hint: str | None = None, normalise: bool = False) -> tuple[Path, list[int]]:
+def export_direction(
+    direction: str | Path | DirectionSet,
+    fmt: str,
+    out: str | Path,
+    *,
+    layers: Sequence[int] | None = None,
+    target: Any = None,
+    model_hint: str | None = None,
+    normalise: bool = False,
+) -> tuple[Path, list[int]]:
     """Export ``direction`` as ``fmt`` (one of :data:`FORMATS`) to ``out``; returns ``(path, layers written)``.
 
     ``layers=None`` exports every layer, except block 0 for the control-vector formats (llama.cpp refuses a file
@@ -49,8 +58,9 @@ def export_direction(direction: str | Path | DirectionSet, fmt: str, out: str | 
         layers = [l for l in ds.layers if not (fmt in STEERING_FORMATS and l == 0)]
     missing = [l for l in layers if l not in ds.vectors]
     if missing:
-        raise DirectionFileError(f"layers {missing} are not in the direction file (it has {ds.layers}); "
-                                 "pick from those")
+        raise DirectionFileError(
+            f"layers {missing} are not in the direction file (it has {ds.layers}); pick from those"
+        )
     if not layers:
         raise DirectionFileError(f"nothing to export: the direction file has only layers {ds.layers}")
     sub = ds.select(list(layers))
@@ -77,8 +87,9 @@ def parse_layers(spec: str | None) -> list[int] | None:
         try:
             lo, hi = int(a), (int(b) if b else None)
         except ValueError:
-            raise DirectionFileError(f"cannot read layer spec {spec!r}: use block indices such as '1-29' or "
-                                     "'4,8,12'") from None
+            raise DirectionFileError(
+                f"cannot read layer spec {spec!r}: use block indices such as '1-29' or '4,8,12'"
+            ) from None
         if hi is not None and hi < lo:
             raise DirectionFileError(f"layer range '{part.strip()}' is reversed; write '{hi}-{lo}'")
         out.update(range(lo, hi + 1) if hi is not None else [lo])

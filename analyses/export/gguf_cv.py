@@ -11,6 +11,7 @@ direction tensors, as llama.cpp's generator and repeng write it), plus ``cotscop
 >>> # llama-cli -m SmolLM2-135M-Instruct.gguf --control-vector-scaled cot.gguf 4.0
 >>> import_gguf_cv("cot.gguf").vectors.keys()                          # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import json
@@ -30,12 +31,18 @@ KEY_MODEL_HINT = f"{ARCH}.model_hint"
 KEY_LAYER_COUNT = f"{ARCH}.layer_count"
 KEY_PROVENANCE = "cotscope.provenance"
 KEY_CONVENTION = "cotscope.layer_convention"
-KEY_NORMALISATION = "cotscope.normalisation"     # "none" | "unit" (also inside the provenance JSON)
+KEY_NORMALISATION = "cotscope.normalisation"  # "none" | "unit" (also inside the provenance JSON)
 _NAME = re.compile(r"direction\.(\d+)")
 
 
-def export_gguf_cv(ds: DirectionSet, path: str | Path, *, target: TargetLike = None, model_hint: str | None = None,
-                   allow_block0: bool = False) -> Path:
+def export_gguf_cv(
+    ds: DirectionSet,
+    path: str | Path,
+    *,
+    target: TargetLike = None,
+    model_hint: str | None = None,
+    allow_block0: bool = False,
+) -> Path:
     """Write ``ds`` as a llama.cpp control vector; refuses block 0 and directions that do not fit ``target``.
 
     ``target``: a known name (``"embedded:smollm2"``), a model folder / ``config.json``, an HF config or a
@@ -55,7 +62,8 @@ def export_gguf_cv(ds: DirectionSet, path: str | Path, *, target: TargetLike = N
                 keep = [l for l in ds.layers if l != 0]
                 raise DirectionFileError(
                     "refusing to export layer 0: block 0's output cannot be steered by llama.cpp (its loader rejects "
-                    f"direction.0 and then skips the whole file). Fix: export ds.steerable() (= ds.select({keep or '[...]'})) instead")
+                    f"direction.0 and then skips the whole file). Fix: export ds.steerable() (= ds.select({keep or '[...]'})) instead"
+                )
             k = 0
         else:
             try:
@@ -66,7 +74,7 @@ def export_gguf_cv(ds: DirectionSet, path: str | Path, *, target: TargetLike = N
     hint = model_hint or (t.model_type if t and t.model_type != UNKNOWN else None) or ds.meta.model_type
     path = Path(path)
     with atomic_path(path) as tmp:
-        writer = gguf.GGUFWriter(str(tmp), ARCH)          # writes general.architecture = controlvector
+        writer = gguf.GGUFWriter(str(tmp), ARCH)  # writes general.architecture = controlvector
         writer.add_string(KEY_MODEL_HINT, str(hint))
         writer.add_uint32(KEY_LAYER_COUNT, len(tensors))
         writer.add_string(KEY_CONVENTION, ds.meta.layer_convention)
@@ -103,11 +111,15 @@ def read_gguf_cv(path: str | Path, *, allow_block0: bool = False) -> tuple[dict[
     arch = strings.get("general.architecture")
     names = [t.name for t in reader.tensors]
     if arch is not None and arch != ARCH:
-        raise DirectionFileError(f"{path} is a GGUF with general.architecture={arch!r}, not a control vector "
-                                 f"(expected {ARCH!r}); is it a model file? Export directions with export_gguf_cv")
+        raise DirectionFileError(
+            f"{path} is a GGUF with general.architecture={arch!r}, not a control vector "
+            f"(expected {ARCH!r}); is it a model file? Export directions with export_gguf_cv"
+        )
     if arch is None and not all(_NAME.fullmatch(n) for n in names):
-        raise DirectionFileError(f"{path} has no general.architecture key and tensors other than direction.<k> "
-                                 f"({names[:5]}...); it is not a control vector")
+        raise DirectionFileError(
+            f"{path} has no general.architecture key and tensors other than direction.<k> "
+            f"({names[:5]}...); it is not a control vector"
+        )
     if not names:
         raise DirectionFileError(f"{path} holds no direction tensors")
 
@@ -116,32 +128,48 @@ def read_gguf_cv(path: str | Path, *, allow_block0: bool = False) -> tuple[dict[
     for t in reader.tensors:
         m = _NAME.fullmatch(t.name)
         if not m:
-            raise DirectionFileError(f"{path}: tensor {t.name!r} is not named direction.<k> with k a non-negative integer; "
-                                     "llama.cpp would skip this file")
+            raise DirectionFileError(
+                f"{path}: tensor {t.name!r} is not named direction.<k> with k a non-negative integer; "
+                "llama.cpp would skip this file"
+            )
         k = int(m.group(1))
         if k == 0 and not allow_block0:
-            raise DirectionFileError(f"{path}: tensor direction.0 is invalid for llama.cpp (block 0 cannot be steered; its "
-                                     "loader skips the file). Import it with repeng's importer if it is a repeng file")
+            raise DirectionFileError(
+                f"{path}: tensor direction.0 is invalid for llama.cpp (block 0 cannot be steered; its "
+                "loader skips the file). Import it with repeng's importer if it is a repeng file"
+            )
         if t.tensor_type != gguf.GGMLQuantizationType.F32:
-            raise DirectionFileError(f"{path}: tensor {t.name} is {t.tensor_type.name}, but control vectors must be F32 "
-                                     "(llama.cpp rejects other types); re-export it as float32")
+            raise DirectionFileError(
+                f"{path}: tensor {t.name} is {t.tensor_type.name}, but control vectors must be F32 "
+                "(llama.cpp rejects other types); re-export it as float32"
+            )
         dims = [int(d) for d in t.shape]
-        n_dims = max([i + 1 for i, d in enumerate(dims) if d > 1], default=1)   # ggml_n_dims: trailing 1s don't count
+        n_dims = max([i + 1 for i, d in enumerate(dims) if d > 1], default=1)  # ggml_n_dims: trailing 1s don't count
         if n_dims != 1:
-            raise DirectionFileError(f"{path}: tensor {t.name} has shape {dims[::-1]}, but control-vector tensors must be "
-                                     "1-D of length n_embd (llama.cpp rejects others)")
+            raise DirectionFileError(
+                f"{path}: tensor {t.name} has shape {dims[::-1]}, but control-vector tensors must be "
+                "1-D of length n_embd (llama.cpp rejects others)"
+            )
         if n_embd is not None and t.n_elements != n_embd:
-            raise DirectionFileError(f"{path}: tensor {t.name} has {t.n_elements} elements but earlier tensors have {n_embd}; "
-                                     "all directions in one file must have the model's n_embd")
+            raise DirectionFileError(
+                f"{path}: tensor {t.name} has {t.n_elements} elements but earlier tensors have {n_embd}; "
+                "all directions in one file must have the model's n_embd"
+            )
         if k in vectors:
             raise DirectionFileError(f"{path}: duplicate tensor direction.{k}")
         n_embd = t.n_elements
-        vectors[k] = np.array(t.data, dtype=np.float32).reshape(-1)   # copy: the reader's arrays are memory-mapped
+        vectors[k] = np.array(t.data, dtype=np.float32).reshape(-1)  # copy: the reader's arrays are memory-mapped
     return vectors, strings
 
 
-def import_gguf_cv(path: str | Path, *, n_layers: int | None = None, expect_hidden_size: int | None = None,
-                   allow_block0: bool = False, source_format: str = "llama.cpp control vector (GGUF)") -> DirectionSet:
+def import_gguf_cv(
+    path: str | Path,
+    *,
+    n_layers: int | None = None,
+    expect_hidden_size: int | None = None,
+    allow_block0: bool = False,
+    source_format: str = "llama.cpp control vector (GGUF)",
+) -> DirectionSet:
     """Read a llama.cpp/repeng control-vector GGUF into a :class:`DirectionSet` (``direction.k`` → layer ``k``).
 
     cotscope-written files carry their full provenance; for others every field the file lacks is
@@ -159,12 +187,17 @@ def import_gguf_cv(path: str | Path, *, n_layers: int | None = None, expect_hidd
         except (json.JSONDecodeError, TypeError) as e:
             raise DirectionFileError(f"{path}: {KEY_PROVENANCE} metadata is corrupt ({e})") from None
         if n_layers is not None and meta.n_layers and meta.n_layers != n_layers:
-            raise DirectionFileError(f"{path}: the direction was read from a model with {meta.n_layers} blocks, "
-                                     f"not {n_layers}")
+            raise DirectionFileError(
+                f"{path}: the direction was read from a model with {meta.n_layers} blocks, not {n_layers}"
+            )
     else:
-        meta = imported_meta(source_format, path, model_type=strings.get(KEY_MODEL_HINT, UNKNOWN), n_layers=n_layers or 0)
+        meta = imported_meta(
+            source_format, path, model_type=strings.get(KEY_MODEL_HINT, UNKNOWN), n_layers=n_layers or 0
+        )
     try:
-        layers = {k if k == 0 else llamacpp_to_block(k, n_layers or meta.n_layers or None): v for k, v in vectors.items()}
+        layers = {
+            k if k == 0 else llamacpp_to_block(k, n_layers or meta.n_layers or None): v for k, v in vectors.items()
+        }
     except LayerIndexError as e:
         raise DirectionFileError(f"{path}: {e}") from None
     ds = DirectionSet(layers, meta)

@@ -8,6 +8,7 @@ This module never imports repeng; :func:`to_repeng` / :func:`from_repeng` work o
 >>> # repeng: cv = ControlVector.import_gguf("cot.gguf"); model.set_control(cv, 4.0)
 >>> ds2 = from_repeng(cv)                                            # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,14 @@ from cotscope.analyses.layers import LayerIndexError, normalize_layer
 SOURCE = "repeng ControlVector"
 
 
-def export_repeng_cv(ds: DirectionSet, path: str | Path, *, target: TargetLike = None, model_hint: str | None = None,
-                     allow_block0: bool = False) -> Path:
+def export_repeng_cv(
+    ds: DirectionSet,
+    path: str | Path,
+    *,
+    target: TargetLike = None,
+    model_hint: str | None = None,
+    allow_block0: bool = False,
+) -> Path:
     """Write a GGUF that ``repeng.ControlVector.import_gguf`` reads back with the same directions.
 
     By default the file is also a valid llama.cpp control vector (layer 0 refused). ``allow_block0=True`` keeps
@@ -58,7 +65,9 @@ def from_repeng(cv: Any, *, n_layers: int | None = None) -> DirectionSet:
     """
     directions = getattr(cv, "directions", None)
     if not isinstance(directions, dict) or not directions:
-        raise DirectionFileError(f"expected a repeng ControlVector with a non-empty .directions dict, got {type(cv).__name__}")
+        raise DirectionFileError(
+            f"expected a repeng ControlVector with a non-empty .directions dict, got {type(cv).__name__}"
+        )
     vectors = {}
     for k, v in directions.items():
         k = int(k)
@@ -70,7 +79,9 @@ def from_repeng(cv: Any, *, n_layers: int | None = None) -> DirectionSet:
             except LayerIndexError as e:
                 raise DirectionFileError(f"repeng layer {k}: {e}") from None
         vectors[k] = np.asarray(v, dtype=np.float32).reshape(-1)
-    meta = imported_meta(SOURCE, "<in memory>", model_type=str(getattr(cv, "model_type", UNKNOWN)), n_layers=n_layers or 0)
+    meta = imported_meta(
+        SOURCE, "<in memory>", model_type=str(getattr(cv, "model_type", UNKNOWN)), n_layers=n_layers or 0
+    )
     ds = DirectionSet(vectors, meta)
     if n_layers is not None:
         ds.check_fits(ds.hidden_size, n_layers, what="the model")

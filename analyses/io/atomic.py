@@ -1,4 +1,5 @@
 """Atomic file writes: write to a temporary sibling, fsync, then rename over the target."""
+
 from __future__ import annotations
 
 import contextlib
@@ -7,8 +8,9 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 
 def _umask() -> int:

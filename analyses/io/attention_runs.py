@@ -28,21 +28,23 @@ Readers need numpy and safetensors only.
 >>> tr = run.trace(0); tr.step_row(3).shape              # doctest: +SKIP
 (30, 9, 187)
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from cotscope.errors import CotscopeError
 from cotscope.analyses.io import tensorfile as tf
 from cotscope.analyses.io import verify as _verify
 from cotscope.analyses.io.atomic import atomic_path, write_text_atomic
-from cotscope.analyses.io.resumable import (check_unit_file, config_hash as _config_hash, open_output,
-                                            remove_temporaries, write_unit_file)
+from cotscope.analyses.io.resumable import check_unit_file, open_output, remove_temporaries, write_unit_file
+from cotscope.analyses.io.resumable import config_hash as _config_hash
+from cotscope.errors import CotscopeError
 
 FORMAT_NAME = "cotscope.attention"
 FORMAT_VERSION = 1
@@ -99,7 +101,7 @@ class Trace:
         """Query row of ``step``: ``[n_layers, n_heads, prompt_len + step]``."""
         if not 0 <= step < self.n_steps:
             raise IndexError(f"step {step} out of range: trace {self.index} has {self.n_steps} steps")
-        return self.rows[..., self.row_offsets[step]: self.row_offsets[step + 1]]
+        return self.rows[..., self.row_offsets[step] : self.row_offsets[step + 1]]
 
     def step_key_types(self, step: int) -> np.ndarray:
         """Key-type codes of the keys visible at ``step`` (``prompt_len + step`` of them)."""
@@ -116,16 +118,31 @@ class AttentionRunWriter:
     removes the log, so a finished run has exactly the files of format 1.
     """
 
-    def __init__(self, path: str | Path, config: dict[str, Any], plan: Sequence[dict[str, Any]], *,
-                 overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        config: dict[str, Any],
+        plan: Sequence[dict[str, Any]],
+        *,
+        overwrite: bool = False,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
         self.path = Path(path)
         if not plan:
             raise AttentionStoreError("empty capture plan: pass at least one prompt to capture")
         self.config = config
         self.hash = _config_hash({**config, "plan": list(plan)})
-        fresh = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config_hash": self.hash,
-                 **config, "key_types": list(KEY_TYPES), "n_traces": len(plan), "traces": [],
-                 "complete": False, "extra": extra or {}}
+        fresh = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "config_hash": self.hash,
+            **config,
+            "key_types": list(KEY_TYPES),
+            "n_traces": len(plan),
+            "traces": [],
+            "complete": False,
+            "extra": extra or {},
+        }
 
         def reset() -> None:
             for f in list(self.path.glob("trace-*.safetensors")) + list(self.path.glob("trace-*.png")):
@@ -133,11 +150,22 @@ class AttentionRunWriter:
             write_text_atomic(self.path / TRACES, "")
 
         self.out = open_output(
-            self.path, MANIFEST, LOG, LOCK, fresh=fresh, fmt=FORMAT_NAME, version=FORMAT_VERSION,
-            error=AttentionStoreError, what=f"attention run {self.path}", overwrite=overwrite, on_reset=reset,
-            fix="Use a new directory, or pass overwrite=True to replace it.", log_fsync=False)
+            self.path,
+            MANIFEST,
+            LOG,
+            LOCK,
+            fresh=fresh,
+            fmt=FORMAT_NAME,
+            version=FORMAT_VERSION,
+            error=AttentionStoreError,
+            what=f"attention run {self.path}",
+            overwrite=overwrite,
+            on_reset=reset,
+            fix="Use a new directory, or pass overwrite=True to replace it.",
+            log_fsync=False,
+        )
         self.manifest = self.out.header
-        entries = {int(t["index"]): t for t in self.manifest["traces"]}      # finished runs / format-1 progress
+        entries = {int(t["index"]): t for t in self.manifest["traces"]}  # finished runs / format-1 progress
         entries.update({int(t["index"]): t for t in self.out.log.records()})
         self._traces = {k: t for k, t in entries.items() if self._intact(t)}
         remove_temporaries(self.path, ".trace-*.tmp")
@@ -159,20 +187,31 @@ class AttentionRunWriter:
             record["image_file"] = img_path.name
         data = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
         # the safetensors layout save_file uses, but reproducible (sorted metadata), hashed while written
-        nbytes, digest = write_unit_file(target, lambda tmp: tf.write_file(
-            tmp, data, metadata={"format": FORMAT_NAME, "trace": str(index)}, order="safetensors", fsync=False))
-        line = json.dumps({"index": index, "file": target.name, "bytes": nbytes, "sha256": digest, "record": record},
-                          default=str) + "\n"
+        nbytes, digest = write_unit_file(
+            target,
+            lambda tmp: tf.write_file(
+                tmp, data, metadata={"format": FORMAT_NAME, "trace": str(index)}, order="safetensors", fsync=False
+            ),
+        )
+        line = (
+            json.dumps(
+                {"index": index, "file": target.name, "bytes": nbytes, "sha256": digest, "record": record}, default=str
+            )
+            + "\n"
+        )
         self.out.log.append(line)
-        self._traces[index] = json.loads(line)   # exactly what a resumed writer reads back
+        self._traces[index] = json.loads(line)  # exactly what a resumed writer reads back
 
-    def finish(self, **extra: Any) -> "AttentionRun":
+    def finish(self, **extra: Any) -> AttentionRun:
         if len(self._traces) != self.manifest["n_traces"]:
-            raise AttentionStoreError(f"run {self.path} holds {len(self._traces)} of "
-                                      f"{self.manifest['n_traces']} traces; the capture is unfinished")
+            raise AttentionStoreError(
+                f"run {self.path} holds {len(self._traces)} of "
+                f"{self.manifest['n_traces']} traces; the capture is unfinished"
+            )
         self.manifest["traces"] = [self._traces[k] for k in sorted(self._traces)]
-        write_text_atomic(self.path / TRACES,
-                          "".join(json.dumps(t["record"], sort_keys=True) + "\n" for t in self.manifest["traces"]))
+        write_text_atomic(
+            self.path / TRACES, "".join(json.dumps(t["record"], sort_keys=True) + "\n" for t in self.manifest["traces"])
+        )
         self.manifest["complete"] = True
         self.manifest["extra"].update(extra)
         self.out.write_header()
@@ -193,18 +232,22 @@ class AttentionRun:
         self.trust = _verify.trusted_by_env() if trust is None else bool(trust)
         man = self.path / MANIFEST
         if not man.is_file():
-            raise AttentionStoreError(f"no attention run at {self.path} (missing {MANIFEST}); capture one with "
-                                      "probes.attention.capture_run(...)")
+            raise AttentionStoreError(
+                f"no attention run at {self.path} (missing {MANIFEST}); capture one with "
+                "probes.attention.capture_run(...)"
+            )
         try:
             self.manifest = json.loads(man.read_text())
         except json.JSONDecodeError as e:
             raise AttentionStoreError(f"{man} is corrupt ({e}); delete the run and capture again") from None
         if self.manifest.get("format") != FORMAT_NAME:
-            raise AttentionStoreError(f"{self.path} is not a cotscope attention run (format "
-                                      f"{self.manifest.get('format')!r})")
+            raise AttentionStoreError(
+                f"{self.path} is not a cotscope attention run (format {self.manifest.get('format')!r})"
+            )
         if not self.manifest.get("complete"):
-            raise AttentionStoreError(f"attention run {self.path} is incomplete (interrupted?); run the same capture "
-                                      "again to resume it")
+            raise AttentionStoreError(
+                f"attention run {self.path} is incomplete (interrupted?); run the same capture again to resume it"
+            )
         self.records: list[dict[str, Any]] = [t["record"] for t in self.manifest["traces"]]
         self._entries = {int(t["index"]): t for t in self.manifest["traces"]}
         if verify:
@@ -214,10 +257,12 @@ class AttentionRun:
     def _check(self, t: dict[str, Any], full: bool) -> None:
         problem = _verify.check_file(self.path / t["file"], t["bytes"], t["sha256"] if full else None)
         if problem:
-            raise AttentionStoreError(f"trace file {self.path / t['file']} is missing or corrupt ({problem}); delete "
-                                      "it and re-run the same capture (only that trace is recomputed). Trace files "
-                                      "are checked against their sha256 on first read; skip that for a trusted run "
-                                      f"with trust=True or {_verify.ENV_TRUST}=1")
+            raise AttentionStoreError(
+                f"trace file {self.path / t['file']} is missing or corrupt ({problem}); delete "
+                "it and re-run the same capture (only that trace is recomputed). Trace files "
+                "are checked against their sha256 on first read; skip that for a trusted run "
+                f"with trust=True or {_verify.ENV_TRUST}=1"
+            )
 
     @property
     def layers(self) -> list[int]:
@@ -250,11 +295,18 @@ class AttentionRun:
             with safe_open(str(f), framework="numpy") as fh:
                 arr = {k: fh.get_tensor(k) for k in fh.keys()}
         except Exception as e:
-            raise AttentionStoreError(f"trace file {f} is unreadable ({e}); delete it and re-run the same capture") \
-                from None
+            raise AttentionStoreError(
+                f"trace file {f} is unreadable ({e}); delete it and re-run the same capture"
+            ) from None
         core = ("rows", "row_offsets", "mass", "key_types", "token_ids")
-        return Trace(index=index, record=rec, **{k: arr[k] for k in core}, layers=self.layers, heads=self.heads,
-                     extras={k: v for k, v in arr.items() if k not in core})
+        return Trace(
+            index=index,
+            record=rec,
+            **{k: arr[k] for k in core},
+            layers=self.layers,
+            heads=self.heads,
+            extras={k: v for k, v in arr.items() if k not in core},
+        )
 
     def image(self, index: int) -> Any:
         """The trace's input image (PIL) or ``None``."""

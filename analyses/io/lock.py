@@ -14,6 +14,7 @@ systems, local to one host; the holder's host is recorded so the error says wher
 >>> with WriterLock("runs/x/store/store.lock", what="activation store runs/x/store"):   # doctest: +SKIP
 ...     ...
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -47,9 +48,12 @@ class LockedError(CotscopeError):
 
 
 def _holder_info() -> dict[str, Any]:
-    return {"pid": os.getpid(), "host": socket.gethostname(),
-            "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv)[:300]}
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(sys.argv)[:300],
+    }
 
 
 def read_holder(path: str | Path) -> dict[str, Any]:
@@ -61,7 +65,7 @@ def read_holder(path: str | Path) -> dict[str, Any]:
                 return json.loads(text)
         except (OSError, json.JSONDecodeError):
             pass
-        time.sleep(0.02)   # the holder may be between truncating and writing its record
+        time.sleep(0.02)  # the holder may be between truncating and writing its record
     return {}
 
 
@@ -94,7 +98,7 @@ class WriterLock:
         self.held = False
         self.replaced: dict[str, Any] = {}
 
-    def acquire(self) -> "WriterLock":
+    def acquire(self) -> WriterLock:
         if self.held:
             return self
         with _GUARD:
@@ -114,27 +118,36 @@ class WriterLock:
                         raise
                     holder = read_holder(self.path)
                     alive = ""
-                    if holder.get("host") == socket.gethostname() and isinstance(holder.get("pid"), int) \
-                            and not pid_alive(holder["pid"]):
-                        alive = (" (that pid is no longer running here, so a child process it started still holds "
-                                 "the lock)")
+                    if (
+                        holder.get("host") == socket.gethostname()
+                        and isinstance(holder.get("pid"), int)
+                        and not pid_alive(holder["pid"])
+                    ):
+                        alive = (
+                            " (that pid is no longer running here, so a child process it started still holds the lock)"
+                        )
                     raise LockedError(
                         f"{self.what} is being written by another process: {describe_holder(holder)}{alive}. "
                         f"Two writers would corrupt it. Wait for that process to finish (or stop it), or write to "
-                        f"another directory; readers are not blocked. Lock file: {self.path}", holder) from None
+                        f"another directory; readers are not blocked. Lock file: {self.path}",
+                        holder,
+                    ) from None
                 try:
                     same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
                 except FileNotFoundError:
                     same = False
-                if not same:          # a releasing writer removed the file after we opened it: retry
+                if not same:  # a releasing writer removed the file after we opened it: retry
                     os.close(fd)
                     continue
                 old = read_holder(self.path) if os.fstat(fd).st_size else {}
                 if old:
                     self.replaced = old
-                    log.warning("taking over the writer lock of %s from %s, which ended without releasing it "
-                                "(killed?); its finished work is kept and the rest resumes", self.what,
-                                describe_holder(old))
+                    log.warning(
+                        "taking over the writer lock of %s from %s, which ended without releasing it "
+                        "(killed?); its finished work is kept and the rest resumes",
+                        self.what,
+                        describe_holder(old),
+                    )
                 os.ftruncate(fd, 0)
                 os.pwrite(fd, json.dumps(_holder_info()).encode(), 0)
                 _HELD[self.key] = [fd, 1, os.getpid()]
@@ -156,12 +169,12 @@ class WriterLock:
             del _HELD[self.key]
             fd = entry[0]
             try:
-                os.unlink(self.path)     # still holding the lock: nobody else can be using this inode
+                os.unlink(self.path)  # still holding the lock: nobody else can be using this inode
             except FileNotFoundError:
                 pass
             os.close(fd)
 
-    def __enter__(self) -> "WriterLock":
+    def __enter__(self) -> WriterLock:
         return self.acquire()
 
     def __exit__(self, *exc: Any) -> None:

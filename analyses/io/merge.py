@@ -11,6 +11,7 @@ identical (a retried worker) and refused otherwise; rows in no input are refused
 
 >>> merge_stores(["runs/x/part0", "runs/x/part1"], "runs/x/store")   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,14 +20,27 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cotscope.analyses.io.atomic import write_json_atomic, write_text_atomic
 from cotscope.analyses.io.lock import WriterLock
 from cotscope.analyses.io.resumable import diff_keys
-from cotscope.analyses.io.store import (INDEX, ITEMS, LOCK, MANIFEST, ActivationStore, StoreError, check_format_version,
-                                        hashed_config, index_line, read_index, read_manifest, shard_name)
+from cotscope.analyses.io.store import (
+    INDEX,
+    ITEMS,
+    LOCK,
+    MANIFEST,
+    ActivationStore,
+    StoreError,
+    check_format_version,
+    hashed_config,
+    index_line,
+    read_index,
+    read_manifest,
+    shard_name,
+)
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +58,10 @@ def _copy_verified(src: Path, dst: Path, sha256: str, size: int) -> None:
         fo.flush()
         os.fsync(fo.fileno())
     if n_total != size or h.hexdigest() != sha256:
-        raise StoreError(f"shard {src} is corrupt (size/sha256 differ from its index entry); re-run the worker that "
-                         "wrote it (only that shard is recomputed), then merge again")
+        raise StoreError(
+            f"shard {src} is corrupt (size/sha256 differ from its index entry); re-run the worker that "
+            "wrote it (only that shard is recomputed), then merge again"
+        )
 
 
 def merge_stores(sources: Sequence[str | Path], out: str | Path, *, overwrite: bool = False) -> ActivationStore:
@@ -68,9 +84,11 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path, *, overwrite: b
     for s, m in zip(sources[1:], mans[1:]):
         if m.get("config_hash") != base.get("config_hash"):
             diff = diff_keys(cfg0, hashed_config(m, m.get("items_digest", "?")))
-            raise StoreError(f"cannot merge {sources[0]} and {s}: they were written by different configurations "
-                             f"(differ in: {', '.join(diff) or 'the hashed inputs'}). Only parts of one collection "
-                             "(same model, layers, token rules, dtype and items) can be merged")
+            raise StoreError(
+                f"cannot merge {sources[0]} and {s}: they were written by different configurations "
+                f"(differ in: {', '.join(diff) or 'the hashed inputs'}). Only parts of one collection "
+                "(same model, layers, token rules, dtype and items) can be merged"
+            )
     items_text = (sources[0] / ITEMS).read_text()
     for s in sources[1:]:
         if (s / ITEMS).read_text() != items_text:
@@ -83,23 +101,31 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path, *, overwrite: b
             key = (e["rows"][0], e["rows"][1])
             if key in by_rows:
                 if by_rows[key][1]["sha256"] != e["sha256"]:
-                    raise StoreError(f"rows {key[0]}..{key[1] - 1} are in both {by_rows[key][0]} and {s} with different "
-                                     "bytes; these stores are not parts of one run")
+                    raise StoreError(
+                        f"rows {key[0]}..{key[1] - 1} are in both {by_rows[key][0]} and {s} with different "
+                        "bytes; these stores are not parts of one run"
+                    )
                 continue
             by_rows[key] = (s, e)
     ranges = sorted(by_rows)
     pos = 0
     for a, b in ranges:
         if a < pos:
-            raise StoreError(f"shards overlap at rows {a}..{pos - 1} (inputs of different batch sizes cut the rows "
-                             "differently); merge parts collected with one batch size")
+            raise StoreError(
+                f"shards overlap at rows {a}..{pos - 1} (inputs of different batch sizes cut the rows "
+                "differently); merge parts collected with one batch size"
+            )
         if a > pos:
-            raise StoreError(f"rows {pos}..{a - 1} are in none of the stores; collect the missing part (e.g. the "
-                             "missing --shard i/N) and merge again")
+            raise StoreError(
+                f"rows {pos}..{a - 1} are in none of the stores; collect the missing part (e.g. the "
+                "missing --shard i/N) and merge again"
+            )
         pos = b
     n_items = int(base["n_items"])
     if pos != n_items:
-        raise StoreError(f"rows {pos}..{n_items - 1} are in none of the stores; collect the missing part and merge again")
+        raise StoreError(
+            f"rows {pos}..{n_items - 1} are in none of the stores; collect the missing part and merge again"
+        )
     if out.exists() and any(out.iterdir()):
         if not overwrite:
             raise StoreError(f"{out} exists and is not empty; choose a new output or pass overwrite=True (--overwrite)")
@@ -123,8 +149,11 @@ def merge_stores(sources: Sequence[str | Path], out: str | Path, *, overwrite: b
             manifest["complete"] = True
             extras = [m.get("extra", {}) for m in mans]
             if any(json.dumps(x, sort_keys=True) != json.dumps(extras[0], sort_keys=True) for x in extras[1:]):
-                log.warning("the inputs' provenance differs (%s); the merged manifest keeps %s's",
-                            ", ".join(sorted({k for x in extras for k in diff_keys(extras[0], x)})), sources[0])
+                log.warning(
+                    "the inputs' provenance differs (%s); the merged manifest keeps %s's",
+                    ", ".join(sorted({k for x in extras for k in diff_keys(extras[0], x)})),
+                    sources[0],
+                )
             write_json_atomic(tmp / MANIFEST, manifest)
             os.chmod(tmp, 0o777 & ~_umask())
             if out.exists():

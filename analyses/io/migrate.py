@@ -10,6 +10,7 @@ incomplete v2 store that the same collection resumes.
 
 >>> migrate_store("runs/demo/stores/llm")   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,14 @@ from typing import Any
 
 import numpy as np
 
-from cotscope.analyses.io.store import (FORMAT_NAME, FORMAT_VERSION, ITEMS, MANIFEST, StoreError, StoreWriter,
-                                        read_manifest)
+from cotscope.analyses.io.store import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    ITEMS,
+    StoreError,
+    StoreWriter,
+    read_manifest,
+)
 from cotscope.analyses.io.tensorfile import sha256_file
 
 log = logging.getLogger(__name__)
@@ -39,8 +46,10 @@ def read_v1_shard(path: Path, entry: dict[str, Any]) -> tuple[np.ndarray, dict[s
 
     f = path / entry["file"]
     if not f.is_file() or f.stat().st_size != entry["bytes"] or sha256_file(f) != entry["sha256"]:
-        raise StoreError(f"v1 shard {f} is missing or corrupt (size/sha256 differ from the v1 manifest); delete it, "
-                         "migrate, then re-run the same collection to recompute it")
+        raise StoreError(
+            f"v1 shard {f} is missing or corrupt (size/sha256 differ from the v1 manifest); delete it, "
+            "migrate, then re-run the same collection to recompute it"
+        )
     with safe_open(str(f), framework="numpy") as fh:
         tensors = {k: fh.get_tensor(k) for k in fh.keys()}
     rows = tensors.pop("row")
@@ -54,7 +63,7 @@ def migrate_store(path: str | Path, *, progress: bool = False) -> Path:
     path = Path(path)
     new, old = _siblings(path)
     if not path.exists() and new.is_dir() and old.is_dir():
-        os.replace(new, path)                      # crashed between the two renames: finish the swap
+        os.replace(new, path)  # crashed between the two renames: finish the swap
         log.info("finished an interrupted migration of %s", path)
     man = read_manifest(path)
     if man.get("format_version") == FORMAT_VERSION:
@@ -66,7 +75,9 @@ def migrate_store(path: str | Path, *, progress: bool = False) -> Path:
     if man.get("format_version") != 1:
         raise StoreError(f"{path} has format version {man.get('format_version')!r}; only version 1 can be migrated")
     if old.exists():
-        raise StoreError(f"{old} exists: a previous migration left the old store there; inspect and remove it, then retry")
+        raise StoreError(
+            f"{old} exists: a previous migration left the old store there; inspect and remove it, then retry"
+        )
     config = {k: v for k, v in man.items() if k not in V1_NOT_CONFIG}
     items = [json.loads(l) for l in (path / ITEMS).read_text().splitlines() if l]
     writer = StoreWriter(new, config, items, extra=dict(man.get("extra") or {}), dtype="float32")
@@ -77,11 +88,14 @@ def migrate_store(path: str | Path, *, progress: bool = False) -> Path:
             rows, tensors = read_v1_shard(path, s)
             order = np.argsort(rows, kind="stable")
             if not np.array_equal(rows[order], np.arange(rows[order][0], rows[order][0] + len(rows))):
-                raise StoreError(f"v1 shard {s['file']} holds non-contiguous rows; this store cannot be migrated, "
-                                 "collect it again")
+                raise StoreError(
+                    f"v1 shard {s['file']} holds non-contiguous rows; this store cannot be migrated, collect it again"
+                )
             if not np.array_equal(order, np.arange(len(rows))):
-                tensors = {k: (v[order] if not k.startswith("all.") and v.shape[:1] == rows.shape else v)
-                           for k, v in tensors.items()}
+                tensors = {
+                    k: (v[order] if not k.startswith("all.") and v.shape[:1] == rows.shape else v)
+                    for k, v in tensors.items()
+                }
             writer.write_shard(int(s["index"]), rows[order], tensors)
         if man.get("complete"):
             writer.finish()

@@ -19,14 +19,16 @@ format version is refused with the command that migrates it. Payload files of un
 ...                   fmt="cotscope.store", version=2, error=StoreError, what="store runs/x")
 >>> out.log.append(json.dumps(entry) + "\\n")                                                        # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
 import os
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from cotscope.analyses.io.atomic import atomic_path, write_json_atomic, write_text_atomic
 from cotscope.analyses.io.lock import LockedError, WriterLock
@@ -59,7 +61,7 @@ class UnitLog:
     def __init__(self, path: Path, fsync: bool = True, first: str = "") -> None:
         self.path = Path(path)
         self.fsync = fsync
-        self.first = first          # the log's first line (e.g. a CSV header), written at creation
+        self.first = first  # the log's first line (e.g. a CSV header), written at creation
         self.bytes_written = 0
 
     def create(self) -> None:
@@ -108,8 +110,12 @@ class UnitLog:
         except OSError as e:  # ENOSPC, EIO …: name the file; complete lines before stay, a torn tail is cut on resume
             if e.errno is None or e.filename is not None:
                 raise
-            raise type(e)(e.errno, f"{e.strerror} (appending failed; the lines written before are intact and a torn "
-                                   "last line is cut when the run is resumed)", str(self.path)) from e
+            raise type(e)(
+                e.errno,
+                f"{e.strerror} (appending failed; the lines written before are intact and a torn "
+                "last line is cut when the run is resumed)",
+                str(self.path),
+            ) from e
         finally:
             os.close(fd)
         self.bytes_written += len(data)
@@ -164,8 +170,16 @@ def read_header(path: Path, error: type[Exception], what: str, fix: str) -> dict
         raise error(f"{path} is corrupt ({e}). {fix}") from None
 
 
-def check_version(header: Mapping[str, Any], *, fmt: str, version: int, error: type[Exception], what: str,
-                  fix: str, migrate: str | None = None) -> None:
+def check_version(
+    header: Mapping[str, Any],
+    *,
+    fmt: str,
+    version: int,
+    error: type[Exception],
+    what: str,
+    fix: str,
+    migrate: str | None = None,
+) -> None:
     """Refuse a header of another format or version (older: name ``migrate``; newer: upgrade cotscope)."""
     if header.get("format") != fmt:
         raise error(f"{what} is not a {fmt} output (format {header.get('format')!r}). {fix}")
@@ -178,12 +192,27 @@ def check_version(header: Mapping[str, Any], *, fmt: str, version: int, error: t
     raise error(f"{what} has format version {v!r}, but this cotscope reads version {version}; {how}.")
 
 
-def open_output(root: Path, header_name: str, log_name: str, lock_name: str, *, fresh: dict[str, Any], fmt: str,
-                version: int, error: type[Exception], what: str, fix: str, overwrite: bool = False,
-                config_of: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
-                on_reset: Callable[[], None] | None = None, log_first_line: str = "", log_fsync: bool = True,
-                migrate: str | None = None, lock_dir: Path | None = None,
-                locked_error: type[Exception] | None = None) -> Output:
+def open_output(
+    root: Path,
+    header_name: str,
+    log_name: str,
+    lock_name: str,
+    *,
+    fresh: dict[str, Any],
+    fmt: str,
+    version: int,
+    error: type[Exception],
+    what: str,
+    fix: str,
+    overwrite: bool = False,
+    config_of: Callable[[Mapping[str, Any]], Mapping[str, Any]] | None = None,
+    on_reset: Callable[[], None] | None = None,
+    log_first_line: str = "",
+    log_fsync: bool = True,
+    migrate: str | None = None,
+    lock_dir: Path | None = None,
+    locked_error: type[Exception] | None = None,
+) -> Output:
     """Create or resume an output: take the lock, check the header against ``fresh``, repair the log.
 
     ``fresh`` is the header a new output gets; it must hold ``config_hash``. An existing header with a
@@ -208,8 +237,10 @@ def open_output(root: Path, header_name: str, log_name: str, lock_name: str, *, 
             if old.get("config_hash") != fresh["config_hash"]:
                 pick = config_of or (lambda h: h)
                 diff = diff_keys(pick(old), pick(fresh))
-                raise error(f"{what} was written by a different configuration (config hash {old.get('config_hash')} "
-                            f"!= {fresh['config_hash']}; differs in: {', '.join(diff) or 'the hashed inputs'}). {fix}")
+                raise error(
+                    f"{what} was written by a different configuration (config hash {old.get('config_hash')} "
+                    f"!= {fresh['config_hash']}; differs in: {', '.join(diff) or 'the hashed inputs'}). {fix}"
+                )
             if not log.path.exists():  # killed between writing the header and creating the log
                 log.create()
             log.repair()

@@ -33,6 +33,7 @@ process would have written. Version-1 stores are refused with the command that c
 >>> store = ActivationStore("runs/demo/store")            # doctest: +SKIP
 >>> cot, direct = store.paired("last_prompt", layer=12)   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import bisect
@@ -40,17 +41,18 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from cotscope.errors import CotscopeError
 from cotscope.analyses.io import tensorfile as tf
 from cotscope.analyses.io import verify as _verify
 from cotscope.analyses.io.atomic import write_text_atomic
 from cotscope.analyses.io.lock import LockedError
 from cotscope.analyses.io.resumable import config_hash, open_output, remove_temporaries
+from cotscope.errors import CotscopeError
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +67,20 @@ STORE_DTYPES = tf.FLOAT_STORAGE
 ENV_TRUST = _verify.ENV_TRUST
 MIGRATE_COMMAND = "cotscope store migrate"
 # manifest keys that are not part of the hashed configuration
-NOT_CONFIG = ("format", "format_version", "config_hash", "batch_size", "n_items", "items_digest", "layout", "index",
-              "checksum", "part", "complete", "extra")
+NOT_CONFIG = (
+    "format",
+    "format_version",
+    "config_hash",
+    "batch_size",
+    "n_items",
+    "items_digest",
+    "layout",
+    "index",
+    "checksum",
+    "part",
+    "complete",
+    "extra",
+)
 AUX = ("seq_len", "image_mask")
 
 
@@ -125,7 +139,9 @@ def check_part(part: Sequence[int] | None) -> tuple[int, int] | None:
     except (TypeError, ValueError):
         raise StoreError(f"part must be (i, n) with 0 <= i < n, got {part!r}") from None
     if not (n >= 1 and 0 <= i < n):
-        raise StoreError(f"part (i, n) = ({i}, {n}) is invalid: need n >= 1 and 0 <= i < n (e.g. --shard 0/{max(n, 1)})")
+        raise StoreError(
+            f"part (i, n) = ({i}, {n}) is invalid: need n >= 1 and 0 <= i < n (e.g. --shard 0/{max(n, 1)})"
+        )
     return (i, n)
 
 
@@ -152,8 +168,10 @@ def index_line(entry: Mapping[str, Any]) -> str:
 def read_manifest(path: Path) -> dict[str, Any]:
     man = Path(path) / MANIFEST
     if not man.is_file():
-        raise StoreError(f"no activation store at {path} (missing {MANIFEST}); collect one first "
-                         "with probes.collect.collect_pairs(...) or `cotscope collect`")
+        raise StoreError(
+            f"no activation store at {path} (missing {MANIFEST}); collect one first "
+            "with probes.collect.collect_pairs(...) or `cotscope collect`"
+        )
     try:
         m = json.loads(man.read_text())
     except json.JSONDecodeError as e:
@@ -168,11 +186,15 @@ def check_format_version(manifest: Mapping[str, Any], path: Path) -> None:
     if v == FORMAT_VERSION:
         return
     if isinstance(v, int) and v > FORMAT_VERSION:
-        raise StoreError(f"{path} is an activation store of format version {v}, newer than this cotscope reads "
-                         f"({FORMAT_VERSION}); upgrade cotscope")
-    raise StoreError(f"{path} is an activation store of format version {v!r}; this cotscope reads version "
-                     f"{FORMAT_VERSION} only. Convert it in place with `{MIGRATE_COMMAND} {path}` (the arrays stay "
-                     "bit-identical), or collect again into a new directory")
+        raise StoreError(
+            f"{path} is an activation store of format version {v}, newer than this cotscope reads "
+            f"({FORMAT_VERSION}); upgrade cotscope"
+        )
+    raise StoreError(
+        f"{path} is an activation store of format version {v!r}; this cotscope reads version "
+        f"{FORMAT_VERSION} only. Convert it in place with `{MIGRATE_COMMAND} {path}` (the arrays stay "
+        "bit-identical), or collect again into a new directory"
+    )
 
 
 class StoreWriter:
@@ -188,9 +210,17 @@ class StoreWriter:
             parts with :func:`analyses.io.merge.merge_stores`).
     """
 
-    def __init__(self, path: str | Path, config: dict[str, Any], items: Sequence[dict[str, Any]], *,
-                 overwrite: bool = False, extra: dict[str, Any] | None = None, dtype: str | None = None,
-                 part: Sequence[int] | None = None) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        config: dict[str, Any],
+        items: Sequence[dict[str, Any]],
+        *,
+        overwrite: bool = False,
+        extra: dict[str, Any] | None = None,
+        dtype: str | None = None,
+        part: Sequence[int] | None = None,
+    ) -> None:
         self.path = Path(path)
         self.items = list(items)
         if not self.items:
@@ -213,10 +243,21 @@ class StoreWriter:
         self.dtype = dtype
         self.layers = [int(l) for l in self.config["layers"]]
         self.positions = list(self.config["positions"])
-        fresh = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config_hash": self.hash, **self.config,
-                 "batch_size": self.batch_size, "n_items": len(self.items), "items_digest": self.items_digest,
-                 "layout": LAYOUT, "index": INDEX, "checksum": "sha256", "part": list(self.part) if self.part else None,
-                 "complete": False, "extra": extra or {}}
+        fresh = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "config_hash": self.hash,
+            **self.config,
+            "batch_size": self.batch_size,
+            "n_items": len(self.items),
+            "items_digest": self.items_digest,
+            "layout": LAYOUT,
+            "index": INDEX,
+            "checksum": "sha256",
+            "part": list(self.part) if self.part else None,
+            "complete": False,
+            "extra": extra or {},
+        }
         what = f"activation store {self.path}"
         fix = "Use a new directory, or pass overwrite=True to replace it."
 
@@ -226,11 +267,24 @@ class StoreWriter:
                     f.unlink()
             write_text_atomic(self.path / ITEMS, text)
 
-        self.out = open_output(self.path, MANIFEST, INDEX, LOCK, fresh=fresh, fmt=FORMAT_NAME, version=FORMAT_VERSION,
-                               error=StoreError, what=what, fix=fix, overwrite=overwrite,
-                               config_of=lambda m: hashed_config(m, m.get("items_digest", "?")), on_reset=reset,
-                               log_fsync=False, migrate=f"{MIGRATE_COMMAND} {self.path}",
-                               locked_error=StoreLockedError)
+        self.out = open_output(
+            self.path,
+            MANIFEST,
+            INDEX,
+            LOCK,
+            fresh=fresh,
+            fmt=FORMAT_NAME,
+            version=FORMAT_VERSION,
+            error=StoreError,
+            what=what,
+            fix=fix,
+            overwrite=overwrite,
+            config_of=lambda m: hashed_config(m, m.get("items_digest", "?")),
+            on_reset=reset,
+            log_fsync=False,
+            migrate=f"{MIGRATE_COMMAND} {self.path}",
+            locked_error=StoreLockedError,
+        )
         self.manifest = self.out.header
         try:
             if not self.out.created:
@@ -249,10 +303,13 @@ class StoreWriter:
         if old.get("batch_size") != self.batch_size:
             raise StoreError(
                 f"{self.path} was being collected with batch_size={old.get('batch_size')} (its shards are batches of "
-                f"that many rows); resume with batch_size={old.get('batch_size')}, or collect into a new directory")
+                f"that many rows); resume with batch_size={old.get('batch_size')}, or collect into a new directory"
+            )
         if old.get("part") != fresh["part"]:
-            raise StoreError(f"{self.path} holds part {old.get('part')} of a job (i, n), not {fresh['part']}; resume "
-                             "it with the same part, or use a new directory for this worker")
+            raise StoreError(
+                f"{self.path} holds part {old.get('part')} of a job (i, n), not {fresh['part']}; resume "
+                "it with the same part, or use a new directory for this worker"
+            )
 
     def _load_index(self) -> dict[int, dict[str, Any]]:
         good = {}
@@ -261,8 +318,9 @@ class StoreWriter:
             if f.is_file() and f.stat().st_size == e["bytes"]:
                 good[k] = e
             else:
-                log.warning("shard %s of %s is missing or has the wrong size; it will be recomputed", e["file"],
-                            self.path)
+                log.warning(
+                    "shard %s of %s is missing or has the wrong size; it will be recomputed", e["file"], self.path
+                )
         return good
 
     @property
@@ -332,9 +390,16 @@ class StoreWriter:
             raise StoreError(f"rows {a}..{b - 1} are outside the store's {len(self.items)} items")
         data, dtypes = self._tensors(rows, tensors)
         target = self.path / shard_name(index)
-        nbytes, digest = write_unit_file(target, lambda tmp: tf.write_file(
-            tmp, data, store_dtypes=dtypes, metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)},
-            fsync=False))
+        nbytes, digest = write_unit_file(
+            target,
+            lambda tmp: tf.write_file(
+                tmp,
+                data,
+                store_dtypes=dtypes,
+                metadata={"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION)},
+                fsync=False,
+            ),
+        )
         entry = {"bytes": nbytes, "file": target.name, "index": int(index), "rows": [a, b], "sha256": digest}
         self.out.log.append(index_line(entry))
         self._shards[int(index)] = entry
@@ -345,8 +410,10 @@ class StoreWriter:
         if self.part is not None and self.n_batches is not None:
             missing = [b for b in self.assigned() if b not in self._shards]
             if missing:
-                raise StoreError(f"store {self.path} (part {self.part[0]}/{self.part[1]}) lacks batches {missing[:8]} of "
-                                 "its part; collection is unfinished")
+                raise StoreError(
+                    f"store {self.path} (part {self.part[0]}/{self.part[1]}) lacks batches {missing[:8]} of "
+                    "its part; collection is unfinished"
+                )
             return
         pos = 0
         for e in entries:
@@ -360,7 +427,7 @@ class StoreWriter:
         if pos != len(self.items) or covered != len(self.items):
             raise StoreError(f"store {self.path} covers {covered} of {len(self.items)} items; collection is unfinished")
 
-    def finish(self, **extra: Any) -> "ActivationStore | None":
+    def finish(self, **extra: Any) -> ActivationStore | None:
         """Check coverage, write the compacted index and the complete manifest, release the lock.
 
         Returns the store (``None`` for a part store: merge the parts to read them).
@@ -380,7 +447,7 @@ class StoreWriter:
             self.out.log.sync()
         self.out.close()
 
-    def __enter__(self) -> "StoreWriter":
+    def __enter__(self) -> StoreWriter:
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -395,11 +462,15 @@ def pair_rows(labels: np.ndarray, pair_ids: np.ndarray) -> tuple[np.ndarray, np.
     pos = {int(p): i for i, (p, l) in enumerate(zip(pair_ids, labels)) if l == 1}
     neg = {int(p): i for i, (p, l) in enumerate(zip(pair_ids, labels)) if l == 0}
     if len(pos) != int((labels == 1).sum()) or len(neg) != int((labels == 0).sum()):
-        raise StoreError("a pair id occurs twice with the same label; each pair needs exactly one CoT and one direct item")
+        raise StoreError(
+            "a pair id occurs twice with the same label; each pair needs exactly one CoT and one direct item"
+        )
     if set(pos) != set(neg):
         missing = sorted(set(pos) ^ set(neg))[:5]
-        raise StoreError(f"pairs of unequal count: {len(pos)} CoT items vs {len(neg)} direct items "
-                         f"(unmatched pair ids e.g. {missing}); every CoT item needs its direct partner")
+        raise StoreError(
+            f"pairs of unequal count: {len(pos)} CoT items vs {len(neg)} direct items "
+            f"(unmatched pair ids e.g. {missing}); every CoT item needs its direct partner"
+        )
     if not pos:
         raise StoreError("empty set: no pairs to split")
     ids = sorted(pos)
@@ -423,18 +494,29 @@ class ActivationStore:
         allow_partial: open one worker's part of a sharded job.
     """
 
-    def __init__(self, path: str | Path, verify: bool = False, allow_incomplete: bool = False, *,
-                 trust: bool | None = None, allow_partial: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        verify: bool = False,
+        allow_incomplete: bool = False,
+        *,
+        trust: bool | None = None,
+        allow_partial: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
         check_format_version(self.manifest, self.path)
         if self.manifest.get("part") and not (allow_partial or allow_incomplete):
             i, n = self.manifest["part"]
-            raise StoreError(f"{self.path} holds only part {i}/{n} of a sharded collection; merge the parts with "
-                             f"`cotscope store merge PART0 PART1 … --out DIR` and read the merged store")
+            raise StoreError(
+                f"{self.path} holds only part {i}/{n} of a sharded collection; merge the parts with "
+                f"`cotscope store merge PART0 PART1 … --out DIR` and read the merged store"
+            )
         if not self.manifest.get("complete") and not allow_incomplete:
-            raise StoreError(f"store {self.path} is incomplete (an interrupted collection?); run the same "
-                             "collection again to resume it")
+            raise StoreError(
+                f"store {self.path} is incomplete (an interrupted collection?); run the same "
+                "collection again to resume it"
+            )
         self.trust = _verify.trusted_by_env() if trust is None else bool(trust)
         self.items: list[dict[str, Any]] = [json.loads(l) for l in (self.path / ITEMS).read_text().splitlines() if l]
         self.shards = sorted(read_index(self.path).values(), key=lambda e: e["rows"][0])
@@ -450,15 +532,21 @@ class ActivationStore:
         for e in self.shards:
             a, b = e["rows"]
             if a < pos:
-                raise StoreError(f"store {self.path}: shard {e['file']} overlaps rows {a}..{pos - 1} of another shard; "
-                                 "the index is corrupt: collect again into a new directory")
+                raise StoreError(
+                    f"store {self.path}: shard {e['file']} overlaps rows {a}..{pos - 1} of another shard; "
+                    "the index is corrupt: collect again into a new directory"
+                )
             if strict and a != pos:
-                raise StoreError(f"store {self.path}: rows {pos}..{a - 1} are in no shard although the store is "
-                                 "marked complete; re-run the same collection to rewrite them")
+                raise StoreError(
+                    f"store {self.path}: rows {pos}..{a - 1} are in no shard although the store is "
+                    "marked complete; re-run the same collection to rewrite them"
+                )
             pos = b
         if strict and pos != len(self.items):
-            raise StoreError(f"store {self.path}: shards cover {pos} of {len(self.items)} items; re-run the same "
-                             "collection to finish it")
+            raise StoreError(
+                f"store {self.path}: shards cover {pos} of {len(self.items)} items; re-run the same "
+                "collection to finish it"
+            )
         self.n_rows_stored = sum(e["rows"][1] - e["rows"][0] for e in self.shards)
 
     # -- metadata -------------------------------------------------------------------------------
@@ -506,10 +594,12 @@ class ActivationStore:
 
     # -- verification ---------------------------------------------------------------------------
     def _problem_message(self, e: Mapping[str, Any], problem: str) -> str:
-        return (f"shard {self.path / e['file']} is corrupt or truncated: {problem}. Delete it and re-run the same "
-                "collection: only that shard will be recomputed. (Every shard is checked against its sha256 the "
-                "first time a process reads it; for a trusted store skip that check with "
-                f"ActivationStore(..., trust=True) or {ENV_TRUST}=1.)")
+        return (
+            f"shard {self.path / e['file']} is corrupt or truncated: {problem}. Delete it and re-run the same "
+            "collection: only that shard will be recomputed. (Every shard is checked against its sha256 the "
+            "first time a process reads it; for a trusted store skip that check with "
+            f"ActivationStore(..., trust=True) or {ENV_TRUST}=1.)"
+        )
 
     def _ensure(self, e: Mapping[str, Any]) -> None:
         problem = _verify.check_file(self.path / e["file"], e["bytes"], None if self.trust else e["sha256"])
@@ -544,16 +634,19 @@ class ActivationStore:
     def _info(self, e: Mapping[str, Any], fd: int, name: str) -> tf.TensorInfo:
         info = self._header(e, fd).tensors.get(name)
         if info is None:
-            raise StoreError(f"{self.path / e['file']} has no tensor {name!r}; token rules in this store: "
-                             f"{self.positions}, layers: {self.layers}")
+            raise StoreError(
+                f"{self.path / e['file']} has no tensor {name!r}; token rules in this store: "
+                f"{self.positions}, layers: {self.layers}"
+            )
         return info
 
     def _layer_index(self, layer: int) -> int:
         layers = self.layers
         li = layer + self.model["n_layers"] if layer < 0 else layer
         if li not in layers:
-            raise StoreError(f"layer {layer} is not in store {self.path} (stored layers: {layers}); "
-                             "collect again with that layer")
+            raise StoreError(
+                f"layer {layer} is not in store {self.path} (stored layers: {layers}); collect again with that layer"
+            )
         return li
 
     def _check_position(self, position: str) -> None:
@@ -587,12 +680,19 @@ class ActivationStore:
             try:
                 info = self._info(e, fd, name)
                 if info.shape[0] != b - a:
-                    raise StoreError(self._problem_message(e, f"tensor {name} has {info.shape[0]} rows, "
-                                                              f"index says {b - a}"))
+                    raise StoreError(
+                        self._problem_message(e, f"tensor {name} has {info.shape[0]} rows, index says {b - a}")
+                    )
                 if scratch is None and info.storage != "float32":
                     scratch = np.empty((min(stop - start, b - a) + 1) * info.row_bytes, dtype=np.uint8)
-                tf.read_into(fd, info, out[pos - start: hi - start], rows=(pos - a, hi - a), path=self.path / e["file"],
-                             scratch=scratch)
+                tf.read_into(
+                    fd,
+                    info,
+                    out[pos - start : hi - start],
+                    rows=(pos - a, hi - a),
+                    path=self.path / e["file"],
+                    scratch=scratch,
+                )
             except tf.TensorFileError as err:
                 raise StoreError(self._problem_message(e, str(err))) from None
             finally:
@@ -618,8 +718,9 @@ class ActivationStore:
             out[:, li] = self.read_slice(position, l, out=buf)
         return out
 
-    def _pair_blocks(self, position: str, layer: int, chunk_pairs: int
-                     ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
+    def _pair_blocks(
+        self, position: str, layer: int, chunk_pairs: int
+    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray, np.ndarray]]:
         """``(first_pair, end_pair, block, cot_idx, direct_idx)``: the rows spanned by a chunk of pairs, read into
         one reused buffer (valid until the next step), with the pairs' row indices into it."""
         cot_rows, dir_rows = self.pair_index()
@@ -635,8 +736,9 @@ class ActivationStore:
             block = self.read_rows(position, layer, lo, hi, out=scratch[: hi - lo])
             yield s, e, block, cr - lo, dr - lo
 
-    def iter_pairs(self, position: str, layer: int, chunk_pairs: int = 4096
-                   ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    def iter_pairs(
+        self, position: str, layer: int, chunk_pairs: int = 4096
+    ) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
         """Stream ``(first_pair, cot, direct)`` float32 chunks of one slice, pairs sorted by pair id.
 
         Each chunk reads only the rows its pairs span (adjacent rows for collected stores), so memory is
@@ -645,8 +747,9 @@ class ActivationStore:
         for s, _, block, ci, di in self._pair_blocks(position, layer, chunk_pairs):
             yield s, block[ci], block[di]
 
-    def paired(self, position: str, layer: int, out: tuple[np.ndarray, np.ndarray] | None = None
-               ) -> tuple[np.ndarray, np.ndarray]:
+    def paired(
+        self, position: str, layer: int, out: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """``(cot, direct)`` float32 arrays ``[n_pairs, d]``, row ``i`` of both from the same pair.
 
         Reads one layer of one token rule; pass ``out`` (two buffers) to reuse memory across layers.
@@ -669,8 +772,9 @@ class ActivationStore:
             try:
                 info = self._header(e, fd).tensors.get(key)
                 if info is None:
-                    raise StoreError(f"{self.path / e['file']} has no tensor {key!r} (collected from text-only "
-                                     "inputs?)")
+                    raise StoreError(
+                        f"{self.path / e['file']} has no tensor {key!r} (collected from text-only inputs?)"
+                    )
                 dt = np.float32 if info.storage in STORE_DTYPES else info.raw_dtype
                 parts.append(tf.read_into(fd, info, np.empty(info.shape, dtype=dt), path=self.path / e["file"]))
             except tf.TensorFileError as err:

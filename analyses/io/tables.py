@@ -11,17 +11,19 @@ table at a time (``<name>.csv.lock``, see :mod:`analyses.io.lock`); readers (:fu
 >>> t = SweepTable("runs/x/sweep.csv", {"grid": [1, 2]}, SCHEMA, key=("cell_id", "prompt_id"))   # doctest: +SKIP
 >>> t.append([{"cell_id": "none", "prompt_id": "p0", ...}])                                     # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import csv
 import io
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
+from cotscope.analyses.io.resumable import config_hash, open_output
 from cotscope.errors import CotscopeError
-from cotscope.analyses.io.resumable import config_hash, diff_keys, open_output
 
 FORMAT_NAME = "cotscope.sweep"
 FORMAT_VERSION = 1
@@ -91,8 +93,15 @@ class SweepTable:
         key: columns that identify a row (a finished row is never recomputed).
     """
 
-    def __init__(self, path: str | Path, config: Mapping[str, Any], schema: Mapping[str, str],
-                 key: Sequence[str], *, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        config: Mapping[str, Any],
+        schema: Mapping[str, str],
+        key: Sequence[str],
+        *,
+        overwrite: bool = False,
+    ) -> None:
         self.path = Path(path)
         self.config = json.loads(json.dumps(dict(config), default=str))
         self.schema = dict(schema)
@@ -107,16 +116,36 @@ class SweepTable:
         self.meta_file = meta_path(self.path)
         fix = f"Use a new file (e.g. {free_name(self.path)}) or pass overwrite=True to replace this table."
         if self.path.exists() and not self.meta_file.is_file() and not overwrite:
-            raise SweepTableError(f"{self.path} exists but has no {self.meta_file.name}; it was not written by "
-                                  f"cotscope's SweepTable, so rows cannot be trusted to match. {fix}")
+            raise SweepTableError(
+                f"{self.path} exists but has no {self.meta_file.name}; it was not written by "
+                f"cotscope's SweepTable, so rows cannot be trusted to match. {fix}"
+            )
         buf = io.StringIO()
         csv.writer(buf, lineterminator="\n").writerow(list(self.schema))
-        fresh = {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, "config_hash": self.hash,
-                 "columns": self.schema, "key": list(self.key), "config": self.config}
-        self.out = open_output(self.path.parent, self.meta_file.name, self.path.name, self.path.name + ".lock",
-                               fresh=fresh, fmt=FORMAT_NAME, version=FORMAT_VERSION, error=SweepTableError,
-                               what=str(self.path), fix=fix, overwrite=overwrite, config_of=_comparable,
-                               log_first_line=buf.getvalue(), log_fsync=True)
+        fresh = {
+            "format": FORMAT_NAME,
+            "format_version": FORMAT_VERSION,
+            "config_hash": self.hash,
+            "columns": self.schema,
+            "key": list(self.key),
+            "config": self.config,
+        }
+        self.out = open_output(
+            self.path.parent,
+            self.meta_file.name,
+            self.path.name,
+            self.path.name + ".lock",
+            fresh=fresh,
+            fmt=FORMAT_NAME,
+            version=FORMAT_VERSION,
+            error=SweepTableError,
+            what=str(self.path),
+            fix=fix,
+            overwrite=overwrite,
+            config_of=_comparable,
+            log_first_line=buf.getvalue(),
+            log_fsync=True,
+        )
         if not self.out.created:
             self._check_header()
 
@@ -124,20 +153,23 @@ class SweepTable:
     def _check_header(self) -> None:
         if self.path.stat().st_size == 0:
             self.close()
-            raise SweepTableError(f"{self.path} is empty (no header); delete it and its .meta.json, or use "
-                                  f"{free_name(self.path)}")
+            raise SweepTableError(
+                f"{self.path} is empty (no header); delete it and its .meta.json, or use {free_name(self.path)}"
+            )
         with open(self.path, newline="") as fh:
             header = next(csv.reader(fh), None)
         if header != list(self.schema):
             self.close()
-            raise SweepTableError(f"{self.path}: header {header} does not match the schema {list(self.schema)}; "
-                                  f"use {free_name(self.path)}")
+            raise SweepTableError(
+                f"{self.path}: header {header} does not match the schema {list(self.schema)}; "
+                f"use {free_name(self.path)}"
+            )
 
     def close(self) -> None:
         """Release the writer lock (the table stays resumable)."""
         self.out.close()
 
-    def __enter__(self) -> "SweepTable":
+    def __enter__(self) -> SweepTable:
         return self
 
     def __exit__(self, *exc: Any) -> None:

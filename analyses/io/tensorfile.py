@@ -19,6 +19,7 @@ framework="pt")`` also for ``BF16``). We write and read them ourselves because:
 >>> read_tensor(p, "a").tolist()
 [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -26,8 +27,9 @@ import hashlib
 import json
 import os
 import struct
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -35,15 +37,34 @@ from cotscope.errors import CotscopeError
 
 # storage dtype name -> (safetensors code, numpy dtype holding the raw bytes)
 ST_CODES: dict[str, tuple[str, np.dtype]] = {
-    "float64": ("F64", np.dtype("<f8")), "float32": ("F32", np.dtype("<f4")), "float16": ("F16", np.dtype("<f2")),
-    "bfloat16": ("BF16", np.dtype("<u2")), "int64": ("I64", np.dtype("<i8")), "int32": ("I32", np.dtype("<i4")),
-    "int16": ("I16", np.dtype("<i2")), "int8": ("I8", np.dtype("i1")), "uint8": ("U8", np.dtype("u1")),
+    "float64": ("F64", np.dtype("<f8")),
+    "float32": ("F32", np.dtype("<f4")),
+    "float16": ("F16", np.dtype("<f2")),
+    "bfloat16": ("BF16", np.dtype("<u2")),
+    "int64": ("I64", np.dtype("<i8")),
+    "int32": ("I32", np.dtype("<i4")),
+    "int16": ("I16", np.dtype("<i2")),
+    "int8": ("I8", np.dtype("i1")),
+    "uint8": ("U8", np.dtype("u1")),
     "bool": ("BOOL", np.dtype("?")),
 }
 CODE_TO_NAME = {code: name for name, (code, _) in ST_CODES.items()}
 # the order ``safetensors`` itself writes tensors in: dtype (this rank, descending), then name
-_ST_RANK = {"BOOL": 0, "U8": 1, "I8": 2, "I16": 3, "U16": 4, "F16": 5, "BF16": 6, "I32": 7, "U32": 8, "F32": 9,
-            "F64": 10, "I64": 11, "U64": 12}
+_ST_RANK = {
+    "BOOL": 0,
+    "U8": 1,
+    "I8": 2,
+    "I16": 3,
+    "U16": 4,
+    "F16": 5,
+    "BF16": 6,
+    "I32": 7,
+    "U32": 8,
+    "F32": 9,
+    "F64": 10,
+    "I64": 11,
+    "U64": 12,
+}
 FLOAT_STORAGE = ("float32", "float16", "bfloat16")
 MAX_HEADER = 100 * 1024 * 1024
 
@@ -54,9 +75,9 @@ class TensorFileError(CotscopeError):
 
 @dataclasses.dataclass(frozen=True)
 class TensorInfo:
-    dtype: str                  # safetensors code: F32, BF16, ...
+    dtype: str  # safetensors code: F32, BF16, ...
     shape: tuple[int, ...]
-    begin: int                  # absolute byte offset in the file
+    begin: int  # absolute byte offset in the file
     end: int
 
     @property
@@ -121,9 +142,15 @@ def natural_storage(x: np.ndarray) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ writing
-def write_file(path: str | Path, tensors: Mapping[str, np.ndarray], *, store_dtypes: Mapping[str, str] | None = None,
-               metadata: Mapping[str, str] | None = None, fsync: bool = True,
-               order: str = "given") -> tuple[int, str]:
+def write_file(
+    path: str | Path,
+    tensors: Mapping[str, np.ndarray],
+    *,
+    store_dtypes: Mapping[str, str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    fsync: bool = True,
+    order: str = "given",
+) -> tuple[int, str]:
     """Write ``tensors`` to ``path``; returns ``(bytes, sha256 hex)``. The bytes depend only on the arguments.
 
     ``store_dtypes`` maps a name to a storage dtype (``"bfloat16"``, ``"float16"``, …); other tensors keep theirs.
@@ -146,7 +173,11 @@ def write_file(path: str | Path, tensors: Mapping[str, np.ndarray], *, store_dty
         header["__metadata__"] = {str(k): str(v) for k, v in sorted(metadata.items())}
     off = 0
     for name, raw, storage in raws:
-        header[name] = {"dtype": ST_CODES[storage][0], "shape": list(np.shape(raw)), "data_offsets": [off, off + raw.nbytes]}
+        header[name] = {
+            "dtype": ST_CODES[storage][0],
+            "shape": list(np.shape(raw)),
+            "data_offsets": [off, off + raw.nbytes],
+        }
         off += raw.nbytes
     hbytes = json.dumps(header, separators=(",", ":")).encode()
     hbytes += b" " * (-len(hbytes) % 8)
@@ -204,8 +235,14 @@ def _pread_exact(fd: int, buf: memoryview, offset: int, path: Any) -> None:
         got += n
 
 
-def read_into(fd: int, info: TensorInfo, out: np.ndarray, rows: tuple[int, int] | None = None, path: Any = "?",
-              scratch: np.ndarray | None = None) -> np.ndarray:
+def read_into(
+    fd: int,
+    info: TensorInfo,
+    out: np.ndarray,
+    rows: tuple[int, int] | None = None,
+    path: Any = "?",
+    scratch: np.ndarray | None = None,
+) -> np.ndarray:
     """Read rows ``[a, b)`` of a tensor (all rows by default) into ``out`` (float32 for float tensors).
 
     ``out`` must be C-contiguous with the shape of the selected rows. Float storage (float16, bfloat16) is
@@ -257,4 +294,3 @@ def sha256_file(path: str | Path, block: int = 1 << 22) -> str:
         while n := fh.readinto(buf):
             h.update(mv[:n])
     return h.hexdigest()
-

@@ -8,13 +8,14 @@ environment variable ``COTSCOPE_TRUST_STORE=1``; sizes are still checked (one ``
 >>> trusted_by_env({"COTSCOPE_TRUST_STORE": "1"}), trusted_by_env({})
 (True, False)
 """
+
 from __future__ import annotations
 
 import os
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 from cotscope.analyses.io.tensorfile import sha256_file
 

@@ -25,25 +25,82 @@ figures. Canonical names and module sets are described in :mod:`~analyses.prior.
 >>> res = run_prior_analysis("ckpt/smollm2", "ckpt/reference_vlm", "out/prior")   # doctest: +SKIP
 >>> res["delta_norm_total"], res["spectral_verdict"]                                # doctest: +SKIP
 """
-from cotscope.analyses.prior.artifact import (PRIOR_FILENAME, PRIOR_FORMAT, PRIOR_FORMAT_VERSION, SIGN_CONVENTION,
-                                     PriorArtifact, library_versions)
+
+from cotscope.analyses.prior.artifact import (
+    PRIOR_FILENAME,
+    PRIOR_FORMAT,
+    PRIOR_FORMAT_VERSION,
+    SIGN_CONVENTION,
+    PriorArtifact,
+    library_versions,
+)
 from cotscope.analyses.prior.compute import PriorResult, compute_prior
 from cotscope.analyses.prior.errors import CheckpointError, ModuleMatchError, PatternError, PriorError, PriorFitError
-from cotscope.analyses.prior.matching import (DEFAULT_MODULES, NON_LM, PRESETS, RAW_PREFIX, MatchReport, Pair,
-                                     canonical_name, is_vision_name, layer_and_module, match_checkpoints,
-                                     resolve_modules)
+from cotscope.analyses.prior.matching import (
+    DEFAULT_MODULES,
+    NON_LM,
+    PRESETS,
+    RAW_PREFIX,
+    MatchReport,
+    Pair,
+    canonical_name,
+    is_vision_name,
+    layer_and_module,
+    match_checkpoints,
+    resolve_modules,
+)
 from cotscope.analyses.prior.reader import Checkpoint, TensorInfo
 from cotscope.analyses.prior.run import ANALYSIS_FILENAME, run_prior_analysis, summarize
-from cotscope.analyses.prior.spectrum import (NULL_VERDICT, ZERO_VERDICT, GramSpectrum, _null_mean_spectrum, bh_adjust,
-                                     hidden_axis, lowpass_fraction, onesided_weights, spectral_centroid,
-                                     spectrum_test)
+from cotscope.analyses.prior.spectrum import (
+    NULL_VERDICT,
+    ZERO_VERDICT,
+    GramSpectrum,
+    _null_mean_spectrum,  # noqa: F401  (re-exported for the tests)
+    bh_adjust,
+    hidden_axis,
+    lowpass_fraction,
+    onesided_weights,
+    spectral_centroid,
+    spectrum_test,
+)
 
 __all__ = [
-    "ANALYSIS_FILENAME", "DEFAULT_MODULES", "NON_LM", "NULL_VERDICT", "PRESETS", "PRIOR_FILENAME", "PRIOR_FORMAT",
-    "PRIOR_FORMAT_VERSION", "RAW_PREFIX", "SIGN_CONVENTION", "ZERO_VERDICT",
-    "Checkpoint", "CheckpointError", "GramSpectrum", "MatchReport", "ModuleMatchError", "Pair", "PatternError",
-    "PriorArtifact", "PriorError", "PriorFitError", "PriorResult", "TensorInfo",
-    "bh_adjust", "canonical_name", "compute_prior", "hidden_axis", "is_vision_name", "layer_and_module",
-    "library_versions", "lowpass_fraction", "match_checkpoints", "onesided_weights", "resolve_modules",
-    "run_prior_analysis", "spectral_centroid", "spectrum_test", "summarize",
+    "ANALYSIS_FILENAME",
+    "DEFAULT_MODULES",
+    "NON_LM",
+    "NULL_VERDICT",
+    "PRESETS",
+    "PRIOR_FILENAME",
+    "PRIOR_FORMAT",
+    "PRIOR_FORMAT_VERSION",
+    "RAW_PREFIX",
+    "SIGN_CONVENTION",
+    "ZERO_VERDICT",
+    "Checkpoint",
+    "CheckpointError",
+    "GramSpectrum",
+    "MatchReport",
+    "ModuleMatchError",
+    "Pair",
+    "PatternError",
+    "PriorArtifact",
+    "PriorError",
+    "PriorFitError",
+    "PriorResult",
+    "TensorInfo",
+    "bh_adjust",
+    "canonical_name",
+    "compute_prior",
+    "hidden_axis",
+    "is_vision_name",
+    "layer_and_module",
+    "library_versions",
+    "lowpass_fraction",
+    "match_checkpoints",
+    "onesided_weights",
+    "resolve_modules",
+    "run_prior_analysis",
+    "spectral_centroid",
+    "spectrum_test",
+    "summarize",
 ]

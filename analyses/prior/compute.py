@@ -3,24 +3,37 @@
 One tensor pair is in memory at a time (large tensors in row blocks), so peak memory is bounded by
 the largest pair; :func:`compute_prior` returns a :class:`PriorResult`.
 """
+
 from __future__ import annotations
 
 import collections
 import dataclasses
 import logging
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from cotscope.analyses import spectral
-from cotscope.analyses.results import ResultMixin, flatten
-from cotscope.analyses.prior.artifact import (SIGN_CONVENTION, _StreamingWriter, build_provenance, check_out_dtype,
-                                     open_prior_writer)
+from cotscope.analyses.prior.artifact import (
+    SIGN_CONVENTION,
+    _StreamingWriter,
+    build_provenance,
+    check_out_dtype,
+    open_prior_writer,
+)
 from cotscope.analyses.prior.matching import MatchReport, Pair, match_checkpoints
 from cotscope.analyses.prior.reader import Checkpoint
-from cotscope.analyses.prior.spectrum import (GramSpectrum, _null_mean_spectrum, hidden_axis, layer_verdicts,
-                                     onesided_weights, spectrum_test)
+from cotscope.analyses.prior.spectrum import (
+    GramSpectrum,
+    _null_mean_spectrum,
+    hidden_axis,
+    layer_verdicts,
+    onesided_weights,
+    spectrum_test,
+)
+from cotscope.analyses.results import ResultMixin, flatten
 
 log = logging.getLogger(__name__)
 
@@ -42,24 +55,49 @@ class PriorResult(ResultMixin):
     provenance: dict
 
     def to_dict(self) -> dict:
-        return {"format": "cotscope.prior_analysis", "sign": SIGN_CONVENTION, "hidden_size": self.hidden_size,
-                "artifact": self.artifact, "match": self.report.to_dict(), "tensors": self.tensors,
-                "layers": self.layers, "modules": self.modules, "spectrum": self.spectrum,
-                "provenance": self.provenance}
+        return {
+            "format": "cotscope.prior_analysis",
+            "sign": SIGN_CONVENTION,
+            "hidden_size": self.hidden_size,
+            "artifact": self.artifact,
+            "match": self.report.to_dict(),
+            "tensors": self.tensors,
+            "layers": self.layers,
+            "modules": self.modules,
+            "spectrum": self.spectrum,
+            "provenance": self.provenance,
+        }
 
     def _headline(self) -> dict[str, Any]:
         verdict = (self.spectrum.get("total") or {}).get("verdict") if self.spectrum else None
-        return {"hidden_size": self.hidden_size, "n_matched": self.report.n_matched,
-                "tensors": self.tensors, "layers": self.layers, "modules": self.modules,
-                "spectral_verdict": verdict, "artifact": self.artifact}
+        return {
+            "hidden_size": self.hidden_size,
+            "n_matched": self.report.n_matched,
+            "tensors": self.tensors,
+            "layers": self.layers,
+            "modules": self.modules,
+            "spectral_verdict": verdict,
+            "artifact": self.artifact,
+        }
 
     def _rows(self) -> list[dict[str, Any]]:
         return [flatten(r) for r in self.layers]
 
 
-_MODULE_ORDER = ("embed_tokens", "input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
-                 "self_attn.o_proj", "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj",
-                 "norm", "lm_head")
+_MODULE_ORDER = (
+    "embed_tokens",
+    "input_layernorm",
+    "self_attn.q_proj",
+    "self_attn.k_proj",
+    "self_attn.v_proj",
+    "self_attn.o_proj",
+    "post_attention_layernorm",
+    "mlp.gate_proj",
+    "mlp.up_proj",
+    "mlp.down_proj",
+    "norm",
+    "lm_head",
+)
 
 
 def _module_order(module: str) -> tuple[int, str]:
@@ -77,7 +115,6 @@ def _row_chunks(n_rows: int, row_bytes: int, chunk_bytes: int) -> Iterator[slice
         yield slice(a, min(n_rows, a + step))
 
 
-
 def _hidden_size(reason: Checkpoint, vl: Checkpoint, pairs: Sequence[Pair]) -> int:
     """From the configs; else the embedding width; else the most common tensor dimension."""
     d = reason.hidden_size() or vl.hidden_size()
@@ -87,8 +124,15 @@ def _hidden_size(reason: Checkpoint, vl: Checkpoint, pairs: Sequence[Pair]) -> i
     return d
 
 
-def _stream_pair(reason: Checkpoint, vl: Checkpoint, p: Pair, axis: int | None, d: int, chunk_bytes: int,
-                 writer: _StreamingWriter | None) -> tuple[dict, GramSpectrum | None]:
+def _stream_pair(
+    reason: Checkpoint,
+    vl: Checkpoint,
+    p: Pair,
+    axis: int | None,
+    d: int,
+    chunk_bytes: int,
+    writer: _StreamingWriter | None,
+) -> tuple[dict, GramSpectrum | None]:
     """Δ of one pair, read in row blocks (whole if the hidden axis is the first): its norms row, its Gram.
 
     The row keeps the raw sums (``_dd``, ``_rr``, ``_vv``, ``_rv``) for the per-layer totals.
@@ -97,24 +141,40 @@ def _stream_pair(reason: Checkpoint, vl: Checkpoint, p: Pair, axis: int | None, 
     dd = rr = vv = rv = 0.0
     n_rows = p.shape[0] if p.shape else 1
     row_bytes = 4 * (int(np.prod(p.shape[1:])) if len(p.shape) > 1 else 1)
-    blocks = [None] if (axis == 0 and len(p.shape) == 2) or len(p.shape) <= 1 else \
-        list(_row_chunks(n_rows, row_bytes, chunk_bytes))
+    blocks = (
+        [None]
+        if (axis == 0 and len(p.shape) == 2) or len(p.shape) <= 1
+        else list(_row_chunks(n_rows, row_bytes, chunk_bytes))
+    )
     for rows in blocks:
         a = reason.read(p.reason_key, rows)
         b = vl.read(p.vl_key, rows)
         delta = np.subtract(a, b)
-        dd += _dot64(delta, delta); rr += _dot64(a, a); vv += _dot64(b, b); rv += _dot64(a, b)
+        dd += _dot64(delta, delta)
+        rr += _dot64(a, a)
+        vv += _dot64(b, b)
+        rv += _dot64(a, b)
         del a, b
         if tg is not None:
             tg.add(delta.T if (axis == 0 and delta.ndim == 2) else delta)
         if writer is not None:
             writer.write("delta." + p.canonical, delta)
         del delta
-    row = {"canonical": p.canonical, "layer": p.layer, "module": p.module, "shape": list(p.shape),
-           "delta_norm": dd ** 0.5, "reason_norm": rr ** 0.5, "vl_norm": vv ** 0.5,
-           "rel_norm": dd ** 0.5 / vv ** 0.5 if vv > 0 else None,
-           "cos": rv / (rr * vv) ** 0.5 if rr > 0 and vv > 0 else None,
-           "_rr": rr, "_vv": vv, "_rv": rv, "_dd": dd}
+    row = {
+        "canonical": p.canonical,
+        "layer": p.layer,
+        "module": p.module,
+        "shape": list(p.shape),
+        "delta_norm": dd**0.5,
+        "reason_norm": rr**0.5,
+        "vl_norm": vv**0.5,
+        "rel_norm": dd**0.5 / vv**0.5 if vv > 0 else None,
+        "cos": rv / (rr * vv) ** 0.5 if rr > 0 and vv > 0 else None,
+        "_rr": rr,
+        "_vv": vv,
+        "_rv": rv,
+        "_dd": dd,
+    }
     return row, tg
 
 
@@ -130,11 +190,16 @@ def _layer_rows(tensors: Sequence[dict], layer_spec: dict[Any, dict]) -> list[di
     for t in tensors:
         by_layer[t["layer"]].append(t)
     layers = []
-    for layer in sorted((l for l in by_layer if l is not None)):
+    for layer in sorted(l for l in by_layer if l is not None):
         ts = by_layer[layer]
         dd, rr, vv, rv = (sum(t[k] for t in ts) for k in ("_dd", "_rr", "_vv", "_rv"))
-        row = {"layer": layer, "n_tensors": len(ts), "delta_norm": dd ** 0.5, "rel_norm": (dd / vv) ** 0.5 if vv else None,
-               "cos": rv / (rr * vv) ** 0.5 if rr > 0 and vv > 0 else None}
+        row = {
+            "layer": layer,
+            "n_tensors": len(ts),
+            "delta_norm": dd**0.5,
+            "rel_norm": (dd / vv) ** 0.5 if vv else None,
+            "cos": rv / (rr * vv) ** 0.5 if rr > 0 and vv > 0 else None,
+        }
         if layer in layer_spec:
             row.update({k: layer_spec[layer][k] for k in ("centroid", "p_high", "lowpass_fraction", "p_low")})
         layers.append(row)
@@ -146,16 +211,30 @@ def _module_rows(tensors: Sequence[dict]) -> list[dict]:
     by_mod: dict[str, list[float]] = collections.defaultdict(list)
     for t in tensors:
         by_mod[t["module"]].append(t["delta_norm"])
-    return [{"module": m, "mean_delta_norm": float(np.mean(v)), "std_delta_norm": float(np.std(v)), "n": len(v)}
-            for m, v in sorted(by_mod.items(), key=lambda kv: _module_order(kv[0]))]
+    return [
+        {"module": m, "mean_delta_norm": float(np.mean(v)), "std_delta_norm": float(np.std(v)), "n": len(v)}
+        for m, v in sorted(by_mod.items(), key=lambda kv: _module_order(kv[0]))
+    ]
 
 
-def compute_prior(reason_dir: str | Path, vl_dir: str | Path, modules: str | Sequence[str] | None = "default", *,
-                  out_path: str | Path | None = None, out_dtype: str = "float32", spectrum: bool = True,
-                  cutoff: int | float = 0.1, n_perm: int = 200, n_perm_layer: int = 100, seed: int = 0,
-                  chunk_mb: float = 16.0,
-                  allow_unmatched: bool = False, allow_shape_mismatch: bool = False, verbose: bool = True,
-                  progress: bool = True) -> PriorResult:
+def compute_prior(
+    reason_dir: str | Path,
+    vl_dir: str | Path,
+    modules: str | Sequence[str] | None = "default",
+    *,
+    out_path: str | Path | None = None,
+    out_dtype: str = "float32",
+    spectrum: bool = True,
+    cutoff: int | float = 0.1,
+    n_perm: int = 200,
+    n_perm_layer: int = 100,
+    seed: int = 0,
+    chunk_mb: float = 16.0,
+    allow_unmatched: bool = False,
+    allow_shape_mismatch: bool = False,
+    verbose: bool = True,
+    progress: bool = True,
+) -> PriorResult:
     """Stream ``Δ = θ_reason − θ_VL`` over the matched tensors and measure it.
 
     Per tensor: ``‖Δ‖``, ``‖θ_reason‖``, ``‖θ_VL‖``, cosine. Per layer: the same over the layer's
@@ -169,13 +248,14 @@ def compute_prior(reason_dir: str | Path, vl_dir: str | Path, modules: str | Seq
     """
     check_out_dtype(out_dtype)
     reason, vl = Checkpoint(reason_dir), Checkpoint(vl_dir)
-    pairs, report = match_checkpoints(reason, vl, modules, allow_unmatched=allow_unmatched,
-                                      allow_shape_mismatch=allow_shape_mismatch)
+    pairs, report = match_checkpoints(
+        reason, vl, modules, allow_unmatched=allow_unmatched, allow_shape_mismatch=allow_shape_mismatch
+    )
     if verbose:
         log.info("%s", report)
     d = _hidden_size(reason, vl, pairs)
     provenance = build_provenance(reason, vl, pairs, report, out_dtype)
-    chunk_bytes = int(chunk_mb * 2 ** 20)
+    chunk_bytes = int(chunk_mb * 2**20)
     tensors: list[dict] = []
     layer_gram: GramSpectrum | None = None
     total_gram = GramSpectrum(d) if spectrum else None
@@ -226,11 +306,23 @@ def compute_prior(reason_dir: str | Path, vl_dir: str | Path, modules: str | Seq
     spec_out: dict = {}
     if spectrum and total_gram is not None and total_gram.n_vectors:
         # the permutation null's mean spectrum is flat: E[E_k] is the same for every k ≠ 0
-        spec_out = {"hidden_size": d, "n_bins": spectral.n_bins(d), "cutoff": cutoff,
-                    "total": _spectrum_test_with_energy(total_gram, cutoff, n_perm, seed),
-                    "null_flat_energy": _null_mean_spectrum(total_gram).tolist(),
-                    "per_layer": {str(k): v for k, v in layer_spec.items() if k is not None},
-                    "non_layer": layer_spec.get(None),
-                    "per_module": {m: E.tolist() for m, E in module_spec.items()}}
-    return PriorResult(report, tensors, layers, modules_rows, spec_out, d, artifact,
-                       {k: v for k, v in provenance.items() if k != "tensors"})
+        spec_out = {
+            "hidden_size": d,
+            "n_bins": spectral.n_bins(d),
+            "cutoff": cutoff,
+            "total": _spectrum_test_with_energy(total_gram, cutoff, n_perm, seed),
+            "null_flat_energy": _null_mean_spectrum(total_gram).tolist(),
+            "per_layer": {str(k): v for k, v in layer_spec.items() if k is not None},
+            "non_layer": layer_spec.get(None),
+            "per_module": {m: E.tolist() for m, E in module_spec.items()},
+        }
+    return PriorResult(
+        report,
+        tensors,
+        layers,
+        modules_rows,
+        spec_out,
+        d,
+        artifact,
+        {k: v for k, v in provenance.items() if k != "tensors"},
+    )

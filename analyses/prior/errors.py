@@ -1,4 +1,5 @@
 """Errors raised by :mod:`analyses.prior`; all derive from :class:`PriorError` (a ``ValueError``)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -24,7 +25,7 @@ class PatternError(PriorError):
 class ModuleMatchError(PriorError):
     """The two checkpoints do not pair up; ``.report`` holds the :class:`MatchReport`."""
 
-    def __init__(self, message: str, report: "MatchReport") -> None:
+    def __init__(self, message: str, report: MatchReport) -> None:
         super().__init__(f"{message}\n{report}")
         self.report = report
 

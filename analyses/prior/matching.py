@@ -8,13 +8,14 @@ canonical name; ``"raw:<regex>"`` selects tensors outside the language model (co
 projectors) by raw name, paired by exact name. Names containing ``visual``/``vision`` are always
 skipped (as in DRIFT).
 """
+
 from __future__ import annotations
 
 import collections
 import dataclasses
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from cotscope.analyses.prior.errors import CheckpointError, ModuleMatchError, PatternError
 from cotscope.analyses.prior.reader import Checkpoint
@@ -42,8 +43,8 @@ PRESETS: dict[str, str] = {
     "head": r"^lm_head\.weight$",
     "full": r".",
 }
-DEFAULT_MODULES: tuple[str, ...] = ("attn", "mlp")   # as in the released DRIFT code
-RAW_PREFIX = "raw:"     # "raw:<regex>" selects tensors outside the language model by their raw names
+DEFAULT_MODULES: tuple[str, ...] = ("attn", "mlp")  # as in the released DRIFT code
+RAW_PREFIX = "raw:"  # "raw:<regex>" selects tensors outside the language model by their raw names
 
 
 def is_vision_name(raw: str) -> bool:
@@ -96,10 +97,11 @@ def resolve_modules(modules: str | Sequence[str] | None) -> list[tuple[str, re.P
             out.append((m, re.compile(PRESETS[m])))
         else:
             try:
-                out.append((m, re.compile(m[len(RAW_PREFIX):] if m.startswith(RAW_PREFIX) else m)))
+                out.append((m, re.compile(m[len(RAW_PREFIX) :] if m.startswith(RAW_PREFIX) else m)))
             except re.error as e:
-                raise PatternError(f"module pattern {m!r} is neither a preset ({sorted(PRESETS)}) nor a valid regex "
-                                   f"({e})") from None
+                raise PatternError(
+                    f"module pattern {m!r} is neither a preset ({sorted(PRESETS)}) nor a valid regex ({e})"
+                ) from None
     if not out:
         raise PatternError("empty module set; pass a preset such as 'attn+mlp' or a regex")
     return out
@@ -115,7 +117,7 @@ class Pair:
     shape: tuple[int, ...]
     layer: int | None
     module: str
-    method: str            # "exact" or "mapped:<reason layout>-><vl layout>" (+ ",tied" for a tied head)
+    method: str  # "exact" or "mapped:<reason layout>-><vl layout>" (+ ",tied" for a tied head)
 
 
 @dataclasses.dataclass
@@ -197,15 +199,22 @@ def _side_names(ck: Checkpoint) -> tuple[dict[str, tuple[str, str]], dict[str, i
             c = (raw, NON_LM)
         name, layout = c
         if name in canon:
-            raise CheckpointError(f"{ck.path}: tensors {canon[name][0]!r} and {raw!r} both map to {name!r}; "
-                                  "the checkpoint holds two language models. Split the checkpoint first.")
+            raise CheckpointError(
+                f"{ck.path}: tensors {canon[name][0]!r} and {raw!r} both map to {name!r}; "
+                "the checkpoint holds two language models. Split the checkpoint first."
+            )
         canon[name] = (raw, layout)
     return canon, counts
 
 
-def match_checkpoints(reason: Checkpoint | str | Path, vl: Checkpoint | str | Path,
-                      modules: str | Sequence[str] | None = "default", *, allow_unmatched: bool = False,
-                      allow_shape_mismatch: bool = False) -> tuple[list[Pair], MatchReport]:
+def match_checkpoints(
+    reason: Checkpoint | str | Path,
+    vl: Checkpoint | str | Path,
+    modules: str | Sequence[str] | None = "default",
+    *,
+    allow_unmatched: bool = False,
+    allow_shape_mismatch: bool = False,
+) -> tuple[list[Pair], MatchReport]:
     """Pair the selected tensors of two checkpoints; always returns the report, raises on mismatch.
 
     Exact raw names are paired first, then canonical names (known LM layouts). A checkpoint that
@@ -227,8 +236,10 @@ def match_checkpoints(reason: Checkpoint | str | Path, vl: Checkpoint | str | Pa
         canon[side], counts[side] = _side_names(ck)
     notes: list[str] = []
     # tied heads
-    tied = {s: ck.ties_embeddings() and "lm_head.weight" not in canon[s] and "embed_tokens.weight" in canon[s]
-            for s, ck in sides.items()}
+    tied = {
+        s: ck.ties_embeddings() and "lm_head.weight" not in canon[s] and "embed_tokens.weight" in canon[s]
+        for s, ck in sides.items()
+    }
     for s, other in (("reason", "vl"), ("vl", "reason")):
         if tied[s] and "lm_head.weight" in canon[other]:
             raw, layout = canon[s]["embed_tokens.weight"]
@@ -245,21 +256,35 @@ def match_checkpoints(reason: Checkpoint | str | Path, vl: Checkpoint | str | Pa
     for label, rx in specs:
         if not any(hit(label, rx, s, n) for s in sides for n in canon[s]):
             examples = sorted(canon["reason"])[:4] or sorted(canon["vl"])[:4]
-            extra = (" (both checkpoints tie lm_head to embed_tokens; use 'embed')"
-                     if label == "head" and tied["reason"] and tied["vl"] else "")
-            where = ("no non-LM, non-vision tensor (raw names)" if label.startswith(RAW_PREFIX)
-                     else "no language-model tensor")
-            raise PatternError(f"module pattern {label!r} matched {where} in either checkpoint{extra}. Patterns are "
-                               f"matched (re.search) against canonical names such as {examples}; use "
-                               f"'{RAW_PREFIX}<regex>' for connector/projector tensors.")
+            extra = (
+                " (both checkpoints tie lm_head to embed_tokens; use 'embed')"
+                if label == "head" and tied["reason"] and tied["vl"]
+                else ""
+            )
+            where = (
+                "no non-LM, non-vision tensor (raw names)"
+                if label.startswith(RAW_PREFIX)
+                else "no language-model tensor"
+            )
+            raise PatternError(
+                f"module pattern {label!r} matched {where} in either checkpoint{extra}. Patterns are "
+                f"matched (re.search) against canonical names such as {examples}; use "
+                f"'{RAW_PREFIX}<regex>' for connector/projector tensors."
+            )
     report = MatchReport(
-        reason_path=str(reason.path), vl_path=str(vl.path), modules=[l for l, _ in specs],
+        reason_path=str(reason.path),
+        vl_path=str(vl.path),
+        modules=[l for l, _ in specs],
         n_tensors={s: len(ck.tensors) for s, ck in sides.items()},
         n_lm={s: sum(1 for v in canon[s].values() if v[1] != NON_LM and not v[1].endswith(",tied")) for s in sides},
-        n_vision={s: counts[s]["vision"] for s in sides}, n_other={s: counts[s]["other"] for s in sides},
-        layouts={s: dict(collections.Counter(v[1].split(",")[0] for v in canon[s].values() if v[1] != NON_LM))
-                 for s in sides},
-        n_selected={s: len(sel[s]) for s in sides}, notes=notes)
+        n_vision={s: counts[s]["vision"] for s in sides},
+        n_other={s: counts[s]["other"] for s in sides},
+        layouts={
+            s: dict(collections.Counter(v[1].split(",")[0] for v in canon[s].values() if v[1] != NON_LM)) for s in sides
+        },
+        n_selected={s: len(sel[s]) for s in sides},
+        notes=notes,
+    )
     pairs: list[Pair] = []
     vl_sel = set(sel["vl"])
     for name in sel["reason"]:
@@ -269,8 +294,9 @@ def match_checkpoints(reason: Checkpoint | str | Path, vl: Checkpoint | str | Pa
         (rk, rl), (vk, vlay) = canon["reason"][name], canon["vl"][name]
         rs, vs = reason.info(rk).shape, vl.info(vk).shape
         if rs != vs:
-            report.shape_mismatched.append({"canonical": name, "reason_key": rk, "vl_key": vk,
-                                            "reason_shape": list(rs), "vl_shape": list(vs)})
+            report.shape_mismatched.append(
+                {"canonical": name, "reason_key": rk, "vl_key": vk, "reason_shape": list(rs), "vl_shape": list(vs)}
+            )
             continue
         if rk == vk:
             method = "exact"
@@ -284,20 +310,31 @@ def match_checkpoints(reason: Checkpoint | str | Path, vl: Checkpoint | str | Pa
     r_sel = set(sel["reason"])
     report.unmatched_vl = [canon["vl"][n][0] for n in sel["vl"] if n not in r_sel]
     if not pairs:
-        why = (f"all {len(report.shape_mismatched)} name-matched tensors have different shapes"
-               if report.shape_mismatched else "no selected name is shared")
-        raise ModuleMatchError(f"no tensor pairs match between the two checkpoints ({why}): they have different "
-                               "architectures or layouts. Check the paths, or pass a regex module set that names "
-                               "tensors both sides have.", report)
+        why = (
+            f"all {len(report.shape_mismatched)} name-matched tensors have different shapes"
+            if report.shape_mismatched
+            else "no selected name is shared"
+        )
+        raise ModuleMatchError(
+            f"no tensor pairs match between the two checkpoints ({why}): they have different "
+            "architectures or layouts. Check the paths, or pass a regex module set that names "
+            "tensors both sides have.",
+            report,
+        )
     if report.shape_mismatched and not allow_shape_mismatch:
-        raise ModuleMatchError(f"{len(report.shape_mismatched)} matched tensors have different shapes (different "
-                               "architectures or a resized vocabulary). Fix: restrict the module set (e.g. drop "
-                               "'embed'/'head'), or pass allow_shape_mismatch=True to skip them (they stay in the "
-                               "report).", report)
+        raise ModuleMatchError(
+            f"{len(report.shape_mismatched)} matched tensors have different shapes (different "
+            "architectures or a resized vocabulary). Fix: restrict the module set (e.g. drop "
+            "'embed'/'head'), or pass allow_shape_mismatch=True to skip them (they stay in the "
+            "report).",
+            report,
+        )
     if (report.unmatched_reason or report.unmatched_vl) and not allow_unmatched:
-        raise ModuleMatchError(f"{len(report.unmatched_reason)} selected reason tensors and {len(report.unmatched_vl)} "
-                               "selected VL tensors have no partner (different depth or module names). Fix: restrict "
-                               "the module set, or pass allow_unmatched=True to use only the matched pairs.", report)
+        raise ModuleMatchError(
+            f"{len(report.unmatched_reason)} selected reason tensors and {len(report.unmatched_vl)} "
+            "selected VL tensors have no partner (different depth or module names). Fix: restrict "
+            "the module set, or pass allow_unmatched=True to use only the matched pairs.",
+            report,
+        )
     pairs.sort(key=lambda p: (p.layer is None, p.layer if p.layer is not None else 0, p.canonical))
     return pairs, report
-

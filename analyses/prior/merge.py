@@ -23,14 +23,16 @@ checkpoints into a safetensors file of ``merged.<canonical>`` tensors that :mod:
 >>> merge_tensor("ties", vl, r, density=0.5, lam=1.0).tolist()
 [0.0, 0.0, 3.0, -4.0]
 """
+
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
 import json
 import zlib
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -61,7 +63,7 @@ def _trim(tau: np.ndarray, density: float) -> np.ndarray:
     if k <= 0:
         return out
     flat = np.abs(tau).ravel()
-    idx = np.argpartition(flat, tau.size - k)[tau.size - k:]
+    idx = np.argpartition(flat, tau.size - k)[tau.size - k :]
     out.ravel()[idx] = tau.ravel()[idx]
     return out
 
@@ -94,15 +96,26 @@ def check_params(method: str, params: Mapping[str, Any]) -> dict[str, Any]:
     return p
 
 
-def merge_tensor(method: str, vl: np.ndarray, reason: np.ndarray, base: np.ndarray | None = None, *,
-                 layer: int | None = None, name: str = "", seed: int = 0, **params: Any) -> np.ndarray:
+def merge_tensor(
+    method: str,
+    vl: np.ndarray,
+    reason: np.ndarray,
+    base: np.ndarray | None = None,
+    *,
+    layer: int | None = None,
+    name: str = "",
+    seed: int = 0,
+    **params: Any,
+) -> np.ndarray:
     """Merge one tensor (float32 arrays of equal shape); see the module docstring for the rules."""
     p = check_params(method, params)
     vl = np.asarray(vl, dtype=np.float32)
     reason = np.asarray(reason, dtype=np.float32)
     if vl.shape != reason.shape or (base is not None and np.shape(base) != vl.shape):
-        raise MergeError(f"{name or 'tensor'}: shapes differ (VL {vl.shape}, reason {reason.shape}"
-                         + (f", base {np.shape(base)})" if base is not None else ")"))
+        raise MergeError(
+            f"{name or 'tensor'}: shapes differ (VL {vl.shape}, reason {reason.shape}"
+            + (f", base {np.shape(base)})" if base is not None else ")")
+        )
     if method == "layer_swap":
         return reason.copy() if layer is not None and int(layer) in {int(x) for x in p["swap_layers"]} else vl.copy()
     b = vl if base is None else np.asarray(base, dtype=np.float32)
@@ -137,9 +150,16 @@ class MergeResult:
         return dataclasses.asdict(self)
 
 
-def iter_merged(reason_dir: str | Path, vl_dir: str | Path, method: str, *, base_dir: str | Path | None = None,
-                modules: str | Sequence[str] | None = "default", seed: int = 0,
-                **params: Any) -> Iterable[tuple[Any, np.ndarray]]:
+def iter_merged(
+    reason_dir: str | Path,
+    vl_dir: str | Path,
+    method: str,
+    *,
+    base_dir: str | Path | None = None,
+    modules: str | Sequence[str] | None = "default",
+    seed: int = 0,
+    **params: Any,
+) -> Iterable[tuple[Any, np.ndarray]]:
     """``(pair, merged tensor)`` for every matched tensor, one at a time (the streaming core)."""
     check_params(method, params)
     reason, vl = Checkpoint(reason_dir), Checkpoint(vl_dir)
@@ -155,30 +175,58 @@ def iter_merged(reason_dir: str | Path, vl_dir: str | Path, method: str, *, base
             raise MergeError(f"the base checkpoint {base_dir} lacks {len(missing)} matched tensors, e.g. {missing[:3]}")
     for p in pairs:
         b = base.read(base_keys[p.canonical]) if base is not None else None
-        yield p, merge_tensor(method, vl.read(p.vl_key), reason.read(p.reason_key), b, layer=p.layer,
-                              name=p.canonical, seed=seed, **params)
+        yield (
+            p,
+            merge_tensor(
+                method,
+                vl.read(p.vl_key),
+                reason.read(p.reason_key),
+                b,
+                layer=p.layer,
+                name=p.canonical,
+                seed=seed,
+                **params,
+            ),
+        )
 
 
-def merge_checkpoints(reason_dir: str | Path, vl_dir: str | Path, out_path: str | Path, method: str, *,
-                      base_dir: str | Path | None = None, modules: str | Sequence[str] | None = "default",
-                      seed: int = 0, out_dtype: str = "float32", progress: bool = True, **params: Any) -> MergeResult:
+def merge_checkpoints(
+    reason_dir: str | Path,
+    vl_dir: str | Path,
+    out_path: str | Path,
+    method: str,
+    *,
+    base_dir: str | Path | None = None,
+    modules: str | Sequence[str] | None = "default",
+    seed: int = 0,
+    out_dtype: str = "float32",
+    progress: bool = True,
+    **params: Any,
+) -> MergeResult:
     """Stream the merge of two checkpoints (three with ``base_dir``) into ``out_path`` (``merged.<canonical>``).
 
     Only one tensor pair is in memory at a time; the file holds the merged language-model tensors only (load them
     with :func:`probes.merge.load_merged`). The header records the method, parameters and both checkpoints.
     """
-    from cotscope.analyses.prior.artifact import _StreamingWriter, _side_provenance, check_out_dtype
     from cotscope.analyses.atomic import atomic_path
+    from cotscope.analyses.prior.artifact import _side_provenance, _StreamingWriter, check_out_dtype
 
     check_out_dtype(out_dtype)
     p_all = check_params(method, params)
     reason, vl = Checkpoint(reason_dir), Checkpoint(vl_dir)
     pairs, report = match_checkpoints(reason, vl, modules)
-    prov = {"format": MERGE_FORMAT, "method": method, "params": p_all, "seed": seed, "modules": report.modules,
-            "reason": _side_provenance(reason), "vl": _side_provenance(vl),
-            "base": _side_provenance(Checkpoint(base_dir)) if base_dir is not None else None,
-            "n_matched": report.n_matched,
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    prov = {
+        "format": MERGE_FORMAT,
+        "method": method,
+        "params": p_all,
+        "seed": seed,
+        "modules": report.modules,
+        "reason": _side_provenance(reason),
+        "vl": _side_provenance(vl),
+        "base": _side_provenance(Checkpoint(base_dir)) if base_dir is not None else None,
+        "n_matched": report.n_matched,
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
     md = {"format": MERGE_FORMAT, "cotscope": json.dumps(prov, sort_keys=True, default=str)}
     it = iter_merged(reason_dir, vl_dir, method, base_dir=base_dir, modules=modules, seed=seed, **params)
     if progress:
@@ -198,8 +246,9 @@ def merge_checkpoints(reason_dir: str | Path, vl_dir: str | Path, out_path: str 
                     per_layer[int(p.layer)] = per_layer.get(int(p.layer), 0.0) + ch
                 w.write("merged." + p.canonical, t)
             w.close()
-    return MergeResult(str(out_path), method, p_all, len(pairs), total ** 0.5,
-                       {k: v ** 0.5 for k, v in sorted(per_layer.items())})
+    return MergeResult(
+        str(out_path), method, p_all, len(pairs), total**0.5, {k: v**0.5 for k, v in sorted(per_layer.items())}
+    )
 
 
 def read_merged_meta(path: str | Path) -> dict[str, Any]:
@@ -209,6 +258,8 @@ def read_merged_meta(path: str | Path) -> dict[str, Any]:
     with safe_open(str(path), framework="numpy") as fh:
         md = fh.metadata() or {}
     if md.get("format") != MERGE_FORMAT:
-        raise MergeError(f"{path} is not a cotscope merged-weights file (format {md.get('format')!r}); make one with "
-                         "merge_checkpoints or `cotscope eval --merge METHOD --reason DIR`")
+        raise MergeError(
+            f"{path} is not a cotscope merged-weights file (format {md.get('format')!r}); make one with "
+            "merge_checkpoints or `cotscope eval --merge METHOD --reason DIR`"
+        )
     return json.loads(md["cotscope"])

@@ -1,4 +1,5 @@
 """Lazy, tensor-by-tensor reading of safetensors checkpoints (a directory of shards or one file)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,7 +23,7 @@ class TensorInfo:
     file: Path
     dtype: str
     shape: tuple[int, ...]
-    start: int          # absolute byte offset of the data in the file
+    start: int  # absolute byte offset of the data in the file
     end: int
 
     @property
@@ -45,8 +46,10 @@ def _read_header(path: Path) -> tuple[dict, int, str]:
                 raise ValueError("header truncated")
         return json.loads(blob), 8 + n, hashlib.sha256(blob).hexdigest()
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({e}); it may be truncated. "
-                              "Re-save the checkpoint with save_pretrained.") from None
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file ({e}); it may be truncated. "
+            "Re-save the checkpoint with save_pretrained."
+        ) from None
 
 
 class Checkpoint:
@@ -60,8 +63,10 @@ class Checkpoint:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         if not self.path.exists():
-            raise CheckpointError(f"checkpoint {self.path} does not exist; pass a directory written by "
-                                  "save_pretrained (safetensors shards) or a .safetensors file")
+            raise CheckpointError(
+                f"checkpoint {self.path} does not exist; pass a directory written by "
+                "save_pretrained (safetensors shards) or a .safetensors file"
+            )
         files = self._shard_files()
         self.tensors: dict[str, TensorInfo] = {}
         self.header_sha256: dict[str, str] = {}
@@ -73,14 +78,18 @@ class Checkpoint:
                 if name == "__metadata__":
                     continue
                 if name in self.tensors:
-                    raise CheckpointError(f"tensor {name!r} appears in both {self.tensors[name].file.name} and "
-                                          f"{f.name}; the checkpoint is inconsistent")
+                    raise CheckpointError(
+                        f"tensor {name!r} appears in both {self.tensors[name].file.name} and "
+                        f"{f.name}; the checkpoint is inconsistent"
+                    )
                 a, b = spec["data_offsets"]
-                info = TensorInfo(name, f, spec["dtype"], tuple(int(s) for s in spec["shape"]), data_start + a,
-                                  data_start + b)
+                info = TensorInfo(
+                    name, f, spec["dtype"], tuple(int(s) for s in spec["shape"]), data_start + a, data_start + b
+                )
                 if info.end > fsize:
-                    raise CheckpointError(f"{f} is truncated: tensor {name!r} ends at byte {info.end} but the file "
-                                          f"has {fsize}")
+                    raise CheckpointError(
+                        f"{f} is truncated: tensor {name!r} ends at byte {info.end} but the file has {fsize}"
+                    )
                 self.tensors[name] = info
         if not self.tensors:
             raise CheckpointError(f"checkpoint {self.path} holds no tensors")
@@ -99,14 +108,17 @@ class Checkpoint:
             files = sorted({p / f for f in wmap.values()})
             missing = [f.name for f in files if not f.is_file()]
             if missing:
-                raise CheckpointError(f"{index} lists shards that are missing: {missing[:5]}; the download or copy "
-                                      "is incomplete")
+                raise CheckpointError(
+                    f"{index} lists shards that are missing: {missing[:5]}; the download or copy is incomplete"
+                )
             return files
         files = sorted(p.glob("*.safetensors"))
         if not files:
-            raise CheckpointError(f"{p} contains no .safetensors files (found: "
-                                  f"{sorted(x.name for x in p.iterdir())[:8]}); convert .bin checkpoints with "
-                                  "save_pretrained(safe_serialization=True)")
+            raise CheckpointError(
+                f"{p} contains no .safetensors files (found: "
+                f"{sorted(x.name for x in p.iterdir())[:8]}); convert .bin checkpoints with "
+                "save_pretrained(safe_serialization=True)"
+            )
         return files
 
     def _read_config(self) -> dict:
@@ -154,8 +166,10 @@ class Checkpoint:
         """
         info = self.info(name)
         if info.dtype not in _ITEMSIZE:
-            raise CheckpointError(f"tensor {name!r} has dtype {info.dtype}, which cotscope cannot read without "
-                                  "torch; re-save the checkpoint in float32, float16 or bfloat16")
+            raise CheckpointError(
+                f"tensor {name!r} has dtype {info.dtype}, which cotscope cannot read without "
+                "torch; re-save the checkpoint in float32, float16 or bfloat16"
+            )
         if info.dtype == "BF16":
             arr = self._read_bf16(info, rows)
         else:
@@ -185,4 +199,3 @@ class Checkpoint:
             raise CheckpointError(f"{info.file} is truncated inside tensor {info.name!r}")
         out = (buf.astype(np.uint32) << 16).view(np.float32)
         return out.reshape(((b - a),) + shape[1:] if shape else ())
-

@@ -4,9 +4,11 @@ Vectors are kept as a Gram matrix (:class:`GramSpectrum`), so the spectrum strea
 permutation of the null costs O(d²); :func:`spectrum_test` gives centroid/low-pass statistics with
 permutation p-values, :func:`layer_verdicts` Benjamini–Hochberg-adjusts them across layers.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,12 +67,12 @@ class GramSpectrum:
         """Add vectors ``X`` of shape ``[n, d]`` (or ``[d]``)."""
         X = np.atleast_2d(np.asarray(X))
         if X.dtype != np.float64:
-            X = X.astype(np.float32, copy=False)       # float32 GEMM, float64 accumulator
+            X = X.astype(np.float32, copy=False)  # float32 GEMM, float64 accumulator
         self.C += X.T @ X
         self.n_vectors += X.shape[0]
         self._C32 = None
 
-    def add_gram(self, other: "GramSpectrum") -> None:
+    def add_gram(self, other: GramSpectrum) -> None:
         self.C += other.C
         self.n_vectors += other.n_vectors
         self._C32 = None
@@ -83,7 +85,7 @@ class GramSpectrum:
         d = self.d
         if self._K is None:
             i = np.arange(d, dtype=np.int64)
-            self._K = i[:, None] * d + (i[:, None] + i[None, :]) % d     # flat index of C[i, (i+m) % d]
+            self._K = i[:, None] * d + (i[:, None] + i[None, :]) % d  # flat index of C[i, (i+m) % d]
         if perm is None:
             r = np.take(self.C, self._K).sum(0)
         else:
@@ -119,13 +121,31 @@ def spectrum_test(gs: GramSpectrum, cutoff: int | float = 0.1, n_perm: int = 200
     """
     d = gs.d
     if not np.trace(gs.C) > 0:
-        keys = ("centroid", "centroid_null_mean", "centroid_null_q05", "centroid_null_q95", "centroid_z", "p_high",
-                "lowpass_fraction", "lowpass_null_mean", "lowpass_null_q05", "lowpass_null_q95", "lowpass_z", "p_low")
-        return {**dict.fromkeys(keys), "cutoff_bins": spectral.cutoff_bins(d, cutoff), "n_perm": 0, "seed": seed,
-                "n_vectors": gs.n_vectors, "verdict": ZERO_VERDICT}
+        keys = (
+            "centroid",
+            "centroid_null_mean",
+            "centroid_null_q05",
+            "centroid_null_q95",
+            "centroid_z",
+            "p_high",
+            "lowpass_fraction",
+            "lowpass_null_mean",
+            "lowpass_null_q05",
+            "lowpass_null_q95",
+            "lowpass_z",
+            "p_low",
+        )
+        return {
+            **dict.fromkeys(keys),
+            "cutoff_bins": spectral.cutoff_bins(d, cutoff),
+            "n_perm": 0,
+            "seed": seed,
+            "n_vectors": gs.n_vectors,
+            "verdict": ZERO_VERDICT,
+        }
     lows: list[float] = []
 
-    def centroid_stat(p: np.ndarray) -> float:       # one spectrum per permutation serves both statistics
+    def centroid_stat(p: np.ndarray) -> float:  # one spectrum per permutation serves both statistics
         E = gs.spectrum(None if p is idx else p)
         lows.append(lowpass_fraction(E, d, cutoff))
         return spectral_centroid(E, d)
@@ -133,18 +153,35 @@ def spectrum_test(gs: GramSpectrum, cutoff: int | float = 0.1, n_perm: int = 200
     idx = np.arange(d)
     cen = spectral.permutation_null(centroid_stat, idx, n_perm=n_perm, seed=seed)
     null_low = np.asarray(lows[1:])
-    low = {"observed": lows[0], "null_mean": float(null_low.mean()), "null_q05": float(np.quantile(null_low, 0.05)),
-           "null_q95": float(np.quantile(null_low, 0.95)),
-           "z": float((lows[0] - null_low.mean()) / (null_low.std(ddof=1) + 1e-12)) if n_perm > 1 else 0.0,
-           "p_value": float((1 + np.sum(null_low >= lows[0])) / (1 + n_perm))}
+    low = {
+        "observed": lows[0],
+        "null_mean": float(null_low.mean()),
+        "null_q05": float(np.quantile(null_low, 0.05)),
+        "null_q95": float(np.quantile(null_low, 0.95)),
+        "z": float((lows[0] - null_low.mean()) / (null_low.std(ddof=1) + 1e-12)) if n_perm > 1 else 0.0,
+        "p_value": float((1 + np.sum(null_low >= lows[0])) / (1 + n_perm)),
+    }
     p_high, p_low = cen["p_value"], low["p_value"]
     verdict = _verdict(p_high, p_low)
-    return {"centroid": cen["observed"], "centroid_null_mean": cen["null_mean"], "centroid_null_q05": cen["null_q05"],
-            "centroid_null_q95": cen["null_q95"], "centroid_z": cen["z"], "p_high": p_high,
-            "lowpass_fraction": low["observed"], "lowpass_null_mean": low["null_mean"],
-            "lowpass_null_q05": low["null_q05"], "lowpass_null_q95": low["null_q95"], "lowpass_z": low["z"],
-            "p_low": p_low, "cutoff_bins": spectral.cutoff_bins(d, cutoff), "n_perm": n_perm, "seed": seed,
-            "n_vectors": gs.n_vectors, "verdict": verdict}
+    return {
+        "centroid": cen["observed"],
+        "centroid_null_mean": cen["null_mean"],
+        "centroid_null_q05": cen["null_q05"],
+        "centroid_null_q95": cen["null_q95"],
+        "centroid_z": cen["z"],
+        "p_high": p_high,
+        "lowpass_fraction": low["observed"],
+        "lowpass_null_mean": low["null_mean"],
+        "lowpass_null_q05": low["null_q05"],
+        "lowpass_null_q95": low["null_q95"],
+        "lowpass_z": low["z"],
+        "p_low": p_low,
+        "cutoff_bins": spectral.cutoff_bins(d, cutoff),
+        "n_perm": n_perm,
+        "seed": seed,
+        "n_vectors": gs.n_vectors,
+        "verdict": verdict,
+    }
 
 
 def bh_adjust(p: Sequence[float]) -> list[float]:

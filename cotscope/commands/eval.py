@@ -12,10 +12,10 @@ type, response length) is printed and written to ``OUT/<bench>-<setting>.json`` 
     cotscope eval VLM_DIR --bench mmstar --data data/MMStar --merge ties --reason /models/R1-Distill --density 0.2
     cotscope eval VLM --bench mathvista --data data/MathVista --merge runs/x/merged-ties.safetensors
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -26,12 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
     from cotscope.analyses.prior.merge import METHODS
     from cotscope.probes.bench.specs import BENCHMARKS
 
-    p = argparse.ArgumentParser(prog="cotscope eval", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 2)[2])
+    p = argparse.ArgumentParser(
+        prog="cotscope eval",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
     p.add_argument("model", help="embedded:smolvlm, a local folder or a hub name")
     p.add_argument("--bench", required=True, choices=sorted(BENCHMARKS))
-    p.add_argument("--data", required=True, help="the local copy: a file (parquet/jsonl/json/csv/tsv) or a "
-                                                 "save_to_disk folder")
+    p.add_argument(
+        "--data", required=True, help="the local copy: a file (parquet/jsonl/json/csv/tsv) or a save_to_disk folder"
+    )
     p.add_argument("--split", default=None)
     p.add_argument("--limit", type=int, default=None, help="only the first N items")
     p.add_argument("--image-root", default=None, help="folder image paths are relative to")
@@ -96,30 +101,59 @@ def main(argv: list[str] | None = None) -> int:
     if args.inject and not args.layers:
         raise SystemExit("cotscope eval: --inject needs --layers (blocks to inject at)")
     lm = load_model(args.model, device=args.device, dtype=args.dtype, device_map=args.device_map)
-    judge = load_model(args.judge, device=args.device, dtype=args.dtype, device_map=args.device_map) \
-        if args.judge else None
+    judge = (
+        load_model(args.judge, device=args.device, dtype=args.dtype, device_map=args.device_map) if args.judge else None
+    )
     inject = None
     if args.inject:
-        inject = InjectSpec(direction=args.inject, layers=_ints(args.layers), lam=args.lam, filter=args.filter,
-                            cutoff=args.cutoff, positions=tuple(args.positions.split(",")), renorm=not args.no_renorm,
-                            strength_reference=args.strength_reference, reference=args.reference)
+        inject = InjectSpec(
+            direction=args.inject,
+            layers=_ints(args.layers),
+            lam=args.lam,
+            filter=args.filter,
+            cutoff=args.cutoff,
+            positions=tuple(args.positions.split(",")),
+            renorm=not args.no_renorm,
+            strength_reference=args.strength_reference,
+            reference=args.reference,
+        )
     setting = args.setting or ("inject" if inject else "base")
     out = Path(args.out) if args.out else (Path(args.run_dir) / "eval" if args.run_dir else Path("runs/eval"))
-    kw = dict(setting=setting, inject=inject, max_new_tokens=args.max_new_tokens, batch_size=args.batch_size,
-              limit=args.limit, split=args.split, image_root=args.image_root, text_only=args.text_only, judge=judge,
-              judge_mode=args.judge_mode, prompt_suffix=args.prompt_suffix, overwrite=args.overwrite)
+    kw = dict(
+        setting=setting,
+        inject=inject,
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        split=args.split,
+        image_root=args.image_root,
+        text_only=args.text_only,
+        judge=judge,
+        judge_mode=args.judge_mode,
+        prompt_suffix=args.prompt_suffix,
+        overwrite=args.overwrite,
+    )
     if args.merge:
         from cotscope.probes.merge import merged_weights
 
         if args.merge in METHODS:
             vl = args.vl or (args.model if Path(args.model).is_dir() else None)
             if args.reason is None or vl is None:
-                raise SystemExit("cotscope eval: --merge METHOD needs --reason DIR and the VLM's folder (--vl DIR, or "
-                                 "MODEL given as a folder)")
-            params = {k: v for k, v in {"lam": args.merge_lam, "density": args.density, "drop": args.drop,
-                                        "swap_layers": _ints(args.swap_layers)}.items() if v is not None}
-            ctx = merged_weights(lm, method=args.merge, reason_dir=args.reason, vl_dir=vl, base_dir=args.base,
-                                 **params)
+                raise SystemExit(
+                    "cotscope eval: --merge METHOD needs --reason DIR and the VLM's folder (--vl DIR, or "
+                    "MODEL given as a folder)"
+                )
+            params = {
+                k: v
+                for k, v in {
+                    "lam": args.merge_lam,
+                    "density": args.density,
+                    "drop": args.drop,
+                    "swap_layers": _ints(args.swap_layers),
+                }.items()
+                if v is not None
+            }
+            ctx = merged_weights(lm, method=args.merge, reason_dir=args.reason, vl_dir=vl, base_dir=args.base, **params)
         else:
             ctx = merged_weights(lm, path=args.merge)
         with ctx as rec:
@@ -130,19 +164,30 @@ def main(argv: list[str] | None = None) -> int:
         res = run_benchmark(lm, args.bench, args.data, out, **kw)
     s = res["summary"]
     write_json_atomic(out / f"{res['bench']}-{res['setting']}.json", res)
-    print(f"{res['bench']} [{res['setting']}] {lm.model_id}: accuracy {s['accuracy']:.4f} "
-          f"(95% CI {s['ci_low']:.4f}–{s['ci_high']:.4f}, n = {s['n']}), mean length {s.get('mean_tokens', 0):.1f} "
-          f"tokens, no answer extracted {s.get('no_answer', 0)}")
+    print(
+        f"{res['bench']} [{res['setting']}] {lm.model_id}: accuracy {s['accuracy']:.4f} "
+        f"(95% CI {s['ci_low']:.4f}–{s['ci_high']:.4f}, n = {s['n']}), mean length {s.get('mean_tokens', 0):.1f} "
+        f"tokens, no answer extracted {s.get('no_answer', 0)}"
+    )
     for col, groups in s["by"].items():
         print(f"  by {col}: " + "; ".join(f"{k} {v['accuracy']:.3f} (n={v['n']})" for k, v in groups.items()))
     print(f"table: {res['table']}")
     if args.run_dir:
         from cotscope.runlog import record_stage
 
-        record_stage(args.run_dir, f"eval_{res['bench']}_{res['setting']}",
-                     {"bench": res["bench"], "setting": res["setting"], "table": res["table"], **{
-                         k: v for k, v in s.items() if k != "by"}, "by": s["by"]},
-                     "cotscope eval " + " ".join(sys.argv[1:] if argv is None else argv), time.perf_counter() - t0)
+        record_stage(
+            args.run_dir,
+            f"eval_{res['bench']}_{res['setting']}",
+            {
+                "bench": res["bench"],
+                "setting": res["setting"],
+                "table": res["table"],
+                **{k: v for k, v in s.items() if k != "by"},
+                "by": s["by"],
+            },
+            "cotscope eval " + " ".join(sys.argv[1:] if argv is None else argv),
+            time.perf_counter() - t0,
+        )
     return 0
 
 

@@ -8,6 +8,7 @@ hub names — without loading any model. ``--json`` prints the plan as JSON.
     cotscope run recipes/l2v_cot_main.toml --dry-run
     cotscope run recipes/demo.toml --run-dir runs/demo          # the same stages as `make demo`
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,8 +16,9 @@ import json
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cotscope run", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="cotscope run", description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("recipe", help="a recipe file (TOML)")
     p.add_argument("--dry-run", action="store_true", help="print the plan and estimates; load nothing")
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
@@ -29,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from cotscope.recipes import compile_recipe, format_plan, load_recipe, plan, run_recipe
 
     recipe = load_recipe(args.recipe)
-    stages = compile_recipe(recipe)          # compiles (and validates) even for a dry run
+    stages = compile_recipe(recipe)  # compiles (and validates) even for a dry run
     if args.dry_run:
         pl = plan(recipe)
         if args.run_dir:
@@ -41,8 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     st = summary["stages"]
     bad = {n: s for n, s in st.items() if s.get("status") != "ok"}
     not_ok = ", ".join(f"{n} ({s.get('status')}: {s.get('error', '')})" for n, s in bad.items())
-    print(f"run: {summary['run_dir']} — {len(st) - len(bad)} of {len(st)} stages ok in {summary['total_seconds']} s"
-          + (f"; not ok: {not_ok}" if bad else ""))
+    print(
+        f"run: {summary['run_dir']} — {len(st) - len(bad)} of {len(st)} stages ok in {summary['total_seconds']} s"
+        + (f"; not ok: {not_ok}" if bad else "")
+    )
     return 0 if not bad else 1
 
 

@@ -9,6 +9,7 @@
 >>> main(["info", "runs/demo/stores/llm"])   # doctest: +SKIP
 0
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,8 +19,9 @@ from pathlib import Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="cotscope store", description="Merge, migrate, verify and describe activation "
-                                "stores.")
+    p = argparse.ArgumentParser(
+        prog="cotscope store", description="Merge, migrate, verify and describe activation stores."
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     m = sub.add_parser("merge", help="merge stores written by workers / --shard parts of one collection")
     m.add_argument("stores", nargs="+", type=Path, help="input stores (complete, or finished parts)")
@@ -59,12 +61,26 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{args.store}: {len(st.shards)} shards, sizes and sha256 ok")
         else:
             man = read_manifest(args.store)
-            idx = read_index(args.store) if man.get("format_version") == 2 else {int(s["index"]): s for s in man["shards"]}
-            info = {"path": str(args.store), "format_version": man.get("format_version"), "dtype": man.get("dtype", "float32"),
-                    "model": man.get("model", {}).get("model_id"), "layers": man.get("layers"),
-                    "positions": man.get("positions"), "n_items": man.get("n_items"), "batch_size": man.get("batch_size"),
-                    "part": man.get("part"), "complete": man.get("complete"), "shards": len(idx),
-                    "bytes": sum(int(e["bytes"]) for e in idx.values()), "config_hash": man.get("config_hash")}
+            idx = (
+                read_index(args.store)
+                if man.get("format_version") == 2
+                else {int(s["index"]): s for s in man["shards"]}
+            )
+            info = {
+                "path": str(args.store),
+                "format_version": man.get("format_version"),
+                "dtype": man.get("dtype", "float32"),
+                "model": man.get("model", {}).get("model_id"),
+                "layers": man.get("layers"),
+                "positions": man.get("positions"),
+                "n_items": man.get("n_items"),
+                "batch_size": man.get("batch_size"),
+                "part": man.get("part"),
+                "complete": man.get("complete"),
+                "shards": len(idx),
+                "bytes": sum(int(e["bytes"]) for e in idx.values()),
+                "config_hash": man.get("config_hash"),
+            }
             if args.json:
                 print(json.dumps(info, indent=2))
             else:

@@ -16,14 +16,16 @@ any of them has the same layout::
 >>> s["hello"]["greeting"], s["stages"]["hello"]["status"]
 ('hi', 'ok')
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import platform
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -97,17 +99,30 @@ def _run_one(stage: Stage, ctx: RunContext) -> None:
     log.info("stage %s ok in %.1f s", stage.name, statuses[stage.name]["seconds"])
 
 
-def run_stages(run_dir: str | Path, stages: Sequence[Stage], config: Mapping[str, Any] | None = None, *,
-               title: str = "cotscope run", commands: Sequence[str] = (), figures: bool = True,
-               report: bool = True) -> dict[str, Any]:
+def run_stages(
+    run_dir: str | Path,
+    stages: Sequence[Stage],
+    config: Mapping[str, Any] | None = None,
+    *,
+    title: str = "cotscope run",
+    commands: Sequence[str] = (),
+    figures: bool = True,
+    report: bool = True,
+) -> dict[str, Any]:
     """Run ``stages`` in order into ``run_dir``; draw every figure whose inputs exist; write ``summary.json``
     and the reports. Returns the summary. Stages reuse stored results, so rerunning resumes."""
     from cotscope.analyses.atomic import write_json_atomic
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary: dict[str, Any] = {"title": title, "run_dir": str(run_dir), "config": dict(config or {}), "stages": {},
-                               "commands": list(commands), "environment": environment()}
+    summary: dict[str, Any] = {
+        "title": title,
+        "run_dir": str(run_dir),
+        "config": dict(config or {}),
+        "stages": {},
+        "commands": list(commands),
+        "environment": environment(),
+    }
     ctx = RunContext(run_dir, summary["config"], summary)
     t0 = time.perf_counter()
     for st in stages:

@@ -1,9 +1,11 @@
 """Stage ``crossmodel``: the VLM side of the L2V-CoT finding, compared with the LLM store of stage ``llm``."""
+
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from cotscope.analyses.atomic import write_json_atomic
 from cotscope.analyses.store import ActivationStore
@@ -26,10 +28,20 @@ def default_vlm_spec() -> str:
     return str(llava_smol_dir())
 
 
-def run_vlm_stage(run_dir: str | Path, vlm: str | LoadedModel | None = None, *, n_problems: int = 128, seed: int = 0,
-                  position: str = "last_prompt", batch_size: int = 16, cutoffs: Sequence[float] | None = None,
-                  n_perm: int = 200, device: str = "cpu", progress: bool = True,
-                  n_perm_dispersion: int | None = None) -> dict[str, Any]:
+def run_vlm_stage(
+    run_dir: str | Path,
+    vlm: str | LoadedModel | None = None,
+    *,
+    n_problems: int = 128,
+    seed: int = 0,
+    position: str = "last_prompt",
+    batch_size: int = 16,
+    cutoffs: Sequence[float] | None = None,
+    n_perm: int = 200,
+    device: str = "cpu",
+    progress: bool = True,
+    n_perm_dispersion: int | None = None,
+) -> dict[str, Any]:
     """VLM side of the cross-model finding.
 
     Collects the VLM on (a) the LLM's own text pairs through its language model (how the released
@@ -53,22 +65,51 @@ def run_vlm_stage(run_dir: str | Path, vlm: str | LoadedModel | None = None, *, 
     image_pairs = make_visual_pairs(generate_visual_items(n_problems, seed=seed, kinds=("problem",)))
     t1 = time.perf_counter()
     stores = {
-        "text": collect_pairs(vm, text_pairs, run_dir / "stores" / "vlm_text", positions=(position,),
-                              batch_size=batch_size, progress=progress),
-        "image": collect_pairs(vm, image_pairs, run_dir / "stores" / "vlm_image", positions=(position, "image_mean"),
-                               batch_size=batch_size, progress=progress),
+        "text": collect_pairs(
+            vm,
+            text_pairs,
+            run_dir / "stores" / "vlm_text",
+            positions=(position,),
+            batch_size=batch_size,
+            progress=progress,
+        ),
+        "image": collect_pairs(
+            vm,
+            image_pairs,
+            run_dir / "stores" / "vlm_image",
+            positions=(position, "image_mean"),
+            batch_size=batch_size,
+            progress=progress,
+        ),
     }
     t_collect = time.perf_counter() - t1
     out: dict[str, Any] = {"vlm_model": vm.provenance(), "timings_s": {"load": t_load, "collect": t_collect}}
     for cond, st in stores.items():
-        res = crossmodel_analysis(llm_store, st, position=position, cutoffs=cutoffs or DEFAULT_CUTOFFS,
-                                  n_perm=n_perm, seed=seed, n_perm_dispersion=n_perm_dispersion)
+        res = crossmodel_analysis(
+            llm_store,
+            st,
+            position=position,
+            cutoffs=cutoffs or DEFAULT_CUTOFFS,
+            n_perm=n_perm,
+            seed=seed,
+            n_perm_dispersion=n_perm_dispersion,
+        )
         write_json_atomic(run_dir / "analysis" / f"crossmodel_{cond}.json", res)
         vecs = {l: mean_difference(*st.paired(position, l)) for l in st.layers}
-        meta = DirectionMeta(model_id=vm.model_id, model_revision=vm.revision, model_type=vm.model_type,
-                             hidden_size=vm.hidden_size, n_layers=vm.n_layers, token_rule=position, pairing="cue",
-                             method="mean_diff", sign="cot_positive", stimulus_hash=st.manifest["stimulus_hash"],
-                             n_pairs=len(text_pairs), extra={"input": cond, "store": str(st.path)})
+        meta = DirectionMeta(
+            model_id=vm.model_id,
+            model_revision=vm.revision,
+            model_type=vm.model_type,
+            hidden_size=vm.hidden_size,
+            n_layers=vm.n_layers,
+            token_rule=position,
+            pairing="cue",
+            method="mean_diff",
+            sign="cot_positive",
+            stimulus_hash=st.manifest["stimulus_hash"],
+            n_pairs=len(text_pairs),
+            extra={"input": cond, "store": str(st.path)},
+        )
         DirectionSet(vecs, meta).save(run_dir / "directions" / f"vlm_{cond}_mean_diff.safetensors")
         out[cond] = res
     write_json_atomic(run_dir / "analysis" / "vlm.json", {"vlm_model": out["vlm_model"], "timings_s": out["timings_s"]})
@@ -79,6 +120,7 @@ def crossmodel_summary(res: dict[str, Any], cutoff: int | float = 0.1) -> dict[s
     """Compact cross-model numbers for ``summary.json``: per matched layer, at one cutoff (bins or fraction; the
     stored cutoff with the nearest number of bins is used)."""
     from cotscope.analyses.spectral import cutoff_bins
+
     s: dict[str, Any] = {"vlm_model": res["vlm_model"]["model_id"], "timings_s": res["timings_s"]}
     for cond in ("text", "image"):
         rows = {}
@@ -86,21 +128,34 @@ def crossmodel_summary(res: dict[str, Any], cutoff: int | float = 0.1) -> dict[s
             want = cutoff_bins(int(res["vlm_model"]["hidden_size"]), cutoff)
             c = min(L["cutoffs"], key=lambda r: abs(r["cutoff_bins"] - want))
             rows[L["llm_layer"]] = {
-                "vlm_layer": L["vlm_layer"], "raw_cosine": round(L["raw_cosine"], 4),
-                "lowpass_cosine": round(c["lowpass_cosine"], 4), "lowpass_null_mean": round(c["null_mean"], 4),
-                "lowpass_null_q95": round(c["null_q95"], 4), "lowpass_p_value": round(c["p_value"], 4),
+                "vlm_layer": L["vlm_layer"],
+                "raw_cosine": round(L["raw_cosine"], 4),
+                "lowpass_cosine": round(c["lowpass_cosine"], 4),
+                "lowpass_null_mean": round(c["null_mean"], 4),
+                "lowpass_null_q95": round(c["null_q95"], 4),
+                "lowpass_p_value": round(c["p_value"], 4),
                 "highpass_cosine": round(c["highpass_cosine"], 4),
-                "dispersion_llm": round(L["dispersion_llm"], 2), "dispersion_vlm": round(L["dispersion_vlm"], 2),
-                "dispersion_vlm_lowpass": round(L["dispersion_vlm_lowpass"], 2)}
+                "dispersion_llm": round(L["dispersion_llm"], 2),
+                "dispersion_vlm": round(L["dispersion_vlm"], 2),
+                "dispersion_vlm_lowpass": round(L["dispersion_vlm_lowpass"], 2),
+            }
             ref = L.get("dispersion_vlm_lowpass_ref")
             if ref:
-                rows[L["llm_layer"]].update({
-                    "dispersion_vlm_lowpass_isotropic": round(ref["isotropic_expected"], 2),
-                    "dispersion_vlm_lowpass_kept_fraction": round(ref["kept_fraction"], 4),
-                    "dispersion_isotropic_fraction": round(ref["isotropic_fraction"], 4),
-                    "dispersion_vlm_lowpass_null_mean": round(ref.get("null_mean", float("nan")), 2),
-                    "dispersion_vlm_lowpass_p_value": round(ref.get("p_value", float("nan")), 4)})
+                rows[L["llm_layer"]].update(
+                    {
+                        "dispersion_vlm_lowpass_isotropic": round(ref["isotropic_expected"], 2),
+                        "dispersion_vlm_lowpass_kept_fraction": round(ref["kept_fraction"], 4),
+                        "dispersion_isotropic_fraction": round(ref["isotropic_fraction"], 4),
+                        "dispersion_vlm_lowpass_null_mean": round(ref.get("null_mean", float("nan")), 2),
+                        "dispersion_vlm_lowpass_p_value": round(ref.get("p_value", float("nan")), 4),
+                    }
+                )
         n_beat = sum(1 for r in rows.values() if r["lowpass_p_value"] < 0.05 and r["lowpass_cosine"] > r["raw_cosine"])
-        s[cond] = {"cutoff": cutoff, "per_layer": rows, "layers_lowpass_beats_null_and_raw": n_beat,
-                   "n_layers": len(rows), "layer_matching": res[cond]["layer_matching"]["rule"]}
+        s[cond] = {
+            "cutoff": cutoff,
+            "per_layer": rows,
+            "layers_lowpass_beats_null_and_raw": n_beat,
+            "n_layers": len(rows),
+            "layer_matching": res[cond]["layer_matching"]["rule"],
+        }
     return s

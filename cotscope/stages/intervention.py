@@ -3,12 +3,14 @@
 Results: ``RUN/intervention/{sweep_llm,sweep_vlm}.csv`` and ``intervention.json``; figures come from
 ``cotscope figures RUN``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,8 +19,17 @@ from cotscope.analyses.sweeps import paired_gains, read_table
 from cotscope.probes.models.loading import LoadedModel
 from cotscope.probes.sweep import SweepConfig, direct_prompts, run_sweep, timing, visual_prompts
 
-def ensure_direction(llm: LoadedModel, path: str | Path, *, n_pairs: int = 32, layers: Sequence[int] | None = None,
-                     seed: int = 0, batch_size: int = 16, progress: bool = True) -> DirectionSet:
+
+def ensure_direction(
+    llm: LoadedModel,
+    path: str | Path,
+    *,
+    n_pairs: int = 32,
+    layers: Sequence[int] | None = None,
+    seed: int = 0,
+    batch_size: int = 16,
+    progress: bool = True,
+) -> DirectionSet:
     """Load the direction file at ``path``, or compute a mean-difference CoT direction and save it there.
 
     The direction is ``mean(cot − direct)`` at the last prompt token of cue pairs (CoT cue vs direct cue) of
@@ -35,20 +46,39 @@ def ensure_direction(llm: LoadedModel, path: str | Path, *, n_pairs: int = 32, l
     try:
         from cotscope.analyses.directions import mean_difference
     except ImportError:  # the analysis module is optional here
+
         def mean_difference(cot, direct):
             return (np.asarray(cot, np.float64) - np.asarray(direct, np.float64)).mean(0)
+
     problems = generate_problems(n_pairs, seed=seed)
     pairs = make_pairs(problems, pairing="cue", with_answers=False)
     layers = llm.check_layers(range(llm.n_layers) if layers is None else layers)
-    store = collect_pairs(llm, pairs, path.parent / f".store-{path.stem}", layers=layers, positions=("last_prompt",),
-                          batch_size=batch_size, progress=progress)
+    store = collect_pairs(
+        llm,
+        pairs,
+        path.parent / f".store-{path.stem}",
+        layers=layers,
+        positions=("last_prompt",),
+        batch_size=batch_size,
+        progress=progress,
+    )
     vecs = {l: mean_difference(*store.paired("last_prompt", l)).astype(np.float32) for l in layers}
     from cotscope.probes.stimuli.arithmetic import problems_hash
 
-    meta = DirectionMeta(model_id=llm.model_id, model_revision=llm.revision, model_type=llm.model_type,
-                         hidden_size=llm.hidden_size, n_layers=llm.n_layers, token_rule="last_prompt", pairing="cue",
-                         method="mean_diff", sign="cot_positive", stimulus_hash=problems_hash(problems)[:16],
-                         n_pairs=n_pairs, extra={"made_by": "probes.sweep.ensure_direction"})
+    meta = DirectionMeta(
+        model_id=llm.model_id,
+        model_revision=llm.revision,
+        model_type=llm.model_type,
+        hidden_size=llm.hidden_size,
+        n_layers=llm.n_layers,
+        token_rule="last_prompt",
+        pairing="cue",
+        method="mean_diff",
+        sign="cot_positive",
+        stimulus_hash=problems_hash(problems)[:16],
+        n_pairs=n_pairs,
+        extra={"made_by": "probes.sweep.ensure_direction"},
+    )
     ds = DirectionSet(vecs, meta)
     ds.save(path)
     return ds
@@ -69,22 +99,33 @@ def gains_by_layer(table: str | Path, metric: str = "gold_logprob", control: str
 def summarise_table(table: str | Path, res: dict[str, Any]) -> dict[str, Any]:
     rows = read_table(table)
     base = [r for r in rows if r["control"] == "none"]
-    out: dict[str, Any] = {"table": str(table), "rows": len(rows), "prompts": len({r["prompt_id"] for r in rows}),
-                           "cells": len({r["cell_id"] for r in rows}), "seconds": round(res["seconds"], 2)}
+    out: dict[str, Any] = {
+        "table": str(table),
+        "rows": len(rows),
+        "prompts": len({r["prompt_id"] for r in rows}),
+        "cells": len({r["cell_id"] for r in rows}),
+        "seconds": round(res.seconds, 2),
+    }
     t = timing(table)
     if t:
         out["seconds_per_row"] = round(t["seconds_per_row"], 3)
         out["seconds_per_cell"] = round(t["seconds_per_row"] * out["prompts"], 2)
     if base:
-        out["baseline"] = {"accuracy": float(np.mean([r["correct"] for r in base])),
-                           "gold_logprob": float(np.mean([r["gold_logprob"] for r in base])),
-                           "n_tokens": float(np.mean([r["n_tokens"] for r in base]))}
+        out["baseline"] = {
+            "accuracy": float(np.mean([r["correct"] for r in base])),
+            "gold_logprob": float(np.mean([r["gold_logprob"] for r in base])),
+            "n_tokens": float(np.mean([r["n_tokens"] for r in base])),
+        }
     for metric in ("gold_logprob", "correct", "n_tokens"):
         gains = paired_gains(rows, metric, method="bootstrap", n_boot=2000, seed=0)
-        out[f"gain_{metric}"] = [{k: (round(v, 4) if isinstance(v, float) else v)
-                                  for k, v in g.items() if k in ("cell_id", "control", "layer", "lam", "n", "gain",
-                                                                 "ci_low", "ci_high")}
-                                 for g in sorted(gains, key=lambda r: (r["control"], r["layer"] or -1, r["lam"] or 0))]
+        out[f"gain_{metric}"] = [
+            {
+                k: (round(v, 4) if isinstance(v, float) else v)
+                for k, v in g.items()
+                if k in ("cell_id", "control", "layer", "lam", "n", "gain", "ci_low", "ci_high")
+            }
+            for g in sorted(gains, key=lambda r: (r["control"], r["layer"] or -1, r["lam"] or 0))
+        ]
     real = [g for g in out["gain_gold_logprob"] if g["control"] == "real"]
     if real:
         best = max(real, key=lambda g: g["gain"])
@@ -92,14 +133,26 @@ def summarise_table(table: str | Path, res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_path: str | Path | None = None,
-                   out_dir: str | Path = "runs/demo/intervention", *, n_prompts: int = 8, budget: int = 12,
-                   layers: Sequence[int] = (6, 12, 18, 24), lams: Sequence[float] = (0.3, 0.9),
-                   controls: Sequence[str] = ("none", "random", "highpass", "unfiltered"),
-                   control_lams: Sequence[float] | None = (0.9,), positions: Sequence[str] = ("first",),
-                   cutoff: float = 0.1, seed: int = 0, target_own: Any = None, match_norm: bool = True,
-                   figures: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
+def run_demo_sweep(
+    llm: Any = "embedded:smollm2",
+    target: Any = None,
+    direction_path: str | Path | None = None,
+    out_dir: str | Path = "runs/demo/intervention",
+    *,
+    n_prompts: int = 8,
+    budget: int = 12,
+    layers: Sequence[int] = (6, 12, 18, 24),
+    lams: Sequence[float] = (0.3, 0.9),
+    controls: Sequence[str] = ("none", "random", "highpass", "unfiltered"),
+    control_lams: Sequence[float] | None = (0.9,),
+    positions: Sequence[str] = ("first",),
+    cutoff: float = 0.1,
+    seed: int = 0,
+    target_own: Any = None,
+    match_norm: bool = True,
+    figures: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """The small sweep of ``make demo``: SmolLM2's CoT direction injected into SmolLM2 itself (direct-answer
     text prompts) and into ``target`` (a VLM spec or :class:`LoadedModel`; image prompts of rendered
     expressions; ``None`` skips it). Writes ``sweep_llm.csv``, ``sweep_vlm.csv`` and ``intervention.json``
@@ -128,21 +181,34 @@ def run_demo_sweep(llm: Any = "embedded:smollm2", target: Any = None, direction_
     src = _load(llm)
     dpath = Path(direction_path) if direction_path is not None else out_dir / "llm_mean_diff.safetensors"
     ds = ensure_direction(src, dpath, progress=progress)
-    cfg = SweepConfig(layers=tuple(layers), lams=tuple(lams), controls=tuple(controls),
-                      control_lams=tuple(control_lams) if control_lams is not None else None,
-                      positions=tuple(positions), budget=budget, cutoff=cutoff, seed=seed, rows_per_batch=48,
-                      match_norm=match_norm)
+    cfg = SweepConfig(
+        layers=tuple(layers),
+        lams=tuple(lams),
+        controls=tuple(controls),
+        control_lams=tuple(control_lams) if control_lams is not None else None,
+        positions=tuple(positions),
+        budget=budget,
+        cutoff=cutoff,
+        seed=seed,
+        rows_per_batch=48,
+        match_norm=match_norm,
+    )
     problems = generate_problems(n_prompts, seed=seed + 1000, difficulties=("easy",))
     res_llm = run_sweep(src, ds, direct_prompts(problems), out_dir / "sweep_llm.csv", cfg, progress=progress)
-    summary: dict[str, Any] = {"direction": str(dpath), "config": cfg.to_dict(),
-                               "llm": summarise_table(out_dir / "sweep_llm.csv", res_llm), "vlm": None}
+    summary: dict[str, Any] = {
+        "direction": str(dpath),
+        "config": cfg.to_dict(),
+        "llm": summarise_table(out_dir / "sweep_llm.csv", res_llm),
+        "vlm": None,
+    }
     summary["llm"]["model"] = src.model_id
     if target is not None:
         tgt = _load(target)
         items = generate_visual_items(n_prompts, seed=seed + 2000, kinds=("expression",))
         tcfg = cfg if target_own is None else dataclasses.replace(cfg, controls=tuple(cfg.controls) + ("own_lowpass",))
-        res_vlm = run_sweep(tgt, ds, visual_prompts(items), out_dir / "sweep_vlm.csv", tcfg, own=target_own,
-                            progress=progress)
+        res_vlm = run_sweep(
+            tgt, ds, visual_prompts(items), out_dir / "sweep_vlm.csv", tcfg, own=target_own, progress=progress
+        )
         summary["vlm"] = summarise_table(out_dir / "sweep_vlm.csv", res_vlm)
         summary["vlm"]["model"] = tgt.model_id
     summary["seconds"] = round(time.perf_counter() - t0, 1)
@@ -184,30 +250,42 @@ def _part(name: str, s: dict[str, Any] | None, cfg: dict[str, Any]) -> str:
     for c in ("random", "highpass", "unfiltered", "own_lowpass"):
         gs = [g for g in s["gain_gold_logprob"] if g["control"] == c and g["lam"] == ctrl_lam]
         if gs:
-            ctrls.append(f"{c} " + ", ".join(f"L{g['layer']} {g['gain']:+.3f}" for g in sorted(gs, key=lambda g: g["layer"])))
+            ctrls.append(
+                f"{c} " + ", ".join(f"L{g['layer']} {g['gain']:+.3f}" for g in sorted(gs, key=lambda g: g["layer"]))
+            )
     b = s.get("baseline", {})
     best = s.get("best_real_cell")
     n_sig = sum(1 for g in s["gain_gold_logprob"] if g["control"] == "real" and (g["ci_low"] > 0 or g["ci_high"] < 0))
     n_real = sum(1 for g in s["gain_gold_logprob"] if g["control"] == "real")
     acc_best = acc.get(("real", best["layer"], best["lam"])) if best else None
-    return (f"- **{name}** ({s['model']}; {s['prompts']} prompts × {s['cells']} cells): no-injection accuracy "
-            f"{b.get('accuracy', float('nan')):.2f}, log p(gold) {b.get('gold_logprob', float('nan')):.2f}, length "
-            f"{b.get('n_tokens', float('nan')):.1f} tokens. Δ log p(gold) at λ={lam_max:g} per layer (95% bootstrap CI "
-            f"over prompts): {per_layer}. Best real cell {best['cell_id'] if best else 'n/a'}: {_fmt_gain(best)} "
-            f"(Δ accuracy {_fmt_gain(acc_best, 2)}). CIs excluding 0: {n_sig}/{n_real} real cells. Controls at "
-            f"λ={ctrl_lam:g}: {'; '.join(ctrls) or 'none run'}. Cost: {s.get('seconds_per_row', float('nan')):.2f} s per "
-            f"row, {s.get('seconds_per_cell', float('nan')):.1f} s per cell ({s['prompts']} prompts).")
+    return (
+        f"- **{name}** ({s['model']}; {s['prompts']} prompts × {s['cells']} cells): no-injection accuracy "
+        f"{b.get('accuracy', float('nan')):.2f}, log p(gold) {b.get('gold_logprob', float('nan')):.2f}, length "
+        f"{b.get('n_tokens', float('nan')):.1f} tokens. Δ log p(gold) at λ={lam_max:g} per layer (95% bootstrap CI "
+        f"over prompts): {per_layer}. Best real cell {best['cell_id'] if best else 'n/a'}: {_fmt_gain(best)} "
+        f"(Δ accuracy {_fmt_gain(acc_best, 2)}). CIs excluding 0: {n_sig}/{n_real} real cells. Controls at "
+        f"λ={ctrl_lam:g}: {'; '.join(ctrls) or 'none run'}. Cost: {s.get('seconds_per_row', float('nan')):.2f} s per "
+        f"row, {s.get('seconds_per_cell', float('nan')):.1f} s per cell ({s['prompts']} prompts)."
+    )
 
 
 def demo_report(summary: dict[str, Any]) -> str:
     """Markdown paragraph for ``report.md`` from :func:`run_demo_sweep`'s summary."""
     cfg = summary["config"]
-    head = (f"SmolLM2's CoT direction (`{Path(summary['direction']).name}`, per-layer mean difference) was injected "
-            f"during generation at positions {'+'.join(cfg['positions'])} with norm preservation "
-            f"{'on' if cfg['renorm'] else 'off'}, low-passed at {cfg['cutoff']} of the bins ({cfg['filter']}), layers "
-            f"{cfg['layers']} × λ {cfg['lams']}, with a reasoning budget of {cfg['budget']} tokens followed by the "
-            f"teacher-forced answer (score = log p of the gold digits). Gains are paired with the same prompt's "
-            f"no-injection row. Controls are "
-            f"{'rescaled to the norm of the real vector' if cfg.get('match_norm') else 'at their natural norms'}.")
-    return "\n".join([head, "", _part("SmolLM2 → SmolLM2 (direct-answer prompts)", summary.get("llm"), cfg),
-                      _part("SmolLM2 → VLM (image prompts)", summary.get("vlm"), cfg)])
+    head = (
+        f"SmolLM2's CoT direction (`{Path(summary['direction']).name}`, per-layer mean difference) was injected "
+        f"during generation at positions {'+'.join(cfg['positions'])} with norm preservation "
+        f"{'on' if cfg['renorm'] else 'off'}, low-passed at {cfg['cutoff']} of the bins ({cfg['filter']}), layers "
+        f"{cfg['layers']} × λ {cfg['lams']}, with a reasoning budget of {cfg['budget']} tokens followed by the "
+        f"teacher-forced answer (score = log p of the gold digits). Gains are paired with the same prompt's "
+        f"no-injection row. Controls are "
+        f"{'rescaled to the norm of the real vector' if cfg.get('match_norm') else 'at their natural norms'}."
+    )
+    return "\n".join(
+        [
+            head,
+            "",
+            _part("SmolLM2 → SmolLM2 (direct-answer prompts)", summary.get("llm"), cfg),
+            _part("SmolLM2 → VLM (image prompts)", summary.get("vlm"), cfg),
+        ]
+    )

@@ -14,20 +14,36 @@ teacher-forced and its log-probability recorded (plus greedy accuracy and respon
 Toy scale: on the embedded pair θ_reason is SmolLM2 and θ_VL is SmolLM2 plus the reference VLM's LoRA, so every
 merge moves the language model back towards the LLM the VLM was built from.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-SCHEMA = {"cell_id": "str", "control": "str", "prompt_id": "str", "seed": "int", "gold": "str", "response": "json",
-          "pred": "str", "correct": "bool", "n_tokens": "int", "gold_logprob": "float", "budget": "int"}
+SCHEMA = {
+    "cell_id": "str",
+    "control": "str",
+    "prompt_id": "str",
+    "seed": "int",
+    "gold": "str",
+    "response": "json",
+    "pred": "str",
+    "correct": "bool",
+    "n_tokens": "int",
+    "gold_logprob": "float",
+    "budget": "int",
+}
 KEY = ("cell_id", "prompt_id")
 DEFAULT_MERGES: tuple[tuple[str, dict[str, Any]], ...] = (
-    ("task_arithmetic", {"lam": 0.5}), ("ties", {"lam": 1.0, "density": 0.2}), ("dare", {"lam": 0.5, "drop": 0.9}),
-    ("layer_swap", {}))
+    ("task_arithmetic", {"lam": 0.5}),
+    ("ties", {"lam": 1.0, "density": 0.2}),
+    ("dare", {"lam": 0.5, "drop": 0.9}),
+    ("layer_swap", {}),
+)
 
 
 def _score(lm: Any, prompts: Sequence[Any], rendered: Sequence[str], budget: int) -> list[dict[str, Any]]:
@@ -35,19 +51,35 @@ def _score(lm: Any, prompts: Sequence[Any], rendered: Sequence[str], budget: int
     from cotscope.probes.intervene import generate_steered
 
     forced = [forced_answer(lm.tokenizer, p.gold, DEFAULT_TEMPLATE) for p in prompts]
-    res = generate_steered(lm, list(rendered), [None] * len(prompts), images=[p.image for p in prompts],
-                           budget=budget, forced=forced, share_prefix=False)
+    res = generate_steered(
+        lm,
+        list(rendered),
+        [None] * len(prompts),
+        images=[p.image for p in prompts],
+        budget=budget,
+        forced=forced,
+        share_prefix=False,
+    )
     out = []
     for p, r in zip(prompts, res):
         pred = extract_answer(r.text)
-        out.append({"prompt_id": p.id, "gold": str(p.gold), "response": r.text, "pred": pred,
-                    "correct": is_correct(pred, p.gold, extracted=True), "n_tokens": r.n_tokens,
-                    "gold_logprob": r.gold_logprob})
+        out.append(
+            {
+                "prompt_id": p.id,
+                "gold": str(p.gold),
+                "response": r.text,
+                "pred": pred,
+                "correct": is_correct(pred, p.gold, extracted=True),
+                "n_tokens": r.n_tokens,
+                "gold_logprob": r.gold_logprob,
+            }
+        )
     return out
 
 
-def _drift_finetune(lm: Any, prior_path: str | Path, rule: str | None, *, steps: int, batch_size: int, lr: float,
-                    seed: int) -> dict[str, Any]:
+def _drift_finetune(
+    lm: Any, prior_path: str | Path, rule: str | None, *, steps: int, batch_size: int, lr: float, seed: int
+) -> dict[str, Any]:
     """Train the prior's tensors of ``lm`` in place for ``steps`` AdamW steps with ``rule`` (caller restores)."""
     import torch
 
@@ -58,9 +90,11 @@ def _drift_finetune(lm: Any, prior_path: str | Path, rule: str | None, *, steps:
     model = lm.hf
     torch.manual_seed(seed)
     items = generate_visual_items(steps * batch_size, seed=seed + 5000, kinds=("expression", "counting", "bars"))
-    ex = [_sft_example(lm.processor, it.image, chat_prompt(lm.processor, it.direct_prompt), str(it.answer))
-          for it in items]
-    batches = [{"examples": ex[i:i + batch_size]} for i in range(0, len(ex), batch_size)]
+    ex = [
+        _sft_example(lm.processor, it.image, chat_prompt(lm.processor, it.direct_prompt), str(it.answer))
+        for it in items
+    ]
+    batches = [{"examples": ex[i : i + batch_size]} for i in range(0, len(ex), batch_size)]
     deltas = prior_tensors(model, prior_path)
     for p in model.parameters():
         p.requires_grad_(False)
@@ -76,12 +110,24 @@ def _drift_finetune(lm: Any, prior_path: str | Path, rule: str | None, *, steps:
     return {"loss_first": rows[0]["loss"], "loss_last": rows[-1]["loss"], "n_tensors": len(deltas)}
 
 
-def merging_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None, *, vlm: Any = None,
-                  reason_dir: str | Path | None = None, vl_dir: str | Path | None = None, n_prompts: int = 8,
-                  seed: int = 0, budget: int = 12, merges: Sequence[tuple[str, dict[str, Any]]] = DEFAULT_MERGES,
-                  drift_rules: Sequence[str | None] = (None, "absolute", "grad_norm", "adaptive"),
-                  drift_steps: int = 2, drift_batch: int = 2, drift_lr: float = 1e-4,
-                  prior_path: str | Path | None = None, progress: bool = False) -> dict[str, Any]:
+def merging_stage(
+    run_dir: str | Path,
+    summary: Mapping[str, Any] | None = None,
+    *,
+    vlm: Any = None,
+    reason_dir: str | Path | None = None,
+    vl_dir: str | Path | None = None,
+    n_prompts: int = 8,
+    seed: int = 0,
+    budget: int = 12,
+    merges: Sequence[tuple[str, dict[str, Any]]] = DEFAULT_MERGES,
+    drift_rules: Sequence[str | None] = (None, "absolute", "grad_norm", "adaptive"),
+    drift_steps: int = 2,
+    drift_batch: int = 2,
+    drift_lr: float = 1e-4,
+    prior_path: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Score every setting on the intervention stage's VLM items; return per-setting means and paired gains.
 
     Defaults: SmolLM2 (θ_reason) against the reference VLM (θ_VL); layer swap takes the upper half of the blocks
@@ -109,17 +155,35 @@ def merging_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None,
 
         vlm = load_model(vlm or vl_dir)
     out_dir = run_dir / "merging"
-    items = generate_visual_items(n_prompts, seed=seed + 2000, kinds=("expression",))   # the intervention items
+    items = generate_visual_items(n_prompts, seed=seed + 2000, kinds=("expression",))  # the intervention items
     prompts = visual_prompts(items)
     rendered = [p.render(vlm) for p in prompts]
     n_layers = vlm.n_layers
-    merges = [(m, dict(kw) if m != "layer_swap" or kw.get("swap_layers")
-               else {**kw, "swap_layers": list(range(n_layers // 2, n_layers))}) for m, kw in merges]
+    merges = [
+        (
+            m,
+            dict(kw)
+            if m != "layer_swap" or kw.get("swap_layers")
+            else {**kw, "swap_layers": list(range(n_layers // 2, n_layers))},
+        )
+        for m, kw in merges
+    ]
     prior = Path(prior_path) if prior_path is not None else run_dir / "prior" / "prior.safetensors"
-    config = {"vlm": {k: v for k, v in vlm.provenance().items() if k != "source"}, "reason": str(reason_dir),
-              "items": [p.id for p in prompts], "budget": budget, "merges": merges,
-              "drift": {"rules": [r or "none" for r in drift_rules], "steps": drift_steps, "batch": drift_batch,
-                        "lr": drift_lr, "normalize_delta_to_param": True}, "seed": seed}
+    config = {
+        "vlm": {k: v for k, v in vlm.provenance().items() if k != "source"},
+        "reason": str(reason_dir),
+        "items": [p.id for p in prompts],
+        "budget": budget,
+        "merges": merges,
+        "drift": {
+            "rules": [r or "none" for r in drift_rules],
+            "steps": drift_steps,
+            "batch": drift_batch,
+            "lr": drift_lr,
+            "normalize_delta_to_param": True,
+        },
+        "seed": seed,
+    }
     table = SweepTable(out_dir / "merge_eval.csv", config, SCHEMA, KEY)
     done = {c for c, _ in table.done_keys()}
     timings: dict[str, float] = {}
@@ -164,8 +228,9 @@ def merging_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None,
             for rule in todo_rules:
                 cell = f"drift:{rule or 'none'}"
                 t, c = time.perf_counter(), time.process_time()
-                records[cell] = _drift_finetune(vlm, prior, rule, steps=drift_steps, batch_size=drift_batch,
-                                                lr=drift_lr, seed=seed)
+                records[cell] = _drift_finetune(
+                    vlm, prior, rule, steps=drift_steps, batch_size=drift_batch, lr=drift_lr, seed=seed
+                )
                 run_cell(cell, "drift")
                 timings[cell] = round(time.perf_counter() - t, 2)
                 cpu[cell] = round(time.process_time() - c, 2)
@@ -195,8 +260,13 @@ def merging_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None,
             inject_note = {"table": str(sweep), "baseline_max_abs_diff": diff}
             for r in srows:
                 if r["control"] == "real" and r["prompt_id"] in ids:
-                    rows.append({**{k: r[k] for k in SCHEMA if k in r}, "cell_id": f"inject:{r['cell_id']}",
-                                 "control": "inject"})
+                    rows.append(
+                        {
+                            **{k: r[k] for k in SCHEMA if k in r},
+                            "cell_id": f"inject:{r['cell_id']}",
+                            "control": "inject",
+                        }
+                    )
     out: dict[str, Any] = {"table": str(table.path), "n_items": len(prompts), "budget": budget, "settings": {}}
     for metric in ("gold_logprob", "correct", "n_tokens"):
         for g in paired_gains(rows, metric, carry=("control",), method="bootstrap", n_boot=2000, seed=0):
@@ -204,9 +274,11 @@ def merging_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None,
             s[f"gain_{metric}"] = round(g["gain"], 4)
             s[f"gain_{metric}_ci"] = [round(g["ci_low"], 4), round(g["ci_high"], 4)]
     base = [r for r in rows if r["cell_id"] == "none"]
-    out["baseline"] = {"gold_logprob": float(np.mean([r["gold_logprob"] for r in base])),
-                       "accuracy": float(np.mean([r["correct"] for r in base])),
-                       "n_tokens": float(np.mean([r["n_tokens"] for r in base]))}
+    out["baseline"] = {
+        "gold_logprob": float(np.mean([r["gold_logprob"] for r in base])),
+        "accuracy": float(np.mean([r["correct"] for r in base])),
+        "n_tokens": float(np.mean([r["n_tokens"] for r in base])),
+    }
     for cell, s in out["settings"].items():
         rs = [r for r in rows if r["cell_id"] == cell]
         s["accuracy"] = round(float(np.mean([r["correct"] for r in rs])), 4)
@@ -228,12 +300,16 @@ def merging_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None,
 def merging_report(s: Mapping[str, Any]) -> str:
     """A markdown table: one row per setting, Δ log p(gold) and Δ accuracy vs the unchanged VLM."""
     b = s["baseline"]
-    lines = [f"{s['n_items']} rendered items (the intervention stage's VLM items), reasoning budget {s['budget']} "
-             f"tokens, then the gold answer teacher-forced. Baseline (VLM as is): log p(gold) {b['gold_logprob']:.3f}, "
-             f"accuracy {b['accuracy']:.2f}, {b['n_tokens']:.1f} tokens. Gains are paired by item with 95% bootstrap "
-             "CIs. **Toy scale**: θ_reason is SmolLM2 and θ_VL is SmolLM2 + the reference VLM's LoRA, so every merge "
-             "moves the language model back towards the LLM it was built from.", "",
-             "| setting | Δ log p(gold) [95% CI] | Δ accuracy | accuracy | notes |", "|---|---|---|---|---|"]
+    lines = [
+        f"{s['n_items']} rendered items (the intervention stage's VLM items), reasoning budget {s['budget']} "
+        f"tokens, then the gold answer teacher-forced. Baseline (VLM as is): log p(gold) {b['gold_logprob']:.3f}, "
+        f"accuracy {b['accuracy']:.2f}, {b['n_tokens']:.1f} tokens. Gains are paired by item with 95% bootstrap "
+        "CIs. **Toy scale**: θ_reason is SmolLM2 and θ_VL is SmolLM2 + the reference VLM's LoRA, so every merge "
+        "moves the language model back towards the LLM it was built from.",
+        "",
+        "| setting | Δ log p(gold) [95% CI] | Δ accuracy | accuracy | notes |",
+        "|---|---|---|---|---|",
+    ]
     order = sorted(s["settings"], key=lambda c: ({"merge": 0, "drift": 1, "inject": 2}.get(c.split(":")[0], 3), c))
     for c in order:
         r = s["settings"][c]
@@ -243,6 +319,8 @@ def merging_report(s: Mapping[str, Any]) -> str:
             note = f"‖θ − θ_VL‖ = {r['change_norm']:.3g}"
         elif "loss_first" in r:
             note = f"train loss {r['loss_first']:.3f} → {r['loss_last']:.3f}"
-        lines.append(f"| {c} | {r.get('gain_gold_logprob', float('nan')):+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] | "
-                     f"{r.get('gain_correct', float('nan')):+.2f} | {r['accuracy']:.2f} | {note} |")
+        lines.append(
+            f"| {c} | {r.get('gain_gold_logprob', float('nan')):+.3f} [{ci[0]:+.3f}, {ci[1]:+.3f}] | "
+            f"{r.get('gain_correct', float('nan')):+.2f} | {r['accuracy']:.2f} | {note} |"
+        )
     return "\n".join(lines)

@@ -1,8 +1,10 @@
 """Stage ``prior``: the DRIFT reasoning prior of the embedded pair and cos(g, Δ) during a few SFT steps."""
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from cotscope.probes.drift import run_drift_alignment
 
@@ -11,9 +13,16 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
     return "n/a" if x is None else format(x, spec)
 
 
-def prior_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None, *, reason_dir: str | Path | None = None,
-                vl_dir: str | Path | None = None, n_steps: int = 4, batch_size: int = 2,
-                out_dtype: str = "float16") -> dict:
+def prior_stage(
+    run_dir: str | Path,
+    summary: Mapping[str, Any] | None = None,
+    *,
+    reason_dir: str | Path | None = None,
+    vl_dir: str | Path | None = None,
+    n_steps: int = 4,
+    batch_size: int = 2,
+    out_dtype: str = "float16",
+) -> dict:
     """``make demo`` stage: the reasoning prior of the embedded pair and cos(g, Δ) during a few SFT steps.
 
     Defaults to SmolLM2 (reason) against the reference VLM (VL). Writes ``RUN/prior/prior.safetensors``
@@ -50,6 +59,7 @@ def prior_stage(run_dir: str | Path, summary: Mapping[str, Any] | None = None, *
         f"{p.get('n_layers_low_frequency', 0)} low-frequency.\n"
         f"- cos(g, Δ) over {d['drift_n_steps']} SFT steps on rendered visual problems ({d['drift_n_tensors']} tensors): "
         f"mean {d['drift_cos_mean']:+.4f}, mean |cos| {d['drift_cos_abs_mean']:.4f}, negative (descent already moves "
-        f"towards θ_reason) in {d['drift_frac_negative']:.0%} of tensor-steps; by module: {by}.")
+        f"towards θ_reason) in {d['drift_frac_negative']:.0%} of tensor-steps; by module: {by}."
+    )
     keep = {k: v for k, v in {**p, **d}.items() if k not in ("figures", "artifact")}
     return {**keep, "artifact": p.get("artifact"), "title": "DRIFT reasoning prior (parameter space)", "report": report}

@@ -6,18 +6,29 @@ short-form thought), at the end of the templated assistant turn. Here: cotscope'
 literal last token the released code reads, stored beside it). The summary puts the numbers next to the demo's cue
 reading (stage ``llm``) and reports how far apart the two directions are per layer.
 """
+
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 
-def released_reading_stage(run_dir: str | Path, lm: Any, summary: Mapping[str, Any] | None = None, *,
-                           cutoff: int | float = 0.1, n_perm: int = 200, n_perm_dispersion: int | None = 100,
-                           seed: int = 0, batch_size: int = 8, limit: int | None = None,
-                           name: str = "llm_released") -> dict[str, Any]:
+def released_reading_stage(
+    run_dir: str | Path,
+    lm: Any,
+    summary: Mapping[str, Any] | None = None,
+    *,
+    cutoff: int | float = 0.1,
+    n_perm: int = 200,
+    n_perm_dispersion: int | None = 100,
+    seed: int = 0,
+    batch_size: int = 8,
+    limit: int | None = None,
+    name: str = "llm_released",
+) -> dict[str, Any]:
     """Collect the bundled thought pairs at ``eot``/``turn_end``, analyse every layer, save the directions, and
     compare with the cue reading's directions (``RUN/directions/llm_mean_diff.safetensors``) when present."""
     from cotscope.analyses.artifacts import DirectionSet
@@ -30,15 +41,28 @@ def released_reading_stage(run_dir: str | Path, lm: Any, summary: Mapping[str, A
 
     run_dir = Path(run_dir)
     pairs = stimulus_pairs(load_thought_pairs(limit=limit), pairing="answer")
-    store = collect_pairs(lm, pairs, run_dir / "stores" / name, positions=("eot", "turn_end"), batch_size=batch_size,
-                          progress=False)
-    res = analyse_store(store, "eot", cutoff=cutoff, n_perm=n_perm, seed=seed, progress=False,
-                        n_perm_dispersion=n_perm_dispersion)
-    paths = {m: str(ds.save(run_dir / "directions" / f"{name}_{m}.safetensors"))
-             for m, ds in directions_to_sets(res, store).items()}
+    store = collect_pairs(
+        lm, pairs, run_dir / "stores" / name, positions=("eot", "turn_end"), batch_size=batch_size, progress=False
+    )
+    res = analyse_store(
+        store, "eot", cutoff=cutoff, n_perm=n_perm, seed=seed, progress=False, n_perm_dispersion=n_perm_dispersion
+    )
+    paths = {
+        m: str(ds.save(run_dir / "directions" / f"{name}_{m}.safetensors"))
+        for m, ds in directions_to_sets(res, store).items()
+    }
     full = public(res)
-    full.update({"model_id": lm.model_id, "pairing": "answer", "cutoff": cutoff, "n_problems": len(pairs),
-                 "directions": paths, "store": str(store.path), "timings_s": {}})
+    full.update(
+        {
+            "model_id": lm.model_id,
+            "pairing": "answer",
+            "cutoff": cutoff,
+            "n_problems": len(pairs),
+            "directions": paths,
+            "store": str(store.path),
+            "timings_s": {},
+        }
+    )
     write_json_atomic(run_dir / "analysis" / f"{name}.json", full)
     out = llm_summary(full)
     out.pop("timings_s", None)
@@ -56,24 +80,32 @@ def released_reading_stage(run_dir: str | Path, lm: Any, summary: Mapping[str, A
     L = list(out["probe_test_accuracy"])
     sig = [l for l, p in out["lowpass_energy_p_value"].items() if p < 0.05]
     best = out["best_layer"]
-    parts = [f"{out['n_pairs']} bundled long/short thought pairs, `answer` pairing, token rule `eot` "
-             f"({', '.join(out['eot_token'])} from the model's chat template), `stores/{name}`. Held-out probe accuracy "
-             f"{min(out['probe_test_accuracy'].values()):.2f}–{max(out['probe_test_accuracy'].values()):.2f}; low-pass "
-             f"energy at layer {best} {out['lowpass_energy_fraction'][best]:.3f} (null "
-             f"{out['lowpass_energy_null_mean'][best]:.3f}); layers beating the null at p < 0.05: {len(sig)} of {len(L)}."]
+    parts = [
+        f"{out['n_pairs']} bundled long/short thought pairs, `answer` pairing, token rule `eot` "
+        f"({', '.join(out['eot_token'])} from the model's chat template), `stores/{name}`. Held-out probe accuracy "
+        f"{min(out['probe_test_accuracy'].values()):.2f}–{max(out['probe_test_accuracy'].values()):.2f}; low-pass "
+        f"energy at layer {best} {out['lowpass_energy_fraction'][best]:.3f} (null "
+        f"{out['lowpass_energy_null_mean'][best]:.3f}); layers beating the null at p < 0.05: {len(sig)} of {len(L)}."
+    ]
     if out.get("dispersion_lowpass_isotropic"):
-        parts.append(f"Dispersion at layer {best}: {out['dispersion'][best]:.1f} → low-pass "
-                     f"{out['dispersion_lowpass'][best]:.1f} (isotropic expectation "
-                     f"{out['dispersion_lowpass_isotropic'][best]:.1f}, permutation null "
-                     f"{out.get('dispersion_lowpass_null_mean', {}).get(best, float('nan')):.1f}).")
+        parts.append(
+            f"Dispersion at layer {best}: {out['dispersion'][best]:.1f} → low-pass "
+            f"{out['dispersion_lowpass'][best]:.1f} (isotropic expectation "
+            f"{out['dispersion_lowpass_isotropic'][best]:.1f}, permutation null "
+            f"{out.get('dispersion_lowpass_null_mean', {}).get(best, float('nan')):.1f})."
+        )
     if "cos_released_vs_cue" in out:
         c = out["cos_released_vs_cue"]
-        parts.append(f"cos(released direction, cue direction): {min(c.values()):+.3f} to {max(c.values()):+.3f} over "
-                     f"layers (layer {best}: {c.get(best, float('nan')):+.3f}); the two readings give different "
-                     "directions.")
+        parts.append(
+            f"cos(released direction, cue direction): {min(c.values()):+.3f} to {max(c.values()):+.3f} over "
+            f"layers (layer {best}: {c.get(best, float('nan')):+.3f}); the two readings give different "
+            "directions."
+        )
     if cue:
-        parts.append(f"Cue reading (stage `llm`): probe {min(cue['probe_test_accuracy'].values()):.2f}–"
-                     f"{max(cue['probe_test_accuracy'].values()):.2f}.")
+        parts.append(
+            f"Cue reading (stage `llm`): probe {min(cue['probe_test_accuracy'].values()):.2f}–"
+            f"{max(cue['probe_test_accuracy'].values()):.2f}."
+        )
     parts.append(f"cos(eot, turn_end) at layer {best}: {out['cos_eot_vs_turn_end'][best]:+.3f}.")
     out["title"] = "CoT vs direct in the LLM, released reading (long vs short thought, end-of-turn token)"
     out["report"] = " ".join(parts)

@@ -23,12 +23,14 @@ works (a ``save_to_disk`` folder, the Parquet files of the Hugging Face dataset,
 >>> parse_inline_options("Which? Options: A: red, B: blue, C: green")
 ('Which?', ['red', 'blue', 'green'])
 """
+
 from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from cotscope.analyses.answers import AnswerError, AnswerSpec
 from cotscope.probes.stimuli.load import Stimulus, StimulusLoadError, iter_rows, load_stimuli
@@ -43,7 +45,7 @@ def parse_inline_options(question: str) -> tuple[str, list[str]]:
     m = re.search(r"(?:Options|Choices)\s*:\s*", question)
     if not m:
         return question.strip(), []
-    stem, rest = question[: m.start()].strip(), question[m.end():]
+    stem, rest = question[: m.start()].strip(), question[m.end() :]
     parts = re.split(r"(?:^|[\n,;]\s*|\s+)\(?([A-H])\s*[:\.\)]\s*", rest)
     letters, opts = parts[1::2], [p.strip().rstrip(",;").strip() for p in parts[2::2]]
     if not letters or letters != [chr(65 + i) for i in range(len(letters))]:
@@ -57,7 +59,7 @@ class BenchSpec:
 
     name: str
     source: str
-    candidates: Mapping[str, Sequence[str]]          # role -> columns to try in order (first present wins)
+    candidates: Mapping[str, Sequence[str]]  # role -> columns to try in order (first present wins)
     build: Callable[[Stimulus, Mapping[str, Any]], Stimulus]
     breakdowns: tuple[str, ...] = ("category", "question_type")
     default_split: str | None = None
@@ -103,16 +105,25 @@ def _mathvista(s: Stimulus, row: Mapping[str, Any]) -> Stimulus:
         if at == "integer":
             s = _with_answer(s, raw, "integer")
         elif at == "float":
-            s = _with_answer(s, raw, "float", precision=int(float(prec)) if prec not in (None, "") and prec == prec
-                             else None, tolerance=None)
-        else:                                       # text and list answers: normalised exact match
+            s = _with_answer(
+                s,
+                raw,
+                "float",
+                precision=int(float(prec)) if prec not in (None, "") and prec == prec else None,
+                tolerance=None,
+            )
+        else:  # text and list answers: normalised exact match
             s = _with_answer(s, raw, "text")
     query = row.get("query")
     prompt = str(query) if query else s.with_choices_text()
     md = row.get("metadata") or {}
-    return dataclasses.replace(s, question=prompt, question_type=qtype,
-                               category=str(md.get("task")) if isinstance(md, Mapping) and md.get("task") else s.category,
-                               meta={**s.meta, "answer_type": row.get("answer_type"), "unit": row.get("unit")})
+    return dataclasses.replace(
+        s,
+        question=prompt,
+        question_type=qtype,
+        category=str(md.get("task")) if isinstance(md, Mapping) and md.get("task") else s.category,
+        meta={**s.meta, "answer_type": row.get("answer_type"), "unit": row.get("unit")},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- MathVerse
@@ -122,7 +133,7 @@ def _mathverse(s: Stimulus, row: Mapping[str, Any]) -> Stimulus:
     q_for_options = str(row.get("question") or s.question)
     if qtype.startswith("multi"):
         _, opts = parse_inline_options(q_for_options)
-        if len(opts) < 2:       # Vision-Only items keep the options in the image: letters only
+        if len(opts) < 2:  # Vision-Only items keep the options in the image: letters only
             n = max(4, "ABCDEFGH".index(raw.strip()[:1].upper()) + 1) if raw.strip()[:1].upper() in "ABCDEFGH" else 4
             opts = [chr(65 + i) for i in range(n)]
         s = _with_answer(s, raw, "choice", choices=opts)
@@ -131,8 +142,12 @@ def _mathverse(s: Stimulus, row: Mapping[str, Any]) -> Stimulus:
 
         s = _with_answer(s, raw, "float" if parse_number(raw) is not None else "text")
     md = row.get("metadata") or {}
-    return dataclasses.replace(s, question_type=qtype, category=str(row.get("problem_version") or s.category or ""),
-                               meta={**s.meta, "subject": md.get("subject") if isinstance(md, Mapping) else None})
+    return dataclasses.replace(
+        s,
+        question_type=qtype,
+        category=str(row.get("problem_version") or s.category or ""),
+        meta={**s.meta, "subject": md.get("subject") if isinstance(md, Mapping) else None},
+    )
 
 
 # ---------------------------------------------------------------------------------------------------- MMStar
@@ -151,37 +166,88 @@ def _mcq(s: Stimulus, row: Mapping[str, Any]) -> Stimulus:
         raise BenchmarkError(f"{s.source}, field 'choices': a multiple-choice item needs a list of options")
     s = _with_answer(s, row.get("answer"), "choice", choices=list(s.choices))
     ctx = row.get("hint") if row.get("hint") not in (None, "") else row.get("context")
-    q = (f"Context: {ctx}\n" if ctx else "") + f"Question: {s.question}\nOptions:\n" + \
-        "\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(s.choices)) + "\nAnswer with the option's letter."
+    q = (
+        (f"Context: {ctx}\n" if ctx else "")
+        + f"Question: {s.question}\nOptions:\n"
+        + "\n".join(f"{chr(65 + i)}. {c}" for i, c in enumerate(s.choices))
+        + "\nAnswer with the option's letter."
+    )
     return dataclasses.replace(s, question=q)
 
 
 BENCHMARKS: dict[str, BenchSpec] = {
     "mathvista": BenchSpec(
-        "mathvista", "AI4Math/MathVista testmini",
-        {"id": ("pid",), "question": ("question",), "image": ("decoded_image", "image"), "choices": ("choices",),
-         "answer": ("answer",), "category": ("metadata.task",), "question_type": ("question_type",)},
-        _mathvista, breakdowns=("category", "question_type", "answer_type"), default_split="testmini"),
+        "mathvista",
+        "AI4Math/MathVista testmini",
+        {
+            "id": ("pid",),
+            "question": ("question",),
+            "image": ("decoded_image", "image"),
+            "choices": ("choices",),
+            "answer": ("answer",),
+            "category": ("metadata.task",),
+            "question_type": ("question_type",),
+        },
+        _mathvista,
+        breakdowns=("category", "question_type", "answer_type"),
+        default_split="testmini",
+    ),
     "mathverse": BenchSpec(
-        "mathverse", "AI4Math/MathVerse testmini",
-        {"id": ("sample_index",), "question": ("query_cot", "question"), "image": ("image",),
-         "answer": ("answer",), "question_type": ("question_type",), "category": ("problem_version",)},
-        _mathverse, breakdowns=("category", "question_type", "subject"), default_split="testmini"),
+        "mathverse",
+        "AI4Math/MathVerse testmini",
+        {
+            "id": ("sample_index",),
+            "question": ("query_cot", "question"),
+            "image": ("image",),
+            "answer": ("answer",),
+            "question_type": ("question_type",),
+            "category": ("problem_version",),
+        },
+        _mathverse,
+        breakdowns=("category", "question_type", "subject"),
+        default_split="testmini",
+    ),
     "mmstar": BenchSpec(
-        "mmstar", "Lin-Chen/MMStar val",
-        {"id": ("index",), "question": ("question",), "image": ("image",), "answer": ("answer",),
-         "category": ("category",)},
-        _mmstar, breakdowns=("category", "question_type"), default_split="val"),
+        "mmstar",
+        "Lin-Chen/MMStar val",
+        {
+            "id": ("index",),
+            "question": ("question",),
+            "image": ("image",),
+            "answer": ("answer",),
+            "category": ("category",),
+        },
+        _mmstar,
+        breakdowns=("category", "question_type"),
+        default_split="val",
+    ),
     "mcq": BenchSpec(
-        "mcq", "ScienceQA / M3CoT multiple choice",
-        {"id": ("id",), "question": ("question",), "image": ("image",), "choices": ("choices",),
-         "answer": ("answer",), "category": ("subject", "domain"), "question_type": ("category", "topic")},
-        _mcq, breakdowns=("category", "question_type")),
+        "mcq",
+        "ScienceQA / M3CoT multiple choice",
+        {
+            "id": ("id",),
+            "question": ("question",),
+            "image": ("image",),
+            "choices": ("choices",),
+            "answer": ("answer",),
+            "category": ("subject", "domain"),
+            "question_type": ("category", "topic"),
+        },
+        _mcq,
+        breakdowns=("category", "question_type"),
+    ),
 }
 
 
-def load_benchmark(bench: str | BenchSpec, data: str | Path, *, split: str | None = None, limit: int | None = None,
-                   image_root: str | Path | None = None, text_only: bool = False) -> list[Stimulus]:
+def load_benchmark(
+    bench: str | BenchSpec,
+    data: str | Path,
+    *,
+    split: str | None = None,
+    limit: int | None = None,
+    image_root: str | Path | None = None,
+    text_only: bool = False,
+) -> list[Stimulus]:
     """The items of ``bench`` from the local copy at ``data`` (a file or a ``save_to_disk`` folder).
 
     ``text_only=True`` drops images (for text-only models; MathVerse's Text Dominant/Lite versions carry the
@@ -205,19 +271,27 @@ def load_benchmark(bench: str | BenchSpec, data: str | Path, *, split: str | Non
     cols = spec.columns_for(first)
     missing = [r for r in ("question", "answer") if r not in cols]
     if missing:
-        raise BenchmarkError(f"{path}: not the published {spec.name} layout ({spec.source}): no column for "
-                             f"{missing} (looked for {[spec.candidates[r] for r in missing]}; the file has "
-                             f"{sorted(first)[:14]})")
+        raise BenchmarkError(
+            f"{path}: not the published {spec.name} layout ({spec.source}): no column for "
+            f"{missing} (looked for {[spec.candidates[r] for r in missing]}; the file has "
+            f"{sorted(first)[:14]})"
+        )
     if text_only:
-        cols["image"] = None              # and no default image column either
+        cols["image"] = None  # and no default image column either
     rows = {}
     for rownum, row in iter_rows(path, split=split_used):
         rows[rownum] = row
         if limit is not None and len(rows) >= limit:
             break
     # the answer is typed by the benchmark's own rule below, from the raw row
-    items = load_stimuli(path, {**cols, "answer": None, "answer_type": None, "precision": None, "tolerance": None},
-                         split=split_used, limit=limit, image_root=image_root, require=("question",))
+    items = load_stimuli(
+        path,
+        {**cols, "answer": None, "answer_type": None, "precision": None, "tolerance": None},
+        split=split_used,
+        limit=limit,
+        image_root=image_root,
+        require=("question",),
+    )
     out = []
     for s, row in zip(items, rows.values()):
         try:

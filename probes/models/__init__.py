@@ -1,4 +1,5 @@
 """Model loading (embedded defaults, local paths, hub names) and per-family adapters."""
+
 from cotscope.probes.models import llm_adapters as _llm  # noqa: F401  (registers adapters)
 
 try:  # VLM families register themselves when their module exists

@@ -14,9 +14,11 @@ therefore measure their prompts in tokens and refuse one that does not fit *befo
 Traceback (most recent call last):
 ContextLengthError: prompt 1 is 13 tokens + up to 4 new tokens = 17 > tiny's context window of 16 tokens ...
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cotscope.errors import CotscopeError
 
@@ -34,8 +36,15 @@ def context_window(loaded: Any) -> int | None:
     return None
 
 
-def check_context(loaded: Any, lengths: Sequence[int], new_tokens: int = 0, *, what: str = "prompt",
-                  name: Callable[[int], str] | None = None, fix: str | None = None) -> None:
+def check_context(
+    loaded: Any,
+    lengths: Sequence[int],
+    new_tokens: int = 0,
+    *,
+    what: str = "prompt",
+    name: Callable[[int], str] | None = None,
+    fix: str | None = None,
+) -> None:
     """Raise :class:`ContextLengthError` if any ``lengths[i] + new_tokens`` exceeds the context window.
 
     ``lengths`` are token counts (image tokens included when known); ``name(i)`` names row ``i`` in the
@@ -50,10 +59,13 @@ def check_context(loaded: Any, lengths: Sequence[int], new_tokens: int = 0, *, w
             continue
         label = name(i) if name is not None else f"{what} {i}"
         size = f"{int(n)} tokens" + (f" + up to {int(new_tokens)} new tokens = {total}" if new_tokens else "")
-        advice = fix or (f"shorten it to at most {window - int(new_tokens)} tokens"
-                         + (" or generate fewer tokens" if new_tokens else "")
-                         + ", or use a model with a longer context")
+        advice = fix or (
+            f"shorten it to at most {window - int(new_tokens)} tokens"
+            + (" or generate fewer tokens" if new_tokens else "")
+            + ", or use a model with a longer context"
+        )
         raise ContextLengthError(
             f"{label} is {size} > {getattr(loaded, 'model_id', 'the model')}'s context window of {window} tokens "
             f"(max_position_embeddings); positions past it were never trained, so its activations would be "
-            f"meaningless. Fix: {advice}.")
+            f"meaningless. Fix: {advice}."
+        )

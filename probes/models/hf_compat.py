@@ -3,12 +3,16 @@
 Every place in cotscope (and its tests) that reads such a field goes through here, so a new release
 changes one function, not many call sites.
 """
+
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 
-def image_feature_rows(features: Any) -> "torch.Tensor":
+def image_feature_rows(features: Any) -> torch.Tensor:
     """Image features as one ``[n_tokens, hidden]`` tensor, whatever shape transformers returned.
 
     ``image_hidden_states`` / ``get_image_features`` return a tensor ``[n_images, n_tokens, hidden]`` up
@@ -31,8 +35,10 @@ def image_feature_rows(features: Any) -> "torch.Tensor":
         return features.reshape(-1, features.shape[-1])
     if isinstance(features, (list, tuple)) and features and all(isinstance(f, torch.Tensor) for f in features):
         return torch.cat([f.reshape(-1, f.shape[-1]) for f in features], dim=0)
-    raise TypeError(f"cannot read image features of type {type(features).__name__}; expected a tensor or a list "
-                    f"of tensors (transformers {_transformers_version()})")
+    raise TypeError(
+        f"cannot read image features of type {type(features).__name__}; expected a tensor or a list "
+        f"of tensors (transformers {_transformers_version()})"
+    )
 
 
 def _transformers_version() -> str:

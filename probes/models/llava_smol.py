@@ -9,12 +9,12 @@ exactly (API-NOTES §4). The directory is built once per seed, atomically, and l
 >>> d = llava_smol_dir()      # first call ~10 s, then instant   # doctest: +SKIP
 >>> lm = load_model(d)                         # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 from cotscope.analyses.atomic import atomic_dir
-
 from cotscope.probes.models.embedded import GGUF_SHA256, cache_root, image_chat_template, smollm2_dir
 
 IMAGE_TOKEN = "<empty_output>"
@@ -27,8 +27,14 @@ CHAT_TEMPLATE = image_chat_template(IMAGE_TOKEN)
 def build_llava_smol(smol_dir: str | Path | None = None, seed: int = 0):
     """``(model, processor)`` in memory: random vision tower/projector for ``seed``, SmolLM2 language model."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPVisionConfig, LlavaConfig
-    from transformers import LlavaForConditionalGeneration
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        CLIPVisionConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
 
     from cotscope.probes.models.processors import llava_processor
 
@@ -36,14 +42,21 @@ def build_llava_smol(smol_dir: str | Path | None = None, seed: int = 0):
     tok = AutoTokenizer.from_pretrained(d)
     vocab = tok.get_vocab()
     if IMAGE_TOKEN not in vocab:
-        raise ValueError(f"{IMAGE_TOKEN} is not a token of the tokenizer in {d}; LLaVA-SmolLM2 needs the SmolLM2 "
-                         "tokenizer (run `make setup` to restore the embedded model).")
-    proc = llava_processor(tok, image_size=IMAGE_SIZE, patch_size=PATCH, image_token=IMAGE_TOKEN,
-                           chat_template=CHAT_TEMPLATE)
-    cfg = LlavaConfig(vision_config=CLIPVisionConfig(**VISION, image_size=IMAGE_SIZE, patch_size=PATCH),
-                      text_config=AutoConfig.from_pretrained(d), image_token_index=vocab[IMAGE_TOKEN],
-                      vision_feature_select_strategy="default", vision_feature_layer=-2,
-                      image_seq_length=(IMAGE_SIZE // PATCH) ** 2)
+        raise ValueError(
+            f"{IMAGE_TOKEN} is not a token of the tokenizer in {d}; LLaVA-SmolLM2 needs the SmolLM2 "
+            "tokenizer (run `make setup` to restore the embedded model)."
+        )
+    proc = llava_processor(
+        tok, image_size=IMAGE_SIZE, patch_size=PATCH, image_token=IMAGE_TOKEN, chat_template=CHAT_TEMPLATE
+    )
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(**VISION, image_size=IMAGE_SIZE, patch_size=PATCH),
+        text_config=AutoConfig.from_pretrained(d),
+        image_token_index=vocab[IMAGE_TOKEN],
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        image_seq_length=(IMAGE_SIZE // PATCH) ** 2,
+    )
     smol = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -61,9 +74,16 @@ def llava_smol_dir(cache_dir: str | Path | None = None, seed: int = 0) -> Path:
     if (target / "cotscope.json").is_file():
         return target
     model, proc = build_llava_smol(seed=seed)
-    meta = {"name": "llava-smollm2", "seed": seed, "format_version": FORMAT_VERSION, "smollm2_gguf_sha256": GGUF_SHA256,
-            "image_token": IMAGE_TOKEN, "image_size": IMAGE_SIZE, "patch_size": PATCH,
-            "note": "random vision tower + projector; language model = SmolLM2-135M-Instruct exactly"}
+    meta = {
+        "name": "llava-smollm2",
+        "seed": seed,
+        "format_version": FORMAT_VERSION,
+        "smollm2_gguf_sha256": GGUF_SHA256,
+        "image_token": IMAGE_TOKEN,
+        "image_size": IMAGE_SIZE,
+        "patch_size": PATCH,
+        "note": "random vision tower + projector; language model = SmolLM2-135M-Instruct exactly",
+    }
     with atomic_dir(target, meta=meta) as tmp:
         model.save_pretrained(tmp)
         proc.save_pretrained(tmp)

@@ -4,11 +4,11 @@
 >>> lm.n_layers, lm.hidden_size                         # doctest: +SKIP
 (30, 576)
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -163,7 +163,8 @@ class LoadedModel:
                 raise ModelLoadError(
                     f"{self.model_id}: the model's first parameter is offloaded (on 'meta'), and nnsight 0.8 moves "
                     "every input to that device. Keep the first module (the input embedding) on a real device in "
-                    "your device_map (accelerate's device_map='auto' does; offload later layers only).")
+                    "your device_map (accelerate's device_map='auto' does; offload later layers only)."
+                )
             return self._wrap_nnsight()
         return self._nnsight
 
@@ -172,8 +173,9 @@ class LoadedModel:
 
         if self._nnsight is None:
             if self.is_vlm:
-                self._nnsight = nnsight.TransformersModel(self.hf, processor=self.processor, tokenizer=self.tokenizer,
-                                                          task="image-text-to-text")
+                self._nnsight = nnsight.TransformersModel(
+                    self.hf, processor=self.processor, tokenizer=self.tokenizer, task="image-text-to-text"
+                )
             else:
                 self._nnsight = nnsight.TransformersModel(self.hf, tokenizer=self.tokenizer, task="text-generation")
         return self._nnsight
@@ -192,25 +194,45 @@ class LoadedModel:
             try:
                 out.append(normalize_layer(l, n))
             except LayerIndexError:
-                raise LayerIndexError(f"layer {l} is out of range for {self.model_id} with {n} decoder blocks "
-                                      f"(valid 0..{n - 1}, or -{n}..-1 counted from the end)") from None
+                raise LayerIndexError(
+                    f"layer {l} is out of range for {self.model_id} with {n} decoder blocks "
+                    f"(valid 0..{n - 1}, or -{n}..-1 counted from the end)"
+                ) from None
         return sorted(set(out))
 
     def __repr__(self) -> str:
         dev = str(self.device)
         dtype = str(self.dtype).replace("torch.", "")
-        return (f"LoadedModel({self.adapter.family}: {self.model_id!r}, {self.n_layers} layers, hidden {self.hidden_size}, "
-                f"{dev}, {dtype})")
+        return (
+            f"LoadedModel({self.adapter.family}: {self.model_id!r}, {self.n_layers} layers, hidden {self.hidden_size}, "
+            f"{dev}, {dtype})"
+        )
 
     def provenance(self) -> dict[str, Any]:
-        return {"model_id": self.model_id, "revision": self.revision, "model_type": self.model_type,
-                "n_layers": self.n_layers, "hidden_size": self.hidden_size, "dtype": str(self.dtype).replace("torch.", ""),
-                "family": self.adapter.family, "source": self.source}
+        return {
+            "model_id": self.model_id,
+            "revision": self.revision,
+            "model_type": self.model_type,
+            "n_layers": self.n_layers,
+            "hidden_size": self.hidden_size,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "family": self.adapter.family,
+            "source": self.source,
+        }
 
 
-def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", dtype: Any = "float32",
-               device_map: Any = None, attn_implementation: str | None = None, trust_remote_code: bool = False,
-               revision: str | None = None, remote: bool | str = False, **from_pretrained_kwargs: Any) -> LoadedModel:
+def load_model(
+    spec: str | Path = EMBEDDED_LLM,
+    *,
+    device: str | None = "cpu",
+    dtype: Any = "float32",
+    device_map: Any = None,
+    attn_implementation: str | None = None,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    remote: bool | str = False,
+    **from_pretrained_kwargs: Any,
+) -> LoadedModel:
     """Load an LLM or VLM.
 
     Args:
@@ -234,10 +256,19 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
     path, model_id, resolved_rev = resolve_spec(spec)
     rev: dict[str, Any] = {"revision": revision} if revision and not isinstance(path, Path) else {}
     if remote:
-        return _load_remote(path, model_id, resolved_rev, remote, dtype=dtype, attn_implementation=attn_implementation,
-                            trust_remote_code=trust_remote_code, rev=rev)
-    kw: dict[str, Any] = dict(dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, **rev,
-                              **from_pretrained_kwargs)
+        return _load_remote(
+            path,
+            model_id,
+            resolved_rev,
+            remote,
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            trust_remote_code=trust_remote_code,
+            rev=rev,
+        )
+    kw: dict[str, Any] = dict(
+        dtype=_torch_dtype(dtype), trust_remote_code=trust_remote_code, **rev, **from_pretrained_kwargs
+    )
     if device_map is not None:
         kw["device_map"] = device_map
     if attn_implementation is not None:
@@ -245,8 +276,10 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
     except OSError as e:
-        raise ModelLoadError(f"could not load a config for {spec!r}: {e}. Pass a local model directory, "
-                             f"or one of {sorted(ALIASES)}; hub names need network access (none on this machine).") from None
+        raise ModelLoadError(
+            f"could not load a config for {spec!r}: {e}. Pass a local model directory, "
+            f"or one of {sorted(ALIASES)}; hub names need network access (none on this machine)."
+        ) from None
     adapter = adapter_for(config)
     if adapter.is_vlm:
         hf = AutoModelForImageTextToText.from_pretrained(path, **kw)
@@ -260,20 +293,31 @@ def load_model(spec: str | Path = EMBEDDED_LLM, *, device: str | None = "cpu", d
         resolved_rev = f"hub:{config._commit_hash}"
     elif revision and resolved_rev == "hub:unresolved":
         resolved_rev = f"hub:{revision}"
-    return LoadedModel(hf=hf, tokenizer=tokenizer, processor=processor, adapter=adapter, model_id=model_id,
-                       revision=resolved_rev, source=str(path))
+    return LoadedModel(
+        hf=hf,
+        tokenizer=tokenizer,
+        processor=processor,
+        adapter=adapter,
+        model_id=model_id,
+        revision=resolved_rev,
+        source=str(path),
+    )
 
 
-def _preprocessors(path: Path | str, adapter: ModelAdapter, trust_remote_code: bool,
-                   rev: dict[str, Any] | None = None) -> tuple[Any, Any]:
+def _preprocessors(
+    path: Path | str, adapter: ModelAdapter, trust_remote_code: bool, rev: dict[str, Any] | None = None
+) -> tuple[Any, Any]:
     """``(processor or None, tokenizer)``; VLMs use the adapter's offline recipe, which avoids processors that need
     torchvision (video processors)."""
     from transformers import AutoProcessor, AutoTokenizer
 
     rev = rev or {}
     if adapter.is_vlm:
-        processor = (adapter.build_processor(path) if adapter.build_processor is not None and not trust_remote_code
-                     else AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, **rev))
+        processor = (
+            adapter.build_processor(path)
+            if adapter.build_processor is not None and not trust_remote_code
+            else AutoProcessor.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
+        )
         return processor, processor.tokenizer
     return None, AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
 
@@ -288,8 +332,17 @@ def load_processor(spec: str | Path, trust_remote_code: bool = False) -> Any:
     return processor if processor is not None else tokenizer
 
 
-def _load_remote(path: Path | str, model_id: str, revision: str, remote: bool | str, *, dtype: Any,
-                 attn_implementation: str | None, trust_remote_code: bool, rev: dict[str, Any]) -> LoadedModel:
+def _load_remote(
+    path: Path | str,
+    model_id: str,
+    revision: str,
+    remote: bool | str,
+    *,
+    dtype: Any,
+    attn_implementation: str | None,
+    trust_remote_code: bool,
+    rev: dict[str, Any],
+) -> LoadedModel:
     """The nnsight model for ``path`` built on ``meta`` (weights stay on the server), with its tokenizer/processor."""
     import nnsight
     from transformers import AutoConfig
@@ -297,9 +350,11 @@ def _load_remote(path: Path | str, model_id: str, revision: str, remote: bool | 
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code, **rev)
     except OSError as e:
-        raise ModelLoadError(f"could not load a config for {str(path)!r}: {e}. Remote execution still reads the "
-                             "config and tokenizer from the hub (or a local directory) to build the model on the "
-                             "meta device; check the name and your network.") from None
+        raise ModelLoadError(
+            f"could not load a config for {str(path)!r}: {e}. Remote execution still reads the "
+            "config and tokenizer from the hub (or a local directory) to build the model on the "
+            "meta device; check the name and your network."
+        ) from None
     adapter = adapter_for(config)
     kw: dict[str, Any] = {"trust_remote_code": trust_remote_code, **rev}
     td = _torch_dtype(dtype)
@@ -309,24 +364,41 @@ def _load_remote(path: Path | str, model_id: str, revision: str, remote: bool | 
         kw["attn_implementation"] = attn_implementation
     processor, tokenizer = _preprocessors(path, adapter, trust_remote_code, rev)
     if adapter.is_vlm:
-        nm = nnsight.TransformersModel(str(path), processor=processor, tokenizer=tokenizer, task="image-text-to-text",
-                                       **kw)
+        nm = nnsight.TransformersModel(
+            str(path), processor=processor, tokenizer=tokenizer, task="image-text-to-text", **kw
+        )
     else:
         nm = nnsight.TransformersModel(str(path), tokenizer=tokenizer, task="text-generation", **kw)
     if getattr(config, "_commit_hash", None) and revision == "hub:unresolved":
         revision = f"hub:{config._commit_hash}"
     elif rev and revision == "hub:unresolved":
         revision = f"hub:{rev['revision']}"
-    return LoadedModel(hf=nm._module, tokenizer=tokenizer, processor=processor, adapter=adapter, model_id=model_id,
-                       revision=revision, source=f"remote:{path}", _nnsight=nm, remote=remote)
+    return LoadedModel(
+        hf=nm._module,
+        tokenizer=tokenizer,
+        processor=processor,
+        adapter=adapter,
+        model_id=model_id,
+        revision=revision,
+        source=f"remote:{path}",
+        _nnsight=nm,
+        remote=remote,
+    )
 
 
-def wrap_model(hf: Any, tokenizer: Any = None, processor: Any = None, model_id: str | None = None,
-               revision: str = "unknown") -> LoadedModel:
+def wrap_model(
+    hf: Any, tokenizer: Any = None, processor: Any = None, model_id: str | None = None, revision: str = "unknown"
+) -> LoadedModel:
     """Wrap an already-loaded HF model (e.g. a tiny test model) as a :class:`LoadedModel`."""
     adapter = adapter_for(hf)
     if tokenizer is None and processor is not None:
         tokenizer = processor.tokenizer
-    return LoadedModel(hf=hf.eval(), tokenizer=tokenizer, processor=processor, adapter=adapter,
-                       model_id=model_id or getattr(hf.config, "_name_or_path", "") or type(hf).__name__,
-                       revision=revision, source="in-memory")
+    return LoadedModel(
+        hf=hf.eval(),
+        tokenizer=tokenizer,
+        processor=processor,
+        adapter=adapter,
+        model_id=model_id or getattr(hf.config, "_name_or_path", "") or type(hf).__name__,
+        revision=revision,
+        source="in-memory",
+    )

@@ -16,6 +16,7 @@ Every tensor cotscope adds to or indexes into a layer's output is created with :
 >>> module_device(torch.nn.Linear(2, 2, device="meta")) is None    # weights nowhere: no place to compute
 True
 """
+
 from __future__ import annotations
 
 import itertools
@@ -29,7 +30,7 @@ def _hook_device(module: Any) -> torch.device | None:
     hook = getattr(module, "_hf_hook", None)
     if hook is None:
         return None
-    hooks = getattr(hook, "hooks", None) or [hook]          # accelerate's SequentialHook holds several
+    hooks = getattr(hook, "hooks", None) or [hook]  # accelerate's SequentialHook holds several
     for h in hooks:
         dev = getattr(h, "execution_device", None)
         if dev is not None:

@@ -18,20 +18,37 @@ Three jobs:
 >>> image_placeholder(proc)                                               # doctest: +SKIP
 '<image>'
 """
+
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from cotscope.errors import CotscopeError
 from cotscope.probes.stimuli.visual import ImageInputError, check_image, load_image
 
 __all__ = [
-    "ImageInputError", "PromptImageError", "add_image_tokens", "image_placeholder", "image_prompt",
-    "check_images", "check_prompts", "validate_batch", "load_processor", "processor_builder",
-    "llava_processor", "llava_next_processor", "llava_onevision_processor", "qwen2_vl_processor",
-    "qwen2_5_vl_processor", "idefics2_processor", "idefics3_processor", "gemma3_processor", "internvl_processor",
+    "ImageInputError",
+    "PromptImageError",
+    "add_image_tokens",
+    "image_placeholder",
+    "image_prompt",
+    "check_images",
+    "check_prompts",
+    "validate_batch",
+    "load_processor",
+    "processor_builder",
+    "llava_processor",
+    "llava_next_processor",
+    "llava_onevision_processor",
+    "qwen2_vl_processor",
+    "qwen2_5_vl_processor",
+    "idefics2_processor",
+    "idefics3_processor",
+    "gemma3_processor",
+    "internvl_processor",
 ]
 
 
@@ -40,6 +57,7 @@ class PromptImageError(CotscopeError):
 
 
 # --------------------------------------------------------------------------------------------- tokens
+
 
 def add_image_tokens(tokenizer: Any, extra: Sequence[str] = (), named: dict[str, str] | None = None) -> Any:
     """Add special tokens to ``tokenizer`` in place (skipping ones it already has) and return it.
@@ -59,6 +77,7 @@ def add_image_tokens(tokenizer: Any, extra: Sequence[str] = (), named: dict[str,
 
 
 # ----------------------------------------------------------------------------- image-only processors
+
 
 def _stock(name: str) -> type:
     import transformers
@@ -90,30 +109,62 @@ def _define_image_only() -> dict[str, type]:
         """Qwen2_5_VLProcessor without a video processor (no torchvision needed)."""
 
         def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-            Qwen2_5_VLProcessor.__init__(self, image_processor, tokenizer, None, chat_template=chat_template,
-                                         **kwargs)
+            Qwen2_5_VLProcessor.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
 
     class ImageOnlyLlavaOnevisionProcessor(_SavesAsStock, LlavaOnevisionProcessor):
         """LlavaOnevisionProcessor without a video processor (no torchvision needed)."""
 
-        def __init__(self, image_processor=None, tokenizer=None, num_image_tokens=None,
-                     vision_feature_select_strategy=None, chat_template=None, image_token="<image>",
-                     video_token="<video>", vision_aspect_ratio="anyres_max_9", **kwargs):
+        def __init__(
+            self,
+            image_processor=None,
+            tokenizer=None,
+            num_image_tokens=None,
+            vision_feature_select_strategy=None,
+            chat_template=None,
+            image_token="<image>",
+            video_token="<video>",
+            vision_aspect_ratio="anyres_max_9",
+            **kwargs,
+        ):
             LlavaOnevisionProcessor.__init__(
-                self, image_processor, tokenizer, None, num_image_tokens=num_image_tokens,
-                vision_feature_select_strategy=vision_feature_select_strategy, chat_template=chat_template,
-                image_token=image_token, video_token=video_token, vision_aspect_ratio=vision_aspect_ratio, **kwargs)
+                self,
+                image_processor,
+                tokenizer,
+                None,
+                num_image_tokens=num_image_tokens,
+                vision_feature_select_strategy=vision_feature_select_strategy,
+                chat_template=chat_template,
+                image_token=image_token,
+                video_token=video_token,
+                vision_aspect_ratio=vision_aspect_ratio,
+                **kwargs,
+            )
 
     class ImageOnlyInternVLProcessor(_SavesAsStock, InternVLProcessor):
         """InternVLProcessor without a video processor (no torchvision needed)."""
 
-        def __init__(self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None,
-                     **kwargs):
-            InternVLProcessor.__init__(self, image_processor, tokenizer, None, image_seq_length=image_seq_length,
-                                       chat_template=chat_template, **kwargs)
+        def __init__(
+            self, image_processor=None, tokenizer=None, image_seq_length: int = 256, chat_template=None, **kwargs
+        ):
+            InternVLProcessor.__init__(
+                self,
+                image_processor,
+                tokenizer,
+                None,
+                image_seq_length=image_seq_length,
+                chat_template=chat_template,
+                **kwargs,
+            )
 
-    return {c.__mro__[2].__name__: c for c in (ImageOnlyQwen2VLProcessor, ImageOnlyQwen2_5_VLProcessor,
-                                                ImageOnlyLlavaOnevisionProcessor, ImageOnlyInternVLProcessor)}
+    return {
+        c.__mro__[2].__name__: c
+        for c in (
+            ImageOnlyQwen2VLProcessor,
+            ImageOnlyQwen2_5_VLProcessor,
+            ImageOnlyLlavaOnevisionProcessor,
+            ImageOnlyInternVLProcessor,
+        )
+    }
 
 
 _IMAGE_ONLY: dict[str, type] = {}
@@ -130,6 +181,7 @@ def image_only_class(name: str) -> type:
 
 # ------------------------------------------------------------------------------------------- recipes
 
+
 def _pil(module: str, name: str) -> type:
     import importlib
 
@@ -140,80 +192,150 @@ def _chat_template(tokenizer: Any, chat_template: str | None) -> str | None:
     return chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
 
 
-def llava_processor(tokenizer: Any, *, image_size: int = 32, patch_size: int = 8, image_token: str = "<image>",
-                    vision_feature_select_strategy: str = "default", num_additional_image_tokens: int = 1,
-                    chat_template: str | None = None) -> Any:
+def llava_processor(
+    tokenizer: Any,
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    image_token: str = "<image>",
+    vision_feature_select_strategy: str = "default",
+    num_additional_image_tokens: int = 1,
+    chat_template: str | None = None,
+) -> Any:
     """LLaVA-1.5 style: CLIP preprocessing, one token per patch (``(image_size/patch_size)^2``)."""
     from transformers import LlavaProcessor
 
     add_image_tokens(tokenizer, [image_token])
-    ip = _pil("clip", "CLIPImageProcessorPil")(size={"shortest_edge": image_size},
-                                               crop_size={"height": image_size, "width": image_size})
-    return LlavaProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=patch_size,
-                          vision_feature_select_strategy=vision_feature_select_strategy,
-                          num_additional_image_tokens=num_additional_image_tokens, image_token=image_token,
-                          chat_template=_chat_template(tokenizer, chat_template))
+    ip = _pil("clip", "CLIPImageProcessorPil")(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return LlavaProcessor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        num_additional_image_tokens=num_additional_image_tokens,
+        image_token=image_token,
+        chat_template=_chat_template(tokenizer, chat_template),
+    )
 
 
-def llava_next_processor(tokenizer: Any, *, image_size: int = 32, patch_size: int = 8,
-                         grid_pinpoints: Sequence[Sequence[int]] = ((32, 32), (32, 64), (64, 32), (64, 64)),
-                         image_token: str = "<image>", vision_feature_select_strategy: str = "default",
-                         num_additional_image_tokens: int = 1, chat_template: str | None = None) -> Any:
+def llava_next_processor(
+    tokenizer: Any,
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    grid_pinpoints: Sequence[Sequence[int]] = ((32, 32), (32, 64), (64, 32), (64, 64)),
+    image_token: str = "<image>",
+    vision_feature_select_strategy: str = "default",
+    num_additional_image_tokens: int = 1,
+    chat_template: str | None = None,
+) -> Any:
     """LLaVA-NeXT: anyres tiling over ``grid_pinpoints`` plus a base image and row newlines."""
     from transformers import LlavaNextProcessor
 
     add_image_tokens(tokenizer, [image_token])
     ip = _pil("llava_next", "LlavaNextImageProcessorPil")(
-        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size},
-        image_grid_pinpoints=[list(p) for p in grid_pinpoints])
-    return LlavaNextProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=patch_size,
-                              vision_feature_select_strategy=vision_feature_select_strategy,
-                              num_additional_image_tokens=num_additional_image_tokens, image_token=image_token,
-                              chat_template=_chat_template(tokenizer, chat_template))
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_grid_pinpoints=[list(p) for p in grid_pinpoints],
+    )
+    return LlavaNextProcessor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        num_additional_image_tokens=num_additional_image_tokens,
+        image_token=image_token,
+        chat_template=_chat_template(tokenizer, chat_template),
+    )
 
 
-def llava_onevision_processor(tokenizer: Any, *, image_size: int = 32, patch_size: int = 8,
-                              grid_pinpoints: Sequence[Sequence[int]] = ((32, 32), (32, 64), (64, 32), (64, 64)),
-                              vision_feature_select_strategy: str = "full",
-                              chat_template: str | None = None) -> Any:
+def llava_onevision_processor(
+    tokenizer: Any,
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    grid_pinpoints: Sequence[Sequence[int]] = ((32, 32), (32, 64), (64, 32), (64, 64)),
+    vision_feature_select_strategy: str = "full",
+    chat_template: str | None = None,
+) -> Any:
     """LLaVA-OneVision (image-only): SigLIP-style anyres tiles, ``<image>`` placeholder."""
     add_image_tokens(tokenizer, named={"image_token": "<image>", "video_token": "<video>"})
     ip = _pil("llava_onevision", "LlavaOnevisionImageProcessorPil")(
-        size={"height": image_size, "width": image_size}, image_grid_pinpoints=[list(p) for p in grid_pinpoints])
+        size={"height": image_size, "width": image_size}, image_grid_pinpoints=[list(p) for p in grid_pinpoints]
+    )
     cls = image_only_class("LlavaOnevisionProcessor")
-    return cls(image_processor=ip, tokenizer=tokenizer, num_image_tokens=(image_size // patch_size) ** 2,
-               vision_feature_select_strategy=vision_feature_select_strategy,
-               chat_template=_chat_template(tokenizer, chat_template))
+    return cls(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        num_image_tokens=(image_size // patch_size) ** 2,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        chat_template=_chat_template(tokenizer, chat_template),
+    )
 
 
 QWEN_VL_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
 
-def _qwen_vl(name: str, tokenizer: Any, min_pixels: int, max_pixels: int, patch_size: int, merge_size: int,
-             chat_template: str | None) -> Any:
+def _qwen_vl(
+    name: str,
+    tokenizer: Any,
+    min_pixels: int,
+    max_pixels: int,
+    patch_size: int,
+    merge_size: int,
+    chat_template: str | None,
+) -> Any:
     add_image_tokens(tokenizer, QWEN_VL_TOKENS)
-    ip = _pil("qwen2_vl", "Qwen2VLImageProcessorPil")(min_pixels=min_pixels, max_pixels=max_pixels,
-                                                     patch_size=patch_size, merge_size=merge_size,
-                                                     temporal_patch_size=2)
-    return image_only_class(name)(image_processor=ip, tokenizer=tokenizer,
-                                  chat_template=_chat_template(tokenizer, chat_template))
+    ip = _pil("qwen2_vl", "Qwen2VLImageProcessorPil")(
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        patch_size=patch_size,
+        merge_size=merge_size,
+        temporal_patch_size=2,
+    )
+    return image_only_class(name)(
+        image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, chat_template)
+    )
 
 
-def qwen2_vl_processor(tokenizer: Any, *, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112,
-                       patch_size: int = 14, merge_size: int = 2, chat_template: str | None = None) -> Any:
+def qwen2_vl_processor(
+    tokenizer: Any,
+    *,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 112 * 112,
+    patch_size: int = 14,
+    merge_size: int = 2,
+    chat_template: str | None = None,
+) -> Any:
     """Qwen2-VL (image-only): dynamic resolution, ``<|vision_start|><|image_pad|><|vision_end|>``."""
     return _qwen_vl("Qwen2VLProcessor", tokenizer, min_pixels, max_pixels, patch_size, merge_size, chat_template)
 
 
-def qwen2_5_vl_processor(tokenizer: Any, *, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112,
-                         patch_size: int = 14, merge_size: int = 2, chat_template: str | None = None) -> Any:
+def qwen2_5_vl_processor(
+    tokenizer: Any,
+    *,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 112 * 112,
+    patch_size: int = 14,
+    merge_size: int = 2,
+    chat_template: str | None = None,
+) -> Any:
     """Qwen2.5-VL (image-only); same preprocessing as Qwen2-VL."""
     return _qwen_vl("Qwen2_5_VLProcessor", tokenizer, min_pixels, max_pixels, patch_size, merge_size, chat_template)
 
 
-def idefics2_processor(tokenizer: Any, *, image_size: int = 32, image_seq_len: int = 4,
-                       image_token: str | None = None, boundary_token: str | None = None,
-                       chat_template: str | None = None, image_processor: Any = None) -> Any:
+def idefics2_processor(
+    tokenizer: Any,
+    *,
+    image_size: int = 32,
+    image_seq_len: int = 4,
+    image_token: str | None = None,
+    boundary_token: str | None = None,
+    chat_template: str | None = None,
+    image_processor: Any = None,
+) -> Any:
     """Idefics2: each image becomes ``<fake_token_around_image><image>×image_seq_len<fake_token_around_image>``.
 
     ``image_token``/``boundary_token`` reuse existing tokens (e.g. an unused SmolLM2 special token) instead of
@@ -226,20 +348,33 @@ def idefics2_processor(tokenizer: Any, *, image_size: int = 32, image_seq_len: i
         boundary = boundary_token or image_token
         missing = [t for t in {image_token, boundary} if t not in tokenizer.get_vocab()]
         if missing:
-            raise ValueError(f"tokens {missing} are not in the tokenizer's vocabulary; pick existing tokens or "
-                             "leave image_token=None to add <image>/<fake_token_around_image>.")
+            raise ValueError(
+                f"tokens {missing} are not in the tokenizer's vocabulary; pick existing tokens or "
+                "leave image_token=None to add <image>/<fake_token_around_image>."
+            )
         add_image_tokens(tokenizer, named={"image_token": image_token, "image_boundary_token": boundary})
     ip = image_processor or _pil("idefics2", "Idefics2ImageProcessorPil")(
-        size={"shortest_edge": image_size, "longest_edge": image_size}, do_image_splitting=False)
-    return Idefics2Processor(image_processor=ip, tokenizer=tokenizer, image_seq_len=image_seq_len,
-                             chat_template=_chat_template(tokenizer, chat_template))
+        size={"shortest_edge": image_size, "longest_edge": image_size}, do_image_splitting=False
+    )
+    return Idefics2Processor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        image_seq_len=image_seq_len,
+        chat_template=_chat_template(tokenizer, chat_template),
+    )
 
 
 IDEFICS3_TOKENS = ("<global-img>", *(f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)))
 
 
-def idefics3_processor(tokenizer: Any, *, image_size: int = 32, image_seq_len: int = 4,
-                       do_image_splitting: bool = False, chat_template: str | None = None) -> Any:
+def idefics3_processor(
+    tokenizer: Any,
+    *,
+    image_size: int = 32,
+    image_seq_len: int = 4,
+    do_image_splitting: bool = False,
+    chat_template: str | None = None,
+) -> Any:
     """Idefics3 / SmolVLM (``Idefics3Processor`` serves both; ``SmolVLMProcessor`` needs num2words).
 
     ``image_seq_len = (image_size/patch_size)^2 / scale_factor^2``. The processor adds
@@ -248,42 +383,69 @@ def idefics3_processor(tokenizer: Any, *, image_size: int = 32, image_seq_len: i
     from transformers import Idefics3Processor
 
     add_image_tokens(tokenizer, IDEFICS3_TOKENS)
-    ip = _pil("idefics3", "Idefics3ImageProcessorPil")(size={"longest_edge": image_size},
-                                                      max_image_size={"longest_edge": image_size},
-                                                      do_image_splitting=do_image_splitting)
-    return Idefics3Processor(image_processor=ip, tokenizer=tokenizer, image_seq_len=image_seq_len,
-                             chat_template=_chat_template(tokenizer, chat_template))
+    ip = _pil("idefics3", "Idefics3ImageProcessorPil")(
+        size={"longest_edge": image_size},
+        max_image_size={"longest_edge": image_size},
+        do_image_splitting=do_image_splitting,
+    )
+    return Idefics3Processor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        image_seq_len=image_seq_len,
+        chat_template=_chat_template(tokenizer, chat_template),
+    )
 
 
-def gemma3_processor(tokenizer: Any, *, image_size: int = 32, image_seq_length: int = 4,
-                     chat_template: str | None = None) -> Any:
+def gemma3_processor(
+    tokenizer: Any, *, image_size: int = 32, image_seq_length: int = 4, chat_template: str | None = None
+) -> Any:
     """Gemma 3: the prompt holds ``<start_of_image>``; it expands to ``<image_soft_token>×image_seq_length``."""
     from transformers import Gemma3Processor
 
-    add_image_tokens(tokenizer, named={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
-                                       "image_token": "<image_soft_token>"})
-    ip = _pil("gemma3", "Gemma3ImageProcessorPil")(size={"height": image_size, "width": image_size},
-                                                  do_pan_and_scan=False)
-    return Gemma3Processor(image_processor=ip, tokenizer=tokenizer, image_seq_length=image_seq_length,
-                           chat_template=_chat_template(tokenizer, chat_template))
+    add_image_tokens(
+        tokenizer,
+        named={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>", "image_token": "<image_soft_token>"},
+    )
+    ip = _pil("gemma3", "Gemma3ImageProcessorPil")(
+        size={"height": image_size, "width": image_size}, do_pan_and_scan=False
+    )
+    return Gemma3Processor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        image_seq_length=image_seq_length,
+        chat_template=_chat_template(tokenizer, chat_template),
+    )
 
 
-def internvl_processor(tokenizer: Any, *, image_size: int = 32, image_seq_length: int = 4,
-                       chat_template: str | None = None) -> Any:
+def internvl_processor(
+    tokenizer: Any, *, image_size: int = 32, image_seq_length: int = 4, chat_template: str | None = None
+) -> Any:
     """InternVL (transformers-native, image-only): ``<img><IMG_CONTEXT>×image_seq_length</img>``.
 
     Call it with ``crop_to_patches=False`` (the adapter's ``processor_kwargs``) for one tile per image.
     """
-    add_image_tokens(tokenizer, named={"start_image_token": "<img>", "end_image_token": "</img>",
-                                       "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"})
-    ip = _pil("got_ocr2", "GotOcr2ImageProcessorPil")(size={"height": image_size, "width": image_size},
-                                                     crop_to_patches=False)
-    return image_only_class("InternVLProcessor")(image_processor=ip, tokenizer=tokenizer,
-                                                 image_seq_length=image_seq_length,
-                                                 chat_template=_chat_template(tokenizer, chat_template))
+    add_image_tokens(
+        tokenizer,
+        named={
+            "start_image_token": "<img>",
+            "end_image_token": "</img>",
+            "context_image_token": "<IMG_CONTEXT>",
+            "video_token": "<video>",
+        },
+    )
+    ip = _pil("got_ocr2", "GotOcr2ImageProcessorPil")(
+        size={"height": image_size, "width": image_size}, crop_to_patches=False
+    )
+    return image_only_class("InternVLProcessor")(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        image_seq_length=image_seq_length,
+        chat_template=_chat_template(tokenizer, chat_template),
+    )
 
 
 # ------------------------------------------------------------------------------------ saved processors
+
 
 def load_processor(model_dir: str | Path, processor_class: str) -> Any:
     """Load a saved processor (a directory, or a hub name already in the local cache) as ``processor_class``.
@@ -296,9 +458,11 @@ def load_processor(model_dir: str | Path, processor_class: str) -> Any:
     try:
         return cls.from_pretrained(str(model_dir))
     except (OSError, ValueError, TypeError, AttributeError) as e:
-        raise ValueError(f"could not load a {processor_class} from {model_dir}: {e}. A model directory needs "
-                         "preprocessor_config.json / processor_config.json and tokenizer files "
-                         "(save them with processor.save_pretrained(dir)).") from e
+        raise ValueError(
+            f"could not load a {processor_class} from {model_dir}: {e}. A model directory needs "
+            "preprocessor_config.json / processor_config.json and tokenizer files "
+            "(save them with processor.save_pretrained(dir))."
+        ) from e
 
 
 def processor_builder(recipe: Callable[..., Any], processor_class: str) -> Callable[..., Any]:
@@ -307,8 +471,10 @@ def processor_builder(recipe: Callable[..., Any], processor_class: str) -> Calla
     def build(source: Any, **kwargs: Any) -> Any:
         if isinstance(source, (str, Path)):
             if kwargs:
-                raise TypeError(f"options {sorted(kwargs)} only apply when building from a tokenizer, "
-                                "not when loading a saved processor")
+                raise TypeError(
+                    f"options {sorted(kwargs)} only apply when building from a tokenizer, "
+                    "not when loading a saved processor"
+                )
             return load_processor(source, processor_class)
         return recipe(source, **kwargs)
 
@@ -318,6 +484,7 @@ def processor_builder(recipe: Callable[..., Any], processor_class: str) -> Calla
 
 
 # ------------------------------------------------------------------------------------- input checks
+
 
 def image_placeholder(processor: Any) -> str:
     """What a prompt must contain once per image (before the processor expands it)."""
@@ -355,13 +522,15 @@ def _per_prompt(images: Sequence[Any] | None, n: int) -> list[list[Any]]:
     if images is None:
         return [[] for _ in range(n)]
     if len(images) != n:
-        raise PromptImageError(f"{n} prompts but {len(images)} image entries; pass one image (or one list of "
-                               "images, or None) per prompt.")
+        raise PromptImageError(
+            f"{n} prompts but {len(images)} image entries; pass one image (or one list of images, or None) per prompt."
+        )
     return [[] if im is None else list(im) if isinstance(im, (list, tuple)) else [im] for im in images]
 
 
-def check_prompts(texts: Sequence[str], images: Sequence[Any] | None, placeholder: str,
-                  shown: str | None = None) -> list[list[Any]]:
+def check_prompts(
+    texts: Sequence[str], images: Sequence[Any] | None, placeholder: str, shown: str | None = None
+) -> list[list[Any]]:
     """Check that prompt ``i`` holds exactly one ``placeholder`` per image of item ``i``.
 
     ``images``: one entry per prompt (an image, a list of images, or ``None``), or ``None`` for text only.
@@ -381,15 +550,19 @@ def check_prompts(texts: Sequence[str], images: Sequence[Any] | None, placeholde
             raise PromptImageError(
                 f"prompt {i} has {len(ims)} image(s) but no image placeholder {shown!r}. Fix: put "
                 f"{shown!r} where each image goes (probes.models.processors.image_prompt(processor, text) "
-                "does it), or drop the image for a text-only prompt.")
+                "does it), or drop the image for a text-only prompt."
+            )
         if n_ph > len(ims):
             raise PromptImageError(
                 f"prompt {i} has {n_ph} image placeholders {placeholder!r} but only {len(ims)} image(s). Fix: pass "
                 "one image per placeholder, or remove the extra placeholders (pass prompts before the processor "
-                "expands them).")
+                "expands them)."
+            )
         if n_ph < len(ims):
-            raise PromptImageError(f"prompt {i} has {len(ims)} images but only {n_ph} placeholder(s) "
-                                   f"{placeholder!r}. Fix: add one {shown!r} per image.")
+            raise PromptImageError(
+                f"prompt {i} has {len(ims)} images but only {n_ph} placeholder(s) "
+                f"{placeholder!r}. Fix: add one {shown!r} per image."
+            )
         out.append(check_images(ims, what=f"prompt {i} image") if ims else [])
     return out
 
@@ -405,8 +578,10 @@ def validate_batch(loaded: Any, texts: Sequence[str], images: Sequence[Any] | No
             check_prompts(texts, None, str(proc.image_token), image_placeholder(proc))  # no stray placeholders
         return None
     if proc is None or not hasattr(proc, "image_token"):
-        raise PromptImageError(f"{getattr(loaded, 'model_id', 'this model')} has no image processor; "
-                               "load a VLM (its directory needs a processor) to pass images.")
+        raise PromptImageError(
+            f"{getattr(loaded, 'model_id', 'this model')} has no image processor; "
+            "load a VLM (its directory needs a processor) to pass images."
+        )
     per = check_prompts(texts, images, str(proc.image_token), image_placeholder(proc))
     fixed = [None if im is None else p if isinstance(im, (list, tuple)) else p[0] for im, p in zip(images, per)]
     if isinstance(images, list):

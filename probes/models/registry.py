@@ -7,14 +7,16 @@ Collection, injection and attention capture only talk to models through it.
 >>> adapter_for(LlamaConfig()).layers_path
 'model.layers'
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from cotscope.errors import CotscopeError
 
-_REGISTRY: dict[str, "ModelAdapter"] = {}
+_REGISTRY: dict[str, ModelAdapter] = {}
 
 
 class UnsupportedModelError(CotscopeError):
@@ -26,8 +28,14 @@ class LayerPathError(UnsupportedModelError):
 
 
 # Layouts tried, in order, for models without a registered adapter (LLMs, then VLM language models, then GPT-2/NeoX).
-FALLBACK_LAYER_PATHS = ("model.layers", "model.language_model.layers", "model.text_model.layers",
-                        "language_model.model.layers", "transformer.h", "gpt_neox.layers")
+FALLBACK_LAYER_PATHS = (
+    "model.layers",
+    "model.language_model.layers",
+    "model.text_model.layers",
+    "language_model.model.layers",
+    "transformer.h",
+    "gpt_neox.layers",
+)
 
 
 def _resolve(obj: Any, path: str) -> Any:
@@ -94,8 +102,9 @@ class ModelAdapter:
                 found = _resolve(model, layers_path)
                 len(found)
             except (AttributeError, TypeError, IndexError):
-                raise LayerPathError(f"layers_path {layers_path!r} does not name a list of decoder blocks in "
-                                     f"{type(model).__name__}") from None
+                raise LayerPathError(
+                    f"layers_path {layers_path!r} does not name a list of decoder blocks in {type(model).__name__}"
+                ) from None
             return layers_path, found
         config = getattr(model, "config", None)
         mt = getattr(config, "model_type", None)
@@ -107,9 +116,11 @@ class ModelAdapter:
                 return path, found
             except (AttributeError, TypeError, IndexError):
                 continue
-        raise LayerPathError(f"could not find the decoder blocks of {type(model).__name__} (tried "
-                             f"{', '.join(dict.fromkeys(paths))}); pass layers_path='dotted.path.to.layers', or "
-                             "register a ModelAdapter for its model_type")
+        raise LayerPathError(
+            f"could not find the decoder blocks of {type(model).__name__} (tried "
+            f"{', '.join(dict.fromkeys(paths))}); pass layers_path='dotted.path.to.layers', or "
+            "register a ModelAdapter for its model_type"
+        )
 
     def final_norm(self, model: Any) -> Any:
         return _resolve(model, self.final_norm_path)
@@ -164,7 +175,8 @@ def adapter_for(model_or_config: Any) -> ModelAdapter:
         f"no cotscope adapter for model_type={mt!r} ({type(model_or_config).__name__}). "
         f"Supported families: {', '.join(registered_families())}. To add one, register a "
         "probes.models.registry.ModelAdapter(family=..., model_types=(...,), layers_path='model.layers', "
-        "final_norm_path='model.norm', ...) — see probes/models/llm_adapters.py for examples.")
+        "final_norm_path='model.norm', ...) — see probes/models/llm_adapters.py for examples."
+    )
 
 
 def supported_model_types() -> Sequence[str]:

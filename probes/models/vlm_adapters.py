@@ -9,6 +9,7 @@ that is ``image_token_index`` (``<image_soft_token>``), not the ``<start_of_imag
 Processors: ``build_processor(model_dir)`` loads a saved processor offline; ``build_processor(tokenizer, …)``
 assembles one from PIL image processors (see :mod:`probes.models.processors`).
 """
+
 from __future__ import annotations
 
 from cotscope.probes.models import processors as P
@@ -17,42 +18,146 @@ from cotscope.probes.models.registry import ModelAdapter, register
 _LM = "model.language_model"
 
 
-def _vlm(family: str, model_types: tuple[str, ...], lm: str, vision: str, projector: str, image_attrs: tuple[str, ...],
-         recipe, processor_class: str, notes: str, **kw) -> ModelAdapter:
-    return register(ModelAdapter(family=family, model_types=model_types, layers_path=f"{lm}.layers",
-                                 final_norm_path=f"{lm}.norm", vision_path=vision, projector_path=projector,
-                                 image_token_attrs=image_attrs, text_config_attr="text_config",
-                                 build_processor=P.processor_builder(recipe, processor_class), notes=notes, **kw))
+def _vlm(
+    family: str,
+    model_types: tuple[str, ...],
+    lm: str,
+    vision: str,
+    projector: str,
+    image_attrs: tuple[str, ...],
+    recipe,
+    processor_class: str,
+    notes: str,
+    **kw,
+) -> ModelAdapter:
+    return register(
+        ModelAdapter(
+            family=family,
+            model_types=model_types,
+            layers_path=f"{lm}.layers",
+            final_norm_path=f"{lm}.norm",
+            vision_path=vision,
+            projector_path=projector,
+            image_token_attrs=image_attrs,
+            text_config_attr="text_config",
+            build_processor=P.processor_builder(recipe, processor_class),
+            notes=notes,
+            **kw,
+        )
+    )
 
 
-LLAVA = _vlm("llava", ("llava",), _LM, "model.vision_tower", "model.multi_modal_projector", ("image_token_index",),
-             P.llava_processor, "LlavaProcessor", "LLaVA-1.5 style; one <image> token per vision patch")
-LLAVA_NEXT = _vlm("llava_next", ("llava_next",), _LM, "model.vision_tower", "model.multi_modal_projector",
-                  ("image_token_index",), P.llava_next_processor, "LlavaNextProcessor",
-                  "anyres tiles + base image; image-newline embeddings sit on image-token positions")
-LLAVA_ONEVISION = _vlm("llava_onevision", ("llava_onevision",), _LM, "model.vision_tower",
-                       "model.multi_modal_projector", ("image_token_index",), P.llava_onevision_processor,
-                       "LlavaOnevisionProcessor", "image-only processor (the video processor needs torchvision)")
-QWEN2_VL = _vlm("qwen2_vl", ("qwen2_vl",), _LM, "model.visual", "model.visual.merger", ("image_token_id",),
-                P.qwen2_vl_processor, "Qwen2VLProcessor",
-                "M-RoPE positions come from mm_token_type_ids + attention_mask (the processor returns them)")
-QWEN2_5_VL = _vlm("qwen2_5_vl", ("qwen2_5_vl",), _LM, "model.visual", "model.visual.merger", ("image_token_id",),
-                  P.qwen2_5_vl_processor, "Qwen2_5_VLProcessor", "as Qwen2-VL; windowed vision attention")
-IDEFICS2 = _vlm("idefics2", ("idefics2",), "model.text_model", "model.vision_model", "model.connector",
-                ("image_token_id",), P.idefics2_processor, "Idefics2Processor",
-                "perceiver-resampler connector: image_seq_len learned-query tokens per image")
-IDEFICS3 = _vlm("idefics3", ("idefics3",), "model.text_model", "model.vision_model", "model.connector",
-                ("image_token_id",), P.idefics3_processor, "Idefics3Processor", "pixel-shuffle connector")
-SMOLVLM = _vlm("smolvlm", ("smolvlm",), "model.text_model", "model.vision_model", "model.connector",
-               ("image_token_id",), P.idefics3_processor, "Idefics3Processor",
-               "same layout as Idefics3; Idefics3Processor avoids SmolVLMProcessor's num2words/torchvision needs")
-GEMMA3 = _vlm("gemma3", ("gemma3",), _LM, "model.vision_tower", "model.multi_modal_projector", ("image_token_index",),
-              P.gemma3_processor, "Gemma3Processor",
-              "prompt holds <start_of_image>; the model's image token is <image_soft_token> (image_token_index); "
-              "token_type_ids make image tokens attend bidirectionally")
-INTERNVL = _vlm("internvl", ("internvl",), _LM, "model.vision_tower", "model.multi_modal_projector",
-                ("image_token_id",), P.internvl_processor, "InternVLProcessor",
-                "processor defaults to crop_to_patches=True at call time; cotscope passes False",
-                processor_kwargs={"crop_to_patches": False})
+LLAVA = _vlm(
+    "llava",
+    ("llava",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.llava_processor,
+    "LlavaProcessor",
+    "LLaVA-1.5 style; one <image> token per vision patch",
+)
+LLAVA_NEXT = _vlm(
+    "llava_next",
+    ("llava_next",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.llava_next_processor,
+    "LlavaNextProcessor",
+    "anyres tiles + base image; image-newline embeddings sit on image-token positions",
+)
+LLAVA_ONEVISION = _vlm(
+    "llava_onevision",
+    ("llava_onevision",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.llava_onevision_processor,
+    "LlavaOnevisionProcessor",
+    "image-only processor (the video processor needs torchvision)",
+)
+QWEN2_VL = _vlm(
+    "qwen2_vl",
+    ("qwen2_vl",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.qwen2_vl_processor,
+    "Qwen2VLProcessor",
+    "M-RoPE positions come from mm_token_type_ids + attention_mask (the processor returns them)",
+)
+QWEN2_5_VL = _vlm(
+    "qwen2_5_vl",
+    ("qwen2_5_vl",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.qwen2_5_vl_processor,
+    "Qwen2_5_VLProcessor",
+    "as Qwen2-VL; windowed vision attention",
+)
+IDEFICS2 = _vlm(
+    "idefics2",
+    ("idefics2",),
+    "model.text_model",
+    "model.vision_model",
+    "model.connector",
+    ("image_token_id",),
+    P.idefics2_processor,
+    "Idefics2Processor",
+    "perceiver-resampler connector: image_seq_len learned-query tokens per image",
+)
+IDEFICS3 = _vlm(
+    "idefics3",
+    ("idefics3",),
+    "model.text_model",
+    "model.vision_model",
+    "model.connector",
+    ("image_token_id",),
+    P.idefics3_processor,
+    "Idefics3Processor",
+    "pixel-shuffle connector",
+)
+SMOLVLM = _vlm(
+    "smolvlm",
+    ("smolvlm",),
+    "model.text_model",
+    "model.vision_model",
+    "model.connector",
+    ("image_token_id",),
+    P.idefics3_processor,
+    "Idefics3Processor",
+    "same layout as Idefics3; Idefics3Processor avoids SmolVLMProcessor's num2words/torchvision needs",
+)
+GEMMA3 = _vlm(
+    "gemma3",
+    ("gemma3",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.gemma3_processor,
+    "Gemma3Processor",
+    "prompt holds <start_of_image>; the model's image token is <image_soft_token> (image_token_index); "
+    "token_type_ids make image tokens attend bidirectionally",
+)
+INTERNVL = _vlm(
+    "internvl",
+    ("internvl",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_id",),
+    P.internvl_processor,
+    "InternVLProcessor",
+    "processor defaults to crop_to_patches=True at call time; cotscope passes False",
+    processor_kwargs={"crop_to_patches": False},
+)
 
 VLM_ADAPTERS = (LLAVA, LLAVA_NEXT, LLAVA_ONEVISION, QWEN2_VL, QWEN2_5_VL, IDEFICS2, IDEFICS3, SMOLVLM, GEMMA3, INTERNVL)

@@ -7,13 +7,14 @@ Every problem carries its worked solution (one line per step), so both pairings
 >>> probs[0].answer == eval(probs[0].expression)
 True
 """
+
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 NAMES = ["Mia", "Leo", "Ava", "Sam", "Zoe", "Omar", "Lena", "Ravi", "Ines", "Tom", "Yuki", "Nora"]
 ITEMS = ["apples", "eggs", "pencils", "marbles", "stickers", "books", "coins", "cards", "shells", "cookies"]
@@ -38,11 +39,15 @@ class Problem:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Problem":
+    def from_dict(cls, d: dict) -> Problem:
         return cls(
-            id=str(d["id"]), question=str(d["question"]), answer=int(d["answer"]),
-            steps=tuple(d.get("steps") or ()), expression=str(d.get("expression", "")),
-            template=str(d.get("template", "user")), difficulty=str(d.get("difficulty", "unknown")),
+            id=str(d["id"]),
+            question=str(d["question"]),
+            answer=int(d["answer"]),
+            steps=tuple(d.get("steps") or ()),
+            expression=str(d.get("expression", "")),
+            template=str(d.get("template", "user")),
+            difficulty=str(d.get("difficulty", "unknown")),
         )
 
 
@@ -55,8 +60,11 @@ def _gain_lose(rng: random.Random, lo: int, hi: int, hard: bool):
     a, b = rng.randint(lo, hi), rng.randint(lo, hi)
     c = rng.randint(1, a + b - 1)
     q = f"{name} has {a} {item}. {name} gets {b} more and then gives away {c}. How many {item} does {name} have now?"
-    steps = [f"{name} starts with {a} {item}.", f"After getting {b} more: {a} + {b} = {a + b}.",
-             f"After giving away {c}: {a + b} - {c} = {a + b - c}."]
+    steps = [
+        f"{name} starts with {a} {item}.",
+        f"After getting {b} more: {a} + {b} = {a + b}.",
+        f"After giving away {c}: {a + b} - {c} = {a + b - c}.",
+    ]
     expr = f"{a} + {b} - {c}"
     if hard:
         d = rng.randint(2, 4)
@@ -71,7 +79,10 @@ def _groups(rng: random.Random, lo: int, hi: int, hard: bool):
     g, per = rng.randint(2, max(3, hi // 3)), rng.randint(lo, hi)
     extra = rng.randint(1, hi)
     q = f"{name} has {g} boxes with {per} {item} in each box and {extra} loose {item}. How many {item} are there in total?"
-    steps = [f"The boxes hold {g} * {per} = {g * per} {item}.", f"Adding the loose ones: {g * per} + {extra} = {g * per + extra}."]
+    steps = [
+        f"The boxes hold {g} * {per} = {g * per} {item}.",
+        f"Adding the loose ones: {g * per} + {extra} = {g * per + extra}.",
+    ]
     expr = f"{g} * {per} + {extra}"
     if hard:
         s = rng.randint(1, g * per)
@@ -85,8 +96,10 @@ def _share(rng: random.Random, lo: int, hi: int, hard: bool):
     name, item = rng.choice(NAMES), rng.choice(ITEMS)
     k, each = rng.randint(2, 6), rng.randint(lo, hi)
     total, keep = k * each, rng.randint(1, hi)
-    q = (f"{name} has {total + keep} {item}, keeps {keep} and shares the rest equally among {k} friends. "
-         f"How many {item} does each friend get?")
+    q = (
+        f"{name} has {total + keep} {item}, keeps {keep} and shares the rest equally among {k} friends. "
+        f"How many {item} does each friend get?"
+    )
     steps = [f"{name} shares {total + keep} - {keep} = {total} {item}.", f"Each friend gets {total} / {k} = {each}."]
     expr = f"({total + keep} - {keep}) // {k}"
     if hard:
@@ -126,12 +139,17 @@ def _chain(rng: random.Random, lo: int, hi: int, hard: bool):
 
 
 TEMPLATES: dict[str, Callable] = {
-    "gain_lose": _gain_lose, "groups": _groups, "share": _share, "price": _price, "chain": _chain,
+    "gain_lose": _gain_lose,
+    "groups": _groups,
+    "share": _share,
+    "price": _price,
+    "chain": _chain,
 }
 
 
-def generate_problems(n: int, seed: int = 0, templates: Sequence[str] | None = None,
-                      difficulties: Sequence[str] = DIFFICULTIES) -> list[Problem]:
+def generate_problems(
+    n: int, seed: int = 0, templates: Sequence[str] | None = None, difficulties: Sequence[str] = DIFFICULTIES
+) -> list[Problem]:
     """Return ``n`` distinct problems, deterministic for ``seed``.
 
     Templates and difficulties cycle so every mix is represented. Answers are
@@ -162,12 +180,21 @@ def generate_problems(n: int, seed: int = 0, templates: Sequence[str] | None = N
         if q in seen:
             continue
         answer = int(eval(expr, {"__builtins__": {}}))  # expression is built by us from integers only
-        if not steps[-1].rstrip(" .dollars").endswith(str(answer)) and str(answer) not in steps[-1]:
+        if not steps[-1].rstrip(" .dolars").endswith(str(answer)) and str(answer) not in steps[-1]:  # noqa: B005
             raise AssertionError(f"template {template} produced inconsistent steps for {q}")
         seen.add(q)
         pid = hashlib.sha1(q.encode()).hexdigest()[:10]
-        out.append(Problem(id=f"{template}-{difficulty}-{pid}", question=q, answer=answer, steps=tuple(steps),
-                           expression=expr, template=template, difficulty=difficulty))
+        out.append(
+            Problem(
+                id=f"{template}-{difficulty}-{pid}",
+                question=q,
+                answer=answer,
+                steps=tuple(steps),
+                expression=expr,
+                template=template,
+                difficulty=difficulty,
+            )
+        )
     return out
 
 

@@ -2,6 +2,7 @@
 
 Optional keys: ``id``, ``steps`` (list of strings), ``template``, ``difficulty``, ``image``.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -24,14 +25,21 @@ def load_problems_jsonl(path: str | Path) -> list[Problem]:
     """
     from cotscope.probes.stimuli.load import load_stimuli
 
-    rows = load_stimuli(path, require=("question", "answer"), answer_type="integer", format="jsonl",
-                        load_images=False)
+    rows = load_stimuli(path, require=("question", "answer"), answer_type="integer", format="jsonl", load_images=False)
     out = []
     for s in rows:
         answer = int(s.answer.gold)
         m = s.meta
         steps = m.get("steps") or [f"The answer is {answer}."]
-        out.append(Problem(id=s.id, question=s.question, answer=answer, steps=tuple(map(str, steps)),
-                           expression=str(m.get("expression", "")), template=str(m.get("template", "user")),
-                           difficulty=str(m.get("difficulty", "unknown"))))
+        out.append(
+            Problem(
+                id=s.id,
+                question=s.question,
+                answer=answer,
+                steps=tuple(map(str, steps)),
+                expression=str(m.get("expression", "")),
+                template=str(m.get("template", "user")),
+                difficulty=str(m.get("difficulty", "unknown")),
+            )
+        )
     return out

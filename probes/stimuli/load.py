@@ -29,6 +29,7 @@ Paired stimuli (the released L2V-CoT reading: the same problem with a long and a
 >>> pairs = stimulus_pairs(rows, pairing="answer")                                         # doctest: +SKIP
 >>> mv = load_stimuli("testmini.parquet", {"question": "query", "image": "decoded_image"})  # doctest: +SKIP
 """
+
 from __future__ import annotations
 
 import ast
@@ -38,14 +39,27 @@ import dataclasses
 import io
 import json
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any
 
 from cotscope.analyses.answers import ANSWER_TYPES, AnswerError, AnswerSpec
 from cotscope.probes.stimuli.textio import StimulusFormatError, read_lines
 
-ROLES = ("id", "question", "cot", "direct", "image", "choices", "answer", "answer_type", "precision", "tolerance",
-         "category", "question_type")
+ROLES = (
+    "id",
+    "question",
+    "cot",
+    "direct",
+    "image",
+    "choices",
+    "answer",
+    "answer_type",
+    "precision",
+    "tolerance",
+    "category",
+    "question_type",
+)
 DEFAULT_NAMES: dict[str, tuple[str, ...]] = {
     "id": ("id", "pid", "index", "question_id", "sample_index", "problem_id"),
     "question": ("question", "problem", "query", "prompt"),
@@ -61,9 +75,20 @@ DEFAULT_NAMES: dict[str, tuple[str, ...]] = {
     "question_type": ("question_type", "question_form"),
 }
 FORMATS = ("jsonl", "json", "csv", "tsv", "parquet", "hf")
-_ANSWER_TYPE_ALIASES = {"int": "integer", "integer": "integer", "float": "float", "number": "float",
-                        "multi_choice": "choice", "multiple_choice": "choice", "choice": "choice", "mc": "choice",
-                        "text": "text", "free_form": "text", "string": "text", "str": "text"}
+_ANSWER_TYPE_ALIASES = {
+    "int": "integer",
+    "integer": "integer",
+    "float": "float",
+    "number": "float",
+    "multi_choice": "choice",
+    "multiple_choice": "choice",
+    "choice": "choice",
+    "mc": "choice",
+    "text": "text",
+    "free_form": "text",
+    "string": "text",
+    "str": "text",
+}
 
 
 class StimulusLoadError(StimulusFormatError):
@@ -74,7 +99,7 @@ class StimulusNotFoundError(StimulusLoadError, FileNotFoundError):
     """The stimulus source does not exist."""
 
 
-LINE_FORMATS = ("jsonl", "csv", "tsv")     # their row numbers are line numbers: errors say file:line
+LINE_FORMATS = ("jsonl", "csv", "tsv")  # their row numbers are line numbers: errors say file:line
 
 
 @dataclasses.dataclass
@@ -115,15 +140,26 @@ def detect_format(path: str | Path) -> str:
     if p.is_dir():
         if (p / "dataset_info.json").is_file() or (p / "state.json").is_file() or (p / "dataset_dict.json").is_file():
             return "hf"
-        raise StimulusLoadError(f"{p} is a folder but not a Hugging Face datasets folder (no dataset_info.json, "
-                                "state.json or dataset_dict.json); point at a data file, or save the dataset with "
-                                "Dataset.save_to_disk")
+        raise StimulusLoadError(
+            f"{p} is a folder but not a Hugging Face datasets folder (no dataset_info.json, "
+            "state.json or dataset_dict.json); point at a data file, or save the dataset with "
+            "Dataset.save_to_disk"
+        )
     suf = p.suffix.lower()
-    fmt = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".tsv": "tsv",
-           ".parquet": "parquet", ".pq": "parquet"}.get(suf)
+    fmt = {
+        ".jsonl": "jsonl",
+        ".ndjson": "jsonl",
+        ".json": "json",
+        ".csv": "csv",
+        ".tsv": "tsv",
+        ".parquet": "parquet",
+        ".pq": "parquet",
+    }.get(suf)
     if fmt is None:
-        raise StimulusLoadError(f"{p}: unknown file type {suf!r}; use .jsonl, .json, .csv, .tsv, .parquet or a "
-                                "datasets folder (or pass format=)")
+        raise StimulusLoadError(
+            f"{p}: unknown file type {suf!r}; use .jsonl, .json, .csv, .tsv, .parquet or a "
+            "datasets folder (or pass format=)"
+        )
     return fmt
 
 
@@ -147,8 +183,10 @@ def iter_rows(path: str | Path, *, format: str | None = None, split: str | None 
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise StimulusLoadError(f"{p}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object "
-                                        'like {"question": "...", "answer": 12}') from None
+                raise StimulusLoadError(
+                    f"{p}:{lineno}: not valid JSON ({e.msg}); each line must be one JSON object "
+                    'like {"question": "...", "answer": 12}'
+                ) from None
             if not isinstance(obj, dict):
                 raise StimulusLoadError(f"{p}:{lineno}: a JSON {type(obj).__name__}, expected an object per line")
             yield lineno, obj
@@ -174,12 +212,14 @@ def iter_rows(path: str | Path, *, format: str | None = None, split: str | None 
         import csv
 
         text = _text(p)
-        csv.field_size_limit(1 << 30)      # base64 images in VLMEvalKit TSVs are long
+        csv.field_size_limit(1 << 30)  # base64 images in VLMEvalKit TSVs are long
         reader = csv.DictReader(io.StringIO(text), delimiter="\t" if fmt == "tsv" else ",")
         for i, row in enumerate(reader, start=2):
             if None in row:
-                raise StimulusLoadError(f"{p}:{i}: more fields than header columns; quote fields that contain the "
-                                        f"{'tab' if fmt == 'tsv' else 'comma'}")
+                raise StimulusLoadError(
+                    f"{p}:{i}: more fields than header columns; quote fields that contain the "
+                    f"{'tab' if fmt == 'tsv' else 'comma'}"
+                )
             yield i, dict(row)
     elif fmt == "parquet":
         try:
@@ -195,7 +235,9 @@ def iter_rows(path: str | Path, *, format: str | None = None, split: str | None 
         try:
             import datasets
         except ImportError:
-            raise StimulusLoadError("reading a datasets folder needs the datasets package: pip install datasets") from None
+            raise StimulusLoadError(
+                "reading a datasets folder needs the datasets package: pip install datasets"
+            ) from None
         ds = datasets.load_from_disk(str(p))
         if isinstance(ds, datasets.DatasetDict):
             names = list(ds)
@@ -261,7 +303,9 @@ def _open_image(value: Any, base: Path, image_root: Path | None, where: str) -> 
             im.load()
             return im
         except Exception as e:
-            raise StimulusLoadError(f"{where}: image bytes are not a readable image ({type(e).__name__}: {e})") from None
+            raise StimulusLoadError(
+                f"{where}: image bytes are not a readable image ({type(e).__name__}: {e})"
+            ) from None
     if isinstance(value, str):
         s = value.strip()
         roots = [r for r in (image_root, base) if r is not None]
@@ -280,10 +324,13 @@ def _open_image(value: Any, base: Path, image_root: Path | None, where: str) -> 
             except binascii.Error:
                 pass
         tried = ", ".join(str(r / s) for r in roots)
-        raise StimulusLoadError(f"{where}: image {s[:80]!r} is not a file (tried {tried}) nor base64 data; pass "
-                                "image_root= (the folder the paths are relative to)")
-    raise StimulusLoadError(f"{where}: cannot use a {type(value).__name__} as an image (path, bytes, base64, "
-                            "{'bytes': ...} or PIL image)")
+        raise StimulusLoadError(
+            f"{where}: image {s[:80]!r} is not a file (tried {tried}) nor base64 data; pass "
+            "image_root= (the folder the paths are relative to)"
+        )
+    raise StimulusLoadError(
+        f"{where}: cannot use a {type(value).__name__} as an image (path, bytes, base64, {{'bytes': ...}} or PIL image)"
+    )
 
 
 def _resolve(columns: Mapping[str, Any] | None, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -301,10 +348,20 @@ def _resolve(columns: Mapping[str, Any] | None, row: Mapping[str, Any]) -> dict[
     return out
 
 
-def load_stimuli(path: str | Path, columns: Mapping[str, Any] | None = None, *, answer_type: str | None = None,
-                 tolerance: float | None = None, precision: int | None = None, split: str | None = None,
-                 format: str | None = None, limit: int | None = None, image_root: str | Path | None = None,
-                 require: Sequence[str] = ("question",), load_images: bool = True) -> list[Stimulus]:
+def load_stimuli(
+    path: str | Path,
+    columns: Mapping[str, Any] | None = None,
+    *,
+    answer_type: str | None = None,
+    tolerance: float | None = None,
+    precision: int | None = None,
+    split: str | None = None,
+    format: str | None = None,
+    limit: int | None = None,
+    image_root: str | Path | None = None,
+    require: Sequence[str] = ("question",),
+    load_images: bool = True,
+) -> list[Stimulus]:
     """Read every row of ``path`` into a :class:`Stimulus`.
 
     Args:
@@ -345,36 +402,42 @@ def load_stimuli(path: str | Path, columns: Mapping[str, Any] | None = None, *, 
             if isinstance(c, (list, tuple)):
                 missing = [x for x in c if x not in row]
                 if missing and role != "choices":
-                    raise StimulusLoadError(f"{loc}: column {missing[0]!r} is missing (the row has "
-                                            f"{sorted(row)[:12]})")
+                    raise StimulusLoadError(f"{loc}: column {missing[0]!r} is missing (the row has {sorted(row)[:12]})")
                 return [row.get(x) for x in c]
-            if c not in row and "." in c and c.split(".")[0] in row:      # a field of a struct column
+            if c not in row and "." in c and c.split(".")[0] in row:  # a field of a struct column
                 v = row
                 for part in c.split("."):
                     v = v.get(part) if isinstance(v, Mapping) else None
                 return None if (isinstance(v, float) and v != v) else v
             if c not in row:
-                raise StimulusLoadError(f"{loc}: no column {c!r} for role {role!r} (the row has "
-                                        f"{sorted(row)[:12]}); fix the column mapping")
+                raise StimulusLoadError(
+                    f"{loc}: no column {c!r} for role {role!r} (the row has {sorted(row)[:12]}); fix the column mapping"
+                )
             v = row[c]
-            return None if (isinstance(v, float) and v != v) else v       # NaN from CSV/Parquet = missing
+            return None if (isinstance(v, float) and v != v) else v  # NaN from CSV/Parquet = missing
 
         absent = [r for r in require if cols[r] is None]
         if absent:
             names = " and ".join(repr(r if r in ("question", "answer") else DEFAULT_NAMES[r][0]) for r in require)
-            raise StimulusLoadError(f"{loc}: needs keys {names} (no column for {absent}; looked for "
-                                    f"{[DEFAULT_NAMES[r] for r in absent]}, or map them with columns=)")
+            raise StimulusLoadError(
+                f"{loc}: needs keys {names} (no column for {absent}; looked for "
+                f"{[DEFAULT_NAMES[r] for r in absent]}, or map them with columns=)"
+            )
         for role in require:
             v = get(role)
             if v is None or (isinstance(v, str) and not v.strip()):
-                raise StimulusLoadError(f"{loc}: the {role} is empty ({v!r}) (column {cols[role]!r}); every row needs "
-                                        "one. Fix: write it, or delete the row")
+                raise StimulusLoadError(
+                    f"{loc}: the {role} is empty ({v!r}) (column {cols[role]!r}); every row needs "
+                    "one. Fix: write it, or delete the row"
+                )
         q = get("question")
         sid = get("id")
         sid = f"{p.stem}-{rownum}" if sid is None or str(sid) == "" else str(sid)
         if sid in seen:
-            raise StimulusLoadError(f"{loc}: id {sid!r} repeats ({seen[sid]}, column {cols['id']!r}); ids must be "
-                                    "unique (drop the id mapping to number rows instead)")
+            raise StimulusLoadError(
+                f"{loc}: id {sid!r} repeats ({seen[sid]}, column {cols['id']!r}); ids must be "
+                "unique (drop the id mapping to number rows instead)"
+            )
         seen[sid] = loc
         choices_raw = get("choices")
         if isinstance(cols["choices"], (list, tuple)):
@@ -384,8 +447,9 @@ def load_stimuli(path: str | Path, columns: Mapping[str, Any] | None = None, *, 
         ans = get("answer")
         spec = None
         if ans is not None and str(ans).strip() != "":
-            t = answer_type or (_ANSWER_TYPE_ALIASES.get(str(get("answer_type")).lower())
-                                if get("answer_type") is not None else None)
+            t = answer_type or (
+                _ANSWER_TYPE_ALIASES.get(str(get("answer_type")).lower()) if get("answer_type") is not None else None
+            )
             prec = get("precision")
             tol = get("tolerance")
             try:
@@ -400,26 +464,47 @@ def load_stimuli(path: str | Path, columns: Mapping[str, Any] | None = None, *, 
         if cols["image"] is not None:
             where = _where(p, rownum, cols["image"], fmt)
             vals = _as_list(get("image"), where, "image")
-            images = [(_open_image(v, base, root, where) if load_images else v)
-                      for v in vals if v is not None and not (isinstance(v, str) and not v.strip())]
-        used = {c for c in cols.values() if isinstance(c, str) and c in row} | {x for c in cols.values()
-                                                                    if isinstance(c, (list, tuple)) for x in c}
-        meta = {k: v for k, v in row.items() if k not in used and not isinstance(v, (bytes, bytearray))
-                and not (isinstance(v, dict) and "bytes" in v) and type(v).__module__.split(".")[0] != "PIL"}
+            images = [
+                (_open_image(v, base, root, where) if load_images else v)
+                for v in vals
+                if v is not None and not (isinstance(v, str) and not v.strip())
+            ]
+        used = {c for c in cols.values() if isinstance(c, str) and c in row} | {
+            x for c in cols.values() if isinstance(c, (list, tuple)) for x in c
+        }
+        meta = {
+            k: v
+            for k, v in row.items()
+            if k not in used
+            and not isinstance(v, (bytes, bytearray))
+            and not (isinstance(v, dict) and "bytes" in v)
+            and type(v).__module__.split(".")[0] != "PIL"
+        }
         cat, qt = get("category"), get("question_type")
-        out.append(Stimulus(id=sid, question=str(q) if q is not None else "", answer=spec,
-                            cot=None if get("cot") is None else str(get("cot")),
-                            direct=None if get("direct") is None else str(get("direct")), images=tuple(images),
-                            choices=tuple(choices), category=None if cat is None else str(cat),
-                            question_type=None if qt is None else str(qt), meta=meta, source=loc))
+        out.append(
+            Stimulus(
+                id=sid,
+                question=str(q) if q is not None else "",
+                answer=spec,
+                cot=None if get("cot") is None else str(get("cot")),
+                direct=None if get("direct") is None else str(get("direct")),
+                images=tuple(images),
+                choices=tuple(choices),
+                category=None if cat is None else str(cat),
+                question_type=None if qt is None else str(qt),
+                meta=meta,
+                source=loc,
+            )
+        )
     if not out:
         raise StimulusLoadError(f"{p}: no rows (empty stimulus set); add at least one row")
     return out
 
 
 # ------------------------------------------------------------------------------------------------ pairs
-def stimulus_pairs(stimuli: Sequence[Stimulus], pairing: str = "answer", *, cot_cue: str | None = None,
-                   direct_cue: str | None = None) -> list[Any]:
+def stimulus_pairs(
+    stimuli: Sequence[Stimulus], pairing: str = "answer", *, cot_cue: str | None = None, direct_cue: str | None = None
+) -> list[Any]:
     """CoT / direct :class:`~probes.stimuli.pairs.PromptPair` objects from loaded stimuli.
 
     * ``answer`` — the same question; the assistant turn is the row's ``cot`` text vs its ``direct`` text (the
@@ -440,8 +525,10 @@ def stimulus_pairs(stimuli: Sequence[Stimulus], pairing: str = "answer", *, cot_
     out = []
     for i, s in enumerate(stimuli):
         if pairing == "answer" and (not s.cot or not s.direct):
-            raise StimulusLoadError(f"{s.source}: pairing 'answer' needs both a CoT text and a direct text (map the "
-                                    "'cot' and 'direct' roles, e.g. long_form_thought / short_form_thought)")
+            raise StimulusLoadError(
+                f"{s.source}: pairing 'answer' needs both a CoT text and a direct text (map the "
+                "'cot' and 'direct' roles, e.g. long_form_thought / short_form_thought)"
+            )
         q = s.with_choices_text()
         image = s.image
 
@@ -456,8 +543,15 @@ def stimulus_pairs(stimuli: Sequence[Stimulus], pairing: str = "answer", *, cot_
             cot = Prompt(msg(f"{q} {cot_cue}"), s.cot, image)
             direct = Prompt(msg(f"{q} {direct_cue}"), s.direct, image)
         gold = s.answer.display if s.answer is not None else ""
-        prob = Problem(id=s.id, question=s.question, answer=gold, steps=(), expression="", template="loaded",
-                       difficulty=str(s.category or "unknown"))
+        prob = Problem(
+            id=s.id,
+            question=s.question,
+            answer=gold,
+            steps=(),
+            expression="",
+            template="loaded",
+            difficulty=str(s.category or "unknown"),
+        )
         out.append(PromptPair(pair_id=i, problem=prob, pairing=pairing, cot=cot, direct=direct))
     return out
 

@@ -12,10 +12,12 @@ chat template is applied by :func:`render` with the model's tokenizer.
 >>> pairs[0].cot.messages[-1]["content"].endswith(COT_CUE)
 True
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from cotscope.probes.stimuli.arithmetic import Problem
 
@@ -37,7 +39,7 @@ class Prompt:
 
         ``prompt_text`` ends with the generation prompt; ``full_text`` adds the answer (if any).
         """
-        apply = getattr(tokenizer_or_processor, "apply_chat_template")
+        apply = tokenizer_or_processor.apply_chat_template
         prompt = apply(self.messages, tokenize=False, add_generation_prompt=True)
         if self.answer is None:
             return prompt, prompt
@@ -69,8 +71,13 @@ def _user(content: str) -> list[dict[str, Any]]:
     return [{"role": "user", "content": content}]
 
 
-def make_pairs(problems: Sequence[Problem], pairing: str = "cue", with_answers: bool = True,
-               cot_cue: str = COT_CUE, direct_cue: str = DIRECT_CUE) -> list[PromptPair]:
+def make_pairs(
+    problems: Sequence[Problem],
+    pairing: str = "cue",
+    with_answers: bool = True,
+    cot_cue: str = COT_CUE,
+    direct_cue: str = DIRECT_CUE,
+) -> list[PromptPair]:
     """Build CoT/direct pairs. ``with_answers`` adds assistant answers to cue pairs too
     (needed for the answer-token position); answer pairs always have them."""
     if pairing not in PAIRINGS:
@@ -79,8 +86,10 @@ def make_pairs(problems: Sequence[Problem], pairing: str = "cue", with_answers: 
         raise ValueError("empty stimulus set: pass at least one problem (e.g. generate_problems(64)).")
     empty = [p.id for p in problems if p.question is None or not str(p.question).strip()]
     if empty:
-        raise ValueError(f"problems {empty[:5]} have an empty question; their CoT and direct prompts would hold only "
-                         "the cues. Fix: drop them or give them a question.")
+        raise ValueError(
+            f"problems {empty[:5]} have an empty question; their CoT and direct prompts would hold only "
+            "the cues. Fix: drop them or give them a question."
+        )
     out = []
     for i, p in enumerate(problems):
         if pairing == "cue":

@@ -26,12 +26,14 @@ and the last prompt token from the end of the sequence (left padding keeps those
 >>> lay.eot_token, lay.eot_from_end, lay.n_suffix_tokens                       # doctest: +SKIP
 ('<|im_end|>', 1, 2)
 """
+
 from __future__ import annotations
 
-from cotscope.errors import CotscopeError
-
 import dataclasses
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
+
+from cotscope.errors import CotscopeError
 
 TURN_RULES = ("eot", "turn_end")
 _SENTINEL = "QQCOTSCOPESENTINELQQ"
@@ -81,7 +83,8 @@ def _apply(encoder: Any, messages: Sequence[dict[str, Any]]) -> str:
     except Exception as e:  # no template, or a template that refuses this conversation
         raise TemplateLayoutError(
             f"the chat template of {type(encoder).__name__} cannot render a [user, assistant] conversation ({e}); "
-            "token rules 'eot'/'turn_end' need a chat template with an assistant turn") from None
+            "token rules 'eot'/'turn_end' need a chat template with an assistant turn"
+        ) from None
 
 
 def special_ids(tokenizer: Any) -> set[int]:
@@ -101,10 +104,12 @@ def template_suffix(encoder: Any, messages: Sequence[dict[str, Any]]) -> tuple[s
     """``(head, suffix)``: the template's text before and after the assistant's content for ``messages``."""
     full = _apply(encoder, list(messages) + [{"role": "assistant", "content": _SENTINEL}])
     if full.count(_SENTINEL) != 1:
-        raise TemplateLayoutError("the chat template does not render the assistant's content exactly once; cannot "
-                                  "locate the end of the assistant turn")
+        raise TemplateLayoutError(
+            "the chat template does not render the assistant's content exactly once; cannot "
+            "locate the end of the assistant turn"
+        )
     i = full.index(_SENTINEL)
-    return full[:i], full[i + len(_SENTINEL):]
+    return full[:i], full[i + len(_SENTINEL) :]
 
 
 def _split_counts(tok: Any, head: str, answer: str, suffix: str) -> tuple[int, int, list[int]]:
@@ -115,9 +120,11 @@ def _split_counts(tok: Any, head: str, answer: str, suffix: str) -> tuple[int, i
     """
     full = head + answer + suffix
     a0, a1 = len(head), len(head) + len(answer)
-    bad = TemplateLayoutError("the tokens of the templated turn do not split at the end of the answer (its last "
-                              "characters merge with the template's suffix); end the answer with punctuation or a "
-                              "space, or use token rule 'last'")
+    bad = TemplateLayoutError(
+        "the tokens of the templated turn do not split at the end of the answer (its last "
+        "characters merge with the template's suffix); end the answer with punctuation or a "
+        "space, or use token rule 'last'"
+    )
     try:
         enc = tok(full, add_special_tokens=False, return_offsets_mapping=True)
         offsets = enc["offset_mapping"]
@@ -125,18 +132,18 @@ def _split_counts(tok: Any, head: str, answer: str, suffix: str) -> tuple[int, i
         offsets = None
     ids = list(enc["input_ids"]) if offsets is not None else _ids(tok, full)
     if offsets is not None and len(offsets) == len(ids):
-        n_suf = sum(1 for a, b in offsets if a >= a1 and b > a)          # zero-width tokens never start a suffix
+        n_suf = sum(1 for a, b in offsets if a >= a1 and b > a)  # zero-width tokens never start a suffix
         n_ans = sum(1 for a, b in offsets if a < a1 and b > a0)
         if any(a < a1 < b for a, b in offsets):
             raise bad
         if n_suf and ids[-n_suf:] != _ids(tok, suffix):
             raise bad
-        return n_ans, n_suf, ids[len(ids) - n_suf:]
+        return n_ans, n_suf, ids[len(ids) - n_suf :]
     # slow tokenizer: prefix counts (a head/answer merge makes the first answer token look like part of the head)
     body = _ids(tok, head + answer)
     ids_suffix = _ids(tok, suffix)
     n_suf = len(ids) - len(body)
-    if ids[:len(body)] != body or n_suf != len(ids_suffix) or (n_suf and ids[-n_suf:] != ids_suffix):
+    if ids[: len(body)] != body or n_suf != len(ids_suffix) or (n_suf and ids[-n_suf:] != ids_suffix):
         raise bad
     head_ids = _ids(tok, head)
     k = 0
@@ -145,8 +152,9 @@ def _split_counts(tok: Any, head: str, answer: str, suffix: str) -> tuple[int, i
     return len(body) - k, n_suf, ids_suffix
 
 
-def turn_layout(encoder: Any, messages: Sequence[dict[str, Any]], answer: str, *,
-                require_eot: bool = True) -> TurnLayout:
+def turn_layout(
+    encoder: Any, messages: Sequence[dict[str, Any]], answer: str, *, require_eot: bool = True
+) -> TurnLayout:
     """Template ``messages + [assistant: answer]`` with ``encoder``'s chat template and locate its parts.
 
     ``encoder`` is a tokenizer or a processor (its ``apply_chat_template`` is used; counts use its tokenizer).
@@ -155,32 +163,56 @@ def turn_layout(encoder: Any, messages: Sequence[dict[str, Any]], answer: str, *
     its tokens do not split cleanly at the answer's end.
     """
     if answer is None or not str(answer).strip():
-        raise TemplateLayoutError("token rules 'eot'/'turn_end' need an assistant answer; build pairs with answers "
-                                  "(make_pairs(..., with_answers=True) or pairing='answer')")
+        raise TemplateLayoutError(
+            "token rules 'eot'/'turn_end' need an assistant answer; build pairs with answers "
+            "(make_pairs(..., with_answers=True) or pairing='answer')"
+        )
     tok = _tokenizer(encoder)
     head, suffix = template_suffix(encoder, messages)
     full = _apply(encoder, list(messages) + [{"role": "assistant", "content": str(answer)}])
     if not (full.startswith(head) and full.endswith(suffix)) or len(full) < len(head) + len(suffix):
-        raise TemplateLayoutError("the chat template renders the assistant turn differently for different answers "
-                                  "(it does not keep a fixed text before and after the content); cannot use 'eot'")
-    rendered = full[len(head):len(full) - len(suffix)]
+        raise TemplateLayoutError(
+            "the chat template renders the assistant turn differently for different answers "
+            "(it does not keep a fixed text before and after the content); cannot use 'eot'"
+        )
+    rendered = full[len(head) : len(full) - len(suffix)]
     if not rendered.strip():
-        raise TemplateLayoutError(f"the chat template dropped the assistant's answer {str(answer)[:40]!r} (some "
-                                  "reasoning templates strip the thought before '</think>'); pass the answer "
-                                  "without the part the template removes")
+        raise TemplateLayoutError(
+            f"the chat template dropped the assistant's answer {str(answer)[:40]!r} (some "
+            "reasoning templates strip the thought before '</think>'); pass the answer "
+            "without the part the template removes"
+        )
     n_ans, n_suf, ids_suffix = _split_counts(tok, head, rendered, suffix)
     if n_suf == 0:
-        raise TemplateLayoutError("the chat template appends nothing after the assistant's answer, so there is no "
-                                  "end-of-turn token; use token rule 'last'")
+        raise TemplateLayoutError(
+            "the chat template appends nothing after the assistant's answer, so there is no "
+            "end-of-turn token; use token rule 'last'"
+        )
     special = special_ids(tok)
     k = next((j for j, t in enumerate(ids_suffix) if t in special), None)
     if k is None and not require_eot:
-        return TurnLayout(head=head, answer=rendered, suffix=suffix, n_answer_tokens=n_ans,
-                          n_suffix_tokens=n_suf, eot_from_end=None, eot_token=None, eot_token_id=None)
+        return TurnLayout(
+            head=head,
+            answer=rendered,
+            suffix=suffix,
+            n_answer_tokens=n_ans,
+            n_suffix_tokens=n_suf,
+            eot_from_end=None,
+            eot_token=None,
+            eot_token_id=None,
+        )
     if k is None:
         raise TemplateLayoutError(
             f"the chat template appends {suffix!r} after the assistant's answer, which holds no special token, so "
-            "there is no end-of-turn token to read; use token rule 'turn_end' (the last token of the turn)")
-    return TurnLayout(head=head, answer=rendered, suffix=suffix, n_answer_tokens=n_ans,
-                      n_suffix_tokens=n_suf, eot_from_end=n_suf - 1 - k,
-                      eot_token=tok.convert_ids_to_tokens(ids_suffix[k]), eot_token_id=int(ids_suffix[k]))
+            "there is no end-of-turn token to read; use token rule 'turn_end' (the last token of the turn)"
+        )
+    return TurnLayout(
+        head=head,
+        answer=rendered,
+        suffix=suffix,
+        n_answer_tokens=n_ans,
+        n_suffix_tokens=n_suf,
+        eot_from_end=n_suf - 1 - k,
+        eot_token=tok.convert_ids_to_tokens(ids_suffix[k]),
+        eot_token_id=int(ids_suffix[k]),
+    )

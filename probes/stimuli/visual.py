@@ -15,15 +15,16 @@ the VLM sees ``<image>\\n{prompt}``, the text-only LLM sees :func:`text_prompt` 
 >>> items[0].image.mode, items[0].answer == generate_visual_items(4, seed=0)[0].answer
 ('RGB', True)
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import random
 import textwrap
+from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -33,8 +34,8 @@ from cotscope.probes.stimuli.pairs import COT_CUE, DIRECT_CUE
 
 ALL_KINDS = ("problem", "expression", "counting", "bars")
 DEFAULT_KINDS = ("expression", "counting", "bars")
-READ_SIZE = (96, 96)           # size of the short kinds (what the reference VLM reads)
-PROBLEM_SIZE = (320, 96)       # word problems need more room
+READ_SIZE = (96, 96)  # size of the short kinds (what the reference VLM reads)
+PROBLEM_SIZE = (320, 96)  # word problems need more room
 MAX_SIDE = 4096
 MIN_SIDE = 8
 
@@ -89,8 +90,13 @@ def _font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.load_default(size=size)
 
 
-def render_text(text: str, size: tuple[int, int] = READ_SIZE, font_size: int = 14, offset: tuple[int, int] = (4, 4),
-                width_chars: int | None = None) -> Image.Image:
+def render_text(
+    text: str,
+    size: tuple[int, int] = READ_SIZE,
+    font_size: int = 14,
+    offset: tuple[int, int] = (4, 4),
+    width_chars: int | None = None,
+) -> Image.Image:
     """Black text on white, wrapped to the image width; deterministic for the same arguments."""
     W, H = size
     font = _font(font_size)
@@ -102,15 +108,18 @@ def render_text(text: str, size: tuple[int, int] = READ_SIZE, font_size: int = 1
     lines = textwrap.wrap(text, width=width_chars) or [""]
     line_h = font_size + 3
     if offset[1] + line_h * len(lines) > H + 2:
-        raise ValueError(f"text does not fit into {W}x{H} at font size {font_size} ({len(lines)} lines): "
-                         "pass a larger size or a smaller font_size.")
+        raise ValueError(
+            f"text does not fit into {W}x{H} at font size {font_size} ({len(lines)} lines): "
+            "pass a larger size or a smaller font_size."
+        )
     for k, line in enumerate(lines):
         draw.text((offset[0], offset[1] + k * line_h), line, fill="black", font=font)
     return img
 
 
-def render_problem(problem: Problem, size: tuple[int, int] = PROBLEM_SIZE, font_size: int = 12,
-                   offset: tuple[int, int] = (4, 4)) -> Image.Image:
+def render_problem(
+    problem: Problem, size: tuple[int, int] = PROBLEM_SIZE, font_size: int = 12, offset: tuple[int, int] = (4, 4)
+) -> Image.Image:
     """The word problem ``problem.question`` rendered as an image."""
     return render_text(problem.question, size=size, font_size=font_size, offset=offset)
 
@@ -120,11 +129,17 @@ def expression_text(problem: Problem) -> str:
     return problem.expression.replace("//", "/")
 
 
-def render_expression(problem: Problem, size: tuple[int, int] = READ_SIZE, offset: tuple[int, int] = (4, 4),
-                      font_size: int = 13) -> Image.Image:
+def render_expression(
+    problem: Problem, size: tuple[int, int] = READ_SIZE, offset: tuple[int, int] = (4, 4), font_size: int = 13
+) -> Image.Image:
     """The expression, wrapped at spaces to the image width (at most 3 lines)."""
-    return render_text(expression_text(problem), size=size, font_size=font_size, offset=offset,
-                       width_chars=_expr_width(size, font_size))
+    return render_text(
+        expression_text(problem),
+        size=size,
+        font_size=font_size,
+        offset=offset,
+        width_chars=_expr_width(size, font_size),
+    )
 
 
 def _expr_width(size: tuple[int, int], font_size: int) -> int:
@@ -174,8 +189,16 @@ def counting_item(seed: int, size: tuple[int, int] = READ_SIZE, item_id: str | N
     else:
         question, answer = "How many shapes are there in total?", total
     cot, direct = _prompts(question)
-    return VisualItem(id=item_id or f"counting-{seed}", kind="counting", image=img, question=question, answer=answer,
-                      description=description, cot_prompt=cot, direct_prompt=direct)
+    return VisualItem(
+        id=item_id or f"counting-{seed}",
+        kind="counting",
+        image=img,
+        question=question,
+        answer=answer,
+        description=description,
+        cot_prompt=cot,
+        direct_prompt=direct,
+    )
 
 
 def bar_chart_item(seed: int, size: tuple[int, int] = READ_SIZE, item_id: str | None = None) -> VisualItem:
@@ -209,8 +232,16 @@ def bar_chart_item(seed: int, size: tuple[int, int] = READ_SIZE, item_id: str | 
     else:
         question, answer = "What is the tallest bar minus the shortest bar?", max(values) - min(values)
     cot, direct = _prompts(question)
-    return VisualItem(id=item_id or f"bars-{seed}", kind="bars", image=img, question=question, answer=answer,
-                      description=description, cot_prompt=cot, direct_prompt=direct)
+    return VisualItem(
+        id=item_id or f"bars-{seed}",
+        kind="bars",
+        image=img,
+        question=question,
+        answer=answer,
+        description=description,
+        cot_prompt=cot,
+        direct_prompt=direct,
+    )
 
 
 def problem_item(problem: Problem, seed: int = 0, item_id: str | None = None) -> VisualItem:
@@ -218,12 +249,21 @@ def problem_item(problem: Problem, seed: int = 0, item_id: str | None = None) ->
     rng = random.Random(seed)
     img = render_problem(problem, offset=(rng.randint(2, 6), rng.randint(2, 6)))
     cot, direct = _prompts(QUESTIONS["problem"])
-    return VisualItem(id=item_id or f"problem-{problem.id}", kind="problem", image=img, question=QUESTIONS["problem"],
-                      answer=problem.answer, description=problem.question, cot_prompt=cot, direct_prompt=direct)
+    return VisualItem(
+        id=item_id or f"problem-{problem.id}",
+        kind="problem",
+        image=img,
+        question=QUESTIONS["problem"],
+        answer=problem.answer,
+        description=problem.question,
+        cot_prompt=cot,
+        direct_prompt=direct,
+    )
 
 
-def expression_item(problem: Problem, seed: int = 0, item_id: str | None = None,
-                    size: tuple[int, int] = READ_SIZE) -> VisualItem:
+def expression_item(
+    problem: Problem, seed: int = 0, item_id: str | None = None, size: tuple[int, int] = READ_SIZE
+) -> VisualItem:
     """A rendered expression such as ``(14 + 5 - 3) * 2`` near the top-left corner (0-4 px jitter)."""
     rng = random.Random(seed)
     W, H = size
@@ -233,8 +273,16 @@ def expression_item(problem: Problem, seed: int = 0, item_id: str | None = None,
     img = render_expression(problem, size=size, offset=(rng.randint(2, 2 + slack_x), rng.randint(2, 6)), font_size=fs)
     question = QUESTIONS["expression"]
     cot, direct = _prompts(question)
-    return VisualItem(id=item_id or f"expression-{problem.id}", kind="expression", image=img, question=question,
-                      answer=problem.answer, description=text, cot_prompt=cot, direct_prompt=direct)
+    return VisualItem(
+        id=item_id or f"expression-{problem.id}",
+        kind="expression",
+        image=img,
+        question=question,
+        answer=problem.answer,
+        description=text,
+        cot_prompt=cot,
+        direct_prompt=direct,
+    )
 
 
 def generate_visual_items(n: int, seed: int = 0, kinds: Sequence[str] = DEFAULT_KINDS) -> list[VisualItem]:
@@ -251,7 +299,7 @@ def generate_visual_items(n: int, seed: int = 0, kinds: Sequence[str] = DEFAULT_
     out: list[VisualItem] = []
     for i in range(n):
         kind = kinds[i % len(kinds)]
-        sub = rng.randrange(2 ** 31)
+        sub = rng.randrange(2**31)
         iid = f"{kind}-s{seed}-{i}"
         if kind == "problem":
             out.append(problem_item(next(problems), sub, iid))
@@ -267,14 +315,20 @@ def generate_visual_items(n: int, seed: int = 0, kinds: Sequence[str] = DEFAULT_
 def check_image(img: Image.Image, name: str = "image") -> Image.Image:
     """Validate a PIL image and return it as RGB; raise :class:`ImageInputError` if unusable."""
     if not isinstance(img, Image.Image):
-        raise ImageInputError(f"{name}: expected a PIL.Image, got {type(img).__name__}. Fix: open it with load_image().")
+        raise ImageInputError(
+            f"{name}: expected a PIL.Image, got {type(img).__name__}. Fix: open it with load_image()."
+        )
     w, h = img.size
     if w < MIN_SIDE or h < MIN_SIDE:
-        raise ImageInputError(f"{name}: image is {w}x{h} px, smaller than {MIN_SIDE}x{MIN_SIDE}; "
-                              "it carries no readable content. Fix: pass the real image.")
+        raise ImageInputError(
+            f"{name}: image is {w}x{h} px, smaller than {MIN_SIDE}x{MIN_SIDE}; "
+            "it carries no readable content. Fix: pass the real image."
+        )
     if w > MAX_SIDE or h > MAX_SIDE:
-        raise ImageInputError(f"{name}: image is {w}x{h} px, larger than {MAX_SIDE} px per side. "
-                              "Fix: downscale it (e.g. img.thumbnail((1024, 1024))) before use.")
+        raise ImageInputError(
+            f"{name}: image is {w}x{h} px, larger than {MAX_SIDE} px per side. "
+            "Fix: downscale it (e.g. img.thumbnail((1024, 1024))) before use."
+        )
     if img.mode != "RGB":
         if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
             rgba = img.convert("RGBA")
@@ -290,15 +344,18 @@ def load_image(path: str | Path) -> Image.Image:
     """Open an image file as RGB, raising :class:`ImageInputError` with the problem and the fix."""
     p = Path(path)
     if not p.is_file():
-        raise ImageInputError(f"image file not found: {p}. Fix: check the path (relative paths resolve against image_dir).")
+        raise ImageInputError(
+            f"image file not found: {p}. Fix: check the path (relative paths resolve against image_dir)."
+        )
     if p.stat().st_size == 0:
         raise ImageInputError(f"image file is empty (0 bytes): {p}. Fix: re-export the image.")
     try:
         with Image.open(p) as im:
             w, h = im.size
             if w > MAX_SIDE or h > MAX_SIDE:
-                raise ImageInputError(f"{p}: image is {w}x{h} px, larger than {MAX_SIDE} px per side. "
-                                      "Fix: downscale it before use.")
+                raise ImageInputError(
+                    f"{p}: image is {w}x{h} px, larger than {MAX_SIDE} px per side. Fix: downscale it before use."
+                )
             im.load()
             img = im.copy()
     except ImageInputError:
@@ -329,15 +386,19 @@ def load_visual_jsonl(path: str | Path, image_dir: str | Path | None = None) -> 
         except json.JSONDecodeError as e:
             raise StimulusFormatError(f"{path}:{ln}: not valid JSON ({e}). Fix: one JSON object per line.") from e
         if not isinstance(rec, dict):
-            raise StimulusFormatError(f"{path}:{ln}: a JSON {type(rec).__name__}, not an object; each line needs "
-                                      "image, question and answer.")
+            raise StimulusFormatError(
+                f"{path}:{ln}: a JSON {type(rec).__name__}, not an object; each line needs image, question and answer."
+            )
         missing = [k for k in ("image", "question", "answer") if k not in rec]
         if missing:
-            raise StimulusFormatError(f"{path}:{ln}: missing keys {missing}; each line needs image, question and "
-                                      "answer.")
+            raise StimulusFormatError(
+                f"{path}:{ln}: missing keys {missing}; each line needs image, question and answer."
+            )
         if rec["question"] is None or not str(rec["question"]).strip():
-            raise StimulusFormatError(f"{path}:{ln}: the question is empty ({rec['question']!r}). Fix: write the "
-                                      "question about the image, or delete the line.")
+            raise StimulusFormatError(
+                f"{path}:{ln}: the question is empty ({rec['question']!r}). Fix: write the "
+                "question about the image, or delete the line."
+            )
         try:
             answer = int(rec["answer"])
         except (TypeError, ValueError) as e:
@@ -345,12 +406,22 @@ def load_visual_jsonl(path: str | Path, image_dir: str | Path | None = None) -> 
         ip = Path(rec["image"])
         img = load_image(ip if ip.is_absolute() else base / ip)
         cot, direct = _prompts(str(rec["question"]))
-        out.append(VisualItem(id=str(rec.get("id", f"{path.stem}-{ln}")), kind=str(rec.get("kind", "user")), image=img,
-                              question=str(rec["question"]), answer=answer, description=str(rec.get("description", "")),
-                              cot_prompt=cot, direct_prompt=direct))
+        out.append(
+            VisualItem(
+                id=str(rec.get("id", f"{path.stem}-{ln}")),
+                kind=str(rec.get("kind", "user")),
+                image=img,
+                question=str(rec["question"]),
+                answer=answer,
+                description=str(rec.get("description", "")),
+                cot_prompt=cot,
+                direct_prompt=direct,
+            )
+        )
     if not out:
-        raise StimulusFormatError(f"{path} holds no items (empty stimulus set): add JSON lines with image, question "
-                                  "and answer.")
+        raise StimulusFormatError(
+            f"{path} holds no items (empty stimulus set): add JSON lines with image, question and answer."
+        )
     return out
 
 

@@ -5,9 +5,10 @@ Image prompts use the structured chat content every HF VLM processor understands
 ``[{"type": "image"}, {"type": "text", "text": prompt}]``; the processor's chat template inserts its
 own placeholder.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from cotscope.probes.stimuli.arithmetic import Problem
 from cotscope.probes.stimuli.pairs import Prompt, PromptPair
@@ -15,8 +16,15 @@ from cotscope.probes.stimuli.visual import VisualItem, text_prompt
 
 
 def _problem(item: VisualItem) -> Problem:
-    return Problem(id=item.id, question=item.question or item.description, answer=int(item.answer), steps=(),
-                   expression="", template=item.kind, difficulty="visual")
+    return Problem(
+        id=item.id,
+        question=item.question or item.description,
+        answer=int(item.answer),
+        steps=(),
+        expression="",
+        template=item.kind,
+        difficulty="visual",
+    )
 
 
 def image_messages(prompt: str) -> list[dict]:
