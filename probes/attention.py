@@ -632,6 +632,8 @@ def capture_batch(
         raise AttentionCaptureError("some requests have images and some do not; capture them in separate batches")
     if any(has_img) and not loaded.is_vlm:
         raise AttentionCaptureError(f"{loaded.model_id} is a text-only model but requests carry images")
+    if any(has_img):
+        loaded.adapter.require_image_tokens("attention capture with images (attention shift R/F onto image tokens)")
     texts = [render_prompt(loaded, r.prompt, r.image is not None) for r in requests]
     images = [r.image for r in requests] if all(has_img) else None
     enc = encode(loaded, texts, images)

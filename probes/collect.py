@@ -41,7 +41,7 @@ from cotscope.probes.models.loading import LoadedModel
 from cotscope.probes.positions import TokenRuleError, parse_token_rules
 from cotscope.probes.remote import backend_for, resolve_remote
 from cotscope.probes.stimuli.pairs import PromptPair
-from cotscope.probes.traced import reduce_positions
+from cotscope.probes.traced import block_hidden, reduce_positions
 
 POSITIONS = ("last_prompt", "last", "answer_mean", "image_mean", "eot", "turn_end")  # the TokenRule values read here
 TURN_POSITIONS = ("eot", "turn_end")
@@ -147,6 +147,9 @@ def plan_items(
                 prompt_text, full_text = prompt.render(enc)
                 n_full = _count_tokens(loaded, full_text)
                 n_ans = 0
+                suffix = loaded.adapter.processor_suffix if prompt.image is not None else ""
+                if suffix:  # text the processor appends (PaliGemma's newline) sits after the answer
+                    extra = {"n_suffix_tokens": _count_tokens(loaded, full_text + suffix) - n_full}
                 if full_text != prompt_text:
                     n_ans = n_full - _count_tokens(loaded, prompt_text)
                     if n_ans <= 0:
@@ -319,7 +322,7 @@ def _reduce_batches(
                     for p in positions:
                         out[p].append(red[p])
                     if all_tokens:
-                        full.append(h.float())
+                        full.append(block_hidden(h).float())
                 tracer.stop()
             return [_finish(out, full, all_tokens)]
         with model.session(backend=backend):
@@ -334,7 +337,7 @@ def _reduce_batches(
                         for p in positions:
                             out[p].append(red[p])
                         if all_tokens:
-                            full.append(h.float())
+                            full.append(block_hidden(h).float())
                     results.append((out, full))
                     tracer.stop()
     return [_finish(out, full, all_tokens) for out, full in results]
@@ -383,6 +386,8 @@ def collect_pairs(
     has_images = images[0] is not None
     if "image_mean" in positions and not has_images:
         raise CollectionError("position 'image_mean' needs image stimuli")
+    if "image_mean" in positions:
+        loaded.adapter.require_image_tokens("position 'image_mean'")
     if "answer_mean" in positions and any(it["n_answer_tokens"] == 0 for it in items):
         raise CollectionError("position 'answer_mean' needs answers; build pairs with with_answers=True")
     config = {
@@ -435,7 +440,8 @@ def collect_pairs(
                 fix="shorten the question or answer of that pair, use smaller images, or drop it",
             )
             n_ans = torch.tensor([it["n_answer_tokens"] for it in batch_items])
-            img_mask = loaded.adapter.image_token_mask(enc["input_ids"], loaded.config) if has_images else None
+            in_seq = has_images and loaded.adapter.image_tokens_in_sequence  # cross-attention families: no mask
+            img_mask = loaded.adapter.image_token_mask(enc["input_ids"], loaded.config) if in_seq else None
             turns = "n_suffix_tokens" in batch_items[0]
             n_suf = torch.tensor([it["n_suffix_tokens"] for it in batch_items]) if turns else None
             eot_off = torch.tensor([it["eot_from_end"] for it in batch_items]) if "eot" in positions else None

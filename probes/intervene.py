@@ -58,7 +58,7 @@ from cotscope.probes.models.context import check_context
 from cotscope.probes.models.loading import LoadedModel
 from cotscope.probes.positions import STEER_ATOMS, Positions, PositionsError, PositionsLike
 from cotscope.probes.remote import backend_for, resolve_remote
-from cotscope.probes.traced import decode_step, steer
+from cotscope.probes.traced import block_hidden, decode_step, steer
 
 POSITIONS = STEER_ATOMS  # the position names; see probes.positions for shorthands ("all", "last")
 FILTERS = ("none", "lowpass", "highpass")
@@ -507,7 +507,7 @@ def mean_hidden_norms(
             with lm.nnsight.trace({**enc, "use_cache": False}, backend=backend_for(lm.nnsight, mode)) as tracer:
                 out = nnsight.save([])
                 for env in envs:
-                    out.append(torch.linalg.vector_norm(env.output.float(), dim=-1))
+                    out.append(torch.linalg.vector_norm(block_hidden(env.output).float(), dim=-1))
                 tracer.stop()
         for l, n in zip(layers, out):
             tot[l] += float(n[am.to(n.device)].sum())  # each layer's norms live on that layer's device

@@ -24,6 +24,12 @@ import torch
 
 
 # ----------------------------------------------------------------------------------------- collection
+def block_hidden(out: Any) -> Any:
+    """The hidden states ``[B, T, d]`` of a decoder block's output: the tensor itself, or the first element of the
+    tuple that older-style blocks (Chameleon) still return."""
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
 def reduce_positions(h: Any, positions: Any, aux: dict) -> dict:
     """Per-row summaries of one block output ``h`` ``[B, T, d]`` in float32: ``{position: [B, d]}``.
 
@@ -31,6 +37,7 @@ def reduce_positions(h: Any, positions: Any, aux: dict) -> dict:
     index per row, or ``None``), ``ans_mask`` ``[B, T]`` float32 and ``img`` ``[B, T]`` float32 (or ``None``).
     Summaries are taken in float32 whatever the model's dtype.
     """
+    h = block_hidden(h)
     dev = h.device
     out = {}
     for p in positions:
@@ -54,7 +61,10 @@ def reduce_positions(h: Any, positions: Any, aux: dict) -> dict:
 # ----------------------------------------------------------------------------------------- injection
 def steer(h: Any, add: Any, mask: Any, renorm: bool = True) -> Any:
     """``h + add`` at the positions in ``mask`` (``h`` ``[B, T, d]``, ``add`` ``[B, d]`` = ``λ·v`` per row, ``mask``
-    ``[B, T]`` bool); with ``renorm`` each steered token is rescaled (in float32) to its original norm."""
+    ``[B, T]`` bool); with ``renorm`` each steered token is rescaled (in float32) to its original norm.
+    A tuple block output (Chameleon) is returned as a tuple with its first element steered."""
+    if isinstance(h, tuple):
+        return (steer(h[0], add, mask, renorm), *h[1:])
     if mask.shape[1] != h.shape[1]:
         raise RuntimeError(
             f"injection mask width {mask.shape[1]} != hidden width {h.shape[1]}; the generation ran "

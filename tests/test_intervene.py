@@ -76,8 +76,9 @@ def reference_generate(lm, texts, rows, positions, n_new, images=None):
         def hook(mod, args, out, l=l, add=add, on=on):
             k = calls.get(l, 0)
             calls[l] = k + 1
-            mask = torch.zeros(out.shape[:2], dtype=torch.bool)
-            for b in range(out.shape[0]):
+            hid = out[0] if isinstance(out, tuple) else out
+            mask = torch.zeros(hid.shape[:2], dtype=torch.bool)
+            for b in range(hid.shape[0]):
                 if not on[b]:
                     continue
                 if k == 0:  # the prompt pass
@@ -89,9 +90,13 @@ def reference_generate(lm, texts, rows, positions, n_new, images=None):
                         mask[b, T - int(lens[b]) :] = True
                 elif "first" in positions or "generated" in positions:
                     mask[b, :] = True
+            rest = None
+            if isinstance(out, tuple):  # older-style blocks (Chameleon) return (hidden, ...)
+                out, rest = out[0], out[1:]
             new = out + add[:, None, :]
             new = new * (out.norm(dim=-1, keepdim=True) / new.norm(dim=-1, keepdim=True))
-            return torch.where(mask[..., None], new, out)
+            new = torch.where(mask[..., None], new, out)
+            return new if rest is None else (new, *rest)
 
         handles.append(lm.layers()[l].register_forward_hook(hook))
     try:

@@ -54,6 +54,18 @@ MODEL_CLASS = {
     "internvl": "InternVLForConditionalGeneration",
 }
 FAMILIES = tuple(MODEL_CLASS)
+"""Families whose image features sit on image-token positions of the sequence (the original ten)."""
+EXTRA_CLASS = {
+    "paligemma": "PaliGemmaForConditionalGeneration",
+    "mistral3": "Mistral3ForConditionalGeneration",
+    "chameleon": "ChameleonForConditionalGeneration",
+    "mllama": "MllamaForConditionalGeneration",
+}
+EXTRA_FAMILIES = tuple(EXTRA_CLASS)
+"""Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
+with break tokens (Mistral3), early-fusion VQ tokens (Chameleon) and cross-attention (Mllama)."""
+MODEL_CLASS.update(EXTRA_CLASS)
+ALL_FAMILIES = FAMILIES + EXTRA_FAMILIES
 
 
 @dataclasses.dataclass
@@ -241,6 +253,88 @@ def _internvl(tok):
     return cfg, proc
 
 
+def _paligemma(tok):
+    from transformers import GemmaConfig, PaliGemmaConfig, SiglipVisionConfig
+
+    proc = P.paligemma_processor(tok, image_size=IMG, image_seq_length=(IMG // PATCH) ** 2)
+    cfg = PaliGemmaConfig(
+        vision_config=SiglipVisionConfig(**VISION, image_size=IMG, patch_size=PATCH, projection_dim=64),
+        text_config=GemmaConfig(**_text(tok, head_dim=16)),
+        image_token_index=proc.image_token_id,
+        projection_dim=64,
+        hidden_size=64,
+        vocab_size=len(tok),
+    )
+    return cfg, proc
+
+
+def _mistral3(tok):
+    from transformers import Mistral3Config, MistralConfig, PixtralVisionConfig
+
+    proc = P.pixtral_processor(tok, longest_edge=48, patch_size=PATCH, spatial_merge_size=2)
+    vis = dict(VISION, num_attention_heads=2, head_dim=16)
+    cfg = Mistral3Config(
+        vision_config=PixtralVisionConfig(**vis, image_size=48, patch_size=PATCH),
+        text_config=MistralConfig(**_text(tok, head_dim=16, sliding_window=None)),
+        image_token_index=proc.image_token_id,
+        spatial_merge_size=2,
+        vision_feature_layer=-1,
+    )
+    return cfg, proc
+
+
+def _chameleon(tok):
+    from transformers import ChameleonConfig
+
+    proc = P.chameleon_processor(tok, image_size=IMG, image_seq_length=16)
+    n_codes = 16
+    # VQ codebook entries are vocabulary tokens named IMGIMG<digits as letters A-J>Z (Chameleon's own convention)
+    names = ["IMGIMG" + "".join(chr(ord("A") + int(c)) for c in str(i)) + "Z" for i in range(n_codes)]
+    P.add_image_tokens(tok, names)
+    vocab_map = {n: tok.convert_tokens_to_ids(n) for n in names}
+    vocab_map["<image>"] = proc.image_token_id
+    cfg = ChameleonConfig(
+        **_text(tok),
+        vq_config=dict(
+            embed_dim=8,
+            num_embeddings=n_codes,
+            latent_channels=8,
+            resolution=IMG,
+            base_channels=32,
+            channel_multiplier=[1, 1, 1, 1],
+            num_res_blocks=1,
+        ),
+        vocabulary_map=vocab_map,
+    )
+    return cfg, proc
+
+
+def _mllama(tok):
+    from transformers import MllamaConfig, MllamaTextConfig, MllamaVisionConfig
+
+    proc = P.mllama_processor(tok, image_size=IMG, max_image_tiles=2)
+    text = _text(tok)
+    text.pop("max_position_embeddings")
+    cfg = MllamaConfig(
+        vision_config=MllamaVisionConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_global_layers=1,
+            attention_heads=2,
+            intermediate_layers_indices=[0],
+            vision_output_dim=64,
+            image_size=IMG,
+            patch_size=PATCH,
+            max_num_tiles=2,
+            supported_aspect_ratios=[[1, 1], [1, 2], [2, 1]],
+        ),
+        text_config=MllamaTextConfig(**text, cross_attention_layers=[1]),
+        image_token_index=proc.image_token_id,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -252,6 +346,10 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "smolvlm": lambda t: _idefics3(t, True),
     "gemma3": _gemma3,
     "internvl": _internvl,
+    "paligemma": _paligemma,
+    "mistral3": _mistral3,
+    "chameleon": _chameleon,
+    "mllama": _mllama,
 }
 
 
@@ -260,7 +358,7 @@ def build_tiny_vlm(family: str, seed: int = 0) -> TinyVLM:
     import transformers
 
     if family not in BUILDERS:
-        raise KeyError(f"no tiny model for {family!r}; families: {', '.join(FAMILIES)}")
+        raise KeyError(f"no tiny model for {family!r}; families: {', '.join(ALL_FAMILIES)}")
     cfg, proc = BUILDERS[family](smol_tokenizer())
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)

@@ -49,6 +49,10 @@ __all__ = [
     "idefics3_processor",
     "gemma3_processor",
     "internvl_processor",
+    "paligemma_processor",
+    "pixtral_processor",
+    "chameleon_processor",
+    "mllama_processor",
 ]
 
 
@@ -156,7 +160,7 @@ def _define_image_only() -> dict[str, type]:
                 **kwargs,
             )
 
-    return {
+    out = {
         c.__mro__[2].__name__: c
         for c in (
             ImageOnlyQwen2VLProcessor,
@@ -165,6 +169,8 @@ def _define_image_only() -> dict[str, type]:
             ImageOnlyInternVLProcessor,
         )
     }
+    out["PixtralProcessor"] = _define_pixtral_layout()
+    return out
 
 
 _IMAGE_ONLY: dict[str, type] = {}
@@ -444,6 +450,115 @@ def internvl_processor(
     )
 
 
+def paligemma_processor(tokenizer: Any, *, image_size: int = 32, image_seq_length: int = 16) -> Any:
+    """PaliGemma: ``<image>`` expands to ``image_seq_length`` tokens, then BOS; the processor appends ``"\\n"``.
+
+    The processor returns ``token_type_ids`` (0 = prefix, attended bidirectionally; 1 = suffix). Without a
+    ``suffix`` every prompt token is prefix: image and text attend to each other in both directions.
+    """
+    from transformers import PaliGemmaProcessor
+
+    add_image_tokens(tokenizer, named={"image_token": "<image>"})
+    ip = _pil("siglip", "SiglipImageProcessorPil")(size={"height": image_size, "width": image_size})
+    ip.image_seq_length = image_seq_length
+    return PaliGemmaProcessor(image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None))
+
+
+def _define_pixtral_layout() -> type:
+    # transformers' PixtralProcessor is gated on torchvision (its module imports the torchvision image processor for
+    # one token-count helper); this class produces the same token layout from the PIL image processor.
+    from transformers import ProcessorMixin
+
+    class ImageOnlyPixtralProcessor(ProcessorMixin):
+        """Pixtral-layout processor (Mistral3) on the PIL image processor: one row of ``[IMG]`` per merged patch row,
+        each row closed by ``[IMG_BREAK]``, the last one by ``[IMG_END]`` (no torchvision needed)."""
+
+        def __init__(
+            self,
+            image_processor=None,
+            tokenizer=None,
+            patch_size: int = 16,
+            spatial_merge_size: int = 1,
+            chat_template=None,
+            image_token: str = "[IMG]",
+            image_break_token: str = "[IMG_BREAK]",
+            image_end_token: str = "[IMG_END]",
+            **kwargs,
+        ):
+            super().__init__(image_processor, tokenizer, chat_template=chat_template)
+            self.patch_size, self.spatial_merge_size = int(patch_size), int(spatial_merge_size)
+            self.image_token, self.image_break_token, self.image_end_token = (
+                image_token,
+                image_break_token,
+                image_end_token,
+            )
+            self.image_token_id = tokenizer.convert_tokens_to_ids(image_token)
+
+        def _process_images(self, images, **images_kwargs):
+            images_kwargs["patch_size"] = self.patch_size * self.spatial_merge_size  # images snap to merged patches
+            return super()._process_images(images, **images_kwargs)
+
+        def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+            step = self.patch_size * self.spatial_merge_size
+            h, w = (int(x) for x in image_inputs["image_sizes"][image_idx])
+            row = self.image_token * (w // step)
+            return self.image_break_token.join([row] * (h // step)) + self.image_end_token
+
+        @property
+        def model_input_names(self) -> list[str]:
+            return [*self.tokenizer.model_input_names, "pixel_values", "image_sizes"]
+
+        def to_dict(self) -> dict[str, Any]:
+            d = super().to_dict()
+            d["processor_class"] = "PixtralProcessor"
+            return d
+
+    return ImageOnlyPixtralProcessor
+
+
+def pixtral_processor(
+    tokenizer: Any, *, longest_edge: int = 48, patch_size: int = 8, spatial_merge_size: int = 2
+) -> Any:
+    """Mistral3 / Pixtral: variable resolution; each image becomes rows of ``[IMG]`` ending in ``[IMG_BREAK]``,
+    the last row in ``[IMG_END]``. Only ``[IMG]`` positions receive image features."""
+    add_image_tokens(tokenizer, ["[IMG]", "[IMG_BREAK]", "[IMG_END]"])
+    ip = _pil("pixtral", "PixtralImageProcessorPil")(
+        size={"longest_edge": longest_edge}, patch_size={"height": patch_size, "width": patch_size}
+    )
+    return image_only_class("PixtralProcessor")(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        spatial_merge_size=spatial_merge_size,
+        chat_template=_chat_template(tokenizer, None),
+    )
+
+
+def chameleon_processor(tokenizer: Any, *, image_size: int = 32, image_seq_length: int = 16) -> Any:
+    """Chameleon (early fusion): ``<image>`` expands to ``<racm3:break>`` + ``<image>``×n + ``<eoss>``; the model
+    replaces the ``<image>`` tokens by VQ codebook tokens of its own vocabulary."""
+    from transformers import ChameleonProcessor
+
+    add_image_tokens(tokenizer, named={"image_token": "<image>", "boi_token": "<racm3:break>", "eoi_token": "<eoss>"})
+    ip = _pil("chameleon", "ChameleonImageProcessorPil")(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    proc = ChameleonProcessor(image_processor=ip, tokenizer=tokenizer, image_seq_length=image_seq_length)
+    proc.chat_template = _chat_template(tokenizer, None)
+    return proc
+
+
+def mllama_processor(tokenizer: Any, *, image_size: int = 32, max_image_tiles: int = 2) -> Any:
+    """Mllama (Llama 3.2 Vision): one ``<|image|>`` marker per image; images enter through cross-attention layers."""
+    from transformers import MllamaProcessor
+
+    add_image_tokens(tokenizer, ["<|python_tag|>"], named={"image_token": "<|image|>"})
+    ip = _pil("mllama", "MllamaImageProcessorPil")(
+        size={"height": image_size, "width": image_size}, max_image_tiles=max_image_tiles
+    )
+    return MllamaProcessor(image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None))
+
+
 # ------------------------------------------------------------------------------------ saved processors
 
 
@@ -453,7 +568,7 @@ def load_processor(model_dir: str | Path, processor_class: str) -> Any:
     Classes that want a torchvision video processor are replaced by their ``ImageOnly`` subclass.
     """
     cls = _stock(processor_class)
-    if "video_processor" in inspect.signature(cls.__init__).parameters:
+    if processor_class == "PixtralProcessor" or "video_processor" in inspect.signature(cls.__init__).parameters:
         cls = image_only_class(processor_class)
     try:
         return cls.from_pretrained(str(model_dir))

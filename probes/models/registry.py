@@ -23,6 +23,11 @@ class UnsupportedModelError(CotscopeError):
     """No adapter is registered for this model family."""
 
 
+class NoImageTokensError(UnsupportedModelError):
+    """The family feeds images in without image tokens in the sequence (cross-attention), so per-image-token
+    measures (``image_mean``, attention shift R/F, image masks) do not exist for it."""
+
+
 class LayerPathError(UnsupportedModelError):
     """The decoder blocks of a model cannot be found (no adapter path, no known layout, bad ``layers_path``)."""
 
@@ -60,6 +65,10 @@ class ModelAdapter:
         text_config_attr: where the language-model config sits inside a VLM config.
         build_processor: optional callable ``(model_dir_or_tokenizer, **kw) -> processor`` assembling a
             processor offline without torchvision.
+        image_tokens_in_sequence: ``False`` for cross-attention families (Mllama): the one marker token per image
+            carries no image features, so :meth:`image_token_mask` raises :class:`NoImageTokensError`.
+        processor_suffix: text the processor appends after every image prompt (PaliGemma's ``"\\n"``); the collector
+            counts its tokens as a suffix after the answer so ``last_prompt``/``answer_mean`` stay put.
     """
 
     family: str
@@ -73,6 +82,8 @@ class ModelAdapter:
     text_config_attr: str | None = None
     build_processor: Callable[..., Any] | None = None
     notes: str = ""
+    image_tokens_in_sequence: bool = True
+    processor_suffix: str = ""
 
     @property
     def is_vlm(self) -> bool:
@@ -147,8 +158,23 @@ class ModelAdapter:
                 return int(val)
         return None
 
+    def require_image_tokens(self, what: str) -> None:
+        """Raise :class:`NoImageTokensError` naming ``what`` if this family has no image tokens in the sequence."""
+        if not self.image_tokens_in_sequence:
+            raise NoImageTokensError(
+                f"{what} is not defined for {self.family} models: images enter through cross-attention layers, and "
+                "the sequence holds one marker token per image, not image tokens. Use instead: text positions "
+                "('last_prompt', 'answer_mean', 'eot') for residuals and injection; for how much the model reads "
+                "the image, compare runs with and without the image (or ablate the cross-attention layers) rather "
+                "than an attention shift onto image tokens."
+            )
+
     def image_token_mask(self, input_ids: Any, config: Any) -> Any:
-        """Boolean mask of image-placeholder positions in ``input_ids`` (same shape)."""
+        """Boolean mask of image-placeholder positions in ``input_ids`` (same shape).
+
+        Raises :class:`NoImageTokensError` for cross-attention families (see :meth:`require_image_tokens`).
+        """
+        self.require_image_tokens("an image-token mask")
         tid = self.image_token_id(config)
         if tid is None:
             return input_ids != input_ids  # all False

@@ -160,4 +160,73 @@ INTERNVL = _vlm(
     processor_kwargs={"crop_to_patches": False},
 )
 
-VLM_ADAPTERS = (LLAVA, LLAVA_NEXT, LLAVA_ONEVISION, QWEN2_VL, QWEN2_5_VL, IDEFICS2, IDEFICS3, SMOLVLM, GEMMA3, INTERNVL)
+PALIGEMMA = _vlm(
+    "paligemma",
+    ("paligemma",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.paligemma_processor,
+    "PaliGemmaProcessor",
+    "prefix-LM: token_type_ids 0 (image + prompt) attend bidirectionally; the processor inserts BOS after the "
+    "image tokens and appends a newline (processor_suffix)",
+    processor_suffix="\n",
+)
+MISTRAL3 = _vlm(
+    "mistral3",
+    ("mistral3",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.pixtral_processor,
+    "PixtralProcessor",
+    "Pixtral vision at native resolution; rows of [IMG] closed by [IMG_BREAK] / [IMG_END]: only [IMG] positions "
+    "hold image features (the break/end tokens are text embeddings). Image-only Pixtral-layout processor "
+    "(transformers' PixtralProcessor needs torchvision)",
+)
+CHAMELEON = register(
+    ModelAdapter(
+        family="chameleon",
+        model_types=("chameleon",),
+        layers_path="model.layers",
+        final_norm_path="model.norm",
+        vision_path="model.vqmodel",
+        projector_path="model.embed_tokens",
+        image_token_attrs=("image_token_id",),
+        build_processor=P.processor_builder(P.chameleon_processor, "ChameleonProcessor"),
+        notes="early fusion: the VQ-GAN turns each image into codebook tokens of the shared vocabulary, embedded by "
+        "the text embedding table (projector_path) on the <image> positions",
+    )
+)
+MLLAMA = _vlm(
+    "mllama",
+    ("mllama",),
+    _LM,
+    "model.vision_model",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.mllama_processor,
+    "MllamaProcessor",
+    "cross-attention: one <|image|> marker per image; image features enter through the cross-attention layers "
+    "(config.text_config.cross_attention_layers, inside the layer list), so there are no image tokens to mask",
+    image_tokens_in_sequence=False,
+)
+
+VLM_ADAPTERS = (
+    LLAVA,
+    LLAVA_NEXT,
+    LLAVA_ONEVISION,
+    QWEN2_VL,
+    QWEN2_5_VL,
+    IDEFICS2,
+    IDEFICS3,
+    SMOLVLM,
+    GEMMA3,
+    INTERNVL,
+    PALIGEMMA,
+    MISTRAL3,
+    CHAMELEON,
+    MLLAMA,
+)
