@@ -150,12 +150,14 @@ def check_hidden_states(family: str) -> str:
 
 
 def processor_image_mask(family: str, enc) -> np.ndarray:
-    """The processor's own account of which positions carry image features."""
+    """The processor's own account of which positions carry image features: its modality type ids when it returns
+    them (PaliGemma's ``token_type_ids`` mark prefix vs suffix instead, so not for it), else its image token id."""
     proc = tiny_vlm(family).processor
-    ids = np.asarray(enc["input_ids"])[0]
-    if "mm_token_type_ids" in enc:
-        return (np.asarray(enc["mm_token_type_ids"]) == 1)[0]
-    return ids == proc.image_token_id
+    keys = ("mm_token_type_ids",) if family == "paligemma" else ("mm_token_type_ids", "token_type_ids")
+    for key in keys:
+        if key in enc:
+            return (np.asarray(enc[key]) == 1)[0]
+    return np.asarray(enc["input_ids"])[0] == proc.image_token_id
 
 
 def check_image_mask(family: str) -> str:

@@ -363,6 +363,11 @@ def build_tiny_vlm(family: str, seed: int = 0) -> TinyVLM:
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = getattr(transformers, MODEL_CLASS[family])(cfg).eval()
+    if family == "mllama":  # HF initialises the cross-attention gates to 0 (tanh(0) = 0): open them so images count
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                    p.fill_(1.0)
     return TinyVLM(family, model, proc)
 
 

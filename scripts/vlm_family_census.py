@@ -1,0 +1,162 @@
+"""Census of transformers' image-text-to-text families: which ones cotscope supports, and why the others are out.
+
+For every ``model_type`` in ``MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES`` of the installed transformers, on the
+``meta`` device (no weights allocated):
+
+1. build the model class from its default config, offline (all families in one subprocess; one that crashes it
+   is recorded as such and a new subprocess goes on with the rest);
+2. look up its processor class and whether it, and a PIL image processor, exist without torchvision;
+3. record whether cotscope has an adapter (and a tiny test model in tests/tiny_vlms.py).
+
+Writes ``docs/vlm_census.json`` (atomically) and prints a summary. The compatibility table
+(``scripts/compat_table.py``) lists the families that are not supported with the reason recorded here.
+
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/vlm_family_census.py            # a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "vlm_census.json"
+
+PROBE = r"""
+import json, os, sys, warnings
+os.environ["HF_HUB_OFFLINE"] = "1"
+warnings.filterwarnings("ignore")
+import torch, transformers
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as M
+from transformers.models.auto.processing_auto import PROCESSOR_MAPPING_NAMES as PM
+from transformers.models.auto.image_processing_auto import IMAGE_PROCESSOR_MAPPING_NAMES as IM
+
+
+def one(mt):
+    res = {"model_type": mt, "model_class": M[mt]}
+    try:
+        pname = PM.get(mt)
+        res["processor_class"] = pname
+        if pname:
+            pc = getattr(transformers, pname, None)
+            res["processor_backends"] = list(getattr(pc, "_backends", []) or []) if pc is not None else ["missing"]
+        ims = IM.get(mt)
+        res["pil_image_processor"] = ims.get("pil") if isinstance(ims, dict) else None
+        try:
+            cfg = CONFIG_MAPPING[mt]()
+        except Exception as e:
+            res["build"] = f"config: {type(e).__name__}: {str(e).splitlines()[0][:200]}"
+            return res
+        cls = getattr(transformers, M[mt], None)
+        if cls is None or type(cls).__name__ == "DummyObject":
+            res["build"] = f"model class needs {getattr(cls, '_backends', '?')}"
+            return res
+        res["is_encoder_decoder"] = bool(getattr(cfg, "is_encoder_decoder", False))
+        with torch.device("meta"):
+            m = cls(cfg)
+        res["build"] = "ok"
+        res["n_params_default_config"] = int(sum(p.numel() for p in m.parameters()))
+    except Exception as e:
+        res["build"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+    return res
+
+
+for mt in sys.argv[1:]:
+    print("START" + mt, flush=True)
+    print("CENSUS" + json.dumps(one(mt)), flush=True)
+"""
+
+
+def probe_all(types: list[str], timeout: int, bar) -> list[dict]:
+    """Probe ``types`` in as few subprocesses as possible: one runs them in turn; if it dies (or hangs past
+    ``timeout`` seconds on one family), that family is recorded as crashed and a new process takes the rest."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done: dict[str, dict] = {}
+    todo = list(types)
+    while todo:
+        p = subprocess.Popen(
+            [sys.executable, "-c", PROBE, *todo], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        current = None
+        try:
+            out, err = p.communicate(timeout=timeout * len(todo))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            out, err = p.communicate()
+        for line in out.splitlines():
+            if line.startswith("START"):
+                current = line[5:]
+            elif line.startswith("CENSUS"):
+                r = json.loads(line[6:])
+                done[r["model_type"]] = r
+                bar.update(1)
+                current = None
+        if current is not None and current not in done:
+            last = (err.strip().splitlines() or ["no output"])[-1]
+            done[current] = {"model_type": current, "build": f"crashed the process: {last[:200]}"}
+            bar.update(1)
+        todo = [t for t in types if t not in done]
+    return [done[t] for t in types]
+
+
+def verdict(r: dict, supported: set[str]) -> str:
+    """One line: supported, or the first reason it is not."""
+    if r["model_type"] in supported:
+        return "supported"
+    if r.get("build") != "ok":
+        return f"model does not build offline: {r.get('build')}"
+    if r.get("is_encoder_decoder"):
+        return "encoder-decoder (no decoder-only residual stream of the prompt; out of cotscope's scope)"
+    backends = r.get("processor_backends") or []
+    if not r.get("processor_class"):
+        return "no processor class registered"
+    if "torchvision" in backends and not r.get("pil_image_processor"):
+        return f"{r['processor_class']} needs torchvision and there is no PIL image processor"
+    if backends:
+        return f"{r['processor_class']} needs {', '.join(backends)} (no image-only variant in cotscope yet)"
+    return "builds offline; no cotscope adapter yet"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--timeout", type=int, default=120)
+    ap.add_argument("--only", nargs="*", help="model types to probe (default: all)")
+    args = ap.parse_args(argv)
+    import transformers
+    from tqdm import tqdm
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES as M
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from cotscope.analyses.io.atomic import write_text_atomic
+    from cotscope.probes.models.registry import supported_model_types
+
+    supported = set(supported_model_types())
+    types = args.only or sorted(M)
+    with tqdm(total=len(types), desc="census", unit="family") as bar:
+        rows = probe_all(types, args.timeout, bar)
+    for r in rows:
+        r["verdict"] = verdict(r, supported)
+    doc = {
+        "transformers": transformers.__version__,
+        "mapping": "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",
+        "rows": rows,
+    }
+    write_text_atomic(args.out, json.dumps(doc, indent=1) + "\n")
+    counts: dict[str, int] = {}
+    for r in rows:
+        key = r["verdict"].split(":")[0]
+        counts[key] = counts.get(key, 0) + 1
+    for k, v in sorted(counts.items(), key=lambda kv: -kv[1]):
+        print(f"{v:4d}  {k}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
