@@ -45,6 +45,9 @@ def one(mt):
         if pname:
             pc = getattr(transformers, pname, None)
             res["processor_backends"] = list(getattr(pc, "_backends", []) or []) if pc is not None else ["missing"]
+            if pc is not None and type(pc).__name__ != "DummyObject":
+                import inspect
+                res["processor_wants_video"] = "video_processor" in inspect.signature(pc.__init__).parameters
         ims = IM.get(mt)
         res["pil_image_processor"] = ims.get("pil") if isinstance(ims, dict) else None
         try:
@@ -119,6 +122,10 @@ def verdict(r: dict, supported: set[str]) -> str:
         return f"{r['processor_class']} needs torchvision and there is no PIL image processor"
     if backends:
         return f"{r['processor_class']} needs {', '.join(backends)} (no image-only variant in cotscope yet)"
+    if not r.get("pil_image_processor"):
+        return "its image processor needs torchvision (no PIL variant in this transformers)"
+    if r.get("processor_wants_video"):
+        return f"builds offline; {r['processor_class']} wants a torchvision video processor (needs an image-only variant); no cotscope adapter yet"
     return "builds offline; no cotscope adapter yet"
 
 

@@ -281,7 +281,11 @@ def load_model(
             f"or one of {sorted(ALIASES)}; hub names need network access (none on this machine)."
         ) from None
     adapter = adapter_for(config)
-    if adapter.is_vlm:
+    if adapter.auto_class:  # user-declared adapters of remote-code models name the auto class their code registers
+        import transformers
+
+        hf = getattr(transformers, adapter.auto_class).from_pretrained(path, **kw)
+    elif adapter.is_vlm:
         hf = AutoModelForImageTextToText.from_pretrained(path, **kw)
     else:
         hf = AutoModelForCausalLM.from_pretrained(path, **kw)
@@ -387,10 +391,19 @@ def _load_remote(
 
 
 def wrap_model(
-    hf: Any, tokenizer: Any = None, processor: Any = None, model_id: str | None = None, revision: str = "unknown"
+    hf: Any,
+    tokenizer: Any = None,
+    processor: Any = None,
+    model_id: str | None = None,
+    revision: str = "unknown",
+    adapter: Any = None,
 ) -> LoadedModel:
-    """Wrap an already-loaded HF model (e.g. a tiny test model) as a :class:`LoadedModel`."""
-    adapter = adapter_for(hf)
+    """Wrap an already-loaded HF model (e.g. a tiny test model) as a :class:`LoadedModel`.
+
+    ``adapter``: a :class:`ModelAdapter` to use instead of the registered one (e.g. from
+    :func:`probes.models.adapter_spec.load_adapter_spec` with ``register_it=False``).
+    """
+    adapter = adapter if adapter is not None else adapter_for(hf)
     if tokenizer is None and processor is not None:
         tokenizer = processor.tokenizer
     return LoadedModel(

@@ -69,6 +69,9 @@ class ModelAdapter:
             carries no image features, so :meth:`image_token_mask` raises :class:`NoImageTokensError`.
         processor_suffix: text the processor appends after every image prompt (PaliGemma's ``"\\n"``); the collector
             counts its tokens as a suffix after the answer so ``last_prompt``/``answer_mean`` stay put.
+        image_token_value: a fixed image token id (user-declared adapters); wins over ``image_token_attrs``.
+        auto_class: the transformers auto class ``load_model`` builds the model with (default: the
+            image-text-to-text or causal-LM auto class); remote-code models often register ``AutoModel``.
     """
 
     family: str
@@ -84,6 +87,8 @@ class ModelAdapter:
     notes: str = ""
     image_tokens_in_sequence: bool = True
     processor_suffix: str = ""
+    image_token_value: int | None = None
+    auto_class: str | None = None
 
     @property
     def is_vlm(self) -> bool:
@@ -152,6 +157,8 @@ class ModelAdapter:
         return config
 
     def image_token_id(self, config: Any) -> int | None:
+        if self.image_token_value is not None:
+            return int(self.image_token_value)
         for attr in self.image_token_attrs:
             val = getattr(config, attr, None)
             if val is not None:
@@ -201,7 +208,9 @@ def adapter_for(model_or_config: Any) -> ModelAdapter:
         f"no cotscope adapter for model_type={mt!r} ({type(model_or_config).__name__}). "
         f"Supported families: {', '.join(registered_families())}. To add one, register a "
         "probes.models.registry.ModelAdapter(family=..., model_types=(...,), layers_path='model.layers', "
-        "final_norm_path='model.norm', ...) — see probes/models/llm_adapters.py for examples."
+        "final_norm_path='model.norm', ...) — see probes/models/llm_adapters.py for examples — or declare one in a "
+        "TOML/JSON spec (layer path, image token, processor kwargs) and load it with "
+        "probes.models.adapter_spec.load_adapter_spec(path)."
     )
 
 
