@@ -60,6 +60,10 @@ EXTRA_CLASS = {
     "mistral3": "Mistral3ForConditionalGeneration",
     "chameleon": "ChameleonForConditionalGeneration",
     "mllama": "MllamaForConditionalGeneration",
+    "vipllava": "VipLlavaForConditionalGeneration",
+    "deepseek_vl": "DeepseekVLForConditionalGeneration",
+    "lighton_ocr": "LightOnOcrForConditionalGeneration",
+    "aya_vision": "AyaVisionForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -335,6 +339,59 @@ def _mllama(tok):
     return cfg, proc
 
 
+def _vipllava(tok):
+    from transformers import CLIPVisionConfig, LlamaConfig, VipLlavaConfig
+
+    proc = P.llava_processor(tok, image_size=IMG, patch_size=PATCH)
+    cfg = VipLlavaConfig(
+        vision_config=CLIPVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
+        text_config=LlamaConfig(**_text(tok)),
+        image_token_index=proc.image_token_id,
+        vision_feature_layer=[-2, 0],  # VIP-LLaVA concatenates several vision layers
+        image_seq_length=(IMG // PATCH) ** 2,
+    )
+    return cfg, proc
+
+
+def _deepseek_vl(tok):
+    from transformers import DeepseekVLConfig, LlamaConfig, SiglipVisionConfig
+
+    proc = P.deepseek_vl_processor(tok, image_size=IMG, num_image_tokens=(IMG // PATCH) ** 2)
+    cfg = DeepseekVLConfig(
+        text_config=LlamaConfig(**_text(tok)),
+        vision_config=SiglipVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
+        image_token_id=proc.image_token_id,
+    )
+    return cfg, proc
+
+
+def _lighton_ocr(tok):
+    from transformers import LightOnOcrConfig, PixtralVisionConfig, Qwen3Config
+
+    proc = P.lighton_ocr_processor(tok, longest_edge=48, patch_size=PATCH, spatial_merge_size=2)
+    cfg = LightOnOcrConfig(
+        vision_config=PixtralVisionConfig(**VISION, head_dim=16, image_size=48, patch_size=PATCH),
+        text_config=Qwen3Config(**_text(tok, head_dim=16)),
+        image_token_id=proc.image_token_id,
+        spatial_merge_size=2,
+    )
+    return cfg, proc
+
+
+def _aya_vision(tok):
+    from transformers import AyaVisionConfig, Cohere2Config, SiglipVisionConfig
+
+    proc = P.aya_vision_processor(tok, image_size=IMG, patch_size=PATCH, downsample_factor=2)
+    cfg = AyaVisionConfig(
+        vision_config=SiglipVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
+        text_config=Cohere2Config(**_text(tok, head_dim=16), layer_types=["full_attention"] * 4),
+        image_token_index=proc.image_token_id,
+        downsample_factor=2,
+        vision_feature_layer=-1,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -350,6 +407,10 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "mistral3": _mistral3,
     "chameleon": _chameleon,
     "mllama": _mllama,
+    "vipllava": _vipllava,
+    "deepseek_vl": _deepseek_vl,
+    "lighton_ocr": _lighton_ocr,
+    "aya_vision": _aya_vision,
 }
 
 

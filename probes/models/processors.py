@@ -53,6 +53,9 @@ __all__ = [
     "pixtral_processor",
     "chameleon_processor",
     "mllama_processor",
+    "deepseek_vl_processor",
+    "lighton_ocr_processor",
+    "aya_vision_processor",
 ]
 
 
@@ -557,6 +560,71 @@ def mllama_processor(tokenizer: Any, *, image_size: int = 32, max_image_tiles: i
         size={"height": image_size, "width": image_size}, max_image_tiles=max_image_tiles
     )
     return MllamaProcessor(image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None))
+
+
+def deepseek_vl_processor(tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 16) -> Any:
+    """DeepSeek-VL: ``<image_placeholder>`` expands to ``num_image_tokens`` copies of itself (SigLIP patches)."""
+    from transformers import DeepseekVLProcessor
+
+    add_image_tokens(tokenizer, named={"image_token": "<image_placeholder>"})
+    ip = _pil("deepseek_vl", "DeepseekVLImageProcessorPil")(size={"height": image_size, "width": image_size})
+    return DeepseekVLProcessor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        num_image_tokens=num_image_tokens,
+        chat_template=_chat_template(tokenizer, None),
+    )
+
+
+def lighton_ocr_processor(
+    tokenizer: Any, *, longest_edge: int = 48, patch_size: int = 8, spatial_merge_size: int = 2
+) -> Any:
+    """LightOnOCR: Pixtral vision at native resolution, but the image becomes plain ``<|image_pad|>`` tokens (no
+    break tokens)."""
+    from transformers import LightOnOcrProcessor
+
+    add_image_tokens(
+        tokenizer,
+        named={
+            "image_token": "<|image_pad|>",
+            "image_break_token": "<|vision_pad|>",
+            "image_end_token": "<|vision_end|>",
+        },
+    )
+    ip = _pil("pixtral", "PixtralImageProcessorPil")(
+        size={"longest_edge": longest_edge}, patch_size={"height": patch_size, "width": patch_size}
+    )
+    return LightOnOcrProcessor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        spatial_merge_size=spatial_merge_size,
+        chat_template=_chat_template(tokenizer, None),
+    )
+
+
+AYA_TOKENS = ("<|START_OF_IMG|>", "<|END_OF_IMG|>", "<|IMG_PATCH|>", "<|IMG_LINE_BREAK|>", "TILE", "TILE_GLOBAL")
+
+
+def aya_vision_processor(
+    tokenizer: Any, *, image_size: int = 32, patch_size: int = 8, downsample_factor: int = 2
+) -> Any:
+    """Aya Vision: ``<image>`` expands to ``<|START_OF_IMG|>`` TILE_GLOBAL ``<|IMG_PATCH|>``×n ``<|END_OF_IMG|>``
+    (one tile here); only ``<|IMG_PATCH|>`` positions hold image features."""
+    from transformers import AyaVisionProcessor
+
+    add_image_tokens(tokenizer, ["<image>", *AYA_TOKENS])
+    ip = _pil("got_ocr2", "GotOcr2ImageProcessorPil")(
+        size={"height": image_size, "width": image_size}, crop_to_patches=False
+    )
+    return AyaVisionProcessor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        img_size=image_size,
+        downsample_factor=downsample_factor,
+        chat_template=_chat_template(tokenizer, None),
+    )
 
 
 # ------------------------------------------------------------------------------------ saved processors

@@ -214,6 +214,53 @@ MLLAMA = _vlm(
     image_tokens_in_sequence=False,
 )
 
+VIPLLAVA = _vlm(
+    "vipllava",
+    ("vipllava",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.llava_processor,
+    "LlavaProcessor",
+    "LLaVA layout; the projector reads several vision layers at once (vision_feature_layer list)",
+)
+DEEPSEEK_VL = _vlm(
+    "deepseek_vl",
+    ("deepseek_vl",),
+    _LM,
+    "model.vision_model",
+    "model.aligner",
+    ("image_token_id",),
+    P.deepseek_vl_processor,
+    "DeepseekVLProcessor",
+    "SigLIP tower + two-layer aligner; <image_placeholder> repeated num_image_tokens times",
+)
+LIGHTON_OCR = _vlm(
+    "lighton_ocr",
+    ("lighton_ocr",),
+    _LM,
+    "model.vision_encoder",
+    "model.vision_projection",
+    ("image_token_id",),
+    P.lighton_ocr_processor,
+    "LightOnOcrProcessor",
+    "Pixtral vision at native resolution with a spatial-merge projector; plain image tokens, no break tokens",
+)
+AYA_VISION = _vlm(
+    "aya_vision",
+    ("aya_vision",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.aya_vision_processor,
+    "AyaVisionProcessor",
+    "prompt holds <image>; the model's image token is <|IMG_PATCH|>; TILE_GLOBAL / start / end tokens are text. "
+    "Processor called with crop_to_patches=False (one global tile)",
+    processor_kwargs={"crop_to_patches": False},
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -229,4 +276,8 @@ VLM_ADAPTERS = (
     MISTRAL3,
     CHAMELEON,
     MLLAMA,
+    VIPLLAVA,
+    DEEPSEEK_VL,
+    LIGHTON_OCR,
+    AYA_VISION,
 )
