@@ -64,6 +64,8 @@ EXTRA_CLASS = {
     "deepseek_vl": "DeepseekVLForConditionalGeneration",
     "lighton_ocr": "LightOnOcrForConditionalGeneration",
     "aya_vision": "AyaVisionForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "glm4v": "Glm4vForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -392,6 +394,67 @@ def _aya_vision(tok):
     return cfg, proc
 
 
+def _qwen3_vl(tok):
+    from transformers import Qwen3VLConfig
+
+    proc = P.qwen3_vl_processor(tok)
+    text = _text(tok, head_dim=16)
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    vis = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=64,
+        num_position_embeddings=64,
+        deepstack_visual_indexes=[0],
+    )
+    ids = {
+        k: tok.convert_tokens_to_ids(t)
+        for k, t in [
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+            ("video_token_id", "<|video_pad|>"),
+        ]
+    }
+    cfg = Qwen3VLConfig(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
+    return cfg, proc
+
+
+def _glm4v(tok):
+    from transformers import Glm4vConfig
+
+    proc = P.glm4v_processor(tok)
+    text = _text(tok)
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    vis = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        image_size=28,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=64,
+    )
+    ids = {
+        k: tok.convert_tokens_to_ids(t)
+        for k, t in [
+            ("image_start_token_id", "<|begin_of_image|>"),
+            ("image_end_token_id", "<|end_of_image|>"),
+            ("video_start_token_id", "<|begin_of_video|>"),
+            ("video_end_token_id", "<|end_of_video|>"),
+            ("video_token_id", "<|video|>"),
+        ]
+    }
+    cfg = Glm4vConfig(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -411,6 +474,8 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "deepseek_vl": _deepseek_vl,
     "lighton_ocr": _lighton_ocr,
     "aya_vision": _aya_vision,
+    "qwen3_vl": _qwen3_vl,
+    "glm4v": _glm4v,
 }
 
 

@@ -56,6 +56,8 @@ __all__ = [
     "deepseek_vl_processor",
     "lighton_ocr_processor",
     "aya_vision_processor",
+    "qwen3_vl_processor",
+    "glm4v_processor",
 ]
 
 
@@ -173,7 +175,21 @@ def _define_image_only() -> dict[str, type]:
         )
     }
     out["PixtralProcessor"] = _define_pixtral_layout()
+    for name in ("Qwen3VLProcessor", "Glm4vProcessor"):
+        out[name] = _simple_image_only(name)
     return out
+
+
+def _simple_image_only(name: str) -> type:
+    """``ImageOnly<name>``: a stock processor whose ``__init__`` is ``(image_processor, tokenizer, video_processor,
+    chat_template, **kw)``, built without its (torchvision) video processor."""
+    stock = _stock(name)
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        stock.__init__(self, image_processor, tokenizer, None, chat_template=chat_template, **kwargs)
+
+    doc = f"{name} without a video processor (no torchvision needed)."
+    return type(f"ImageOnly{name}", (_SavesAsStock, stock), {"__init__": __init__, "__doc__": doc})
 
 
 _IMAGE_ONLY: dict[str, type] = {}
@@ -627,6 +643,44 @@ def aya_vision_processor(
     )
 
 
+def qwen3_vl_processor(
+    tokenizer: Any, *, min_pixels: int = 64 * 64, max_pixels: int = 128 * 128, patch_size: int = 16, merge_size: int = 2
+) -> Any:
+    """Qwen3-VL (image-only): as Qwen2-VL with 16-px patches; its vision tower also feeds DeepStack features into the
+    first language-model layers at the image positions."""
+    add_image_tokens(tokenizer, QWEN_VL_TOKENS)
+    ip = _pil("qwen2_vl", "Qwen2VLImageProcessorPil")(
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        patch_size=patch_size,
+        merge_size=merge_size,
+        temporal_patch_size=2,
+    )
+    return image_only_class("Qwen3VLProcessor")(
+        image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None)
+    )
+
+
+GLM4V_TOKENS = ("<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>")
+
+
+def glm4v_processor(
+    tokenizer: Any, *, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112, patch_size: int = 14, merge_size: int = 2
+) -> Any:
+    """GLM-4V (image-only): Qwen2-VL-style dynamic resolution; ``<|image|>`` expands to one token per merged patch
+    (prompts wrap it in ``<|begin_of_image|>`` / ``<|end_of_image|>``)."""
+    add_image_tokens(tokenizer, GLM4V_TOKENS, named={"image_token": "<|image|>", "video_token": "<|video|>"})
+    ip = _pil("glm4v", "Glm4vImageProcessorPil")(
+        size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
+        patch_size=patch_size,
+        merge_size=merge_size,
+        temporal_patch_size=2,
+    )
+    return image_only_class("Glm4vProcessor")(
+        image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None)
+    )
+
+
 # ------------------------------------------------------------------------------------ saved processors
 
 
@@ -672,8 +726,10 @@ def processor_builder(recipe: Callable[..., Any], processor_class: str) -> Calla
 def image_placeholder(processor: Any) -> str:
     """What a prompt must contain once per image (before the processor expands it)."""
     tok = processor.image_token
-    if type(processor).__name__.startswith(("Qwen2VL", "Qwen2_5_VL", "ImageOnlyQwen2")):
+    if type(processor).__name__.startswith(("Qwen2VL", "Qwen2_5_VL", "Qwen3VL", "ImageOnlyQwen")):
         return f"<|vision_start|>{tok}<|vision_end|>"
+    if type(processor).__name__.startswith(("Glm4v", "ImageOnlyGlm4v")):
+        return f"<|begin_of_image|>{tok}<|end_of_image|>"
     return str(tok)
 
 

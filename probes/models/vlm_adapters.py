@@ -261,6 +261,32 @@ AYA_VISION = _vlm(
     processor_kwargs={"crop_to_patches": False},
 )
 
+QWEN3_VL = _vlm(
+    "qwen3_vl",
+    ("qwen3_vl",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.qwen3_vl_processor,
+    "Qwen3VLProcessor",
+    "M-RoPE as Qwen2-VL; DeepStack adds vision-layer features to the residual stream at the image positions right "
+    "after each of the first len(deepstack_visual_indexes) blocks. Block outputs (what cotscope stores and steers, "
+    "and what HF's hidden_states return) are taken before that addition",
+)
+
+GLM4V = _vlm(
+    "glm4v",
+    ("glm4v",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.glm4v_processor,
+    "Glm4vProcessor",
+    "Qwen2-VL-style dynamic resolution and 3D RoPE; <|image|> tokens between <|begin_of_image|>/<|end_of_image|>",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -280,4 +306,6 @@ VLM_ADAPTERS = (
     DEEPSEEK_VL,
     LIGHTON_OCR,
     AYA_VISION,
+    QWEN3_VL,
+    GLM4V,
 )
