@@ -157,7 +157,18 @@ def processor_image_mask(family: str, enc) -> np.ndarray:
     for key in keys:
         if key in enc:
             return (np.asarray(enc[key]) == 1)[0]
-    return np.asarray(enc["input_ids"])[0] == proc.image_token_id
+    token = EXPANDED_TOKEN.get(family, str(proc.image_token))
+    tid = (
+        proc.tokenizer.convert_tokens_to_ids(token)
+        if family in EXPANDED_TOKEN
+        else getattr(proc, "image_token_id", None)
+    )
+    tid = proc.tokenizer.convert_tokens_to_ids(token) if tid is None else tid  # Janus keeps only the token string
+    return np.asarray(enc["input_ids"])[0] == tid
+
+
+EXPANDED_TOKEN = {"ovis2": "<IMG_ATOM>"}
+"""Families whose processor's ``image_token_id`` is the prompt placeholder, not the expanded feature token."""
 
 
 def check_image_mask(family: str) -> str:

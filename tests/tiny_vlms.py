@@ -66,6 +66,8 @@ EXTRA_CLASS = {
     "aya_vision": "AyaVisionForConditionalGeneration",
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
     "glm4v": "Glm4vForConditionalGeneration",
+    "janus": "JanusForConditionalGeneration",
+    "ovis2": "Ovis2ForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -455,6 +457,56 @@ def _glm4v(tok):
     return cfg, proc
 
 
+def _janus(tok):
+    from transformers import JanusConfig, LlamaConfig
+
+    n = (IMG // PATCH) ** 2
+    proc = P.janus_processor(tok, image_size=IMG, num_image_tokens=n)
+    cfg = JanusConfig(
+        text_config=LlamaConfig(**_text(tok)),
+        vision_config=dict(
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=IMG,
+            patch_size=PATCH,
+            mlp_ratio=2.0,
+            projection_dim=64,
+            depth=1,
+            num_image_tokens=n,
+        ),
+        vq_config=dict(
+            embed_dim=8,
+            num_embeddings=16,
+            latent_channels=8,
+            base_channels=32,
+            channel_multiplier=[1, 1],
+            num_res_blocks=1,
+            projection_dim=64,
+            image_token_embed_dim=64,
+            num_patches=IMG // PATCH,
+        ),
+        image_token_id=tok.image_token_id,
+    )
+    return cfg, proc
+
+
+def _ovis2(tok):
+    from transformers import Ovis2Config, Qwen2Config
+
+    proc = P.ovis2_processor(tok, image_size=IMG, image_seq_length=(IMG // PATCH) ** 2)
+    ind = [tok.convert_tokens_to_ids(t) for t in ("<IMG_START>", "<IMG_GRID>", "<IMG_COL>", "<IMG_ROW>", "<IMG_END>")]
+    cfg = Ovis2Config(
+        vision_config=dict(**VISION, image_size=IMG, patch_size=PATCH, vocab_size=64, hidden_stride=1),
+        text_config=Qwen2Config(**_text(tok)),
+        image_token_id=tok.convert_tokens_to_ids("<IMG_ATOM>"),  # the prompt's <image> expands to these
+        visual_indicator_token_ids=ind,
+        vocab_size=len(tok),
+        hidden_size=64,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -476,6 +528,8 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "aya_vision": _aya_vision,
     "qwen3_vl": _qwen3_vl,
     "glm4v": _glm4v,
+    "janus": _janus,
+    "ovis2": _ovis2,
 }
 
 

@@ -58,6 +58,8 @@ __all__ = [
     "aya_vision_processor",
     "qwen3_vl_processor",
     "glm4v_processor",
+    "janus_processor",
+    "ovis2_processor",
 ]
 
 
@@ -678,6 +680,43 @@ def glm4v_processor(
     )
     return image_only_class("Glm4vProcessor")(
         image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None)
+    )
+
+
+def janus_processor(tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 16) -> Any:
+    """Janus: ``<image_placeholder>`` expands to ``<begin_of_image>`` + n placeholders + ``<end_of_image>``."""
+    from transformers import JanusProcessor
+
+    add_image_tokens(
+        tokenizer,
+        named={"image_token": "<image_placeholder>", "boi_token": "<begin_of_image>", "eoi_token": "<end_of_image>"},
+    )
+    ip = _pil("janus", "JanusImageProcessorPil")(size={"height": image_size, "width": image_size})
+    return JanusProcessor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        num_image_tokens=num_image_tokens,
+        chat_template=_chat_template(tokenizer, None),
+    )
+
+
+OVIS2_TOKENS = ("<image>", "<IMG_START>", "<IMG_ATOM>", "<IMG_GRID>", "<IMG_COL>", "<IMG_ROW>", "<IMG_END>")
+
+
+def ovis2_processor(tokenizer: Any, *, image_size: int = 32, image_seq_length: int = 16) -> Any:
+    """Ovis2: ``<image>`` expands to ``<IMG_START>`` ``<IMG_ATOM>``×n ``<IMG_GRID>`` … ``<IMG_END>``; the model
+    embeds each image position as a probability-weighted mix over a visual vocabulary."""
+    from transformers import Ovis2Processor
+
+    add_image_tokens(tokenizer, OVIS2_TOKENS)
+    ip = _pil("ovis2", "Ovis2ImageProcessorPil")(
+        size={"height": image_size, "width": image_size}, crop_to_patches=False
+    )
+    return Ovis2Processor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        image_seq_length=image_seq_length,
+        chat_template=_chat_template(tokenizer, None),
     )
 
 

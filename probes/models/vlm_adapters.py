@@ -287,6 +287,31 @@ GLM4V = _vlm(
     "Qwen2-VL-style dynamic resolution and 3D RoPE; <|image|> tokens between <|begin_of_image|>/<|end_of_image|>",
 )
 
+JANUS = _vlm(
+    "janus",
+    ("janus",),
+    _LM,
+    "model.vision_model",
+    "model.aligner",
+    ("image_token_id",),
+    P.janus_processor,
+    "JanusProcessor",
+    "understanding path: SigLIP-style tower + aligner on <image_placeholder> positions (the VQ generation head is "
+    "not used for image-to-text)",
+)
+OVIS2 = _vlm(
+    "ovis2",
+    ("ovis2",),
+    _LM,
+    "model.vision_tower",
+    "model.visual_embeddings_table",
+    ("image_token_id",),
+    P.ovis2_processor,
+    "Ovis2Processor",
+    "visual tokenizer: each <IMG_ATOM> position gets a probability-weighted mix of a visual embedding table; "
+    "<IMG_START>/<IMG_GRID>/<IMG_END> get learned indicator embeddings (not counted as image tokens)",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -308,4 +333,6 @@ VLM_ADAPTERS = (
     AYA_VISION,
     QWEN3_VL,
     GLM4V,
+    JANUS,
+    OVIS2,
 )
