@@ -68,6 +68,7 @@ EXTRA_CLASS = {
     "glm4v": "Glm4vForConditionalGeneration",
     "janus": "JanusForConditionalGeneration",
     "ovis2": "Ovis2ForConditionalGeneration",
+    "llava_next_video": "LlavaNextVideoForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -507,6 +508,23 @@ def _ovis2(tok):
     return cfg, proc
 
 
+def _llava_next_video(tok):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaNextVideoConfig
+
+    proc = P.llava_next_video_processor(tok, image_size=IMG, patch_size=PATCH, grid_pinpoints=PINPOINTS)
+    cfg = LlavaNextVideoConfig(
+        vision_config=CLIPVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
+        text_config=LlamaConfig(**_text(tok)),
+        image_token_index=proc.image_token_id,
+        video_token_index=proc.video_token_id,
+        image_grid_pinpoints=PINPOINTS,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        image_seq_length=(IMG // PATCH) ** 2,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -530,6 +548,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "glm4v": _glm4v,
     "janus": _janus,
     "ovis2": _ovis2,
+    "llava_next_video": _llava_next_video,
 }
 
 

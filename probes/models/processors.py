@@ -60,6 +60,7 @@ __all__ = [
     "glm4v_processor",
     "janus_processor",
     "ovis2_processor",
+    "llava_next_video_processor",
 ]
 
 
@@ -179,7 +180,42 @@ def _define_image_only() -> dict[str, type]:
     out["PixtralProcessor"] = _define_pixtral_layout()
     for name in ("Qwen3VLProcessor", "Glm4vProcessor"):
         out[name] = _simple_image_only(name)
+    out["LlavaNextVideoProcessor"] = _llava_next_video_image_only()
     return out
+
+
+def _llava_next_video_image_only() -> type:
+    from transformers import LlavaNextVideoProcessor
+
+    class ImageOnlyLlavaNextVideoProcessor(_SavesAsStock, LlavaNextVideoProcessor):
+        """LlavaNextVideoProcessor without a video processor (its first argument; no torchvision needed)."""
+
+        def __init__(
+            self,
+            image_processor=None,
+            tokenizer=None,
+            chat_template=None,
+            patch_size=None,
+            vision_feature_select_strategy=None,
+            video_token="<video>",
+            image_token="<image>",
+            num_additional_image_tokens=0,
+            **kwargs,
+        ):
+            # the stock __init__ passes the video processor first, which ProcessorMixin would map onto this
+            # signature's image_processor; set the same attributes here and hand ProcessorMixin only what exists
+            from transformers import ProcessorMixin
+
+            self.patch_size = patch_size
+            self.num_additional_image_tokens = num_additional_image_tokens
+            self.vision_feature_select_strategy = vision_feature_select_strategy
+            self.image_token = getattr(tokenizer, "image_token", None) or image_token
+            self.video_token = getattr(tokenizer, "video_token", None) or video_token
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return ImageOnlyLlavaNextVideoProcessor
 
 
 def _simple_image_only(name: str) -> type:
@@ -716,6 +752,30 @@ def ovis2_processor(tokenizer: Any, *, image_size: int = 32, image_seq_length: i
         image_processor=ip,
         tokenizer=tokenizer,
         image_seq_length=image_seq_length,
+        chat_template=_chat_template(tokenizer, None),
+    )
+
+
+def llava_next_video_processor(
+    tokenizer: Any,
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    grid_pinpoints: Sequence[Sequence[int]] = ((32, 32), (32, 64), (64, 32), (64, 64)),
+) -> Any:
+    """LLaVA-NeXT-Video, image path (image-only): LLaVA-NeXT anyres tiling; ``<video>`` exists but is unused."""
+    add_image_tokens(tokenizer, named={"image_token": "<image>", "video_token": "<video>"})
+    ip = _pil("llava_next", "LlavaNextImageProcessorPil")(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_grid_pinpoints=[list(p) for p in grid_pinpoints],
+    )
+    return image_only_class("LlavaNextVideoProcessor")(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
         chat_template=_chat_template(tokenizer, None),
     )
 

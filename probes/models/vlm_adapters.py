@@ -312,6 +312,18 @@ OVIS2 = _vlm(
     "<IMG_START>/<IMG_GRID>/<IMG_END> get learned indicator embeddings (not counted as image tokens)",
 )
 
+LLAVA_NEXT_VIDEO = _vlm(
+    "llava_next_video",
+    ("llava_next_video",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.llava_next_video_processor,
+    "LlavaNextVideoProcessor",
+    "image path of LLaVA-NeXT-Video (anyres tiles as LLaVA-NeXT); image-only processor (videos need torchvision)",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -335,4 +347,5 @@ VLM_ADAPTERS = (
     GLM4V,
     JANUS,
     OVIS2,
+    LLAVA_NEXT_VIDEO,
 )
