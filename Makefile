@@ -6,7 +6,7 @@ export TRANSFORMERS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 export PYTHONDONTWRITEBYTECODE := 1
 
-.PHONY: setup models demo test test-fast test-latest lock lint format figures report bench clean
+.PHONY: setup models demo test test-fast test-latest lock lint format figures report bench compat clean
 
 setup:
 	@bash scripts/setup_env.sh
@@ -53,6 +53,11 @@ report: setup
 # On a GPU machine: device_map="auto" + bf16 against CPU float32 (MODEL=... for another model).
 gpu-check: models
 	$(PY) scripts/gpu_check.py $(if $(MODEL),--model $(MODEL),)
+
+# The VLM compatibility table: census of transformers' image-text-to-text families + the five checks per family
+# on tiny models → docs/compatibility.md and the README block between the compat markers.
+compat: models
+	OMP_NUM_THREADS=1 $(PY) scripts/compat_table.py --census
 
 bench: models
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

@@ -95,13 +95,19 @@ def render_block(results: dict, census: dict | None) -> str:
     ]
     if census:
         rows = census["rows"]
-        supported = sum(r["verdict"] == "supported" for r in rows)
+        counts: dict[str, int] = {}
+        for r in rows:
+            cat = r["verdict"].split(":")[0]
+            counts[cat] = counts.get(cat, 0) + 1
+        others = "; ".join(
+            f"{cat} {k}" for cat, k in sorted(counts.items(), key=lambda kv: -kv[1]) if cat != "supported"
+        )
         parts.append(
-            f"transformers {census['transformers']} lists {len(rows)} image-text-to-text families; cotscope supports "
-            f"{supported} of them ({n} rows above). Why each of the others is not supported (does not build offline, "
-            "needs torchvision, encoder-decoder, or not yet adapted) is listed in "
-            "[docs/compatibility.md](docs/compatibility.md); a family that builds can be declared without code "
-            "through a TOML/JSON adapter spec (`probes/models/adapter_spec.py`)."
+            f"transformers {census['transformers']} lists {len(rows)} image-text-to-text model types; cotscope supports "
+            f"{counts.get('supported', 0)} of them ({n} rows above; every supported type has a row). The others: "
+            f"{others}. Each one with its reason is listed in [docs/compatibility.md](docs/compatibility.md) "
+            "(`scripts/vlm_family_census.py`); a family that builds can be declared without code through a TOML/JSON "
+            "adapter spec (`probes/models/adapter_spec.py`)."
         )
     return "\n".join(parts).strip()
 

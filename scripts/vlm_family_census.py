@@ -107,26 +107,42 @@ def probe_all(types: list[str], timeout: int, bar) -> list[dict]:
     return [done[t] for t in types]
 
 
-def verdict(r: dict, supported: set[str]) -> str:
-    """One line: supported, or the first reason it is not."""
+CATEGORIES = (
+    "supported",
+    "not yet adapted",
+    "needs torchvision",
+    "default config does not build offline",
+    "encoder-decoder",
+    "no processor registered",
+)
+
+
+def verdict(r: dict, supported: set[str], image_only: frozenset[str] = frozenset()) -> str:
+    """``"<category>: <reason>"`` (category one of :data:`CATEGORIES`), or ``"supported"``."""
     if r["model_type"] in supported:
         return "supported"
     if r.get("build") != "ok":
-        return f"model does not build offline: {r.get('build')}"
+        return f"default config does not build offline: {r.get('build')}"
     if r.get("is_encoder_decoder"):
-        return "encoder-decoder (no decoder-only residual stream of the prompt; out of cotscope's scope)"
+        return "encoder-decoder: no decoder-only residual stream over the prompt (out of cotscope's scope)"
     backends = r.get("processor_backends") or []
     if not r.get("processor_class"):
-        return "no processor class registered"
-    if "torchvision" in backends and not r.get("pil_image_processor"):
-        return f"{r['processor_class']} needs torchvision and there is no PIL image processor"
+        return "no processor registered: transformers maps no processor class to this model type"
+    if backends and r["processor_class"] in image_only:
+        return (
+            f"not yet adapted: builds offline; {r['processor_class']} is gated on {', '.join(backends)} but cotscope "
+            "has an image-only variant of it; needs a tiny builder and an adapter"
+        )
     if backends:
-        return f"{r['processor_class']} needs {', '.join(backends)} (no image-only variant in cotscope yet)"
+        return f"needs torchvision: {r['processor_class']} is gated on {', '.join(backends)}"
     if not r.get("pil_image_processor"):
-        return "its image processor needs torchvision (no PIL variant in this transformers)"
+        return "needs torchvision: its image processor has no PIL variant in this transformers"
     if r.get("processor_wants_video"):
-        return f"builds offline; {r['processor_class']} wants a torchvision video processor (needs an image-only variant); no cotscope adapter yet"
-    return "builds offline; no cotscope adapter yet"
+        return (
+            f"not yet adapted: builds offline; {r['processor_class']} wants a torchvision video processor, so it "
+            "needs an image-only variant (as Qwen3-VL / GLM-4V have), a tiny builder and an adapter"
+        )
+    return "not yet adapted: builds offline; needs a tiny builder and an adapter"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,23 +160,23 @@ def main(argv: list[str] | None = None) -> int:
     from cotscope.probes.models.registry import supported_model_types
 
     supported = set(supported_model_types())
+    from cotscope.probes.models.processors import image_only_variants
+
+    image_only = frozenset(image_only_variants())
     types = args.only or sorted(M)
     with tqdm(total=len(types), desc="census", unit="family") as bar:
         rows = probe_all(types, args.timeout, bar)
     for r in rows:
-        r["verdict"] = verdict(r, supported)
+        r["verdict"] = verdict(r, supported, image_only)
     doc = {
         "transformers": transformers.__version__,
         "mapping": "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES",
         "rows": rows,
     }
     write_text_atomic(args.out, json.dumps(doc, indent=1) + "\n")
-    counts: dict[str, int] = {}
-    for r in rows:
-        key = r["verdict"].split(":")[0]
-        counts[key] = counts.get(key, 0) + 1
-    for k, v in sorted(counts.items(), key=lambda kv: -kv[1]):
-        print(f"{v:4d}  {k}")
+    for cat in CATEGORIES:
+        names = [r["model_type"] for r in rows if r["verdict"].split(":")[0] == cat]
+        print(f"{len(names):4d}  {cat}: {', '.join(names)}")
     print(f"wrote {args.out}")
     return 0
 

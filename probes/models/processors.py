@@ -233,6 +233,13 @@ def _simple_image_only(name: str) -> type:
 _IMAGE_ONLY: dict[str, type] = {}
 
 
+def image_only_variants() -> list[str]:
+    """Names of the stock processors cotscope has a torchvision-free variant of."""
+    if not _IMAGE_ONLY:
+        _IMAGE_ONLY.update(_define_image_only())
+    return sorted(_IMAGE_ONLY)
+
+
 def image_only_class(name: str) -> type:
     """The image-only subclass of the stock processor ``name`` (e.g. ``"Qwen2VLProcessor"``)."""
     if not _IMAGE_ONLY:
