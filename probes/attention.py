@@ -432,7 +432,8 @@ def classify_prompt_tokens(
 
     ``ids`` are the model-input ids of ``text`` after the processor expanded the image placeholder; the question's
     tokens are located by tokenizing ``text`` with character offsets and aligning its common prefix and suffix with
-    ``ids`` (the expansion sits in between).
+    ``ids`` (the expansion sits in between). Pass ``text`` as the processor sees it, including any text it appends
+    (the adapter's ``processor_suffix``).
     """
     ids = [int(i) for i in ids]
     types = np.full(len(ids), TEMPLATE, dtype=np.int8)
@@ -648,6 +649,7 @@ def capture_batch(
         fix=f"shorten the prompt, or lower max_new_tokens (now {max_new_tokens})",
     )
     img_mask = loaded.adapter.image_token_mask(ids, loaded.config).cpu().numpy() if images else np.zeros((B, T), bool)
+    sfx = loaded.adapter.processor_suffix if images else ""  # text the processor appends (PaliGemma's newline)
     inputs = {k: (v.to(loaded.device) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
     tok = loaded.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -680,7 +682,7 @@ def capture_batch(
         P = int(lens[r])
         prompt_ids = ids[r, p:].tolist()
         q_text = req.question if req.question is not None else req.prompt
-        ktypes, q_found = classify_prompt_tokens(tok, prompt_ids, texts[r], q_text, img_mask[r, p:])
+        ktypes, q_found = classify_prompt_tokens(tok, prompt_ids, texts[r] + sfx, q_text, img_mask[r, p:])
         if q_text and not q_found:
             warnings.warn(
                 f"trace {req.id!r}: could not locate the question text among the prompt tokens; its keys "

@@ -145,6 +145,10 @@ def check_hidden_states(family: str) -> str:
         T = enc["input_ids"].shape[1]
         k = T - 1 - int(it["n_answer_tokens"]) - int(it.get("n_suffix_tokens", 0))
         max_diff(one.get("last_prompt")[row], stored[:, k], 0.0, f"{family} row {row} last_prompt")
+        # the processor adds nothing after the text beyond the declared suffix (e.g. no chat separator token)
+        last_text = loaded.tokenizer(it["text"], add_special_tokens=False)["input_ids"][-1]
+        n_sfx = int(it.get("n_suffix_tokens", 0))
+        assert int(enc["input_ids"][0, T - 1 - n_sfx]) == last_text, f"{family}: tokens appended after the text"
         assert loaded.tokenizer.decode(enc["input_ids"][0, k + 1 : T - int(it.get("n_suffix_tokens", 0))]).strip()
     return f"{worst:.0e}"
 
@@ -255,6 +259,7 @@ def check_attention(family: str) -> str:
     layers = [0, lm.n_layers - 1]
     tr = capture_batch(lm, [req], layers=layers, max_new_tokens=3, min_new_tokens=3)[0]
     rec, ten = tr["record"], tr["tensors"]
+    assert rec["question_found"], f"{family}: the question's tokens were not located among the prompt tokens"
     P_, n = rec["prompt_len"], rec["n_steps"]
     enc = dict(encode_batch(lm, [rec["prompt_text"]], [req.image]))
     enc.pop("labels", None)

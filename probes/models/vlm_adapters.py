@@ -197,7 +197,10 @@ CHAMELEON = register(
         image_token_attrs=("image_token_id",),
         build_processor=P.processor_builder(P.chameleon_processor, "ChameleonProcessor"),
         notes="early fusion: the VQ-GAN turns each image into codebook tokens of the shared vocabulary, embedded by "
-        "the text embedding table (projector_path) on the <image> positions",
+        "the text embedding table (projector_path) on the <image> positions. Processor called with "
+        "return_for_text_completion=True: cotscope renders the chat template itself, so no separator token is "
+        "appended after the text",
+        processor_kwargs={"return_for_text_completion": True},
     )
 )
 MLLAMA = _vlm(
