@@ -256,7 +256,9 @@ def check_attention(family: str) -> str:
             assert "attention shift" in str(e)
             return "n/a: cross-attention (refused)"
         raise AssertionError(f"{family}: attention capture with an image was not refused")
-    layers = [0, lm.n_layers - 1]
+    kinds = getattr(lm.adapter.text_config(lm.config), "layer_types", None) or ["full_attention"] * lm.n_layers
+    full = [i for i, k in enumerate(kinds) if "linear" not in k]  # linear-attention layers have no attention rows
+    layers = [full[0], full[-1]] if len(full) > 1 else full
     tr = capture_batch(lm, [req], layers=layers, max_new_tokens=3, min_new_tokens=3)[0]
     rec, ten = tr["record"], tr["tensors"]
     assert rec["question_found"], f"{family}: the question's tokens were not located among the prompt tokens"
@@ -278,7 +280,9 @@ def check_attention(family: str) -> str:
     rows = ten["rows"]
     for s in range(n):
         got = rows[..., off[s] : off[s + 1]]  # [L, h, K]
-        ref = np.stack([att[l][0, :, P_ - 1 + s, : P_ + s].numpy() for l in layers])
+        # hybrid models return attentions for their full-attention layers only, in layer order
+        at = {l: att[full.index(l) if len(att) == len(full) else l] for l in layers}
+        ref = np.stack([at[l][0, :, P_ - 1 + s, : P_ + s].numpy() for l in layers])
         worst = max(worst, max_diff(got, ref, 2e-6, f"{family} step {s}"))
     return f"{worst:.0e}"
 

@@ -155,3 +155,15 @@ def test_load_model_from_saved_dir(family):
     with torch.no_grad():
         la, lb = lm.hf(**a).logits, vlm.model(**b).logits
     torch.testing.assert_close(la, lb, rtol=0, atol=0)  # same weights, same inputs, same code path
+
+
+def test_qwen3_5_linear_attention_layers_have_no_attention_rows():
+    """Hybrid Qwen3.5: capture on a Gated-DeltaNet layer stops with a clear error; full-attention layers work
+    (test_family_check covers them)."""
+    from cotscope.probes.attention import CaptureRequest, EagerAttentionUnavailable, capture_batch
+
+    lm = loaded_for("qwen3_5")
+    kinds = lm.config.text_config.layer_types
+    assert kinds[0] == "linear_attention"
+    with pytest.raises(EagerAttentionUnavailable, match="layer 0"):
+        capture_batch(lm, [CaptureRequest("a", "Hi", image=sample_image())], layers=[0], max_new_tokens=1)

@@ -69,6 +69,7 @@ EXTRA_CLASS = {
     "janus": "JanusForConditionalGeneration",
     "ovis2": "Ovis2ForConditionalGeneration",
     "llava_next_video": "LlavaNextVideoForConditionalGeneration",
+    "qwen3_5": "Qwen3_5ForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -525,6 +526,48 @@ def _llava_next_video(tok):
     return cfg, proc
 
 
+def _qwen3_5(tok):
+    from transformers import Qwen3_5Config
+
+    proc = P.qwen3_vl_processor(tok)
+    text = _text(tok, head_dim=16)
+    text.update(
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": [2, 3, 3],
+            "partial_rotary_factor": 1.0,
+        },
+        layer_types=["linear_attention", "full_attention", "linear_attention", "full_attention"],
+        linear_conv_kernel_dim=2,
+        linear_key_head_dim=16,
+        linear_value_head_dim=16,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
+    )
+    vis = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=64,
+        num_position_embeddings=64,
+    )
+    ids = {
+        k: tok.convert_tokens_to_ids(t)
+        for k, t in [
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+            ("video_token_id", "<|video_pad|>"),
+        ]
+    }
+    cfg = Qwen3_5Config(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -549,6 +592,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "janus": _janus,
     "ovis2": _ovis2,
     "llava_next_video": _llava_next_video,
+    "qwen3_5": _qwen3_5,
 }
 
 

@@ -327,6 +327,19 @@ LLAVA_NEXT_VIDEO = _vlm(
     "image path of LLaVA-NeXT-Video (anyres tiles as LLaVA-NeXT); image-only processor (videos need torchvision)",
 )
 
+QWEN3_5 = _vlm(
+    "qwen3_5",
+    ("qwen3_5",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.qwen3_vl_processor,
+    "Qwen3VLProcessor",
+    "hybrid language model: Gated-DeltaNet linear-attention layers between full-attention layers "
+    "(text_config.layer_types); attention rows exist only for the full-attention layers",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -351,4 +364,5 @@ VLM_ADAPTERS = (
     JANUS,
     OVIS2,
     LLAVA_NEXT_VIDEO,
+    QWEN3_5,
 )
