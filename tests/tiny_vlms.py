@@ -70,6 +70,8 @@ EXTRA_CLASS = {
     "ovis2": "Ovis2ForConditionalGeneration",
     "llava_next_video": "LlavaNextVideoForConditionalGeneration",
     "qwen3_5": "Qwen3_5ForConditionalGeneration",
+    "glm46v": "Glm46VForConditionalGeneration",
+    "exaone4_5": "Exaone4_5_ForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -428,10 +430,10 @@ def _qwen3_vl(tok):
     return cfg, proc
 
 
-def _glm4v(tok):
-    from transformers import Glm4vConfig
+def _glm4v(tok, v46: bool = False):
+    from transformers import Glm4vConfig, Glm46VConfig
 
-    proc = P.glm4v_processor(tok)
+    proc = P.glm46v_processor(tok) if v46 else P.glm4v_processor(tok)
     text = _text(tok)
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
     vis = dict(
@@ -455,7 +457,37 @@ def _glm4v(tok):
             ("video_token_id", "<|video|>"),
         ]
     }
-    cfg = Glm4vConfig(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
+    if v46:
+        text["model_type"], vis["model_type"] = "glm4v_text", "glm4v_vision"
+    cls = Glm46VConfig if v46 else Glm4vConfig
+    cfg = cls(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
+    return cfg, proc
+
+
+def _exaone4_5(tok):
+    from transformers import Exaone4_5_Config
+
+    proc = P.exaone4_5_processor(tok)
+    text = _text(tok, head_dim=16, sliding_window=None, layer_types=["full_attention"] * 4, model_type="exaone4")
+    vis = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        num_key_value_heads=2,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=56,
+        out_hidden_size=64,
+        fullatt_block_indexes=[1],
+    )
+    cfg = Exaone4_5_Config(
+        text_config=text,
+        vision_config=vis,
+        image_token_id=proc.image_token_id,
+        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+    )
     return cfg, proc
 
 
@@ -593,6 +625,8 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "ovis2": _ovis2,
     "llava_next_video": _llava_next_video,
     "qwen3_5": _qwen3_5,
+    "glm46v": lambda t: _glm4v(t, True),
+    "exaone4_5": _exaone4_5,
 }
 
 

@@ -61,6 +61,8 @@ __all__ = [
     "janus_processor",
     "ovis2_processor",
     "llava_next_video_processor",
+    "glm46v_processor",
+    "exaone4_5_processor",
 ]
 
 
@@ -178,7 +180,7 @@ def _define_image_only() -> dict[str, type]:
         )
     }
     out["PixtralProcessor"] = _define_pixtral_layout()
-    for name in ("Qwen3VLProcessor", "Glm4vProcessor"):
+    for name in ("Qwen3VLProcessor", "Glm4vProcessor", "Glm46VProcessor", "Exaone4_5_Processor"):
         out[name] = _simple_image_only(name)
     out["LlavaNextVideoProcessor"] = _llava_next_video_image_only()
     return out
@@ -710,18 +712,48 @@ GLM4V_TOKENS = ("<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", 
 
 
 def glm4v_processor(
-    tokenizer: Any, *, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112, patch_size: int = 14, merge_size: int = 2
+    tokenizer: Any,
+    *,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 112 * 112,
+    patch_size: int = 14,
+    merge_size: int = 2,
+    _variant: str = "glm4v",
 ) -> Any:
     """GLM-4V (image-only): Qwen2-VL-style dynamic resolution; ``<|image|>`` expands to one token per merged patch
     (prompts wrap it in ``<|begin_of_image|>`` / ``<|end_of_image|>``)."""
     add_image_tokens(tokenizer, GLM4V_TOKENS, named={"image_token": "<|image|>", "video_token": "<|video|>"})
-    ip = _pil("glm4v", "Glm4vImageProcessorPil")(
+    pil = {"glm4v": ("glm4v", "Glm4vImageProcessorPil"), "glm46v": ("glm46v", "Glm46VImageProcessorPil")}[_variant]
+    ip = _pil(*pil)(
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
         patch_size=patch_size,
         merge_size=merge_size,
         temporal_patch_size=2,
     )
-    return image_only_class("Glm4vProcessor")(
+    name = {"glm4v": "Glm4vProcessor", "glm46v": "Glm46VProcessor"}[_variant]
+    return image_only_class(name)(
+        image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None)
+    )
+
+
+def glm46v_processor(tokenizer: Any, **kw: Any) -> Any:
+    """GLM-4.6V (image-only): the GLM-4V layout with its own processor classes."""
+    return glm4v_processor(tokenizer, _variant="glm46v", **kw)
+
+
+def exaone4_5_processor(
+    tokenizer: Any, *, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112, patch_size: int = 14, merge_size: int = 2
+) -> Any:
+    """EXAONE 4.5 (image-only): Qwen2-VL image processing; ``<|image_pad|>`` tokens."""
+    add_image_tokens(tokenizer, QWEN_VL_TOKENS)
+    ip = _pil("qwen2_vl", "Qwen2VLImageProcessorPil")(
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        patch_size=patch_size,
+        merge_size=merge_size,
+        temporal_patch_size=2,
+    )
+    return image_only_class("Exaone4_5_Processor")(
         image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None)
     )
 
@@ -834,7 +866,7 @@ def image_placeholder(processor: Any) -> str:
     tok = processor.image_token
     if type(processor).__name__.startswith(("Qwen2VL", "Qwen2_5_VL", "Qwen3VL", "ImageOnlyQwen")):
         return f"<|vision_start|>{tok}<|vision_end|>"
-    if type(processor).__name__.startswith(("Glm4v", "ImageOnlyGlm4v")):
+    if type(processor).__name__.startswith(("Glm4v", "ImageOnlyGlm4v", "Glm46V", "ImageOnlyGlm46V")):
         return f"<|begin_of_image|>{tok}<|end_of_image|>"
     return str(tok)
 

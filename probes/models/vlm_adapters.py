@@ -340,6 +340,29 @@ QWEN3_5 = _vlm(
     "(text_config.layer_types); attention rows exist only for the full-attention layers",
 )
 
+GLM46V = _vlm(
+    "glm46v",
+    ("glm46v",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.glm46v_processor,
+    "Glm46VProcessor",
+    "GLM-4.6V: the GLM-4V layout (3D RoPE, <|image|> between <|begin_of_image|>/<|end_of_image|>)",
+)
+EXAONE4_5 = _vlm(
+    "exaone4_5",
+    ("exaone4_5",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.exaone4_5_processor,
+    "Exaone4_5_Processor",
+    "Qwen2.5-VL-style windowed vision tower with an EXAONE 4 language model; <|image_pad|> tokens",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -365,4 +388,6 @@ VLM_ADAPTERS = (
     OVIS2,
     LLAVA_NEXT_VIDEO,
     QWEN3_5,
+    GLM46V,
+    EXAONE4_5,
 )
