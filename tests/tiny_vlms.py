@@ -72,6 +72,7 @@ EXTRA_CLASS = {
     "qwen3_5": "Qwen3_5ForConditionalGeneration",
     "glm46v": "Glm46VForConditionalGeneration",
     "exaone4_5": "Exaone4_5_ForConditionalGeneration",
+    "hyperclovax_vision_v2": "HyperCLOVAXVisionV2ForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -600,6 +601,32 @@ def _qwen3_5(tok):
     return cfg, proc
 
 
+def _hyperclovax_vision_v2(tok):
+    from transformers import HyperCLOVAXVisionV2Config
+
+    proc = P.hyperclovax_vision_v2_processor(tok)
+    vis = dict(
+        model_type="qwen2_5_vl_vision",
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=56,
+        out_hidden_size=64,
+        fullatt_block_indexes=[1],
+    )
+    cfg = HyperCLOVAXVisionV2Config(
+        text_config=_text(tok, model_type="hyperclovax", head_dim=16),
+        vision_config=vis,
+        image_token_id=proc.image_token_id,
+        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -627,6 +654,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "qwen3_5": _qwen3_5,
     "glm46v": lambda t: _glm4v(t, True),
     "exaone4_5": _exaone4_5,
+    "hyperclovax_vision_v2": _hyperclovax_vision_v2,
 }
 
 

@@ -63,6 +63,7 @@ __all__ = [
     "llava_next_video_processor",
     "glm46v_processor",
     "exaone4_5_processor",
+    "hyperclovax_vision_v2_processor",
 ]
 
 
@@ -180,7 +181,13 @@ def _define_image_only() -> dict[str, type]:
         )
     }
     out["PixtralProcessor"] = _define_pixtral_layout()
-    for name in ("Qwen3VLProcessor", "Glm4vProcessor", "Glm46VProcessor", "Exaone4_5_Processor"):
+    for name in (
+        "Qwen3VLProcessor",
+        "Glm4vProcessor",
+        "Glm46VProcessor",
+        "Exaone4_5_Processor",
+        "HyperCLOVAXVisionV2Processor",
+    ):
         out[name] = _simple_image_only(name)
     out["LlavaNextVideoProcessor"] = _llava_next_video_image_only()
     return out
@@ -742,7 +749,13 @@ def glm46v_processor(tokenizer: Any, **kw: Any) -> Any:
 
 
 def exaone4_5_processor(
-    tokenizer: Any, *, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112, patch_size: int = 14, merge_size: int = 2
+    tokenizer: Any,
+    *,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 112 * 112,
+    patch_size: int = 14,
+    merge_size: int = 2,
+    _name: str = "Exaone4_5_Processor",
 ) -> Any:
     """EXAONE 4.5 (image-only): Qwen2-VL image processing; ``<|image_pad|>`` tokens."""
     add_image_tokens(tokenizer, QWEN_VL_TOKENS)
@@ -753,9 +766,14 @@ def exaone4_5_processor(
         merge_size=merge_size,
         temporal_patch_size=2,
     )
-    return image_only_class("Exaone4_5_Processor")(
+    return image_only_class(_name)(
         image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None)
     )
+
+
+def hyperclovax_vision_v2_processor(tokenizer: Any, **kw: Any) -> Any:
+    """HyperCLOVA X Vision v2 (image-only): Qwen2-VL image processing; ``<|image_pad|>`` tokens."""
+    return exaone4_5_processor(tokenizer, _name="HyperCLOVAXVisionV2Processor", **kw)
 
 
 def janus_processor(tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 16) -> Any:

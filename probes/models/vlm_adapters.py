@@ -363,6 +363,18 @@ EXAONE4_5 = _vlm(
     "Qwen2.5-VL-style windowed vision tower with an EXAONE 4 language model; <|image_pad|> tokens",
 )
 
+HYPERCLOVAX_VISION_V2 = _vlm(
+    "hyperclovax_vision_v2",
+    ("hyperclovax_vision_v2",),
+    _LM,
+    "model.vision_model",
+    "model.projector",
+    ("image_token_id",),
+    P.hyperclovax_vision_v2_processor,
+    "HyperCLOVAXVisionV2Processor",
+    "Qwen2.5-VL vision tower, one linear projector, HyperCLOVA X language model (muP-style multipliers)",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -390,4 +402,5 @@ VLM_ADAPTERS = (
     QWEN3_5,
     GLM46V,
     EXAONE4_5,
+    HYPERCLOVAX_VISION_V2,
 )
