@@ -117,6 +117,12 @@ def collect_vision_latents(
     except LayerIndexError as e:
         raise VisionLatentsError(f"{e} (decoder blocks at {lpath})") from None
     img_id = image_token_id(model)
+    if token_rule == "image_mean":
+        from cotscope.probes.models.registry import _REGISTRY
+
+        adapter = _REGISTRY.get(getattr(model.config, "model_type", None))
+        if adapter is not None:  # cross-attention families (Mllama) hold one marker token, not image tokens
+            adapter.require_image_tokens("token_rule='image_mean'")
     if token_rule == "image_mean" and img_id is None:
         raise VisionLatentsError("token_rule='image_mean' needs config.image_token_id; use 'last' or 'mean'")
     seen: dict[str, Any] = {}

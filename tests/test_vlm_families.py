@@ -167,3 +167,14 @@ def test_qwen3_5_linear_attention_layers_have_no_attention_rows():
     assert kinds[0] == "linear_attention"
     with pytest.raises(EagerAttentionUnavailable, match="layer 0"):
         capture_batch(lm, [CaptureRequest("a", "Hi", image=sample_image())], layers=[0], max_new_tokens=1)
+
+
+def test_mllama_vision_latents_refuse_image_mean():
+    from cotscope.probes.vision_latents import collect_vision_latents
+
+    vlm = tiny_vlm("mllama")
+    img = [sample_image()]
+    with pytest.raises(NoImageTokensError, match="token_rule='image_mean'"):
+        collect_vision_latents(
+            vlm.model, vlm.processor, img, vlm.prompt(), "model.multi_modal_projector", token_rule="image_mean"
+        )
