@@ -257,7 +257,8 @@ def check_attention(family: str) -> str:
             return "n/a: cross-attention (refused)"
         raise AssertionError(f"{family}: attention capture with an image was not refused")
     kinds = getattr(lm.adapter.text_config(lm.config), "layer_types", None) or ["full_attention"] * lm.n_layers
-    full = [i for i, k in enumerate(kinds) if "linear" not in k]  # linear-attention layers have no attention rows
+    # linear-attention and convolution blocks (hybrid models) have no attention rows
+    full = [i for i, k in enumerate(kinds) if "attention" in k and "linear" not in k]
     layers = [full[0], full[-1]] if len(full) > 1 else full
     tr = capture_batch(lm, [req], layers=layers, max_new_tokens=3, min_new_tokens=3)[0]
     rec, ten = tr["record"], tr["tensors"]

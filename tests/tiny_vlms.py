@@ -73,6 +73,7 @@ EXTRA_CLASS = {
     "glm46v": "Glm46VForConditionalGeneration",
     "exaone4_5": "Exaone4_5_ForConditionalGeneration",
     "hyperclovax_vision_v2": "HyperCLOVAXVisionV2ForConditionalGeneration",
+    "lfm3_vl": "Lfm3VlForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -627,6 +628,36 @@ def _hyperclovax_vision_v2(tok):
     return cfg, proc
 
 
+def _lfm3_vl(tok):
+    from transformers import Lfm3VlConfig
+
+    proc = P.lfm3_vl_processor(tok)
+    text = _text(tok, head_dim=16, model_type="lfm3", sliding_window=8)
+    text["layer_types"] = ["conv", "full_attention", "sliding_attention", "full_attention"]
+    vis = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+    )
+    ids = {
+        k: tok.convert_tokens_to_ids(t)
+        for k, t in [
+            ("vision_start_token_id", "<|vision_start|>"),
+            ("vision_end_token_id", "<|vision_end|>"),
+            ("video_token_id", "<|video_pad|>"),
+        ]
+    }
+    cfg = Lfm3VlConfig(
+        text_config=text, vision_config=vis, image_token_id=proc.image_token_id, projector_hidden_size=64, **ids
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -655,6 +686,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "glm46v": lambda t: _glm4v(t, True),
     "exaone4_5": _exaone4_5,
     "hyperclovax_vision_v2": _hyperclovax_vision_v2,
+    "lfm3_vl": _lfm3_vl,
 }
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "glm46v_processor",
     "exaone4_5_processor",
     "hyperclovax_vision_v2_processor",
+    "lfm3_vl_processor",
 ]
 
 
@@ -187,6 +188,7 @@ def _define_image_only() -> dict[str, type]:
         "Glm46VProcessor",
         "Exaone4_5_Processor",
         "HyperCLOVAXVisionV2Processor",
+        "Lfm3VlProcessor",
     ):
         out[name] = _simple_image_only(name)
     out["LlavaNextVideoProcessor"] = _llava_next_video_image_only()
@@ -769,6 +771,14 @@ def exaone4_5_processor(
     return image_only_class(_name)(
         image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None)
     )
+
+
+def lfm3_vl_processor(tokenizer: Any, **kw: Any) -> Any:
+    """LFM3-VL (image-only): Qwen2-VL image processing with 16-px patches; ``<|image_pad|>`` tokens."""
+    kw.setdefault("patch_size", 16)
+    kw.setdefault("min_pixels", 64 * 64)
+    kw.setdefault("max_pixels", 128 * 128)
+    return exaone4_5_processor(tokenizer, _name="Lfm3VlProcessor", **kw)
 
 
 def hyperclovax_vision_v2_processor(tokenizer: Any, **kw: Any) -> Any:

@@ -375,6 +375,23 @@ HYPERCLOVAX_VISION_V2 = _vlm(
     "Qwen2.5-VL vision tower, one linear projector, HyperCLOVA X language model (muP-style multipliers)",
 )
 
+LFM3_VL = register(
+    ModelAdapter(
+        family="lfm3_vl",
+        model_types=("lfm3_vl",),
+        layers_path="model.language_model.layers",
+        final_norm_path="model.language_model.embedding_norm",
+        vision_path="model.vision_tower",
+        projector_path="model.multi_modal_projector",
+        image_token_attrs=("image_token_id",),
+        text_config_attr="text_config",
+        build_processor=P.processor_builder(P.lfm3_vl_processor, "Lfm3VlProcessor"),
+        notes="hybrid language model: short-convolution blocks between full and sliding-window attention blocks "
+        "(text_config.layer_types); attention rows exist only for the attention blocks; final norm is "
+        "'embedding_norm'",
+    )
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -403,4 +420,5 @@ VLM_ADAPTERS = (
     GLM46V,
     EXAONE4_5,
     HYPERCLOVAX_VISION_V2,
+    LFM3_VL,
 )
