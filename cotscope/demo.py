@@ -1,8 +1,9 @@
 """`make demo`: the main job on the embedded defaults, into ``runs/demo/``.
 
 Stages (each reuses stored results when they exist; see :mod:`cotscope.stages`):
-``llm`` → ``llm_answer`` → ``exports`` → ``crossmodel`` → ``intervention`` → ``attention`` → ``prior`` →
-``reconstruction``; then every figure (PNG + PDF + HTML), ``summary.json``, ``report.md`` and ``report.html``.
+``llm`` → ``llm_answer`` → ``llm_released`` → ``exports`` → ``crossmodel`` → ``intervention`` → ``attention`` →
+``prior`` → ``reconstruction`` → ``merging`` → ``bench``; then every figure (PNG + PDF + HTML), ``summary.json``,
+``report.md`` and ``report.html``. ``recipes/demo.toml`` lists the same stages in the same order.
 
 >>> from cotscope.demo import demo_stages
 >>> [s.name for s in demo_stages()][:3]
@@ -18,6 +19,10 @@ from cotscope.stages import RunContext, Stage, run_stages
 
 EMBEDDED_LLM = "embedded:smollm2"
 DEMO_DEFAULTS: dict[str, Any] = dict(n_problems=160, batch_size=16, cutoff=0.1, n_perm=200, seed=0)
+# the issue-15 stages are sized to stay cheap on 2 CPU cores (each reuses the run's loaded models and stored results)
+RELEASED_N_PERM = 100  # permutations for the released reading's low-pass energy and dispersion nulls
+MERGING_PROMPTS = 4  # items scored per merging/DRIFT/injection setting (the first of the intervention items)
+BENCH_TOKENS = 16  # greedy tokens per benchmark-fixture item
 
 
 def _llm(ctx: RunContext) -> dict:
@@ -56,6 +61,23 @@ def _answer_pairing(ctx: RunContext) -> dict:
         )
     )
     return answer_pairing_summary(res)
+
+
+def _released(ctx: RunContext) -> dict:
+    from cotscope.stages.released import released_reading_stage
+
+    c = ctx.config
+    n_perm = int(c.get("released_n_perm", RELEASED_N_PERM))
+    return released_reading_stage(
+        ctx.run_dir,
+        ctx.model(EMBEDDED_LLM),
+        ctx.summary,
+        cutoff=c["cutoff"],
+        n_perm=n_perm,
+        n_perm_dispersion=n_perm,
+        seed=c["seed"],
+        batch_size=int(c.get("released_batch_size", 8)),
+    )
 
 
 def _exports(ctx: RunContext) -> dict:
@@ -116,18 +138,47 @@ def _reconstruction(ctx: RunContext) -> dict:
     return reconstruction_stage(ctx.run_dir, ctx.summary, seed=ctx.config["seed"])
 
 
+def _merging(ctx: RunContext) -> dict:
+    from cotscope.stages.crossmodel import default_vlm_spec
+    from cotscope.stages.merging import merging_stage
+
+    c = ctx.config
+    return merging_stage(
+        ctx.run_dir,
+        ctx.summary,
+        vlm=ctx.model(default_vlm_spec()),
+        n_prompts=int(c.get("merging_prompts", MERGING_PROMPTS)),
+        seed=c["seed"],
+    )
+
+
+def _bench(ctx: RunContext) -> dict:
+    from cotscope.stages.bench import bench_fixture_stage
+    from cotscope.stages.crossmodel import default_vlm_spec
+
+    return bench_fixture_stage(
+        ctx.run_dir,
+        ctx.model(default_vlm_spec()),
+        max_new_tokens=int(ctx.config.get("bench_tokens", BENCH_TOKENS)),
+    )
+
+
 def demo_stages() -> list[Stage]:
     """The demo's stages. Only ``llm`` is required; the VLM stages use the shipped reference VLM
-    (``embedded:smolvlm``), else the LLaVA-SmolLM2 stand-in; prior and reconstruction need the reference VLM."""
+    (``embedded:smolvlm``), else the LLaVA-SmolLM2 stand-in; prior, reconstruction and merging need the reference
+    VLM (merging scores on the reference VLM with SmolLM2 as θ_reason)."""
     return [
         Stage("llm", _llm, required=True),
         Stage("llm_answer", _answer_pairing),
+        Stage("llm_released", _released),
         Stage("exports", _exports, needs=("llm",)),
         Stage("crossmodel", _crossmodel, needs=("llm",)),
         Stage("intervention", _intervention, needs=("llm",)),
         Stage("attention", _attention),
         Stage("prior", _prior),
         Stage("reconstruction", _reconstruction),
+        Stage("merging", _merging),
+        Stage("bench", _bench),
     ]
 
 
