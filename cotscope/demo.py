@@ -18,11 +18,20 @@ from typing import Any
 from cotscope.stages import RunContext, Stage, run_stages
 
 EMBEDDED_LLM = "embedded:smollm2"
-DEMO_DEFAULTS: dict[str, Any] = dict(n_problems=160, batch_size=16, cutoff=0.1, n_perm=200, seed=0)
-# the issue-15 stages are sized to stay cheap on 2 CPU cores (each reuses the run's loaded models and stored results)
-RELEASED_N_PERM = 100  # permutations for the released reading's low-pass energy and dispersion nulls
-MERGING_PROMPTS = 4  # items scored per merging/DRIFT/injection setting (the first of the intervention items)
-BENCH_TOKENS = 16  # greedy tokens per benchmark-fixture item
+DEMO_DEFAULTS: dict[str, Any] = dict(
+    n_problems=160,
+    batch_size=16,
+    cutoff=0.1,
+    n_perm=200,
+    seed=0,
+    # the issue-15 stages, sized to stay cheap on 2 CPU cores (each reuses the run's loaded models and stored
+    # results): thought pairs (of the 104 bundled; families interleaved) and permutations of the released
+    # reading, items per merging/DRIFT/injection setting (the first intervention items), tokens per bench item
+    released_pairs=48,
+    released_n_perm=100,
+    merging_prompts=4,
+    bench_tokens=16,
+)
 
 
 def _llm(ctx: RunContext) -> dict:
@@ -67,7 +76,7 @@ def _released(ctx: RunContext) -> dict:
     from cotscope.stages.released import released_reading_stage
 
     c = ctx.config
-    n_perm = int(c.get("released_n_perm", RELEASED_N_PERM))
+    n_perm = int(c.get("released_n_perm", 100))
     return released_reading_stage(
         ctx.run_dir,
         ctx.model(EMBEDDED_LLM),
@@ -77,6 +86,7 @@ def _released(ctx: RunContext) -> dict:
         n_perm_dispersion=n_perm,
         seed=c["seed"],
         batch_size=int(c.get("released_batch_size", 8)),
+        limit=c.get("released_pairs"),
     )
 
 
@@ -147,7 +157,7 @@ def _merging(ctx: RunContext) -> dict:
         ctx.run_dir,
         ctx.summary,
         vlm=ctx.model(default_vlm_spec()),
-        n_prompts=int(c.get("merging_prompts", MERGING_PROMPTS)),
+        n_prompts=int(c.get("merging_prompts", 4)),
         seed=c["seed"],
     )
 
@@ -159,7 +169,7 @@ def _bench(ctx: RunContext) -> dict:
     return bench_fixture_stage(
         ctx.run_dir,
         ctx.model(default_vlm_spec()),
-        max_new_tokens=int(ctx.config.get("bench_tokens", BENCH_TOKENS)),
+        max_new_tokens=int(ctx.config.get("bench_tokens", 16)),
     )
 
 

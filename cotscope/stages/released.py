@@ -9,6 +9,7 @@ reading (stage ``llm``) and reports how far apart the two directions are per lay
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,14 @@ def released_reading_stage(
     from cotscope.stages.llm import llm_summary
 
     run_dir = Path(run_dir)
+    n_all = len(load_thought_pairs())
     pairs = stimulus_pairs(load_thought_pairs(limit=limit), pairing="answer")
+    t0 = time.perf_counter()
     store = collect_pairs(
         lm, pairs, run_dir / "stores" / name, positions=("eot", "turn_end"), batch_size=batch_size, progress=False
     )
+    t_collect = time.perf_counter() - t0
+    t1 = time.perf_counter()
     res = analyse_store(
         store, "eot", cutoff=cutoff, n_perm=n_perm, seed=seed, progress=False, n_perm_dispersion=n_perm_dispersion
     )
@@ -60,12 +65,11 @@ def released_reading_stage(
             "n_problems": len(pairs),
             "directions": paths,
             "store": str(store.path),
-            "timings_s": {},
+            "timings_s": {"collect": t_collect, "analyse": time.perf_counter() - t1},
         }
     )
     write_json_atomic(run_dir / "analysis" / f"{name}.json", full)
     out = llm_summary(full)
-    out.pop("timings_s", None)
     md = DirectionSet.load(paths["mean_diff"])
     # eot vs turn_end: the end-of-turn token and the token the released code literally reads (the "\n" after it)
     te = {l: np.mean(store.paired("turn_end", l)[0] - store.paired("turn_end", l)[1], axis=0) for l in store.layers}
@@ -81,7 +85,9 @@ def released_reading_stage(
     sig = [l for l, p in out["lowpass_energy_p_value"].items() if p < 0.05]
     best = out["best_layer"]
     parts = [
-        f"{out['n_pairs']} bundled long/short thought pairs, `answer` pairing, token rule `eot` "
+        f"{out['n_pairs']}"
+        + (f" of the {n_all}" if out["n_pairs"] < n_all else "")
+        + " bundled long/short thought pairs, `answer` pairing, token rule `eot` "
         f"({', '.join(out['eot_token'])} from the model's chat template), `stores/{name}`. Held-out probe accuracy "
         f"{min(out['probe_test_accuracy'].values()):.2f}–{max(out['probe_test_accuracy'].values()):.2f}; low-pass "
         f"energy at layer {best} {out['lowpass_energy_fraction'][best]:.3f} (null "
