@@ -4,10 +4,13 @@ fragment and report paragraph carry what issue 15 asks for."""
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import pytest
 
+sys.path.insert(0, str(Path(__file__).parent))
 ROOT = Path(__file__).resolve().parent.parent
 NEW_STAGES = ("llm_released", "merging", "bench")
 
@@ -68,11 +71,13 @@ def test_bench_fixture_stage(tmp_path):
     from cotscope.stages.bench import bench_fixture_stage
 
     vlm = load_model("embedded:smolvlm")
-    out = bench_fixture_stage(tmp_path, vlm, benches=("scienceqa",), max_new_tokens=4)
-    s = out["scienceqa"]["base"]
-    assert s["n"] == 4 and s["ci_low"] <= s["accuracy"] <= s["ci_high"] and "inject" not in out["scienceqa"]
+    out = bench_fixture_stage(tmp_path, vlm, max_new_tokens=4)  # the demo's benches: mathvista and scienceqa
+    for bench, n in (("mathvista", 6), ("scienceqa", 4)):
+        s = out[bench]["base"]
+        assert s["n"] == n and s["ci_low"] <= s["accuracy"] <= s["ci_high"] and "inject" not in out[bench]
+        assert {"mean_tokens", "no_answer", "by"} <= set(s) and f"**{bench}**" in out["report"]
     assert (tmp_path / "bench" / "fixtures" / "scienceqa" / "test.parquet").is_file()
-    assert {"title", "report", "files", "max_new_tokens"} <= set(out) and "accuracy" in out["report"]
+    assert {"title", "report", "files", "max_new_tokens"} <= set(out)
 
 
 @pytest.mark.slow
@@ -143,3 +148,31 @@ def test_readme_lists_every_released_code_setting_with_file_and_line():
         ("WikiChao/DRIFT", "d60b91a"),
     ):
         assert f"`{repo}` @ `{commit}`" in readme
+
+
+def test_crossmodel_summary_and_report_carry_both_dispersion_references(tmp_path):
+    """Synthetic LLM/VLM stores through the crossmodel analysis, summary and report section."""
+    from store_synth import synth, write_store
+
+    from cotscope.analyses.crossmodel import crossmodel_analysis
+    from cotscope.analyses.spectral import cutoff_bins
+    from cotscope.report import findings
+    from cotscope.stages.crossmodel import crossmodel_summary
+
+    cfg, items, arrays = synth(n_pairs=30, layers=(0, 1, 2), d=48, positions=("last_prompt",), seed=1)
+    vcfg, _, varrays = synth(n_pairs=30, layers=(0, 1, 2), d=48, positions=("last_prompt",), seed=2)
+    llm = write_store(tmp_path / "l", cfg, items, arrays)
+    vlm = write_store(tmp_path / "v", vcfg, items, varrays)
+    res = {"vlm_model": {"model_id": "synthetic-vlm", "hidden_size": 48}, "timings_s": {}}
+    for cond in ("text", "image"):
+        res[cond] = crossmodel_analysis(llm, vlm, n_perm=20, seed=0)
+    s = crossmodel_summary(res, cutoff=0.1)
+    c = cutoff_bins(48, 0.1)
+    for row in s["image"]["per_layer"].values():
+        assert row["dispersion_vlm_lowpass_isotropic"] == pytest.approx(
+            row["dispersion_vlm"] * (2 * c - 0.5) / 48, abs=0.011
+        )
+        assert row["dispersion_vlm_lowpass_null_mean"] > 0 and 0 < row["dispersion_vlm_lowpass_p_value"] <= 1
+    (title, md), *_ = [f for f in findings({"crossmodel": s}) if "LLM ↔ VLM" in f[0]]
+    refs = re.findall(r"VLM low-pass [\d.]+ \(isotropic low-pass expectation [\d.]+, permutation null [\d.]+, p = ", md)
+    assert len(refs) == 6  # 3 layers × 2 inputs
