@@ -7,7 +7,7 @@ Stages (each reuses stored results when they exist; see :mod:`cotscope.stages`):
 
 >>> from cotscope.demo import demo_stages
 >>> [s.name for s in demo_stages()][:3]
-['llm', 'llm_answer', 'exports']
+['llm', 'llm_answer', 'llm_released']
 """
 
 from __future__ import annotations
