@@ -58,6 +58,55 @@ def _kept(Dt: np.ndarray, w: np.ndarray) -> float:
     return float(np.einsum("kn,k->", P, w.astype(P.dtype), dtype=np.float64) / d)
 
 
+# Up to this hidden size the null goes through the d×d scatter matrix (float64: 128 MB at d = 4096), which makes each
+# permutation an O(d²) gather instead of an FFT over every pair; above it, the FFT route keeps memory at one chunk.
+COV_NULL_MAX_D = 4096
+
+
+def _circulant_quadratic_form(d: int, w: np.ndarray) -> np.ndarray:
+    """``Q`` (``[d, d]``, circulant) with ``xᵀ Q x = Σ_k w_k |rfft(x)_k|² / d`` for every real ``x``.
+
+    ``|X_k|² = Σ_{a,b} x_a x_b cos(2πk(a-b)/d)``, so ``Q[a, b] = q[(a-b) mod d]`` with ``q[t] = Σ_k w_k cos(2πkt/d) / d``.
+    """
+    k = np.arange(w.size)
+    t = np.arange(d)
+    q = (w[None, :] * np.cos(2 * np.pi * np.outer(t, k) / d)).sum(1) / d
+    return q[(t[:, None] - t[None, :]) % d]
+
+
+def _null_kept(
+    chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+    mu: np.ndarray,
+    perms: list[np.ndarray],
+    w: np.ndarray,
+    d: int,
+    route: str,
+) -> np.ndarray:
+    """``Σ_i ‖lowpass(x_i[p])‖²`` for each permutation ``p``, over the centred differences the chunks yield.
+
+    ``route="cov"`` accumulates the scatter matrix ``S = Σ_i x_i x_iᵀ`` once and reads each permutation as
+    ``Σ_{a,b} Q[a,b] S[p_a, p_b]``; ``route="fft"`` transforms every permuted pair (float32). The two agree to the
+    float32 FFT's relative error (~1e-6; tests/test_dispersion.py checks it).
+    """
+    kept = np.zeros(len(perms))
+    if route == "cov":
+        S = np.zeros((d, d))
+        for cot, direct in chunks():
+            X = np.asarray(cot, np.float64) - np.asarray(direct, np.float64) - mu
+            S += X.T @ X
+        Q = _circulant_quadratic_form(d, w)
+        for k, p in enumerate(perms):
+            kept[k] = float(np.einsum("ab,ab->", Q, S[np.ix_(p, p)]))
+        return kept
+    for cot, direct in chunks():
+        Dt32 = np.ascontiguousarray(
+            (np.asarray(cot, np.float64) - np.asarray(direct, np.float64) - mu).T, dtype=np.float32
+        )
+        for k, p in enumerate(perms):
+            kept[k] += _kept(Dt32[p], w)
+    return kept
+
+
 def dispersion_references(
     dispersion: float,
     dispersion_lowpass: float,
@@ -69,12 +118,15 @@ def dispersion_references(
     n_pairs: int | None = None,
     n_perm: int = 200,
     seed: int = 0,
+    route: str | None = None,
 ) -> dict[str, Any]:
     """The references of a low-passed dispersion already measured (e.g. by a streaming pass).
 
     The isotropic expectation needs only the trace. The permutation null streams the pairs once more:
     ``chunks()`` yields ``(cot, direct)`` blocks, ``mean_diff`` is the mean difference and ``n_pairs`` the count (the
     same permutations are applied to every block). Without ``chunks`` only the isotropic reference is returned.
+    ``route``: ``"cov"`` (d×d scatter matrix, fast) or ``"fft"`` (per pair, memory of one chunk); default ``"cov"``
+    up to :data:`COV_NULL_MAX_D` hidden dimensions.
     """
     iso = isotropic_lowpass_fraction(d, cutoff)
     total, obs = float(dispersion), float(dispersion_lowpass)
@@ -99,14 +151,11 @@ def dispersion_references(
     w = _rfft_weights(int(d), cutoff)
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(int(d)) for _ in range(int(n_perm))]
-    kept = np.zeros(int(n_perm))
+    route = route or ("cov" if d <= COV_NULL_MAX_D else "fft")
+    if route not in ("cov", "fft"):
+        raise ValueError(f"route={route!r}; use 'cov' (scatter matrix) or 'fft' (per pair)")
     mu = np.asarray(mean_diff, dtype=np.float64)
-    for cot, direct in chunks():
-        Dt32 = np.ascontiguousarray(
-            (np.asarray(cot, np.float64) - np.asarray(direct, np.float64) - mu).T, dtype=np.float32
-        )
-        for k, p in enumerate(perms):
-            kept[k] += _kept(Dt32[p], w)
+    kept = _null_kept(chunks, mu, perms, w, int(d), route)
     null = kept / (n_pairs - 1)
     out.update(
         {

@@ -47,6 +47,8 @@ def _load(args: argparse.Namespace, spec: str | None = None) -> Any:
     kw: dict[str, Any] = {}
     if getattr(args, "revision", None):
         kw["revision"] = args.revision
+    if getattr(args, "remote", None):
+        kw["remote"] = True if args.remote == "ndif" else "local"
     return load_model(
         spec or args.model,
         device=args.device,
@@ -67,6 +69,13 @@ def _model_options(p: argparse.ArgumentParser, default: str | None = "embedded:s
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--device-map", default=None, help='e.g. "auto" to spread a large model over GPUs')
+    p.add_argument(
+        "--remote",
+        choices=["ndif", "local"],
+        default=None,
+        help="run the model's traces on NDIF through nnsight (NDIF_API_KEY; no weights are downloaded), or "
+        "'local': nnsight's simulation of the remote path, run here",
+    )
 
 
 # ------------------------------------------------------------------------------------------------ handlers

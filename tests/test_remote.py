@@ -168,3 +168,17 @@ def test_attention_capture_refuses_remote_with_the_reason(smollm2):
         generate_steered(
             smollm2, [_chat(smollm2, "Hi")], [None], budget=1, positions="generated", share_prefix=True, remote="local"
         )
+
+
+def test_cli_collect_with_remote_local_equals_the_local_cli_run(tmp_path):
+    """``cotscope collect --remote local`` sends the traces through nnsight's simulation of NDIF; same bytes as local."""
+    from cotscope.analyses.store import ActivationStore
+    from cotscope.cli import main
+
+    common = ["collect", "--n", "3", "--layers", "0,29", "--positions", "last_prompt", "--batch-size", "4"]
+    with payload_log() as sent:
+        assert main([*common, "--remote", "local", "--out", str(tmp_path / "remote")]) == 0
+    assert sent and all(p["kind"] == "collect" for p in sent)
+    assert main([*common, "--out", str(tmp_path / "local")]) == 0
+    a, b = ActivationStore(tmp_path / "local"), ActivationStore(tmp_path / "remote")
+    _same_store(a, b, ["last_prompt"])
