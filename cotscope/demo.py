@@ -1,12 +1,13 @@
 """`make demo`: the main job on the embedded defaults, into ``runs/demo/``.
 
 Stages (each reuses stored results when they exist; see :mod:`cotscope.stages`):
-``llm`` → ``llm_answer`` → ``exports`` → ``crossmodel`` → ``intervention`` → ``attention`` → ``prior`` →
-``reconstruction``; then every figure (PNG + PDF + HTML), ``summary.json``, ``report.md`` and ``report.html``.
+``llm`` → ``llm_answer`` → ``llm_released`` → ``exports`` → ``crossmodel`` → ``intervention`` → ``attention`` →
+``prior`` → ``reconstruction`` → ``merging`` → ``bench``; then every figure (PNG + PDF + HTML), ``summary.json``,
+``report.md`` and ``report.html``. ``recipes/demo.toml`` lists the same stages in the same order.
 
 >>> from cotscope.demo import demo_stages
 >>> [s.name for s in demo_stages()][:3]
-['llm', 'llm_answer', 'exports']
+['llm', 'llm_answer', 'llm_released']
 """
 
 from __future__ import annotations
@@ -17,7 +18,20 @@ from typing import Any
 from cotscope.stages import RunContext, Stage, run_stages
 
 EMBEDDED_LLM = "embedded:smollm2"
-DEMO_DEFAULTS: dict[str, Any] = dict(n_problems=160, batch_size=16, cutoff=0.1, n_perm=200, seed=0)
+DEMO_DEFAULTS: dict[str, Any] = dict(
+    n_problems=160,
+    batch_size=16,
+    cutoff=0.1,
+    n_perm=200,
+    seed=0,
+    # the issue-15 stages, sized to stay cheap on 2 CPU cores (each reuses the run's loaded models and stored
+    # results): thought pairs (of the 104 bundled; families interleaved) and permutations of the released
+    # reading, items per merging/DRIFT/injection setting (the first intervention items), tokens per bench item
+    released_pairs=48,
+    released_n_perm=100,
+    merging_prompts=4,
+    bench_tokens=16,
+)
 
 
 def _llm(ctx: RunContext) -> dict:
@@ -56,6 +70,24 @@ def _answer_pairing(ctx: RunContext) -> dict:
         )
     )
     return answer_pairing_summary(res)
+
+
+def _released(ctx: RunContext) -> dict:
+    from cotscope.stages.released import released_reading_stage
+
+    c = ctx.config
+    n_perm = int(c.get("released_n_perm", 100))
+    return released_reading_stage(
+        ctx.run_dir,
+        ctx.model(EMBEDDED_LLM),
+        ctx.summary,
+        cutoff=c["cutoff"],
+        n_perm=n_perm,
+        n_perm_dispersion=n_perm,
+        seed=c["seed"],
+        batch_size=int(c.get("released_batch_size", 8)),
+        limit=c.get("released_pairs"),
+    )
 
 
 def _exports(ctx: RunContext) -> dict:
@@ -116,18 +148,47 @@ def _reconstruction(ctx: RunContext) -> dict:
     return reconstruction_stage(ctx.run_dir, ctx.summary, seed=ctx.config["seed"])
 
 
+def _merging(ctx: RunContext) -> dict:
+    from cotscope.stages.crossmodel import default_vlm_spec
+    from cotscope.stages.merging import merging_stage
+
+    c = ctx.config
+    return merging_stage(
+        ctx.run_dir,
+        ctx.summary,
+        vlm=ctx.model(default_vlm_spec()),
+        n_prompts=int(c.get("merging_prompts", 4)),
+        seed=c["seed"],
+    )
+
+
+def _bench(ctx: RunContext) -> dict:
+    from cotscope.stages.bench import bench_fixture_stage
+    from cotscope.stages.crossmodel import default_vlm_spec
+
+    return bench_fixture_stage(
+        ctx.run_dir,
+        ctx.model(default_vlm_spec()),
+        max_new_tokens=int(ctx.config.get("bench_tokens", 16)),
+    )
+
+
 def demo_stages() -> list[Stage]:
     """The demo's stages. Only ``llm`` is required; the VLM stages use the shipped reference VLM
-    (``embedded:smolvlm``), else the LLaVA-SmolLM2 stand-in; prior and reconstruction need the reference VLM."""
+    (``embedded:smolvlm``), else the LLaVA-SmolLM2 stand-in; prior, reconstruction and merging need the reference
+    VLM (merging scores on the reference VLM with SmolLM2 as θ_reason)."""
     return [
         Stage("llm", _llm, required=True),
         Stage("llm_answer", _answer_pairing),
+        Stage("llm_released", _released),
         Stage("exports", _exports, needs=("llm",)),
         Stage("crossmodel", _crossmodel, needs=("llm",)),
         Stage("intervention", _intervention, needs=("llm",)),
         Stage("attention", _attention),
         Stage("prior", _prior),
         Stage("reconstruction", _reconstruction),
+        Stage("merging", _merging),
+        Stage("bench", _bench),
     ]
 
 

@@ -73,10 +73,25 @@ def _llm_section(llm: dict[str, Any]) -> str:
                 else "The CoT direction carries more low-frequency energy than the null."
             ),
             f"- Dispersion (trace of the covariance of per-pair differences) at layer {best}: "
-            f"{_get(llm['dispersion'], best)}, after low-pass {_get(llm['dispersion_lowpass'], best)}.",
+            f"{_get(llm['dispersion'], best)}, after low-pass {_get(llm['dispersion_lowpass'], best)}"
+            + _dispersion_refs(llm, best)
+            + ".",
             "- Timings: " + ", ".join(f"{k} {fmt_number(v)} s" for k, v in llm["timings_s"].items()) + ".",
         ]
     )
+
+
+def _dispersion_refs(block: Mapping[Any, Any], layer: Any, prefix: str = "dispersion_lowpass") -> str:
+    """`` (isotropic expectation X, permutation null Y, p = Z)`` for a low-passed dispersion, when stored."""
+    parts = []
+    for key, label in (("isotropic", "isotropic low-pass expectation"), ("null_mean", "permutation null")):
+        d = block.get(f"{prefix}_{key}") or {}
+        if str(layer) in d or layer in d:
+            parts.append(f"{label} {float(_get(d, layer)):.1f}")
+    pv = block.get(f"{prefix}_p_value") or {}
+    if parts and (str(layer) in pv or layer in pv):
+        parts.append(f"p = {float(_get(pv, layer)):.2f}")
+    return f" ({', '.join(parts)})" if parts else ""
 
 
 def _crossmodel_section(cm: dict[str, Any]) -> str:
@@ -100,6 +115,13 @@ def _crossmodel_section(cm: dict[str, Any]) -> str:
                 f"(null 95% {pl[l]['lowpass_null_q95']:.3f}, p={pl[l]['lowpass_p_value']:.2f}), high-pass "
                 f"{pl[l]['highpass_cosine']:.3f}; dispersion LLM {pl[l]['dispersion_llm']:.1f} / VLM "
                 f"{pl[l]['dispersion_vlm']:.1f} / VLM low-pass {pl[l]['dispersion_vlm_lowpass']:.1f}"
+                + (
+                    f" (isotropic low-pass expectation {pl[l]['dispersion_vlm_lowpass_isotropic']:.1f}, "
+                    f"permutation null {pl[l]['dispersion_vlm_lowpass_null_mean']:.1f}, "
+                    f"p = {pl[l]['dispersion_vlm_lowpass_p_value']:.2f})"
+                    if "dispersion_vlm_lowpass_isotropic" in pl[l]
+                    else ""
+                )
                 for l in pick
             )
             + "."
@@ -115,16 +137,18 @@ def findings(s: Mapping[str, Any]) -> list[tuple[str, str]]:
     """``(title, markdown)`` per finding of a run summary: the LLM and cross-model numbers in words, then every
     stage's own ``report`` paragraph."""
     out: list[tuple[str, str]] = []
-    for name, block in s.items():  # per-layer analyses without a paragraph of their own (demo llm, cotscope analyse)
-        if isinstance(block, dict) and "probe_test_accuracy" in block and not isinstance(block.get("report"), str):
+    for name, block in s.items():  # in stage order, so the released reading sits beside the cue reading
+        if not isinstance(block, dict):
+            continue
+        if isinstance(block.get("report"), str):
+            out.append((str(block.get("title", name)), block["report"]))
+        elif "probe_test_accuracy" in block:  # per-layer analyses without a paragraph (demo llm, cotscope analyse)
             title = "CoT vs direct in the LLM" if name == "llm" else f"CoT vs direct: {name}"
             out.append((title, _llm_section(block)))
-    cm = s.get("crossmodel")
-    if isinstance(cm, dict) and "image" in cm:
-        out.append(("LLM ↔ VLM: is the CoT direction shared in its low-frequency part?", _crossmodel_section(cm)))
-    for name, block in s.items():
-        if isinstance(block, dict) and isinstance(block.get("report"), str):
-            out.append((str(block.get("title", name)), block["report"]))
+        elif name == "crossmodel" and "image" in block:
+            out.append(
+                ("LLM ↔ VLM: is the CoT direction shared in its low-frequency part?", _crossmodel_section(block))
+            )
     return out
 
 

@@ -133,23 +133,33 @@ def report_markdown(summary: dict[str, Any], heading: bool = True) -> str:
     ]
     conds = [c for c in CONDITIONS if c in summary]
     n = max((len(summary[c]["R_per_step"]) for c in conds), default=0)
+    robust = all("R_question_per_step" in summary[c] for c in conds) and bool(conds)
+    keys = ["R_per_step", "F_per_step", "F_image_per_step"]
+    heads = ["R", "F", "F img"]
+    if robust:  # the length-robust definitions beside the current ones
+        keys += ["R_question_per_step", "F_norm_per_step"]
+        heads += ["R_q", "F_norm"]
+    keys.append("prompts_per_step")
+    heads.append("n")
     lines += [
-        "| step | " + " | ".join(f"R {c} | F {c} | F img {c} | n {c}" for c in conds) + " |",
-        "|---|" + "---|---|---|---|" * len(conds),
+        "| step | " + " | ".join(f"{h} {c}" for c in conds for h in heads) + " |",
+        "|---|" + "---|" * (len(heads) * len(conds)),
     ]
     for j in range(n):
         cells = []
         for c in conds:
             s = summary[c]
-            get = lambda k: s[k][j] if j < len(s[k]) else None  # noqa: E731
-            cells += [
-                fmt(get("R_per_step")),
-                fmt(get("F_per_step")),
-                fmt(get("F_image_per_step")),
-                fmt(get("prompts_per_step")),
-            ]
+            cells += [fmt(s[k][j] if j < len(s.get(k) or []) else None) for k in keys]
         lines.append(f"| {j + 1} | " + " | ".join(cells) + " |")
     lines.append("")
+    if robust:
+        lines += [
+            "R and F are the current (IVT-LR §4.4) definitions: R = image mass / text mass over every text key "
+            "(template, attention-sink and generated tokens included), F = 1 / H. The length-robust definitions: "
+            "R_q = image mass / question-text mass (template and sink keys excluded), F_norm = 1 / (H / log N) "
+            "with N the number of keys H is over.",
+            "",
+        ]
     for c in conds:
         s = summary[c]
         lines.append(
@@ -172,7 +182,14 @@ def report_markdown(summary: dict[str, Any], heading: bool = True) -> str:
             f"- IVT-LR explicit-reasoning pattern (R < 1 throughout, F flat): R < 1 at every CoT step: "
             f"{chk['cot_R_below_1_all_steps']}; latent-reasoning pattern (R falls, F rises): R falls "
             f"{chk['cot_R_falls']}, F rises {chk['cot_F_rises']} (H over image keys: "
-            f"{chk.get('cot_F_image_rises')}). Note: F over all keys falls mechanically as the context grows."
+            f"{chk.get('cot_F_image_rises')})"
+            + (
+                f"; with the length-robust definitions: R_q falls {chk['cot_R_question_falls']}, F_norm rises "
+                f"{chk['cot_F_norm_rises']}"
+                if "cot_R_question_falls" in chk
+                else ""
+            )
+            + ". Note: F over all keys falls mechanically as the context grows."
         )
     return "\n".join(lines) + "\n"
 

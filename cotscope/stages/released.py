@@ -9,6 +9,7 @@ reading (stage ``llm``) and reports how far apart the two directions are per lay
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -40,10 +41,14 @@ def released_reading_stage(
     from cotscope.stages.llm import llm_summary
 
     run_dir = Path(run_dir)
+    n_all = len(load_thought_pairs())
     pairs = stimulus_pairs(load_thought_pairs(limit=limit), pairing="answer")
+    t0 = time.perf_counter()
     store = collect_pairs(
         lm, pairs, run_dir / "stores" / name, positions=("eot", "turn_end"), batch_size=batch_size, progress=False
     )
+    t_collect = time.perf_counter() - t0
+    t1 = time.perf_counter()
     res = analyse_store(
         store, "eot", cutoff=cutoff, n_perm=n_perm, seed=seed, progress=False, n_perm_dispersion=n_perm_dispersion
     )
@@ -60,12 +65,11 @@ def released_reading_stage(
             "n_problems": len(pairs),
             "directions": paths,
             "store": str(store.path),
-            "timings_s": {},
+            "timings_s": {"collect": t_collect, "analyse": time.perf_counter() - t1},
         }
     )
     write_json_atomic(run_dir / "analysis" / f"{name}.json", full)
     out = llm_summary(full)
-    out.pop("timings_s", None)
     md = DirectionSet.load(paths["mean_diff"])
     # eot vs turn_end: the end-of-turn token and the token the released code literally reads (the "\n" after it)
     te = {l: np.mean(store.paired("turn_end", l)[0] - store.paired("turn_end", l)[1], axis=0) for l in store.layers}
@@ -81,7 +85,9 @@ def released_reading_stage(
     sig = [l for l, p in out["lowpass_energy_p_value"].items() if p < 0.05]
     best = out["best_layer"]
     parts = [
-        f"{out['n_pairs']} bundled long/short thought pairs, `answer` pairing, token rule `eot` "
+        f"{out['n_pairs']}"
+        + (f" of the {n_all}" if out["n_pairs"] < n_all else "")
+        + " bundled long/short thought pairs, `answer` pairing, token rule `eot` "
         f"({', '.join(out['eot_token'])} from the model's chat template), `stores/{name}`. Held-out probe accuracy "
         f"{min(out['probe_test_accuracy'].values()):.2f}–{max(out['probe_test_accuracy'].values()):.2f}; low-pass "
         f"energy at layer {best} {out['lowpass_energy_fraction'][best]:.3f} (null "
@@ -108,5 +114,71 @@ def released_reading_stage(
         )
     parts.append(f"cos(eot, turn_end) at layer {best}: {out['cos_eot_vs_turn_end'][best]:+.3f}.")
     out["title"] = "CoT vs direct in the LLM, released reading (long vs short thought, end-of-turn token)"
-    out["report"] = " ".join(parts)
+    rows = {"released": headline(out)}
+    if cue and "probe_test_accuracy" in cue:
+        rows["cue"] = headline(cue)
+    out["readings"] = rows
+    out["report"] = " ".join(parts) + "\n\n" + readings_table(rows)
     return out
+
+
+def _at(d: Mapping[Any, Any], k: Any) -> Any:
+    """``d[k]`` for int layer keys, also after a JSON round trip (string keys)."""
+    return d[k] if k in d else d.get(str(k))
+
+
+def headline(block: Mapping[str, Any]) -> dict[str, Any]:
+    """The numbers one reading contributes to the side-by-side table (from an ``llm_summary`` fragment).
+
+    >>> b = {"pairing": "cue", "position": "last", "n_pairs": 4, "best_layer": 1,
+    ...      "probe_test_accuracy": {0: 0.5, 1: 1.0}, "lowpass_energy_fraction": {1: 0.2},
+    ...      "lowpass_energy_null_mean": {1: 0.19}, "lowpass_energy_p_value": {0: 0.5, 1: 0.01},
+    ...      "dispersion": {1: 10.0}, "dispersion_lowpass": {1: 2.0}}
+    >>> headline(b)["layers_beating_null"], headline(b)["probe_min"]
+    (1, 0.5)
+    """
+    best = block["best_layer"]
+    acc = list(block["probe_test_accuracy"].values())
+    pv = block["lowpass_energy_p_value"]
+    h = {
+        "pairing": block["pairing"],
+        "token_rule": block["position"],
+        "n_pairs": block["n_pairs"],
+        "best_layer": best,
+        "probe_min": min(acc),
+        "probe_max": max(acc),
+        "lowpass_energy_best": _at(block["lowpass_energy_fraction"], best),
+        "lowpass_energy_null_best": _at(block["lowpass_energy_null_mean"], best),
+        "layers_beating_null": sum(1 for v in pv.values() if v < 0.05),
+        "n_layers": len(pv),
+        "dispersion_best": _at(block["dispersion"], best),
+        "dispersion_lowpass_best": _at(block["dispersion_lowpass"], best),
+    }
+    for k in ("dispersion_lowpass_isotropic", "dispersion_lowpass_null_mean"):
+        v = _at(block.get(k) or {}, best)
+        if v is not None:
+            h[f"{k}_best"] = v
+    return h
+
+
+def readings_table(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """A markdown table with one row per reading (released, cue) from :func:`headline` dicts."""
+
+    def f(v: Any, spec: str) -> str:
+        return "–" if v is None else format(v, spec)
+
+    lines = [
+        "| reading | pairing | token rule | pairs | probe acc (min–max) | best layer | low-pass energy (null) "
+        "| layers beating null | dispersion → low-pass (isotropic, permutation null) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, h in rows.items():
+        lines.append(
+            f"| {name} | `{h['pairing']}` | `{h['token_rule']}` | {h['n_pairs']} | {h['probe_min']:.2f}–"
+            f"{h['probe_max']:.2f} | {h['best_layer']} | {h['lowpass_energy_best']:.3f} "
+            f"({h['lowpass_energy_null_best']:.3f}) | {h['layers_beating_null']} of {h['n_layers']} | "
+            f"{h['dispersion_best']:.1f} → {h['dispersion_lowpass_best']:.1f} "
+            f"({f(h.get('dispersion_lowpass_isotropic_best'), '.1f')}, "
+            f"{f(h.get('dispersion_lowpass_null_mean_best'), '.1f')}) |"
+        )
+    return "\n".join(lines)
