@@ -7,6 +7,12 @@ try:  # VLM families register themselves when their module exists
 except ImportError as _e:  # pragma: no cover - only while the module is absent
     if "vlm_adapters" not in str(_e):
         raise
-from cotscope.probes.models.registry import ModelAdapter, UnsupportedModelError, adapter_for, registered_families
+from cotscope.probes.models.registry import (
+    ModelAdapter,
+    NoImageTokensError,
+    UnsupportedModelError,
+    adapter_for,
+    registered_families,
+)
 
-__all__ = ["ModelAdapter", "UnsupportedModelError", "adapter_for", "registered_families"]
+__all__ = ["ModelAdapter", "NoImageTokensError", "UnsupportedModelError", "adapter_for", "registered_families"]
