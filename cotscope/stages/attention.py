@@ -48,10 +48,15 @@ def _first(vals: list, n: int) -> list:
     return [None if v is None else round(float(v), 6) for v in vals[:n]]
 
 
+def _aggregate(analysis: Any) -> dict[str, Any]:
+    """``aggregate`` of an :class:`~cotscope.analyses.results.AttentionResult` or of its stored dict form."""
+    return analysis["aggregate"] if isinstance(analysis, dict) else analysis.aggregate
+
+
 def summarise(analysis: dict[str, Any], n_steps: int = 6) -> dict[str, Any]:
     """Headline numbers per condition: mean R/F/image share per reasoning step, pooled slopes, and IVT-LR checks."""
     out: dict[str, Any] = {}
-    for cond, a in analysis["aggregate"].items():
+    for cond, a in _aggregate(analysis).items():
         out[cond] = {
             "n_traces": a["n_traces"],
             "mean_reasoning_steps": float(np.mean(a["n_steps"])),
@@ -108,8 +113,8 @@ def add_image_focus(analysis: dict[str, Any], image_analysis: dict[str, Any]) ->
     F over all keys falls mechanically as the context grows (more keys → higher entropy); the image keys are a
     fixed set, so ``F_image`` shows focus changes without that confound.
     """
-    for cond, a in analysis["aggregate"].items():
-        b = image_analysis["aggregate"][cond]
+    for cond, a in _aggregate(analysis).items():
+        b = _aggregate(image_analysis)[cond]
         for level in ("step", "token"):
             a[level]["F_image"] = b[level]["F"]
             a[f"slope_{level}"]["F_image"] = b[f"slope_{level}"]["F"]
@@ -281,8 +286,8 @@ def run_attention_demo(
     }
     summary["title"] = report_title(summary)
     summary["report"] = report_markdown(summary, heading=False)
-    analysis["summary"] = summary
-    analysis["store"] = str(Path("..") / "attention" / "store")  # relative to the analysis folder
+    analysis.extra["summary"] = summary
+    analysis.extra["store"] = str(Path("..") / "attention" / "store")  # relative to the analysis folder
     write_json_atomic(out_dir / "analysis" / ANALYSIS_FILE, analysis)
     if figures:
         from cotscope.figures import fig_attention_layer_step, fig_attention_ratio_focus, fig_selected_patches
