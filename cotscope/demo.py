@@ -19,15 +19,19 @@ from cotscope.stages import RunContext, Stage, run_stages
 
 EMBEDDED_LLM = "embedded:smollm2"
 DEMO_DEFAULTS: dict[str, Any] = dict(
-    n_problems=160,
+    # sized for ≤ 6 min on a quiet 2-core CPU (measured 2026-11-29: 491 s with 160 problems, 200 permutations, 8
+    # sweep prompts and 48 released pairs; 382 s with 96 / 200 / 6 / 32; collection is most of it); the papers'
+    # released L2V-CoT data has ~100 pairs; 100 permutations resolve p down to 0.01
+    n_problems=80,
     batch_size=16,
     cutoff=0.1,
-    n_perm=200,
+    n_perm=100,
     seed=0,
     # the issue-15 stages, sized to stay cheap on 2 CPU cores (each reuses the run's loaded models and stored
     # results): thought pairs (of the 104 bundled; families interleaved) and permutations of the released
     # reading, items per merging/DRIFT/injection setting (the first intervention items), tokens per bench item
-    released_pairs=48,
+    released_pairs=32,
+    sweep_prompts=6,
     released_n_perm=100,
     merging_prompts=4,
     bench_tokens=16,

@@ -50,12 +50,21 @@ def _inline(text: str) -> str:
     return out
 
 
+def _cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
 def md_to_html(text: str) -> str:
-    """The markdown the stages write (paragraphs, ``-`` lists with indented continuations, ``#`` headings,
-    ``**bold**``, ```code```, links) as HTML."""
+    r"""The markdown the stages write (paragraphs, ``-`` lists with indented continuations, ``#`` headings,
+    ``| pipe | tables |``, ``**bold**``, ```code```, links) as HTML.
+
+    >>> md_to_html("| a | b |\n|---|---|\n| 1 | `x` |")  # doctest: +NORMALIZE_WHITESPACE
+    '<div class="tablewrap"><table><thead><tr><th>a</th><th>b</th></tr></thead><tbody><tr><td>1</td><td><code>x</code></td></tr></tbody></table></div>'
+    """
     blocks: list[str] = []
     para: list[str] = []
     items: list[str] = []
+    rows: list[list[str]] = []
 
     def flush() -> None:
         if para:
@@ -64,8 +73,23 @@ def md_to_html(text: str) -> str:
         if items:
             blocks.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in items) + "</ul>")
             items.clear()
+        if rows:
+            head = "".join(f"<th>{_inline(c)}</th>" for c in rows[0])
+            body = "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>" for r in rows[1:])
+            blocks.append(
+                f'<div class="tablewrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+            )
+            rows.clear()
 
     for line in text.splitlines():
+        if line.strip().startswith("|") and line.strip().endswith("|"):
+            if not rows:
+                flush()
+            if not re.fullmatch(r"\|?(\s*:?-{3,}:?\s*\|)+\s*:?-*:?\s*", line.strip()):  # skip the |---| rule
+                rows.append(_cells(line))
+            continue
+        if rows:
+            flush()
         if not line.strip():
             flush()
         elif m := re.match(r"(#{1,6})\s+(.*)", line):

@@ -38,6 +38,7 @@ def draw(results: dict[str, dict[str, Any]]):
         pfig.add_trace(go.Bar(x=names, y=vals, name=f"{cond} (mid layer)"))
         for i, v in enumerate(vals):
             axes[k].text(i, v, f"{v:.1f}", ha="center", va="bottom", fontsize=8)
+        axes[k].set_ylim(0, 1.3 * max(vals))  # headroom: the legend sits above the bars and their labels
         ref = mid.get("dispersion_vlm_lowpass_ref")
         if ref:
             axes[k].hlines(
@@ -59,7 +60,7 @@ def draw(results: dict[str, dict[str, Any]]):
                     capsize=3,
                     label=f"permutation null (p = {ref['p_value']:.2f})",
                 )
-            axes[k].legend(fontsize=7, loc="upper left")
+            axes[k].legend(fontsize=7, loc="upper right")
             pfig.add_trace(
                 go.Scatter(
                     x=["VLM low-pass"],
