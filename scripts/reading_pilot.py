@@ -72,6 +72,11 @@ def parse(argv=None) -> argparse.Namespace:
         help="LLaVA projector: linear_2 starts with the reading vocabulary's embeddings as its first columns; "
         "weight of a cross-entropy on those hidden units (0 = off)",
     )
+    ap.add_argument(
+        "--kinds",
+        default="expression,counting,bars",
+        help="training kinds, cycled per item (repeat a kind to weight it); the evaluation keeps all three",
+    )
     ap.add_argument("--side", type=int, default=96, help="input side in pixels (the 96-px images are resized)")
     ap.add_argument("--bench", action="store_true", help="only time 6 training steps and print one JSON line")
     ap.add_argument("--out-dir", type=Path, default=Path("runs/reading_pilot"))
@@ -319,6 +324,7 @@ def main(argv=None) -> int:
         ce_w=a.ce_w,
         mse_w=a.mse_w,
         onehot=a.onehot,
+        kinds=a.kinds,
         side=a.side,
         params=n_par,
         fp16_MB=round(2 * n_par / 1e6, 2),
@@ -331,7 +337,7 @@ def main(argv=None) -> int:
         if step == 20 and not a.steps:  # fix the step budget from the measured speed
             total = int(a.minutes * 60 / ((time.time() - t0) / 20))
             print(f"# {(time.time() - t0) / 20:.3f} s/step -> {total} steps", flush=True)
-        items = generate_visual_items(a.batch, seed=READ_SEED_BASE + step)
+        items = generate_visual_items(a.batch, seed=READ_SEED_BASE + step, kinds=a.kinds.split(","))
         pv, tgt = pl.pix([it.image for it in items]), pl.reader.targets([it.description for it in items])
         for gr in opt.param_groups:
             gr["lr"] = lr_at(step, total, a.lr, 50, int(a.decay_frac * total) if total < 10**9 else 0)
