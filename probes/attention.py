@@ -624,18 +624,18 @@ def _interface_op(attn_env: Any, layer: int, model_id: str) -> str:
 
 def _generate_traced(
     loaded: LoadedModel,
-    inputs: dict[str, Any],
+    preps: Sequence[dict[str, Any]],
     layers: Sequence[int],
     heads: Sequence[int],
-    gen_kwargs: dict[str, Any],
     mode: bool | str,
-) -> tuple[Any, dict[int, list[Any]]]:
-    """Greedy generation inside one nnsight trace that records, at every forward, the last query row of
-    ``layers`` × ``heads`` (:func:`probes.traced.attention_row` on the attention-interface inputs).
+) -> list[tuple[Any, dict[int, list[Any]]]]:
+    """Greedy generation of each prepared batch inside nnsight traces that record, at every forward, the last query
+    row of ``layers`` × ``heads`` (:func:`probes.traced.attention_row` on the attention-interface inputs).
 
     The model keeps its own kernels (as ``switch="rows"``), and everything inside the trace is torch plus the model
     file's eager function, so the same code runs here (``mode=False``), in nnsight's remote simulation and on NDIF.
-    Returns the generated ids ``[B, T + S]`` and ``{layer: [rows of each step]}``.
+    Several batches travel as one request (an nnsight session). Returns, per batch, the generated ids
+    ``[B, T + S]`` and ``{layer: [rows of each step]}``.
     """
     import nnsight
     import torch
@@ -647,40 +647,31 @@ def _generate_traced(
     envs = [loaded.adapter.layers(nm)[l].self_attn for l in layers]
     ops = [_interface_op(e, l, loaded.model_id) for e, l in zip(envs, layers)]
     head_idx = torch.tensor(list(heads), dtype=torch.long)
+    batches = [(p["inputs"], p["gen_kwargs"]) for p in preps]
+    backend = backend_for(nm, mode, "attention")
     with warnings.catch_warnings():
         # an open-ended tracer.iter[:] ends by parking one request past the last step: expected, not a problem
         warnings.filterwarnings("ignore", message=".*was never reached.*")
         with torch.no_grad():
-            with nm.generate(backend=backend_for(nm, mode, "attention"), **gen_kwargs) as tracer:
-                steps = nnsight.save([])
-                with tracer.invoke(inputs):
-                    for _ in tracer.iter[:]:
-                        steps.append([attention_row(*getattr(e.source, o).inputs, head_idx) for e, o in zip(envs, ops)])
-                with tracer.invoke():
-                    seq = nnsight.save(tracer.result)
-    return seq, {l: [st[j] for st in steps] for j, l in enumerate(layers)}
+            with nm.session(backend=backend):
+                got = nnsight.save([])
+                for inputs, gen_kwargs in batches:
+                    with nm.generate(**gen_kwargs) as tracer:
+                        steps = []
+                        with tracer.invoke(inputs):
+                            for _ in tracer.iter[:]:
+                                steps.append(
+                                    [attention_row(*getattr(e.source, o).inputs, head_idx) for e, o in zip(envs, ops)]
+                                )
+                        with tracer.invoke():
+                            got.append((tracer.result, steps))
+    return [(seq, {l: [st[j] for st in steps] for j, l in enumerate(layers)}) for seq, steps in got]
 
 
-def capture_batch(
-    loaded: LoadedModel,
-    requests: Sequence[CaptureRequest],
-    *,
-    layers: Sequence[int] | None = None,
-    heads: Sequence[int] | None = None,
-    max_new_tokens: int = 64,
-    min_new_tokens: int = 0,
-    switch: str | None = None,
-    remote: Any = None,
-) -> list[dict[str, Any]]:
-    """Generate greedily from ``requests`` (one left-padded batch) and return one trace per request.
-
-    Each trace: ``record`` (JSON-able) and ``tensors`` (numpy, the :mod:`analyses.attention_store` layout).
-    ``switch``/``remote``: see :func:`capture_run`.
-    """
-    import torch
-
-    switch, mode = resolve_switch(loaded, switch, remote)
-
+def _prepare_batch(
+    loaded: LoadedModel, requests: Sequence[CaptureRequest], max_new_tokens: int, min_new_tokens: int, mode: Any
+) -> dict[str, Any]:
+    """Everything one batch needs before generation: prompts, encoding, image mask, generation arguments."""
     if max_new_tokens < 1:
         raise AttentionCaptureError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     has_img = [r.image is not None for r in requests]
@@ -703,23 +694,68 @@ def capture_batch(
         name=lambda i: f"capture request {requests[i].id!r}",
         fix=f"shorten the prompt, or lower max_new_tokens (now {max_new_tokens})",
     )
-    img_mask = loaded.adapter.image_token_mask(ids, loaded.config).cpu().numpy() if images else np.zeros((B, T), bool)
-    sfx = loaded.adapter.processor_suffix if images else ""  # text the processor appends (PaliGemma's newline)
     dev = "cpu" if mode else loaded.device
-    inputs = {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
     tok = loaded.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    gen_kwargs = {"max_new_tokens": max_new_tokens, "min_new_tokens": min_new_tokens, "do_sample": False}
-    gen_kwargs["pad_token_id"] = pad
+    return {
+        "requests": list(requests),
+        "texts": texts,
+        "images": images,
+        "enc": enc,
+        "inputs": {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in dict(enc).items()},
+        "lens": lens,
+        "img_mask": loaded.adapter.image_token_mask(ids, loaded.config).cpu().numpy()
+        if images
+        else np.zeros((B, T), bool),
+        "gen_kwargs": {
+            "max_new_tokens": max_new_tokens,
+            "min_new_tokens": min_new_tokens,
+            "do_sample": False,
+            "pad_token_id": pad,
+        },
+    }
+
+
+def capture_batch(
+    loaded: LoadedModel,
+    requests: Sequence[CaptureRequest],
+    *,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
+    switch: str | None = None,
+    remote: Any = None,
+) -> list[dict[str, Any]]:
+    """Generate greedily from ``requests`` (one left-padded batch) and return one trace per request.
+
+    Each trace: ``record`` (JSON-able) and ``tensors`` (numpy, the :mod:`analyses.attention_store` layout).
+    ``switch``/``remote``: see :func:`capture_run`.
+    """
+    import torch
+
+    switch, mode = resolve_switch(loaded, switch, remote)
+    prep = _prepare_batch(loaded, requests, max_new_tokens, min_new_tokens, mode)
     if switch == "traced":
         layers_, heads_ = check_request(loaded, layers, heads)
-        seq, rows = _generate_traced(loaded, inputs, layers_, heads_, gen_kwargs, mode)
-        rec = RowRecorder(layers_, heads_)
-        rec.rows = rows
-    else:
-        with torch.no_grad(), recording(loaded, layers, heads, switch) as rec:
-            seq = loaded.hf.generate(**inputs, **gen_kwargs)
-    for l, v in rec.rows.items():
+        ((seq, rows),) = _generate_traced(loaded, [prep], layers_, heads_, mode)
+        return _assemble(loaded, prep, seq, rows)
+    with torch.no_grad(), recording(loaded, layers, heads, switch) as rec:
+        seq = loaded.hf.generate(**prep["inputs"], **prep["gen_kwargs"])
+    return _assemble(loaded, prep, seq, rec.rows)
+
+
+def _assemble(loaded: LoadedModel, prep: dict[str, Any], seq: Any, rows_by_layer: dict[int, list[Any]]) -> list[dict]:
+    """One trace per request of a generated batch: records and arrays (:mod:`analyses.attention_store` layout)."""
+    import torch
+
+    requests, texts, images, lens = prep["requests"], prep["texts"], prep["images"], prep["lens"]
+    enc = prep["enc"]
+    ids, img_mask = enc["input_ids"], prep["img_mask"]
+    T = ids.shape[1]
+    sfx = loaded.adapter.processor_suffix if images else ""  # text the processor appends (PaliGemma's newline)
+    tok = loaded.tokenizer
+    for l, v in rows_by_layer.items():
         if not v:
             raise EagerAttentionUnavailable(
                 f"layer {l} of {loaded.model_id} never called transformers' attention interface, so its weights "
@@ -728,11 +764,13 @@ def capture_batch(
             )
     seq = seq.cpu()
     S = seq.shape[1] - T
-    if rec.n_steps != S:
+    n_steps = {len(v) for v in rows_by_layer.values()}
+    if n_steps != {S}:
         raise AttentionCaptureError(
-            f"recorded {rec.n_steps} forward passes for {S} generated tokens; use plain "
+            f"recorded {sorted(n_steps)} forward passes for {S} generated tokens; use plain "
             "greedy generation (no assisted/speculative decoding)"
         )
+    cap_layers = list(rows_by_layer)
     eos = _eos_ids(loaded)
     special = set(getattr(tok, "all_special_ids", []))
     out = []
@@ -756,8 +794,8 @@ def capture_batch(
         for s in range(n):
             K = P + s
             per_layer = []
-            for l in rec.layers:
-                full = rec.rows[l][s][r]  # [h, T + s] (or fewer keys with a sliding-window cache)
+            for l in cap_layers:
+                full = rows_by_layer[l][s][r]  # [h, T + s] (or fewer keys with a sliding-window cache)
                 kv = full.shape[-1]
                 if kv < T + s:
                     full = torch.nn.functional.pad(full, (T + s - kv, 0))
@@ -768,7 +806,7 @@ def capture_batch(
             offsets.append(offsets[-1] + K)
             kt = key_types[:K]
             mass.append(np.stack([row[..., kt == c].sum(-1) for c in range(len(KEY_TYPES))], -1))
-        L, h = len(rec.layers), len(rec.heads)
+        L, h = len(cap_layers), next(iter(rows_by_layer.values()))[0].shape[1]
         tensors = {
             "rows": np.concatenate(rows, -1).astype(np.float32) if rows else np.zeros((L, h, 0), np.float32),
             "row_offsets": np.asarray(offsets, np.int64),
@@ -819,6 +857,7 @@ def capture_run(
     overwrite: bool = False,
     progress: bool = True,
     remote: Any = None,
+    batches_per_request: int = 4,
 ) -> AttentionRun:
     """Capture every request into an attention run at ``out_dir`` (resumable; see :mod:`analyses.attention_store`).
 
@@ -835,6 +874,8 @@ def capture_run(
         remote: ``False`` (here), ``True`` (NDIF through nnsight) or ``"local"`` (nnsight's local simulation of the
             remote path); ``None`` = the model's default. Remotely each batch is one request (a traced generation),
             and only ``switch="traced"`` runs (:func:`resolve_switch`).
+        batches_per_request: remotely, this many batches travel as one request (an nnsight session), saving round
+            trips; the run is the same either way (a request's traces are written when it returns).
     """
     from tqdm.auto import tqdm
 
@@ -882,23 +923,37 @@ def capture_run(
         unit="trace",
         disable=not progress,
     )
-    for b in range(0, len(todo), batch_size):
-        idx = todo[b : b + batch_size]
-        for i, tr in zip(
-            idx,
-            capture_batch(
-                loaded,
-                [requests[i] for i in idx],
-                layers=layers_,
-                heads=heads_,
-                max_new_tokens=max_new_tokens,
-                min_new_tokens=min_new_tokens,
-                switch=switch,
-                remote=mode,
-            ),
-        ):
-            tensors = dict(tr["tensors"], rows=tr["tensors"]["rows"].astype(store_dtype))
-            writer.write(i, tr["record"], tensors, image=tr["image"])
-            bar.update(1)
+    if batches_per_request < 1:
+        raise AttentionCaptureError(f"batches_per_request must be >= 1, got {batches_per_request}")
+    batches = [todo[b : b + batch_size] for b in range(0, len(todo), batch_size)]
+    group = batches_per_request if mode else 1
+    for g in range(0, len(batches), group):
+        chunk = batches[g : g + group]
+        if switch == "traced":
+            preps = [
+                _prepare_batch(loaded, [requests[i] for i in idx], max_new_tokens, min_new_tokens, mode)
+                for idx in chunk
+            ]
+            got = _generate_traced(loaded, preps, layers_, heads_, mode)
+            traces = [_assemble(loaded, p, seq, rows) for p, (seq, rows) in zip(preps, got)]
+        else:
+            traces = [
+                capture_batch(
+                    loaded,
+                    [requests[i] for i in idx],
+                    layers=layers_,
+                    heads=heads_,
+                    max_new_tokens=max_new_tokens,
+                    min_new_tokens=min_new_tokens,
+                    switch=switch,
+                    remote=mode,
+                )
+                for idx in chunk
+            ]
+        for idx, batch_traces in zip(chunk, traces):
+            for i, tr in zip(idx, batch_traces):
+                tensors = dict(tr["tensors"], rows=tr["tensors"]["rows"].astype(store_dtype))
+                writer.write(i, tr["record"], tensors, image=tr["image"])
+                bar.update(1)
     bar.close()
     return writer.finish()

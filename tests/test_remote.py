@@ -187,11 +187,15 @@ def test_attention_capture_through_the_remote_path_equals_local(smollm2, tmp_pat
     assert [p["kind"] for p in sent] == ["attention"]
     _report("SmolLM2 attention capture (2 prompts, 3 layers x 3 heads, 6 steps)", sent)
 
-    # a whole run: batches of 1, resumable store; the remote store holds the local traced store's arrays
+    # a whole run: batches of 1 (two batches travel as one session request); the remote store holds the local
+    # traced store's arrays
     local_run = capture_run(smollm2, reqs, tmp_path / "local", switch="traced", progress=False, **kw)
     with payload_log() as sent:
-        remote_run = capture_run(smollm2, reqs, tmp_path / "remote", remote="local", progress=False, **kw)
-    assert len(sent) == len(reqs)
+        remote_run = capture_run(
+            smollm2, reqs, tmp_path / "remote", remote="local", progress=False, batches_per_request=2, **kw
+        )
+    assert len(sent) == 1
+    _report("SmolLM2 attention run, 2 batches in one session", sent)
     a, b = AttentionRun(tmp_path / "local"), AttentionRun(tmp_path / "remote")
     assert a.manifest["config_hash"] == b.manifest["config_hash"] and a.manifest["switch"] == "traced"
     assert len(local_run) == len(remote_run) == 2
