@@ -186,6 +186,10 @@ def test_attention_capture_through_the_remote_path_equals_local(smollm2, tmp_pat
     _same_traces(rows, remote)
     assert [p["kind"] for p in sent] == ["attention"]
     _report("SmolLM2 attention capture (2 prompts, 3 layers x 3 heads, 6 steps)", sent)
+    # a model loaded for remote execution (built from its config, as for NDIF): remote by default, same traces
+    sim = load_model("embedded:smollm2", remote="local")
+    assert sim.is_remote
+    _same_traces(rows, capture_batch(sim, reqs, **kw))
 
     # a whole run: batches of 1 (two batches travel as one session request); the remote store holds the local
     # traced store's arrays
