@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from family_checks import CHECKS, collected, loaded_for, make_pairs
-from tiny_vlms import EXTRA_FAMILIES, sample_image, scratch_dir, tiny_vlm
+from tiny_vlms import EXTRA_FAMILIES, sample_image, save_tiny, scratch_dir, tiny_vlm
 
 from cotscope.probes.collect import collect_pairs
 from cotscope.probes.models import adapter_for
@@ -142,9 +142,7 @@ def test_mllama_refuses_every_image_token_measure():
 def test_load_model_from_saved_dir(family):
     """A saved tiny model + processor loads offline through the adapter and gives the same logits."""
     vlm = tiny_vlm(family)
-    d = scratch_dir(f"saved-{family}-")
-    vlm.model.save_pretrained(d)
-    vlm.processor.save_pretrained(d)
+    d = save_tiny(vlm, scratch_dir(f"saved-{family}-"))
     lm = load_model(d, attn_implementation="eager")
     assert lm.adapter.family == family and lm.is_vlm and lm.n_layers == 4
     text, img = vlm.prompt(), sample_image()

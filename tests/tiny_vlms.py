@@ -74,6 +74,9 @@ EXTRA_CLASS = {
     "exaone4_5": "Exaone4_5_ForConditionalGeneration",
     "hyperclovax_vision_v2": "HyperCLOVAXVisionV2ForConditionalGeneration",
     "lfm3_vl": "Lfm3VlForConditionalGeneration",
+    "shieldgemma2": "Gemma3ForConditionalGeneration",
+    "got_ocr2": "GotOcr2ForConditionalGeneration",
+    "pp_chart2table": "GotOcr2ForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -237,12 +240,12 @@ def _idefics3(tok, smol: bool):
     return cfg, proc
 
 
-def _gemma3(tok):
-    from transformers import Gemma3Config, Gemma3TextConfig, SiglipVisionConfig
+def _gemma3(tok, shield: bool = False):
+    from transformers import Gemma3Config, Gemma3TextConfig, ShieldGemma2Config, SiglipVisionConfig
 
     proc = P.gemma3_processor(tok, image_size=IMG, image_seq_length=4)
     tcfg = Gemma3TextConfig(**_text(tok, head_dim=16), query_pre_attn_scalar=16, sliding_window=512)
-    cfg = Gemma3Config(
+    cfg = (ShieldGemma2Config if shield else Gemma3Config)(
         text_config=tcfg,
         vision_config=SiglipVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
         mm_tokens_per_image=4,
@@ -658,6 +661,27 @@ def _lfm3_vl(tok):
     return cfg, proc
 
 
+def _got_ocr2(tok, chart: bool = False):
+    from transformers import GotOcr2Config, PPChart2TableConfig, Qwen2Config
+
+    # SAM-style tower: 32 px / 4-px patches = 8x8, two stride-2 convolutions in the projector -> 2x2 = 4 tokens
+    proc = (P.pp_chart2table_processor if chart else P.got_ocr2_processor)(tok, image_size=IMG, num_image_tokens=4)
+    vis = dict(
+        hidden_size=32,
+        output_channels=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=IMG,
+        patch_size=4,
+        window_size=4,
+        global_attn_indexes=[1],
+        mlp_dim=64,
+    )
+    cls = PPChart2TableConfig if chart else GotOcr2Config
+    cfg = cls(vision_config=vis, text_config=Qwen2Config(**_text(tok)), image_token_index=proc.image_token_id)
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -687,6 +711,9 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "exaone4_5": _exaone4_5,
     "hyperclovax_vision_v2": _hyperclovax_vision_v2,
     "lfm3_vl": _lfm3_vl,
+    "shieldgemma2": lambda t: _gemma3(t, shield=True),
+    "got_ocr2": _got_ocr2,
+    "pp_chart2table": lambda t: _got_ocr2(t, chart=True),
 }
 
 
@@ -721,11 +748,24 @@ def scratch_dir(prefix: str) -> Path:
     return d
 
 
+CHECKPOINT_CLASS = {"shieldgemma2": "ShieldGemma2ForImageClassification"}
+"""Families whose released checkpoints are saved by a wrapper class (its ``.model`` is the generator)."""
+
+
+def save_tiny(vlm: TinyVLM, d: Path) -> Path:
+    """Save model + processor as a released checkpoint of the family is laid out."""
+    import transformers
+
+    model = vlm.model
+    if vlm.family in CHECKPOINT_CLASS:
+        model = getattr(transformers, CHECKPOINT_CLASS[vlm.family])(vlm.model.config)
+        model.model.load_state_dict(vlm.model.state_dict())
+    model.save_pretrained(d)
+    vlm.processor.save_pretrained(d)
+    return d
+
+
 @functools.cache
 def tiny_vlm_dir(family: str) -> Path:
     """The cached tiny model saved (model + processor) into a temporary directory, for ``load_model(dir)``."""
-    vlm = tiny_vlm(family)
-    d = scratch_dir(f"cotscope-tiny-{family}-")
-    vlm.model.save_pretrained(d)
-    vlm.processor.save_pretrained(d)
-    return d
+    return save_tiny(tiny_vlm(family), scratch_dir(f"cotscope-tiny-{family}-"))

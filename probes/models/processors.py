@@ -65,6 +65,8 @@ __all__ = [
     "exaone4_5_processor",
     "hyperclovax_vision_v2_processor",
     "lfm3_vl_processor",
+    "got_ocr2_processor",
+    "pp_chart2table_processor",
 ]
 
 
@@ -192,7 +194,44 @@ def _define_image_only() -> dict[str, type]:
     ):
         out[name] = _simple_image_only(name)
     out["LlavaNextVideoProcessor"] = _llava_next_video_image_only()
+    for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
+        out[name] = _define_got_ocr2_layout(name)
     return out
+
+
+def _define_got_ocr2_layout(stock_name: str) -> type:
+    # GOT-OCR2's processor takes the per-image token count only as a call argument (default 256) and PP-Chart2Table's
+    # expands nothing (its checkpoint's prompts hold the 256 <imgpad> tokens already); this class expands the
+    # <imgpad> placeholder itself and saves the count, so a saved processor reproduces the same layout.
+    from transformers import ProcessorMixin
+
+    class GotOcr2LayoutProcessor(ProcessorMixin):
+        """GOT-OCR2-layout processor: each ``<imgpad>`` placeholder (prompts write ``<img><imgpad></img>``) becomes
+        ``num_image_tokens`` copies of itself per image tile."""
+
+        def __init__(self, image_processor=None, tokenizer=None, num_image_tokens: int = 256, chat_template=None, **kw):
+            super().__init__(image_processor, tokenizer, chat_template=chat_template)
+            self.num_image_tokens = int(num_image_tokens)
+            self.image_token = "<imgpad>"
+            self.prompt_placeholder = "<img><imgpad></img>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+
+        def replace_image_token(self, image_inputs: dict, image_idx: int, **kwargs) -> str:
+            tiles = image_inputs.get("num_patches")
+            n = int(tiles[image_idx]) if tiles is not None else 1
+            return self.image_token * (self.num_image_tokens * n)
+
+        @property
+        def unused_input_names(self) -> list[str]:
+            return ["num_patches"]
+
+        def to_dict(self) -> dict[str, Any]:
+            d = super().to_dict()
+            d["processor_class"] = stock_name
+            return d
+
+    GotOcr2LayoutProcessor.__name__ = GotOcr2LayoutProcessor.__qualname__ = f"Layout{stock_name}"
+    return GotOcr2LayoutProcessor
 
 
 def _llava_next_video_image_only() -> type:
@@ -242,6 +281,8 @@ def _simple_image_only(name: str) -> type:
 
 
 _IMAGE_ONLY: dict[str, type] = {}
+_LAYOUT_CLASSES = ("PixtralProcessor", "GotOcr2Processor", "PPChart2TableProcessor")
+"""Stock processors cotscope replaces by its own class that produces the same token layout (see each class)."""
 
 
 def image_only_variants() -> list[str]:
@@ -847,6 +888,31 @@ def llava_next_video_processor(
     )
 
 
+def got_ocr2_processor(
+    tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 4, _name: str = "GotOcr2Processor"
+) -> Any:
+    """GOT-OCR2: the prompt holds ``<img><imgpad></img>``; ``<imgpad>`` becomes ``num_image_tokens`` tokens (256 in
+    the released checkpoints: a 1024-px image, 16-px patches, two stride-2 convolutions)."""
+    add_image_tokens(tokenizer, ["<img>", "</img>", "<imgpad>"])
+    if _name == "PPChart2TableProcessor":
+        ip = _pil("pp_chart2table", "PPChart2TableImageProcessorPil")(size={"height": image_size, "width": image_size})
+    else:
+        ip = _pil("got_ocr2", "GotOcr2ImageProcessorPil")(
+            size={"height": image_size, "width": image_size}, crop_to_patches=False
+        )
+    return image_only_class(_name)(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        num_image_tokens=num_image_tokens,
+        chat_template=_chat_template(tokenizer, None),
+    )
+
+
+def pp_chart2table_processor(tokenizer: Any, **kw: Any) -> Any:
+    """PP-Chart2Table: the GOT-OCR2 layout with its own (plain resize) image processor."""
+    return got_ocr2_processor(tokenizer, _name="PPChart2TableProcessor", **kw)
+
+
 # ------------------------------------------------------------------------------------ saved processors
 
 
@@ -856,7 +922,7 @@ def load_processor(model_dir: str | Path, processor_class: str) -> Any:
     Classes that want a torchvision video processor are replaced by their ``ImageOnly`` subclass.
     """
     cls = _stock(processor_class)
-    if processor_class == "PixtralProcessor" or "video_processor" in inspect.signature(cls.__init__).parameters:
+    if processor_class in _LAYOUT_CLASSES or "video_processor" in inspect.signature(cls.__init__).parameters:
         cls = image_only_class(processor_class)
     try:
         return cls.from_pretrained(str(model_dir))
@@ -892,6 +958,9 @@ def processor_builder(recipe: Callable[..., Any], processor_class: str) -> Calla
 def image_placeholder(processor: Any) -> str:
     """What a prompt must contain once per image (before the processor expands it)."""
     tok = processor.image_token
+    wrapped = getattr(processor, "prompt_placeholder", None)  # cotscope's layout classes declare it
+    if wrapped:
+        return str(wrapped)
     if type(processor).__name__.startswith(("Qwen2VL", "Qwen2_5_VL", "Qwen3VL", "ImageOnlyQwen")):
         return f"<|vision_start|>{tok}<|vision_end|>"
     if type(processor).__name__.startswith(("Glm4v", "ImageOnlyGlm4v", "Glm46V", "ImageOnlyGlm46V")):

@@ -72,6 +72,8 @@ class ModelAdapter:
         image_token_value: a fixed image token id (user-declared adapters); wins over ``image_token_attrs``.
         auto_class: the transformers auto class ``load_model`` builds the model with (default: the
             image-text-to-text or causal-LM auto class); remote-code models often register ``AutoModel``.
+        unwrap: attribute of the loaded ``auto_class`` object that is the generating model (ShieldGemma 2 checkpoints
+            load correctly only through their classifier wrapper, whose ``.model`` is the Gemma 3 generator).
     """
 
     family: str
@@ -89,6 +91,7 @@ class ModelAdapter:
     processor_suffix: str = ""
     image_token_value: int | None = None
     auto_class: str | None = None
+    unwrap: str | None = None
 
     @property
     def is_vlm(self) -> bool:

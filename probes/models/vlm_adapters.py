@@ -392,6 +392,50 @@ LFM3_VL = register(
     )
 )
 
+SHIELDGEMMA2 = _vlm(
+    "shieldgemma2",
+    ("shieldgemma2",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.gemma3_processor,
+    "Gemma3Processor",
+    "ShieldGemma 2 checkpoints are Gemma3ForConditionalGeneration with their own config. cotscope drives them with "
+    "the Gemma 3 processor on the user's prompt (ShieldGemma2Processor ignores the text and writes one policy "
+    "prompt per image and policy); the layout is Gemma 3's. Checkpoints load through "
+    "ShieldGemma2ForImageClassification (its .model is the generator): in transformers 5.24 "
+    "AutoModelForImageTextToText leaves every language-model weight of a saved ShieldGemma 2 checkpoint "
+    "newly initialised",
+    auto_class="ShieldGemma2ForImageClassification",
+    unwrap="model",
+)
+GOT_OCR2 = _vlm(
+    "got_ocr2",
+    ("got_ocr2",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.got_ocr2_processor,
+    "GotOcr2Processor",
+    "SAM-style windowed vision tower, two stride-2 convolutions as projector; <imgpad> repeated num_image_tokens "
+    "times between <img>/</img>. cotscope's GOT-OCR2-layout processor saves num_image_tokens (the stock one takes it "
+    "per call, default 256)",
+)
+PP_CHART2TABLE = _vlm(
+    "pp_chart2table",
+    ("pp_chart2table",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.pp_chart2table_processor,
+    "PPChart2TableProcessor",
+    "GOT-OCR2 architecture with its own config and image processor; the stock processor expands no placeholder "
+    "(the checkpoint's prompts hold the <imgpad> tokens), cotscope's GOT-OCR2-layout processor expands <imgpad>",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -421,4 +465,7 @@ VLM_ADAPTERS = (
     EXAONE4_5,
     HYPERCLOVAX_VISION_V2,
     LFM3_VL,
+    SHIELDGEMMA2,
+    GOT_OCR2,
+    PP_CHART2TABLE,
 )
