@@ -77,6 +77,7 @@ EXTRA_CLASS = {
     "shieldgemma2": "Gemma3ForConditionalGeneration",
     "got_ocr2": "GotOcr2ForConditionalGeneration",
     "pp_chart2table": "GotOcr2ForConditionalGeneration",
+    "gemma4": "Gemma4ForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -133,6 +134,11 @@ def sample_image(w: int = 64, h: int = 48, seed: int = 0) -> Image.Image:
 
 def _text(tok: Any, **over: Any) -> dict:
     return {**TEXT, "vocab_size": len(tok), **over}
+
+
+def _ids(tok: Any, **tokens: str) -> dict[str, int]:
+    """Config keyword -> id of the named token (``_ids(tok, video_token_id="<|video_pad|>")``)."""
+    return {k: tok.convert_tokens_to_ids(t) for k, t in tokens.items()}
 
 
 def _llava(tok):
@@ -682,6 +688,35 @@ def _got_ocr2(tok, chart: bool = False):
     return cfg, proc
 
 
+def _gemma4(tok):
+    from transformers import Gemma4Config
+
+    proc = P.gemma4_processor(tok, patch_size=4, pooling_kernel_size=2, max_soft_tokens=70)
+    text = _text(
+        tok,
+        head_dim=16,
+        global_head_dim=16,
+        hidden_size_per_layer_input=8,
+        vocab_size_per_layer_input=len(tok),
+        layer_types=["sliding_attention", "full_attention"] * 2,
+    )
+    vis = dict(VISION, num_key_value_heads=2, head_dim=16, patch_size=4, pooling_kernel_size=2)
+    ids = _ids(
+        tok,
+        boi_token_id="<|image>",
+        eoi_token_id="<image|>",
+        video_token_id="<|video|>",
+        boa_token_id="<|audio>",
+        eoa_token_index="<audio|>",
+        audio_token_id="<|audio|>",
+    )
+    vis["position_embedding_size"] = 64
+    cfg = Gemma4Config(
+        text_config=text, vision_config=vis, audio_config=None, image_token_id=proc.image_token_id, **ids
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -714,6 +749,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "shieldgemma2": lambda t: _gemma3(t, shield=True),
     "got_ocr2": _got_ocr2,
     "pp_chart2table": lambda t: _got_ocr2(t, chart=True),
+    "gemma4": _gemma4,
 }
 
 

@@ -67,6 +67,7 @@ __all__ = [
     "lfm3_vl_processor",
     "got_ocr2_processor",
     "pp_chart2table_processor",
+    "gemma4_processor",
 ]
 
 
@@ -194,9 +195,48 @@ def _define_image_only() -> dict[str, type]:
     ):
         out[name] = _simple_image_only(name)
     out["LlavaNextVideoProcessor"] = _llava_next_video_image_only()
+    out["Gemma4Processor"] = _gemma4_image_only()
     for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
         out[name] = _define_got_ocr2_layout(name)
     return out
+
+
+def _gemma4_image_only() -> type:
+    from transformers import Gemma4Processor
+
+    class ImageOnlyGemma4Processor(_SavesAsStock, Gemma4Processor):
+        """Gemma4Processor without its audio feature extractor and (torchvision) video processor."""
+
+        def __init__(
+            self,
+            image_processor=None,
+            tokenizer=None,
+            chat_template=None,
+            image_seq_length: int = 280,
+            audio_seq_length: int = 750,
+            audio_ms_per_token: int = 40,
+            **kwargs,
+        ):
+            # the stock __init__ hands ProcessorMixin a feature extractor and a video processor, which this
+            # signature does not name; set the same attributes here and hand ProcessorMixin only what exists
+            from transformers import ProcessorMixin
+
+            self.image_seq_length = image_seq_length
+            self.image_token_id = tokenizer.image_token_id
+            self.boi_token, self.eoi_token, self.image_token = (
+                tokenizer.boi_token,
+                tokenizer.eoi_token,
+                tokenizer.image_token,
+            )
+            add_image_tokens(tokenizer, ["<|video|>"])
+            self.video_token = "<|video|>"
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            self.audio_seq_length, self.audio_ms_per_token = audio_seq_length, audio_ms_per_token
+            for name in ("audio_token", "audio_token_id", "boa_token", "eoa_token"):
+                setattr(self, name, getattr(tokenizer, name, None))
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    return ImageOnlyGemma4Processor
 
 
 def _define_got_ocr2_layout(stock_name: str) -> type:
@@ -904,6 +944,34 @@ def got_ocr2_processor(
         image_processor=ip,
         tokenizer=tokenizer,
         num_image_tokens=num_image_tokens,
+        chat_template=_chat_template(tokenizer, None),
+    )
+
+
+GEMMA4_TOKENS = {
+    "boi_token": "<|image>",
+    "eoi_token": "<image|>",
+    "image_token": "<|image|>",
+    "boa_token": "<|audio>",
+    "eoa_token": "<audio|>",
+    "audio_token": "<|audio|>",
+}
+
+
+def gemma4_processor(
+    tokenizer: Any, *, patch_size: int = 4, pooling_kernel_size: int = 2, max_soft_tokens: int = 70
+) -> Any:
+    """Gemma 4 (image-only): aspect-preserving resize to at most ``max_soft_tokens`` pooled patches (70 is the
+    smallest budget the image processor accepts); the prompt's ``<|image|>`` becomes ``<|image>`` + one
+    ``<|image|>`` per soft token + ``<image|>``. The audio tokens exist because the stock processor checks them."""
+    add_image_tokens(tokenizer, named=GEMMA4_TOKENS)
+    ip = _pil("gemma4", "Gemma4ImageProcessorPil")(
+        patch_size=patch_size, pooling_kernel_size=pooling_kernel_size, max_soft_tokens=max_soft_tokens
+    )
+    return image_only_class("Gemma4Processor")(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        image_seq_length=max_soft_tokens,
         chat_template=_chat_template(tokenizer, None),
     )
 

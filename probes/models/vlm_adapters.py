@@ -436,6 +436,21 @@ PP_CHART2TABLE = _vlm(
     "(the checkpoint's prompts hold the <imgpad> tokens), cotscope's GOT-OCR2-layout processor expands <imgpad>",
 )
 
+GEMMA4 = _vlm(
+    "gemma4",
+    ("gemma4",),
+    _LM,
+    "model.vision_tower",
+    "model.embed_vision",
+    ("image_token_id",),
+    P.gemma4_processor,
+    "Gemma4Processor",
+    "variable-resolution vision tower pooled to at most max_soft_tokens; <|image|> soft tokens between <|image> / "
+    "<image|>; mm_token_type_ids make image tokens attend bidirectionally; every block also reads a per-layer "
+    "token embedding. Image-only processor (the stock one wants an audio feature extractor and a torchvision video "
+    "processor)",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -468,4 +483,5 @@ VLM_ADAPTERS = (
     SHIELDGEMMA2,
     GOT_OCR2,
     PP_CHART2TABLE,
+    GEMMA4,
 )
