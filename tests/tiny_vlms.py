@@ -78,6 +78,7 @@ EXTRA_CLASS = {
     "got_ocr2": "GotOcr2ForConditionalGeneration",
     "pp_chart2table": "GotOcr2ForConditionalGeneration",
     "gemma4": "Gemma4ForConditionalGeneration",
+    "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -134,6 +135,11 @@ def sample_image(w: int = 64, h: int = 48, seed: int = 0) -> Image.Image:
 
 def _text(tok: Any, **over: Any) -> dict:
     return {**TEXT, "vocab_size": len(tok), **over}
+
+
+QWEN_IDS = dict(
+    vision_start_token_id="<|vision_start|>", vision_end_token_id="<|vision_end|>", video_token_id="<|video_pad|>"
+)
 
 
 def _ids(tok: Any, **tokens: str) -> dict[str, int]:
@@ -199,14 +205,7 @@ def _qwen(tok, v25: bool):
         vcfg.update(intermediate_size=64, out_hidden_size=64, fullatt_block_indexes=[1], window_size=56)
         vcfg.pop("embed_dim")
     tcfg = _text(tok, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
-    ids = {
-        k: tok.convert_tokens_to_ids(t)
-        for k, t in [
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-            ("video_token_id", "<|video_pad|>"),
-        ]
-    }
+    ids = _ids(tok, **QWEN_IDS)
     cls = Qwen2_5_VLConfig if v25 else Qwen2VLConfig
     cfg = cls(text_config=tcfg, vision_config=vcfg, image_token_id=proc.image_token_id, **ids)
     return cfg, proc
@@ -429,14 +428,7 @@ def _qwen3_vl(tok):
         num_position_embeddings=64,
         deepstack_visual_indexes=[0],
     )
-    ids = {
-        k: tok.convert_tokens_to_ids(t)
-        for k, t in [
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-            ("video_token_id", "<|video_pad|>"),
-        ]
-    }
+    ids = _ids(tok, **QWEN_IDS)
     cfg = Qwen3VLConfig(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
     return cfg, proc
 
@@ -569,8 +561,8 @@ def _llava_next_video(tok):
     return cfg, proc
 
 
-def _qwen3_5(tok):
-    from transformers import Qwen3_5Config
+def _qwen3_5(tok, moe: bool = False):
+    from transformers import Qwen3_5Config, Qwen3_5MoeConfig
 
     proc = P.qwen3_vl_processor(tok)
     text = _text(tok, head_dim=16)
@@ -588,6 +580,8 @@ def _qwen3_5(tok):
         linear_num_key_heads=2,
         linear_num_value_heads=4,
     )
+    if moe:
+        text.update(moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2)
     vis = dict(
         depth=2,
         hidden_size=32,
@@ -599,15 +593,9 @@ def _qwen3_5(tok):
         out_hidden_size=64,
         num_position_embeddings=64,
     )
-    ids = {
-        k: tok.convert_tokens_to_ids(t)
-        for k, t in [
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-            ("video_token_id", "<|video_pad|>"),
-        ]
-    }
-    cfg = Qwen3_5Config(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
+    cfg = (Qwen3_5MoeConfig if moe else Qwen3_5Config)(
+        text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **_ids(tok, **QWEN_IDS)
+    )
     return cfg, proc
 
 
@@ -653,14 +641,7 @@ def _lfm3_vl(tok):
         spatial_merge_size=2,
         temporal_patch_size=2,
     )
-    ids = {
-        k: tok.convert_tokens_to_ids(t)
-        for k, t in [
-            ("vision_start_token_id", "<|vision_start|>"),
-            ("vision_end_token_id", "<|vision_end|>"),
-            ("video_token_id", "<|video_pad|>"),
-        ]
-    }
+    ids = _ids(tok, **QWEN_IDS)
     cfg = Lfm3VlConfig(
         text_config=text, vision_config=vis, image_token_id=proc.image_token_id, projector_hidden_size=64, **ids
     )
@@ -750,6 +731,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "got_ocr2": _got_ocr2,
     "pp_chart2table": lambda t: _got_ocr2(t, chart=True),
     "gemma4": _gemma4,
+    "qwen3_5_moe": lambda t: _qwen3_5(t, moe=True),
 }
 
 

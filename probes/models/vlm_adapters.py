@@ -451,6 +451,19 @@ GEMMA4 = _vlm(
     "processor)",
 )
 
+QWEN3_5_MOE = _vlm(
+    "qwen3_5_moe",
+    ("qwen3_5_moe",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.qwen3_vl_processor,
+    "Qwen3VLProcessor",
+    "as Qwen3.5 (Gated-DeltaNet + full-attention hybrid) with a sparse mixture-of-experts MLP and a shared expert "
+    "in every block; block outputs include the routed experts",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -484,4 +497,5 @@ VLM_ADAPTERS = (
     GOT_OCR2,
     PP_CHART2TABLE,
     GEMMA4,
+    QWEN3_5_MOE,
 )
