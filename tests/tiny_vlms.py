@@ -79,6 +79,7 @@ EXTRA_CLASS = {
     "pp_chart2table": "GotOcr2ForConditionalGeneration",
     "gemma4": "Gemma4ForConditionalGeneration",
     "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
+    "video_llava": "VideoLlavaForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -155,6 +156,22 @@ def _llava(tok):
         vision_config=CLIPVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
         text_config=LlamaConfig(**_text(tok)),
         image_token_index=proc.image_token_id,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-2,
+        image_seq_length=(IMG // PATCH) ** 2,
+    )
+    return cfg, proc
+
+
+def _llava_like(tok):
+    from transformers import CLIPVisionConfig, LlamaConfig, VideoLlavaConfig
+
+    proc = P.video_llava_processor(tok, image_size=IMG, patch_size=PATCH)
+    cfg = VideoLlavaConfig(
+        vision_config=CLIPVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
+        text_config=LlamaConfig(**_text(tok)),
+        image_token_index=proc.image_token_id,
+        video_token_index=proc.video_token_id,
         vision_feature_select_strategy="default",
         vision_feature_layer=-2,
         image_seq_length=(IMG // PATCH) ** 2,
@@ -732,6 +749,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "pp_chart2table": lambda t: _got_ocr2(t, chart=True),
     "gemma4": _gemma4,
     "qwen3_5_moe": lambda t: _qwen3_5(t, moe=True),
+    "video_llava": _llava_like,
 }
 
 

@@ -68,6 +68,7 @@ __all__ = [
     "got_ocr2_processor",
     "pp_chart2table_processor",
     "gemma4_processor",
+    "video_llava_processor",
 ]
 
 
@@ -196,9 +197,41 @@ def _define_image_only() -> dict[str, type]:
         out[name] = _simple_image_only(name)
     out["LlavaNextVideoProcessor"] = _llava_next_video_image_only()
     out["Gemma4Processor"] = _gemma4_image_only()
+    out["VideoLlavaProcessor"] = _video_llava_image_only()
     for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
         out[name] = _define_got_ocr2_layout(name)
     return out
+
+
+def _video_llava_image_only() -> type:
+    from transformers import ProcessorMixin, VideoLlavaProcessor
+
+    class ImageOnlyVideoLlavaProcessor(_SavesAsStock, VideoLlavaProcessor):
+        """VideoLlavaProcessor without its (torchvision) video processor, its second argument."""
+
+        def __init__(
+            self,
+            image_processor=None,
+            tokenizer=None,
+            patch_size=14,
+            vision_feature_select_strategy="default",
+            image_token="<image>",
+            video_token="<video>",
+            chat_template=None,
+            num_additional_image_tokens=1,
+            **kwargs,
+        ):
+            # the stock __init__ passes the video processor positionally; set its attributes here instead
+            self.patch_size = patch_size
+            self.num_additional_image_tokens = num_additional_image_tokens
+            self.vision_feature_select_strategy = vision_feature_select_strategy
+            self.image_token = getattr(tokenizer, "image_token", None) or image_token
+            self.video_token = getattr(tokenizer, "video_token", None) or video_token
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return ImageOnlyVideoLlavaProcessor
 
 
 def _gemma4_image_only() -> type:
@@ -979,6 +1012,24 @@ def gemma4_processor(
 def pp_chart2table_processor(tokenizer: Any, **kw: Any) -> Any:
     """PP-Chart2Table: the GOT-OCR2 layout with its own (plain resize) image processor."""
     return got_ocr2_processor(tokenizer, _name="PPChart2TableProcessor", **kw)
+
+
+def video_llava_processor(tokenizer: Any, *, image_size: int = 32, patch_size: int = 8) -> Any:
+    """Video-LLaVA, image path (image-only): CLIP-style preprocessing, one ``<image>`` per patch."""
+    from transformers import VideoLlavaImageProcessor
+
+    add_image_tokens(tokenizer, named={"image_token": "<image>", "video_token": "<video>"})
+    ip = VideoLlavaImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return image_only_class("VideoLlavaProcessor")(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        chat_template=_chat_template(tokenizer, None),
+    )
 
 
 # ------------------------------------------------------------------------------------ saved processors

@@ -464,6 +464,19 @@ QWEN3_5_MOE = _vlm(
     "in every block; block outputs include the routed experts",
 )
 
+VIDEO_LLAVA = _vlm(
+    "video_llava",
+    ("video_llava",),
+    _LM,
+    "model.image_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.video_llava_processor,
+    "VideoLlavaProcessor",
+    "image path of Video-LLaVA: LLaVA layout with a separate image tower; image-only processor (videos need "
+    "torchvision)",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -498,4 +511,5 @@ VLM_ADAPTERS = (
     PP_CHART2TABLE,
     GEMMA4,
     QWEN3_5_MOE,
+    VIDEO_LLAVA,
 )
