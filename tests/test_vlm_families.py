@@ -176,3 +176,31 @@ def test_mllama_vision_latents_refuse_image_mean():
         collect_vision_latents(
             vlm.model, vlm.processor, img, vlm.prompt(), "model.multi_modal_projector", token_rule="image_mean"
         )
+
+
+def test_idefics_image_enters_only_through_gated_cross_attention():
+    """IDEFICS v1: two different images change the residuals after the image marker; with the cross-attention gates
+    closed (tanh(0) = 0, HF's initial value) they change nothing."""
+    from tiny_vlms import build_tiny_vlm
+
+    vlm = tiny_vlm("idefics")
+    text = vlm.prompt()
+    enc = [vlm.processor(text=[text], images=[[sample_image(seed=s)]], return_tensors="pt") for s in (0, 7)]
+    assert torch.equal(enc[0]["input_ids"], enc[1]["input_ids"])
+    marker = int((enc[0]["input_ids"][0] == vlm.tokenizer.convert_tokens_to_ids("<image>")).nonzero()[0, 0])
+
+    def last_hidden(model):
+        with torch.no_grad():
+            return [model(**e, output_hidden_states=True).hidden_states[1][0] for e in enc]
+
+    a, b = last_hidden(vlm.model)
+    torch.testing.assert_close(a[:marker], b[:marker], rtol=0, atol=0)  # before the image: nothing to see
+    # random tiny weights make image features small (|diff| ~1e-4 here); closed gates below give exactly 0
+    assert (a[marker:] - b[marker:]).abs().max() > 1e-6
+    closed = build_tiny_vlm("idefics")
+    with torch.no_grad():
+        for name, p in closed.model.named_parameters():
+            if name.endswith(("alpha_cross_attn", "alpha_dense")):
+                p.zero_()
+    a, b = last_hidden(closed.model)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)

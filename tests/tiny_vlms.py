@@ -80,6 +80,7 @@ EXTRA_CLASS = {
     "gemma4": "Gemma4ForConditionalGeneration",
     "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
     "video_llava": "VideoLlavaForConditionalGeneration",
+    "idefics": "IdeficsForVisionText2Text",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -715,6 +716,30 @@ def _gemma4(tok):
     return cfg, proc
 
 
+def _idefics(tok):
+    from transformers import IdeficsConfig
+
+    proc = P.idefics_processor(tok, image_size=IMG)
+    text = {k: v for k, v in _text(tok).items() if k != "num_key_value_heads"}
+    cfg = IdeficsConfig(
+        **text,
+        cross_layer_interval=2,  # gated cross-attention before blocks 0 and 2
+        use_resampler=True,
+        vision_config=dict(
+            embed_dim=32,
+            image_size=IMG,
+            patch_size=PATCH,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+        ),
+        perceiver_config=dict(
+            use_resampler=True, resampler_n_latents=4, resampler_depth=1, resampler_n_heads=2, resampler_head_dim=16
+        ),
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -750,7 +775,12 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "gemma4": _gemma4,
     "qwen3_5_moe": lambda t: _qwen3_5(t, moe=True),
     "video_llava": _llava_like,
+    "idefics": _idefics,
 }
+
+
+GATES = {"mllama": ("cross_attn_attn_gate", "cross_attn_mlp_gate"), "idefics": ("alpha_cross_attn", "alpha_dense")}
+"""Cross-attention gate parameters (per family) that the tiny models open."""
 
 
 def build_tiny_vlm(family: str, seed: int = 0) -> TinyVLM:
@@ -763,10 +793,10 @@ def build_tiny_vlm(family: str, seed: int = 0) -> TinyVLM:
     cfg._attn_implementation = "eager"
     torch.manual_seed(seed)
     model = getattr(transformers, MODEL_CLASS[family])(cfg).eval()
-    if family == "mllama":  # HF initialises the cross-attention gates to 0 (tanh(0) = 0): open them so images count
+    if family in GATES:  # HF initialises the cross-attention gates to 0 (tanh(0) = 0): open them so images count
         with torch.no_grad():
             for name, p in model.named_parameters():
-                if name.endswith(("cross_attn_attn_gate", "cross_attn_mlp_gate")):
+                if name.endswith(GATES[family]):
                     p.fill_(1.0)
     return TinyVLM(family, model, proc)
 

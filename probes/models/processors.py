@@ -69,6 +69,7 @@ __all__ = [
     "pp_chart2table_processor",
     "gemma4_processor",
     "video_llava_processor",
+    "idefics_processor",
 ]
 
 
@@ -198,6 +199,7 @@ def _define_image_only() -> dict[str, type]:
     out["LlavaNextVideoProcessor"] = _llava_next_video_image_only()
     out["Gemma4Processor"] = _gemma4_image_only()
     out["VideoLlavaProcessor"] = _video_llava_image_only()
+    out["IdeficsProcessor"] = _define_idefics_layout()
     for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
         out[name] = _define_got_ocr2_layout(name)
     return out
@@ -232,6 +234,38 @@ def _video_llava_image_only() -> type:
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
 
     return ImageOnlyVideoLlavaProcessor
+
+
+def _define_idefics_layout() -> type:
+    # IdeficsProcessor takes (text, images) pairs as "text, then its images" and a list of plain strings as one
+    # sample; cotscope's prompts say where each image goes with a placeholder, one prompt per row
+    from transformers import IdeficsProcessor
+
+    class IdeficsLayoutProcessor(_SavesAsStock, IdeficsProcessor):
+        """IdeficsProcessor reading ``<image>`` placeholders: each prompt is split at them and handed to the stock
+        processor as one interleaved sample (text, image, text, …), which inserts
+        ``<fake_token_around_image><image><fake_token_around_image>`` and the image-attention mask."""
+
+        image_token = "<image>"
+
+        def __call__(self, images=None, text=None, **kwargs):
+            texts = [text] if isinstance(text, str) else list(text or [])
+            per = list(images) if images is not None else [[] for _ in texts]
+            samples = []
+            for t, ims in zip(texts, per, strict=True):
+                ims = list(ims) if isinstance(ims, (list, tuple)) else [ims]
+                parts = t.split(self.image_token)
+                if len(parts) - 1 != len(ims):
+                    raise PromptImageError(
+                        f"a prompt holds {len(parts) - 1} {self.image_token} placeholder(s) for {len(ims)} image(s)"
+                    )
+                sample = [parts[0]]
+                for im, part in zip(ims, parts[1:]):
+                    sample += [im, part]
+                samples.append([x for x in sample if not isinstance(x, str) or x])
+            return IdeficsProcessor.__call__(self, text=samples, **kwargs)
+
+    return IdeficsLayoutProcessor
 
 
 def _gemma4_image_only() -> type:
@@ -354,7 +388,7 @@ def _simple_image_only(name: str) -> type:
 
 
 _IMAGE_ONLY: dict[str, type] = {}
-_LAYOUT_CLASSES = ("PixtralProcessor", "GotOcr2Processor", "PPChart2TableProcessor")
+_LAYOUT_CLASSES = ("PixtralProcessor", "GotOcr2Processor", "PPChart2TableProcessor", "IdeficsProcessor")
 """Stock processors cotscope replaces by its own class that produces the same token layout (see each class)."""
 
 
@@ -1030,6 +1064,17 @@ def video_llava_processor(tokenizer: Any, *, image_size: int = 32, patch_size: i
         num_additional_image_tokens=1,
         chat_template=_chat_template(tokenizer, None),
     )
+
+
+def idefics_processor(tokenizer: Any, *, image_size: int = 32) -> Any:
+    """IDEFICS (v1, cross-attention): ``<image>`` in the prompt marks where an image goes; the processor wraps it in
+    ``<fake_token_around_image>`` and builds the per-token image-attention mask the cross-attention layers read."""
+    add_image_tokens(tokenizer, ["<fake_token_around_image>", "<image>", "<end_of_utterance>"])
+    ip = _pil("idefics", "IdeficsImageProcessorPil")(size={"height": image_size, "width": image_size})
+    ip.image_size, ip.image_num_channels = image_size, 3  # read by the stock processor for image-less rows
+    proc = image_only_class("IdeficsProcessor")(image_processor=ip, tokenizer=tokenizer)
+    proc.chat_template = _chat_template(tokenizer, None)  # the stock __init__ takes no chat template
+    return proc
 
 
 # ------------------------------------------------------------------------------------ saved processors

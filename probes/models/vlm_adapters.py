@@ -477,6 +477,24 @@ VIDEO_LLAVA = _vlm(
     "torchvision)",
 )
 
+IDEFICS = register(
+    ModelAdapter(
+        family="idefics",
+        model_types=("idefics",),
+        layers_path="model.layers",
+        final_norm_path="model.norm",
+        vision_path="model.vision_model",
+        projector_path="model.perceiver_resampler",
+        image_token_attrs=(),
+        build_processor=P.processor_builder(P.idefics_processor, "IdeficsProcessor"),
+        notes="cross-attention (IDEFICS v1, Flamingo-style): one <image> marker per image between "
+        "<fake_token_around_image> tokens; a gated cross-attention block before every cross_layer_interval-th "
+        "decoder block reads the perceiver-resampled image latents, so there are no image tokens to mask. The "
+        "processor's image-attention mask lets a token see the latest image before it, up to the next eos token",
+        image_tokens_in_sequence=False,
+    )
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -512,4 +530,5 @@ VLM_ADAPTERS = (
     GEMMA4,
     QWEN3_5_MOE,
     VIDEO_LLAVA,
+    IDEFICS,
 )
