@@ -204,3 +204,32 @@ def test_idefics_image_enters_only_through_gated_cross_attention():
                 p.zero_()
     a, b = last_hidden(closed.model)
     torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_blip2_rows_match_the_stock_processor_with_padding_on_the_left():
+    """One row: the same tokens and pixels as transformers' Blip2Processor (query tokens first, wherever the prompt's
+    placeholder was). A left-padded batch: the stock processor leaves pads between the query tokens and the text;
+    cotscope's pads sit left of the whole row, so each row's tokens are contiguous."""
+    from transformers import Blip2Processor
+
+    vlm = tiny_vlm("blip-2")
+    proc, tok = vlm.processor, vlm.tokenizer
+    from transformers import AddedToken
+
+    stock = Blip2Processor(proc.image_processor, tok, num_query_tokens=proc.num_query_tokens)
+    stock.image_token = AddedToken("<image>", normalized=False, special=True)  # stock reads .content of it
+    texts = [vlm.prompt(), vlm.prompt("Describe the picture in a long sentence, please.")]
+    ims = [sample_image(), sample_image(seed=2)]
+    tok.padding_side = "left"
+    for t, im in zip(texts, ims):
+        ours = proc(text=[t], images=[[im]], return_tensors="pt")
+        ref = stock(text=[t.replace("<image>", "")], images=[im], return_tensors="pt")
+        assert torch.equal(ours["input_ids"], ref["input_ids"])
+        assert torch.equal(ours["pixel_values"], ref["pixel_values"])
+    ours = proc(text=texts, images=[[im] for im in ims], padding=True, return_tensors="pt")
+    ref = stock(text=[t.replace("<image>", "") for t in texts], images=ims, padding=True, return_tensors="pt")
+    q, pad = proc.num_query_tokens, tok.pad_token_id
+    assert (ref["input_ids"][0, :q] == proc.image_token_id).all() and ref["input_ids"][0, q] == pad  # pads inside
+    n_pad = int((ours["attention_mask"][0] == 0).sum())
+    assert n_pad > 0 and (ours["input_ids"][0, n_pad : n_pad + q] == proc.image_token_id).all()
+    assert (ours["attention_mask"][0, n_pad:] == 1).all()

@@ -81,6 +81,7 @@ EXTRA_CLASS = {
     "qwen3_5_moe": "Qwen3_5MoeForConditionalGeneration",
     "video_llava": "VideoLlavaForConditionalGeneration",
     "idefics": "IdeficsForVisionText2Text",
+    "blip-2": "Blip2ForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -740,6 +741,31 @@ def _idefics(tok):
     return cfg, proc
 
 
+def _blip2(tok):
+    from transformers import Blip2Config, OPTConfig
+
+    proc = P.blip2_processor(tok, image_size=IMG, num_query_tokens=4)
+    t = _text(tok)
+    opt = OPTConfig(  # BLIP-2's decoder-only releases use OPT
+        vocab_size=t["vocab_size"],
+        hidden_size=64,
+        ffn_dim=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        max_position_embeddings=512,
+        word_embed_proj_dim=64,
+        **{k: t[k] for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
+    )
+    cfg = Blip2Config(
+        vision_config=dict(VISION, image_size=IMG, patch_size=PATCH),
+        qformer_config=dict(VISION, encoder_hidden_size=32, vocab_size=64, cross_attention_frequency=1),
+        text_config=opt.to_dict(),
+        num_query_tokens=4,
+        image_token_index=proc.image_token_id,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -776,6 +802,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "qwen3_5_moe": lambda t: _qwen3_5(t, moe=True),
     "video_llava": _llava_like,
     "idefics": _idefics,
+    "blip-2": _blip2,
 }
 
 

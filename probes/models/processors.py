@@ -70,6 +70,7 @@ __all__ = [
     "gemma4_processor",
     "video_llava_processor",
     "idefics_processor",
+    "blip2_processor",
 ]
 
 
@@ -200,6 +201,7 @@ def _define_image_only() -> dict[str, type]:
     out["Gemma4Processor"] = _gemma4_image_only()
     out["VideoLlavaProcessor"] = _video_llava_image_only()
     out["IdeficsProcessor"] = _define_idefics_layout()
+    out["Blip2Processor"] = _define_query_first_layout("Blip2Processor")
     for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
         out[name] = _define_got_ocr2_layout(name)
     return out
@@ -266,6 +268,54 @@ def _define_idefics_layout() -> type:
             return IdeficsProcessor.__call__(self, text=samples, **kwargs)
 
     return IdeficsLayoutProcessor
+
+
+def _define_query_first_layout(stock_name: str) -> type:
+    # Blip2Processor tokenizes and pads the text first, then prepends the query tokens: a left-padded batch holds
+    # [query tokens][pads][text]. This class builds the same [query tokens][text] per row and pads to the left of
+    # the whole row, so a row's tokens are contiguous and the same at any batch size.
+    stock = _stock(stock_name)
+
+    class QueryFirstProcessor(_SavesAsStock, stock):
+        """BLIP-2-layout processor: the prompt's ``<image>`` placeholder marks that the row has an image; the
+        ``num_query_tokens`` query tokens go first in the row, as the stock processor puts them, wherever the
+        placeholder was. Padding goes to the left of the whole row."""
+
+        def __call__(self, images=None, text=None, return_tensors=None, padding=True, **kwargs):
+            import torch
+            from transformers import BatchFeature
+
+            texts = [text] if isinstance(text, str) else list(text or [])
+            per = list(images) if images is not None else [[] for _ in texts]
+            ph = str(self.image_token)
+            ph_id = self.tokenizer.convert_tokens_to_ids(ph)
+            rows, flat = [], []
+            for t, ims in zip(texts, per, strict=True):
+                ims = [x for x in (ims if isinstance(ims, (list, tuple)) else [ims]) if x is not None]
+                if t.count(ph) != len(ims) or len(ims) > 1:
+                    raise PromptImageError(
+                        f"{stock_name}: each prompt takes at most one image and one {ph} placeholder; got "
+                        f"{t.count(ph)} placeholder(s) and {len(ims)} image(s)"
+                    )
+                ids = self.tokenizer(t.replace(ph, ""), **kwargs.get("text_kwargs", {}))["input_ids"]
+                rows.append([ph_id] * self.num_query_tokens * len(ims) + list(ids))
+                flat += ims
+            width = max(len(r) for r in rows)
+            pad = self.tokenizer.pad_token_id
+            left = self.tokenizer.padding_side == "left"
+            out = {"input_ids": [], "attention_mask": []}
+            for r in rows:
+                n = width - len(r) if padding else 0
+                out["input_ids"].append([pad] * n + r if left else r + [pad] * n)
+                out["attention_mask"].append([0] * n + [1] * len(r) if left else [1] * len(r) + [0] * n)
+            if return_tensors == "pt":
+                out = {k: torch.tensor(v) for k, v in out.items()}
+            if flat:
+                out.update(self.image_processor(flat, return_tensors=return_tensors))
+            return BatchFeature(out)
+
+    QueryFirstProcessor.__name__ = QueryFirstProcessor.__qualname__ = f"QueryFirst{stock_name}"
+    return QueryFirstProcessor
 
 
 def _gemma4_image_only() -> type:
@@ -388,7 +438,13 @@ def _simple_image_only(name: str) -> type:
 
 
 _IMAGE_ONLY: dict[str, type] = {}
-_LAYOUT_CLASSES = ("PixtralProcessor", "GotOcr2Processor", "PPChart2TableProcessor", "IdeficsProcessor")
+_LAYOUT_CLASSES = (
+    "PixtralProcessor",
+    "GotOcr2Processor",
+    "PPChart2TableProcessor",
+    "IdeficsProcessor",
+    "Blip2Processor",
+)
 """Stock processors cotscope replaces by its own class that produces the same token layout (see each class)."""
 
 
@@ -1074,6 +1130,19 @@ def idefics_processor(tokenizer: Any, *, image_size: int = 32) -> Any:
     ip.image_size, ip.image_num_channels = image_size, 3  # read by the stock processor for image-less rows
     proc = image_only_class("IdeficsProcessor")(image_processor=ip, tokenizer=tokenizer)
     proc.chat_template = _chat_template(tokenizer, None)  # the stock __init__ takes no chat template
+    return proc
+
+
+def blip2_processor(tokenizer: Any, *, image_size: int = 32, num_query_tokens: int = 4) -> Any:
+    """BLIP-2: ``num_query_tokens`` Q-Former outputs sit on ``<image>`` tokens at the start of the row (see
+    :func:`_define_query_first_layout`); the prompt holds one ``<image>`` to say the row has an image."""
+    add_image_tokens(tokenizer, named={"image_token": "<image>"})
+    ip = _pil("blip", "BlipImageProcessorPil")(size={"height": image_size, "width": image_size})
+    proc = image_only_class("Blip2Processor")(
+        image_processor=ip, tokenizer=tokenizer, num_query_tokens=num_query_tokens
+    )
+    proc.chat_template = _chat_template(tokenizer, None)  # the stock __init__ takes no chat template
+    proc.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
     return proc
 
 

@@ -495,6 +495,26 @@ IDEFICS = register(
     )
 )
 
+BLIP2 = register(
+    ModelAdapter(
+        family="blip-2",
+        model_types=("blip-2",),
+        layers_path="language_model.model.decoder.layers",
+        final_norm_path="language_model.model.decoder.final_layer_norm",
+        vision_path="vision_model",
+        projector_path="language_projection",
+        image_token_attrs=("image_token_index",),
+        text_config_attr="text_config",
+        build_processor=P.processor_builder(P.blip2_processor, "Blip2Processor"),
+        notes="Q-Former: num_query_tokens learned queries read the vision tower; their projections sit on <image> "
+        "tokens at the start of the row (where the stock processor puts them, wherever the prompt's placeholder is). "
+        "cotscope's processor pads to the left of the query tokens (the stock one pads between them and the text). "
+        "Decoder-only (OPT) checkpoints; Flan-T5 ones are encoder-decoder. generate() runs the language model on "
+        "embeddings, so the logits of each step come from language_model (generator_path)",
+        generator_path="language_model",
+    )
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -531,4 +551,5 @@ VLM_ADAPTERS = (
     QWEN3_5_MOE,
     VIDEO_LLAVA,
     IDEFICS,
+    BLIP2,
 )
