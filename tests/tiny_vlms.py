@@ -82,6 +82,7 @@ EXTRA_CLASS = {
     "video_llava": "VideoLlavaForConditionalGeneration",
     "idefics": "IdeficsForVisionText2Text",
     "blip-2": "Blip2ForConditionalGeneration",
+    "instructblip": "InstructBlipForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -766,6 +767,21 @@ def _blip2(tok):
     return cfg, proc
 
 
+def _instructblip(tok):
+    from transformers import InstructBlipConfig, LlamaConfig
+
+    qtok = smol_tokenizer()  # the Q-Former's own tokenizer (BERT in the releases)
+    proc = P.instructblip_processor(tok, qformer_tokenizer=qtok, image_size=IMG, num_query_tokens=4)
+    cfg = InstructBlipConfig(
+        vision_config=dict(VISION, image_size=IMG, patch_size=PATCH),
+        qformer_config=dict(VISION, encoder_hidden_size=32, vocab_size=len(qtok), cross_attention_frequency=1),
+        text_config=LlamaConfig(**_text(tok)).to_dict(),  # Vicuna in the decoder-only releases
+        num_query_tokens=4,
+        image_token_index=proc.image_token_id,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -803,6 +819,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "video_llava": _llava_like,
     "idefics": _idefics,
     "blip-2": _blip2,
+    "instructblip": _instructblip,
 }
 
 

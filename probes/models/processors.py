@@ -71,6 +71,7 @@ __all__ = [
     "video_llava_processor",
     "idefics_processor",
     "blip2_processor",
+    "instructblip_processor",
 ]
 
 
@@ -202,6 +203,7 @@ def _define_image_only() -> dict[str, type]:
     out["VideoLlavaProcessor"] = _video_llava_image_only()
     out["IdeficsProcessor"] = _define_idefics_layout()
     out["Blip2Processor"] = _define_query_first_layout("Blip2Processor")
+    out["InstructBlipProcessor"] = _define_query_first_layout("InstructBlipProcessor")
     for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
         out[name] = _define_got_ocr2_layout(name)
     return out
@@ -310,6 +312,15 @@ def _define_query_first_layout(stock_name: str) -> type:
                 out["attention_mask"].append([0] * n + [1] * len(r) if left else [1] * len(r) + [0] * n)
             if return_tensors == "pt":
                 out = {k: torch.tensor(v) for k, v in out.items()}
+            if hasattr(self, "qformer_tokenizer"):  # InstructBLIP: the Q-Former reads the text too (right-padded:
+                # its absolute positions then do not depend on the batch)
+                qt = self.qformer_tokenizer
+                side, qt.padding_side = qt.padding_side, "right"
+                try:
+                    q = qt([t.replace(ph, "") for t in texts], padding=padding, return_tensors=return_tensors)
+                finally:
+                    qt.padding_side = side
+                out["qformer_input_ids"], out["qformer_attention_mask"] = q["input_ids"], q["attention_mask"]
             if flat:
                 out.update(self.image_processor(flat, return_tensors=return_tensors))
             return BatchFeature(out)
@@ -444,6 +455,7 @@ _LAYOUT_CLASSES = (
     "PPChart2TableProcessor",
     "IdeficsProcessor",
     "Blip2Processor",
+    "InstructBlipProcessor",
 )
 """Stock processors cotscope replaces by its own class that produces the same token layout (see each class)."""
 
@@ -1140,6 +1152,24 @@ def blip2_processor(tokenizer: Any, *, image_size: int = 32, num_query_tokens: i
     ip = _pil("blip", "BlipImageProcessorPil")(size={"height": image_size, "width": image_size})
     proc = image_only_class("Blip2Processor")(
         image_processor=ip, tokenizer=tokenizer, num_query_tokens=num_query_tokens
+    )
+    proc.chat_template = _chat_template(tokenizer, None)  # the stock __init__ takes no chat template
+    proc.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    return proc
+
+
+def instructblip_processor(
+    tokenizer: Any, *, qformer_tokenizer: Any = None, image_size: int = 32, num_query_tokens: int = 4
+) -> Any:
+    """InstructBLIP: BLIP-2's query-first layout, and the Q-Former also reads the prompt text (tokenized by
+    ``qformer_tokenizer``; a copy of ``tokenizer`` when not given)."""
+    import copy
+
+    add_image_tokens(tokenizer, named={"image_token": "<image>"})
+    ip = _pil("blip", "BlipImageProcessorPil")(size={"height": image_size, "width": image_size})
+    qt = qformer_tokenizer if qformer_tokenizer is not None else copy.deepcopy(tokenizer)
+    proc = image_only_class("InstructBlipProcessor")(
+        image_processor=ip, tokenizer=tokenizer, qformer_tokenizer=qt, num_query_tokens=num_query_tokens
     )
     proc.chat_template = _chat_template(tokenizer, None)  # the stock __init__ takes no chat template
     proc.image_token_id = tokenizer.convert_tokens_to_ids("<image>")

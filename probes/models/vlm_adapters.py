@@ -515,6 +515,25 @@ BLIP2 = register(
     )
 )
 
+INSTRUCTBLIP = register(
+    ModelAdapter(
+        family="instructblip",
+        model_types=("instructblip",),
+        layers_path="language_model.model.layers",
+        final_norm_path="language_model.model.norm",
+        vision_path="vision_model",
+        projector_path="language_projection",
+        image_token_attrs=("image_token_index",),
+        text_config_attr="text_config",
+        build_processor=P.processor_builder(P.instructblip_processor, "InstructBlipProcessor"),
+        notes="BLIP-2 layout (query tokens first, left padding outside them) whose Q-Former also reads the text. "
+        "As with the stock processor, the Q-Former reads the whole text it is given: in teacher-forced collection "
+        "that includes the answer, so the image features (and every position after them) depend on the answer "
+        "text. Decoder-only (Vicuna/Llama) checkpoints; Flan-T5 ones are encoder-decoder",
+        generator_path="language_model",
+    )
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -552,4 +571,5 @@ VLM_ADAPTERS = (
     VIDEO_LLAVA,
     IDEFICS,
     BLIP2,
+    INSTRUCTBLIP,
 )
