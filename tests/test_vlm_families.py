@@ -233,3 +233,24 @@ def test_blip2_rows_match_the_stock_processor_with_padding_on_the_left():
     n_pad = int((ours["attention_mask"][0] == 0).sum())
     assert n_pad > 0 and (ours["input_ids"][0, n_pad : n_pad + q] == proc.image_token_id).all()
     assert (ours["attention_mask"][0, n_pad:] == 1).all()
+
+
+def test_fuyu_layout_image_rows_first_and_answer_marker_last():
+    """Fuyu rows: |SPEAKER| x cols + |NEWLINE| per patch row, BOS, the text, <0x04>; the patches are the image's
+    pixels in unfold order (the model embeds them linearly). The stock FuyuProcessor cannot run on the PIL image
+    processor in this transformers (it patchifies torch tensors with numpy calls), hence cotscope's layout class."""
+    from transformers import FuyuProcessor
+
+    vlm = tiny_vlm("fuyu")
+    proc, tok = vlm.processor, vlm.tokenizer
+    img = sample_image(80, 40)
+    enc = proc(text=[vlm.prompt()], images=[[img]], return_tensors="pt")
+    ids = tok.convert_ids_to_tokens(enc["input_ids"][0])
+    rows = ids.index("<s>") // 5  # 32 px wide / 8-px patches = 4 columns + |NEWLINE|
+    assert ids[: rows * 5] == (["|SPEAKER|"] * 4 + ["|NEWLINE|"]) * rows and ids[-1] == "<0x04>"
+    assert enc["pixel_values"].shape == (rows * 4, 3 * 8 * 8)
+    px = np.asarray(proc.image_processor([img])["images"][0][0])[:, : rows * 8, :32]
+    ref = torch.from_numpy(px)[None].unfold(2, 8, 8).unfold(3, 8, 8).permute(0, 2, 3, 4, 5, 1).reshape(-1, 192)
+    torch.testing.assert_close(enc["pixel_values"], ref.to(enc["pixel_values"].dtype), rtol=0, atol=0)
+    with pytest.raises(TypeError, match="transpose"):
+        FuyuProcessor(proc.image_processor, tok)(text=["hi"], images=[img])

@@ -83,6 +83,7 @@ EXTRA_CLASS = {
     "idefics": "IdeficsForVisionText2Text",
     "blip-2": "Blip2ForConditionalGeneration",
     "instructblip": "InstructBlipForConditionalGeneration",
+    "fuyu": "FuyuForCausalLM",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -782,6 +783,16 @@ def _instructblip(tok):
     return cfg, proc
 
 
+def _fuyu(tok):
+    from transformers import FuyuConfig
+
+    proc = P.fuyu_processor(tok, image_size=IMG, patch_size=PATCH)
+    text = {k: v for k, v in _text(tok, model_type="persimmon").items() if k != "num_key_value_heads"}
+    text["pad_token_id"] = tok.pad_token_id  # the stock processor sets it to 0
+    cfg = FuyuConfig(text_config=text, image_size=IMG, patch_size=PATCH, image_token_id=proc.image_token_id)
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -820,6 +831,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "idefics": _idefics,
     "blip-2": _blip2,
     "instructblip": _instructblip,
+    "fuyu": _fuyu,
 }
 
 

@@ -72,6 +72,7 @@ __all__ = [
     "idefics_processor",
     "blip2_processor",
     "instructblip_processor",
+    "fuyu_processor",
 ]
 
 
@@ -204,6 +205,7 @@ def _define_image_only() -> dict[str, type]:
     out["IdeficsProcessor"] = _define_idefics_layout()
     out["Blip2Processor"] = _define_query_first_layout("Blip2Processor")
     out["InstructBlipProcessor"] = _define_query_first_layout("InstructBlipProcessor")
+    out["FuyuProcessor"] = _define_fuyu_layout()
     for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
         out[name] = _define_got_ocr2_layout(name)
     return out
@@ -327,6 +329,81 @@ def _define_query_first_layout(stock_name: str) -> type:
 
     QueryFirstProcessor.__name__ = QueryFirstProcessor.__qualname__ = f"QueryFirst{stock_name}"
     return QueryFirstProcessor
+
+
+def _define_fuyu_layout() -> type:
+    # FuyuProcessor puts the image first (it prepends its own placeholder to every prompt, so a prompt holding one
+    # gets two) and strips a SentencePiece "▁" by dropping the first token of the image part, which deletes an image
+    # token under a tokenizer that adds none. This class builds the same layout from token ids directly.
+    import math
+
+    import numpy as np
+    from transformers import FuyuProcessor
+
+    class FuyuLayoutProcessor(_SavesAsStock, FuyuProcessor):
+        """Fuyu-layout processor: per row, the image's ``|SPEAKER|`` rows each closed by ``|NEWLINE|``, then BOS,
+        then the text (its ``|SPEAKER|`` placeholder removed) and ``<0x04>`` (beginning of answer); rows padded on
+        the left. Only ``|SPEAKER|`` positions hold image features (linear patch embeddings)."""
+
+        def __call__(self, images=None, text=None, return_tensors=None, padding=True, **kwargs):
+            import torch
+            from transformers import BatchFeature
+
+            texts = [text] if isinstance(text, str) else list(text or [])
+            per = list(images) if images is not None else [[] for _ in texts]
+            flat = []
+            for t, ims in zip(texts, per, strict=True):
+                ims = [x for x in (ims if isinstance(ims, (list, tuple)) else [ims]) if x is not None]
+                if t.count(self.image_token) != len(ims) or len(ims) > 1:
+                    raise PromptImageError(
+                        f"Fuyu: each prompt takes at most one image and one {self.image_token} placeholder; got "
+                        f"{t.count(self.image_token)} placeholder(s) and {len(ims)} image(s)"
+                    )
+                flat.append(ims[0] if ims else None)
+            out: dict[str, Any] = {}
+            patches, image_rows = self._patches([im for im in flat if im is not None])
+            if patches:
+                out["pixel_values"] = torch.from_numpy(np.concatenate(patches))
+            reps = iter(image_rows)
+            tok = self.tokenizer
+            rows = []
+            for t, im in zip(texts, flat):
+                if im is None:
+                    rows.append(tok(t)["input_ids"])
+                    continue
+                image_ids = next(reps)
+                body = t.replace(self.image_token, "") + "<0x04>"  # the stock processor's beginning-of-answer
+                rows.append(list(image_ids) + tok(body, add_special_tokens=False)["input_ids"])
+            width = max(map(len, rows)) if padding else 0
+            pad = tok.pad_token_id
+            out["input_ids"] = [[pad] * (width - len(r)) + r for r in rows]
+            out["attention_mask"] = [[0] * (width - len(r)) + [1] * len(r) for r in rows]
+            if return_tensors == "pt":
+                out["input_ids"] = torch.tensor(out["input_ids"])
+                out["attention_mask"] = torch.tensor(out["attention_mask"])
+            return BatchFeature(out)
+
+        def _patches(self, images: list) -> tuple[list, list[list[int]]]:
+            """Per image: its flattened patches (cropped to the patches that hold image content, as the stock
+            processor does) and its token ids. The PIL image processor patchifies numpy arrays only, so this stays
+            in numpy (the stock processor hands it torch tensors and fails in transformers 5.24)."""
+            if not images:
+                return [], []
+            ip = self.image_processor
+            got = ip(images)
+            ps = ip.patch_size
+            ph, pw = int(ps["height"]), int(ps["width"])
+            speaker, newline, bos = self.tokenizer.convert_tokens_to_ids([self.image_token, "|NEWLINE|", "<s>"])
+            patches, ids = [], []
+            for i in range(len(images)):
+                arr = np.asarray(got["images"][i][0])
+                h = min(arr.shape[-2], math.ceil(got["image_unpadded_heights"][i][0] / ph) * ph)
+                w = min(arr.shape[-1], math.ceil(got["image_unpadded_widths"][i][0] / pw) * pw)
+                patches.append(ip.patchify_image(arr[..., :h, :w], patch_size=ps))
+                ids.append(([speaker] * (w // pw) + [newline]) * (h // ph) + [bos])
+            return patches, ids
+
+    return FuyuLayoutProcessor
 
 
 def _gemma4_image_only() -> type:
@@ -456,6 +533,7 @@ _LAYOUT_CLASSES = (
     "IdeficsProcessor",
     "Blip2Processor",
     "InstructBlipProcessor",
+    "FuyuProcessor",
 )
 """Stock processors cotscope replaces by its own class that produces the same token layout (see each class)."""
 
@@ -1173,6 +1251,18 @@ def instructblip_processor(
     )
     proc.chat_template = _chat_template(tokenizer, None)  # the stock __init__ takes no chat template
     proc.image_token_id = tokenizer.convert_tokens_to_ids("<image>")
+    return proc
+
+
+def fuyu_processor(tokenizer: Any, *, image_size: int = 32, patch_size: int = 8) -> Any:
+    """Fuyu: no vision tower; each ``patch_size`` patch of the (padded) image is linearly embedded on a
+    ``|SPEAKER|`` token, rows closed by ``|NEWLINE|``; ``<0x04>`` marks the beginning of the answer."""
+    add_image_tokens(tokenizer, ["|SPEAKER|", "|NEWLINE|", "<s>", "<0x04>"])
+    ip = _pil("fuyu", "FuyuImageProcessorPil")(
+        size={"height": image_size, "width": image_size}, patch_size={"height": patch_size, "width": patch_size}
+    )
+    proc = image_only_class("FuyuProcessor")(image_processor=ip, tokenizer=tokenizer)
+    proc.chat_template = _chat_template(tokenizer, None)  # the stock __init__ takes no chat template
     return proc
 
 

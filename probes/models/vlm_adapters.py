@@ -28,6 +28,7 @@ def _vlm(
     recipe,
     processor_class: str,
     notes: str,
+    norm: str = "norm",
     **kw,
 ) -> ModelAdapter:
     return register(
@@ -35,7 +36,7 @@ def _vlm(
             family=family,
             model_types=model_types,
             layers_path=f"{lm}.layers",
-            final_norm_path=f"{lm}.norm",
+            final_norm_path=f"{lm}.{norm}",
             vision_path=vision,
             projector_path=projector,
             image_token_attrs=image_attrs,
@@ -534,6 +535,23 @@ INSTRUCTBLIP = register(
     )
 )
 
+FUYU = _vlm(
+    "fuyu",
+    ("fuyu",),
+    _LM,
+    "model.vision_embed_tokens",
+    "model.vision_embed_tokens",
+    ("image_token_id",),
+    P.fuyu_processor,
+    "FuyuProcessor",
+    "no vision tower: image patches are linearly embedded (vision_embed_tokens) on |SPEAKER| tokens, each row "
+    "closed by |NEWLINE| (text embeddings), then BOS; the image goes first in the row, wherever the placeholder is. "
+    "The processor appends <0x04> (beginning of answer) after the text (processor_suffix). cotscope's Fuyu-layout "
+    "processor builds the token ids itself: the stock one fails with the PIL image processor in transformers 5.24",
+    processor_suffix="<0x04>",
+    norm="final_layernorm",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -572,4 +590,5 @@ VLM_ADAPTERS = (
     IDEFICS,
     BLIP2,
     INSTRUCTBLIP,
+    FUYU,
 )
