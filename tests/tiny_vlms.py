@@ -84,6 +84,7 @@ EXTRA_CLASS = {
     "blip-2": "Blip2ForConditionalGeneration",
     "instructblip": "InstructBlipForConditionalGeneration",
     "fuyu": "FuyuForCausalLM",
+    "aria": "AriaForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -793,6 +794,21 @@ def _fuyu(tok):
     return cfg, proc
 
 
+def _aria(tok):
+    from transformers import AriaConfig
+
+    # the image processor accepts only 490 or 980 px: 490 px in 35-px patches = 14 x 14 patches -> 4 learned queries
+    proc = P.aria_processor(tok, image_size=490, image_seq_length=4)
+    text = _text(tok, moe_num_experts=4, moe_topk=2, moe_num_shared_experts=1)
+    cfg = AriaConfig(
+        vision_config=dict(VISION, image_size=490, patch_size=35, model_type="idefics3_vision"),
+        text_config=text,
+        projector_patch_to_query_dict={14 * 14: 4},
+        image_token_index=proc.image_token_id,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -832,6 +848,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "blip-2": _blip2,
     "instructblip": _instructblip,
     "fuyu": _fuyu,
+    "aria": _aria,
 }
 
 

@@ -73,6 +73,7 @@ __all__ = [
     "blip2_processor",
     "instructblip_processor",
     "fuyu_processor",
+    "aria_processor",
 ]
 
 
@@ -206,6 +207,7 @@ def _define_image_only() -> dict[str, type]:
     out["Blip2Processor"] = _define_query_first_layout("Blip2Processor")
     out["InstructBlipProcessor"] = _define_query_first_layout("InstructBlipProcessor")
     out["FuyuProcessor"] = _define_fuyu_layout()
+    out["AriaProcessor"] = _define_sized_aria()
     for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
         out[name] = _define_got_ocr2_layout(name)
     return out
@@ -406,6 +408,24 @@ def _define_fuyu_layout() -> type:
     return FuyuLayoutProcessor
 
 
+def _define_sized_aria() -> type:
+    # AriaProcessor's class-level call defaults (max_image_size 980) win over its image processor's settings and are
+    # not saved; this subclass saves the size, so a saved processor keeps its geometry
+    from transformers import AriaProcessor
+
+    class SizedAriaProcessor(_SavesAsStock, AriaProcessor):
+        """AriaProcessor whose ``max_image_size`` call default is an argument (saved with the processor)."""
+
+        def __init__(
+            self, image_processor=None, tokenizer=None, chat_template=None, size_conversion=None, max_image_size=980
+        ):
+            AriaProcessor.__init__(self, image_processor, tokenizer, chat_template, size_conversion)
+            self.max_image_size = int(max_image_size)
+            self.images_kwargs = {**AriaProcessor.images_kwargs, "max_image_size": self.max_image_size}
+
+    return SizedAriaProcessor
+
+
 def _gemma4_image_only() -> type:
     from transformers import Gemma4Processor
 
@@ -534,8 +554,10 @@ _LAYOUT_CLASSES = (
     "Blip2Processor",
     "InstructBlipProcessor",
     "FuyuProcessor",
+    "AriaProcessor",
 )
-"""Stock processors cotscope replaces by its own class that produces the same token layout (see each class)."""
+"""Stock processors cotscope replaces by its own class when loading a saved one: it produces the same token layout,
+and saves what the stock class does not (see each class)."""
 
 
 def image_only_variants() -> list[str]:
@@ -1264,6 +1286,21 @@ def fuyu_processor(tokenizer: Any, *, image_size: int = 32, patch_size: int = 8)
     proc = image_only_class("FuyuProcessor")(image_processor=ip, tokenizer=tokenizer)
     proc.chat_template = _chat_template(tokenizer, None)  # the stock __init__ takes no chat template
     return proc
+
+
+def aria_processor(tokenizer: Any, *, image_size: int = 490, image_seq_length: int = 4) -> Any:
+    """Aria: each image is resized (longest edge) and padded to ``image_size`` square (490 or 980, the only sizes
+    the image processor accepts); ``<|img|>`` expands to the projector's query count for that size
+    (``size_conversion``)."""
+    add_image_tokens(tokenizer, named={"image_token": "<|img|>"})
+    ip = _pil("aria", "AriaImageProcessorPil")(max_image_size=image_size, min_image_size=image_size // 2)
+    return image_only_class("AriaProcessor")(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        size_conversion={image_size: image_seq_length},
+        max_image_size=image_size,
+        chat_template=_chat_template(tokenizer, None),
+    )
 
 
 # ------------------------------------------------------------------------------------ saved processors

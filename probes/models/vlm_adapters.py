@@ -552,6 +552,20 @@ FUYU = _vlm(
     norm="final_layernorm",
 )
 
+ARIA = _vlm(
+    "aria",
+    ("aria",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_index",),
+    P.aria_processor,
+    "AriaProcessor",
+    "Idefics3-style vision tower; the projector's learned queries cross-attend to the patches "
+    "(projector_patch_to_query_dict: patch count -> query count), one <|img|> token per query; mixture-of-experts "
+    "language model with shared experts",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -591,4 +605,5 @@ VLM_ADAPTERS = (
     BLIP2,
     INSTRUCTBLIP,
     FUYU,
+    ARIA,
 )
