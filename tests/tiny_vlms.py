@@ -85,6 +85,7 @@ EXTRA_CLASS = {
     "instructblip": "InstructBlipForConditionalGeneration",
     "fuyu": "FuyuForCausalLM",
     "aria": "AriaForConditionalGeneration",
+    "paddleocr_vl": "PaddleOCRVLForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -809,6 +810,24 @@ def _aria(tok):
     return cfg, proc
 
 
+def _paddleocr_vl(tok):
+    from transformers import PaddleOCRVLConfig
+
+    proc = P.paddleocr_vl_processor(tok)
+    text = _text(tok, head_dim=16, model_type="paddleocr_vl_text")
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    vis = dict(VISION, image_size=28, patch_size=14, spatial_merge_size=2)
+    ids = _ids(tok, vision_start_token_id="<|IMAGE_START|>", vision_end_token_id="<|IMAGE_END|>")
+    cfg = PaddleOCRVLConfig(
+        text_config=text,
+        vision_config=vis,
+        image_token_id=proc.image_token_id,
+        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+        **ids,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -849,6 +868,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "instructblip": _instructblip,
     "fuyu": _fuyu,
     "aria": _aria,
+    "paddleocr_vl": _paddleocr_vl,
 }
 
 

@@ -74,6 +74,7 @@ __all__ = [
     "instructblip_processor",
     "fuyu_processor",
     "aria_processor",
+    "paddleocr_vl_processor",
 ]
 
 
@@ -1303,6 +1304,23 @@ def aria_processor(tokenizer: Any, *, image_size: int = 490, image_seq_length: i
     )
 
 
+PADDLEOCR_TOKENS = ("<|IMAGE_START|>", "<|IMAGE_END|>", "<|video_pad|>")
+
+
+def paddleocr_vl_processor(
+    tokenizer: Any, *, min_pixels: int = 56 * 56, max_pixels: int = 112 * 112, patch_size: int = 14, merge_size: int = 2
+) -> Any:
+    """PaddleOCR-VL: Qwen2-VL-style dynamic resolution (one frame, no temporal patches);
+    ``<|IMAGE_START|><|IMAGE_PLACEHOLDER|><|IMAGE_END|>``, the placeholder expanded to one token per merged patch."""
+    from transformers import PaddleOCRVLProcessor
+
+    add_image_tokens(tokenizer, PADDLEOCR_TOKENS, named={"image_token": "<|IMAGE_PLACEHOLDER|>"})
+    ip = _pil("paddleocr_vl", "PaddleOCRVLImageProcessorPil")(
+        min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size, merge_size=merge_size
+    )
+    return PaddleOCRVLProcessor(image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None))
+
+
 # ------------------------------------------------------------------------------------ saved processors
 
 
@@ -1351,11 +1369,19 @@ def image_placeholder(processor: Any) -> str:
     wrapped = getattr(processor, "prompt_placeholder", None)  # cotscope's layout classes declare it
     if wrapped:
         return str(wrapped)
-    if type(processor).__name__.startswith(("Qwen2VL", "Qwen2_5_VL", "Qwen3VL", "ImageOnlyQwen")):
-        return f"<|vision_start|>{tok}<|vision_end|>"
-    if type(processor).__name__.startswith(("Glm4v", "ImageOnlyGlm4v", "Glm46V", "ImageOnlyGlm46V")):
-        return f"<|begin_of_image|>{tok}<|end_of_image|>"
+    name = type(processor).__name__.removeprefix("ImageOnly")
+    for prefixes, fmt in WRAPPED_PLACEHOLDERS:
+        if name.startswith(prefixes):
+            return fmt.format(tok)
     return str(tok)
+
+
+WRAPPED_PLACEHOLDERS = (
+    (("Qwen2VL", "Qwen2_5_VL", "Qwen3VL"), "<|vision_start|>{}<|vision_end|>"),
+    (("Glm4v", "Glm46V"), "<|begin_of_image|>{}<|end_of_image|>"),
+    (("PaddleOCRVL",), "<|IMAGE_START|>{}<|IMAGE_END|>"),
+)
+"""(processor class-name prefixes, prompt placeholder around the image token) for families whose prompts wrap it."""
 
 
 def image_prompt(processor: Any, text: str, n_images: int = 1, generic: str = "<image>") -> str:

@@ -566,6 +566,19 @@ ARIA = _vlm(
     "language model with shared experts",
 )
 
+PADDLEOCR_VL = _vlm(
+    "paddleocr_vl",
+    ("paddleocr_vl",),
+    _LM,
+    "model.visual",
+    "model.projector",
+    ("image_token_id",),
+    P.paddleocr_vl_processor,
+    "PaddleOCRVLProcessor",
+    "NaViT-style dynamic-resolution SigLIP tower, 2x2 patch-merging projector, ERNIE-4.5 language model with "
+    "3D (M-RoPE) positions; <|IMAGE_PLACEHOLDER|> tokens between <|IMAGE_START|>/<|IMAGE_END|>",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -606,4 +619,5 @@ VLM_ADAPTERS = (
     INSTRUCTBLIP,
     FUYU,
     ARIA,
+    PADDLEOCR_VL,
 )
