@@ -86,6 +86,7 @@ EXTRA_CLASS = {
     "fuyu": "FuyuForCausalLM",
     "aria": "AriaForConditionalGeneration",
     "paddleocr_vl": "PaddleOCRVLForConditionalGeneration",
+    "granite_docling": "GraniteDoclingForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -828,6 +829,28 @@ def _paddleocr_vl(tok):
     return cfg, proc
 
 
+def _granite_docling(tok):
+    from transformers import GraniteDoclingConfig
+
+    proc = P.granite_docling_processor(tok, image_size=IMG, image_seq_len=4)  # 16 patches / scale_factor^2
+    vis = dict(
+        VISION,
+        image_size=IMG,
+        patch_size=PATCH,
+        out_hidden_size=64,
+        scale_factor=2,
+        deepstack_visual_indexes=[0],
+        use_fine_route=False,
+    )
+    cfg = GraniteDoclingConfig(
+        text_config=_text(tok, model_type="granite_docling_text"),
+        vision_config=vis,
+        image_token_id=proc.image_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -869,6 +892,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "fuyu": _fuyu,
     "aria": _aria,
     "paddleocr_vl": _paddleocr_vl,
+    "granite_docling": _granite_docling,
 }
 
 

@@ -75,6 +75,7 @@ __all__ = [
     "fuyu_processor",
     "aria_processor",
     "paddleocr_vl_processor",
+    "granite_docling_processor",
 ]
 
 
@@ -1319,6 +1320,23 @@ def paddleocr_vl_processor(
         min_pixels=min_pixels, max_pixels=max_pixels, patch_size=patch_size, merge_size=merge_size
     )
     return PaddleOCRVLProcessor(image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None))
+
+
+def granite_docling_processor(tokenizer: Any, *, image_size: int = 32, image_seq_len: int = 4) -> Any:
+    """Granite-Docling: Idefics3's layout (``<fake_token_around_image><row_i_col_j>`` + ``<image>`` tokens per
+    tile); one tile per image here (``crop_to_patches=False``), the coarse connector path only."""
+    from transformers import GraniteDoclingProcessor
+
+    add_image_tokens(tokenizer, ["<fake_token_around_image>", *IDEFICS3_TOKENS], named={"image_token": "<image>"})
+    ip = _pil("granite_docling", "GraniteDoclingImageProcessorPil")(
+        size={"height": image_size, "width": image_size}, crop_to_patches=False
+    )
+    return GraniteDoclingProcessor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        image_seq_len=image_seq_len,
+        chat_template=_chat_template(tokenizer, None),
+    )
 
 
 # ------------------------------------------------------------------------------------ saved processors

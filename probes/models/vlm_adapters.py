@@ -579,6 +579,20 @@ PADDLEOCR_VL = _vlm(
     "3D (M-RoPE) positions; <|IMAGE_PLACEHOLDER|> tokens between <|IMAGE_START|>/<|IMAGE_END|>",
 )
 
+GRANITE_DOCLING = _vlm(
+    "granite_docling",
+    ("granite_docling",),
+    "model.text_model",
+    "model.vision_model",
+    "model.vision_model.connector",
+    ("image_token_id",),
+    P.granite_docling_processor,
+    "GraniteDoclingProcessor",
+    "Idefics3-style tiles and pixel-shuffle connector with DeepStack: vision-layer features are added at the image "
+    "positions after the first language-model blocks (block outputs, as stored and as HF returns them, are taken "
+    "before that addition); Granite language model (muP multipliers)",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -620,4 +634,5 @@ VLM_ADAPTERS = (
     FUYU,
     ARIA,
     PADDLEOCR_VL,
+    GRANITE_DOCLING,
 )
