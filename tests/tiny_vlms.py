@@ -87,6 +87,7 @@ EXTRA_CLASS = {
     "aria": "AriaForConditionalGeneration",
     "paddleocr_vl": "PaddleOCRVLForConditionalGeneration",
     "granite_docling": "GraniteDoclingForConditionalGeneration",
+    "deepseek_vl_hybrid": "DeepseekVLHybridForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -851,6 +852,30 @@ def _granite_docling(tok):
     return cfg, proc
 
 
+def _deepseek_vl_hybrid(tok):
+    from transformers import DeepseekVLHybridConfig, LlamaConfig, SiglipVisionConfig
+
+    proc = P.deepseek_vl_hybrid_processor(tok, image_size=IMG, high_res_size=64, num_image_tokens=(IMG // PATCH) ** 2)
+    sam = dict(  # 64 px / 4-px patches = 16 x 16, two stride-2 convolutions -> the low-res 4 x 4 grid
+        hidden_size=32,
+        output_channels=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=64,
+        patch_size=4,
+        window_size=4,
+        global_attn_indexes=[1],
+        mlp_dim=64,
+    )
+    cfg = DeepseekVLHybridConfig(
+        text_config=LlamaConfig(**_text(tok)),
+        vision_config=SiglipVisionConfig(**VISION, image_size=IMG, patch_size=PATCH),
+        high_res_vision_config=sam,
+        image_token_id=proc.image_token_id,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -893,6 +918,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "aria": _aria,
     "paddleocr_vl": _paddleocr_vl,
     "granite_docling": _granite_docling,
+    "deepseek_vl_hybrid": _deepseek_vl_hybrid,
 }
 
 

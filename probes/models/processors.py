@@ -76,6 +76,7 @@ __all__ = [
     "aria_processor",
     "paddleocr_vl_processor",
     "granite_docling_processor",
+    "deepseek_vl_hybrid_processor",
 ]
 
 
@@ -1335,6 +1336,25 @@ def granite_docling_processor(tokenizer: Any, *, image_size: int = 32, image_seq
         image_processor=ip,
         tokenizer=tokenizer,
         image_seq_len=image_seq_len,
+        chat_template=_chat_template(tokenizer, None),
+    )
+
+
+def deepseek_vl_hybrid_processor(
+    tokenizer: Any, *, image_size: int = 32, high_res_size: int = 64, num_image_tokens: int = 16
+) -> Any:
+    """DeepSeek-VL hybrid: as DeepSeek-VL, but every image is also given at ``high_res_size`` to a SAM tower."""
+    from transformers import DeepseekVLHybridProcessor
+
+    add_image_tokens(tokenizer, named={"image_token": "<image_placeholder>"})
+    ip = _pil("deepseek_vl_hybrid", "DeepseekVLHybridImageProcessorPil")(
+        size={"height": image_size, "width": image_size},
+        high_res_size={"height": high_res_size, "width": high_res_size},
+    )
+    return DeepseekVLHybridProcessor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        num_image_tokens=num_image_tokens,
         chat_template=_chat_template(tokenizer, None),
     )
 

@@ -593,6 +593,20 @@ GRANITE_DOCLING = _vlm(
     "before that addition); Granite language model (muP multipliers)",
 )
 
+DEEPSEEK_VL_HYBRID = _vlm(
+    "deepseek_vl_hybrid",
+    ("deepseek_vl_hybrid",),
+    _LM,
+    "model.vision_model",
+    "model.aligner",
+    ("image_token_id",),
+    P.deepseek_vl_hybrid_processor,
+    "DeepseekVLHybridProcessor",
+    "DeepSeek-VL with two towers: SigLIP on the low-resolution image and SAM on a high-resolution copy, "
+    "concatenated by the aligner; <image_placeholder> repeated num_image_tokens times. vision_path is the SigLIP "
+    "tower (model.high_res_vision_model is the SAM one)",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -635,4 +649,5 @@ VLM_ADAPTERS = (
     ARIA,
     PADDLEOCR_VL,
     GRANITE_DOCLING,
+    DEEPSEEK_VL_HYBRID,
 )
