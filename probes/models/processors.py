@@ -40,6 +40,7 @@ __all__ = [
     "validate_batch",
     "load_processor",
     "processor_builder",
+    "dynamic_resolution_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -687,17 +688,18 @@ def _qwen_vl(
     merge_size: int,
     chat_template: str | None,
 ) -> Any:
-    add_image_tokens(tokenizer, QWEN_VL_TOKENS)
-    ip = _pil("qwen2_vl", "Qwen2VLImageProcessorPil")(
+    proc = dynamic_resolution_processor(
+        tokenizer,
+        name,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
         patch_size=patch_size,
         merge_size=merge_size,
         temporal_patch_size=2,
     )
-    return image_only_class(name)(
-        image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, chat_template)
-    )
+    if chat_template is not None:
+        proc.chat_template = chat_template
+    return proc
 
 
 def qwen2_vl_processor(
@@ -1018,22 +1020,10 @@ def aya_vision_processor(
     )
 
 
-def qwen3_vl_processor(
-    tokenizer: Any, *, min_pixels: int = 64 * 64, max_pixels: int = 128 * 128, patch_size: int = 16, merge_size: int = 2
-) -> Any:
+def qwen3_vl_processor(tokenizer: Any, **kw: Any) -> Any:
     """Qwen3-VL (image-only): as Qwen2-VL with 16-px patches; its vision tower also feeds DeepStack features into the
     first language-model layers at the image positions."""
-    add_image_tokens(tokenizer, QWEN_VL_TOKENS)
-    ip = _pil("qwen2_vl", "Qwen2VLImageProcessorPil")(
-        min_pixels=min_pixels,
-        max_pixels=max_pixels,
-        patch_size=patch_size,
-        merge_size=merge_size,
-        temporal_patch_size=2,
-    )
-    return image_only_class("Qwen3VLProcessor")(
-        image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None)
-    )
+    return dynamic_resolution_processor(tokenizer, "Qwen3VLProcessor", **{**QWEN3_GEOMETRY, **kw})
 
 
 GLM4V_TOKENS = ("<|begin_of_image|>", "<|end_of_image|>", "<|begin_of_video|>", "<|end_of_video|>")
@@ -1069,40 +1059,41 @@ def glm46v_processor(tokenizer: Any, **kw: Any) -> Any:
     return glm4v_processor(tokenizer, _variant="glm46v", **kw)
 
 
-def exaone4_5_processor(
+def dynamic_resolution_processor(
     tokenizer: Any,
+    processor_class: str,
     *,
-    min_pixels: int = 56 * 56,
-    max_pixels: int = 112 * 112,
-    patch_size: int = 14,
-    merge_size: int = 2,
-    _name: str = "Exaone4_5_Processor",
+    pil: tuple[str, str] = ("qwen2_vl", "Qwen2VLImageProcessorPil"),
+    tokens: Sequence[str] = QWEN_VL_TOKENS,
+    named: dict[str, str] | None = None,
+    **image_kw: Any,
 ) -> Any:
+    """A Qwen2-VL-style processor (image-only variant when the stock one wants a video processor): ``tokens`` added
+    to ``tokenizer``, the PIL image processor ``pil`` (module, class) built with ``image_kw``."""
+    add_image_tokens(tokenizer, tokens, named=named)
+    ip = _pil(*pil)(**image_kw)
+    cls = image_only_class(processor_class) if processor_class in image_only_variants() else _stock(processor_class)
+    return cls(image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None))
+
+
+QWEN2_GEOMETRY = dict(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2, temporal_patch_size=2)
+"""Tiny-model geometry of the Qwen2-VL image processor: 14-px patches, 2x2 merge, 4-9 image tokens."""
+QWEN3_GEOMETRY = dict(QWEN2_GEOMETRY, min_pixels=64 * 64, max_pixels=128 * 128, patch_size=16)
+
+
+def exaone4_5_processor(tokenizer: Any, **kw: Any) -> Any:
     """EXAONE 4.5 (image-only): Qwen2-VL image processing; ``<|image_pad|>`` tokens."""
-    add_image_tokens(tokenizer, QWEN_VL_TOKENS)
-    ip = _pil("qwen2_vl", "Qwen2VLImageProcessorPil")(
-        min_pixels=min_pixels,
-        max_pixels=max_pixels,
-        patch_size=patch_size,
-        merge_size=merge_size,
-        temporal_patch_size=2,
-    )
-    return image_only_class(_name)(
-        image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None)
-    )
+    return dynamic_resolution_processor(tokenizer, "Exaone4_5_Processor", **{**QWEN2_GEOMETRY, **kw})
 
 
 def lfm3_vl_processor(tokenizer: Any, **kw: Any) -> Any:
     """LFM3-VL (image-only): Qwen2-VL image processing with 16-px patches; ``<|image_pad|>`` tokens."""
-    kw.setdefault("patch_size", 16)
-    kw.setdefault("min_pixels", 64 * 64)
-    kw.setdefault("max_pixels", 128 * 128)
-    return exaone4_5_processor(tokenizer, _name="Lfm3VlProcessor", **kw)
+    return dynamic_resolution_processor(tokenizer, "Lfm3VlProcessor", **{**QWEN3_GEOMETRY, **kw})
 
 
 def hyperclovax_vision_v2_processor(tokenizer: Any, **kw: Any) -> Any:
     """HyperCLOVA X Vision v2 (image-only): Qwen2-VL image processing; ``<|image_pad|>`` tokens."""
-    return exaone4_5_processor(tokenizer, _name="HyperCLOVAXVisionV2Processor", **kw)
+    return dynamic_resolution_processor(tokenizer, "HyperCLOVAXVisionV2Processor", **{**QWEN2_GEOMETRY, **kw})
 
 
 def janus_processor(tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 16) -> Any:
