@@ -88,6 +88,7 @@ EXTRA_CLASS = {
     "paddleocr_vl": "PaddleOCRVLForConditionalGeneration",
     "granite_docling": "GraniteDoclingForConditionalGeneration",
     "deepseek_vl_hybrid": "DeepseekVLHybridForConditionalGeneration",
+    "cosmos3_edge": "Cosmos3EdgeForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -876,6 +877,26 @@ def _deepseek_vl_hybrid(tok):
     return cfg, proc
 
 
+MROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+"""3D rotary positions for head_dim 16 (8 frequencies: 2 temporal, 3 height, 3 width)."""
+
+
+def _cosmos3_edge(tok):
+    from transformers import Cosmos3EdgeConfig
+
+    proc = P.cosmos3_edge_processor(tok)
+    text = _text(tok, head_dim=16, rope_parameters=MROPE)
+    vis = dict(VISION, patch_size=16, num_patches=64, spatial_merge_size=2)
+    cfg = Cosmos3EdgeConfig(
+        text_config=text,
+        vision_config=vis,
+        projector_hidden_size=64,
+        image_token_id=proc.image_token_id,
+        **_ids(tok, **QWEN_IDS),
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -919,6 +940,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "paddleocr_vl": _paddleocr_vl,
     "granite_docling": _granite_docling,
     "deepseek_vl_hybrid": _deepseek_vl_hybrid,
+    "cosmos3_edge": _cosmos3_edge,
 }
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "load_processor",
     "processor_builder",
     "dynamic_resolution_processor",
+    "cosmos3_edge_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -202,6 +203,11 @@ def _define_image_only() -> dict[str, type]:
         "Exaone4_5_Processor",
         "HyperCLOVAXVisionV2Processor",
         "Lfm3VlProcessor",
+        "Cosmos3EdgeProcessor",
+        "Glm5NextProcessor",
+        "HYV4VLProcessor",
+        "VideoLlama3Processor",
+        "Ernie4_5_VLMoeProcessor",
     ):
         out[name] = _simple_image_only(name)
     out["LlavaNextVideoProcessor"] = _llava_next_video_image_only()
@@ -1096,6 +1102,15 @@ def hyperclovax_vision_v2_processor(tokenizer: Any, **kw: Any) -> Any:
     return dynamic_resolution_processor(tokenizer, "HyperCLOVAXVisionV2Processor", **{**QWEN2_GEOMETRY, **kw})
 
 
+def cosmos3_edge_processor(tokenizer: Any, **kw: Any) -> Any:
+    """Cosmos3 Edge (image-only): dynamic resolution with 16-px patches and 2x2 merging, one frame per image;
+    ``<|vision_start|><|image_pad|><|vision_end|>``."""
+    geometry = dict(size={"shortest_edge": 64 * 64, "longest_edge": 128 * 128}, patch_size=16, merge_size=2)
+    return dynamic_resolution_processor(
+        tokenizer, "Cosmos3EdgeProcessor", pil=("cosmos3_edge", "Cosmos3EdgeImageProcessorPil"), **{**geometry, **kw}
+    )
+
+
 def janus_processor(tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 16) -> Any:
     """Janus: ``<image_placeholder>`` expands to ``<begin_of_image>`` + n placeholders + ``<end_of_image>``."""
     from transformers import JanusProcessor
@@ -1406,7 +1421,7 @@ def image_placeholder(processor: Any) -> str:
 
 
 WRAPPED_PLACEHOLDERS = (
-    (("Qwen2VL", "Qwen2_5_VL", "Qwen3VL"), "<|vision_start|>{}<|vision_end|>"),
+    (("Qwen2VL", "Qwen2_5_VL", "Qwen3VL", "Cosmos3Edge"), "<|vision_start|>{}<|vision_end|>"),
     (("Glm4v", "Glm46V"), "<|begin_of_image|>{}<|end_of_image|>"),
     (("PaddleOCRVL",), "<|IMAGE_START|>{}<|IMAGE_END|>"),
 )

@@ -607,6 +607,22 @@ DEEPSEEK_VL_HYBRID = _vlm(
     "tower (model.high_res_vision_model is the SAM one)",
 )
 
+COSMOS3_EDGE = _vlm(
+    "cosmos3_edge",
+    ("cosmos3_edge",),
+    _LM,
+    "model.visual",
+    "model.projector",
+    ("image_token_id",),
+    P.cosmos3_edge_processor,
+    "Cosmos3EdgeProcessor",
+    "SigLIP-2-style variable-resolution tower, 2x2 patch-merging projector, 3D (M-RoPE) positions; <|image_pad|> "
+    "between <|vision_start|>/<|vision_end|>. Image-only processor (the video processor needs torchvision). The model "
+    "needs mm_token_type_ids for its 3D positions and the stock processor does not return them unless asked: "
+    "cotscope passes return_mm_token_type_ids=True",
+    processor_kwargs={"return_mm_token_type_ids": True},
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -650,4 +666,5 @@ VLM_ADAPTERS = (
     PADDLEOCR_VL,
     GRANITE_DOCLING,
     DEEPSEEK_VL_HYBRID,
+    COSMOS3_EDGE,
 )
