@@ -146,8 +146,9 @@ def test_load_model_from_saved_dir(family):
     lm = load_model(d, attn_implementation="eager")
     assert lm.adapter.family == family and lm.is_vlm and lm.n_layers == 4
     text, img = vlm.prompt(), sample_image()
-    a = lm.processor(text=[text], images=[[img]], return_tensors="pt")
-    b = vlm.processor(text=[text], images=[[img]], return_tensors="pt")
+    kw = lm.adapter.processor_kwargs  # what cotscope passes to every processor call
+    a = lm.processor(text=[text], images=[[img]], return_tensors="pt", **kw)
+    b = vlm.processor(text=[text], images=[[img]], return_tensors="pt", **kw)
     assert torch.equal(a["input_ids"], b["input_ids"])
     a.pop("labels", None), b.pop("labels", None)
     with torch.no_grad():
