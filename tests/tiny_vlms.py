@@ -89,6 +89,7 @@ EXTRA_CLASS = {
     "granite_docling": "GraniteDoclingForConditionalGeneration",
     "deepseek_vl_hybrid": "DeepseekVLHybridForConditionalGeneration",
     "cosmos3_edge": "Cosmos3EdgeForConditionalGeneration",
+    "video_llama_3": "VideoLlama3ForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -897,6 +898,19 @@ def _cosmos3_edge(tok):
     return cfg, proc
 
 
+def _video_llama_3(tok):
+    from transformers import Qwen2Config, VideoLlama3Config
+
+    proc = P.video_llama_3_processor(tok)
+    cfg = VideoLlama3Config(
+        text_config=Qwen2Config(**_text(tok)).to_dict(),
+        vision_config=dict(VISION, patch_size=14),
+        image_token_id=proc.image_token_id,
+        video_token_id=tok.convert_tokens_to_ids("<|video_pad|>"),
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -941,6 +955,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "granite_docling": _granite_docling,
     "deepseek_vl_hybrid": _deepseek_vl_hybrid,
     "cosmos3_edge": _cosmos3_edge,
+    "video_llama_3": _video_llama_3,
 }
 
 

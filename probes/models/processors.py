@@ -42,6 +42,7 @@ __all__ = [
     "processor_builder",
     "dynamic_resolution_processor",
     "cosmos3_edge_processor",
+    "video_llama_3_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -1108,6 +1109,15 @@ def cosmos3_edge_processor(tokenizer: Any, **kw: Any) -> Any:
     geometry = dict(size={"shortest_edge": 64 * 64, "longest_edge": 128 * 128}, patch_size=16, merge_size=2)
     return dynamic_resolution_processor(
         tokenizer, "Cosmos3EdgeProcessor", pil=("cosmos3_edge", "Cosmos3EdgeImageProcessorPil"), **{**geometry, **kw}
+    )
+
+
+def video_llama_3_processor(tokenizer: Any, **kw: Any) -> Any:
+    """VideoLLaMA 3, image path (image-only): dynamic resolution with 14-px patches, no merging for images;
+    ``<|image_pad|>`` tokens."""
+    geometry = dict(size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56}, patch_size=14, merge_size=1)
+    return dynamic_resolution_processor(
+        tokenizer, "VideoLlama3Processor", pil=("video_llama_3", "VideoLlama3ImageProcessorPil"), **{**geometry, **kw}
     )
 
 

@@ -623,6 +623,19 @@ COSMOS3_EDGE = _vlm(
     processor_kwargs={"return_mm_token_type_ids": True},
 )
 
+VIDEO_LLAMA_3 = _vlm(
+    "video_llama_3",
+    ("video_llama_3",),
+    _LM,
+    "model.vision_model",
+    "model.projector",
+    ("image_token_id",),
+    P.video_llama_3_processor,
+    "VideoLlama3Processor",
+    "image path of VideoLLaMA 3: SigLIP-style tower at native resolution with 2D RoPE, MLP projector, Qwen2 "
+    "language model with 1D positions; image-only processor (videos need torchvision)",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -667,4 +680,5 @@ VLM_ADAPTERS = (
     GRANITE_DOCLING,
     DEEPSEEK_VL_HYBRID,
     COSMOS3_EDGE,
+    VIDEO_LLAMA_3,
 )
