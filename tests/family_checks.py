@@ -276,7 +276,7 @@ def check_attention(family: str) -> str:
     assert torch.equal(ids[:, :P_], enc["input_ids"])
     extra = ids.shape[1] - P_
     enc["input_ids"], enc["attention_mask"] = ids, torch.ones_like(ids)
-    for key in ("mm_token_type_ids", "token_type_ids"):  # generated tokens are text
+    for key in ("mm_token_type_ids", "token_type_ids", "moe_mm_token_type_ids"):  # generated tokens are text
         if key in enc:
             fill = 1 if family == "paligemma" else 0  # PaliGemma: generated tokens are suffix (causal), type 1
             enc[key] = torch.cat([enc[key], torch.full((1, extra), fill, dtype=enc[key].dtype)], 1)

@@ -90,6 +90,7 @@ EXTRA_CLASS = {
     "deepseek_vl_hybrid": "DeepseekVLHybridForConditionalGeneration",
     "cosmos3_edge": "Cosmos3EdgeForConditionalGeneration",
     "video_llama_3": "VideoLlama3ForConditionalGeneration",
+    "ernie4_5_vl_moe": "Ernie4_5_VLMoeForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -911,6 +912,28 @@ def _video_llama_3(tok):
     return cfg, proc
 
 
+def _ernie4_5_vl_moe(tok):
+    from transformers import Ernie4_5_VLMoeConfig
+
+    proc = P.ernie4_5_vl_moe_processor(tok)
+    text = _text(
+        tok,
+        head_dim=16,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [3, 3, 2]},
+        moe_intermediate_size=[32, 16],  # text experts, vision experts
+        moe_k=2,
+        moe_num_experts=4,
+        moe_num_shared_experts=1,
+    )
+    vis = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14, spatial_merge_size=2)
+    ids = _ids(
+        tok,
+        **{k.replace("_token", "_token_id"): v for k, v in P.ERNIE_VL_TOKENS.items()},
+    )
+    cfg = Ernie4_5_VLMoeConfig(text_config=text, vision_config=vis, **ids)
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -956,6 +979,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "deepseek_vl_hybrid": _deepseek_vl_hybrid,
     "cosmos3_edge": _cosmos3_edge,
     "video_llama_3": _video_llama_3,
+    "ernie4_5_vl_moe": _ernie4_5_vl_moe,
 }
 
 

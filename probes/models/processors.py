@@ -43,6 +43,7 @@ __all__ = [
     "dynamic_resolution_processor",
     "cosmos3_edge_processor",
     "video_llama_3_processor",
+    "ernie4_5_vl_moe_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -211,6 +212,8 @@ def _define_image_only() -> dict[str, type]:
         "Ernie4_5_VLMoeProcessor",
     ):
         out[name] = _simple_image_only(name)
+    # its save_pretrained copies the video processor's font file; without a video processor there is none
+    out["Ernie4_5_VLMoeProcessor"].save_pretrained = _mixin_save_pretrained
     out["LlavaNextVideoProcessor"] = _llava_next_video_image_only()
     out["Gemma4Processor"] = _gemma4_image_only()
     out["VideoLlavaProcessor"] = _video_llava_image_only()
@@ -554,6 +557,12 @@ def _simple_image_only(name: str) -> type:
 
     doc = f"{name} without a video processor (no torchvision needed)."
     return type(f"ImageOnly{name}", (_SavesAsStock, stock), {"__init__": __init__, "__doc__": doc})
+
+
+def _mixin_save_pretrained(self, save_directory, push_to_hub: bool = False, **kwargs):
+    from transformers import ProcessorMixin
+
+    return ProcessorMixin.save_pretrained(self, save_directory, push_to_hub, **kwargs)
 
 
 _IMAGE_ONLY: dict[str, type] = {}
@@ -1121,6 +1130,31 @@ def video_llama_3_processor(tokenizer: Any, **kw: Any) -> Any:
     )
 
 
+ERNIE_VL_TOKENS = {
+    "image_token": "<|IMAGE_PLACEHOLDER|>",
+    "image_start_token": "<|IMAGE_START|>",
+    "image_end_token": "<|IMAGE_END|>",
+    "video_token": "<|VIDEO_PLACEHOLDER|>",
+    "video_start_token": "<|VIDEO_START|>",
+    "video_end_token": "<|VIDEO_END|>",
+}
+
+
+def ernie4_5_vl_moe_processor(tokenizer: Any, **kw: Any) -> Any:
+    """ERNIE-4.5-VL (image-only): dynamic resolution, 14-px patches, 2x2 merge;
+    ``<|IMAGE_START|><|IMAGE_PLACEHOLDER|><|IMAGE_END|>``. The processor also returns ``moe_mm_token_type_ids``
+    (image tokens and their start/end go to the vision experts)."""
+    geometry = dict(size={"shortest_edge": 56 * 56, "longest_edge": 112 * 112}, patch_size=14, merge_size=2)
+    return dynamic_resolution_processor(
+        tokenizer,
+        "Ernie4_5_VLMoeProcessor",
+        pil=("ernie4_5_vl_moe", "Ernie4_5_VLMoeImageProcessorPil"),
+        tokens=(),
+        named=ERNIE_VL_TOKENS,
+        **{**geometry, **kw},
+    )
+
+
 def janus_processor(tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 16) -> Any:
     """Janus: ``<image_placeholder>`` expands to ``<begin_of_image>`` + n placeholders + ``<end_of_image>``."""
     from transformers import JanusProcessor
@@ -1433,7 +1467,7 @@ def image_placeholder(processor: Any) -> str:
 WRAPPED_PLACEHOLDERS = (
     (("Qwen2VL", "Qwen2_5_VL", "Qwen3VL", "Cosmos3Edge"), "<|vision_start|>{}<|vision_end|>"),
     (("Glm4v", "Glm46V"), "<|begin_of_image|>{}<|end_of_image|>"),
-    (("PaddleOCRVL",), "<|IMAGE_START|>{}<|IMAGE_END|>"),
+    (("PaddleOCRVL", "Ernie4_5_VLMoe"), "<|IMAGE_START|>{}<|IMAGE_END|>"),
 )
 """(processor class-name prefixes, prompt placeholder around the image token) for families whose prompts wrap it."""
 

@@ -636,6 +636,20 @@ VIDEO_LLAMA_3 = _vlm(
     "language model with 1D positions; image-only processor (videos need torchvision)",
 )
 
+ERNIE4_5_VL_MOE = _vlm(
+    "ernie4_5_vl_moe",
+    ("ernie4_5_vl_moe",),
+    _LM,
+    "model.vision_tower",
+    "model.resampler_model",
+    ("image_token_id",),
+    P.ernie4_5_vl_moe_processor,
+    "Ernie4_5_VLMoeProcessor",
+    "multimodal mixture of experts: image tokens (and their start/end tokens, per moe_mm_token_type_ids) are routed "
+    "to vision experts, text tokens to text experts; variable-resolution tower, spatial/temporal resampler, 3D "
+    "positions; <|IMAGE_PLACEHOLDER|> between <|IMAGE_START|>/<|IMAGE_END|>. Image-only processor",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -681,4 +695,5 @@ VLM_ADAPTERS = (
     DEEPSEEK_VL_HYBRID,
     COSMOS3_EDGE,
     VIDEO_LLAMA_3,
+    ERNIE4_5_VL_MOE,
 )
