@@ -91,6 +91,7 @@ EXTRA_CLASS = {
     "cosmos3_edge": "Cosmos3EdgeForConditionalGeneration",
     "video_llama_3": "VideoLlama3ForConditionalGeneration",
     "ernie4_5_vl_moe": "Ernie4_5_VLMoeForConditionalGeneration",
+    "glmga": "Glm46VForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -461,10 +462,10 @@ def _qwen3_vl(tok):
     return cfg, proc
 
 
-def _glm4v(tok, v46: bool = False):
-    from transformers import Glm4vConfig, Glm46VConfig
+def _glm4v(tok, v46: bool = False, ga: bool = False):
+    from transformers import Glm4vConfig, Glm46VConfig, GlmgaConfig
 
-    proc = P.glm46v_processor(tok) if v46 else P.glm4v_processor(tok)
+    proc = P.glmga_processor(tok) if ga else P.glm46v_processor(tok) if v46 else P.glm4v_processor(tok)
     text = _text(tok)
     text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
     vis = dict(
@@ -488,9 +489,9 @@ def _glm4v(tok, v46: bool = False):
             ("video_token_id", "<|video|>"),
         ]
     }
-    if v46:
+    if v46 or ga:
         text["model_type"], vis["model_type"] = "glm4v_text", "glm4v_vision"
-    cls = Glm46VConfig if v46 else Glm4vConfig
+    cls = GlmgaConfig if ga else Glm46VConfig if v46 else Glm4vConfig
     cfg = cls(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
     return cfg, proc
 
@@ -980,6 +981,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "cosmos3_edge": _cosmos3_edge,
     "video_llama_3": _video_llama_3,
     "ernie4_5_vl_moe": _ernie4_5_vl_moe,
+    "glmga": lambda t: _glm4v(t, ga=True),
 }
 
 

@@ -44,6 +44,7 @@ __all__ = [
     "cosmos3_edge_processor",
     "video_llama_3_processor",
     "ernie4_5_vl_moe_processor",
+    "glmga_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -1057,14 +1058,18 @@ def glm4v_processor(
     """GLM-4V (image-only): Qwen2-VL-style dynamic resolution; ``<|image|>`` expands to one token per merged patch
     (prompts wrap it in ``<|begin_of_image|>`` / ``<|end_of_image|>``)."""
     add_image_tokens(tokenizer, GLM4V_TOKENS, named={"image_token": "<|image|>", "video_token": "<|video|>"})
-    pil = {"glm4v": ("glm4v", "Glm4vImageProcessorPil"), "glm46v": ("glm46v", "Glm46VImageProcessorPil")}[_variant]
+    pil = {
+        "glm4v": ("glm4v", "Glm4vImageProcessorPil"),
+        "glm46v": ("glm46v", "Glm46VImageProcessorPil"),
+        "glmga": ("glmga", "GlmgaImageProcessorPil"),
+    }[_variant]
     ip = _pil(*pil)(
         size={"shortest_edge": min_pixels, "longest_edge": max_pixels},
         patch_size=patch_size,
         merge_size=merge_size,
         temporal_patch_size=2,
     )
-    name = {"glm4v": "Glm4vProcessor", "glm46v": "Glm46VProcessor"}[_variant]
+    name = {"glm4v": "Glm4vProcessor", "glm46v": "Glm46VProcessor", "glmga": "Glm46VProcessor"}[_variant]
     return image_only_class(name)(
         image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None)
     )
@@ -1095,6 +1100,12 @@ def dynamic_resolution_processor(
 QWEN2_GEOMETRY = dict(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2, temporal_patch_size=2)
 """Tiny-model geometry of the Qwen2-VL image processor: 14-px patches, 2x2 merge, 4-9 image tokens."""
 QWEN3_GEOMETRY = dict(QWEN2_GEOMETRY, min_pixels=64 * 64, max_pixels=128 * 128, patch_size=16)
+
+
+def glmga_processor(tokenizer: Any, **kw: Any) -> Any:
+    """GLM-GA (image-only): transformers registers no processor for it; its model is GLM-4.6V's, so this is the
+    GLM-4.6V processor on GLM-GA's own image processor (patch_expand_factor 1: the GLM-4.6V token count)."""
+    return glm4v_processor(tokenizer, _variant="glmga", **kw)
 
 
 def exaone4_5_processor(tokenizer: Any, **kw: Any) -> Any:

@@ -650,6 +650,19 @@ ERNIE4_5_VL_MOE = _vlm(
     "positions; <|IMAGE_PLACEHOLDER|> between <|IMAGE_START|>/<|IMAGE_END|>. Image-only processor",
 )
 
+GLMGA = _vlm(
+    "glmga",
+    ("glmga",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.glmga_processor,
+    "Glm46VProcessor",
+    "GLM-GA: GLM-4.6V's model class with its own config and image processor; transformers registers no processor, "
+    "so cotscope uses the GLM-4.6V processor on the GLM-GA image processor",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -696,4 +709,5 @@ VLM_ADAPTERS = (
     COSMOS3_EDGE,
     VIDEO_LLAMA_3,
     ERNIE4_5_VL_MOE,
+    GLMGA,
 )
