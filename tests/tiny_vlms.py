@@ -92,6 +92,7 @@ EXTRA_CLASS = {
     "video_llama_3": "VideoLlama3ForConditionalGeneration",
     "ernie4_5_vl_moe": "Ernie4_5_VLMoeForConditionalGeneration",
     "glmga": "Glm46VForConditionalGeneration",
+    "glm_ocr": "GlmOcrForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -462,8 +463,8 @@ def _qwen3_vl(tok):
     return cfg, proc
 
 
-def _glm4v(tok, v46: bool = False, ga: bool = False):
-    from transformers import Glm4vConfig, Glm46VConfig, GlmgaConfig
+def _glm4v(tok, v46: bool = False, ga: bool = False, ocr: bool = False):
+    from transformers import Glm4vConfig, Glm46VConfig, GlmgaConfig, GlmOcrConfig
 
     proc = P.glmga_processor(tok) if ga else P.glm46v_processor(tok) if v46 else P.glm4v_processor(tok)
     text = _text(tok)
@@ -491,7 +492,9 @@ def _glm4v(tok, v46: bool = False, ga: bool = False):
     }
     if v46 or ga:
         text["model_type"], vis["model_type"] = "glm4v_text", "glm4v_vision"
-    cls = GlmgaConfig if ga else Glm46VConfig if v46 else Glm4vConfig
+    if ocr:
+        text["model_type"], vis["model_type"] = "glm_ocr_text", "glm_ocr_vision"
+    cls = GlmOcrConfig if ocr else GlmgaConfig if ga else Glm46VConfig if v46 else Glm4vConfig
     cfg = cls(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
     return cfg, proc
 
@@ -982,6 +985,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "video_llama_3": _video_llama_3,
     "ernie4_5_vl_moe": _ernie4_5_vl_moe,
     "glmga": lambda t: _glm4v(t, ga=True),
+    "glm_ocr": lambda t: _glm4v(t, ocr=True),
 }
 
 

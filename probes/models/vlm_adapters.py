@@ -663,6 +663,19 @@ GLMGA = _vlm(
     "so cotscope uses the GLM-4.6V processor on the GLM-GA image processor",
 )
 
+GLM_OCR = _vlm(
+    "glm_ocr",
+    ("glm_ocr",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.glm4v_processor,
+    "Glm4vProcessor",
+    "GLM-OCR: the GLM-4V architecture at OCR size; transformers registers no processor or image processor for it, "
+    "so cotscope uses the GLM-4V ones (same <|begin_of_image|><|image|><|end_of_image|> layout)",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -710,4 +723,5 @@ VLM_ADAPTERS = (
     VIDEO_LLAMA_3,
     ERNIE4_5_VL_MOE,
     GLMGA,
+    GLM_OCR,
 )
