@@ -93,6 +93,7 @@ EXTRA_CLASS = {
     "ernie4_5_vl_moe": "Ernie4_5_VLMoeForConditionalGeneration",
     "glmga": "Glm46VForConditionalGeneration",
     "glm_ocr": "GlmOcrForConditionalGeneration",
+    "mistral_large4": "MistralLarge4ForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -938,6 +939,36 @@ def _ernie4_5_vl_moe(tok):
     return cfg, proc
 
 
+def _mistral_large4(tok):
+    from transformers import MistralLarge4Config, PixtralVisionConfig
+
+    proc = P.pixtral_processor(tok, longest_edge=48, patch_size=PATCH, spatial_merge_size=2)
+    text = _text(
+        tok,
+        model_type="mistral_large4_text",
+        num_key_value_heads=4,
+        kv_lora_rank=16,
+        qk_rope_head_dim=8,
+        qk_nope_head_dim=8,
+        v_head_dim=16,
+        moe_intermediate_size=32,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        index_topk=2048,  # the released value: dense below 2048 tokens (see the adapter notes for index_topk=8)
+        index_head_dim=16,
+        index_n_heads=2,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+    )
+    cfg = MistralLarge4Config(
+        vision_config=PixtralVisionConfig(**VISION, head_dim=16, image_size=48, patch_size=PATCH),
+        text_config=text,
+        image_token_index=proc.image_token_id,
+        spatial_merge_size=2,
+        vision_feature_layer=-1,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -986,6 +1017,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "ernie4_5_vl_moe": _ernie4_5_vl_moe,
     "glmga": lambda t: _glm4v(t, ga=True),
     "glm_ocr": lambda t: _glm4v(t, ocr=True),
+    "mistral_large4": _mistral_large4,
 }
 
 
