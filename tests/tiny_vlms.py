@@ -94,6 +94,7 @@ EXTRA_CLASS = {
     "glmga": "Glm46VForConditionalGeneration",
     "glm_ocr": "GlmOcrForConditionalGeneration",
     "mistral_large4": "MistralLarge4ForConditionalGeneration",
+    "qianfan_ocr": "QianfanOCRForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -969,6 +970,20 @@ def _mistral_large4(tok):
     return cfg, proc
 
 
+def _qianfan_ocr(tok):
+    from transformers import QianfanOCRConfig, Qwen3Config
+
+    proc = P.qianfan_ocr_processor(tok, image_size=IMG, image_seq_length=4)  # 16 patches, pixel-shuffled by 0.5
+    cfg = QianfanOCRConfig(
+        vision_config=dict(VISION, image_size=[IMG, IMG], patch_size=[PATCH, PATCH], drop_path_rate=0.0),
+        text_config=Qwen3Config(**_text(tok, head_dim=16)).to_dict(),
+        image_token_id=proc.image_token_id,
+        image_seq_length=4,
+        downsample_ratio=0.5,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -1018,6 +1033,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "glmga": lambda t: _glm4v(t, ga=True),
     "glm_ocr": lambda t: _glm4v(t, ocr=True),
     "mistral_large4": _mistral_large4,
+    "qianfan_ocr": _qianfan_ocr,
 }
 
 

@@ -45,6 +45,7 @@ __all__ = [
     "video_llama_3_processor",
     "ernie4_5_vl_moe_processor",
     "glmga_processor",
+    "qianfan_ocr_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -1166,6 +1167,27 @@ def ernie4_5_vl_moe_processor(tokenizer: Any, **kw: Any) -> Any:
     )
 
 
+def qianfan_ocr_processor(tokenizer: Any, *, image_size: int = 32, image_seq_length: int = 4) -> Any:
+    """Qianfan-OCR: the prompt's ``<image>`` becomes ``<img>`` + ``<IMG_CONTEXT>`` x ``image_seq_length`` +
+    ``</img>`` (InternVL layout); one tile per image (``crop_to_patches=False``, the adapter's processor kwargs)."""
+    from transformers import QianfanOCRProcessor
+
+    add_image_tokens(
+        tokenizer,
+        ["<image>"],
+        named={"start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>"},
+    )
+    ip = _pil("got_ocr2", "GotOcr2ImageProcessorPil")(
+        size={"height": image_size, "width": image_size}, crop_to_patches=False
+    )
+    return QianfanOCRProcessor(
+        image_processor=ip,
+        tokenizer=tokenizer,
+        image_seq_length=image_seq_length,
+        chat_template=_chat_template(tokenizer, None),
+    )
+
+
 def janus_processor(tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 16) -> Any:
     """Janus: ``<image_placeholder>`` expands to ``<begin_of_image>`` + n placeholders + ``<end_of_image>``."""
     from transformers import JanusProcessor
@@ -1462,9 +1484,16 @@ def processor_builder(recipe: Callable[..., Any], processor_class: str) -> Calla
 # ------------------------------------------------------------------------------------- input checks
 
 
+def prompt_image_token(processor: Any) -> str:
+    """The token a prompt holds once per image, which the processor expands: its ``image_token``, unless the
+    processor names a separate prompt token (Qianfan-OCR's ``image_placeholder_token`` ``<image>`` expands to
+    ``<img>`` + ``<IMG_CONTEXT>`` x n + ``</img>``, and its ``image_token`` is ``<IMG_CONTEXT>``)."""
+    return str(getattr(processor, "image_placeholder_token", None) or processor.image_token)
+
+
 def image_placeholder(processor: Any) -> str:
     """What a prompt must contain once per image (before the processor expands it)."""
-    tok = processor.image_token
+    tok = prompt_image_token(processor)
     wrapped = getattr(processor, "prompt_placeholder", None)  # cotscope's layout classes declare it
     if wrapped:
         return str(wrapped)
@@ -1488,7 +1517,7 @@ def image_prompt(processor: Any, text: str, n_images: int = 1, generic: str = "<
     ph = image_placeholder(processor)
     if generic and generic != ph and generic in text:
         return text.replace(generic, ph)
-    if processor.image_token in text:
+    if prompt_image_token(processor) in text:
         return text
     return ph * n_images + "\n" + text
 
@@ -1564,14 +1593,14 @@ def validate_batch(loaded: Any, texts: Sequence[str], images: Sequence[Any] | No
     proc = getattr(loaded, "processor", None)
     if images is None or all(im is None for im in images):
         if proc is not None and getattr(proc, "image_token", None):
-            check_prompts(texts, None, str(proc.image_token), image_placeholder(proc))  # no stray placeholders
+            check_prompts(texts, None, prompt_image_token(proc), image_placeholder(proc))  # no stray placeholders
         return None
     if proc is None or not hasattr(proc, "image_token"):
         raise PromptImageError(
             f"{getattr(loaded, 'model_id', 'this model')} has no image processor; "
             "load a VLM (its directory needs a processor) to pass images."
         )
-    per = check_prompts(texts, images, str(proc.image_token), image_placeholder(proc))
+    per = check_prompts(texts, images, prompt_image_token(proc), image_placeholder(proc))
     fixed = [None if im is None else p if isinstance(im, (list, tuple)) else p[0] for im, p in zip(images, per)]
     if isinstance(images, list):
         images[:] = fixed

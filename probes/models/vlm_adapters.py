@@ -694,6 +694,21 @@ MISTRAL_LARGE4 = _vlm(
     "past index_topk tokens",
 )
 
+QIANFAN_OCR = _vlm(
+    "qianfan_ocr",
+    ("qianfan_ocr",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_id",),
+    P.qianfan_ocr_processor,
+    "QianfanOCRProcessor",
+    "InternVL layout (pixel-shuffle projector, <IMG_CONTEXT> tokens between <img>/</img>) with a Qwen3 language "
+    "model; prompts hold <image> (the processor's image_placeholder_token). Processor called with "
+    "crop_to_patches=False (one tile per image)",
+    processor_kwargs={"crop_to_patches": False},
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -743,4 +758,5 @@ VLM_ADAPTERS = (
     GLMGA,
     GLM_OCR,
     MISTRAL_LARGE4,
+    QIANFAN_OCR,
 )
