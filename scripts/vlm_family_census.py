@@ -109,6 +109,7 @@ def probe_all(types: list[str], timeout: int, bar) -> list[dict]:
 
 CATEGORIES = (
     "supported",
+    "not supported",
     "not yet adapted",
     "needs torchvision",
     "default config does not build offline",
@@ -117,12 +118,38 @@ CATEGORIES = (
 )
 
 
-NOTES = {
-    "blip-2": "its processor prepends the query tokens to every text itself (no placeholder in the prompt), after "
-    "padding, so cotscope's placeholder checks and left-padded batches need a dedicated path",
-    "mistral_large4": "MoE language model with latent attention and a sparse token indexer; not attempted",
+VERDICTS = {
+    "glm5_next": "not supported: hyper-connections: between blocks the residual stream is hc_mult parallel streams "
+    "(block 0 output measured [1, 5, 4, 4096] for 5 tokens, default config on the meta device; hc_head collapses "
+    "them to [1, 5, 4096] before the final norm), which cotscope's one [tokens, hidden] stream per layer (storage, "
+    "steering, final-norm check) does not describe",
+    "hy_v4_vl": "not supported: hyper-connections: between blocks the residual stream is hc_mult parallel streams "
+    "(block 0 output measured [1, 5, 4, 6144] for 5 tokens, default config on the meta device), which cotscope's "
+    "one [tokens, hidden] stream per layer does not describe",
+    "git": "not supported: the image features are prepended inside the model, not placed on tokens: hidden states "
+    "hold image + text positions (measured 23 positions for 6 input ids on a tiny 32-px / 8-px model), so "
+    "cotscope's positions, which index input_ids, do not line up",
+    "blip": "not supported: BERT-style text decoder with absolute position embeddings counted from the first "
+    "position and no position-ids input: three left pads move the real tokens' last-layer states by 3.4 (scale 2.6, "
+    "measured on a tiny model), so left-padded batches are wrong; images enter by cross-attention",
+    "mistral4": "not supported: text-only: the image-text-to-text mapping lists Mistral4ForCausalLM, which takes no "
+    "image input (no pixel_values argument, no vision tower)",
+    "kosmos-2": "not supported: Kosmos2Processor exists but is not mapped to 'kosmos-2'; its image features replace a "
+    "run of ordinary token ids marked by image_embeds_position_mask (measured: 64 image positions holding 64 "
+    "distinct ids, 1..64), so cotscope's one-image-token-id mask cannot find them",
+    "kosmos-2.5": "not supported: Kosmos2_5Processor exists but is not mapped to 'kosmos-2.5'; its image positions "
+    "are <s> tokens (the BOS token) marked by image_embeds_position_mask (processing_kosmos2_5.py), so an "
+    "image-token-id mask also catches the BOS",
+    "cosmos3_omni": "no processor registered: transformers defines no processor class for it (none mapped, none in "
+    "models/cosmos3_omni)",
+    "qwen2_5_omni_thinker": "no processor registered: Qwen2_5OmniProcessor is mapped to the full 'qwen2_5_omni' "
+    "model only; it wants an audio feature extractor and a torchvision video processor (not yet given an image-only "
+    "variant)",
+    "qwen3_omni_moe_thinker": "no processor registered: Qwen3OmniMoeProcessor is mapped to the full 'qwen3_omni_moe' "
+    "model only; it wants an audio feature extractor and a torchvision video processor (not yet given an image-only "
+    "variant)",
 }
-"""What was found when a family was looked at but not adapted (read from the transformers source)."""
+"""Measured reasons for families looked at and not supported (each says what was measured or read)."""
 
 
 def verdict(r: dict, supported: set[str], image_only: frozenset[str] = frozenset()) -> str:
@@ -132,12 +159,16 @@ def verdict(r: dict, supported: set[str], image_only: frozenset[str] = frozenset
     if r.get("build") != "ok":
         return f"default config does not build offline: {r.get('build')}"
     if r.get("is_encoder_decoder"):
-        return "encoder-decoder: no decoder-only residual stream over the prompt (out of cotscope's scope)"
+        return (
+            "encoder-decoder: the prompt is read by a bidirectional encoder and the answer by a decoder that "
+            "cross-attends to it (config.is_encoder_decoder); cotscope's collection and steering assume one causal "
+            "stack over prompt + answer"
+        )
+    if r["model_type"] in VERDICTS:
+        return VERDICTS[r["model_type"]]
     backends = r.get("processor_backends") or []
     if not r.get("processor_class"):
         return "no processor registered: transformers maps no processor class to this model type"
-    if r["model_type"] in NOTES:
-        return f"not yet adapted: builds offline; {NOTES[r['model_type']]}"
     if backends and r["processor_class"] in image_only:
         return (
             f"not yet adapted: builds offline; {r['processor_class']} is gated on {', '.join(backends)} but cotscope "
