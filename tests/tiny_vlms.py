@@ -95,6 +95,7 @@ EXTRA_CLASS = {
     "glm_ocr": "GlmOcrForConditionalGeneration",
     "mistral_large4": "MistralLarge4ForConditionalGeneration",
     "qianfan_ocr": "QianfanOCRForConditionalGeneration",
+    "dots3_note": "Dots3NoteForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -984,6 +985,57 @@ def _qianfan_ocr(tok):
     return cfg, proc
 
 
+def _dots3_note(tok):
+    from transformers import Dots3NoteConfig
+
+    proc = P.dots3_note_processor(tok)
+    mla = dict(q_lora_rank=16, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16, head_dim=16)
+    text = _text(
+        tok,
+        **mla,
+        num_key_value_heads=4,  # latent attention: as many kv heads as query heads
+        moe_intermediate_size=32,
+        shared_experts_intermediate_size=32,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        index_head_dim=16,
+        index_n_heads=2,
+        sliding_window=8,
+        # sliding-window blocks have their own (swa_*) latent-attention sizes
+        **{f"swa_{k}": v for k, v in mla.items() if k != "qk_rope_head_dim"},
+        swa_num_attention_heads=4,
+        swa_num_key_value_heads=4,
+    )
+    vis = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        patch_size=14,
+        spatial_merge_size=2,
+        mlp_layer_types=["dense", "dense"],
+        adapter_in_dim=32,
+        adapter_out_dim=64,
+    )
+    audio = dict(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        adapter_input_size=32,
+        adapter_out_dim=64,
+        downsample_hidden_size=16,
+    )
+    cfg = Dots3NoteConfig(
+        text_config=text,
+        vision_config=vis,
+        audio_config=audio,
+        image_token_id=proc.image_token_id,
+        **_ids(tok, video_token_id="<|video_pad|>", audio_token_id="<|audio_comp_pad|>"),
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -1034,6 +1086,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "glm_ocr": lambda t: _glm4v(t, ocr=True),
     "mistral_large4": _mistral_large4,
     "qianfan_ocr": _qianfan_ocr,
+    "dots3_note": _dots3_note,
 }
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "ernie4_5_vl_moe_processor",
     "glmga_processor",
     "qianfan_ocr_processor",
+    "dots3_note_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -224,6 +225,7 @@ def _define_image_only() -> dict[str, type]:
     out["InstructBlipProcessor"] = _define_query_first_layout("InstructBlipProcessor")
     out["FuyuProcessor"] = _define_fuyu_layout()
     out["AriaProcessor"] = _define_sized_aria()
+    out["Dots3NoteProcessor"] = _dots3_note_image_only()
     for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
         out[name] = _define_got_ocr2_layout(name)
     return out
@@ -440,6 +442,22 @@ def _define_sized_aria() -> type:
             self.images_kwargs = {**AriaProcessor.images_kwargs, "max_image_size": self.max_image_size}
 
     return SizedAriaProcessor
+
+
+def _dots3_note_image_only() -> type:
+    from transformers import Dots3NoteProcessor, ProcessorMixin
+
+    class ImageOnlyDots3NoteProcessor(_SavesAsStock, Dots3NoteProcessor):
+        """Dots3NoteProcessor without its (torchvision) video processor and audio feature extractor."""
+
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token, self.video_token, self.audio_token = "<|imgpad|>", "<|video_pad|>", "<|audio_comp_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            self.audio_token_id = tokenizer.convert_tokens_to_ids(self.audio_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+
+    return ImageOnlyDots3NoteProcessor
 
 
 def _gemma4_image_only() -> type:
@@ -1188,6 +1206,18 @@ def qianfan_ocr_processor(tokenizer: Any, *, image_size: int = 32, image_seq_len
     )
 
 
+def dots3_note_processor(tokenizer: Any, **kw: Any) -> Any:
+    """dots3-note (image-only): Qwen2-VL image processing (one frame per image); ``<|imgpad|>`` tokens between
+    ``<|img|>`` / ``<|endofimg|>``."""
+    geometry = dict(QWEN2_GEOMETRY, temporal_patch_size=1)
+    return dynamic_resolution_processor(
+        tokenizer,
+        "Dots3NoteProcessor",
+        tokens=("<|img|>", "<|imgpad|>", "<|endofimg|>", "<|video_pad|>", "<|audio_comp_pad|>"),
+        **{**geometry, **kw},
+    )
+
+
 def janus_processor(tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 16) -> Any:
     """Janus: ``<image_placeholder>`` expands to ``<begin_of_image>`` + n placeholders + ``<end_of_image>``."""
     from transformers import JanusProcessor
@@ -1508,6 +1538,7 @@ WRAPPED_PLACEHOLDERS = (
     (("Qwen2VL", "Qwen2_5_VL", "Qwen3VL", "Cosmos3Edge"), "<|vision_start|>{}<|vision_end|>"),
     (("Glm4v", "Glm46V"), "<|begin_of_image|>{}<|end_of_image|>"),
     (("PaddleOCRVL", "Ernie4_5_VLMoe"), "<|IMAGE_START|>{}<|IMAGE_END|>"),
+    (("Dots3Note",), "<|img|>{}<|endofimg|>"),
 )
 """(processor class-name prefixes, prompt placeholder around the image token) for families whose prompts wrap it."""
 

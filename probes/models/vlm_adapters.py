@@ -709,6 +709,21 @@ QIANFAN_OCR = _vlm(
     processor_kwargs={"crop_to_patches": False},
 )
 
+DOTS3_NOTE = _vlm(
+    "dots3_note",
+    ("dots3_note",),
+    _LM,
+    "model.vision_tower",
+    "model.vision_tower.merger",
+    ("image_token_id",),
+    P.dots3_note_processor,
+    "Dots3NoteProcessor",
+    "image path of dots3-note: native-resolution vision tower with a patch merger; latent-attention (MLA) MoE "
+    "language model mixing sparse-indexer and sliding-window blocks (text_config.layer_types); <|imgpad|> tokens "
+    "between <|img|>/<|endofimg|>. Image-only processor (no video processor or audio feature extractor); the audio "
+    "tower is unused",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -759,4 +774,5 @@ VLM_ADAPTERS = (
     GLM_OCR,
     MISTRAL_LARGE4,
     QIANFAN_OCR,
+    DOTS3_NOTE,
 )
