@@ -96,6 +96,8 @@ EXTRA_CLASS = {
     "mistral_large4": "MistralLarge4ForConditionalGeneration",
     "qianfan_ocr": "QianfanOCRForConditionalGeneration",
     "dots3_note": "Dots3NoteForConditionalGeneration",
+    "minicpmv4_6": "MiniCPMV4_6ForConditionalGeneration",
+    "minicpmv4_7": "MiniCPMV4_7ForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -596,12 +598,11 @@ def _llava_next_video(tok):
     return cfg, proc
 
 
-def _qwen3_5(tok, moe: bool = False):
-    from transformers import Qwen3_5Config, Qwen3_5MoeConfig
-
-    proc = P.qwen3_vl_processor(tok)
-    text = _text(tok, head_dim=16)
-    text.update(
+def _qwen3_5_text(tok, **over):
+    """A Qwen3.5 hybrid text config: Gated-DeltaNet and full-attention blocks alternating."""
+    return _text(
+        tok,
+        head_dim=16,
         rope_parameters={
             "rope_type": "default",
             "rope_theta": 10000.0,
@@ -614,7 +615,15 @@ def _qwen3_5(tok, moe: bool = False):
         linear_value_head_dim=16,
         linear_num_key_heads=2,
         linear_num_value_heads=4,
+        **over,
     )
+
+
+def _qwen3_5(tok, moe: bool = False):
+    from transformers import Qwen3_5Config, Qwen3_5MoeConfig
+
+    proc = P.qwen3_vl_processor(tok)
+    text = _qwen3_5_text(tok)
     if moe:
         text.update(moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2)
     vis = dict(
@@ -1036,6 +1045,25 @@ def _dots3_note(tok):
     return cfg, proc
 
 
+def _minicpmv(tok, v47: bool = False):
+    from transformers import MiniCPMV4_6Config, MiniCPMV4_7Config
+
+    # 112 px / 14-px patches = 8 x 8 patches; two 2x2 merges (inside the tower, then the merger) -> 4 image tokens
+    proc = (P.minicpmv4_7_processor if v47 else P.minicpmv_processor)(tok, scale_resolution=112, patch_size=14)
+    vis = dict(VISION, image_size=112, patch_size=14, insert_layer_id=0)
+    extra = _ids(tok, image_start_id="<image>", image_end_id="</image>") if v47 else {}
+    cfg = (MiniCPMV4_7Config if v47 else MiniCPMV4_6Config)(
+        text_config=_qwen3_5_text(tok, model_type="qwen3_5_text"),
+        vision_config=vis,
+        image_size=112,
+        insert_layer_id=0,
+        image_token_id=proc.image_token_id,
+        video_token_id=proc.video_token_id,
+        **extra,
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -1087,6 +1115,8 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "mistral_large4": _mistral_large4,
     "qianfan_ocr": _qianfan_ocr,
     "dots3_note": _dots3_note,
+    "minicpmv4_6": _minicpmv,
+    "minicpmv4_7": lambda t: _minicpmv(t, v47=True),
 }
 
 

@@ -47,6 +47,8 @@ __all__ = [
     "glmga_processor",
     "qianfan_ocr_processor",
     "dots3_note_processor",
+    "minicpmv_processor",
+    "minicpmv4_7_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -226,6 +228,8 @@ def _define_image_only() -> dict[str, type]:
     out["FuyuProcessor"] = _define_fuyu_layout()
     out["AriaProcessor"] = _define_sized_aria()
     out["Dots3NoteProcessor"] = _dots3_note_image_only()
+    for name in ("MiniCPMV4_6Processor", "MiniCPMV4_7Processor"):
+        out[name] = _minicpmv_image_only(name)
     for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
         out[name] = _define_got_ocr2_layout(name)
     return out
@@ -458,6 +462,27 @@ def _dots3_note_image_only() -> type:
             ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
 
     return ImageOnlyDots3NoteProcessor
+
+
+def _minicpmv_image_only(name: str) -> type:
+    from transformers import ProcessorMixin
+
+    stock = _stock(name)
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        # the stock __init__ reads the video processor's settings; set the image ones here and no video ones
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        self.slice_mode = image_processor.slice_mode
+        self.video_slice_mode = False
+        self.default_use_image_id = image_processor.use_image_id
+        self.image_token_divisor = 4 if image_processor.downsample_mode == "4x" else 16
+        self.video_token_divisor = self.image_token_divisor
+        for attr in MINICPMV_TOKENS:
+            setattr(self, attr, getattr(tokenizer, attr))
+        self.image_token_id, self.video_token_id = tokenizer.image_token_id, tokenizer.video_token_id
+
+    doc = f"{name} without its (torchvision) video processor."
+    return type(f"ImageOnly{name}", (_SavesAsStock, stock), {"__init__": __init__, "__doc__": doc})
 
 
 def _gemma4_image_only() -> type:
@@ -1216,6 +1241,37 @@ def dots3_note_processor(tokenizer: Any, **kw: Any) -> Any:
         tokens=("<|img|>", "<|imgpad|>", "<|endofimg|>", "<|video_pad|>", "<|audio_comp_pad|>"),
         **{**geometry, **kw},
     )
+
+
+MINICPMV_TOKENS = {
+    "image_token": "<|image_pad|>",
+    "video_token": "<|video_pad|>",
+    "image_start_token": "<image>",
+    "image_end_token": "</image>",
+    "slice_start_token": "<slice>",
+    "slice_end_token": "</slice>",
+    "image_id_start_token": "<image_id>",
+    "image_id_end_token": "</image_id>",
+}
+
+
+def minicpmv_processor(
+    tokenizer: Any, *, scale_resolution: int = 112, patch_size: int = 14, _name: str = "MiniCPMV4_6Processor"
+) -> Any:
+    """MiniCPM-V 4.6 / 4.7 (image-only): the image resized to about ``scale_resolution``; each image becomes
+    ``<image_id>i</image_id><image>`` + ``<|image_pad|>`` x (patches / 16) + ``</image>`` (no slices here)."""
+    add_image_tokens(tokenizer, named=MINICPMV_TOKENS)
+    ip = _pil("minicpmv4_6", "MiniCPMV4_6ImageProcessorPil")(
+        scale_resolution=scale_resolution, patch_size=patch_size, slice_mode=False
+    )
+    return image_only_class(_name)(
+        image_processor=ip, tokenizer=tokenizer, chat_template=_chat_template(tokenizer, None)
+    )
+
+
+def minicpmv4_7_processor(tokenizer: Any, **kw: Any) -> Any:
+    """MiniCPM-V 4.7 (image-only): the MiniCPM-V 4.6 image processing and layout."""
+    return minicpmv_processor(tokenizer, _name="MiniCPMV4_7Processor", **kw)
 
 
 def janus_processor(tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 16) -> Any:

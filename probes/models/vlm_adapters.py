@@ -724,6 +724,32 @@ DOTS3_NOTE = _vlm(
     "tower is unused",
 )
 
+MINICPMV4_6 = _vlm(
+    "minicpmv4_6",
+    ("minicpmv4_6",),
+    _LM,
+    "model.vision_tower",
+    "model.merger",
+    ("image_token_id",),
+    P.minicpmv_processor,
+    "MiniCPMV4_6Processor",
+    "SigLIP-style tower with a window-attention merger inside it (after block insert_layer_id) and an MLP merger: "
+    "16x fewer tokens than patches; Qwen3.5 hybrid language model (Gated-DeltaNet + full attention). "
+    "<|image_pad|> tokens between <image>/</image>, led by <image_id>i</image_id>. Image-only processor",
+)
+MINICPMV4_7 = _vlm(
+    "minicpmv4_7",
+    ("minicpmv4_7",),
+    _LM,
+    "model.vision_tower",
+    "model.merger",
+    ("image_token_id",),
+    P.minicpmv4_7_processor,
+    "MiniCPMV4_7Processor",
+    "the MiniCPM-V 4.6 layout; 4.7 adds canvas M-RoPE (3D positions pinned by the <image>/</image> markers) and "
+    "returns mm_token_type_ids. Image-only processor",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -775,4 +801,6 @@ VLM_ADAPTERS = (
     MISTRAL_LARGE4,
     QIANFAN_OCR,
     DOTS3_NOTE,
+    MINICPMV4_6,
+    MINICPMV4_7,
 )
