@@ -98,6 +98,7 @@ EXTRA_CLASS = {
     "dots3_note": "Dots3NoteForConditionalGeneration",
     "minicpmv4_6": "MiniCPMV4_6ForConditionalGeneration",
     "minicpmv4_7": "MiniCPMV4_7ForConditionalGeneration",
+    "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -1064,6 +1065,41 @@ def _minicpmv(tok, v47: bool = False):
     return cfg, proc
 
 
+def _qwen2_5_omni_thinker(tok):
+    from transformers import Qwen2_5OmniThinkerConfig
+
+    proc = P.qwen2_5_omni_processor(tok)
+    vis = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        patch_size=14,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        window_size=56,
+        out_hidden_size=64,
+        fullatt_block_indexes=[1],
+    )
+    audio = dict(
+        num_mel_bins=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32, output_dim=64
+    )
+    ids = _ids(
+        tok,
+        image_token_index="<|IMAGE|>",
+        video_token_index="<|VIDEO|>",
+        audio_token_index="<|AUDIO|>",
+        audio_start_token_id="<|audio_bos|>",
+        audio_end_token_id="<|audio_eos|>",
+        vision_start_token_id="<|vision_bos|>",
+        vision_end_token_id="<|vision_eos|>",
+    )
+    cfg = Qwen2_5OmniThinkerConfig(
+        text_config=_text(tok, head_dim=16, rope_parameters=MROPE), vision_config=vis, audio_config=audio, **ids
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -1117,6 +1153,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "dots3_note": _dots3_note,
     "minicpmv4_6": _minicpmv,
     "minicpmv4_7": lambda t: _minicpmv(t, v47=True),
+    "qwen2_5_omni_thinker": _qwen2_5_omni_thinker,
 }
 
 

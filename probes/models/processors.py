@@ -49,6 +49,7 @@ __all__ = [
     "dots3_note_processor",
     "minicpmv_processor",
     "minicpmv4_7_processor",
+    "qwen2_5_omni_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -230,6 +231,7 @@ def _define_image_only() -> dict[str, type]:
     out["Dots3NoteProcessor"] = _dots3_note_image_only()
     for name in ("MiniCPMV4_6Processor", "MiniCPMV4_7Processor"):
         out[name] = _minicpmv_image_only(name)
+    out["Qwen2_5OmniProcessor"] = _omni_image_only("Qwen2_5OmniProcessor")
     for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
         out[name] = _define_got_ocr2_layout(name)
     return out
@@ -482,6 +484,23 @@ def _minicpmv_image_only(name: str) -> type:
         self.image_token_id, self.video_token_id = tokenizer.image_token_id, tokenizer.video_token_id
 
     doc = f"{name} without its (torchvision) video processor."
+    return type(f"ImageOnly{name}", (_SavesAsStock, stock), {"__init__": __init__, "__doc__": doc})
+
+
+def _omni_image_only(name: str) -> type:
+    from transformers import ProcessorMixin
+
+    stock = _stock(name)
+
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+        # the stock __init__ hands ProcessorMixin a (torchvision) video processor and an audio feature extractor
+        ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template, **kwargs)
+        for attr in OMNI_TOKENS:
+            setattr(self, attr, getattr(tokenizer, attr))
+        for attr in ("image_token_id", "audio_token_id", "video_token_id"):
+            setattr(self, attr, getattr(tokenizer, attr))
+
+    doc = f"{name} without its video processor and audio feature extractor (image and text only)."
     return type(f"ImageOnly{name}", (_SavesAsStock, stock), {"__init__": __init__, "__doc__": doc})
 
 
@@ -1274,6 +1293,25 @@ def minicpmv4_7_processor(tokenizer: Any, **kw: Any) -> Any:
     return minicpmv_processor(tokenizer, _name="MiniCPMV4_7Processor", **kw)
 
 
+OMNI_TOKENS = {
+    "image_token": "<|IMAGE|>",
+    "audio_token": "<|AUDIO|>",
+    "video_token": "<|VIDEO|>",
+    "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+    "audio_bos_token": "<|audio_bos|>",
+    "audio_eos_token": "<|audio_eos|>",
+}
+
+
+def qwen2_5_omni_processor(tokenizer: Any, **kw: Any) -> Any:
+    """Qwen2.5-Omni thinker (image and text only): Qwen2-VL image processing;
+    ``<|vision_bos|><|IMAGE|><|vision_eos|>``, the image token expanded to one token per merged patch."""
+    return dynamic_resolution_processor(
+        tokenizer, "Qwen2_5OmniProcessor", tokens=(), named=OMNI_TOKENS, **{**QWEN2_GEOMETRY, **kw}
+    )
+
+
 def janus_processor(tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 16) -> Any:
     """Janus: ``<image_placeholder>`` expands to ``<begin_of_image>`` + n placeholders + ``<end_of_image>``."""
     from transformers import JanusProcessor
@@ -1595,6 +1633,7 @@ WRAPPED_PLACEHOLDERS = (
     (("Glm4v", "Glm46V"), "<|begin_of_image|>{}<|end_of_image|>"),
     (("PaddleOCRVL", "Ernie4_5_VLMoe"), "<|IMAGE_START|>{}<|IMAGE_END|>"),
     (("Dots3Note",), "<|img|>{}<|endofimg|>"),
+    (("Qwen2_5Omni", "Qwen3OmniMoe"), "<|vision_bos|>{}<|vision_eos|>"),
 )
 """(processor class-name prefixes, prompt placeholder around the image token) for families whose prompts wrap it."""
 

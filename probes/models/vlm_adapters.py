@@ -750,6 +750,20 @@ MINICPMV4_7 = _vlm(
     "returns mm_token_type_ids. Image-only processor",
 )
 
+QWEN2_5_OMNI_THINKER = _vlm(
+    "qwen2_5_omni_thinker",
+    ("qwen2_5_omni_thinker",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_index",),
+    P.qwen2_5_omni_processor,
+    "Qwen2_5OmniProcessor",
+    "the text-generating part of Qwen2.5-Omni: Qwen2.5-VL-style vision (windowed tower, 3D positions) and an "
+    "audio tower (unused here); <|IMAGE|> between <|vision_bos|>/<|vision_eos|>. transformers maps no processor "
+    "to the thinker: cotscope uses Qwen2_5OmniProcessor without its video processor and audio feature extractor",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -803,4 +817,5 @@ VLM_ADAPTERS = (
     DOTS3_NOTE,
     MINICPMV4_6,
     MINICPMV4_7,
+    QWEN2_5_OMNI_THINKER,
 )
