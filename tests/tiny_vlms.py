@@ -99,6 +99,7 @@ EXTRA_CLASS = {
     "minicpmv4_6": "MiniCPMV4_6ForConditionalGeneration",
     "minicpmv4_7": "MiniCPMV4_7ForConditionalGeneration",
     "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
+    "qwen3_omni_moe_thinker": "Qwen3OmniMoeThinkerForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -1100,6 +1101,46 @@ def _qwen2_5_omni_thinker(tok):
     return cfg, proc
 
 
+def _qwen3_omni_moe_thinker(tok):
+    from transformers import Qwen3OmniMoeThinkerConfig
+
+    proc = P.qwen3_omni_moe_processor(tok)
+    vis = dict(
+        depth=2,
+        hidden_size=32,
+        intermediate_size=64,
+        num_heads=2,
+        patch_size=16,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        out_hidden_size=64,
+        num_position_embeddings=64,
+        deepstack_visual_indexes=[0],
+    )
+    audio = dict(
+        num_mel_bins=16,
+        encoder_layers=1,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=64,
+        d_model=32,
+        output_dim=64,
+        downsample_hidden_size=16,
+    )
+    text = _text(
+        tok, head_dim=16, rope_parameters=MROPE, moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2
+    )
+    ids = _ids(
+        tok,
+        image_token_id="<|IMAGE|>",
+        video_token_id="<|VIDEO|>",
+        audio_token_id="<|AUDIO|>",
+        audio_start_token_id="<|audio_bos|>",
+        vision_start_token_id="<|vision_bos|>",
+    )
+    cfg = Qwen3OmniMoeThinkerConfig(text_config=text, vision_config=vis, audio_config=audio, **ids)
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -1154,6 +1195,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "minicpmv4_6": _minicpmv,
     "minicpmv4_7": lambda t: _minicpmv(t, v47=True),
     "qwen2_5_omni_thinker": _qwen2_5_omni_thinker,
+    "qwen3_omni_moe_thinker": _qwen3_omni_moe_thinker,
 }
 
 

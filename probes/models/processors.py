@@ -50,6 +50,7 @@ __all__ = [
     "minicpmv_processor",
     "minicpmv4_7_processor",
     "qwen2_5_omni_processor",
+    "qwen3_omni_moe_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -231,7 +232,8 @@ def _define_image_only() -> dict[str, type]:
     out["Dots3NoteProcessor"] = _dots3_note_image_only()
     for name in ("MiniCPMV4_6Processor", "MiniCPMV4_7Processor"):
         out[name] = _minicpmv_image_only(name)
-    out["Qwen2_5OmniProcessor"] = _omni_image_only("Qwen2_5OmniProcessor")
+    for name in ("Qwen2_5OmniProcessor", "Qwen3OmniMoeProcessor"):
+        out[name] = _omni_image_only(name)
     for name in ("GotOcr2Processor", "PPChart2TableProcessor"):
         out[name] = _define_got_ocr2_layout(name)
     return out
@@ -1309,6 +1311,13 @@ def qwen2_5_omni_processor(tokenizer: Any, **kw: Any) -> Any:
     ``<|vision_bos|><|IMAGE|><|vision_eos|>``, the image token expanded to one token per merged patch."""
     return dynamic_resolution_processor(
         tokenizer, "Qwen2_5OmniProcessor", tokens=(), named=OMNI_TOKENS, **{**QWEN2_GEOMETRY, **kw}
+    )
+
+
+def qwen3_omni_moe_processor(tokenizer: Any, **kw: Any) -> Any:
+    """Qwen3-Omni-MoE thinker (image and text only): as Qwen2.5-Omni with 16-px patches."""
+    return dynamic_resolution_processor(
+        tokenizer, "Qwen3OmniMoeProcessor", tokens=(), named=OMNI_TOKENS, **{**QWEN3_GEOMETRY, **kw}
     )
 
 

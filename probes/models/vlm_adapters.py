@@ -764,6 +764,21 @@ QWEN2_5_OMNI_THINKER = _vlm(
     "to the thinker: cotscope uses Qwen2_5OmniProcessor without its video processor and audio feature extractor",
 )
 
+QWEN3_OMNI_MOE_THINKER = _vlm(
+    "qwen3_omni_moe_thinker",
+    ("qwen3_omni_moe_thinker",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.qwen3_omni_moe_processor,
+    "Qwen3OmniMoeProcessor",
+    "the text-generating part of Qwen3-Omni: Qwen3-VL-style vision with DeepStack (features added after the first "
+    "blocks; block outputs are taken before that addition), an audio tower (unused here) and a mixture-of-experts "
+    "language model. transformers maps no processor to the thinker: cotscope uses Qwen3OmniMoeProcessor without "
+    "its video processor and audio feature extractor",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -818,4 +833,5 @@ VLM_ADAPTERS = (
     MINICPMV4_6,
     MINICPMV4_7,
     QWEN2_5_OMNI_THINKER,
+    QWEN3_OMNI_MOE_THINKER,
 )
