@@ -140,14 +140,6 @@ VERDICTS = {
     "kosmos-2.5": "not supported: Kosmos2_5Processor exists but is not mapped to 'kosmos-2.5'; its image positions "
     "are <s> tokens (the BOS token) marked by image_embeds_position_mask (processing_kosmos2_5.py), so an "
     "image-token-id mask also catches the BOS",
-    "cosmos3_omni": "no processor registered: transformers defines no processor class for it (none mapped, none in "
-    "models/cosmos3_omni)",
-    "qwen2_5_omni_thinker": "no processor registered: Qwen2_5OmniProcessor is mapped to the full 'qwen2_5_omni' "
-    "model only; it wants an audio feature extractor and a torchvision video processor (not yet given an image-only "
-    "variant)",
-    "qwen3_omni_moe_thinker": "no processor registered: Qwen3OmniMoeProcessor is mapped to the full 'qwen3_omni_moe' "
-    "model only; it wants an audio feature extractor and a torchvision video processor (not yet given an image-only "
-    "variant)",
 }
 """Measured reasons for families looked at and not supported (each says what was measured or read)."""
 

@@ -100,6 +100,7 @@ EXTRA_CLASS = {
     "minicpmv4_7": "MiniCPMV4_7ForConditionalGeneration",
     "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
     "qwen3_omni_moe_thinker": "Qwen3OmniMoeThinkerForConditionalGeneration",
+    "cosmos3_omni": "Cosmos3OmniForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
@@ -158,6 +159,8 @@ def _text(tok: Any, **over: Any) -> dict:
     return {**TEXT, "vocab_size": len(tok), **over}
 
 
+MROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+"""3D rotary positions for head_dim 16 (8 frequencies: 2 temporal, 3 height, 3 width)."""
 QWEN_IDS = dict(
     vision_start_token_id="<|vision_start|>", vision_end_token_id="<|vision_end|>", video_token_id="<|video_pad|>"
 )
@@ -447,12 +450,11 @@ def _aya_vision(tok):
     return cfg, proc
 
 
-def _qwen3_vl(tok):
-    from transformers import Qwen3VLConfig
+def _qwen3_vl(tok, cosmos: bool = False):
+    from transformers import Cosmos3OmniConfig, Qwen3VLConfig
 
     proc = P.qwen3_vl_processor(tok)
-    text = _text(tok, head_dim=16)
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    text = _text(tok, head_dim=16, rope_parameters=MROPE)
     vis = dict(
         depth=2,
         hidden_size=32,
@@ -466,7 +468,8 @@ def _qwen3_vl(tok):
         deepstack_visual_indexes=[0],
     )
     ids = _ids(tok, **QWEN_IDS)
-    cfg = Qwen3VLConfig(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
+    cls = Cosmos3OmniConfig if cosmos else Qwen3VLConfig
+    cfg = cls(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
     return cfg, proc
 
 
@@ -897,10 +900,6 @@ def _deepseek_vl_hybrid(tok):
     return cfg, proc
 
 
-MROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
-"""3D rotary positions for head_dim 16 (8 frequencies: 2 temporal, 3 height, 3 width)."""
-
-
 def _cosmos3_edge(tok):
     from transformers import Cosmos3EdgeConfig
 
@@ -1196,6 +1195,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "minicpmv4_7": lambda t: _minicpmv(t, v47=True),
     "qwen2_5_omni_thinker": _qwen2_5_omni_thinker,
     "qwen3_omni_moe_thinker": _qwen3_omni_moe_thinker,
+    "cosmos3_omni": lambda t: _qwen3_vl(t, cosmos=True),
 }
 
 

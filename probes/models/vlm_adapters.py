@@ -779,6 +779,20 @@ QWEN3_OMNI_MOE_THINKER = _vlm(
     "its video processor and audio feature extractor",
 )
 
+COSMOS3_OMNI = _vlm(
+    "cosmos3_omni",
+    ("cosmos3_omni",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.qwen3_vl_processor,
+    "Qwen3VLProcessor",
+    "the understanding path of Cosmos3 Omni: Qwen3-VL's model class with its own config (generation heads of the "
+    "unified checkpoint are dropped on load). transformers defines no processor for it; cotscope uses the "
+    "image-only Qwen3-VL processor on the Qwen2-VL image processor transformers maps to it",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -834,4 +848,5 @@ VLM_ADAPTERS = (
     MINICPMV4_7,
     QWEN2_5_OMNI_THINKER,
     QWEN3_OMNI_MOE_THINKER,
+    COSMOS3_OMNI,
 )
