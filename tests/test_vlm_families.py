@@ -1,9 +1,10 @@
-"""The VLM families that bend the "image tokens in the sequence" picture, on tiny random models.
+"""Every VLM family beyond the original ten (tests/tiny_vlms.py EXTRA_FAMILIES), on tiny random models.
 
-PaliGemma (prefix-LM), Mistral3 (Pixtral variable-resolution patches with [IMG_BREAK]/[IMG_END]), Chameleon
-(early-fusion VQ tokens) and Mllama (cross-attention): each runs the five checks of the compatibility table
-(tests/family_checks.py: collection = HF hidden states, image mask, batched = per-item, injection = hook, attention
-rows = HF), then the family-specific facts those checks rest on, and the refusals where image tokens do not exist.
+Each family runs the five checks of the compatibility table (tests/family_checks.py: collection = HF hidden states,
+image mask, batched = per-item, injection = hook, attention rows = HF) and loads from a saved directory; then come the
+family-specific facts those checks rest on (PaliGemma's suffix, Mistral3's break tokens, Chameleon's VQ codes, the
+cross-attention families' refusals, BLIP-2's query-first layout, Fuyu's patch rows) and the refusals where image
+tokens do not exist.
 """
 
 from __future__ import annotations

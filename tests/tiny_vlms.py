@@ -103,8 +103,10 @@ EXTRA_CLASS = {
     "cosmos3_omni": "Cosmos3OmniForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
-"""Families that bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches
-with break tokens (Mistral3), early-fusion VQ tokens (Chameleon) and cross-attention (Mllama)."""
+"""Every other family transformers 5.24 can build offline (tests/test_vlm_families.py), including the designs that
+bend the "image tokens in the sequence" picture: prefix-LM (PaliGemma), variable-resolution patches with break tokens
+(Mistral3), early-fusion VQ tokens (Chameleon), cross-attention (Mllama, IDEFICS), query tokens placed first by the
+processor (BLIP-2, InstructBLIP), linearly embedded patches (Fuyu) and hybrid or sparse-attention language models."""
 MODEL_CLASS.update(EXTRA_CLASS)
 ALL_FAMILIES = FAMILIES + EXTRA_FAMILIES
 
@@ -159,6 +161,21 @@ def _text(tok: Any, **over: Any) -> dict:
     return {**TEXT, "vocab_size": len(tok), **over}
 
 
+QWEN_VISION = dict(
+    depth=2,
+    hidden_size=32,
+    intermediate_size=64,
+    num_heads=2,
+    patch_size=14,
+    spatial_merge_size=2,
+    temporal_patch_size=2,
+    out_hidden_size=64,
+)
+"""A 2-block Qwen2-VL-style vision tower (14-px patches, 2x2 merge) projecting to the text width."""
+QWEN2_5_WINDOWS = dict(window_size=56, fullatt_block_indexes=[1])
+"""Qwen2.5-VL windowed vision attention: block 0 windowed, block 1 full."""
+QWEN3_VISION = dict(QWEN_VISION, patch_size=16, num_position_embeddings=64)
+"""The Qwen3-VL tower: 16-px patches and learned position embeddings."""
 MROPE = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
 """3D rotary positions for head_dim 16 (8 frequencies: 2 temporal, 3 height, 3 width)."""
 QWEN_IDS = dict(
@@ -244,7 +261,7 @@ def _qwen(tok, v25: bool):
     if v25:
         vcfg.update(intermediate_size=64, out_hidden_size=64, fullatt_block_indexes=[1], window_size=56)
         vcfg.pop("embed_dim")
-    tcfg = _text(tok, rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]})
+    tcfg = _text(tok, rope_parameters=dict(MROPE))
     ids = _ids(tok, **QWEN_IDS)
     cls = Qwen2_5_VLConfig if v25 else Qwen2VLConfig
     cfg = cls(text_config=tcfg, vision_config=vcfg, image_token_id=proc.image_token_id, **ids)
@@ -455,18 +472,7 @@ def _qwen3_vl(tok, cosmos: bool = False):
 
     proc = P.qwen3_vl_processor(tok)
     text = _text(tok, head_dim=16, rope_parameters=MROPE)
-    vis = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        patch_size=16,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        out_hidden_size=64,
-        num_position_embeddings=64,
-        deepstack_visual_indexes=[0],
-    )
+    vis = dict(QWEN3_VISION, deepstack_visual_indexes=[0])
     ids = _ids(tok, **QWEN_IDS)
     cls = Cosmos3OmniConfig if cosmos else Qwen3VLConfig
     cfg = cls(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
@@ -478,28 +484,16 @@ def _glm4v(tok, v46: bool = False, ga: bool = False, ocr: bool = False):
 
     proc = P.glmga_processor(tok) if ga else P.glm46v_processor(tok) if v46 else P.glm4v_processor(tok)
     text = _text(tok)
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
-    vis = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        image_size=28,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        out_hidden_size=64,
+    text["rope_parameters"] = dict(MROPE)
+    vis = dict(QWEN_VISION, image_size=28)
+    ids = _ids(
+        tok,
+        image_start_token_id="<|begin_of_image|>",
+        image_end_token_id="<|end_of_image|>",
+        video_start_token_id="<|begin_of_video|>",
+        video_end_token_id="<|end_of_video|>",
+        video_token_id="<|video|>",
     )
-    ids = {
-        k: tok.convert_tokens_to_ids(t)
-        for k, t in [
-            ("image_start_token_id", "<|begin_of_image|>"),
-            ("image_end_token_id", "<|end_of_image|>"),
-            ("video_start_token_id", "<|begin_of_video|>"),
-            ("video_end_token_id", "<|end_of_video|>"),
-            ("video_token_id", "<|video|>"),
-        ]
-    }
     if v46 or ga:
         text["model_type"], vis["model_type"] = "glm4v_text", "glm4v_vision"
     if ocr:
@@ -514,19 +508,7 @@ def _exaone4_5(tok):
 
     proc = P.exaone4_5_processor(tok)
     text = _text(tok, head_dim=16, sliding_window=None, layer_types=["full_attention"] * 4, model_type="exaone4")
-    vis = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        num_key_value_heads=2,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        window_size=56,
-        out_hidden_size=64,
-        fullatt_block_indexes=[1],
-    )
+    vis = dict(QWEN_VISION, **QWEN2_5_WINDOWS, num_key_value_heads=2)
     cfg = Exaone4_5_Config(
         text_config=text,
         vision_config=vis,
@@ -631,17 +613,7 @@ def _qwen3_5(tok, moe: bool = False):
     text = _qwen3_5_text(tok)
     if moe:
         text.update(moe_intermediate_size=32, shared_expert_intermediate_size=32, num_experts=4, num_experts_per_tok=2)
-    vis = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        patch_size=16,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        out_hidden_size=64,
-        num_position_embeddings=64,
-    )
+    vis = dict(QWEN3_VISION)
     cfg = (Qwen3_5MoeConfig if moe else Qwen3_5Config)(
         text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **_ids(tok, **QWEN_IDS)
     )
@@ -652,19 +624,7 @@ def _hyperclovax_vision_v2(tok):
     from transformers import HyperCLOVAXVisionV2Config
 
     proc = P.hyperclovax_vision_v2_processor(tok)
-    vis = dict(
-        model_type="qwen2_5_vl_vision",
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        window_size=56,
-        out_hidden_size=64,
-        fullatt_block_indexes=[1],
-    )
+    vis = dict(QWEN_VISION, **QWEN2_5_WINDOWS, model_type="qwen2_5_vl_vision")
     cfg = HyperCLOVAXVisionV2Config(
         text_config=_text(tok, model_type="hyperclovax", head_dim=16),
         vision_config=vis,
@@ -841,7 +801,7 @@ def _paddleocr_vl(tok):
 
     proc = P.paddleocr_vl_processor(tok)
     text = _text(tok, head_dim=16, model_type="paddleocr_vl_text")
-    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]}
+    text["rope_parameters"] = dict(MROPE)
     vis = dict(VISION, image_size=28, patch_size=14, spatial_merge_size=2)
     ids = _ids(tok, vision_start_token_id="<|IMAGE_START|>", vision_end_token_id="<|IMAGE_END|>")
     cfg = PaddleOCRVLConfig(
@@ -1069,18 +1029,7 @@ def _qwen2_5_omni_thinker(tok):
     from transformers import Qwen2_5OmniThinkerConfig
 
     proc = P.qwen2_5_omni_processor(tok)
-    vis = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        patch_size=14,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        window_size=56,
-        out_hidden_size=64,
-        fullatt_block_indexes=[1],
-    )
+    vis = dict(QWEN_VISION, **QWEN2_5_WINDOWS)
     audio = dict(
         num_mel_bins=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64, d_model=32, output_dim=64
     )
@@ -1104,18 +1053,7 @@ def _qwen3_omni_moe_thinker(tok):
     from transformers import Qwen3OmniMoeThinkerConfig
 
     proc = P.qwen3_omni_moe_processor(tok)
-    vis = dict(
-        depth=2,
-        hidden_size=32,
-        intermediate_size=64,
-        num_heads=2,
-        patch_size=16,
-        spatial_merge_size=2,
-        temporal_patch_size=2,
-        out_hidden_size=64,
-        num_position_embeddings=64,
-        deepstack_visual_indexes=[0],
-    )
+    vis = dict(QWEN3_VISION, deepstack_visual_indexes=[0])
     audio = dict(
         num_mel_bins=16,
         encoder_layers=1,
