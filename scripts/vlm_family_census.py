@@ -50,6 +50,7 @@ def one(mt):
                 res["processor_wants_video"] = "video_processor" in inspect.signature(pc.__init__).parameters
         ims = IM.get(mt)
         res["pil_image_processor"] = ims.get("pil") if isinstance(ims, dict) else None
+        res["image_processor_backends"] = sorted(ims) if isinstance(ims, dict) else []
         try:
             cfg = CONFIG_MAPPING[mt]()
         except Exception as e:
@@ -140,6 +141,10 @@ VERDICTS = {
     "kosmos-2.5": "not supported: Kosmos2_5Processor exists but is not mapped to 'kosmos-2.5'; its image positions "
     "are <s> tokens (the BOS token) marked by image_embeds_position_mask (processing_kosmos2_5.py), so an "
     "image-token-id mask also catches the BOS",
+    "evolla": "not supported: not an image model: EvollaForProteinText2Text reads protein sequences (EvollaProcessor "
+    "pairs a protein tokenizer with a text tokenizer; no image input)",
+    "instructblipvideo": "needs torchvision: InstructBlipVideoProcessor has a video processor (torchvision) and no "
+    "image processor; the model reads stacks of frames",
 }
 """Measured reasons for families looked at and not supported (each says what was measured or read)."""
 
@@ -169,7 +174,10 @@ def verdict(r: dict, supported: set[str], image_only: frozenset[str] = frozenset
     if backends:
         return f"needs torchvision: {r['processor_class']} is gated on {', '.join(backends)}"
     if not r.get("pil_image_processor"):
-        return "needs torchvision: its image processor has no PIL variant in this transformers"
+        mapped = r.get("image_processor_backends")
+        if mapped:
+            return f"needs torchvision: its image processor is mapped for {', '.join(mapped)} only (no PIL variant)"
+        return "needs torchvision: transformers maps no image processor to this model type"
     if r.get("processor_wants_video"):
         return (
             f"not yet adapted: builds offline; {r['processor_class']} wants a torchvision video processor, so it "

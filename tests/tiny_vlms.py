@@ -101,6 +101,8 @@ EXTRA_CLASS = {
     "qwen2_5_omni_thinker": "Qwen2_5OmniThinkerForConditionalGeneration",
     "qwen3_omni_moe_thinker": "Qwen3OmniMoeThinkerForConditionalGeneration",
     "cosmos3_omni": "Cosmos3OmniForConditionalGeneration",
+    "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
+    "glm4v_moe": "Glm4vMoeForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Every other family transformers 5.24 can build offline (tests/test_vlm_families.py), including the designs that
@@ -467,20 +469,22 @@ def _aya_vision(tok):
     return cfg, proc
 
 
-def _qwen3_vl(tok, cosmos: bool = False):
-    from transformers import Cosmos3OmniConfig, Qwen3VLConfig
+def _qwen3_vl(tok, cosmos: bool = False, moe: bool = False):
+    from transformers import Cosmos3OmniConfig, Qwen3VLConfig, Qwen3VLMoeConfig
 
     proc = P.qwen3_vl_processor(tok)
     text = _text(tok, head_dim=16, rope_parameters=MROPE)
+    if moe:
+        text.update(moe_intermediate_size=32, num_experts=4, num_experts_per_tok=2)
     vis = dict(QWEN3_VISION, deepstack_visual_indexes=[0])
     ids = _ids(tok, **QWEN_IDS)
-    cls = Cosmos3OmniConfig if cosmos else Qwen3VLConfig
+    cls = Cosmos3OmniConfig if cosmos else Qwen3VLMoeConfig if moe else Qwen3VLConfig
     cfg = cls(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
     return cfg, proc
 
 
-def _glm4v(tok, v46: bool = False, ga: bool = False, ocr: bool = False):
-    from transformers import Glm4vConfig, Glm46VConfig, GlmgaConfig, GlmOcrConfig
+def _glm4v(tok, v46: bool = False, ga: bool = False, ocr: bool = False, moe: bool = False):
+    from transformers import Glm4vConfig, Glm4vMoeConfig, Glm46VConfig, GlmgaConfig, GlmOcrConfig
 
     proc = P.glmga_processor(tok) if ga else P.glm46v_processor(tok) if v46 else P.glm4v_processor(tok)
     text = _text(tok)
@@ -498,7 +502,12 @@ def _glm4v(tok, v46: bool = False, ga: bool = False, ocr: bool = False):
         text["model_type"], vis["model_type"] = "glm4v_text", "glm4v_vision"
     if ocr:
         text["model_type"], vis["model_type"] = "glm_ocr_text", "glm_ocr_vision"
-    cls = GlmOcrConfig if ocr else GlmgaConfig if ga else Glm46VConfig if v46 else Glm4vConfig
+    if moe:
+        text.update(moe_intermediate_size=32, n_routed_experts=4, num_experts_per_tok=2, head_dim=16)
+        text["rope_parameters"] = dict(MROPE, partial_rotary_factor=1.0)  # GLM-4.5V rotates half by default
+    cls = (
+        GlmOcrConfig if ocr else GlmgaConfig if ga else Glm46VConfig if v46 else Glm4vMoeConfig if moe else Glm4vConfig
+    )
     cfg = cls(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
     return cfg, proc
 
@@ -1134,6 +1143,8 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "qwen2_5_omni_thinker": _qwen2_5_omni_thinker,
     "qwen3_omni_moe_thinker": _qwen3_omni_moe_thinker,
     "cosmos3_omni": lambda t: _qwen3_vl(t, cosmos=True),
+    "qwen3_vl_moe": lambda t: _qwen3_vl(t, moe=True),
+    "glm4v_moe": lambda t: _glm4v(t, moe=True),
 }
 
 

@@ -793,6 +793,33 @@ COSMOS3_OMNI = _vlm(
     "image-only Qwen3-VL processor on the Qwen2-VL image processor transformers maps to it",
 )
 
+QWEN3_VL_MOE = _vlm(
+    "qwen3_vl_moe",
+    ("qwen3_vl_moe",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.qwen3_vl_processor,
+    "Qwen3VLProcessor",
+    "Qwen3-VL (DeepStack, 3D positions) with a mixture-of-experts language model. transformers maps no image "
+    "processor to this model type (checkpoints name the Qwen2-VL one); cotscope uses the image-only Qwen3-VL "
+    "processor on the PIL Qwen2-VL image processor",
+)
+GLM4V_MOE = _vlm(
+    "glm4v_moe",
+    ("glm4v_moe",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.glm4v_processor,
+    "Glm4vProcessor",
+    "GLM-4.5V: the GLM-4V layout with a mixture-of-experts language model (shared expert, first block dense). "
+    "transformers maps no image processor to this model type; cotscope uses the image-only GLM-4V processor on the "
+    "PIL GLM-4V image processor",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -849,4 +876,6 @@ VLM_ADAPTERS = (
     QWEN2_5_OMNI_THINKER,
     QWEN3_OMNI_MOE_THINKER,
     COSMOS3_OMNI,
+    QWEN3_VL_MOE,
+    GLM4V_MOE,
 )
