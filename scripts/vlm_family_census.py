@@ -66,7 +66,8 @@ def one(mt):
         res["build"] = "ok"
         res["n_params_default_config"] = int(sum(p.numel() for p in m.parameters()))
     except Exception as e:
-        res["build"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+        msg = (str(e).strip().splitlines() or [""])[0]
+        res["build"] = f"{type(e).__name__}: {msg[:200]}"
     return res
 
 
@@ -141,6 +142,14 @@ VERDICTS = {
     "kosmos-2.5": "not supported: Kosmos2_5Processor exists but is not mapped to 'kosmos-2.5'; its image positions "
     "are <s> tokens (the BOS token) marked by image_embeds_position_mask (processing_kosmos2_5.py), so an "
     "image-token-id mask also catches the BOS",
+    "hunyuan_vl": "not supported: batching changes the outputs in transformers 5.24: with two images of different "
+    "sizes in one batch, the second row's block outputs differ from the same row run alone from block 1 on (2.4e-2 "
+    "at the last block; embeddings, image features and the first row agree; tiny explicit config, since the default "
+    "one does not build: rope alpha unset), so cotscope's batched collection would be silently wrong",
+    "qwen4_exp": "not supported: hyper-connections (hc_count residual streams mixed in every block, "
+    "modeling_qwen4_exp.py), which cotscope's one [tokens, hidden] stream per layer does not describe; its default "
+    "config does not build offline either (TypeError: unsupported operand type(s) for //: 'NoneType' and "
+    "'NoneType')",
     "evolla": "not supported: not an image model: EvollaForProteinText2Text reads protein sequences (EvollaProcessor "
     "pairs a protein tokenizer with a text tokenizer; no image input)",
     "instructblipvideo": "needs torchvision: InstructBlipVideoProcessor has a video processor (torchvision) and no "
@@ -153,6 +162,13 @@ def verdict(r: dict, supported: set[str], image_only: frozenset[str] = frozenset
     """``"<category>: <reason>"`` (category one of :data:`CATEGORIES`), or ``"supported"``."""
     if r["model_type"] in supported:
         return "supported"
+    if r["model_type"] in VERDICTS:
+        return VERDICTS[r["model_type"]]
+    if "timm" in str(r.get("build")):
+        return (
+            "needs torchvision: its vision tower is a timm model (TimmWrapperModel) and timm requires torchvision "
+            "(pip resolves torchvision as a timm dependency)"
+        )
     if r.get("build") != "ok":
         return f"default config does not build offline: {r.get('build')}"
     if r.get("is_encoder_decoder"):
@@ -161,8 +177,6 @@ def verdict(r: dict, supported: set[str], image_only: frozenset[str] = frozenset
             "cross-attends to it (config.is_encoder_decoder); cotscope's collection and steering assume one causal "
             "stack over prompt + answer"
         )
-    if r["model_type"] in VERDICTS:
-        return VERDICTS[r["model_type"]]
     backends = r.get("processor_backends") or []
     if not r.get("processor_class"):
         return "no processor registered: transformers maps no processor class to this model type"
