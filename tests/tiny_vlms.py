@@ -103,6 +103,7 @@ EXTRA_CLASS = {
     "cosmos3_omni": "Cosmos3OmniForConditionalGeneration",
     "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
     "glm4v_moe": "Glm4vMoeForConditionalGeneration",
+    "cohere_compass": "CohereCompassForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Every other family transformers 5.24 can build offline (tests/test_vlm_families.py), including the designs that
@@ -1087,6 +1088,28 @@ def _qwen3_omni_moe_thinker(tok):
     return cfg, proc
 
 
+def _cohere_compass(tok):
+    from transformers import CohereCompassConfig
+
+    proc = P.cohere_compass_processor(tok)
+    text = _text(
+        tok,
+        head_dim=16,
+        model_type="cohere_compass_text",
+        layer_types=["full_attention"] * 4,
+        rope_parameters={"full_attention": dict(MROPE)},  # rope settings per layer type (the default config has none)
+    )
+    ids = _ids(
+        tok,
+        video_token_id="<|VIDEO_PAD|>",
+        vision_start_token_id="<|VISION_START|>",
+        vision_end_token_id="<|VISION_END|>",
+    )
+    vis = dict(QWEN3_VISION, deepstack_visual_indexes=[0])
+    cfg = CohereCompassConfig(text_config=text, vision_config=vis, image_token_id=proc.image_token_id, **ids)
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -1145,6 +1168,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "cosmos3_omni": lambda t: _qwen3_vl(t, cosmos=True),
     "qwen3_vl_moe": lambda t: _qwen3_vl(t, moe=True),
     "glm4v_moe": lambda t: _glm4v(t, moe=True),
+    "cohere_compass": _cohere_compass,
 }
 
 

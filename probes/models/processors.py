@@ -51,6 +51,7 @@ __all__ = [
     "minicpmv4_7_processor",
     "qwen2_5_omni_processor",
     "qwen3_omni_moe_processor",
+    "cohere_compass_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -217,6 +218,7 @@ def _define_image_only() -> dict[str, type]:
         "HYV4VLProcessor",
         "VideoLlama3Processor",
         "Ernie4_5_VLMoeProcessor",
+        "CohereCompassProcessor",
     ):
         out[name] = _simple_image_only(name)
     # its save_pretrained copies the video processor's font file; without a video processor there is none
@@ -1321,6 +1323,19 @@ def qwen3_omni_moe_processor(tokenizer: Any, **kw: Any) -> Any:
     )
 
 
+def cohere_compass_processor(tokenizer: Any, **kw: Any) -> Any:
+    """Cohere Compass (image-only): dynamic resolution, 16-px patches, 2x2 merge;
+    ``<|VISION_START|><|IMAGE_PAD|><|VISION_END|>``."""
+    geometry = dict(size={"shortest_edge": 64 * 64, "longest_edge": 128 * 128}, patch_size=16, merge_size=2)
+    return dynamic_resolution_processor(
+        tokenizer,
+        "CohereCompassProcessor",
+        pil=("cohere_compass", "CohereCompassImageProcessorPil"),
+        tokens=("<|IMAGE_PAD|>", "<|VIDEO_PAD|>", "<|VISION_START|>", "<|VISION_END|>"),
+        **{**geometry, **kw},
+    )
+
+
 def janus_processor(tokenizer: Any, *, image_size: int = 32, num_image_tokens: int = 16) -> Any:
     """Janus: ``<image_placeholder>`` expands to ``<begin_of_image>`` + n placeholders + ``<end_of_image>``."""
     from transformers import JanusProcessor
@@ -1643,6 +1658,7 @@ WRAPPED_PLACEHOLDERS = (
     (("PaddleOCRVL", "Ernie4_5_VLMoe"), "<|IMAGE_START|>{}<|IMAGE_END|>"),
     (("Dots3Note",), "<|img|>{}<|endofimg|>"),
     (("Qwen2_5Omni", "Qwen3OmniMoe"), "<|vision_bos|>{}<|vision_eos|>"),
+    (("CohereCompass",), "<|VISION_START|>{}<|VISION_END|>"),
 )
 """(processor class-name prefixes, prompt placeholder around the image token) for families whose prompts wrap it."""
 

@@ -820,6 +820,20 @@ GLM4V_MOE = _vlm(
     "PIL GLM-4V image processor",
 )
 
+COHERE_COMPASS = _vlm(
+    "cohere_compass",
+    ("cohere_compass",),
+    _LM,
+    "model.visual",
+    "model.visual.merger",
+    ("image_token_id",),
+    P.cohere_compass_processor,
+    "CohereCompassProcessor",
+    "Qwen3-VL-style vision (DeepStack, 3D positions) with a Cohere language model; <|IMAGE_PAD|> between "
+    "<|VISION_START|>/<|VISION_END|>. Its default config does not build (no rope settings for its layer types); "
+    "explicit configs do. Image-only processor",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -878,4 +892,5 @@ VLM_ADAPTERS = (
     COSMOS3_OMNI,
     QWEN3_VL_MOE,
     GLM4V_MOE,
+    COHERE_COMPASS,
 )
