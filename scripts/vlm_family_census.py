@@ -150,6 +150,10 @@ VERDICTS = {
     "modeling_qwen4_exp.py), which cotscope's one [tokens, hidden] stream per layer does not describe; its default "
     "config does not build offline either (TypeError: unsupported operand type(s) for //: 'NoneType' and "
     "'NoneType')",
+    "diffusion_gemma": "not supported: block diffusion, not left-to-right decoding: DiffusionGemmaForBlockDiffusion "
+    "denoises a canvas of tokens with a bidirectional decoder conditioned on a prompt cache "
+    "(modeling_diffusion_gemma.py), so there is no causal stream over prompt + answer to collect or steer; its "
+    "default config does not build offline either",
     "evolla": "not supported: not an image model: EvollaForProteinText2Text reads protein sequences (EvollaProcessor "
     "pairs a protein tokenizer with a text tokenizer; no image input)",
     "instructblipvideo": "needs torchvision: InstructBlipVideoProcessor has a video processor (torchvision) and no "
