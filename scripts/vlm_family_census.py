@@ -154,6 +154,10 @@ VERDICTS = {
     "denoises a canvas of tokens with a bidirectional decoder conditioned on a prompt cache "
     "(modeling_diffusion_gemma.py), so there is no causal stream over prompt + answer to collect or steer; its "
     "default config does not build offline either",
+    "emu3": "not supported: batching changes the image tokens: images of different sizes are padded to one size "
+    "before the VQ-VAE, whose codes then differ from the same image alone (13 of 54 and 20 of 55 codes, tiny explicit "
+    "config, 64x48 and 80x40 images), so cotscope's batched collection would differ from per-item; its default "
+    "config does not build either (no vocabulary map)",
     "evolla": "not supported: not an image model: EvollaForProteinText2Text reads protein sequences (EvollaProcessor "
     "pairs a protein tokenizer with a text tokenizer; no image input)",
     "instructblipvideo": "needs torchvision: InstructBlipVideoProcessor has a video processor (torchvision) and no "
