@@ -104,6 +104,7 @@ EXTRA_CLASS = {
     "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
     "glm4v_moe": "Glm4vMoeForConditionalGeneration",
     "cohere_compass": "CohereCompassForConditionalGeneration",
+    "deepseek_ocr2": "DeepseekOcr2ForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Every other family transformers 5.24 can build offline (tests/test_vlm_families.py), including the designs that
@@ -1110,6 +1111,40 @@ def _cohere_compass(tok):
     return cfg, proc
 
 
+def _deepseek_ocr2(tok):
+    from transformers import DeepseekOcr2Config
+
+    # a 192-px view: SAM 16-px patches (12 x 12), two stride-2 convolutions -> 3 x 3 patches, read by the encoder's
+    # 144 learned queries (its smallest query set) -> 144 image tokens + one view separator
+    proc = P.deepseek_ocr2_processor(tok, image_size=192, patch_size=4)
+    sam = dict(
+        hidden_size=32,
+        output_channels=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=192,
+        patch_size=16,
+        window_size=4,
+        global_attn_indexes=[1],
+        downsample_channels=[32, 64],
+    )
+    encoder = dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
+    )
+    text = _text(
+        tok,
+        n_routed_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=32,
+        n_shared_experts=1,
+        mlp_layer_types=["dense", "sparse", "sparse", "sparse"],  # the default (None) does not build
+    )
+    cfg = DeepseekOcr2Config(
+        vision_config=dict(sam_config=sam, encoder_config=encoder), text_config=text, image_token_id=proc.image_token_id
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -1169,6 +1204,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "qwen3_vl_moe": lambda t: _qwen3_vl(t, moe=True),
     "glm4v_moe": lambda t: _glm4v(t, moe=True),
     "cohere_compass": _cohere_compass,
+    "deepseek_ocr2": _deepseek_ocr2,
 }
 
 

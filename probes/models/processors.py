@@ -52,6 +52,7 @@ __all__ = [
     "qwen2_5_omni_processor",
     "qwen3_omni_moe_processor",
     "cohere_compass_processor",
+    "deepseek_ocr2_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -1333,6 +1334,22 @@ def cohere_compass_processor(tokenizer: Any, **kw: Any) -> Any:
         pil=("cohere_compass", "CohereCompassImageProcessorPil"),
         tokens=("<|IMAGE_PAD|>", "<|VIDEO_PAD|>", "<|VISION_START|>", "<|VISION_END|>"),
         **{**geometry, **kw},
+    )
+
+
+def deepseek_ocr2_processor(tokenizer: Any, *, image_size: int = 192, patch_size: int = 4) -> Any:
+    """DeepSeek-OCR-2: ``<image>`` becomes one token per learned query of the view (144 for up to 12x12 SAM
+    patches) plus a view separator; call with ``crop_to_patches=False`` for the global view only (the adapter's
+    processor kwargs). ``patch_size`` is the processor's token-count geometry: ``(image_size / patch_size / 4)^2``
+    must equal the query count."""
+    from transformers import DeepseekOcr2Processor
+
+    add_image_tokens(tokenizer, named={"image_token": "<image>"})
+    ip = _pil("deepseek_ocr2", "DeepseekOcr2ImageProcessorPil")(
+        size={"height": image_size, "width": image_size}, tile_size=image_size, crop_to_patches=False
+    )
+    return DeepseekOcr2Processor(
+        ip, tokenizer, patch_size=patch_size, downsample_ratio=4, chat_template=_chat_template(tokenizer, None)
     )
 
 

@@ -834,6 +834,22 @@ COHERE_COMPASS = _vlm(
     "explicit configs do. Image-only processor",
 )
 
+DEEPSEEK_OCR2 = _vlm(
+    "deepseek_ocr2",
+    ("deepseek_ocr2",),
+    _LM,
+    "model.vision_tower",
+    "model.multi_modal_projector",
+    ("image_token_id",),
+    P.deepseek_ocr2_processor,
+    "DeepseekOcr2Processor",
+    "SAM tower whose patches are read by learned queries of a causal-LM-style vision encoder (144 or 256 queries per "
+    "view), then a view separator; mixture-of-experts language model. Processor called with crop_to_patches=False "
+    "(global view only; the stock call default adds 2-6 local tiles). Its default config does not build "
+    "(mlp_layer_types unset); explicit configs do",
+    processor_kwargs={"crop_to_patches": False},
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -893,4 +909,5 @@ VLM_ADAPTERS = (
     QWEN3_VL_MOE,
     GLM4V_MOE,
     COHERE_COMPASS,
+    DEEPSEEK_OCR2,
 )
