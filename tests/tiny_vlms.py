@@ -105,6 +105,7 @@ EXTRA_CLASS = {
     "glm4v_moe": "Glm4vMoeForConditionalGeneration",
     "cohere_compass": "CohereCompassForConditionalGeneration",
     "deepseek_ocr2": "DeepseekOcr2ForConditionalGeneration",
+    "granite4_vision": "Granite4VisionForConditionalGeneration",
 }
 EXTRA_FAMILIES = tuple(EXTRA_CLASS)
 """Every other family transformers 5.24 can build offline (tests/test_vlm_families.py), including the designs that
@@ -1145,6 +1146,28 @@ def _deepseek_ocr2(tok):
     return cfg, proc
 
 
+def _granite4_vision(tok):
+    from transformers import Granite4VisionConfig
+
+    # 64-px tiles in 8-px patches (8 x 8); windows of 4 x 4 patches each read by 2 x 2 Q-Former queries
+    pins = [[64, 64], [64, 128], [128, 64]]
+    proc = P.granite4_vision_processor(tok, image_size=64, patch_size=PATCH, grid_pinpoints=pins, downsample_rate="2/4")
+    cfg = Granite4VisionConfig(
+        vision_config=dict(VISION, hidden_size=64, image_size=64, patch_size=PATCH, model_type="clip_vision_model"),
+        text_config=_text(tok, model_type="granite4_vision_text"),
+        image_token_index=proc.image_token_id,
+        image_grid_pinpoints=pins,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        downsample_rate="2/4",
+        spatial_target_layers=[1, 2],
+        deepstack_layer_map=[[0, 0], [1, 1]],
+        projector_dropout=0.0,
+        qformer_config=dict(num_hidden_layers=1, intermediate_size=64),  # width and heads follow the vision tower
+    )
+    return cfg, proc
+
+
 BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "llava": _llava,
     "llava_next": _llava_next,
@@ -1205,6 +1228,7 @@ BUILDERS: dict[str, Callable[[Any], tuple[Any, Any]]] = {
     "glm4v_moe": lambda t: _glm4v(t, moe=True),
     "cohere_compass": _cohere_compass,
     "deepseek_ocr2": _deepseek_ocr2,
+    "granite4_vision": _granite4_vision,
 }
 
 

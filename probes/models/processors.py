@@ -53,6 +53,7 @@ __all__ = [
     "qwen3_omni_moe_processor",
     "cohere_compass_processor",
     "deepseek_ocr2_processor",
+    "granite4_vision_processor",
     "llava_processor",
     "llava_next_processor",
     "llava_onevision_processor",
@@ -1350,6 +1351,35 @@ def deepseek_ocr2_processor(tokenizer: Any, *, image_size: int = 192, patch_size
     )
     return DeepseekOcr2Processor(
         ip, tokenizer, patch_size=patch_size, downsample_ratio=4, chat_template=_chat_template(tokenizer, None)
+    )
+
+
+def granite4_vision_processor(
+    tokenizer: Any,
+    *,
+    image_size: int = 64,
+    patch_size: int = 8,
+    grid_pinpoints: Sequence[Sequence[int]] = ((64, 64), (64, 128), (128, 64)),
+    downsample_rate: str = "2/4",
+) -> Any:
+    """Granite 4 Vision: LLaVA-NeXT anyres tiles; ``<image>`` expands to the tiles' tokens after the windowed
+    Q-Former downsampling (``downsample_rate`` queries per window side)."""
+    from transformers import Granite4VisionProcessor
+
+    add_image_tokens(tokenizer, named={"image_token": "<image>"})
+    ip = _pil("llava_next", "LlavaNextImageProcessorPil")(
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+        image_grid_pinpoints=[list(p) for p in grid_pinpoints],
+    )
+    return Granite4VisionProcessor(
+        ip,
+        tokenizer,
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        downsample_rate=downsample_rate,
+        chat_template=_chat_template(tokenizer, None),
     )
 
 

@@ -850,6 +850,21 @@ DEEPSEEK_OCR2 = _vlm(
     processor_kwargs={"crop_to_patches": False},
 )
 
+GRANITE4_VISION = _vlm(
+    "granite4_vision",
+    ("granite4_vision",),
+    _LM,
+    "model.vision_tower",
+    "model.layerwise_projectors",
+    ("image_token_index",),
+    P.granite4_vision_processor,
+    "Granite4VisionProcessor",
+    "LLaVA-NeXT anyres tiles; windowed Q-Former projectors downsample several vision layers and add them to the "
+    "image positions of the input of chosen language-model blocks (deepstack_layer_map, spatial_target_layers); block "
+    "outputs, which cotscope stores and HF returns, are taken before the next block's addition. Its default config "
+    "does not build; explicit ones do",
+)
+
 VLM_ADAPTERS = (
     LLAVA,
     LLAVA_NEXT,
@@ -910,4 +925,5 @@ VLM_ADAPTERS = (
     GLM4V_MOE,
     COHERE_COMPASS,
     DEEPSEEK_OCR2,
+    GRANITE4_VISION,
 )
