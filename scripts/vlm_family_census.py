@@ -11,7 +11,7 @@ For every ``model_type`` in ``MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES`` of th
 Writes ``docs/vlm_census.json`` (atomically) and prints a summary. The compatibility table
 (``scripts/compat_table.py``) lists the families that are not supported with the reason recorded here.
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/vlm_family_census.py            # a few minutes
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/vlm_family_census.py            # under a minute
 """
 
 from __future__ import annotations
