@@ -112,8 +112,14 @@ def hf_item(family: str, text: str, image):
     enc = vlm.processor(text=[text], images=[[image]], return_tensors="pt", **kw)
     enc.pop("labels", None)
     with torch.no_grad():
-        hs = vlm.model(**enc, output_hidden_states=True).hidden_states
+        hs = lm_outputs(vlm.model(**enc, output_hidden_states=True)).hidden_states
     return enc, hs
+
+
+def lm_outputs(out):
+    """The language model's part of a forward's outputs (BLIP-2-style models nest it in ``language_model_outputs``)."""
+    nested = getattr(out, "language_model_outputs", None)
+    return nested if nested is not None and getattr(out, "hidden_states", None) is None else out
 
 
 @functools.cache
@@ -270,12 +276,12 @@ def check_attention(family: str) -> str:
     assert torch.equal(ids[:, :P_], enc["input_ids"])
     extra = ids.shape[1] - P_
     enc["input_ids"], enc["attention_mask"] = ids, torch.ones_like(ids)
-    for key in ("mm_token_type_ids", "token_type_ids"):  # generated tokens are text
+    for key in ("mm_token_type_ids", "token_type_ids", "moe_mm_token_type_ids"):  # generated tokens are text
         if key in enc:
             fill = 1 if family == "paligemma" else 0  # PaliGemma: generated tokens are suffix (causal), type 1
             enc[key] = torch.cat([enc[key], torch.full((1, extra), fill, dtype=enc[key].dtype)], 1)
     with torch.no_grad():
-        att = vlm.model(**enc, output_attentions=True).attentions
+        att = lm_outputs(vlm.model(**enc, output_attentions=True)).attentions
     worst = 0.0
     off = ten["row_offsets"]
     rows = ten["rows"]
