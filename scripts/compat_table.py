@@ -133,6 +133,9 @@ def render_doc(results: dict, census: dict | None) -> str:
         "forward hooks on the HF model, at positions `first` and `prompt`.",
         "- **attention rows = HF**: captured attention rows per generated step against `output_attentions` of a "
         "teacher-forced eager forward over the same tokens.",
+        '- **attention remote = local**: attention capture through nnsight\'s simulation of NDIF (`remote="local"`: '
+        '`switch="traced"`, each query row computed inside the trace from the attention-interface inputs) '
+        'against the local `switch="rows"` capture; `equal` = tokens, records, rows and key-type masses bit for bit.',
         "",
         "## Family notes",
         "",
