@@ -75,25 +75,30 @@ def _circulant_quadratic_form(d: int, w: np.ndarray) -> np.ndarray:
 
 
 def _null_kept(
-    chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]],
+    chunks: Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]] | None,
     mu: np.ndarray,
     perms: list[np.ndarray],
     w: np.ndarray,
     d: int,
     route: str,
+    scatter: np.ndarray | None = None,
 ) -> np.ndarray:
     """``Σ_i ‖lowpass(x_i[p])‖²`` for each permutation ``p``, over the centred differences the chunks yield.
 
     ``route="cov"`` accumulates the scatter matrix ``S = Σ_i x_i x_iᵀ`` once and reads each permutation as
     ``Σ_{a,b} Q[a,b] S[p_a, p_b]``; ``route="fft"`` transforms every permuted pair (float32). The two agree to the
-    float32 FFT's relative error (~1e-6; tests/test_dispersion.py checks it).
+    float32 FFT's relative error (~1e-6; tests/test_dispersion.py checks it). A ``scatter`` already accumulated (the
+    centred ``S``, e.g. from the LAT pass: :func:`centred_scatter`) replaces the pass over the chunks.
     """
     kept = np.zeros(len(perms))
     if route == "cov":
-        S = np.zeros((d, d))
-        for cot, direct in chunks():
-            X = np.asarray(cot, np.float64) - np.asarray(direct, np.float64) - mu
-            S += X.T @ X
+        if scatter is None:
+            S = np.zeros((d, d))
+            for cot, direct in chunks():
+                X = np.asarray(cot, np.float64) - np.asarray(direct, np.float64) - mu
+                S += X.T @ X
+        else:
+            S = scatter
         Q = _circulant_quadratic_form(d, w)
         for k, p in enumerate(perms):
             kept[k] = float(np.einsum("ab,ab->", Q, S[np.ix_(p, p)]))
@@ -105,6 +110,25 @@ def _null_kept(
         for k, p in enumerate(perms):
             kept[k] += _kept(Dt32[p], w)
     return kept
+
+
+def centred_scatter(m2_about: np.ndarray, mean_about: np.ndarray, mean: np.ndarray, n: int) -> np.ndarray:
+    """The scatter ``Σ_i (δ_i − μ)(δ_i − μ)ᵀ`` from one accumulated about another centre ``c``:
+    ``S_c + n (c cᵀ − μ μᵀ)`` (rows with sign flips have the same ``Σ δ δᵀ``, so LAT's scatter of ``±δ`` serves).
+
+    >>> rng = np.random.default_rng(0); D = rng.normal(size=(50, 3)); F = D * np.where(rng.random(50) < .5, -1, 1)[:, None]
+    >>> S_f = (F - F.mean(0)).T @ (F - F.mean(0))
+    >>> bool(np.allclose(centred_scatter(S_f, F.mean(0), D.mean(0), 50), (D - D.mean(0)).T @ (D - D.mean(0))))
+    True
+    """
+    return m2_about + n * (np.outer(mean_about, mean_about) - np.outer(mean, mean))
+
+
+def lowpass_scatter_trace(scatter: np.ndarray, cutoff: int | float) -> float:
+    """``Σ_i ‖lowpass(x_i)‖²`` from the centred scatter of the ``x_i`` (``trace(Q S)``, ``Q`` the filter's circulant
+    quadratic form): the low-passed dispersion times ``n − 1``, without transforming any row."""
+    d = scatter.shape[0]
+    return float(np.einsum("ab,ab->", _circulant_quadratic_form(d, _rfft_weights(d, cutoff)), scatter))
 
 
 def dispersion_references(
@@ -119,6 +143,7 @@ def dispersion_references(
     n_perm: int = 200,
     seed: int = 0,
     route: str | None = None,
+    scatter: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The references of a low-passed dispersion already measured (e.g. by a streaming pass).
 
@@ -126,7 +151,8 @@ def dispersion_references(
     ``chunks()`` yields ``(cot, direct)`` blocks, ``mean_diff`` is the mean difference and ``n_pairs`` the count (the
     same permutations are applied to every block). Without ``chunks`` only the isotropic reference is returned.
     ``route``: ``"cov"`` (d×d scatter matrix, fast) or ``"fft"`` (per pair, memory of one chunk); default ``"cov"``
-    up to :data:`COV_NULL_MAX_D` hidden dimensions.
+    up to :data:`COV_NULL_MAX_D` hidden dimensions. ``scatter``: the centred d×d scatter of the differences if the
+    caller already has it (:func:`centred_scatter`); the ``"cov"`` route then reads no chunks.
     """
     iso = isotropic_lowpass_fraction(d, cutoff)
     total, obs = float(dispersion), float(dispersion_lowpass)
@@ -144,18 +170,20 @@ def dispersion_references(
         "n_perm": int(n_perm),
         "seed": seed,
     }
-    if chunks is None or n_perm <= 0:
+    if (chunks is None and scatter is None) or n_perm <= 0:
         return out
     if mean_diff is None or n_pairs is None or n_pairs < 2:
         raise ValueError("the permutation null needs mean_diff and n_pairs >= 2 beside chunks")
     w = _rfft_weights(int(d), cutoff)
     rng = np.random.default_rng(seed)
     perms = [rng.permutation(int(d)) for _ in range(int(n_perm))]
-    route = route or ("cov" if d <= COV_NULL_MAX_D else "fft")
+    route = route or ("cov" if d <= COV_NULL_MAX_D or chunks is None else "fft")
     if route not in ("cov", "fft"):
         raise ValueError(f"route={route!r}; use 'cov' (scatter matrix) or 'fft' (per pair)")
+    if route == "fft" and chunks is None:
+        raise ValueError("route='fft' streams the pairs: pass chunks")
     mu = np.asarray(mean_diff, dtype=np.float64)
-    kept = _null_kept(chunks, mu, perms, w, int(d), route)
+    kept = _null_kept(chunks, mu, perms, w, int(d), route, scatter=scatter if route == "cov" else None)
     null = kept / (n_pairs - 1)
     out.update(
         {

@@ -40,27 +40,43 @@ def analyse_layer(
     low-passed dispersion comes with its isotropic expectation and a permutation null (``dispersion_lowpass_ref``,
     :func:`analyses.dispersion.dispersion_references`; ``n_perm_dispersion`` permutations, default ``n_perm``).
     """
-    from cotscope.analyses.dispersion import compact, dispersion_references
+    from cotscope.analyses.dispersion import (
+        COV_NULL_MAX_D,
+        centred_scatter,
+        compact,
+        dispersion_references,
+        lowpass_scatter_trace,
+    )
 
     cot, direct = check_pairs(cot, direct, min_pairs=4, as_float64=False)
     n, d = cot.shape
     c = cutoff_bins(d, cutoff)
-    mom = PairMoments(d, transform=lambda D: lowpass(D, c), lat_flips=lat_flips(n, seed))
+    # Up to COV_NULL_MAX_D the LAT pass's d×d scatter serves everything quadratic: the low-passed dispersion is
+    # trace(Q S) and the dispersion null reads S under permutations, so no row is low-passed and no second scatter
+    # is accumulated. Above it, rows are low-passed per chunk and the null streams the pairs (memory of one chunk).
+    via_scatter = d <= COV_NULL_MAX_D
+    mom = PairMoments(d, transform=None if via_scatter else (lambda D: lowpass(D, c)), lat_flips=lat_flips(n, seed))
     for cc, dd in chunks(cot, direct, chunk_pairs):
         mom.update(cc, dd)
     md = mom.mean_difference()
     lat = lat_from_moments(mom, lambda: chunks(cot, direct, chunk_pairs))
     lp_null = permutation_null(lambda v: lowpass_energy_fraction(v, c), md, n_perm=n_perm, seed=seed)
+    if via_scatter:
+        S = centred_scatter(mom.lat.m2, mom.lat.mean, md, n)
+        disp_lp = lowpass_scatter_trace(S, c) / (n - 1)
+    else:
+        S, disp_lp = None, mom.dispersion_transformed()
     disp = dispersion_references(
         mom.dispersion(),
-        mom.dispersion_transformed(),
+        disp_lp,
         d,
         c,
-        chunks=lambda: chunks(cot, direct, chunk_pairs),
+        chunks=None if via_scatter else (lambda: chunks(cot, direct, chunk_pairs)),
         mean_diff=md,
         n_pairs=n,
         n_perm=n_perm if n_perm_dispersion is None else n_perm_dispersion,
         seed=seed,
+        scatter=S,
     )
     return {
         "probe": probe_accuracy(cot, direct, seed=seed),
@@ -69,7 +85,7 @@ def analyse_layer(
         "lat_sign_agreement": lat.sign_agreement,
         "mean_diff_norm": float(np.linalg.norm(md)),
         "dispersion": mom.dispersion(),
-        "dispersion_lowpass": mom.dispersion_transformed(),
+        "dispersion_lowpass": disp_lp,
         "dispersion_lowpass_ref": compact(disp),
         "cutoff_bins": c,
         "lowpass_energy_fraction": lp_null["observed"],
@@ -96,28 +112,36 @@ def analyse_store(
 
     Returns an :class:`~analyses.results.AnalysisResult` (``res.best_layer``, ``res.directions["mean_diff"]`` …).
 
-    Streams the store one layer at a time: only one (token rule, layer) slice is in memory (two reused
-    float32 buffers, ``[n_pairs, d]`` each), whatever the number of layers.
+    Streams the store one layer at a time: at most two (token rule, layer) slices are in memory (the one analysed and
+    the next, read ahead in a thread; reused float32 buffers, ``[n_pairs, d]`` each), whatever the number of layers.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm.auto import tqdm
 
     layers = list(store.layers if layers is None else layers)
     per_layer, md, lat = {}, {}, {}
     n, d = store.n_pairs, store.hidden_size
-    buffers = (np.empty((n, d), np.float32), np.empty((n, d), np.float32))
-    for l in tqdm(layers, desc=f"analyse {position}", disable=not progress):
-        cot, direct = store.paired(position, l, out=buffers)
-        r = analyse_layer(
-            cot,
-            direct,
-            cutoff=cutoff,
-            n_perm=n_perm,
-            seed=seed,
-            chunk_pairs=chunk_pairs,
-            n_perm_dispersion=n_perm_dispersion,
-        )
-        md[l], lat[l] = r.pop("_mean_diff"), r.pop("_lat")
-        per_layer[l] = r
+    # two buffer pairs: the next layer's slice is read (and on a first read verified) in a thread while this one is
+    # analysed; numpy's BLAS, FFTs and file reads release the GIL, so reading overlaps computing
+    buffers = [(np.empty((n, d), np.float32), np.empty((n, d), np.float32)) for _ in range(2)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="cotscope-read") as reader:
+        pending = reader.submit(store.paired, position, layers[0], out=buffers[0]) if layers else None
+        for k, l in enumerate(tqdm(layers, desc=f"analyse {position}", disable=not progress)):
+            cot, direct = pending.result()
+            if k + 1 < len(layers):
+                pending = reader.submit(store.paired, position, layers[k + 1], out=buffers[(k + 1) % 2])
+            r = analyse_layer(
+                cot,
+                direct,
+                cutoff=cutoff,
+                n_perm=n_perm,
+                seed=seed,
+                chunk_pairs=chunk_pairs,
+                n_perm_dispersion=n_perm_dispersion,
+            )
+            md[l], lat[l] = r.pop("_mean_diff"), r.pop("_lat")
+            per_layer[l] = r
     del buffers
     M = np.stack([md[l] for l in layers])
     U = M / np.linalg.norm(M, axis=1, keepdims=True)

@@ -1,5 +1,5 @@
-"""NDIF simulation: payload bytes per request and time against a local trace, for collection and for injection
-during generation (nnsight's ``remote="local"``, with cotscope's stricter module hiding).
+"""NDIF simulation: payload bytes per request and time against a local trace, for collection, injection during
+generation and attention capture (nnsight's ``remote="local"``, with cotscope's stricter module hiding).
 
 Round-robin over the methods for ``--rounds`` rounds after one warm-up round; medians are reported, so load drift on
 a shared machine spreads over every method. The simulation serialises each request (cotscope's backend serialises it
@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from cotscope.probes.attention import CaptureRequest, capture_batch
     from cotscope.probes.collect import _reduce_batches, encode_batch, plan_items
     from cotscope.probes.intervene import RowSteer, generate_steered
     from cotscope.probes.models.loading import load_model
@@ -81,12 +82,35 @@ def main(argv: list[str] | None = None) -> int:
 
         return f
 
+    att_reqs = [CaptureRequest(f"q{i}", p.question) for i, p in enumerate(generate_problems(args.batch, seed=2))]
+    att_layers = [4, 15, 29]
+
+    def attention(remote):
+        def f():
+            with payload_log() as sent:
+                capture_batch(
+                    lm,
+                    att_reqs,
+                    layers=att_layers,
+                    max_new_tokens=args.tokens,
+                    min_new_tokens=args.tokens,
+                    switch="traced" if remote else "rows",
+                    remote=remote,
+                )
+            sizes.setdefault(f"attention {remote}", sent)
+
+        return f
+
     methods = {
         f"collect: local trace, {args.session} batches (baseline)": collect(False, 1),
         "collect: remote='local', 1 batch per request": collect("local", 1),
         f"collect: remote='local', {args.session} batches per session": collect("local", args.session),
         f"inject: local generate, {len(prompts)} rows x {args.tokens} tokens (baseline)": inject(False),
         "inject: remote='local', one request": inject("local"),
+        f"attention: local switch='rows', {len(att_reqs)} rows x {args.tokens} steps x 3 layers (baseline)": attention(
+            False
+        ),
+        "attention: remote='local' (switch='traced'), one request": attention("local"),
     }
     for f in methods.values():  # warm-up
         f()
@@ -98,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             times[k].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     keys = list(methods)
-    base = {k: med[keys[0]] if k.startswith("collect") else med[keys[3]] for k in keys}
+    first = {"collect": keys[0], "inject": keys[3], "attention": keys[5]}
+    base = {k: med[first[k.split(":")[0]]] for k in keys}
     print(
         f"\nNDIF simulation on SmolLM2-135M (CPU, {args.threads} threads), median of {args.rounds} round-robin rounds:"
     )
@@ -110,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         f"collect local x{args.session}",
         "inject False",
         "inject local",
+        "attention False",
+        "attention local",
     ]
     for k, sk in zip(keys, size_keys):
         sent = sizes.get(sk, [])

@@ -2,7 +2,7 @@
 
 Writes a synthetic store of ``--pairs`` pairs × ``--layers`` layers × ``--d`` dims (float32; defaults
 20,000 × 30 × 576 ≈ 2.8 GB for one token rule) with a planted CoT direction per layer, then measures,
-each measurement in a fresh single-threaded subprocess (peak RSS = its ``VmHWM``):
+each measurement in a fresh subprocess (``--threads``, default 1) (peak RSS = its ``VmHWM``):
 
 1. one sequential read of every shard file (cold page cache via ``posix_fadvise(DONTNEED)``, and warm);
 2. the I/O ``analyse_store`` does: all 30 layer slices read one at a time (``paired``), with first-read
@@ -82,8 +82,17 @@ elif mode == "analyse":
     def timed(*a, **k):
         t = time.perf_counter(); r = real(*a, **k); io_s[0] += time.perf_counter() - t; return r
     st.paired = timed
+    comp_s = [0.0]
+    real_layer = layer_sweep.analyse_layer
+    def timed_layer(*a, **k):
+        t = time.perf_counter(); r = real_layer(*a, **k); comp_s[0] += time.perf_counter() - t; return r
+    layer_sweep.analyse_layer = timed_layer
     res = layer_sweep.analyse_store(st, arg["position"], n_perm=arg["n_perm"], progress=False).to_private_dict()
     out["io_seconds"] = io_s[0]
+    out["compute_seconds"] = comp_s[0]
+    # the floor of any analysis that needs the d×d scatter (LAT, the dispersion null): one Xᵀ X per layer
+    X = np.random.default_rng(0).standard_normal((st.n_pairs, st.hidden_size))
+    t = time.perf_counter(); X.T @ X; out["scatter_seconds_per_layer"] = time.perf_counter() - t
     out["verify_seconds"] = verify.STATS["seconds"]
     planted = np.load(arg["planted"])
     li = {{l: i for i, l in enumerate(st.layers)}}
@@ -276,12 +285,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-perm", type=int, default=200)
     ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP threads of the measuring processes")
     ap.add_argument(
         "--skip",
         default="",
         help="comma list of sections to skip: io (the big store; implies analyse,bf16), analyse, bf16, v1, write",
     )
     args = ap.parse_args(argv)
+    for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        ENV[k] = str(args.threads)
     skip = set(filter(None, args.skip.split(",")))
     if "io" in skip:
         skip |= {"analyse", "bf16"}
@@ -292,7 +304,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict = {"config": vars(args) | {"dir": str(root)}}
     print(
         f"store: {P} pairs x {L} layers x d={d}, {args.rows_per_shard} rows/shard "
-        f"({-(-2 * P // args.rows_per_shard)} shards), float32 {gb(2 * P * L * d * 4)} per token rule; 1 thread"
+        f"({-(-2 * P // args.rows_per_shard)} shards), float32 {gb(2 * P * L * d * 4)} per token rule; {args.threads} thread(s)"
     )
     try:
         if "io" not in skip:
@@ -340,12 +352,17 @@ def main(argv: list[str] | None = None) -> int:
                 drop_cache(s32)
                 a = child("analyse", s32, position="last_prompt", n_perm=args.n_perm, planted=str(root / "planted.npy"))
                 report["analyse"] = a
+                sc = a["scatter_seconds_per_layer"] * L
                 print(
                     f"[analyse_store] wall {a['seconds']:.1f}s = {a['seconds'] / cold:.1f}x one cold sequential read "
-                    f"({a['seconds'] / warm:.1f}x warm); of it reading slices {a['io_seconds']:.1f}s "
-                    f"({a['io_seconds'] / cold:.2f}x cold read, incl. sha256 {a['verify_seconds']:.1f}s) and computing "
-                    f"{a['seconds'] - a['io_seconds']:.1f}s ({(a['seconds'] - a['io_seconds']) / L:.1f}s per layer: "
-                    "probe, LAT scatter, FFTs, nulls)"
+                    f"({a['seconds'] / warm:.1f}x warm); reading slices {a['io_seconds']:.1f}s in the read-ahead "
+                    f"thread ({a['io_seconds'] / cold:.2f}x cold read, incl. sha256 {a['verify_seconds']:.1f}s), "
+                    f"overlapped with computing {a['compute_seconds']:.1f}s ({a['compute_seconds'] / L:.2f}s per layer: "
+                    "probe, LAT scatter, nulls)"
+                )
+                print(
+                    f"                compute floor: one float64 Xᵀ X per layer (the d×d scatter LAT and the dispersion "
+                    f"null need) = {sc:.1f}s = {sc / cold:.1f}x one cold sequential read on {args.threads} thread(s)"
                 )
                 print(
                     f"                peak RSS {a['peak_rss'] / 1e9:.2f} GB (interpreter+imports {a['base_rss'] / 1e9:.2f} GB; "

@@ -52,7 +52,7 @@ from cotscope.probes.models.loading import LoadedModel
 
 IMPL_NAME = "cotscope_eager"
 ROW_IMPL_NAME = "cotscope_row"
-SWITCH_MODES = ("layers", "rows", "model", "none")
+SWITCH_MODES = ("layers", "rows", "model", "none", "traced")
 
 
 class AttentionCaptureError(CotscopeError):
@@ -175,25 +175,14 @@ def _cached_additive_mask(mask: Any, query: Any, key: Any, module: Any) -> Any:
 
 
 def last_row_mask(mask: Any, query: Any, key: Any) -> Any:
-    """The additive mask of the last query row only (``[B|1, 1|H, 1, kv]``), from any incoming mask format.
+    """The additive mask of the last query row only (:func:`probes.traced.last_row_mask`, shared with the traced
+    capture); a non-tensor mask (flex attention) raises :class:`EagerAttentionUnavailable`."""
+    from cotscope.probes import traced
 
-    ``None`` needs no mask: the last query sees every key under a causal or bidirectional pattern.
-    """
-    import torch
-
-    if mask is None:
-        return None
-    if not isinstance(mask, torch.Tensor):
-        raise EagerAttentionUnavailable(
-            f"the model passes a {type(mask).__name__} attention mask (flex attention?), which eager attention "
-            "cannot use. Fix: load the model with attn_implementation='sdpa' or 'eager'."
-        )
-    neg = torch.finfo(query.dtype).min
-    kv_len = key.shape[-2]
-    if mask.dim() == 2:
-        return torch.where(mask[:, None, None, -kv_len:].bool(), 0.0, neg).to(query.dtype)
-    row = mask[..., -1:, :]
-    return torch.where(row, 0.0, neg).to(query.dtype) if row.dtype == torch.bool else row
+    try:
+        return traced.last_row_mask(mask, query, key)
+    except TypeError as e:
+        raise EagerAttentionUnavailable(str(e)) from None
 
 
 def _recording_eager(module: Any, query: Any, key: Any, value: Any, attention_mask: Any, **kwargs: Any):
@@ -361,6 +350,11 @@ def recording(
     """
     if switch not in SWITCH_MODES:
         raise AttentionCaptureError(f"unknown switch mode {switch!r}; choose from {SWITCH_MODES}")
+    if switch == "traced":
+        raise AttentionCaptureError(
+            "switch='traced' records inside an nnsight generation, not around your own forward; use capture_batch "
+            "or capture_run with switch='traced', or recording() with 'layers'/'rows'/'model'/'none'"
+        )
     layers_, heads_ = check_request(loaded, layers, heads)
     rec = RowRecorder(layers_, heads_)
     mods = _attention_modules(loaded, layers_)
@@ -589,43 +583,95 @@ def _eos_ids(loaded: LoadedModel) -> set[int]:
 # ------------------------------------------------------------------------------------------- capture
 
 
-def refuse_remote(loaded: LoadedModel, remote: Any) -> None:
-    """Attention capture runs here only: refuse ``remote=True``/``"local"`` (and weightless remote models) with why."""
-    from cotscope.probes.remote import RemoteExecutionError, check_remote
+def resolve_switch(loaded: LoadedModel, switch: str | None, remote: Any) -> tuple[str, bool | str]:
+    """The switch mode and remote mode of one capture: ``switch=None`` is ``"layers"`` here and ``"traced"`` remotely.
 
-    mode = check_remote(loaded.remote if remote is None else remote)
-    if mode or loaded.is_remote:
-        raise RemoteExecutionError(
-            "attention capture cannot run remotely (NDIF): it swaps the chosen layers' attention kernel for one "
-            "registered in this process (a per-module config copy naming a transformers AttentionInterface "
-            "function) and records each step's weights through Python callbacks; a remote server runs its own "
-            "attention kernels (sdpa/flash return no weights) and has neither cotscope nor these callbacks. Capture "
-            "attention locally: load the model with load_model(spec) (device_map='auto' on a GPU node) and pass "
-            "remote=False."
-        )
-
-
-def capture_batch(
-    loaded: LoadedModel,
-    requests: Sequence[CaptureRequest],
-    *,
-    layers: Sequence[int] | None = None,
-    heads: Sequence[int] | None = None,
-    max_new_tokens: int = 64,
-    min_new_tokens: int = 0,
-    switch: str = "layers",
-    remote: Any = None,
-) -> list[dict[str, Any]]:
-    """Generate greedily from ``requests`` (one left-padded batch) and return one trace per request.
-
-    Each trace: ``record`` (JSON-able) and ``tensors`` (numpy, the :mod:`analyses.attention_store` layout).
-    ``remote`` must be ``False``/``None``: capture swaps attention kernels, which a remote server cannot do
-    (:func:`refuse_remote` says why).
+    Remote execution (``remote=True``/``"local"``, or a model loaded with ``remote=``) runs only the ``"traced"``
+    capture: the other switches replace attention kernels in this process, which a server does not run.
     """
+    from cotscope.probes.remote import resolve_remote
+
+    mode = resolve_remote(loaded, remote)
+    if switch is None:
+        switch = "traced" if mode else "layers"
+    if switch not in SWITCH_MODES:
+        raise AttentionCaptureError(f"unknown switch mode {switch!r}; choose from {SWITCH_MODES}")
+    if mode and switch != "traced":
+        from cotscope.probes.remote import RemoteExecutionError
+
+        raise RemoteExecutionError(
+            f"switch={switch!r} swaps attention kernels in this process, which a remote (NDIF) server does not run. "
+            "Fix: capture remotely with switch='traced' (or switch=None): the trace reads each chosen layer's "
+            "attention inputs (query, keys, mask) and computes the query row there with the model's own eager "
+            "attention function."
+        )
+    return switch, mode
+
+
+def _interface_op(attn_env: Any, layer: int, model_id: str) -> str:
+    """The nnsight ``.source`` name of the attention-interface call in one attention module's ``forward``."""
+    src = attn_env.source
+    text = src.compiled.source.splitlines()
+    for name in src.names:
+        line = src.compiled.lines.get(name)
+        if name.startswith("attention_interface_") and line and "attention_interface(" in text[line - 1]:
+            return name
+    raise EagerAttentionUnavailable(
+        f"the attention forward of layer {layer} of {model_id} has no transformers attention_interface(...) call, "
+        "so the traced capture cannot read its query and keys. Fix: capture locally with switch='layers'."
+    )
+
+
+def _generate_traced(
+    loaded: LoadedModel,
+    preps: Sequence[dict[str, Any]],
+    layers: Sequence[int],
+    heads: Sequence[int],
+    mode: bool | str,
+) -> list[tuple[Any, dict[int, list[Any]]]]:
+    """Greedy generation of each prepared batch inside nnsight traces that record, at every forward, the last query
+    row of ``layers`` × ``heads`` (:func:`probes.traced.attention_row` on the attention-interface inputs).
+
+    The model keeps its own kernels (as ``switch="rows"``), and everything inside the trace is torch plus the model
+    file's eager function, so the same code runs here (``mode=False``), in nnsight's remote simulation and on NDIF.
+    Several batches travel as one request (an nnsight session). Returns, per batch, the generated ids
+    ``[B, T + S]`` and ``{layer: [rows of each step]}``.
+    """
+    import nnsight
     import torch
 
-    refuse_remote(loaded, remote)
+    from cotscope.probes.remote import backend_for
+    from cotscope.probes.traced import attention_row
 
+    nm = loaded.nnsight
+    envs = [loaded.adapter.layers(nm)[l].self_attn for l in layers]
+    ops = [_interface_op(e, l, loaded.model_id) for e, l in zip(envs, layers)]
+    head_idx = torch.tensor(list(heads), dtype=torch.long)
+    batches = [(p["inputs"], p["gen_kwargs"]) for p in preps]
+    backend = backend_for(nm, mode, "attention")
+    with warnings.catch_warnings():
+        # an open-ended tracer.iter[:] ends by parking one request past the last step: expected, not a problem
+        warnings.filterwarnings("ignore", message=".*was never reached.*")
+        with torch.no_grad():
+            with nm.session(backend=backend):
+                got = nnsight.save([])
+                for inputs, gen_kwargs in batches:
+                    with nm.generate(**gen_kwargs) as tracer:
+                        steps = []
+                        with tracer.invoke(inputs):
+                            for _ in tracer.iter[:]:
+                                steps.append(
+                                    [attention_row(*getattr(e.source, o).inputs, head_idx) for e, o in zip(envs, ops)]
+                                )
+                        with tracer.invoke():
+                            got.append((tracer.result, steps))
+    return [(seq, {l: [st[j] for st in steps] for j, l in enumerate(layers)}) for seq, steps in got]
+
+
+def _prepare_batch(
+    loaded: LoadedModel, requests: Sequence[CaptureRequest], max_new_tokens: int, min_new_tokens: int, mode: Any
+) -> dict[str, Any]:
+    """Everything one batch needs before generation: prompts, encoding, image mask, generation arguments."""
     if max_new_tokens < 1:
         raise AttentionCaptureError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     has_img = [r.image is not None for r in requests]
@@ -648,16 +694,68 @@ def capture_batch(
         name=lambda i: f"capture request {requests[i].id!r}",
         fix=f"shorten the prompt, or lower max_new_tokens (now {max_new_tokens})",
     )
-    img_mask = loaded.adapter.image_token_mask(ids, loaded.config).cpu().numpy() if images else np.zeros((B, T), bool)
-    sfx = loaded.adapter.processor_suffix if images else ""  # text the processor appends (PaliGemma's newline)
-    inputs = {k: (v.to(loaded.device) if hasattr(v, "to") else v) for k, v in dict(enc).items()}
+    dev = "cpu" if mode else loaded.device
     tok = loaded.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return {
+        "requests": list(requests),
+        "texts": texts,
+        "images": images,
+        "enc": enc,
+        "inputs": {k: (v.to(dev) if hasattr(v, "to") else v) for k, v in dict(enc).items()},
+        "lens": lens,
+        "img_mask": loaded.adapter.image_token_mask(ids, loaded.config).cpu().numpy()
+        if images
+        else np.zeros((B, T), bool),
+        "gen_kwargs": {
+            "max_new_tokens": max_new_tokens,
+            "min_new_tokens": min_new_tokens,
+            "do_sample": False,
+            "pad_token_id": pad,
+        },
+    }
+
+
+def capture_batch(
+    loaded: LoadedModel,
+    requests: Sequence[CaptureRequest],
+    *,
+    layers: Sequence[int] | None = None,
+    heads: Sequence[int] | None = None,
+    max_new_tokens: int = 64,
+    min_new_tokens: int = 0,
+    switch: str | None = None,
+    remote: Any = None,
+) -> list[dict[str, Any]]:
+    """Generate greedily from ``requests`` (one left-padded batch) and return one trace per request.
+
+    Each trace: ``record`` (JSON-able) and ``tensors`` (numpy, the :mod:`analyses.attention_store` layout).
+    ``switch``/``remote``: see :func:`capture_run`.
+    """
+    import torch
+
+    switch, mode = resolve_switch(loaded, switch, remote)
+    prep = _prepare_batch(loaded, requests, max_new_tokens, min_new_tokens, mode)
+    if switch == "traced":
+        layers_, heads_ = check_request(loaded, layers, heads)
+        ((seq, rows),) = _generate_traced(loaded, [prep], layers_, heads_, mode)
+        return _assemble(loaded, prep, seq, rows)
     with torch.no_grad(), recording(loaded, layers, heads, switch) as rec:
-        seq = loaded.hf.generate(
-            **inputs, max_new_tokens=max_new_tokens, min_new_tokens=min_new_tokens, do_sample=False, pad_token_id=pad
-        )
-    for l, v in rec.rows.items():
+        seq = loaded.hf.generate(**prep["inputs"], **prep["gen_kwargs"])
+    return _assemble(loaded, prep, seq, rec.rows)
+
+
+def _assemble(loaded: LoadedModel, prep: dict[str, Any], seq: Any, rows_by_layer: dict[int, list[Any]]) -> list[dict]:
+    """One trace per request of a generated batch: records and arrays (:mod:`analyses.attention_store` layout)."""
+    import torch
+
+    requests, texts, images, lens = prep["requests"], prep["texts"], prep["images"], prep["lens"]
+    enc = prep["enc"]
+    ids, img_mask = enc["input_ids"], prep["img_mask"]
+    T = ids.shape[1]
+    sfx = loaded.adapter.processor_suffix if images else ""  # text the processor appends (PaliGemma's newline)
+    tok = loaded.tokenizer
+    for l, v in rows_by_layer.items():
         if not v:
             raise EagerAttentionUnavailable(
                 f"layer {l} of {loaded.model_id} never called transformers' attention interface, so its weights "
@@ -666,11 +764,13 @@ def capture_batch(
             )
     seq = seq.cpu()
     S = seq.shape[1] - T
-    if rec.n_steps != S:
+    n_steps = {len(v) for v in rows_by_layer.values()}
+    if n_steps != {S}:
         raise AttentionCaptureError(
-            f"recorded {rec.n_steps} forward passes for {S} generated tokens; use plain "
+            f"recorded {sorted(n_steps)} forward passes for {S} generated tokens; use plain "
             "greedy generation (no assisted/speculative decoding)"
         )
+    cap_layers = list(rows_by_layer)
     eos = _eos_ids(loaded)
     special = set(getattr(tok, "all_special_ids", []))
     out = []
@@ -694,8 +794,8 @@ def capture_batch(
         for s in range(n):
             K = P + s
             per_layer = []
-            for l in rec.layers:
-                full = rec.rows[l][s][r]  # [h, T + s] (or fewer keys with a sliding-window cache)
+            for l in cap_layers:
+                full = rows_by_layer[l][s][r]  # [h, T + s] (or fewer keys with a sliding-window cache)
                 kv = full.shape[-1]
                 if kv < T + s:
                     full = torch.nn.functional.pad(full, (T + s - kv, 0))
@@ -706,7 +806,7 @@ def capture_batch(
             offsets.append(offsets[-1] + K)
             kt = key_types[:K]
             mass.append(np.stack([row[..., kt == c].sum(-1) for c in range(len(KEY_TYPES))], -1))
-        L, h = len(rec.layers), len(rec.heads)
+        L, h = len(cap_layers), next(iter(rows_by_layer.values()))[0].shape[1]
         tensors = {
             "rows": np.concatenate(rows, -1).astype(np.float32) if rows else np.zeros((L, h, 0), np.float32),
             "row_offsets": np.asarray(offsets, np.int64),
@@ -733,7 +833,7 @@ def capture_batch(
             if images
             else {"kind": "none", "shape": [0, 0]},
         }
-        if images and record["image_layout"]["kind"] == "latent":
+        if images and record["image_layout"]["kind"] == "latent" and not loaded.is_remote:
             lmap = latent_patch_map(loaded, req.image)
             if lmap is not None and lmap.shape[0] == n_img:
                 tensors["latent_map"] = lmap
@@ -751,12 +851,13 @@ def capture_run(
     heads: Sequence[int] | None = None,
     max_new_tokens: int = 64,
     min_new_tokens: int = 0,
-    switch: str = "layers",
+    switch: str | None = None,
     batch_size: int = 1,
     store_dtype: str = "float32",
     overwrite: bool = False,
     progress: bool = True,
     remote: Any = None,
+    batches_per_request: int = 4,
 ) -> AttentionRun:
     """Capture every request into an attention run at ``out_dir`` (resumable; see :mod:`analyses.attention_store`).
 
@@ -764,17 +865,23 @@ def capture_run(
         layers / heads: which decoder blocks and query heads to record (``None`` = all).
         max_new_tokens / min_new_tokens: greedy generation length limits.
         switch: ``"layers"`` (only chosen layers run eager), ``"rows"`` (chosen layers keep their kernel; only the
-            query row is computed eagerly: least memory, generation unchanged), ``"model"`` (all layers eager) or
-            ``"none"`` (model already eager; read weights from module outputs).
+            query row is computed eagerly: least memory, generation unchanged), ``"model"`` (all layers eager),
+            ``"none"`` (model already eager; read weights from module outputs) or ``"traced"`` (as ``"rows"``, computed
+            inside an nnsight trace from each layer's attention inputs: the one that runs remotely). ``None`` =
+            ``"layers"`` here, ``"traced"`` remotely.
         batch_size: requests generated together (left-padded); 1 keeps each generation exactly unbatched.
         store_dtype: ``"float32"`` (exact) or ``"float16"`` (half the disk; ~3 significant digits) for the rows.
-        remote: only ``False``/``None``; attention capture refuses remote execution (see :func:`refuse_remote`).
+        remote: ``False`` (here), ``True`` (NDIF through nnsight) or ``"local"`` (nnsight's local simulation of the
+            remote path); ``None`` = the model's default. Remotely each batch is one request (a traced generation),
+            and only ``switch="traced"`` runs (:func:`resolve_switch`).
+        batches_per_request: remotely, this many batches travel as one request (an nnsight session), saving round
+            trips; the run is the same either way (a request's traces are written when it returns).
     """
     from tqdm.auto import tqdm
 
     from cotscope.analyses.artifacts import library_versions
 
-    refuse_remote(loaded, remote)
+    switch, mode = resolve_switch(loaded, switch, remote)
     if not requests:
         raise AttentionCaptureError("no requests: pass at least one CaptureRequest")
     ids = [r.id for r in requests]
@@ -816,22 +923,37 @@ def capture_run(
         unit="trace",
         disable=not progress,
     )
-    for b in range(0, len(todo), batch_size):
-        idx = todo[b : b + batch_size]
-        for i, tr in zip(
-            idx,
-            capture_batch(
-                loaded,
-                [requests[i] for i in idx],
-                layers=layers_,
-                heads=heads_,
-                max_new_tokens=max_new_tokens,
-                min_new_tokens=min_new_tokens,
-                switch=switch,
-            ),
-        ):
-            tensors = dict(tr["tensors"], rows=tr["tensors"]["rows"].astype(store_dtype))
-            writer.write(i, tr["record"], tensors, image=tr["image"])
-            bar.update(1)
+    if batches_per_request < 1:
+        raise AttentionCaptureError(f"batches_per_request must be >= 1, got {batches_per_request}")
+    batches = [todo[b : b + batch_size] for b in range(0, len(todo), batch_size)]
+    group = batches_per_request if mode else 1
+    for g in range(0, len(batches), group):
+        chunk = batches[g : g + group]
+        if switch == "traced":
+            preps = [
+                _prepare_batch(loaded, [requests[i] for i in idx], max_new_tokens, min_new_tokens, mode)
+                for idx in chunk
+            ]
+            got = _generate_traced(loaded, preps, layers_, heads_, mode)
+            traces = [_assemble(loaded, p, seq, rows) for p, (seq, rows) in zip(preps, got)]
+        else:
+            traces = [
+                capture_batch(
+                    loaded,
+                    [requests[i] for i in idx],
+                    layers=layers_,
+                    heads=heads_,
+                    max_new_tokens=max_new_tokens,
+                    min_new_tokens=min_new_tokens,
+                    switch=switch,
+                    remote=mode,
+                )
+                for idx in chunk
+            ]
+        for idx, batch_traces in zip(chunk, traces):
+            for i, tr in zip(idx, batch_traces):
+                tensors = dict(tr["tensors"], rows=tr["tensors"]["rows"].astype(store_dtype))
+                writer.write(i, tr["record"], tensors, image=tr["image"])
+                bar.update(1)
     bar.close()
     return writer.finish()

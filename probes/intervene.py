@@ -961,7 +961,7 @@ def _traced_generate(
                         for env, add, m0, mg, a0, ag in zip(envs, adds, m0s, mgs, any0, anyg):
                             if a0 if step == 0 else ag:
                                 env.output = steer(env.output, add, m0 if step == 0 else mg, renorm)
-                    out = nm.output
+                    out = lm.adapter.generator(nm).output
                     out["logits"] = decode_step(state, out["logits"][:, -1], params)[:, None, :]
     return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
 

@@ -199,3 +199,47 @@ def decode_step(st: dict, scores: Any, P: dict) -> Any:
     out = torch.full_like(logp, float("-inf"))
     out.scatter_(1, choose[:, None], 0.0)
     return out
+
+
+# ----------------------------------------------------------------------------------------- attention rows
+def last_row_mask(mask: Any, query: Any, key: Any) -> Any:
+    """The additive mask of the last query row only (``[B|1, 1|H, 1, kv]``) from the mask a model built for its own
+    kernel: ``None`` (the last query sees every key), a 2-D ``[B, kv]`` padding mask (1 = keep), a boolean mask
+    (True = keep) or an additive float mask.
+
+    >>> m = torch.tensor([[[[True, False], [True, True]]]])
+    >>> last_row_mask(m, torch.zeros(1, 1, 2, 4), torch.zeros(1, 1, 2, 4))[0, 0, 0, 0].item()
+    0.0
+    """
+    if mask is None:
+        return None
+    if not isinstance(mask, torch.Tensor):
+        raise TypeError(
+            f"the model passes a {type(mask).__name__} attention mask (flex attention?), which eager attention cannot "
+            "use. Fix: load the model with attn_implementation='sdpa' or 'eager'."
+        )
+    neg = torch.finfo(query.dtype).min
+    kv_len = key.shape[-2]
+    if mask.dim() == 2:
+        return torch.where(mask[:, None, None, -kv_len:].bool(), 0.0, neg).to(query.dtype)
+    row = mask[..., -1:, :]
+    return torch.where(row, 0.0, neg).to(query.dtype) if row.dtype == torch.bool else row
+
+
+def attention_row(args: Any, kwargs: Any, head_idx: Any) -> Any:
+    """The eager attention weights of the **last query row** for the heads ``head_idx``: ``[B, len(head_idx), kv]``
+    float32 on the CPU.
+
+    ``args`` / ``kwargs`` are what a transformers attention module passes to its attention interface
+    (``module, query, key, value, attention_mask`` plus ``scaling``, ``dropout``, ``sliding_window`` …): nnsight's
+    ``attn.source.attention_interface_<k>.inputs``. The weights come from the model file's own
+    ``eager_attention_forward`` (looked up by the module's class, so grouped-query heads, scaling, soft-capping and
+    sinks follow the model), applied to the last query only: rows of attention are independent, so this equals
+    that row of the full eager matrix.
+    """
+    import importlib
+
+    module, query, key, value, mask = args[:5]
+    eager = importlib.import_module(type(module).__module__).eager_attention_forward
+    _, weights = eager(module, query[:, :, -1:, :], key, value, last_row_mask(mask, query, key), **kwargs)
+    return weights[:, :, -1, :].index_select(1, head_idx.to(weights.device)).detach().to("cpu", torch.float32)

@@ -6,8 +6,8 @@ docs/compatibility.md and the block between ``<!-- compat:start -->`` and ``<!--
 The families transformers lists but cotscope does not support come from docs/vlm_census.json
 (``scripts/vlm_family_census.py``; ``--census`` refreshes it first).
 
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/compat_table.py            # ~1-2 minutes on one core
-    OMP_NUM_THREADS=1 .venv/bin/python scripts/compat_table.py --census   # also re-run the census (a few minutes)
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/compat_table.py            # ~5 minutes on one core
+    OMP_NUM_THREADS=1 .venv/bin/python scripts/compat_table.py --census   # also re-run the census (+1 minute)
     .venv/bin/python scripts/compat_table.py --render-only                # re-render from docs/compat_results.json
 
 A failing check is written into its cell as ``FAIL: …`` and the script exits 1.
@@ -133,6 +133,9 @@ def render_doc(results: dict, census: dict | None) -> str:
         "forward hooks on the HF model, at positions `first` and `prompt`.",
         "- **attention rows = HF**: captured attention rows per generated step against `output_attentions` of a "
         "teacher-forced eager forward over the same tokens.",
+        '- **attention remote = local**: attention capture through nnsight\'s simulation of NDIF (`remote="local"`: '
+        '`switch="traced"`, each query row computed inside the trace from the attention-interface inputs) '
+        'against the local `switch="rows"` capture; `equal` = tokens, records, rows and key-type masses bit for bit.',
         "",
         "## Family notes",
         "",

@@ -2,7 +2,7 @@
 console errors and exceptions, evaluate JavaScript, take screenshots. Used by the report tests.
 
 >>> with Chromium() as page:                                          # doctest: +SKIP
-...     page.open("file:///tmp/report.html")
+...     page.open(Path("runs/demo/report.html").resolve().as_uri())
 ...     page.evaluate("document.title"), page.errors
 """
 

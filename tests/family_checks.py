@@ -112,8 +112,14 @@ def hf_item(family: str, text: str, image):
     enc = vlm.processor(text=[text], images=[[image]], return_tensors="pt", **kw)
     enc.pop("labels", None)
     with torch.no_grad():
-        hs = vlm.model(**enc, output_hidden_states=True).hidden_states
+        hs = lm_outputs(vlm.model(**enc, output_hidden_states=True)).hidden_states
     return enc, hs
+
+
+def lm_outputs(out):
+    """The language model's part of a forward's outputs (BLIP-2-style models nest it in ``language_model_outputs``)."""
+    nested = getattr(out, "language_model_outputs", None)
+    return nested if nested is not None and getattr(out, "hidden_states", None) is None else out
 
 
 @functools.cache
@@ -240,6 +246,12 @@ def check_injection(family: str) -> str:
     return "tokens equal"
 
 
+def attention_layers(lm) -> list[int]:
+    """The blocks with attention rows: linear-attention and convolution blocks (hybrid models) have none."""
+    kinds = getattr(lm.adapter.text_config(lm.config), "layer_types", None) or ["full_attention"] * lm.n_layers
+    return [i for i, k in enumerate(kinds) if "attention" in k and "linear" not in k]
+
+
 def check_attention(family: str) -> str:
     """Captured attention rows (generation with an image) equal HF ``output_attentions`` of a teacher-forced eager
     forward over the same tokens. Cross-attention families: capture with images is refused."""
@@ -256,9 +268,7 @@ def check_attention(family: str) -> str:
             assert "attention shift" in str(e)
             return "n/a: cross-attention (refused)"
         raise AssertionError(f"{family}: attention capture with an image was not refused")
-    kinds = getattr(lm.adapter.text_config(lm.config), "layer_types", None) or ["full_attention"] * lm.n_layers
-    # linear-attention and convolution blocks (hybrid models) have no attention rows
-    full = [i for i, k in enumerate(kinds) if "attention" in k and "linear" not in k]
+    full = attention_layers(lm)
     layers = [full[0], full[-1]] if len(full) > 1 else full
     tr = capture_batch(lm, [req], layers=layers, max_new_tokens=3, min_new_tokens=3)[0]
     rec, ten = tr["record"], tr["tensors"]
@@ -270,12 +280,12 @@ def check_attention(family: str) -> str:
     assert torch.equal(ids[:, :P_], enc["input_ids"])
     extra = ids.shape[1] - P_
     enc["input_ids"], enc["attention_mask"] = ids, torch.ones_like(ids)
-    for key in ("mm_token_type_ids", "token_type_ids"):  # generated tokens are text
+    for key in ("mm_token_type_ids", "token_type_ids", "moe_mm_token_type_ids"):  # generated tokens are text
         if key in enc:
             fill = 1 if family == "paligemma" else 0  # PaliGemma: generated tokens are suffix (causal), type 1
             enc[key] = torch.cat([enc[key], torch.full((1, extra), fill, dtype=enc[key].dtype)], 1)
     with torch.no_grad():
-        att = vlm.model(**enc, output_attentions=True).attentions
+        att = lm_outputs(vlm.model(**enc, output_attentions=True)).attentions
     worst = 0.0
     off = ten["row_offsets"]
     rows = ten["rows"]
@@ -288,10 +298,32 @@ def check_attention(family: str) -> str:
     return f"{worst:.0e}"
 
 
+def check_remote_attention(family: str) -> str:
+    """Attention capture through nnsight's simulation of NDIF (``remote="local"``: ``switch="traced"``, rows computed
+    inside the trace from the attention-interface inputs) equals the local ``switch="rows"`` capture bit for bit
+    (tokens, records, rows, key-type masses): the same eager function on the same tensors."""
+    from cotscope.probes.attention import CaptureRequest, capture_batch
+
+    if not in_sequence(family):
+        return "n/a: cross-attention (refused)"
+    lm = loaded_for(family)
+    full = attention_layers(lm)
+    layers = [full[0], full[-1]] if len(full) > 1 else full
+    req = [CaptureRequest("a", "What is in this picture?", image=sample_image())]
+    kw = dict(layers=layers, max_new_tokens=3, min_new_tokens=3)
+    a = capture_batch(lm, req, switch="rows", **kw)[0]
+    b = capture_batch(lm, req, remote="local", **kw)[0]
+    assert a["record"] == b["record"], f"{family}: records differ"
+    for k in a["tensors"]:
+        assert np.array_equal(a["tensors"][k], b["tensors"][k]), f"{family}: {k} differs"
+    return "equal"
+
+
 CHECKS: dict[str, Callable[[str], str]] = {
     "collection = HF hidden states": check_hidden_states,
     "image mask": check_image_mask,
     "batched = per-item": check_batched,
     "injection = hook": check_injection,
     "attention rows = HF": check_attention,
+    "attention remote = local": check_remote_attention,
 }

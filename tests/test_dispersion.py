@@ -76,3 +76,27 @@ def test_scatter_matrix_null_equals_the_fft_null(d):
     assert a["p_value"] == b["p_value"]
     with pytest.raises(ValueError, match="route="):
         dispersion_references(1.0, 0.2, d, 0.1, route="svd", **kw)
+
+
+def test_lat_scatter_serves_the_lowpassed_dispersion_and_its_null():
+    """analyse_layer reads the low-passed dispersion (trace(Q S)) and the null from LAT's scatter of ±δ, re-centred;
+    the streamed route low-passes every row and accumulates its own scatter. Same numbers in float64: both are sums
+    of the same ~n·d products in another order, so rel 1e-9 (far above 1e-16·n·d, far below any null spread)."""
+    from cotscope.analyses.dispersion import centred_scatter, dispersion_references, lowpass_scatter_trace
+    from cotscope.analyses.streaming import PairMoments, chunks, lat_flips
+
+    rng = np.random.default_rng(7)
+    cot = rng.normal(size=(300, 64)) + np.sin(np.arange(64) / 5)  # a low-frequency shift: a non-zero mean
+    direct = rng.normal(size=(300, 64))
+    m = PairMoments(64, transform=lambda D: lowpass(D, 6), lat_flips=lat_flips(300, 0))
+    for c, d in chunks(cot, direct, 64):
+        m.update(c, d)
+    S = centred_scatter(m.lat.m2, m.lat.mean, m.mean_difference(), 300)
+    assert lowpass_scatter_trace(S, 6) / 299 == pytest.approx(m.dispersion_transformed(), rel=1e-9)
+    kw = dict(mean_diff=m.mean_difference(), n_pairs=300, n_perm=30, seed=1, route="cov")
+    streamed = dispersion_references(m.dispersion(), m.dispersion_transformed(), 64, 6,
+                                     chunks=lambda: chunks(cot, direct, 64), **kw)  # fmt: skip
+    shared = dispersion_references(m.dispersion(), m.dispersion_transformed(), 64, 6, scatter=S, **kw)
+    for k in ("null_mean", "null_q05", "null_q95"):
+        assert shared[k] == pytest.approx(streamed[k], rel=1e-9), k
+    assert shared["p_value"] == streamed["p_value"]

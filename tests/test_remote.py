@@ -157,11 +157,107 @@ def test_trace_code_that_needs_cotscope_fails_like_on_a_server(smollm2):
                 nm.model.layers[0].output = steer_hidden(nm.model.layers[0].output, add, mask)
 
 
-def test_attention_capture_refuses_remote_with_the_reason(smollm2):
+def _same_traces(a, b):
+    for x, y in zip(a, b, strict=True):
+        assert x["record"] == y["record"]
+        assert x["tensors"].keys() == y["tensors"].keys()
+        for k in x["tensors"]:
+            assert np.array_equal(x["tensors"][k], y["tensors"][k]), k
+
+
+def test_attention_capture_through_the_remote_path_equals_local(smollm2, tmp_path):
+    """The traced capture reads each chosen layer's attention inputs inside the generation and computes the query row
+    with the model file's own eager function; the local ``"rows"`` switch runs that same function on the same inputs
+    from a registered kernel. Same code on the same tensors: equal bit for bit (tokens, rows, key-type masses),
+    locally and through the remote simulation (one request per batch)."""
+    from cotscope.analyses.attention_store import AttentionRun
+    from cotscope.probes.attention import CaptureRequest, capture_batch, capture_run
+
+    reqs = [
+        CaptureRequest("a", "What is 12 + 7? Let's think step by step.", question="What is 12 + 7?"),
+        CaptureRequest("b", "Name a colour."),
+    ]
+    kw = dict(layers=[3, 20, 29], heads=[0, 4, 8], max_new_tokens=6)
+    rows = capture_batch(smollm2, reqs, switch="rows", **kw)
+    traced = capture_batch(smollm2, reqs, switch="traced", **kw)
+    _same_traces(rows, traced)
+    with payload_log() as sent:
+        remote = capture_batch(smollm2, reqs, remote="local", **kw)  # switch=None -> "traced" remotely
+    _same_traces(rows, remote)
+    assert [p["kind"] for p in sent] == ["attention"]
+    _report("SmolLM2 attention capture (2 prompts, 3 layers x 3 heads, 6 steps)", sent)
+    # a model loaded for remote execution (built from its config, as for NDIF): remote by default, same traces
+    sim = load_model("embedded:smollm2", remote="local")
+    assert sim.is_remote
+    _same_traces(rows, capture_batch(sim, reqs, **kw))
+
+    # a whole run: batches of 1 (two batches travel as one session request); the remote store holds the local
+    # traced store's arrays
+    local_run = capture_run(smollm2, reqs, tmp_path / "local", switch="traced", progress=False, **kw)
+    with payload_log() as sent:
+        remote_run = capture_run(
+            smollm2, reqs, tmp_path / "remote", remote="local", progress=False, batches_per_request=2, **kw
+        )
+    assert len(sent) == 1
+    _report("SmolLM2 attention run, 2 batches in one session", sent)
+    a, b = AttentionRun(tmp_path / "local"), AttentionRun(tmp_path / "remote")
+    assert a.manifest["config_hash"] == b.manifest["config_hash"] and a.manifest["switch"] == "traced"
+    assert len(local_run) == len(remote_run) == 2
+    for i in range(2):
+        ta, tb = a.trace(i), b.trace(i)
+        assert ta.record == tb.record
+        assert np.array_equal(ta.rows, tb.rows) and np.array_equal(ta.mass, tb.mass)
+
+
+def test_attention_capture_of_a_tiny_vlm_through_the_remote_path_equals_local():
+    """With an image: the same equality on a tiny LLaVA (image keys typed from the processor's mask)."""
+    from tiny_vlms import sample_image, tiny_vlm
+
     from cotscope.probes.attention import CaptureRequest, capture_batch
 
-    with pytest.raises(RemoteExecutionError, match="swaps the chosen layers' attention kernel"):
-        capture_batch(smollm2, [CaptureRequest("a", "Hi")], layers=[0], max_new_tokens=1, remote="local")
+    vlm = tiny_vlm("llava")
+    lm = wrap_model(vlm.model, processor=vlm.processor, model_id="tiny-llava")
+    reqs = [CaptureRequest(f"r{i}", "Describe the picture.", image=sample_image(64, 48, seed=i)) for i in range(2)]
+    kw = dict(layers=[1, 3], max_new_tokens=4)
+    local = capture_batch(lm, reqs, switch="rows", **kw)
+    with payload_log() as sent:
+        remote = capture_batch(lm, reqs, remote="local", **kw)
+    _same_traces(local, remote)
+    assert all(t["record"]["n_keys_by_type"]["image"] > 0 for t in remote)
+    _report("tiny LLaVA attention capture with images", sent)
+
+
+def test_cli_attention_with_remote_local_equals_the_local_traced_capture(tmp_path):
+    """``cotscope attention --remote local`` (the reference VLM) gives the numbers of the same capture run here."""
+    import json
+
+    from cotscope.cli import main
+    from cotscope.stages.attention import run_attention_demo
+
+    with payload_log() as sent:
+        assert main(["attention", "--remote", "local", "--n-items", "1", "--max-new-tokens", "4",
+                     "--run-dir", str(tmp_path / "remote")]) == 0  # fmt: skip
+    assert sent and {p["kind"] for p in sent} == {"attention"}
+    remote = json.loads((tmp_path / "remote" / "analysis" / "attention_shift.json").read_text())["summary"]
+    local = run_attention_demo(
+        load_model("embedded:smolvlm"), None, tmp_path / "local", n_items=1, max_new_tokens=4, switch="traced",
+        figures=False, progress=False,
+    )  # fmt: skip
+    assert remote["switch"] == local["switch"] == "traced"
+    for k in ("cot", "direct", "ivt_lr"):  # R/F, R_q/F_norm, entropy per condition, and the IVT-LR comparison
+        assert remote[k] == json.loads(json.dumps(local[k])), k
+
+
+def test_remote_attention_capture_refuses_kernel_swapping_switches(smollm2):
+    from cotscope.probes.attention import CaptureRequest, capture_batch, recording
+
+    with pytest.raises(RemoteExecutionError, match="switch='traced'"):
+        capture_batch(
+            smollm2, [CaptureRequest("a", "Hi")], layers=[0], max_new_tokens=1, switch="layers", remote="local"
+        )
+    with pytest.raises(Exception, match="nnsight generation"):
+        with recording(smollm2, [0], None, "traced"):
+            pass
     with pytest.raises(RemoteExecutionError, match="remote="):
         check_remote("ndif")
     with pytest.raises(Exception, match="share_prefix=True"):

@@ -1,9 +1,10 @@
-"""The VLM families that bend the "image tokens in the sequence" picture, on tiny random models.
+"""Every VLM family beyond the original ten (tests/tiny_vlms.py EXTRA_FAMILIES), on tiny random models.
 
-PaliGemma (prefix-LM), Mistral3 (Pixtral variable-resolution patches with [IMG_BREAK]/[IMG_END]), Chameleon
-(early-fusion VQ tokens) and Mllama (cross-attention): each runs the five checks of the compatibility table
-(tests/family_checks.py: collection = HF hidden states, image mask, batched = per-item, injection = hook, attention
-rows = HF), then the family-specific facts those checks rest on, and the refusals where image tokens do not exist.
+Each family runs the five checks of the compatibility table (tests/family_checks.py: collection = HF hidden states,
+image mask, batched = per-item, injection = hook, attention rows = HF) and loads from a saved directory; then come the
+family-specific facts those checks rest on (PaliGemma's suffix, Mistral3's break tokens, Chameleon's VQ codes, the
+cross-attention families' refusals, BLIP-2's query-first layout, Fuyu's patch rows) and the refusals where image
+tokens do not exist.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from family_checks import CHECKS, collected, loaded_for, make_pairs
-from tiny_vlms import EXTRA_FAMILIES, sample_image, scratch_dir, tiny_vlm
+from tiny_vlms import EXTRA_FAMILIES, sample_image, save_tiny, scratch_dir, tiny_vlm
 
 from cotscope.probes.collect import collect_pairs
 from cotscope.probes.models import adapter_for
@@ -142,14 +143,13 @@ def test_mllama_refuses_every_image_token_measure():
 def test_load_model_from_saved_dir(family):
     """A saved tiny model + processor loads offline through the adapter and gives the same logits."""
     vlm = tiny_vlm(family)
-    d = scratch_dir(f"saved-{family}-")
-    vlm.model.save_pretrained(d)
-    vlm.processor.save_pretrained(d)
+    d = save_tiny(vlm, scratch_dir(f"saved-{family}-"))
     lm = load_model(d, attn_implementation="eager")
     assert lm.adapter.family == family and lm.is_vlm and lm.n_layers == 4
     text, img = vlm.prompt(), sample_image()
-    a = lm.processor(text=[text], images=[[img]], return_tensors="pt")
-    b = vlm.processor(text=[text], images=[[img]], return_tensors="pt")
+    kw = lm.adapter.processor_kwargs  # what cotscope passes to every processor call
+    a = lm.processor(text=[text], images=[[img]], return_tensors="pt", **kw)
+    b = vlm.processor(text=[text], images=[[img]], return_tensors="pt", **kw)
     assert torch.equal(a["input_ids"], b["input_ids"])
     a.pop("labels", None), b.pop("labels", None)
     with torch.no_grad():
@@ -178,3 +178,81 @@ def test_mllama_vision_latents_refuse_image_mean():
         collect_vision_latents(
             vlm.model, vlm.processor, img, vlm.prompt(), "model.multi_modal_projector", token_rule="image_mean"
         )
+
+
+def test_idefics_image_enters_only_through_gated_cross_attention():
+    """IDEFICS v1: two different images change the residuals after the image marker; with the cross-attention gates
+    closed (tanh(0) = 0, HF's initial value) they change nothing."""
+    from tiny_vlms import build_tiny_vlm
+
+    vlm = tiny_vlm("idefics")
+    text = vlm.prompt()
+    enc = [vlm.processor(text=[text], images=[[sample_image(seed=s)]], return_tensors="pt") for s in (0, 7)]
+    assert torch.equal(enc[0]["input_ids"], enc[1]["input_ids"])
+    marker = int((enc[0]["input_ids"][0] == vlm.tokenizer.convert_tokens_to_ids("<image>")).nonzero()[0, 0])
+
+    def last_hidden(model):
+        with torch.no_grad():
+            return [model(**e, output_hidden_states=True).hidden_states[1][0] for e in enc]
+
+    a, b = last_hidden(vlm.model)
+    torch.testing.assert_close(a[:marker], b[:marker], rtol=0, atol=0)  # before the image: nothing to see
+    # random tiny weights make image features small (|diff| ~1e-4 here); closed gates below give exactly 0
+    assert (a[marker:] - b[marker:]).abs().max() > 1e-6
+    closed = build_tiny_vlm("idefics")
+    with torch.no_grad():
+        for name, p in closed.model.named_parameters():
+            if name.endswith(("alpha_cross_attn", "alpha_dense")):
+                p.zero_()
+    a, b = last_hidden(closed.model)
+    torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_blip2_rows_match_the_stock_processor_with_padding_on_the_left():
+    """One row: the same tokens and pixels as transformers' Blip2Processor (query tokens first, wherever the prompt's
+    placeholder was). A left-padded batch: the stock processor leaves pads between the query tokens and the text;
+    cotscope's pads sit left of the whole row, so each row's tokens are contiguous."""
+    from transformers import Blip2Processor
+
+    vlm = tiny_vlm("blip-2")
+    proc, tok = vlm.processor, vlm.tokenizer
+    from transformers import AddedToken
+
+    stock = Blip2Processor(proc.image_processor, tok, num_query_tokens=proc.num_query_tokens)
+    stock.image_token = AddedToken("<image>", normalized=False, special=True)  # stock reads .content of it
+    texts = [vlm.prompt(), vlm.prompt("Describe the picture in a long sentence, please.")]
+    ims = [sample_image(), sample_image(seed=2)]
+    tok.padding_side = "left"
+    for t, im in zip(texts, ims):
+        ours = proc(text=[t], images=[[im]], return_tensors="pt")
+        ref = stock(text=[t.replace("<image>", "")], images=[im], return_tensors="pt")
+        assert torch.equal(ours["input_ids"], ref["input_ids"])
+        assert torch.equal(ours["pixel_values"], ref["pixel_values"])
+    ours = proc(text=texts, images=[[im] for im in ims], padding=True, return_tensors="pt")
+    ref = stock(text=[t.replace("<image>", "") for t in texts], images=ims, padding=True, return_tensors="pt")
+    q, pad = proc.num_query_tokens, tok.pad_token_id
+    assert (ref["input_ids"][0, :q] == proc.image_token_id).all() and ref["input_ids"][0, q] == pad  # pads inside
+    n_pad = int((ours["attention_mask"][0] == 0).sum())
+    assert n_pad > 0 and (ours["input_ids"][0, n_pad : n_pad + q] == proc.image_token_id).all()
+    assert (ours["attention_mask"][0, n_pad:] == 1).all()
+
+
+def test_fuyu_layout_image_rows_first_and_answer_marker_last():
+    """Fuyu rows: |SPEAKER| x cols + |NEWLINE| per patch row, BOS, the text, <0x04>; the patches are the image's
+    pixels in unfold order (the model embeds them linearly). The stock FuyuProcessor cannot run on the PIL image
+    processor in this transformers (it patchifies torch tensors with numpy calls), hence cotscope's layout class."""
+    from transformers import FuyuProcessor
+
+    vlm = tiny_vlm("fuyu")
+    proc, tok = vlm.processor, vlm.tokenizer
+    img = sample_image(80, 40)
+    enc = proc(text=[vlm.prompt()], images=[[img]], return_tensors="pt")
+    ids = tok.convert_ids_to_tokens(enc["input_ids"][0])
+    rows = ids.index("<s>") // 5  # 32 px wide / 8-px patches = 4 columns + |NEWLINE|
+    assert ids[: rows * 5] == (["|SPEAKER|"] * 4 + ["|NEWLINE|"]) * rows and ids[-1] == "<0x04>"
+    assert enc["pixel_values"].shape == (rows * 4, 3 * 8 * 8)
+    px = np.asarray(proc.image_processor([img])["images"][0][0])[:, : rows * 8, :32]
+    ref = torch.from_numpy(px)[None].unfold(2, 8, 8).unfold(3, 8, 8).permute(0, 2, 3, 4, 5, 1).reshape(-1, 192)
+    torch.testing.assert_close(enc["pixel_values"], ref.to(enc["pixel_values"].dtype), rtol=0, atol=0)
+    with pytest.raises(TypeError, match="transpose"):
+        FuyuProcessor(proc.image_processor, tok)(text=["hi"], images=[img])

@@ -218,7 +218,7 @@ def run_attention_demo(
     max_new_tokens: int = 96,
     k: int | None = None,
     max_select_steps: int = 4,
-    switch: str = "layers",
+    switch: str | None = None,
     store_dtype: str = "float16",
     entropy_over: str = "all",
     figures: bool = True,
@@ -228,6 +228,8 @@ def run_attention_demo(
     """Capture CoT and direct generations for ``items`` (default: ``n_items`` bundled visual problems), analyse them
     and draw the three attention figures.
 
+    ``switch``: how attention rows are captured (:func:`probes.attention.capture_run`; ``None`` = ``"layers"`` here,
+    ``"traced"`` when ``model`` runs remotely).
     ``k``: image tokens picked per reasoning step (default: half the image tokens spread over the first
     ``max_select_steps`` steps).
 
@@ -276,7 +278,7 @@ def run_attention_demo(
         "n_items": len(items),
         "layers": run.layers,
         "heads": run.heads,
-        "switch": switch,
+        "switch": run.manifest["switch"],
         "max_new_tokens": max_new_tokens,
         "k": k_eff,
         "entropy_over": entropy_over,

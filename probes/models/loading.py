@@ -14,7 +14,7 @@ from typing import Any
 
 from cotscope.errors import CotscopeError
 from cotscope.probes.models.embedded import EMBEDDED_LLM, GGUF_SHA256, MODEL_ID, smollm2_dir
-from cotscope.probes.models.registry import ModelAdapter, adapter_for
+from cotscope.probes.models.registry import ModelAdapter, _resolve, adapter_for
 
 EMBEDDED_VLM = "embedded:smolvlm"
 ALIASES = {EMBEDDED_LLM: "SmolLM2-135M-Instruct (embedded)", EMBEDDED_VLM: "cotscope-smolvlm (embedded reference VLM)"}
@@ -285,6 +285,8 @@ def load_model(
         import transformers
 
         hf = getattr(transformers, adapter.auto_class).from_pretrained(path, **kw)
+        if adapter.unwrap:
+            hf = _resolve(hf, adapter.unwrap)
     elif adapter.is_vlm:
         hf = AutoModelForImageTextToText.from_pretrained(path, **kw)
     else:

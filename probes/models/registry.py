@@ -72,6 +72,10 @@ class ModelAdapter:
         image_token_value: a fixed image token id (user-declared adapters); wins over ``image_token_attrs``.
         auto_class: the transformers auto class ``load_model`` builds the model with (default: the
             image-text-to-text or causal-LM auto class); remote-code models often register ``AutoModel``.
+        generator_path: the submodule whose forward produces the logits during ``generate`` (BLIP-2 computes the
+            image once, then its ``language_model`` generates from embeddings); ``None`` = the top-level model.
+        unwrap: attribute of the loaded ``auto_class`` object that is the generating model (ShieldGemma 2 checkpoints
+            load correctly only through their classifier wrapper, whose ``.model`` is the Gemma 3 generator).
     """
 
     family: str
@@ -89,6 +93,8 @@ class ModelAdapter:
     processor_suffix: str = ""
     image_token_value: int | None = None
     auto_class: str | None = None
+    unwrap: str | None = None
+    generator_path: str | None = None
 
     @property
     def is_vlm(self) -> bool:
@@ -137,6 +143,10 @@ class ModelAdapter:
             f"{', '.join(dict.fromkeys(paths))}); pass layers_path='dotted.path.to.layers', or "
             "register a ModelAdapter for its model_type"
         )
+
+    def generator(self, model: Any) -> Any:
+        """The module whose output holds the logits of each generation step (HF module or nnsight envoy)."""
+        return _resolve(model, self.generator_path) if self.generator_path else model
 
     def final_norm(self, model: Any) -> Any:
         return _resolve(model, self.final_norm_path)
