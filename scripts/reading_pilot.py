@@ -78,6 +78,13 @@ def parse(argv=None) -> argparse.Namespace:
         help="training kinds, cycled per item (repeat a kind to weight it); the evaluation keeps all three",
     )
     ap.add_argument("--side", type=int, default=96, help="input side in pixels (the 96-px images are resized)")
+    ap.add_argument(
+        "--stock-eval",
+        type=Path,
+        default=None,
+        help="(llava design) load this run's .pt into the stock format-1 model and score it with "
+        "scripts/eval_reference_vlm.py's reading_scores through the stock processor; prints one JSON line",
+    )
     ap.add_argument("--bench", action="store_true", help="only time 6 training steps and print one JSON line")
     ap.add_argument("--out-dir", type=Path, default=Path("runs/reading_pilot"))
     return ap.parse_args(argv)
@@ -302,9 +309,35 @@ def bench(pl: Pilot) -> dict:
     )
 
 
+def stock_eval(a: argparse.Namespace) -> dict:
+    """Held-out reading of a pilot LLaVA-CLIP checkpoint as the stock ``LlavaForConditionalGeneration`` (fp16 as
+    shipped), scored by the evaluation script through the stock processor."""
+    import importlib.util
+
+    if a.design != "llava":
+        raise ValueError("--stock-eval needs --design llava (the format-1 class reference_vlm.py assembles)")
+    spec = importlib.util.spec_from_file_location("eval_reference_vlm", Path(__file__).parent / "eval_reference_vlm.py")
+    ev = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ev)
+    ck = torch.load(a.stock_eval, weights_only=False)
+    model = R.build_model(smollm2_dir(), fmt=1)
+    params = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
+    if [tuple(p.shape) for p in params] != [tuple(q.shape) for q in ck["params"]]:
+        raise ValueError(f"{a.stock_eval} does not hold the format-1 vision tower + projector")
+    with torch.no_grad():
+        for p, q in zip(params, ck["params"]):
+            p.copy_(q.half().float())
+    items = generate_visual_items(96, seed=EVAL_SEED)
+    r = ev.reading_scores(model.eval(), R.build_processor(smollm2_dir(), 1), items, a.align)
+    return {k: v for k, v in r.items() if k != "examples_wrong"}
+
+
 def main(argv=None) -> int:
     a = parse(argv)
     torch.set_num_threads(1)
+    if a.stock_eval:
+        print(json.dumps(stock_eval(a)), flush=True)
+        return 0
     pl = Pilot(a)
     if a.bench:
         print(json.dumps(bench(pl)), flush=True)
