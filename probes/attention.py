@@ -15,7 +15,10 @@ system/template text, question text, or previously generated text (:data:`KEY_TY
 Switch modes: ``"layers"`` (default, only chosen layers eager), ``"rows"`` (chosen layers keep their own kernel for
 their output and only the last query row is computed eagerly: no ``T × T`` matrix at all, and the generation is
 exactly the uncaptured one), ``"model"`` (every layer eager, chosen layers recorded; the all-eager baseline),
-``"none"`` (the model is already eager; weights are read from the attention modules' outputs with forward hooks).
+``"none"`` (the model is already eager; weights are read from the attention modules' outputs with forward hooks),
+``"traced"`` (as ``"rows"``, but computed inside an nnsight generation trace from each chosen layer's
+attention-interface inputs, read through ``.source``: nothing is registered in this process, so it is the mode that
+runs remotely on NDIF and the default there; it equals ``"rows"`` bit for bit).
 
 >>> from cotscope.probes.models.loading import load_model                                  # doctest: +SKIP
 >>> lm = load_model("embedded:smolvlm")                                           # doctest: +SKIP

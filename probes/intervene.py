@@ -949,6 +949,9 @@ def _traced_generate(
     layers, adds, m0s, mgs, any0, anyg = inj.plan()
     envs = [lm.adapter.layers(nm)[l] for l in layers]
     renorm, prompt_only = inj.renorm, inj.steps_needed == 1
+    gen_env = lm.adapter.generator(
+        nm
+    )  # the module whose output holds the logits (outside the trace: no cotscope inside)
     backend = backend_for(nm, remote, "generate")
     with warnings.catch_warnings():
         # an open-ended tracer.iter[:] ends by parking one request past the last step: expected, not a problem
@@ -961,7 +964,7 @@ def _traced_generate(
                         for env, add, m0, mg, a0, ag in zip(envs, adds, m0s, mgs, any0, anyg):
                             if a0 if step == 0 else ag:
                                 env.output = steer(env.output, add, m0 if step == 0 else mg, renorm)
-                    out = lm.adapter.generator(nm).output
+                    out = gen_env.output
                     out["logits"] = decode_step(state, out["logits"][:, -1], params)[:, None, :]
     return {k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in state.items()}
 
