@@ -202,7 +202,9 @@ def _sum_logp(logits: torch.Tensor, ids: list[int], start: int) -> float:
 
 
 @torch.no_grad()
-def logp_gold(model, processor, lm, items, desc: str = "log p(gold)") -> dict[str, list[float]]:
+def logp_gold(
+    model, processor, lm, items, desc: str = "log p(gold)", align: str | None = None
+) -> dict[str, list[float]]:
     """Teacher-forced log p(gold answer) after the direct prompt, per item, under four inputs.
 
     ``vlm_image``: the VLM with the image; ``llm_text``: SmolLM2 with the problem as text; ``ceiling``: SmolLM2
@@ -244,7 +246,7 @@ def logp_gold(model, processor, lm, items, desc: str = "log p(gold)") -> dict[st
             ).logits
             out[name].append(_sum_logp(lo, ans, k))
         for name, net, E in (("ceiling", lm, E_smol), ("lm_oracle", model, E_vlm)):
-            emb = slot_embeds(net.get_input_embeddings(), ids, oracle_slots(tok, E, [it]))
+            emb = slot_embeds(net.get_input_embeddings(), ids, oracle_slots(tok, E, [it], align))
             out[name].append(_sum_logp(net(inputs_embeds=emb, attention_mask=att).logits, ans, k))
     return out
 
@@ -267,7 +269,9 @@ def other_index(items: list[VisualItem]) -> list[int]:
     return out
 
 
-def agreement_block(model, processor, lm, tok, items, cot: bool, max_new: int, batch: int) -> dict:
+def agreement_block(
+    model, processor, lm, tok, items, cot: bool, max_new: int, batch: int, align: str | None = None
+) -> dict:
     from PIL import Image
 
     prompts = [it.cot_prompt if cot else it.direct_prompt for it in items]
@@ -296,7 +300,7 @@ def agreement_block(model, processor, lm, tok, items, cot: bool, max_new: int, b
         for t in generate_slots(
             lm,
             processor,
-            oracle_slots(tok_v, lm.get_input_embeddings().weight, items),
+            oracle_slots(tok_v, lm.get_input_embeddings().weight, items, align),
             prompts,
             max_new,
             batch,
@@ -308,7 +312,7 @@ def agreement_block(model, processor, lm, tok, items, cot: bool, max_new: int, b
         for t in generate_slots(
             model,
             processor,
-            oracle_slots(tok_v, model.get_input_embeddings().weight, items),
+            oracle_slots(tok_v, model.get_input_embeddings().weight, items, align),
             prompts,
             max_new,
             batch,
@@ -378,8 +382,8 @@ def evaluate(
         tok = AutoTokenizer.from_pretrained(d)
         lm = lm or AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
         if "direct" in parts:
-            res["direct"] = agreement_block(model, processor, lm, tok, items, False, direct_tokens, batch)
-            lp = logp_gold(model, processor, lm, items)
+            res["direct"] = agreement_block(model, processor, lm, tok, items, False, direct_tokens, batch, align)
+            lp = logp_gold(model, processor, lm, items, align=align)
             res["logp_gold"] = {
                 "n": len(items),
                 "prefix": ANSWER_PREFIX,
@@ -388,7 +392,7 @@ def evaluate(
                 "per_item": {k: [round(x, 4) for x in v] for k, v in lp.items()},
             }
         if "cot" in parts and n_cot:
-            res["cot"] = agreement_block(model, processor, lm, tok, items[:n_cot], True, cot_tokens, batch)
+            res["cot"] = agreement_block(model, processor, lm, tok, items[:n_cot], True, cot_tokens, batch, align)
     res[f"seconds_{'_'.join(parts)}"] = round(time.time() - t0, 1)
     return res
 
@@ -396,6 +400,12 @@ def evaluate(
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", type=Path, default=None, help="an assembled model folder (default: the shipped one)")
+    ap.add_argument(
+        "--weights-dir",
+        type=Path,
+        default=None,
+        help="a release folder in the shipped layout (e.g. train_reference_vlm.py --out); alignment from its metadata",
+    )
     ap.add_argument("--n", type=int, default=96)
     ap.add_argument("--n-cot", type=int, default=48)
     ap.add_argument("--cot-tokens", type=int, default=96)
@@ -433,7 +443,9 @@ def main(argv=None) -> int:
         model = AutoModelForImageTextToText.from_pretrained(args.model_dir, dtype=torch.float32).eval()
         processor = AutoProcessor.from_pretrained(args.model_dir)
     else:
-        model, processor = R.load_reference_vlm()
+        model, processor = R.load_reference_vlm(weights_dir=args.weights_dir)
+        if args.read_align is None:
+            args.read_align = R.read_alignment(args.weights_dir)
     res = evaluate(
         model,
         processor,

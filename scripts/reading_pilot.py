@@ -46,6 +46,13 @@ from cotscope.probes.stimuli.visual import generate_visual_items  # noqa: E402
 
 EVAL_SEED = 424_242
 KINDS = ("bars", "counting", "expression")
+# the Idefics2 design the pilot compared (format 2 of reference_vlm before v2 settled on LLaVA)
+I2_VISION = dict(
+    hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4, patch_size=12, num_channels=3
+)
+I2_PERCEIVER = dict(
+    resampler_n_latents=16, resampler_depth=1, resampler_n_heads=4, resampler_head_dim=64, num_key_value_heads=4
+)
 
 
 def parse(argv=None) -> argparse.Namespace:
@@ -123,8 +130,8 @@ class Pilot:
             from transformers import Idefics2Config
             from transformers.models.idefics2.modeling_idefics2 import Idefics2Connector, Idefics2VisionTransformer
 
-            v = dict(R.VISION, image_size=S, **vis_over)
-            p = dict(R.PERCEIVER, hidden_size=tcfg.hidden_size, rms_norm_eps=tcfg.rms_norm_eps, **con_over)
+            v = dict(I2_VISION, image_size=S, **vis_over)
+            p = dict(I2_PERCEIVER, hidden_size=tcfg.hidden_size, rms_norm_eps=tcfg.rms_norm_eps, **con_over)
             cfg = Idefics2Config(vision_config=v, perceiver_config=p, text_config=tcfg.to_dict(), image_token_id=16)
             vis, con = Idefics2VisionTransformer(cfg.vision_config), Idefics2Connector(cfg)
             with torch.no_grad():  # as stage_read does
@@ -143,7 +150,7 @@ class Pilot:
             from transformers import Idefics3Config
             from transformers.models.idefics3.modeling_idefics3 import Idefics3Connector, Idefics3VisionTransformer
 
-            v = dict(R.VISION, image_size=S, **vis_over)
+            v = dict(I2_VISION, image_size=S, **vis_over)
             cfg = Idefics3Config(
                 vision_config=v, text_config=tcfg.to_dict(), scale_factor=con_over.get("scale_factor", 3)
             )
@@ -161,7 +168,7 @@ class Pilot:
         from transformers.models.llava.modeling_llava import LlavaMultiModalProjector
 
         if a.design == "llava":
-            v = dict(R.VISION_V1, image_size=S, **vis_over)
+            v = dict(R.VISION, image_size=S, **vis_over)
             if (S // v["patch_size"]) ** 2 != R.N_IMAGE_TOKENS:
                 raise ValueError(f"{S}-px images in {v['patch_size']}-px patches are not {R.N_IMAGE_TOKENS} tokens")
             vcfg, strategy = CLIPVisionConfig(**v), "default"
@@ -320,7 +327,7 @@ def stock_eval(a: argparse.Namespace) -> dict:
     ev = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(ev)
     ck = torch.load(a.stock_eval, weights_only=False)
-    model = R.build_model(smollm2_dir(), fmt=1)
+    model = R.build_model(smollm2_dir())
     params = [*model.model.vision_tower.parameters(), *model.model.multi_modal_projector.parameters()]
     if [tuple(p.shape) for p in params] != [tuple(q.shape) for q in ck["params"]]:
         raise ValueError(f"{a.stock_eval} does not hold the format-1 vision tower + projector")

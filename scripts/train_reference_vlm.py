@@ -3,10 +3,13 @@
 
 Stages (run all with ``--stage all``; each resumes from its last checkpoint in ``--ckpt-dir``):
 
-1. ``read``    — vision tower + connector (Idefics2 MLP + perceiver queries) learn to put, in each of the ``N_IMAGE_TOKENS`` image-token slots, SmolLM2's
-                 input embedding of the depicted text's tokens (right-aligned; empty slots -> ``READ_PAD_TOKEN``).
-                 Loss: relative MSE + (1 - cosine) + cross-entropy over token identities with cosine logits.
-                 The language model is not run.
+1. ``read``    — the LLaVA vision tower (CLIP-style, 24-px patches) + projector learn to put, in each of the
+                 ``N_IMAGE_TOKENS`` image-token slots, SmolLM2's input embedding of the depicted text's tokens
+                 (left-aligned by default; empty slots -> ``READ_PAD_TOKEN``). Loss: relative MSE + (1 - cosine) +
+                 cross-entropy over the reading vocabulary with cosine logits, plus ("one-hot" projector) a
+                 cross-entropy on the projector's first hidden units, which start as class scores: ``linear_2``'s
+                 first columns are the reading vocabulary's embeddings / GELU(1). The language model is not run.
+                 Recipe and its measurements: docs/reference-vlm-v2-pilot.md.
 2. ``teacher`` — SmolLM2 answers the training items *from text* (greedy; direct and truncated CoT); cached.
 3. ``adapt``   — the language model is adapted with LoRA (vision pathway frozen, fp16-rounded as shipped) so that
                  from the image it reproduces SmolLM2's own text-input answers (token cross-entropy on the teacher's
@@ -74,7 +77,7 @@ def lr_at(step: int, total: int, peak: float, warmup: int, decay: int = 0) -> fl
 class Reader:
     """Token targets for the reading stage."""
 
-    def __init__(self, tok, embed: torch.Tensor, align: str = R.READ_ALIGN):
+    def __init__(self, tok, embed: torch.Tensor, align: str = "left"):
         self.tok = tok
         self.align = align
         self.E = embed  # [V, d] frozen input embeddings
@@ -101,7 +104,20 @@ class Reader:
         return torch.tensor(out)
 
 
-def reading_loss(feat: torch.Tensor, tgt: torch.Tensor, reader: Reader, tau: float = 0.05, ce_w: float = 1.0):
+def reading_loss(
+    feat: torch.Tensor,
+    tgt: torch.Tensor,
+    reader: Reader,
+    tau: float = 0.05,
+    ce_w: float = 1.0,
+    hidden: torch.Tensor | None = None,
+    onehot_w: float = 1.0,
+):
+    """Reading loss of image features ``feat`` [B, N, d] against token targets ``tgt`` [B, N].
+
+    ``hidden``: the projector's hidden pre-activations [B, N, h]; its first ``len(reader.cand)`` units get a
+    cross-entropy with weight ``onehot_w`` (the one-hot projector's class scores).
+    """
     t = reader.E[tgt]
     rel_mse = ((feat - t) ** 2).sum(-1) / (t**2).sum(-1)
     cos = F.cosine_similarity(feat, t, dim=-1)
@@ -109,6 +125,8 @@ def reading_loss(feat: torch.Tensor, tgt: torch.Tensor, reader: Reader, tau: flo
     logits = F.normalize(feat, dim=-1) @ F.normalize(cand, dim=-1).T / tau
     labels = torch.tensor([reader.cand_index.get(int(i), 0) for i in tgt.flatten()]).view_as(tgt)
     ce = F.cross_entropy(logits.flatten(0, 1), labels.flatten())
+    if hidden is not None and onehot_w:
+        ce = ce + onehot_w * F.cross_entropy(hidden[..., : len(reader.cand)].flatten(0, 1), labels.flatten())
     acc = (logits.argmax(-1) == labels).float().mean()
     return rel_mse.mean() + (1 - cos).mean() + ce_w * ce, dict(
         mse=rel_mse.mean().item(), cos=cos.mean().item(), ce=ce.item(), acc=acc.item()
@@ -117,6 +135,45 @@ def reading_loss(feat: torch.Tensor, tgt: torch.Tensor, reader: Reader, tau: flo
 
 def vision_params(model):
     return [(n, p) for n, p in model.named_parameters() if n.startswith(R.VISION_PREFIXES)]
+
+
+GELU_1 = 0.8413447460685429  # GELU(1): a hidden unit at 1 passes its column of linear_2 unchanged
+
+
+def init_onehot_projector(model, reader: Reader) -> None:
+    """``linear_2`` starts as a lookup table: column k = embedding of reading-vocabulary token k / GELU(1), rest 0.
+
+    The projector's first ``len(reader.cand)`` hidden units then act as class scores, so digits are separated in
+    orthogonal hidden units rather than in SmolLM2's nearly parallel digit embeddings.
+    """
+    lin2 = model.model.multi_modal_projector.linear_2
+    with torch.no_grad():
+        lin2.weight.zero_()
+        lin2.weight[:, : len(reader.cand)] = reader.E[reader.cand].T / GELU_1
+        lin2.bias.zero_()
+
+
+class HiddenCapture:
+    """Keeps the projector's hidden pre-activation (output of ``linear_1``) of the last forward."""
+
+    def __init__(self, model):
+        self.z: torch.Tensor | None = None
+        self._h = model.model.multi_modal_projector.linear_1.register_forward_hook(self._keep)
+
+    def _keep(self, _mod, _inp, out) -> None:
+        self.z = out
+
+    def remove(self) -> None:
+        self._h.remove()
+
+
+def read_kinds(spec: str) -> list[str]:
+    """The training mix, e.g. ``expression,expression,counting,counting,bars`` (items cycle through the list)."""
+    kinds = [k.strip() for k in spec.split(",") if k.strip()]
+    bad = sorted(set(kinds) - set(DEFAULT_KINDS))
+    if not kinds or bad:
+        raise SystemExit(f"--read-kinds {spec!r}: unknown kinds {bad}; use a comma list of {list(DEFAULT_KINDS)}")
+    return kinds
 
 
 def stage_read(args, model, tok, logf) -> None:
@@ -132,8 +189,11 @@ def stage_read(args, model, tok, logf) -> None:
         p.requires_grad_(n.startswith(R.VISION_PREFIXES))
     opt = torch.optim.AdamW([p for _, p in params], lr=args.lr_read, weight_decay=0.0, betas=(0.9, 0.98))
     start, curve = 0, []
-    with torch.no_grad():  # fresh start: the perceiver's output norm starts at the embeddings' RMS, not 1
-        model.model.connector.perceiver_resampler.norm.weight.fill_(float(reader.E.pow(2).mean().sqrt()))
+    if args.read_onehot:
+        init_onehot_projector(model, reader)  # fresh start (a checkpoint below overwrites it)
+    hidden = HiddenCapture(model)
+    kinds = read_kinds(args.read_kinds)
+    decay = int(round(args.read_decay_frac * args.read_steps))
     if ck.is_file():
         st = torch.load(ck, weights_only=False)
         model.load_state_dict(st["vision"], strict=False)
@@ -144,12 +204,13 @@ def stage_read(args, model, tok, logf) -> None:
     t0 = time.time()
     bar = tqdm(range(start, args.read_steps), desc="read", initial=start, total=args.read_steps, dynamic_ncols=True)
     for step in bar:
-        items = generate_visual_items(args.read_batch, seed=READ_SEED_BASE + args.seed * 100_000 + step)
+        items = generate_visual_items(args.read_batch, seed=READ_SEED_BASE + args.seed * 100_000 + step, kinds=kinds)
         pv = R.pixel_tensor([it.image for it in items])
         tgt = reader.targets([it.description for it in items])
         for g in opt.param_groups:
-            g["lr"] = lr_at(step, args.read_steps, args.lr_read, 50, args.read_decay)
-        loss, m = reading_loss(R.image_features(model, pv), tgt, reader)
+            g["lr"] = lr_at(step, args.read_steps, args.lr_read, 50, decay)
+        feat = R.image_features(model, pv)
+        loss, m = reading_loss(feat, tgt, reader, hidden=hidden.z, onehot_w=args.read_onehot)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in params], 1.0)
@@ -166,6 +227,7 @@ def stage_read(args, model, tok, logf) -> None:
                     step=step + 1, vision={n: p.detach().clone() for n, p in params}, opt=opt.state_dict(), curve=curve
                 ),
             )
+    hidden.remove()
     model.eval()
     save_ckpt(done, dict(vision={n: p.detach().clone() for n, p in params}, curve=curve))
     log("read: finished", logf)
@@ -304,15 +366,14 @@ def build_batch(tok, items, recs, image_token_ids: list[int]):
 
 
 def _expand_image(ids: list[int], image_ids: list[int]) -> list[int]:
-    """Replace the single image placeholder by the processor's expansion (boundary, N image tokens, boundary)."""
+    """Replace the single image placeholder by the processor's expansion (N image tokens)."""
     k = ids.index(R.IMAGE_TOKEN_ID)
     return ids[:k] + image_ids + ids[k + 1 :]
 
 
 def image_expansion(tok) -> list[int]:
-    """Token ids one image placeholder expands to in :func:`R.build_processor`'s Idefics2 layout."""
-    b = tok.convert_tokens_to_ids(R.BOUNDARY_TOKEN)
-    return [b] + [R.IMAGE_TOKEN_ID] * R.N_IMAGE_TOKENS + [b]
+    """Token ids one image placeholder expands to in :func:`R.build_processor`'s LLaVA layout (no boundaries)."""
+    return [R.IMAGE_TOKEN_ID] * R.N_IMAGE_TOKENS
 
 
 def stage_adapt(args, model, tok, pool, logf) -> dict[str, LoRALinear]:
@@ -419,12 +480,12 @@ def stage_export(args, model, loras, base_sd, logf, timings: dict) -> None:
         base_gguf_sha256=GGUF_SHA256,
         base_config=base_cfg,
         base_fingerprint=R._fingerprint({k: base_sd[k] for k in fp_keys}),
+        model_version=R.MODEL_VERSION,
         architecture_detail=dict(
             vision=R.VISION,
-            perceiver=R.PERCEIVER,
+            projector=dict(hidden_act="gelu", hidden_size=base_cfg["hidden_size"]),
             n_image_tokens=R.N_IMAGE_TOKENS,
             image_side=R.IMAGE_SIDE,
-            boundary_token=R.BOUNDARY_TOKEN,
         ),
         image_token=R.IMAGE_TOKEN,
         read_pad_token=R.READ_PAD_TOKEN,
@@ -437,7 +498,9 @@ def stage_export(args, model, loras, base_sd, logf, timings: dict) -> None:
             read_steps=args.read_steps,
             read_batch=args.read_batch,
             lr_read=args.lr_read,
-            read_decay=args.read_decay,
+            read_decay_frac=args.read_decay_frac,
+            read_kinds=args.read_kinds,
+            read_onehot=args.read_onehot,
             lr_adapt=args.lr_adapt,
             threads=args.threads,
             adapt_steps=args.adapt_steps,
@@ -478,13 +541,13 @@ def stage_export(args, model, loras, base_sd, logf, timings: dict) -> None:
             per_layer=per_layer,
         ),
     )
-    for f in (*R.shipped_files(R.FORMAT_VERSION), "lm_delta.json"):
+    for f in (*R.SHIPPED_FILES, "lm_delta.json"):
         os.chmod(out / f, 0o644)  # temp files are created 0600
-    sums = "".join(f"{file_sha256(out / n)}  {n}\n" for n in R.shipped_files(R.FORMAT_VERSION))
+    sums = "".join(f"{file_sha256(out / n)}  {n}\n" for n in R.SHIPPED_FILES)
     with atomic_path(out / R.SUMS_FILE) as tmp:
         tmp.write_text(sums)
     os.chmod(out / R.SUMS_FILE, 0o644)
-    size = sum((out / n).stat().st_size for n in R.shipped_files(R.FORMAT_VERSION))
+    size = sum((out / n).stat().st_size for n in R.SHIPPED_FILES)
     log(f"export: {out} ({size / 1e6:.2f} MB shipped)", logf)
 
 
@@ -496,15 +559,25 @@ def main(argv=None) -> int:
     ap.add_argument("--ckpt-dir", type=Path, default=cache_root() / "train" / R.NAME)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 or 2)")
     ap.add_argument("--read-steps", type=int, default=1500)
+    ap.add_argument(
+        "--read-kinds",
+        default="expression,expression,counting,counting,bars",
+        help="training mix: items cycle through this comma list",
+    )
+    ap.add_argument(
+        "--read-onehot", type=float, default=1.0, help="one-hot projector: init + weight of its hidden-unit CE (0: off)"
+    )
     ap.add_argument("--read-batch", type=int, default=32)
     ap.add_argument("--lr-read", type=float, default=1.5e-3)
     ap.add_argument(
         "--read-align",
-        default=R.READ_ALIGN,
+        default="left",
         choices=["left", "right"],
         help="where the depicted tokens sit among the image slots",
     )
-    ap.add_argument("--read-decay", type=int, default=300, help="final steps of linear learning-rate decay")
+    ap.add_argument(
+        "--read-decay-frac", type=float, default=0.6, help="final fraction of read steps with linear lr decay"
+    )
     ap.add_argument("--n-teacher", type=int, default=320)
     ap.add_argument("--cot-frac", type=float, default=0.25)
     ap.add_argument("--direct-tokens", type=int, default=12)

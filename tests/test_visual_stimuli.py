@@ -19,6 +19,7 @@ from cotscope.probes.stimuli.visual import (
     load_image,
     load_visual_jsonl,
     render_problem,
+    render_text,
     save_visual_jsonl,
     text_prompt,
 )
@@ -67,6 +68,25 @@ def test_problem_and_expression_items_share_the_problem():
     assert items[0].description == generate_problems(2, seed=0)[0].question
     assert text_prompt(items[0], cot=True).startswith(items[0].description + "\n")
     assert items[1].answer == eval(items[1].description.replace("/", "//"))
+
+
+def test_expressions_render_on_one_line_in_reading_order():
+    """One line of 11-px glyphs: ink only in the top rows, and the glyphs' columns run left to right."""
+    import numpy as np
+
+    items = [it for it in generate_visual_items(90, seed=424_242) if it.kind == "expression"]
+    assert len(items) == 30 and max(len(it.description) for it in items) >= 15  # long ones are in the sample
+    for it in items:
+        ink = np.asarray(it.image.convert("L")) < 128
+        rows = np.flatnonzero(ink.any(1))
+        assert rows.max() - rows.min() <= 14, it.description  # one line (a second would start 14 px lower)
+        assert ink[:, -2:].sum() == 0, it.description  # the line ends inside the image, nothing cut off
+    # text that does not fit one line still wraps at spaces (pixel width), and too much text is refused
+    two = np.asarray(render_text("12345 67890 12345 67890", size=(96, 96), font_size=11, max_width_px=60).convert("L"))
+    rows = np.flatnonzero((two < 128).any(1))
+    assert rows.max() - rows.min() > 14
+    with pytest.raises(ValueError, match="does not fit"):
+        render_text("word " * 60, size=(96, 96), font_size=11, max_width_px=60)
 
 
 def test_bad_arguments():

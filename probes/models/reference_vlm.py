@@ -1,17 +1,17 @@
 """cotscope-smolvlm: the embedded reference VLM (SmolLM2-135M-Instruct taught to read rendered problems).
 
-A stock ``Idefics2ForConditionalGeneration`` (format 2): a small SigLIP-style vision tower with 12-px patches
-(64 patch tokens), the Idefics2 connector (gated MLP into SmolLM2's width, then a perceiver resampler whose
-``N_IMAGE_TOKENS`` learned queries pool the patches) and SmolLM2's exact LlamaConfig text model. One image becomes
-``BOUNDARY_TOKEN`` + ``N_IMAGE_TOKENS`` image tokens + ``BOUNDARY_TOKEN``; both are existing SmolLM2 tokens, so the
-vocabulary is unchanged. Only what differs from SmolLM2 is shipped in ``weights/cotscope-smolvlm/`` (fp16): the
-vision tower + connector, and the language-model delta as LoRA factors. :func:`reference_vlm_dir` verifies the
+A stock ``LlavaForConditionalGeneration``: a small CLIP-style vision tower with 24-px patches on 96-px images
+(``N_IMAGE_TOKENS`` = 16 patch tokens), LLaVA's linear-GELU-linear projector into SmolLM2's width, and SmolLM2's
+exact LlamaConfig text model. One image becomes ``N_IMAGE_TOKENS`` copies of ``IMAGE_TOKEN``, an existing unused
+SmolLM2 token, so the vocabulary is unchanged. Only what differs from SmolLM2 is shipped in
+``weights/cotscope-smolvlm/`` (fp16): the vision tower + projector, and the language-model delta as LoRA factors. :func:`reference_vlm_dir` verifies the
 shipped checksums and assembles the full model into the local cache, where it loads with
 ``AutoModelForImageTextToText`` / ``AutoProcessor`` offline.
 
 Design (see the card in ``weights/cotscope-smolvlm/README.md``): each of the ``N_IMAGE_TOKENS`` query outputs is
-trained to land on SmolLM2's input embedding of one token of the text the image depicts (right-aligned; unused
-leading slots look like ``READ_PAD_TOKEN``), so the language model reads the image as if it were that text.
+trained to land on SmolLM2's input embedding of one token of the text the image depicts (aligned as the shipped
+metadata's ``read_align`` says; unused slots look like ``READ_PAD_TOKEN``), so the language model reads the image as
+if it were that text. ``MODEL_VERSION`` counts trained releases (v1, v2); ``FORMAT_VERSION`` the file layout.
 
 >>> model, processor = load_reference_vlm()          # doctest: +SKIP
 """
@@ -39,9 +39,10 @@ from cotscope.probes.models.embedded import (
 )
 
 NAME = "cotscope-smolvlm"
-FORMAT_VERSION = 2  # what scripts/train_reference_vlm.py builds
-FORMATS = (1, 2)  # what this module assembles: 1 = LLaVA (v1 weights), 2 = Idefics2 (v2 recipe)
-ARCHITECTURE = "Idefics2ForConditionalGeneration"
+FORMAT_VERSION = 1  # file layout: LLaVA vision tower + projector, LoRA factors, metadata
+FORMATS = (FORMAT_VERSION,)  # what this module assembles
+MODEL_VERSION = 2  # the release scripts/train_reference_vlm.py trains (v1: same layout, older recipe)
+ARCHITECTURE = "LlavaForConditionalGeneration"
 
 
 def shipped_weights_dir() -> Path:
@@ -57,71 +58,35 @@ def shipped_weights_dir() -> Path:
 
 
 WEIGHTS_DIR = shipped_weights_dir()
-VISION_FILE = "vision_connector.safetensors"
-VISION_FILE_V1 = "vision_projector.safetensors"
+VISION_FILE = "vision_projector.safetensors"
 LORA_FILE = "lm_lora.safetensors"
 META_FILE = "cotscope_vlm.json"
 SUMS_FILE = "SHA256SUMS"
 
 IMAGE_TOKEN = "<empty_output>"  # id 16, an unused special token of SmolLM2: vocabulary stays 49152
 IMAGE_TOKEN_ID = 16
-BOUNDARY_TOKEN = "<jupyter_text>"  # Idefics2's <fake_token_around_image>, an existing SmolLM2 special token
 READ_PAD_TOKEN = "\n"  # what unused image slots are trained to look like (a newline token)
-READ_ALIGN = "right"  # depicted tokens fill the last slots; newline pads come first
+READ_ALIGN = "right"  # v1's alignment, for weights whose metadata does not say (v2 metadata says "left")
 IMAGE_SIDE = 96  # images are resized to IMAGE_SIDE x IMAGE_SIDE
-PATCH = 12  # (96 / 12)^2 = 64 patch tokens in the vision tower
-N_IMAGE_TOKENS = 16  # perceiver queries = image tokens per image
+PATCH = 24  # (96 / 24)^2 = 16 patch tokens = image tokens
+N_IMAGE_TOKENS = 16
 VISION = dict(
-    hidden_size=128,
-    intermediate_size=512,
+    hidden_size=192,
+    intermediate_size=768,
     num_hidden_layers=4,
     num_attention_heads=4,
     image_size=IMAGE_SIDE,
     patch_size=PATCH,
     num_channels=3,
 )
-PERCEIVER = dict(
-    resampler_n_latents=N_IMAGE_TOKENS,
-    resampler_depth=1,
-    resampler_n_heads=4,
-    resampler_head_dim=64,
-    num_key_value_heads=4,
-)
-# format 1 (v1, LLaVA): CLIP-style tower, 24-px patches = 16 image tokens, LLaVA projector, no boundary tokens
-PATCH_V1 = 24
-VISION_V1 = dict(
-    hidden_size=192,
-    intermediate_size=768,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    image_size=IMAGE_SIDE,
-    patch_size=PATCH_V1,
-    num_channels=3,
-)
 LORA_TARGETS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.down_proj")
 LORA_RANK = 8
 LORA_ALPHA = 16.0
-VISION_PREFIXES = ("model.vision_model.", "model.connector.")
-VISION_PREFIXES_V1 = ("model.vision_tower.", "model.multi_modal_projector.")
+VISION_PREFIXES = ("model.vision_tower.", "model.multi_modal_projector.")
 CHAT_TEMPLATE = image_chat_template(IMAGE_TOKEN)
 
 
-def shipped_format(weights_dir: str | Path | None = None) -> int:
-    """Format of the weights in ``weights_dir`` (from its metadata; 2 when there is none yet)."""
-    f = (Path(weights_dir) if weights_dir else WEIGHTS_DIR) / META_FILE
-    try:
-        return int(json.loads(f.read_text()).get("format_version", FORMAT_VERSION))
-    except (OSError, ValueError):
-        return FORMAT_VERSION
-
-
-def shipped_files(fmt: int | None = None, weights_dir: str | Path | None = None) -> tuple[str, ...]:
-    """The checksummed files of a format (of the shipped one by default)."""
-    fmt = shipped_format(weights_dir) if fmt is None else fmt
-    return (VISION_FILE_V1 if fmt == 1 else VISION_FILE, LORA_FILE, META_FILE)
-
-
-SHIPPED_FILES = shipped_files()  # of the weights present in WEIGHTS_DIR at import
+SHIPPED_FILES = (VISION_FILE, LORA_FILE, META_FILE)  # checksummed in SUMS_FILE
 
 
 class ReferenceVLMWeightsError(CotscopeError, RuntimeError):
@@ -138,28 +103,18 @@ def text_messages(text: str) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------------------------- building blocks
-def build_config(text_config, fmt: int = FORMAT_VERSION):
-    """Idefics2Config (format 2) or LlavaConfig (format 1) around SmolLM2's exact LlamaConfig (tied embeddings kept)."""
-    from transformers import CLIPVisionConfig, Idefics2Config, LlavaConfig
+def build_config(text_config):
+    """LlavaConfig around SmolLM2's exact LlamaConfig (tied embeddings kept)."""
+    from transformers import CLIPVisionConfig, LlavaConfig
 
-    if fmt == 1:
-        return LlavaConfig(
-            vision_config=CLIPVisionConfig(**VISION_V1),
-            text_config=text_config,
-            image_token_index=IMAGE_TOKEN_ID,
-            vision_feature_select_strategy="default",
-            vision_feature_layer=-1,
-            image_seq_length=N_IMAGE_TOKENS,
-            projector_hidden_act="gelu",
-            tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", True)),
-        )
-
-    perceiver = dict(PERCEIVER, hidden_size=text_config.hidden_size, rms_norm_eps=text_config.rms_norm_eps)
-    return Idefics2Config(
-        vision_config=dict(VISION),
-        perceiver_config=perceiver,
-        text_config=text_config.to_dict(),
-        image_token_id=IMAGE_TOKEN_ID,
+    return LlavaConfig(
+        vision_config=CLIPVisionConfig(**VISION),
+        text_config=text_config,
+        image_token_index=IMAGE_TOKEN_ID,
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
+        image_seq_length=N_IMAGE_TOKENS,
+        projector_hidden_act="gelu",
         tie_word_embeddings=bool(getattr(text_config, "tie_word_embeddings", True)),
     )
 
@@ -168,11 +123,7 @@ def build_tokenizer(smol_dir: str | Path):
     from transformers import AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(smol_dir)
-    if (
-        tok.convert_tokens_to_ids(IMAGE_TOKEN) != IMAGE_TOKEN_ID
-        or len(tok) != 49152
-        or tok.convert_tokens_to_ids(BOUNDARY_TOKEN) == tok.unk_token_id
-    ):
+    if tok.convert_tokens_to_ids(IMAGE_TOKEN) != IMAGE_TOKEN_ID or len(tok) != 49152:
         raise EmbeddedModelVersionError(
             f"{IMAGE_TOKEN} has id {tok.convert_tokens_to_ids(IMAGE_TOKEN)} (vocab {len(tok)}), "
             f"expected {IMAGE_TOKEN_ID} (49152): the embedded tokenizer is not SmolLM2's. "
@@ -181,59 +132,34 @@ def build_tokenizer(smol_dir: str | Path):
     return tok
 
 
-def build_image_processor(fmt: int = FORMAT_VERSION):
-    """Idefics2's PIL image processor: 96x96 stays 96x96, rescale to [0, 1], mean/std 0.5, no splitting."""
-    from transformers.models.idefics2.image_processing_pil_idefics2 import Idefics2ImageProcessorPil
+def build_image_processor():
+    """CLIP's PIL image processor: 96x96 stays 96x96 (other sizes are resized), rescale to [0, 1], mean/std 0.5."""
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    if fmt == 1:
-        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-        return CLIPImageProcessorPil(
-            do_resize=True,
-            size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
-            do_center_crop=False,
-            crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
-            do_convert_rgb=True,
-            image_mean=[0.5, 0.5, 0.5],
-            image_std=[0.5, 0.5, 0.5],
-            resample=2,
-        )
-
-    return Idefics2ImageProcessorPil(
-        size={"shortest_edge": IMAGE_SIDE, "longest_edge": IMAGE_SIDE},
-        do_image_splitting=False,
+    return CLIPImageProcessorPil(
+        do_resize=True,
+        size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+        do_center_crop=False,
+        crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
         do_convert_rgb=True,
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
+        resample=2,
     )
 
 
-def build_processor(smol_dir: str | Path, fmt: int = FORMAT_VERSION):
-    """Idefics2Processor (format 1: LlavaProcessor) with SmolLM2's tokenizer; image and boundary tokens are
-    existing SmolLM2 tokens."""
-    from cotscope.probes.models.processors import idefics2_processor
+def build_processor(smol_dir: str | Path):
+    """LlavaProcessor with SmolLM2's tokenizer; the image token is an existing SmolLM2 token."""
+    from transformers import LlavaProcessor
 
-    if fmt == 1:
-        from transformers import LlavaProcessor
-
-        return LlavaProcessor(
-            image_processor=build_image_processor(1),
-            tokenizer=build_tokenizer(smol_dir),
-            patch_size=PATCH_V1,
-            vision_feature_select_strategy="default",
-            num_additional_image_tokens=1,
-            image_token=IMAGE_TOKEN,
-            chat_template=CHAT_TEMPLATE,
-        )
-
-    return idefics2_processor(
-        build_tokenizer(smol_dir),
-        image_size=IMAGE_SIDE,
-        image_seq_len=N_IMAGE_TOKENS,
-        image_token=IMAGE_TOKEN,
-        boundary_token=BOUNDARY_TOKEN,
-        chat_template=CHAT_TEMPLATE,
+    return LlavaProcessor(
         image_processor=build_image_processor(),
+        tokenizer=build_tokenizer(smol_dir),
+        patch_size=PATCH,
+        vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,
+        image_token=IMAGE_TOKEN,
+        chat_template=CHAT_TEMPLATE,
     )
 
 
@@ -256,47 +182,23 @@ def image_features(model, pixel_values) -> torch.Tensor:
     """The image tokens' input embeddings, [B, N_IMAGE_TOKENS, hidden] (``pixel_values`` [B,3,S,S] or [B,1,3,S,S])."""
     from cotscope.probes.models.hf_compat import image_feature_rows
 
-    if model.config.model_type == "llava":  # format 1 takes [B,3,S,S]
-        pv = pixel_values if pixel_values.dim() == 4 else pixel_values[:, 0]
-    else:
-        pv = pixel_values if pixel_values.dim() == 5 else pixel_values.unsqueeze(1)
+    pv = pixel_values if pixel_values.dim() == 4 else pixel_values[:, 0]
     f = image_feature_rows(model.model.get_image_features(pixel_values=pv))
     return f.view(pv.shape[0], N_IMAGE_TOKENS, -1)
 
 
 def text_model(model):
-    """The language model (``LlamaModel``) inside the VLM (either format)."""
-    inner = model.model
-    return inner.text_model if hasattr(inner, "text_model") else inner.language_model
+    """The language model (``LlamaModel``) inside the VLM."""
+    return model.model.language_model
 
 
-def vision_prefixes(fmt: int = FORMAT_VERSION) -> tuple[str, ...]:
-    """Parameter-name prefixes of the shipped vision part (tower + connector/projector)."""
-    return VISION_PREFIXES_V1 if fmt == 1 else VISION_PREFIXES
-
-
-def build_model(smol_dir: str | Path, dtype=None, fmt: int = FORMAT_VERSION):
-    """Fresh VLM: random vision tower/connector, SmolLM2's weights in the language model (exact on text).
-
-    The perceiver's learned queries start as distinct seeded Gaussians (Idefics2's own init makes them all equal).
-    """
+def build_model(smol_dir: str | Path, dtype=None):
+    """Fresh VLM: random vision tower/projector (seed 0), SmolLM2's weights in the language model (exact on text)."""
     import torch
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        Idefics2ForConditionalGeneration,
-        LlavaForConditionalGeneration,
-    )
+    from transformers import AutoConfig, AutoModelForCausalLM, LlavaForConditionalGeneration
 
     torch.manual_seed(0)
-    text_cfg = AutoConfig.from_pretrained(smol_dir)
-    if fmt == 1:
-        model = LlavaForConditionalGeneration(build_config(text_cfg, 1))
-    else:
-        model = Idefics2ForConditionalGeneration(build_config(text_cfg))
-        with torch.no_grad():
-            lat = model.model.connector.perceiver_resampler.latents
-            lat.copy_(torch.randn(lat.shape, generator=torch.Generator().manual_seed(0)))
+    model = LlavaForConditionalGeneration(build_config(AutoConfig.from_pretrained(smol_dir)))
     smol = AutoModelForCausalLM.from_pretrained(smol_dir, dtype=torch.float32)
     text_model(model).load_state_dict(smol.model.state_dict(), strict=True)
     if model.lm_head.weight.data_ptr() != text_model(model).embed_tokens.weight.data_ptr():
@@ -375,7 +277,7 @@ def verify_shipped(weights_dir: str | Path | None = None) -> str:
         if line.strip():
             digest, name = line.split(maxsplit=1)
             expected[name.strip().lstrip("*")] = digest
-    for name in shipped_files(weights_dir=wd):
+    for name in SHIPPED_FILES:
         f = wd / name
         if name not in expected:
             raise ReferenceVLMWeightsError(f"{sums} lists no checksum for {name}. Fix: restore the folder from git.")
@@ -428,9 +330,8 @@ def assemble(out_dir: Path, weights_dir: Path, smol_dir: Path) -> None:
 
     meta = json.loads((weights_dir / META_FILE).read_text())
     _check_embedded(meta, smol_dir)
-    fmt = int(meta["format_version"])
-    vision_file, prefixes = shipped_files(fmt)[0], vision_prefixes(fmt)
-    model = build_model(smol_dir, fmt=fmt)
+    vision_file, prefixes = VISION_FILE, VISION_PREFIXES
+    model = build_model(smol_dir)
     text_sd = text_model(model).state_dict()
     fp = meta.get("base_fingerprint")
     if fp and _fingerprint({k: text_sd[k] for k in fp}) != fp:
@@ -458,7 +359,7 @@ def assemble(out_dir: Path, weights_dir: Path, smol_dir: Path) -> None:
             own[k].copy_(v.float())
     model.config.name_or_path = NAME
     model.save_pretrained(out_dir)
-    build_processor(smol_dir, fmt).save_pretrained(out_dir)
+    build_processor(smol_dir).save_pretrained(out_dir)
 
 
 def reference_vlm_dir(cache_dir: str | Path | None = None, weights_dir: str | Path | None = None) -> Path:
@@ -476,11 +377,16 @@ def reference_vlm_dir(cache_dir: str | Path | None = None, weights_dir: str | Pa
     return target
 
 
-def load_reference_vlm(device: str = "cpu", dtype=None, cache_dir: str | Path | None = None):
-    """``(model, processor)`` of cotscope-smolvlm, loaded offline through the Auto classes."""
+def load_reference_vlm(
+    device: str = "cpu", dtype=None, cache_dir: str | Path | None = None, weights_dir: str | Path | None = None
+):
+    """``(model, processor)`` of cotscope-smolvlm, loaded offline through the Auto classes.
+
+    ``weights_dir``: another release folder in the shipped layout (e.g. a fresh ``train_reference_vlm.py --out``).
+    """
     import torch
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    d = reference_vlm_dir(cache_dir)
+    d = reference_vlm_dir(cache_dir, weights_dir)
     model = AutoModelForImageTextToText.from_pretrained(d, dtype=dtype or torch.float32).to(device).eval()
     return model, AutoProcessor.from_pretrained(d)

@@ -96,16 +96,24 @@ def render_text(
     font_size: int = 14,
     offset: tuple[int, int] = (4, 4),
     width_chars: int | None = None,
+    max_width_px: float | None = None,
 ) -> Image.Image:
-    """Black text on white, wrapped to the image width; deterministic for the same arguments."""
+    """Black text on white, wrapped to the image width; deterministic for the same arguments.
+
+    ``max_width_px`` wraps at spaces by rendered width (a line stays whole while it fits);
+    otherwise ``width_chars`` (default: from the mean glyph width) wraps by character count.
+    """
     W, H = size
     font = _font(font_size)
     img = Image.new("RGB", (W, H), "white")
     draw = ImageDraw.Draw(img)
-    if width_chars is None:
-        char_w = max(1.0, font.getlength("0123456789abcdefghij") / 20)
-        width_chars = max(8, int((W - 2 * offset[0]) / char_w))
-    lines = textwrap.wrap(text, width=width_chars) or [""]
+    if max_width_px is not None:
+        lines = _wrap_pixels(text, font, max_width_px)
+    else:
+        if width_chars is None:
+            char_w = max(1.0, font.getlength("0123456789abcdefghij") / 20)
+            width_chars = max(8, int((W - 2 * offset[0]) / char_w))
+        lines = textwrap.wrap(text, width=width_chars) or [""]
     line_h = font_size + 3
     if offset[1] + line_h * len(lines) > H + 2:
         raise ValueError(
@@ -115,6 +123,17 @@ def render_text(
     for k, line in enumerate(lines):
         draw.text((offset[0], offset[1] + k * line_h), line, fill="black", font=font)
     return img
+
+
+def _wrap_pixels(text: str, font: ImageFont.FreeTypeFont, max_px: float) -> list[str]:
+    """Greedy word wrap by rendered width; a single word wider than ``max_px`` keeps its own line."""
+    lines: list[str] = []
+    for word in text.split():
+        if lines and font.getlength(lines[-1] + " " + word) <= max_px:
+            lines[-1] += " " + word
+        else:
+            lines.append(word)
+    return lines or [""]
 
 
 def render_problem(
@@ -129,21 +148,27 @@ def expression_text(problem: Problem) -> str:
     return problem.expression.replace("//", "/")
 
 
+EXPRESSION_FONT = 11  # the bar charts' label size: 126 of 128 held-out expressions fit on one 96-px line
+
+
 def render_expression(
-    problem: Problem, size: tuple[int, int] = READ_SIZE, offset: tuple[int, int] = (4, 4), font_size: int = 13
+    problem: Problem,
+    size: tuple[int, int] = READ_SIZE,
+    offset: tuple[int, int] = (4, 4),
+    font_size: int = EXPRESSION_FONT,
 ) -> Image.Image:
-    """The expression, wrapped at spaces to the image width (at most 3 lines)."""
+    """The expression on one line, wrapped at spaces only where it would leave the image."""
     return render_text(
         expression_text(problem),
         size=size,
         font_size=font_size,
         offset=offset,
-        width_chars=_expr_width(size, font_size),
+        max_width_px=_expr_room(size, offset),
     )
 
 
-def _expr_width(size: tuple[int, int], font_size: int) -> int:
-    return max(6, int((size[0] - 8) / _font(font_size).getlength("8")))
+def _expr_room(size: tuple[int, int], offset: tuple[int, int]) -> float:
+    return size[0] - offset[0] - 2
 
 
 def _plural(n: int, shape: str) -> str:
@@ -264,12 +289,15 @@ def problem_item(problem: Problem, seed: int = 0, item_id: str | None = None) ->
 def expression_item(
     problem: Problem, seed: int = 0, item_id: str | None = None, size: tuple[int, int] = READ_SIZE
 ) -> VisualItem:
-    """A rendered expression such as ``(14 + 5 - 3) * 2`` near the top-left corner (0-4 px jitter)."""
+    """A rendered expression such as ``(14 + 5 - 3) * 2`` near the top-left corner (0-4 px jitter).
+
+    One line in the bar labels' font size, so the glyphs run left to right in reading order.
+    """
     rng = random.Random(seed)
     W, H = size
-    text, fs = expression_text(problem), 13
-    lines = textwrap.wrap(text, width=_expr_width(size, fs))
-    slack_x = max(0, min(4, int(W - 6 - max(_font(fs).getlength(ln) for ln in lines))))
+    text, fs = expression_text(problem), EXPRESSION_FONT
+    lines = _wrap_pixels(text, _font(fs), _expr_room(size, (2, 0)))
+    slack_x = max(0, min(4, int(W - 4 - max(_font(fs).getlength(ln) for ln in lines))))
     img = render_expression(problem, size=size, offset=(rng.randint(2, 2 + slack_x), rng.randint(2, 6)), font_size=fs)
     question = QUESTIONS["expression"]
     cot, direct = _prompts(question)
