@@ -651,6 +651,7 @@ def main(argv=None) -> int:
                 loras = stage_adapt(args, model, tok, pool, logf)
             if args.stage == "all":  # wall time of this invocation up to export (model build included)
                 timings["all_wall_s_this_run"] = round(time.time() - t_all + t_setup, 1)
+                write_json_atomic(timings_path, timings)  # a later `--stage export` (e.g. new floors) keeps it
             stage_export(args, model, loras, base_sd, logf, timings)
     log(f"done; timings {timings}; wall {time.time() - t_all + t_setup:.0f} s", logf)
     return 0

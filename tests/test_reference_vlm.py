@@ -182,17 +182,53 @@ def test_answer_ids_score_only_the_number(vlm):
     assert abs(ev.pearson([1.0, 2.0, 4.0], [-1.0, -2.0, -4.0]) + 1.0) < 1e-12
 
 
-def test_training_layout_equals_processor(vlm):
-    """The adaptation stage builds its sequences by hand; they must be the processor's."""
+def _train_module():
     import importlib.util
-
-    from cotscope.probes.stimuli.visual import generate_visual_items
 
     spec = importlib.util.spec_from_file_location(
         "train_reference_vlm", R.WEIGHTS_DIR.parents[1] / "scripts" / "train_reference_vlm.py"
     )
-    tr = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tr)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_onehot_projector_turns_hidden_units_into_token_embeddings(vlm):
+    """After the one-hot init, hidden unit k at 1 (others at 0) gives exactly reading-vocabulary token k's embedding,
+    and the hidden-unit cross-entropy sees the projector's pre-activations through the hook."""
+    from cotscope.probes.models.embedded import smollm2_dir
+    from cotscope.probes.stimuli.visual import generate_visual_items
+
+    tr = _train_module()
+    _, proc = vlm
+    model = R.build_model(smollm2_dir())
+    reader = tr.Reader(proc.tokenizer, R.text_model(model).embed_tokens.weight.detach().clone(), "left")
+    tr.init_onehot_projector(model, reader)
+    proj = model.model.multi_modal_projector
+    n = len(reader.cand)
+    h = torch.zeros(n, proj.linear_1.out_features)
+    h[torch.arange(n), torch.arange(n)] = 1.0
+    with torch.no_grad():
+        out = proj.linear_2(proj.act(h))
+    # GELU(1) is rounded to float32 once in the init and once here: a few ulps of the embeddings' scale
+    assert torch.allclose(out, reader.E[reader.cand], rtol=0, atol=1e-6)
+    cap = tr.HiddenCapture(model)
+    items = generate_visual_items(2, seed=5)
+    feat = R.image_features(model, R.pixel_tensor([it.image for it in items]))
+    loss, m = tr.reading_loss(feat, reader.targets([it.description for it in items]), reader, hidden=cap.z)
+    loss0, _ = tr.reading_loss(feat, reader.targets([it.description for it in items]), reader)
+    cap.remove()
+    assert cap.z.shape == (2, R.N_IMAGE_TOKENS, proj.linear_1.out_features) and loss > loss0
+    assert tr.read_kinds("expression, bars,expression") == ["expression", "bars", "expression"]
+    with pytest.raises(SystemExit, match="unknown kinds"):
+        tr.read_kinds("expression,photos")
+
+
+def test_training_layout_equals_processor(vlm):
+    """The adaptation stage builds its sequences by hand; they must be the processor's."""
+    from cotscope.probes.stimuli.visual import generate_visual_items
+
+    tr = _train_module()
     _, proc = vlm
     tok = proc.tokenizer
     it = generate_visual_items(1, seed=2)[0]
