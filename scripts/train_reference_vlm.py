@@ -558,7 +558,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=R.WEIGHTS_DIR)
     ap.add_argument("--ckpt-dir", type=Path, default=cache_root() / "train" / R.NAME)
     ap.add_argument("--threads", type=int, default=2, help="torch threads (1 or 2)")
-    ap.add_argument("--read-steps", type=int, default=1500)
+    ap.add_argument("--read-steps", type=int, default=30000)
     ap.add_argument(
         "--read-kinds",
         default="expression,expression,counting,counting,bars",
@@ -578,11 +578,11 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--read-decay-frac", type=float, default=0.6, help="final fraction of read steps with linear lr decay"
     )
-    ap.add_argument("--n-teacher", type=int, default=320)
+    ap.add_argument("--n-teacher", type=int, default=400)
     ap.add_argument("--cot-frac", type=float, default=0.25)
     ap.add_argument("--direct-tokens", type=int, default=12)
     ap.add_argument("--cot-tokens", type=int, default=40)
-    ap.add_argument("--adapt-steps", type=int, default=80)
+    ap.add_argument("--adapt-steps", type=int, default=120)
     ap.add_argument("--adapt-batch", type=int, default=8)
     ap.add_argument("--lr-adapt", type=float, default=1e-3)
     ap.add_argument(
