@@ -4,9 +4,9 @@ A stock ``LlavaForConditionalGeneration``: a small CLIP-style vision tower with 
 (``N_IMAGE_TOKENS`` = 16 patch tokens), LLaVA's linear-GELU-linear projector into SmolLM2's width, and SmolLM2's
 exact LlamaConfig text model. One image becomes ``N_IMAGE_TOKENS`` copies of ``IMAGE_TOKEN``, an existing unused
 SmolLM2 token, so the vocabulary is unchanged. Only what differs from SmolLM2 is shipped in
-``weights/cotscope-smolvlm/`` (fp16): the vision tower + projector, and the language-model delta as LoRA factors. :func:`reference_vlm_dir` verifies the
-shipped checksums and assembles the full model into the local cache, where it loads with
-``AutoModelForImageTextToText`` / ``AutoProcessor`` offline.
+``weights/cotscope-smolvlm/`` (fp16): the vision tower + projector, and the language-model delta as LoRA factors.
+:func:`reference_vlm_dir` verifies the shipped checksums and assembles the full model into the local cache, where it
+loads with ``AutoModelForImageTextToText`` / ``AutoProcessor`` offline.
 
 Design (see the card in ``weights/cotscope-smolvlm/README.md``): each of the ``N_IMAGE_TOKENS`` query outputs is
 trained to land on SmolLM2's input embedding of one token of the text the image depicts (aligned as the shipped
